@@ -1,0 +1,182 @@
+"""``gatepass ssh``, ``tunnel`` and ``ssh-config``: connect with stock OpenSSH using a grant's certificate."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator, Sequence
+
+from cli.client_access import _argument, parse_port
+from cli.context import Context
+from cli.errors import LocalSetupError, NoUsableGrant
+from cli.sshargs import (
+    SshFiles,
+    UsableGrant,
+    certificate_key_matches,
+    choose_grant,
+    format_time,
+    pick_per_asset,
+    render_ssh_config,
+    ssh_binary,
+    ssh_command,
+    tunnel_options,
+    usable_grants,
+)
+from cli.state import check_asset_name
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ssh = subparsers.add_parser(
+        "ssh",
+        help="connect to an asset with stock ssh and your grant certificate",
+        description="Run ssh to ASSET through its gateway; anything after -- is the remote command.",
+    )
+    ssh.add_argument("asset", metavar="ASSET", type=_argument(check_asset_name))
+    ssh.add_argument(
+        "command", metavar="COMMAND", nargs=argparse.REMAINDER, help="after --: the remote command"
+    )
+    ssh.set_defaults(func=run_ssh)
+
+    tunnel = subparsers.add_parser(
+        "tunnel",
+        help="forward a granted TCP port of an asset to this machine",
+        description="Forward 127.0.0.1:LOCAL to ASSET:REMOTE through the gateway until Ctrl-C or grant end.",
+    )
+    tunnel.add_argument("asset", metavar="ASSET", type=_argument(check_asset_name))
+    tunnel.add_argument(
+        "--port", dest="remote_port", metavar="REMOTE", type=_argument(parse_port), required=True
+    )
+    tunnel.add_argument(
+        "--local-port",
+        metavar="L",
+        type=_argument(parse_port),
+        help="local port (default: REMOTE when it is 1024 or above, else a free port)",
+    )
+    tunnel.set_defaults(func=run_tunnel)
+
+    config = subparsers.add_parser(
+        "ssh-config",
+        help="print an OpenSSH config block, one `Host ASSET.gatepass` per usable grant",
+        description="Write each usable grant's certificate and print a config for "
+        "`ssh -F FILE ASSET.gatepass` or an Include; run it again after each approval.",
+    )
+    config.set_defaults(func=run_ssh_config)
+
+
+def _grants(ctx: Context, *, asset: str | None) -> tuple[list[UsableGrant], str, str]:
+    session = ctx.session()
+    params = {"usable": "true"} | ({"asset": asset} if asset else {})
+    with ctx.api(session) as api:
+        grants = api.get("/grants", params=params)
+    return usable_grants(grants, username=session.username, now=ctx.clock()), session.username, session.server
+
+
+def _prepare_files(ctx: Context, grants: Sequence[UsableGrant]) -> dict[str, SshFiles]:
+    """Write each grant's certificate and pin its gateway's host key; check the certificate fits our key."""
+    state = ctx.state
+    if not state.key_path.exists():
+        raise LocalSetupError(
+            f"there is no SSH key at {state.key_path}, so no grant certificate can be used: "
+            "request access again from this machine"
+        )
+    public_key = state.ensure_key()
+    files = {}
+    for grant in grants:
+        certificate = grant.certificate or ""
+        if certificate_key_matches(certificate, public_key) is False:
+            raise NoUsableGrant(
+                f"the certificate of grant {grant.id} for {grant.asset} was issued for another key than "
+                f"{state.key_path} (was the key replaced?): request access again from this machine"
+            )
+        files[grant.id] = SshFiles(
+            key=state.key_path,
+            certificate=state.write_certificate(grant.asset, certificate),
+            known_hosts=state.known_hosts_path,
+        )
+    state.pin_host_keys((g.gateway.host, g.gateway.port, g.gateway.host_key) for g in grants)
+    return files
+
+
+@contextlib.contextmanager
+def _interrupts_go_to_child() -> Iterator[None]:
+    """While ssh runs, Ctrl-C is ssh's to handle; a no-op handler (unlike SIG_IGN) is reset by exec."""
+    try:
+        previous = signal.signal(signal.SIGINT, lambda _signum, _frame: None)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_ssh_process(argv: list[str]) -> int:
+    """Run ssh attached to this terminal and return its exit code (128+N when killed by signal N)."""
+    try:
+        with _interrupts_go_to_child():
+            done = subprocess.run(argv, check=False)
+    except FileNotFoundError as exc:
+        raise LocalSetupError(
+            f"{argv[0]} was not found: install the OpenSSH client (or set GATEPASS_SSH_BIN)"
+        ) from exc
+    return 128 - done.returncode if done.returncode < 0 else done.returncode
+
+
+def run_ssh(args: argparse.Namespace) -> int:
+    ctx: Context = args.client_context
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    grants, _, _ = _grants(ctx, asset=args.asset)
+    grant = choose_grant(grants, asset=args.asset, now=ctx.clock())
+    files = _prepare_files(ctx, [grant])[grant.id]
+    return run_ssh_process(
+        ssh_command(ssh=ssh_binary(ctx.environ), grant=grant, files=files, command=command)
+    )
+
+
+def _free_local_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def run_tunnel(args: argparse.Namespace) -> int:
+    ctx: Context = args.client_context
+    grants, _, _ = _grants(ctx, asset=args.asset)
+    grant = choose_grant(grants, asset=args.asset, now=ctx.clock(), port=args.remote_port)
+    files = _prepare_files(ctx, [grant])[grant.id]
+    local_port = args.local_port or (args.remote_port if args.remote_port >= 1024 else _free_local_port())
+    ctx.note(
+        f"Forwarding 127.0.0.1:{local_port} to {grant.asset}:{args.remote_port} through {grant.gateway.host}:"
+        f"{grant.gateway.port} until {format_time(grant.ends_at)} (Ctrl-C to stop)"
+    )
+    extra = tunnel_options(asset=grant.asset, remote_port=args.remote_port, local_port=local_port)
+    return run_ssh_process(ssh_command(ssh=ssh_binary(ctx.environ), grant=grant, files=files, extra=extra))
+
+
+def run_ssh_config(args: argparse.Namespace) -> int:
+    ctx: Context = args.client_context
+    grants, username, server = _grants(ctx, asset=None)
+    now = ctx.clock()
+    with_certificate = [g for g in grants if g.certificate]
+    chosen = pick_per_asset(with_certificate, now=now)
+    files = _prepare_files(ctx, chosen) if chosen else {}
+    header = (
+        f"Gatepass grants of {username} on {server} at {format_time(now)}; "
+        "certificates end with their grants: run `gatepass ssh-config` again after each approval"
+    )
+    ctx.out.write(
+        render_ssh_config(
+            [(g, files[g.id].certificate) for g in chosen],
+            key=ctx.state.key_path,
+            known_hosts=ctx.state.known_hosts_path,
+            header=header,
+        )
+    )
+    return 0

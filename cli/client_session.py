@@ -1,0 +1,143 @@
+"""``gatepass login``, ``logout`` and ``whoami``: getting, dropping and showing the broker session."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+from typing import Any
+
+from cli.context import Context
+from cli.durations import parse_api_time
+from cli.errors import ClientError, NotLoggedIn, ServerUnreachable, UsageError
+from cli.output import to_json
+from cli.sshargs import format_time
+from cli.state import Session, default_server, normalize_server
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    login = subparsers.add_parser(
+        "login",
+        help="sign in to the broker and keep the session in the state directory",
+        description="Sign in with password and one-time code; what no option gives is prompted for.",
+    )
+    login.add_argument(
+        "--server", metavar="URL", help="broker URL (default: $GATEPASS_SERVER or http://127.0.0.1:8080)"
+    )
+    login.add_argument("--user", metavar="NAME", help="your username")
+    login.add_argument(
+        "--password-file", metavar="F", help="read the password from this file ('-' for stdin)"
+    )
+    login.add_argument("--totp", metavar="CODE", help="the current one-time code from your authenticator")
+    login.add_argument("--json", action="store_true", help="print the session (never the token) as JSON")
+    login.set_defaults(func=run_login)
+
+    logout = subparsers.add_parser("logout", help="revoke the session token and forget it")
+    logout.set_defaults(func=run_logout)
+
+    whoami = subparsers.add_parser("whoami", help="show who the saved session signs in as")
+    whoami.add_argument("--json", action="store_true", help="print the Identity object from the API")
+    whoami.set_defaults(func=run_whoami)
+
+
+def _read_password(path: str) -> str:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read the password file {path}: {exc.strerror}") from exc
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise UsageError(f"the password file {path} is empty")
+    return password
+
+
+def _prompt(label: str, *, secret: bool) -> str:
+    try:
+        value = getpass.getpass(f"{label}: ") if secret else input(f"{label}: ")
+    except EOFError:
+        raise UsageError(f"no {label.lower()} given and none could be prompted for") from None
+    if not value.strip():
+        raise UsageError(f"no {label.lower()} given")
+    return value.strip() if not secret else value
+
+
+def run_login(args: argparse.Namespace) -> int:
+    ctx: Context = args.client_context
+    server = normalize_server(args.server) if args.server else default_server(ctx.environ)
+    username = args.user or _prompt("Username", secret=False)
+    password = _read_password(args.password_file) if args.password_file else _prompt("Password", secret=True)
+    totp = args.totp or _prompt("One-time code", secret=False)
+    with ctx.anonymous_api(server) as api:
+        answer = api.post("/auth/login", {"username": username, "password": password, "totp": totp.strip()})
+    try:
+        session = Session(
+            server=server,
+            username=str(answer.get("identity", {}).get("username") or username),
+            token=str(answer["token"]),
+            expires_at=parse_api_time(str(answer["expires_at"])),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ServerUnreachable(f"the broker at {server} answered the login with an unexpected body") from exc
+    ctx.state.save_session(session)
+    identity: dict[str, Any] = answer.get("identity") or {}
+    if args.json:
+        ctx.say(
+            to_json(
+                {
+                    "server": server,
+                    "username": session.username,
+                    "expires_at": session.expires_at.isoformat(),
+                    "identity": identity,
+                }
+            )
+        )
+    else:
+        roles = ", ".join(identity.get("roles") or []) or "no roles"
+        ctx.say(
+            f"Logged in to {server} as {session.username} ({roles}) until {format_time(session.expires_at)}."
+        )
+    return 0
+
+
+def run_logout(args: argparse.Namespace) -> int:
+    ctx: Context = args.client_context
+    session = ctx.state.load_session()
+    if session is None:
+        ctx.say("Not logged in.")
+        return 0
+    if not session.is_expired(ctx.clock()):
+        try:
+            with ctx.api(session) as api:
+                api.post("/auth/logout")
+        except NotLoggedIn:
+            pass  # the token had already expired or been revoked: nothing left to revoke
+        except ClientError as exc:
+            ctx.state.delete_session()
+            ctx.note(
+                f"gatepass: forgot the session, but could not revoke its token on {session.server}: {exc}"
+            )
+            return 1
+    ctx.state.delete_session()
+    ctx.say(f"Logged out of {session.server}.")
+    return 0
+
+
+def run_whoami(args: argparse.Namespace) -> int:
+    ctx: Context = args.client_context
+    session = ctx.session()
+    with ctx.api(session) as api:
+        identity = api.get("/me")
+    if args.json:
+        ctx.say(to_json(identity))
+        return 0
+    details = [str(identity.get("kind", "?")), "roles " + (", ".join(identity.get("roles") or []) or "none")]
+    if identity.get("organisation"):
+        details.append(f"organisation {identity['organisation']}")
+    if identity.get("sites"):
+        details.append("sites " + ", ".join(identity["sites"]))
+    ctx.say(
+        f"{identity.get('username', session.username)} ({'; '.join(details)}) on {session.server}, "
+        f"session until {format_time(session.expires_at)}"
+    )
+    return 0
