@@ -1,0 +1,1 @@
+"""Gatepass broker: the control plane and the only owner of the database."""

@@ -1,0 +1,313 @@
+"""Access requests and grants: ask, decide, grant (with its certificate), revoke, expire."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncssh
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from broker import audit
+from broker.access_rules import apply_approval, approvals_so_far, grant_status, grant_window
+from broker.audit import Action
+from broker.authorities import CertificateSpec, issue_user_certificate, load_signing_key, new_serial
+from broker.db import after_commit
+from broker.durations import format_duration, parse_duration
+from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
+from broker.events import EventPublisher, GrantEvent
+from broker.identities import has_role, may_act_for_site, site_ids_for_role
+from broker.ids import new_id
+from broker.inventory import approvals_needed, get_asset
+from broker.models import AccessRequest, Asset, Decision, Grant, Identity
+from broker.vault import Vault
+
+MAX_REASON = 1000
+# How far ahead a window may be booked.
+MAX_LEAD = dt.timedelta(days=30)
+# Tolerate a start a little in the past (a clock behind the broker's, a slow typist).
+START_SLACK = dt.timedelta(minutes=5)
+ALLOWED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+
+
+def create_request(
+    session: Session, *, now: dt.datetime, decide_within: dt.timedelta, requester: Identity, asset_name: str,
+    duration: str, reason: str, ssh: bool, ports: list[int], start: dt.datetime | None, public_key: str,
+) -> AccessRequest:
+    asset = get_asset(session, asset_name)
+    site = asset.site
+    if not has_role(requester, "vendor"):
+        raise _refuse(session, now, requester, asset, Action.REQUEST_REFUSED,
+                      "only vendor accounts request access; ask your administrator for the vendor role")
+    if not may_act_for_site(requester, "vendor", site.id):
+        raise _refuse(session, now, requester, asset, Action.REQUEST_REFUSED,
+                      f"your account may request access only at its own sites, not at {site.name}")
+    if site.locked_down:
+        raise _refuse(session, now, requester, asset, Action.REQUEST_REFUSED,
+                      f"site {site.name} is locked down: no new access until the plant lifts the lockdown")
+    window = parse_duration(duration)
+    if window > dt.timedelta(seconds=site.max_window_seconds):
+        raise InvalidInput(f"a window of {duration} is longer than {site.name} allows "
+                           f"(at most {format_duration(dt.timedelta(seconds=site.max_window_seconds))})")
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("a reason is required: tell the plant what the access is for")
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(f"the reason is too long ({len(reason)} characters, at most {MAX_REASON})")
+    ports = sorted(set(ports))
+    if not ssh and not ports:
+        raise InvalidInput("ask for at least one service: SSH or a TCP port")
+    if ssh and asset.ssh_port is None:
+        raise InvalidInput(f"{asset.name} offers no SSH service")
+    not_offered = [p for p in ports if p not in asset.tcp_ports]
+    if not_offered:
+        offered = ", ".join(map(str, asset.tcp_ports)) or "none"
+        raise InvalidInput(f"port {not_offered[0]} is not a service of {asset.name} (TCP ports it offers: {offered})")
+    if start is not None:
+        if start.tzinfo is None:
+            raise InvalidInput("the start time needs a timezone offset, e.g. 2026-11-27T14:00:00+00:00")
+        if start < now - START_SLACK:
+            raise InvalidInput(f"the start time {start.isoformat()} is in the past")
+        if start > now + MAX_LEAD:
+            raise InvalidInput("the start time is more than 30 days ahead")
+    key = _check_public_key(public_key)
+
+    decide_by = now + decide_within
+    if start is not None:
+        decide_by = min(decide_by, start + window)
+    request = AccessRequest(
+        id=new_id("req"), requester_id=requester.id, asset_id=asset.id, ssh=ssh, ports=ports,
+        duration_seconds=int(window.total_seconds()), start_at=start, reason=reason, public_key=key,
+        status="pending", approvals_required=approvals_needed(asset), created_at=now, decide_by=decide_by,
+    )
+    session.add(request)
+    audit.record(session, now=now, action=Action.REQUEST_CREATED, actor=requester.username, subject=request.id,
+                 site=site.name, details={"asset": asset.name, "ssh": ssh, "ports": ports,
+                                          "duration": format_duration(window), "reason": reason})
+    return request
+
+
+def _check_public_key(text: str) -> str:
+    try:
+        key = asyncssh.import_public_key((text or "").strip())
+    except (asyncssh.KeyImportError, ValueError):
+        raise InvalidInput("the SSH public key is not an OpenSSH public key (\"ssh-ed25519 AAAA…\")") from None
+    if key.algorithm.decode() not in ALLOWED_KEY_TYPES:
+        raise InvalidInput(f"SSH keys of type {key.algorithm.decode()} are not accepted: use ssh-ed25519")
+    return key.export_public_key("openssh").decode().strip()
+
+
+def _refuse(session: Session, now: dt.datetime, actor: Identity, asset: Asset, action: Action,
+            why: str, subject: str | None = None) -> Forbidden:
+    """Audit a security-relevant refusal and return the error to raise (its audit event is kept)."""
+    audit.record(session, now=now, action=action, outcome="refused", actor=actor.username,
+                 subject=subject or asset.name, site=asset.site.name, details={"reason": why})
+    return Forbidden(why)
+
+
+def expire_overdue(session: Session, *, now: dt.datetime) -> None:
+    """Undecided requests past their decide-by time expire (lazily, whenever requests are read or decided)."""
+    overdue = session.scalars(
+        select(AccessRequest).where(AccessRequest.status == "pending", AccessRequest.decide_by <= now)
+    ).all()
+    for request in overdue:
+        request.status = "expired"
+        request.decided_at = now
+        audit.record(session, now=now, action=Action.REQUEST_EXPIRED, subject=request.id,
+                     site=request.asset.site.name, details={"decide_by": request.decide_by.isoformat()})
+
+
+def visible_requests(session: Session, *, viewer: Identity, pending_only: bool) -> list[AccessRequest]:
+    query = select(AccessRequest).join(Asset)
+    if not (has_role(viewer, "security") or has_role(viewer, "admin")):
+        sites = site_ids_for_role(viewer, "supervisor")
+        conditions = [AccessRequest.requester_id == viewer.id]
+        if None in sites:
+            conditions.append(AccessRequest.id.is_not(None))
+        elif sites:
+            conditions.append(Asset.site_id.in_([s for s in sites if s is not None]))
+        query = query.where(or_(*conditions))
+    if pending_only:
+        query = query.where(AccessRequest.status == "pending")
+    return list(session.scalars(query.order_by(AccessRequest.created_at.desc()).limit(500)))
+
+
+def can_view_request(viewer: Identity, request: AccessRequest) -> bool:
+    return (
+        request.requester_id == viewer.id
+        or has_role(viewer, "security") or has_role(viewer, "admin")
+        or may_act_for_site(viewer, "supervisor", request.asset.site_id)
+    )
+
+
+def get_request(session: Session, *, viewer: Identity, request_id: str) -> AccessRequest:
+    request = session.get(AccessRequest, request_id)
+    if request is None or not can_view_request(viewer, request):
+        raise NotFound(f"there is no request {request_id} that you can see")
+    return request
+
+
+def _decidable(session: Session, *, now: dt.datetime, approver: Identity, request_id: str,
+               verb: str) -> AccessRequest:
+    """Load a request and check that ``approver`` may decide it now; refusals of authority are audited."""
+    expire_overdue(session, now=now)
+    request = session.get(AccessRequest, request_id)
+    if request is None:
+        raise NotFound(f"there is no request {request_id}")
+    asset = request.asset
+    if request.requester_id == approver.id:
+        raise _refuse(session, now, approver, asset, Action.DECISION_REFUSED,
+                      f"you cannot {verb} your own request: another approver of {asset.site.name} must decide",
+                      subject=request.id)
+    if not may_act_for_site(approver, "supervisor", asset.site_id):
+        raise _refuse(session, now, approver, asset, Action.DECISION_REFUSED,
+                      f"only approvers of site {asset.site.name} can {verb} requests for {asset.name}",
+                      subject=request.id)
+    if request.status != "pending":
+        raise Conflict(f"request {request.id} is already {request.status}; only pending requests can be decided")
+    if any(d.approver_id == approver.id for d in request.decisions):
+        raise Conflict(f"you already approved request {request.id}; it needs a different second approver")
+    if asset.site.locked_down:
+        raise Conflict(f"site {asset.site.name} is locked down: lift the lockdown before approving access")
+    return request
+
+
+def approve(
+    session: Session, *, vault: Vault, now: dt.datetime, approver: Identity, request_id: str,
+    comment: str | None, shorten_to: str | None = None,
+) -> AccessRequest:
+    shorter = parse_duration(shorten_to) if shorten_to else None
+    request = _decidable(session, now=now, approver=approver, request_id=request_id, verb="approve")
+    request.decisions.append(Decision(approver_id=approver.id, approver=approver, verdict="approve",
+                                      comment=_clean_comment(comment), decided_at=now))
+    site = request.asset.site.name
+    audit.record(session, now=now, action=Action.REQUEST_APPROVAL, actor=approver.username, subject=request.id,
+                 site=site, details={"approvals": approvals_so_far(request),
+                                     "required": request.approvals_required, "comment": comment})
+    outcome = apply_approval(request)
+    request.status = outcome.status
+    if outcome.creates_grant:
+        request.decided_at = now
+        audit.record(session, now=now, action=Action.REQUEST_APPROVED, actor=approver.username,
+                     subject=request.id, site=site)
+        _create_grant(session, vault=vault, now=now, request=request, shorten_to=shorter)
+    return request
+
+
+def deny(session: Session, *, now: dt.datetime, approver: Identity, request_id: str, comment: str) -> AccessRequest:
+    comment = _clean_comment(comment) or ""
+    if not comment:
+        raise InvalidInput("a denial needs a comment: tell the vendor why")
+    request = _decidable(session, now=now, approver=approver, request_id=request_id, verb="deny")
+    request.decisions.append(Decision(approver_id=approver.id, approver=approver, verdict="deny",
+                                      comment=comment, decided_at=now))
+    request.status = "denied"
+    request.decided_at = now
+    audit.record(session, now=now, action=Action.REQUEST_DENIED, actor=approver.username, subject=request.id,
+                 site=request.asset.site.name, details={"comment": comment})
+    return request
+
+
+def cancel(session: Session, *, now: dt.datetime, requester: Identity, request_id: str) -> AccessRequest:
+    request = get_request(session, viewer=requester, request_id=request_id)
+    if request.requester_id != requester.id:
+        raise Forbidden(f"only the requester can cancel request {request_id}")
+    if request.status != "pending":
+        raise Conflict(f"request {request_id} is already {request.status}; only pending requests can be cancelled")
+    request.status = "cancelled"
+    request.decided_at = now
+    audit.record(session, now=now, action=Action.REQUEST_CANCELLED, actor=requester.username, subject=request.id,
+                 site=request.asset.site.name)
+    return request
+
+
+def _clean_comment(comment: str | None) -> str | None:
+    comment = (comment or "").strip()
+    if len(comment) > MAX_REASON:
+        raise InvalidInput(f"the comment is too long ({len(comment)} characters, at most {MAX_REASON})")
+    return comment or None
+
+
+def _create_grant(session: Session, *, vault: Vault, now: dt.datetime, request: AccessRequest,
+                  shorten_to: dt.timedelta | None) -> Grant:
+    starts_at, ends_at = grant_window(request, now=now, shorten_to=shorten_to)
+    requester, asset = request.requester, request.asset
+    grant = Grant(
+        id=new_id("grt"), request_id=request.id, identity_id=requester.id, asset_id=asset.id, ssh=request.ssh,
+        ports=list(request.ports), starts_at=starts_at, ends_at=ends_at, serial=new_serial(), certificate="",
+        created_at=now,
+    )
+    spec = CertificateSpec(
+        grant_id=grant.id, username=requester.username, asset=asset.name, serial=grant.serial,
+        starts_at=starts_at, ends_at=ends_at,
+        # DESIGN invariant 5: no interactive shell for service and AI-agent identities.
+        allow_pty=request.ssh and requester.kind == "human",
+        allow_port_forwarding=bool(request.ports),
+    )
+    grant.certificate = issue_user_certificate(load_signing_key(session, vault=vault), request.public_key, spec)
+    request.grant = grant
+    session.add(grant)
+    site = asset.site.name
+    audit.record(session, now=now, action=Action.GRANT_CREATED, actor=requester.username, subject=grant.id,
+                 site=site, details={"request": request.id, "asset": asset.name, "ssh": grant.ssh,
+                                     "ports": grant.ports, "starts_at": starts_at.isoformat(),
+                                     "ends_at": ends_at.isoformat()})
+    audit.record(session, now=now, action=Action.CERTIFICATE_ISSUED, actor=requester.username, subject=grant.id,
+                 site=site, details={"serial": grant.serial, "principals": [asset.name],
+                                     "valid_before": ends_at.isoformat(), "permit_pty": spec.allow_pty,
+                                     "permit_port_forwarding": spec.allow_port_forwarding})
+    return grant
+
+
+def visible_grants(session: Session, *, viewer: Identity, asset_name: str | None, usable_only: bool,
+                   now: dt.datetime) -> list[Grant]:
+    query = select(Grant).join(Asset)
+    if not (has_role(viewer, "security") or has_role(viewer, "admin")):
+        sites = site_ids_for_role(viewer, "supervisor")
+        conditions = [Grant.identity_id == viewer.id]
+        if None in sites:
+            conditions.append(Grant.id.is_not(None))
+        elif sites:
+            conditions.append(Asset.site_id.in_([s for s in sites if s is not None]))
+        query = query.where(or_(*conditions))
+    if asset_name:
+        query = query.where(Asset.name == asset_name)
+    if usable_only:
+        query = query.where(Grant.revoked_at.is_(None), Grant.ends_at > now)
+    return list(session.scalars(query.order_by(Grant.ends_at.desc()).limit(500)))
+
+
+def get_grant(session: Session, *, viewer: Identity, grant_id: str) -> Grant:
+    grant = session.get(Grant, grant_id)
+    if grant is None or not _can_view_grant(viewer, grant):
+        raise NotFound(f"there is no grant {grant_id} that you can see")
+    return grant
+
+
+def _can_view_grant(viewer: Identity, grant: Grant) -> bool:
+    return (grant.identity_id == viewer.id or has_role(viewer, "security") or has_role(viewer, "admin")
+            or may_act_for_site(viewer, "supervisor", grant.asset.site_id))
+
+
+def revoke_grant(
+    session: Session, *, now: dt.datetime, events: EventPublisher, actor: Identity, grant_id: str,
+    reason: str | None,
+) -> Grant:
+    grant = get_grant(session, viewer=actor, grant_id=grant_id)
+    allowed = (grant.identity_id == actor.id or has_role(actor, "security") or has_role(actor, "admin")
+               or may_act_for_site(actor, "supervisor", grant.asset.site_id))
+    if not allowed:
+        raise _refuse(session, now, actor, grant.asset, Action.REVOKE_REFUSED,
+                      f"only the grantee, approvers of {grant.asset.site.name}, security or an admin can revoke "
+                      f"grant {grant_id}", subject=grant_id)
+    status = grant_status(grant, now)
+    if status in ("revoked", "expired"):
+        raise Conflict(f"grant {grant_id} is already {status}")
+    reason = _clean_comment(reason)
+    grant.revoked_at, grant.revoked_by, grant.revoke_reason = now, actor.username, reason
+    audit.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor.username, subject=grant.id,
+                 site=grant.asset.site.name, details={"reason": reason, "was": status})
+    event = GrantEvent(grant_id=grant.id, status="revoked", ends_at=grant.ends_at.isoformat(), reason="revoked")
+    # Push to gateways only once the revocation is durable.
+    after_commit(session, lambda: events.publish(event))
+    return grant

@@ -1,0 +1,26 @@
+"""Read access to the audit trail for security reviewers and admins."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from broker import audit
+from broker.api.deps import CurrentIdentity, SessionDep
+from broker.errors import Forbidden
+from broker.identities import has_role
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get("/audit/events")
+def list_events(identity: CurrentIdentity, session: SessionDep, since: dt.datetime | None = None,
+                after_seq: Annotated[int, Query(ge=0)] = 0,
+                limit: Annotated[int, Query(ge=1, le=5000)] = 1000) -> list[dict[str, Any]]:
+    if not (has_role(identity, "security") or has_role(identity, "admin")):
+        raise Forbidden("only security reviewers and admins can read the audit trail")
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    return [e.as_dict() for e in audit.list_events(session, since=since, after_seq=after_seq, limit=limit)]

@@ -1,0 +1,71 @@
+"""FastAPI dependencies: one transaction per request (committed by the framework, not by views), the
+signed-in identity and the calling gateway."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from broker import authentication, gateways
+from broker.api.state import BrokerState
+from broker.db import unit_of_work
+from broker.errors import NotAuthenticated
+from broker.models import Gateway, Identity
+
+
+def get_state(request: Request) -> BrokerState:
+    state: BrokerState = request.app.state.broker
+    return state
+
+
+StateDep = Annotated[BrokerState, Depends(get_state)]
+
+
+def get_db(state: StateDep) -> Iterator[Session]:
+    # unit_of_work commits when the endpoint returns and rolls back on error (keeping audited refusals).
+    with unit_of_work(state.sessions) as session:
+        yield session
+
+
+# scope="function": the commit happens before the response is sent, so a failed commit is the response.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+
+
+def get_now(state: StateDep) -> dt.datetime:
+    return state.settings.clock.now()
+
+
+NowDep = Annotated[dt.datetime, Depends(get_now)]
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthenticated("not signed in: send 'Authorization: Bearer <token>' from `gatepass login`")
+    return token.strip()
+
+
+TokenDep = Annotated[str, Depends(bearer_token)]
+
+
+def current_identity(session: SessionDep, now: NowDep, token: TokenDep) -> Identity:
+    if token.startswith("gpg_"):
+        raise NotAuthenticated("a gateway credential cannot be used on the user API")
+    return authentication.authenticate_token(session, now=now, token=token)
+
+
+CurrentIdentity = Annotated[Identity, Depends(current_identity)]
+
+
+def current_gateway(session: SessionDep, token: TokenDep) -> Gateway:
+    if not token.startswith("gpg_"):
+        raise NotAuthenticated("the gateway API accepts only gateway credentials, not user tokens")
+    return gateways.authenticate_gateway(session, token)
+
+
+CurrentGateway = Annotated[Gateway, Depends(current_gateway)]

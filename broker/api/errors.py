@@ -1,0 +1,57 @@
+"""Domain errors become HTTP answers here, in one place: ``{"error": code, "message": why}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from broker.errors import BrokerError
+
+log = logging.getLogger("gatepass.broker")
+
+_HTTP_CODES = {401: "not_authenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+               409: "conflict", 413: "too_large", 415: "unsupported_media_type"}
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+def _describe_validation(error: RequestValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path"))
+        message = str(item.get("msg", "is not valid"))
+        parts.append(f"{where}: {message}" if where else message)
+    return "the request is not valid: " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BrokerError)
+    async def _broker_error(_request: Request, error: BrokerError) -> JSONResponse:
+        return error_response(error.status_code, error.code, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return error_response(400, "invalid_input", _describe_validation(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(error.status_code, "error")
+        message = str(error.detail) if error.detail else code.replace("_", " ")
+        if error.status_code == 404 and message == "Not Found":
+            message = "there is no such page or API endpoint"
+        return error_response(error.status_code, code, message)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity_error(_request: Request, error: IntegrityError) -> JSONResponse:
+        # Two requests raced for the same unique thing (e.g. the same approver twice); nothing was changed.
+        log.info("integrity error turned into 409: %s", error.orig.__class__.__name__)
+        return error_response(409, "conflict", "this change conflicts with another one made at the same time; "
+                              "nothing was changed, look again and retry")

@@ -1,0 +1,91 @@
+"""The gateway API: how gateways learn about grants, report sessions, and hear revocations at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from broker import gateways
+from broker.api.deps import CurrentGateway, NowDep, SessionDep, StateDep, bearer_token
+from broker.api.schemas import AuthorizeIn, GrantsStatusIn, RegisterIn, SessionEndIn, SessionStartIn
+from broker.db import unit_of_work
+from broker.errors import NotAuthenticated
+
+router = APIRouter(prefix="/gateway", tags=["gateway"])
+
+KEEPALIVE_SECONDS = 15.0
+
+
+@router.post("/register")
+def register(body: RegisterIn, gateway: CurrentGateway, session: SessionDep, now: NowDep) -> dict[str, Any]:
+    user_ca = gateways.register(session, now=now, gateway=gateway, ssh_host=body.ssh_host, ssh_port=body.ssh_port,
+                                host_key=body.host_key)
+    return {"user_ca": user_ca, "gateway": gateway.name}
+
+
+@router.post("/authorize")
+def authorize(body: AuthorizeIn, gateway: CurrentGateway, state: StateDep, session: SessionDep,
+              now: NowDep) -> dict[str, Any]:
+    return gateways.authorize(session, vault=state.vault, now=now, gateway=gateway, grant_id=body.grant_id,
+                              serial=body.serial, asset_name=body.asset, peer=body.peer)
+
+
+@router.post("/grants/status")
+def grants_status(body: GrantsStatusIn, _gateway: CurrentGateway, session: SessionDep,
+                  now: NowDep) -> dict[str, Any]:
+    return {"grants": gateways.grants_status(session, now=now, grant_ids=body.grant_ids)}
+
+
+@router.post("/sessions", status_code=201)
+def start_session(body: SessionStartIn, gateway: CurrentGateway, session: SessionDep,
+                  now: NowDep) -> dict[str, str]:
+    record = gateways.start_session(session, now=now, gateway=gateway, grant_id=body.grant_id, kind=body.kind,
+                                    peer=body.peer, command=body.command, port=body.port)
+    return {"session_id": record.id}
+
+
+@router.post("/sessions/{session_id}/end", status_code=204)
+def end_session(session_id: str, body: SessionEndIn, gateway: CurrentGateway, session: SessionDep,
+                now: NowDep) -> Response:
+    gateways.end_session(session, now=now, gateway=gateway, session_id=session_id, reason=body.reason,
+                         bytes_in=body.bytes_in, bytes_out=body.bytes_out, detail=body.detail)
+    return Response(status_code=204)
+
+
+@router.get("/events")
+async def events(request: Request, state: StateDep) -> StreamingResponse:
+    """Server-sent events, held open by each gateway: grant revocations and moved end times arrive here
+    the moment they commit (no polling)."""
+    token = bearer_token(request)
+    if not token.startswith("gpg_"):
+        raise NotAuthenticated("the gateway API accepts only gateway credentials, not user tokens")
+
+    def _check() -> None:
+        with unit_of_work(state.sessions) as session:
+            gateways.authenticate_gateway(session, token)
+
+    await run_in_threadpool(_check)
+    queue = state.hub.subscribe()
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            hello = {"server_time": state.settings.clock.now().isoformat()}
+            yield f"event: hello\ndata: {json.dumps(hello)}\n\n".encode()
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield b": keepalive\n\n"
+                    continue
+                yield f"event: grant\ndata: {json.dumps(event.as_dict())}\n\n".encode()
+        finally:
+            state.hub.unsubscribe(queue)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -1,0 +1,72 @@
+"""Request bodies of the public API. Bounds live here so bad input is refused before any work is done."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginIn(Body):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+    totp: str = Field(min_length=1, max_length=16)
+
+
+class RequestIn(Body):
+    asset: str = Field(min_length=1, max_length=64)
+    duration: str = Field(min_length=1, max_length=16)
+    reason: str = Field(max_length=1000)
+    ssh: bool = False
+    ports: list[int] = Field(default_factory=list, max_length=32)
+    start: dt.datetime | None = None
+    public_key: str = Field(min_length=1, max_length=4096)
+
+
+class ApproveIn(Body):
+    comment: str | None = Field(default=None, max_length=1000)
+    shorten_to: str | None = Field(default=None, max_length=16)
+
+
+class DenyIn(Body):
+    comment: str = Field(max_length=1000)
+
+
+class RevokeIn(Body):
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class RegisterIn(Body):
+    ssh_host: str = Field(min_length=1, max_length=255)
+    ssh_port: int
+    host_key: str = Field(min_length=1, max_length=4096)
+
+
+class AuthorizeIn(Body):
+    grant_id: str = Field(min_length=1, max_length=16)
+    serial: int = Field(ge=0, le=2**64 - 1)
+    asset: str = Field(min_length=1, max_length=64)
+    peer: str | None = Field(default=None, max_length=64)
+
+
+class GrantsStatusIn(Body):
+    grant_ids: list[str] = Field(max_length=10_000)
+
+
+class SessionStartIn(Body):
+    grant_id: str = Field(min_length=1, max_length=16)
+    kind: str = Field(min_length=1, max_length=8)
+    peer: str | None = Field(default=None, max_length=64)
+    command: str | None = Field(default=None, max_length=4096)
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class SessionEndIn(Body):
+    reason: str = Field(min_length=1, max_length=16)
+    bytes_in: int = Field(ge=0)
+    bytes_out: int = Field(ge=0)
+    detail: str | None = Field(default=None, max_length=1000)

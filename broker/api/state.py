@@ -1,0 +1,30 @@
+"""What the broker's web application holds for its whole life: settings, database, vault, event hub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from broker.authentication import LoginPolicy
+from broker.events import EventHub
+from broker.settings import Settings
+from broker.vault import Vault
+
+
+@dataclass
+class BrokerState:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    vault: Vault
+    hub: EventHub
+
+    @property
+    def login_policy(self) -> LoginPolicy:
+        return LoginPolicy(
+            max_failures=self.settings.login_max_failures,
+            lockout=self.settings.lockout_duration,
+            token_ttl=self.settings.token_ttl,
+        )

@@ -1,0 +1,65 @@
+"""The broker's error hierarchy; every message says what was refused and why, in plain words.
+
+    BrokerError                      base; never shown as a 500
+    ├── InvalidInput         400     the request itself is malformed or out of bounds
+    ├── NotAuthenticated     401     no valid token (missing, expired, revoked)
+    ├── LoginFailed          401     wrong username, password or one-time code (audited)
+    ├── Forbidden            403     authenticated, but not allowed to do this (audited)
+    ├── NotFound             404     no such object, or not visible to the caller
+    ├── Conflict             409     the object is in a state that does not allow this
+    └── AccountLocked        423     too many failed sign-ins (audited)
+
+Errors with ``keep_changes = True`` are refusals whose audit event (and failure counters) must be
+committed even though the action itself is refused; the domain code guarantees that nothing else was
+changed before it raises them.
+"""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    status_code = 500
+    code = "error"
+    keep_changes = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(BrokerError):
+    status_code = 400
+    code = "invalid_input"
+
+
+class NotAuthenticated(BrokerError):
+    status_code = 401
+    code = "not_authenticated"
+
+
+class LoginFailed(BrokerError):
+    status_code = 401
+    code = "login_failed"
+    keep_changes = True
+
+
+class Forbidden(BrokerError):
+    status_code = 403
+    code = "forbidden"
+    keep_changes = True
+
+
+class NotFound(BrokerError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(BrokerError):
+    status_code = 409
+    code = "conflict"
+
+
+class AccountLocked(BrokerError):
+    status_code = 423
+    code = "account_locked"
+    keep_changes = True

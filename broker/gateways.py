@@ -1,0 +1,178 @@
+"""Gateways as the broker sees them: their credentials, registration, and the decisions they ask for."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker import audit
+from broker.access_rules import grant_status
+from broker.audit import Action
+from broker.authentication import token_digest
+from broker.authorities import public_key as ca_public_key
+from broker.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from broker.identities import check_name, is_usable
+from broker.ids import new_id
+from broker.inventory import credential_purpose, normalise_public_key
+from broker.models import AccessSession, Gateway, Grant
+from broker.vault import Vault
+
+SESSION_KINDS = ("shell", "exec", "sftp", "tcp")
+END_REASONS = ("client_closed", "expired", "revoked", "idle", "lockdown", "gateway_lost", "error")
+
+
+def create_gateway(session: Session, *, now: dt.datetime, actor: str, name: str) -> str:
+    """Create a gateway credential and return the token (shown once; only its hash is kept)."""
+    check_name(name, what="gateway")
+    if session.scalar(select(Gateway).where(Gateway.name == name)) is not None:
+        raise Conflict(f"a gateway named '{name}' already exists")
+    token = "gpg_" + secrets.token_urlsafe(32)
+    session.add(Gateway(name=name, token_hash=token_digest(token), created_at=now))
+    audit.record(session, now=now, action=Action.GATEWAY_CREATED, actor=actor, subject=name)
+    return token
+
+
+def authenticate_gateway(session: Session, token: str) -> Gateway:
+    gateway = session.scalar(select(Gateway).where(Gateway.token_hash == token_digest(token)))
+    if gateway is None:
+        raise NotAuthenticated("this gateway credential is not known to the broker")
+    return gateway
+
+
+def register(session: Session, *, now: dt.datetime, gateway: Gateway, ssh_host: str, ssh_port: int,
+             host_key: str) -> str:
+    if not 1 <= ssh_port <= 65535:
+        raise InvalidInput(f"SSH port {ssh_port} is out of range")
+    gateway.ssh_host, gateway.ssh_port = ssh_host, ssh_port
+    gateway.host_key = normalise_public_key(host_key, what="gateway host key")
+    gateway.registered_at = now
+    audit.record(session, now=now, action=Action.GATEWAY_REGISTERED, actor=f"gateway:{gateway.name}",
+                 subject=gateway.name, details={"ssh": f"{ssh_host}:{ssh_port}"})
+    return ca_public_key(session)
+
+
+def current_gateway(session: Session) -> Gateway | None:
+    """The gateway clients should use: the most recently registered one (one per deployment for now)."""
+    return session.scalar(
+        select(Gateway).where(Gateway.registered_at.is_not(None)).order_by(Gateway.registered_at.desc()).limit(1)
+    )
+
+
+def authorize(
+    session: Session, *, vault: Vault, now: dt.datetime, gateway: Gateway, grant_id: str, serial: int,
+    asset_name: str, peer: str | None,
+) -> dict[str, Any]:
+    """Decide whether a certificate-holding client may reach its asset now, and hand the gateway what it
+    needs to connect on the vendor's behalf. Every refusal is audited with its reason."""
+    grant = session.get(Grant, grant_id)
+
+    def refuse(why: str) -> Forbidden:
+        audit.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused",
+                     actor=grant.identity.username if grant else None, subject=grant_id,
+                     site=grant.asset.site.name if grant else None,
+                     details={"reason": why, "asset": asset_name, "peer": peer, "gateway": gateway.name})
+        return Forbidden(why)
+
+    if grant is None or grant.serial != serial:
+        raise refuse("the certificate does not belong to any grant issued by this broker")
+    asset = grant.asset
+    if asset.name != asset_name:
+        raise refuse(f"this grant is for {asset.name}, not {asset_name}")
+    status = grant_status(grant, now)
+    if status == "scheduled":
+        raise refuse(f"the grant for {asset.name} starts at {grant.starts_at:%Y-%m-%d %H:%M} UTC, not yet")
+    if status == "revoked":
+        raise refuse(f"the grant for {asset.name} was revoked")
+    if status == "expired":
+        raise refuse(f"the grant for {asset.name} ended at {grant.ends_at:%Y-%m-%d %H:%M} UTC")
+    unusable = is_usable(grant.identity, now)
+    if unusable:
+        raise refuse(unusable)
+    if asset.site.locked_down:
+        raise refuse(f"site {asset.site.name} is locked down")
+    target = None
+    if grant.ssh:
+        if asset.ssh_port is None or asset.credential_ciphertext is None or asset.host_key is None:
+            raise refuse(f"{asset.name} has no SSH credential or pinned host key in the inventory")
+        secret = vault.open(asset.credential_ciphertext, purpose=credential_purpose(asset.name)).decode()
+        target = {
+            "host": asset.host, "ssh_port": asset.ssh_port, "username": asset.ssh_user,
+            "password": secret if asset.credential_kind == "password" else None,
+            "private_key": secret if asset.credential_kind == "private_key" else None,
+            "host_key": asset.host_key,
+        }
+    audit.record(session, now=now, action=Action.GATEWAY_AUTHORIZED, actor=grant.identity.username,
+                 subject=grant.id, site=asset.site.name, details={"asset": asset.name, "peer": peer,
+                                                                  "gateway": gateway.name})
+    return {
+        "grant_id": grant.id, "identity": grant.identity.username, "identity_kind": grant.identity.kind,
+        "asset": asset.name, "site": asset.site.name, "starts_at": grant.starts_at.isoformat(),
+        "ends_at": grant.ends_at.isoformat(), "ssh": grant.ssh, "interactive": grant.identity.kind == "human",
+        "ports": list(grant.ports), "asset_host": asset.host, "target": target,
+    }
+
+
+def grants_status(session: Session, *, now: dt.datetime, grant_ids: list[str]) -> dict[str, dict[str, str]]:
+    if len(grant_ids) > 10_000:
+        raise InvalidInput("ask for at most 10,000 grants at a time")
+    rows = session.scalars(select(Grant).where(Grant.id.in_(grant_ids))).all() if grant_ids else []
+    result = {}
+    for grant in rows:
+        status = grant_status(grant, now)
+        if status == "active" and grant.asset.site.locked_down:
+            status = "revoked"
+        if status == "active" and is_usable(grant.identity, now):
+            status = "revoked"
+        result[grant.id] = {"status": status, "ends_at": grant.ends_at.isoformat()}
+    return result
+
+
+def start_session(session: Session, *, now: dt.datetime, gateway: Gateway, grant_id: str, kind: str,
+                  peer: str | None, command: str | None, port: int | None) -> AccessSession:
+    if kind not in SESSION_KINDS:
+        raise InvalidInput(f"session kind '{kind}' is not one of {', '.join(SESSION_KINDS)}")
+    grant = session.get(Grant, grant_id)
+    if grant is None:
+        raise NotFound(f"there is no grant {grant_id}")
+    status = grant_status(grant, now)
+    if status != "active" or grant.asset.site.locked_down:
+        why = f"the grant for {grant.asset.name} is {status}" if status != "active" else \
+            f"site {grant.asset.site.name} is locked down"
+        audit.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused",
+                     actor=grant.identity.username, subject=grant.id, site=grant.asset.site.name,
+                     details={"reason": why, "kind": kind, "gateway": gateway.name})
+        raise Forbidden(why)
+    record = AccessSession(id=new_id("ses"), grant_id=grant.id, gateway_id=gateway.id, kind=kind, peer=peer,
+                           command=command, port=port, started_at=now, bytes_in=0, bytes_out=0)
+    session.add(record)
+    audit.record(session, now=now, action=Action.SESSION_STARTED, actor=grant.identity.username, subject=record.id,
+                 site=grant.asset.site.name, details={"grant": grant.id, "asset": grant.asset.name, "kind": kind,
+                                                      "command": command, "port": port, "peer": peer,
+                                                      "gateway": gateway.name})
+    return record
+
+
+def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session_id: str, reason: str,
+                bytes_in: int, bytes_out: int, detail: str | None) -> AccessSession:
+    if reason not in END_REASONS:
+        raise InvalidInput(f"end reason '{reason}' is not one of {', '.join(END_REASONS)}")
+    if bytes_in < 0 or bytes_out < 0:
+        raise InvalidInput("byte counts cannot be negative")
+    record = session.get(AccessSession, session_id)
+    if record is None or record.gateway_id != gateway.id:
+        raise NotFound(f"there is no session {session_id} on this gateway")
+    if record.ended_at is not None:
+        raise Conflict(f"session {session_id} already ended ({record.end_reason})")
+    record.ended_at, record.end_reason = now, reason
+    record.bytes_in, record.bytes_out = bytes_in, bytes_out
+    grant = record.grant
+    audit.record(session, now=now, action=Action.SESSION_ENDED, actor=grant.identity.username, subject=record.id,
+                 site=grant.asset.site.name,
+                 details={"grant": grant.id, "asset": grant.asset.name, "kind": record.kind, "reason": reason,
+                          "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail,
+                          "duration_seconds": round((now - record.started_at).total_seconds(), 3)})
+    return record

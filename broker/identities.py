@@ -1,0 +1,131 @@
+"""Identities and their roles: humans, service accounts and AI agents, each with an owner and a purpose."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker import audit, passwords, totp
+from broker.audit import Action
+from broker.errors import Conflict, InvalidInput, NotFound
+from broker.models import Identity, RoleAssignment, Site
+from broker.vault import Vault
+
+ROLES = ("vendor", "supervisor", "security", "admin")
+KINDS = ("human", "service", "ai_agent")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def check_name(name: str, *, what: str) -> str:
+    if not NAME_PATTERN.match(name or ""):
+        raise InvalidInput(
+            f"{what} name '{name}' is not allowed: use 1-63 lower-case letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class NewCredentials:
+    """Shown once, at creation: the broker keeps only the password's hash and the sealed TOTP secret."""
+
+    username: str
+    password: str
+    totp_secret: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"username": self.username, "password": self.password, "totp_secret": self.totp_secret}
+
+
+def totp_purpose(username: str) -> str:
+    return f"totp-secret:{username}"
+
+
+def create_identity(
+    session: Session,
+    *,
+    vault: Vault,
+    now: dt.datetime,
+    actor: str,
+    username: str,
+    role: str,
+    kind: str = "human",
+    site_names: list[str] | None = None,
+    organisation: str | None = None,
+    owner: str | None = None,
+    purpose: str | None = None,
+) -> NewCredentials | None:
+    """Create an identity with one role (scoped to sites where given). Humans get a password and a TOTP
+    secret, returned once; service and AI-agent identities get neither (they never sign in with a
+    password: DESIGN invariant 5) and must name an owner."""
+    check_name(username, what="user")
+    if role not in ROLES:
+        raise InvalidInput(f"role '{role}' does not exist: choose one of {', '.join(ROLES)}")
+    if kind not in KINDS:
+        raise InvalidInput(f"identity kind '{kind}' does not exist: choose one of {', '.join(KINDS)}")
+    if session.scalar(select(Identity).where(Identity.username == username)) is not None:
+        raise Conflict(f"a user named '{username}' already exists")
+    owner_identity = None
+    if kind != "human":
+        if not owner:
+            raise InvalidInput(f"a {kind} identity needs an owner: the person accountable for it")
+        owner_identity = session.scalar(select(Identity).where(Identity.username == owner))
+        if owner_identity is None or owner_identity.kind != "human":
+            raise InvalidInput(f"owner '{owner}' is not an existing human user")
+    if role == "supervisor" and not site_names:
+        raise InvalidInput("a supervisor approves for named sites: give at least one --site")
+    sites = [_site_by_name(session, name) for name in site_names or []]
+
+    identity = Identity(
+        username=username, kind=kind, organisation=organisation, purpose=purpose,
+        owner_id=owner_identity.id if owner_identity else None, created_at=now,
+        totp_last_step=0, failed_logins=0, disabled=False,
+    )
+    credentials = None
+    if kind == "human":
+        password, secret = passwords.generate_password(), totp.new_secret()
+        identity.password_hash = passwords.hash_password(password)
+        identity.totp_secret_ciphertext = vault.seal(secret.encode(), purpose=totp_purpose(username))
+        credentials = NewCredentials(username, password, secret)
+    identity.roles = [RoleAssignment(role=role, site_id=site.id) for site in sites] or [RoleAssignment(role=role)]
+    session.add(identity)
+    session.flush()  # assign identity.id for the audit subject and role rows
+    audit.record(
+        session, now=now, action=Action.IDENTITY_CREATED, actor=actor, subject=username,
+        details={"role": role, "kind": kind, "sites": [s.name for s in sites], "organisation": organisation},
+    )
+    return credentials
+
+
+def _site_by_name(session: Session, name: str) -> Site:
+    site = session.scalar(select(Site).where(Site.name == name))
+    if site is None:
+        raise NotFound(f"there is no site named '{name}'")
+    return site
+
+
+def has_role(identity: Identity, role: str) -> bool:
+    return any(assignment.role == role for assignment in identity.roles)
+
+
+def site_ids_for_role(identity: Identity, role: str) -> set[int | None]:
+    """Site scopes of a role; ``None`` in the set means the role applies to every site."""
+    return {assignment.site_id for assignment in identity.roles if assignment.role == role}
+
+
+def may_act_for_site(identity: Identity, role: str, site_id: int) -> bool:
+    scopes = site_ids_for_role(identity, role)
+    return None in scopes or site_id in scopes
+
+
+def is_usable(identity: Identity, now: dt.datetime) -> str | None:
+    """Why this identity may not act right now, or None when it may."""
+    if identity.disabled:
+        return f"the account '{identity.username}' is disabled"
+    if identity.expires_at is not None and identity.expires_at <= now:
+        return f"the account '{identity.username}' expired on {identity.expires_at:%Y-%m-%d %H:%M} UTC"
+    return None

@@ -1,0 +1,251 @@
+"""SQLAlchemy models: the schema and its constraints, no rules (those live in the domain modules)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from broker.db import Base, UTCDateTime
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    approvals_required: Mapped[int] = mapped_column(Integer, default=1)
+    max_window_seconds: Mapped[int] = mapped_column(Integer, default=8 * 3600)
+    locked_down: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    assets: Mapped[list[Asset]] = relationship(back_populates="site")
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Globally unique: the SSH login name at the gateway is the asset name.
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    host: Mapped[str] = mapped_column(String(255))
+    criticality: Mapped[str] = mapped_column(String(8), default="low")
+    ssh_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ssh_user: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    credential_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    credential_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    host_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tcp_ports: Mapped[list[int]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    site: Mapped[Site] = relationship(back_populates="assets")
+
+
+class Identity(Base):
+    __tablename__ = "identities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="human")
+    organisation: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id"), nullable=True)
+    purpose: Mapped[str | None] = mapped_column(Text, nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    totp_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # RFC 6238 §5.2: a one-time code is accepted once; we keep the last time step that was used.
+    totp_last_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    roles: Mapped[list[RoleAssignment]] = relationship(back_populates="identity", cascade="all, delete-orphan")
+
+
+class RoleAssignment(Base):
+    """A role, optionally scoped to one site (a supervisor approves for the sites they are assigned)."""
+
+    __tablename__ = "role_assignments"
+    __table_args__ = (UniqueConstraint("identity_id", "role", "site_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    role: Mapped[str] = mapped_column(String(16))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), nullable=True)
+
+    identity: Mapped[Identity] = relationship(back_populates="roles")
+    site: Mapped[Site | None] = relationship()
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Only the SHA-256 of the bearer token is stored: a database leak does not leak live sessions.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    identity: Mapped[Identity] = relationship()
+
+
+class AccessRequest(Base):
+    __tablename__ = "access_requests"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    ssh: Mapped[bool] = mapped_column(Boolean)
+    ports: Mapped[list[int]] = mapped_column(JSON, default=list)
+    duration_seconds: Mapped[int] = mapped_column(Integer)
+    start_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    public_key: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    approvals_required: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    decide_by: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    requester: Mapped[Identity] = relationship()
+    asset: Mapped[Asset] = relationship()
+    decisions: Mapped[list[Decision]] = relationship(
+        back_populates="request", order_by="Decision.id", cascade="all, delete-orphan"
+    )
+    grant: Mapped[Grant | None] = relationship(back_populates="request")
+
+
+class Decision(Base):
+    """One approver's approval or denial; the unique constraint makes 'two distinct approvers' a schema fact."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (UniqueConstraint("request_id", "approver_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("access_requests.id"))
+    approver_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    verdict: Mapped[str] = mapped_column(String(8))
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    request: Mapped[AccessRequest] = relationship(back_populates="decisions")
+    approver: Mapped[Identity] = relationship()
+
+
+class Grant(Base):
+    __tablename__ = "grants"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("access_requests.id"), unique=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    ssh: Mapped[bool] = mapped_column(Boolean)
+    ports: Mapped[list[int]] = mapped_column(JSON, default=list)
+    starts_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    serial: Mapped[int] = mapped_column(BigInteger, unique=True)
+    certificate: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    revoke_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    request: Mapped[AccessRequest] = relationship(back_populates="grant")
+    identity: Mapped[Identity] = relationship()
+    asset: Mapped[Asset] = relationship()
+
+
+class Gateway(Base):
+    __tablename__ = "gateways"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    ssh_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    ssh_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    host_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    registered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class AccessSession(Base):
+    """A live connection under a grant, as reported by the gateway that carries it."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"))
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"))
+    kind: Mapped[str] = mapped_column(String(8))
+    peer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    command: Mapped[str | None] = mapped_column(Text, nullable=True)
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    grant: Mapped[Grant] = relationship()
+
+
+class Authority(Base):
+    """A certificate authority key pair; the private half is sealed by the vault's master key."""
+
+    __tablename__ = "authorities"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    private_key_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEvent(Base):
+    """Append-only and hash-chained: each row carries the hash of the one before (database triggers
+    refuse UPDATE and DELETE; `gatepass audit verify` detects what gets past them)."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    subject: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    site: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[str] = mapped_column(Text)  # canonical JSON, hashed as stored
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    def as_dict(self) -> dict[str, Any]:
+        import json
+
+        return {
+            "seq": self.seq,
+            "occurred_at": self.occurred_at.isoformat(),
+            "action": self.action,
+            "outcome": self.outcome,
+            "actor": self.actor,
+            "subject": self.subject,
+            "site": self.site,
+            "details": json.loads(self.details),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+class AuditHead(Base):
+    """One row: the chain's last sequence number and hash. Updating it first takes the write lock that
+    serialises appends (a row lock on PostgreSQL, the database lock on SQLite)."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,71 @@
+"""Broker settings: built once from flags and environment, then passed explicitly (never a global)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.clock import Clock, SystemClock
+
+DEFAULT_HTTP = "127.0.0.1:8080"
+DEFAULT_SSH = "127.0.0.1:2222"
+
+
+def split_address(text: str, *, what: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:8080`` for IPv6) with a clear error for anything else."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{what} address '{text}' is not HOST:PORT (for example 127.0.0.1:8080)")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    ssh_host: str = "127.0.0.1"
+    ssh_port: int = 2222
+    clock: Clock = field(default_factory=SystemClock)
+    # API tokens are short-lived bearer credentials; a sign-in lasts a working hour by default.
+    token_ttl: dt.timedelta = dt.timedelta(hours=1)
+    # Lockout after repeated failures (IEC 62443-3-3 SR 1.11 "unsuccessful login attempts").
+    login_max_failures: int = 5
+    lockout_duration: dt.timedelta = dt.timedelta(minutes=15)
+    # A request nobody decides on within this time expires rather than waiting forever.
+    decide_within: dt.timedelta = dt.timedelta(hours=24)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'gatepass.db'}"
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.data_dir / "master.key"
+
+    @property
+    def gateway_token_path(self) -> Path:
+        return self.data_dir / "gateway.token"
+
+    @property
+    def gateway_dir(self) -> Path:
+        return self.data_dir / "gateway"
+
+    @classmethod
+    def from_environment(cls, *, data_dir: str | None = None, **overrides: object) -> Settings:
+        """Flags win over environment variables, which win over the contract's defaults."""
+        http_host, http_port = split_address(os.environ.get("GATEPASS_HTTP", DEFAULT_HTTP), what="HTTP")
+        ssh_host, ssh_port = split_address(os.environ.get("GATEPASS_SSH", DEFAULT_SSH), what="SSH")
+        values: dict[str, object] = {
+            "data_dir": Path(data_dir or os.environ.get("GATEPASS_DATA", "gatepass-data")).absolute(),
+            "database_url": os.environ.get("GATEPASS_DATABASE_URL") or None,
+            "http_host": http_host,
+            "http_port": http_port,
+            "ssh_host": ssh_host,
+            "ssh_port": ssh_port,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
