@@ -1,0 +1,147 @@
+"""Async client for the broker's gateway API (``/api/v1/gateway/*``), the gateway's only way to the broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import httpx
+
+from gateway.errors import BrokerProtocolError, BrokerRefused, BrokerUnavailable
+from gateway.models import Authorization, BrokerEvent, GrantState, Registration
+
+logger = logging.getLogger("gatepass.gateway.broker")
+
+# The broker sends ": keepalive" every 15 s (docs/API.md); three missed ones mean the stream is dead.
+EVENT_READ_TIMEOUT = 45.0
+
+
+class BrokerClient:
+    """One HTTP client per gateway, authenticated with the gateway token."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        event_read_timeout: float = EVENT_READ_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._event_read_timeout = event_read_timeout
+        self._http = httpx.AsyncClient(
+            base_url=broker_url.rstrip("/") + "/api/v1",
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "gatepass-gateway"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def register(self, *, ssh_host: str, ssh_port: int, host_key: str) -> Registration:
+        body = {"ssh_host": ssh_host, "ssh_port": ssh_port, "host_key": host_key}
+        return Registration.from_json(await self._post("/gateway/register", body))
+
+    async def authorize(self, *, grant_id: str, serial: int, asset: str, peer: str) -> Authorization:
+        """The grant behind a certificate, with the target credential; BrokerRefused if not usable now."""
+        body = {"grant_id": grant_id, "serial": serial, "asset": asset, "peer": peer}
+        return Authorization.from_json(await self._post("/gateway/authorize", body))
+
+    async def grants_status(self, grant_ids: list[str]) -> dict[str, GrantState]:
+        """Current state of the given grants; ids the broker does not know are absent."""
+        data = await self._post("/gateway/grants/status", {"grant_ids": grant_ids})
+        grants = data.get("grants") if isinstance(data, Mapping) else None
+        if not isinstance(grants, Mapping):
+            raise BrokerProtocolError("the broker's grant status answer has no 'grants' object")
+        return {str(gid): GrantState.from_json(str(gid), state) for gid, state in grants.items()}
+
+    async def session_start(
+        self, *, grant_id: str, kind: str, peer: str, command: str | None = None, port: int | None = None
+    ) -> str:
+        body = {"grant_id": grant_id, "kind": kind, "peer": peer, "command": command, "port": port}
+        data = await self._post("/gateway/sessions", body)
+        session_id = data.get("session_id") if isinstance(data, Mapping) else None
+        if not isinstance(session_id, str):
+            raise BrokerProtocolError("the broker's session answer has no 'session_id'")
+        return session_id
+
+    async def session_end(
+        self, session_id: str, *, reason: str, bytes_in: int, bytes_out: int, detail: str | None = None
+    ) -> None:
+        body = {"reason": reason, "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail}
+        await self._post(f"/gateway/sessions/{session_id}/end", body)
+
+    async def events(self) -> AsyncGenerator[BrokerEvent, None]:
+        """Server-sent events from ``/gateway/events`` until the stream ends or breaks.
+
+        Parses the text/event-stream format (WHATWG HTML, "server-sent events"): ``event:`` names
+        the type, ``data:`` lines are joined, a blank line dispatches, ``:`` lines are comments.
+        """
+        timeout = httpx.Timeout(self._http.timeout.connect, read=self._event_read_timeout)
+        try:
+            async with self._http.stream(
+                "GET", "/gateway/events", timeout=timeout, headers={"Accept": "text/event-stream"}
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _error_from(response)
+                event_type, data_lines = "message", list[str]()
+                async for line in response.aiter_lines():
+                    if not line:
+                        if data_lines:
+                            yield _event(event_type, "\n".join(data_lines))
+                        event_type, data_lines = "message", []
+                        continue
+                    if line.startswith(":"):
+                        continue
+                    name, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if name == "event":
+                        event_type = value
+                    elif name == "data":
+                        data_lines.append(value)
+        except httpx.TransportError as exc:
+            raise BrokerUnavailable(f"the broker's event stream broke: {exc!r}") from exc
+
+    async def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+        try:
+            response = await self._http.post(path, json=body)
+        except httpx.TransportError as exc:
+            raise BrokerUnavailable(f"the broker cannot be reached ({type(exc).__name__})") from exc
+        if response.status_code >= 300:
+            raise _error_from(response)
+        if response.status_code == 204 or not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError:
+            raise BrokerProtocolError(f"the broker's answer to {path} is not JSON") from None
+
+
+def _event(event_type: str, data: str) -> BrokerEvent:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise BrokerProtocolError(f"the broker sent a {event_type!r} event that is not JSON") from None
+    if not isinstance(obj, dict):
+        raise BrokerProtocolError(f"the broker sent a {event_type!r} event that is not a JSON object")
+    return BrokerEvent(type=event_type, data=obj)
+
+
+def _error_from(response: httpx.Response) -> BrokerRefused | BrokerUnavailable:
+    if response.status_code >= 500 or response.status_code < 400:
+        return BrokerUnavailable(f"the broker answered {response.status_code}")
+    code, message = "refused", f"the broker refused the request ({response.status_code})"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        code = str(body.get("error") or code)
+        detail = body.get("message") or body.get("detail")
+        if isinstance(detail, str) and detail:
+            message = detail
+    return BrokerRefused(response.status_code, code, message)

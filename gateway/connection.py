@@ -1,0 +1,246 @@
+"""One client SSH connection: certificate login, broker authorization, target connection, cut-off.
+
+The object lives as long as the client's TCP connection (asyncssh creates one SSHServer per
+connection). Everything is denied unless a method below allows it: no password or keyboard-
+interactive login, no plain keys, no agent/X11/remote forwarding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+
+import asyncssh
+
+from gateway.certificates import CertificateWatch, watch_certificates
+from gateway.context import GatewayContext
+from gateway.errors import BrokerError, BrokerRefused, TargetError
+from gateway.models import Authorization, Target
+from gateway.monitor import clock_time
+from gateway.sessions import REFUSED_EXIT_STATUS, ProxySession
+from gateway.upstream import connect_target
+
+logger = logging.getLogger("gatepass.gateway.connection")
+
+# Login name = asset name. It is pasted into an authorized_keys line, so it must never carry
+# quotes, commas or spaces (an injected 'principals=' or 'permitopen=' option would be a bypass).
+_ASSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class GatewayConnection(asyncssh.SSHServer):
+    """asyncssh's per-connection server object, holding this connection's grant and sessions."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+        self.peer = ""
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._certs: CertificateWatch | None = None
+        self._asset = ""
+        loop = asyncio.get_running_loop()
+        # None = refused (self._refusal says why); sessions wait on these, nothing ever raises into them.
+        self._authorized: asyncio.Future[Authorization | None] = loop.create_future()
+        self._target: asyncio.Future[asyncssh.SSHClientConnection | str] = loop.create_future()
+        self._target_task: asyncio.Task[None] | None = None
+        self._refusal = ""
+        self._refusal_seen = asyncio.Event()
+        self._sessions: set[ProxySession] = set()
+        self._grant_id: str | None = None
+        self._cut: tuple[str, str | None] | None = None
+        self._closed = False
+
+    # -- connection lifecycle --------------------------------------------------------------------
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        self._certs = watch_certificates(conn)
+        peer = conn.get_extra_info("peername") or ("", 0)
+        self.peer = f"{peer[0]}:{peer[1]}"
+        self.ctx.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.ctx.connections.discard(self)
+        if self._grant_id is not None:
+            self.ctx.monitor.forget(self._grant_id, self)
+        if not self._authorized.done():
+            self._authorized.set_result(None)
+        self._close_target()
+        logger.info("connection from %s to %s closed%s", self.peer, self._asset, f": {exc}" if exc else "")
+
+    # -- authentication: grant certificates only -------------------------------------------------
+
+    def begin_auth(self, username: str) -> bool:
+        self._asset = username
+        if self._conn is None or self.ctx.user_ca is None or not _ASSET_NAME.fullmatch(username):
+            # No authorized keys at all: every login attempt fails.
+            logger.info("login as %r from %s refused before authentication", username, self.peer)
+            return True
+        # asyncssh itself then refuses expired certificates, other CAs, other principals and plain
+        # keys (FIELD-NOTES); certificates.py additionally refuses certificates without principals.
+        line = f'cert-authority,principals="{username}" {self.ctx.user_ca}\n'
+        self._conn.set_authorized_keys(asyncssh.import_authorized_keys(line))
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:  # noqa: ARG002
+        return False  # plain keys are never a grant
+
+    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:  # noqa: ARG002
+        return False  # only the broker's user CA, through authorized keys
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    async def auth_completed(self) -> None:
+        cert = self._certs.accepted if self._certs else None
+        if cert is None:
+            await self._refuse("gatepass: login refused: no grant certificate was presented")
+            return
+        try:
+            auth = await self.ctx.broker.authorize(
+                grant_id=cert.grant_id, serial=cert.serial, asset=self._asset, peer=self.peer
+            )
+        except BrokerRefused as exc:
+            await self._refuse(f"gatepass: access to {self._asset} refused: {exc.message}")
+            return
+        except BrokerError as exc:
+            logger.warning("authorizing grant %s failed: %s", cert.grant_id, exc)
+            await self._refuse(
+                f"gatepass: access to {self._asset} cannot be checked now: the broker is unreachable; "
+                "try again in a minute"
+            )
+            return
+        if auth.grant_id != cert.grant_id or auth.asset != self._asset:
+            await self._refuse(f"gatepass: access to {self._asset} refused: the grant is for another asset")
+            return
+        if auth.ends_at <= self.ctx.settings.clock():
+            await self._refuse(
+                f"gatepass: access to {self._asset} refused: the grant ended at {clock_time(auth.ends_at)}"
+            )
+            return
+        if self._closed:
+            return
+        logger.info(
+            "%s on grant %s connected to %s from %s", auth.identity, auth.grant_id, auth.asset, self.peer
+        )
+        self._grant_id = auth.grant_id
+        self._authorized.set_result(auth)
+        if auth.ssh and auth.target is not None:
+            # Opened now, overlapping the client's channel open (FIELD-NOTES: connection setup).
+            self._target_task = asyncio.ensure_future(self._connect_target(auth, auth.target))
+        else:
+            self._target.set_result(f"the grant for {auth.asset} covers TCP ports only, not SSH sessions")
+        # Last: the monitor may cut at once, and a cut connection must not start anything.
+        self.ctx.monitor.watch(auth.grant_id, asset=auth.asset, ends_at=auth.ends_at, connection=self)
+
+    async def _refuse(self, message: str) -> None:
+        """Tell the user why (stderr of any session they open), then disconnect."""
+        logger.info("connection from %s to %s refused: %s", self.peer, self._asset, message)
+        self._refusal = message
+        if not self._authorized.done():
+            self._authorized.set_result(None)
+        # OpenSSH shows a disconnect reason only at log level INFO and above; a session channel's
+        # stderr always shows. Give the client a moment to open one (ssh -N never does).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._refusal_seen.wait(), self.ctx.settings.refusal_grace)
+        self._disconnect(message)
+
+    async def _connect_target(self, auth: Authorization, target: Target) -> None:
+        try:
+            conn = await connect_target(
+                target, asset=auth.asset, timeout=self.ctx.settings.target_connect_timeout
+            )
+        except TargetError as exc:
+            logger.warning("grant %s: %s", auth.grant_id, exc)
+            self._target.set_result(str(exc))
+            return
+        if self._closed or self._cut is not None:
+            conn.close()
+            return
+        self._target.set_result(conn)
+
+    # -- channels --------------------------------------------------------------------------------
+
+    def session_requested(self) -> asyncio.Future[asyncssh.SSHServerSession[bytes]]:
+        # A coroutine: asyncssh answers the channel open only once it resolves, so a session opened
+        # while the broker is still deciding simply waits for the decision.
+        return asyncio.ensure_future(self._open_session())
+
+    async def _open_session(self) -> asyncssh.SSHServerSession[bytes]:
+        auth = await self._authorized
+        if auth is None or self._cut is not None:
+            self._refusal_seen.set()
+            return _NoticeSession(self._refusal or "gatepass: access has ended")
+        target = await self._target
+        if isinstance(target, str):
+            return _NoticeSession(f"gatepass: {target}")
+        if self._cut is not None:
+            return _NoticeSession("gatepass: access has ended")
+        session = ProxySession(self, auth, target)
+        self._sessions.add(session)
+        return session
+
+    def session_ended(self, session: ProxySession) -> None:
+        self._sessions.discard(session)
+
+    def cut_reason(self) -> tuple[str, str | None] | None:
+        return self._cut
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:  # noqa: ARG002
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "TCP forwarding is not part of this grant"
+        )
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:  # noqa: ARG002
+        logger.info("remote forwarding request from %s refused", self.peer)
+        return False  # ssh -R: the plant never opens listeners for a vendor
+
+    # -- what the monitor does -------------------------------------------------------------------
+
+    def warn(self, message: str) -> None:
+        for session in list(self._sessions):
+            session.warn(message)
+
+    def cut(self, reason: str, message: str, detail: str | None = None) -> None:
+        """End everything on this connection now: message, exit status, close, disconnect."""
+        if self._cut is not None or self._closed:
+            return
+        self._cut = (reason, detail)
+        self._refusal = message
+        logger.info("cutting connection from %s to %s: %s", self.peer, self._asset, reason)
+        for session in list(self._sessions):
+            session.terminate(message)
+        self._close_target()
+        self._disconnect(message)
+
+    def _close_target(self) -> None:
+        if self._target_task is not None and not self._target_task.done():
+            self._target_task.cancel()
+        if self._target.done():
+            target = self._target.result()
+            if not isinstance(target, str):
+                target.close()
+        else:
+            self._target.set_result("the connection is closing")
+
+    def _disconnect(self, message: str) -> None:
+        if self._conn is not None and not self._closed:
+            self._conn.disconnect(asyncssh.DISC_BY_APPLICATION, message.removeprefix("gatepass: "))
+
+
+class _NoticeSession(asyncssh.SSHServerSession[bytes]):
+    """A session that only tells the user why nothing runs, on stderr, and exits 1."""
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        chan.write_stderr(self._message.encode() + b"\r\n")
+        chan.exit(REFUSED_EXIT_STATUS)

@@ -1,0 +1,61 @@
+"""The gateway's exceptions, in one tree.
+
+::
+
+    GatewayError                      anything the gateway refuses or cannot do
+    ├── BrokerError                   talking to the broker over the gateway API failed
+    │   ├── BrokerUnavailable         no answer: network error, timeout, 5xx
+    │   ├── BrokerRefused             a 4xx with the broker's {"error", "message"}
+    │   └── BrokerProtocolError       an answer that does not match docs/API.md
+    ├── CertificateRefused            a client certificate that is not a grant certificate
+    └── TargetError                   the gateway cannot reach the asset behind it
+        ├── TargetNotPinned           the asset has no pinned SSH host key
+        └── TargetUnreachable         connecting or logging in to the target failed
+
+Every message says what was refused and why, in words a vendor or supervisor understands:
+the SSH-facing code shows ``str(exc)`` to the user as is.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base class for everything the gateway raises on purpose."""
+
+
+class BrokerError(GatewayError):
+    """The gateway API call did not give a usable answer."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker did not answer (network error, timeout, 5xx)."""
+
+
+class BrokerRefused(BrokerError):
+    """The broker answered with a 4xx refusal; ``message`` is meant for the user."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class BrokerProtocolError(BrokerError):
+    """The broker's answer did not match the gateway API contract."""
+
+
+class CertificateRefused(GatewayError):
+    """The client's certificate is not a valid grant certificate."""
+
+
+class TargetError(GatewayError):
+    """The gateway cannot open the connection to the target asset."""
+
+
+class TargetNotPinned(TargetError):
+    """The asset has no pinned host key, so the gateway will not connect to it."""
+
+
+class TargetUnreachable(TargetError):
+    """Connecting or logging in to the target failed."""

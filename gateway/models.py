@@ -1,0 +1,142 @@
+"""Typed shapes of the gateway API answers (docs/API.md), parsed strictly from JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.errors import BrokerProtocolError
+
+# Session end reasons the broker accepts (docs/API.md, POST /gateway/sessions/{id}/end).
+END_REASONS = frozenset({"client_closed", "expired", "revoked", "idle", "lockdown", "gateway_lost", "error"})
+
+
+def _field(obj: Mapping[str, Any], name: str, kind: type, *, optional: bool = False) -> Any:
+    value = obj.get(name)
+    if value is None and optional:
+        return None
+    # bool is an int subclass: an int field must not accept true/false.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BrokerProtocolError(f"the broker's answer has no valid {name!r} field")
+    return value
+
+
+def parse_time(value: Any, name: str = "time") -> datetime:
+    """ISO 8601 with an offset, normalised to UTC; naive times are a contract violation."""
+    if not isinstance(value, str):
+        raise BrokerProtocolError(f"the broker's answer has no valid {name!r} field")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BrokerProtocolError(f"the broker sent an unreadable {name!r}: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise BrokerProtocolError(f"the broker sent {name!r} without a UTC offset")
+    return parsed.astimezone(UTC)
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise BrokerProtocolError(f"the broker's {what} is not a JSON object")
+    return value
+
+
+@dataclass(frozen=True)
+class Registration:
+    user_ca: str
+    gateway: str
+
+    @classmethod
+    def from_json(cls, data: Any) -> Registration:
+        obj = _object(data, "registration answer")
+        return cls(user_ca=_field(obj, "user_ca", str), gateway=_field(obj, "gateway", str))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and as whom the gateway logs in; the credential is excluded from repr."""
+
+    host: str
+    ssh_port: int
+    username: str
+    password: str | None = field(repr=False)
+    private_key: str | None = field(repr=False)
+    host_key: str | None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Target:
+        obj = _object(data, "target")
+        return cls(
+            host=_field(obj, "host", str),
+            ssh_port=_field(obj, "ssh_port", int),
+            username=_field(obj, "username", str),
+            password=_field(obj, "password", str, optional=True),
+            private_key=_field(obj, "private_key", str, optional=True),
+            host_key=_field(obj, "host_key", str, optional=True),
+        )
+
+
+@dataclass(frozen=True)
+class Authorization:
+    grant_id: str
+    identity: str
+    identity_kind: str
+    asset: str
+    site: str
+    starts_at: datetime
+    ends_at: datetime
+    ssh: bool
+    interactive: bool
+    ports: tuple[int, ...]
+    target: Target | None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Authorization:
+        obj = _object(data, "authorization")
+        ports = _field(obj, "ports", list, optional=True) or []
+        if not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
+            raise BrokerProtocolError("the broker's authorization has invalid 'ports'")
+        target = obj.get("target")
+        return cls(
+            grant_id=_field(obj, "grant_id", str),
+            identity=_field(obj, "identity", str),
+            identity_kind=_field(obj, "identity_kind", str),
+            asset=_field(obj, "asset", str),
+            site=_field(obj, "site", str),
+            starts_at=parse_time(obj.get("starts_at"), "starts_at"),
+            ends_at=parse_time(obj.get("ends_at"), "ends_at"),
+            ssh=_field(obj, "ssh", bool),
+            # Deny by default: a missing flag means no shell (invariant 5).
+            interactive=obj.get("interactive") is True,
+            ports=tuple(ports),
+            target=None if target is None else Target.from_json(target),
+        )
+
+
+@dataclass(frozen=True)
+class GrantState:
+    """A grant as ``/gateway/grants/status`` or a ``grant`` event describes it."""
+
+    grant_id: str
+    status: str
+    ends_at: datetime
+    reason: str | None = None
+
+    @classmethod
+    def from_json(cls, grant_id: str, data: Any) -> GrantState:
+        obj = _object(data, "grant status")
+        return cls(
+            grant_id=grant_id,
+            status=_field(obj, "status", str),
+            ends_at=parse_time(obj.get("ends_at"), "ends_at"),
+            reason=_field(obj, "reason", str, optional=True),
+        )
+
+
+@dataclass(frozen=True)
+class BrokerEvent:
+    """One server-sent event from ``/gateway/events``: its type and its JSON object."""
+
+    type: str
+    data: Mapping[str, Any]

@@ -1,0 +1,149 @@
+"""The gateway process: register with the broker, serve SSH, follow grant events, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncssh
+
+from gateway.broker_client import BrokerClient
+from gateway.connection import GatewayConnection
+from gateway.context import GatewayContext
+from gateway.errors import BrokerUnavailable
+from gateway.hostkey import load_or_create_host_key, public_key_line
+from gateway.monitor import GrantMonitor
+from gateway.settings import GatewaySettings
+from gateway.sync import follow_broker
+
+logger = logging.getLogger("gatepass.gateway")
+
+# Seconds a stopping gateway gives pending session reports to reach the broker.
+DRAIN_TIMEOUT = 2.0
+
+
+class Gateway:
+    """One gateway: ``await start()``, then ``serve_forever()`` or ``stop()``."""
+
+    def __init__(self, settings: GatewaySettings, *, broker: BrokerClient | None = None) -> None:
+        self.settings = settings
+        self._own_broker = broker is None
+        self.broker = broker or BrokerClient(
+            settings.broker_url, settings.token, timeout=settings.broker_timeout
+        )
+        self.monitor = GrantMonitor(clock=settings.clock, warn_before=settings.warn_before)
+        self.ctx = GatewayContext(settings=settings, broker=self.broker, monitor=self.monitor)
+        self.host_key = load_or_create_host_key(settings.host_key_path)
+        self.name: str | None = None
+        # Set while the event stream is connected and live grants have been resynced.
+        self.events_connected = asyncio.Event()
+        self._server: asyncssh.SSHAcceptor | None = None
+        self._follow_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with ``listen_port=0``)."""
+        if self._server is None:
+            raise RuntimeError("the gateway is not started")
+        return self._server.get_port()
+
+    @property
+    def host_public_key(self) -> str:
+        """``ssh-ed25519 AAAA…``: what clients pin for this gateway."""
+        return public_key_line(self.host_key)
+
+    async def start(self) -> None:
+        """Bind the SSH port, register with the broker, start following grant events.
+
+        Raises BrokerRefused (bad token) or BrokerUnavailable; nothing is left running then.
+        """
+        settings = self.settings
+        self._server = await asyncssh.create_server(
+            lambda: GatewayConnection(self.ctx),
+            settings.listen_host,
+            settings.listen_port,
+            server_host_keys=[self.host_key],
+            # Byte-transparent proxying: no encoding, no line editing (FIELD-NOTES).
+            encoding=None,
+            line_editor=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_scp=False,
+            kbdint_auth=False,
+            password_auth=False,
+            gss_host=None,
+            login_timeout=30,
+            keepalive_interval=30,
+            server_version="Gatepass",
+        )
+        try:
+            registration = await self.broker.register(
+                ssh_host=settings.advertised_host, ssh_port=self.port, host_key=self.host_public_key
+            )
+        except BaseException:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+            raise
+        self.ctx.user_ca = registration.user_ca.strip()
+        self.name = registration.gateway
+        self._follow_task = asyncio.ensure_future(
+            follow_broker(self.broker, self.monitor, connected=self.events_connected)
+        )
+        logger.info("gateway %s listening on %s:%d", self.name, settings.listen_host, self.port)
+
+    async def stop(self) -> None:
+        """Cut every connection (reason gateway_lost), close the port, flush reports to the broker."""
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow_task
+            self._follow_task = None
+        for connection in list(self.ctx.connections):
+            connection.cut("gateway_lost", "gatepass: the gateway is shutting down", "gateway stopped")
+        self.monitor.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        # Let the connections' close callbacks queue their session reports, then send them.
+        for _ in range(100):
+            if not self.ctx.connections:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+        await self.ctx.drain(DRAIN_TIMEOUT)
+        if self._own_broker:
+            await self.broker.aclose()
+        self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        """Wait until ``stop()`` is called (or this task is cancelled)."""
+        await self._stopped.wait()
+
+
+async def run_gateway(
+    settings: GatewaySettings, *, retry_backoff: float = 1.0, max_backoff: float = 30.0
+) -> None:
+    """Run a gateway until cancelled; waits for the broker (with backoff) if it is not up yet."""
+    backoff = retry_backoff
+    while True:
+        gateway = Gateway(settings)
+        try:
+            await gateway.start()
+        except BrokerUnavailable as exc:
+            await gateway.broker.aclose()
+            logger.warning("cannot register with the broker (%s); retrying in %.0f s", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
+            continue
+        except BaseException:
+            await gateway.broker.aclose()
+            raise
+        break
+    try:
+        await gateway.serve_forever()
+    finally:
+        await gateway.stop()

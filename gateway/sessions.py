@@ -1,0 +1,301 @@
+"""One client session channel (shell, exec or sftp) bridged to a session channel on the target.
+
+Bytes are relayed at the channel-callback level (``data_received`` → ``write``), not through
+asyncssh's stream/process layer: no per-chunk coroutine, and flow control is passed on by pausing
+the opposite channel when one side's send window fills (FIELD-NOTES: Protocols, not streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Protocol
+
+import asyncssh
+from asyncssh.misc import TermModes, TermSize
+
+from gateway.context import GatewayContext
+from gateway.errors import BrokerError, BrokerRefused
+from gateway.models import Authorization
+
+logger = logging.getLogger("gatepass.gateway.sessions")
+
+# Exit status sent when the gateway ends a session: what ssh itself returns for a lost connection.
+CUT_EXIT_STATUS = 255
+# Exit status sent when the gateway refuses a session before anything ran on the target.
+REFUSED_EXIT_STATUS = 1
+# Locale variables only; anything else a client sends (LD_PRELOAD, PATH…) stays at the gateway.
+_PASSED_ENV_PREFIXES = ("LANG", "LC_")
+
+
+class SessionHost(Protocol):
+    """What a session needs from its client connection (gateway.connection.GatewayConnection)."""
+
+    ctx: GatewayContext
+    peer: str
+
+    def session_ended(self, session: ProxySession) -> None: ...
+
+    def cut_reason(self) -> tuple[str, str | None] | None: ...
+
+
+class ProxySession(asyncssh.SSHServerSession[bytes]):
+    """Server side of one session channel: client requests in, target session out."""
+
+    def __init__(
+        self, host: SessionHost, auth: Authorization, upstream: asyncssh.SSHClientConnection
+    ) -> None:
+        self._host = host
+        self._auth = auth
+        self._upstream_conn = upstream
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self._upstream: asyncssh.SSHClientChannel[bytes] | None = None
+        self.kind: str | None = None
+        self.command: str | None = None
+        self._term_type: str | None = None
+        self._term_size: TermSize = (0, 0, 0, 0)
+        self._term_modes: TermModes = {}
+        self._pending: list[tuple[bytes, asyncssh.DataType]] = []
+        self._pending_eof = False
+        self._session_id: str | None = None
+        self._start_task: asyncio.Task[None] | None = None
+        self._exit_status: int | None = None
+        self._exit_signal: tuple[str, bool, str] | None = None
+        self._closed = False
+        self._error: str | None = None
+        self._pty_newline = b"\n"
+        self.bytes_in = 0  # client -> target
+        self.bytes_out = 0  # target -> client
+
+    # -- client side -----------------------------------------------------------------------------
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self._chan = chan
+
+    def pty_requested(self, term_type: str, term_size: TermSize, term_modes: TermModes) -> bool:
+        if not self._auth.interactive:
+            self._notice(f"gatepass: {self._auth.identity} is a non-interactive identity: no terminal (PTY)")
+            return False
+        self._term_type, self._term_size, self._term_modes = term_type, term_size, term_modes
+        self._pty_newline = b"\r\n"
+        return True
+
+    def shell_requested(self) -> bool:
+        if not self._auth.interactive:
+            self._notice(
+                f"gatepass: {self._auth.identity} is a non-interactive identity: "
+                "interactive shells are not allowed, run a command instead"
+            )
+            return False
+        self.kind = "shell"
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.kind, self.command = "exec", command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem != "sftp":
+            self._notice(f"gatepass: the {subsystem!r} subsystem is not offered; only sftp is")
+            return False
+        self.kind, self.command = "sftp", None
+        return True
+
+    def session_started(self) -> None:
+        self._start_task = asyncio.ensure_future(self._start())
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.bytes_in += len(data)
+        if self._upstream is not None:
+            self._upstream.write(data)
+        else:
+            # asyncssh resumes reading right after session_started, so pause here (FIELD-NOTES).
+            self._pending.append((data, datatype))
+            if self._chan is not None:
+                self._chan.pause_reading()
+
+    def eof_received(self) -> bool:
+        if self._upstream is not None:
+            self._upstream.write_eof()
+        else:
+            self._pending_eof = True
+        return True  # keep the channel open for the target's remaining output
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        self._term_size = (width, height, pixwidth, pixheight)
+        if self._upstream is not None:
+            self._upstream.change_terminal_size(width, height, pixwidth, pixheight)
+
+    def signal_received(self, signal: str) -> None:
+        if self._upstream is not None:
+            self._upstream.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        if self._upstream is not None:
+            self._upstream.send_break(msec)
+            return True
+        return False
+
+    def pause_writing(self) -> None:
+        if self._upstream is not None:
+            self._upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._upstream is not None:
+            self._upstream.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._start_task is not None and not self._start_task.done():
+            self._start_task.cancel()
+        if self._upstream is not None:
+            self._upstream.close()
+        if exc is not None and self._error is None:
+            self._error = str(exc)
+        self._host.session_ended(self)
+        if self._session_id is not None:
+            reason, detail = self._host.cut_reason() or (
+                ("error", self._error) if self._error else ("client_closed", None)
+            )
+            report = self._host.ctx.broker.session_end(
+                self._session_id,
+                reason=reason,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                detail=detail,
+            )
+            self._host.ctx.spawn(report, f"reporting the end of session {self._session_id}")
+
+    # -- what the gateway does to the session ----------------------------------------------------
+
+    def warn(self, message: str) -> None:
+        """One line on the user's terminal (stderr), without ending anything."""
+        self._notice(message)
+
+    def terminate(self, message: str, status: int = CUT_EXIT_STATUS) -> None:
+        """Write ``message`` to stderr, send the exit status and close both channels."""
+        self._notice(message)
+        if self._chan is not None and not self._closed:
+            self._chan.exit(status)
+        if self._upstream is not None:
+            self._upstream.close()
+
+    def _notice(self, message: str) -> None:
+        if self._chan is None or self._closed:
+            return
+        with contextlib.suppress(OSError):  # the channel is already closing
+            self._chan.write_stderr(self._pty_newline + message.encode() + self._pty_newline)
+
+    # -- target side -----------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        auth, ctx = self._auth, self._host.ctx
+        try:
+            self._session_id = await ctx.broker.session_start(
+                grant_id=auth.grant_id, kind=self.kind or "exec", peer=self._host.peer, command=self.command
+            )
+        except BrokerRefused as exc:
+            self.terminate(f"gatepass: {exc.message}", REFUSED_EXIT_STATUS)
+            return
+        except BrokerError as exc:
+            # The connection was authorized moments ago; a broker hiccup must not break work in
+            # progress. The gateway still enforces ends_at on its own clock.
+            logger.warning("session on grant %s not recorded by the broker: %s", auth.grant_id, exc)
+        try:
+            upstream, _ = await self._upstream_conn.create_session(
+                lambda: _TargetSession(self),
+                command=self.command if self.kind == "exec" else None,
+                subsystem="sftp" if self.kind == "sftp" else None,
+                env=self._environment(),
+                term_type=self._term_type,
+                term_size=self._term_size if self._term_type else None,
+                term_modes=self._term_modes if self._term_type else None,
+                encoding=None,
+            )
+        except (asyncssh.Error, OSError) as exc:
+            self._error = f"target refused the session: {exc}"
+            self.terminate(f"gatepass: {auth.asset} refused the session: {exc}", CUT_EXIT_STATUS)
+            return
+        if self._closed:
+            upstream.close()
+            return
+        self._upstream = upstream
+        for data, datatype in self._pending:
+            upstream.write(data, datatype)
+        self._pending.clear()
+        if self._pending_eof:
+            upstream.write_eof()
+        if self._chan is not None:
+            self._chan.resume_reading()
+
+    def _environment(self) -> dict[str | bytes, str | bytes]:
+        env: Mapping[str, str] = self._chan.get_environment() if self._chan else {}
+        return {name: value for name, value in env.items() if name.startswith(_PASSED_ENV_PREFIXES)}
+
+    def target_data(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._chan is None or self._closed:
+            return
+        self.bytes_out += len(data)
+        self._chan.write(data, datatype)
+
+    def target_eof(self) -> None:
+        if self._chan is not None and not self._closed:
+            self._chan.write_eof()
+
+    def target_exit(self, status: int | None, signal: tuple[str, bool, str] | None) -> None:
+        self._exit_status, self._exit_signal = status, signal
+
+    def target_closed(self, exc: Exception | None) -> None:
+        self._upstream = None
+        if self._chan is None or self._closed:
+            return
+        # Always end the client's channel with a status, or the client waits forever (FIELD-NOTES).
+        if self._exit_signal is not None:
+            signal, core_dumped, msg = self._exit_signal
+            self._chan.exit_with_signal(signal, core_dumped, msg)
+        elif self._exit_status is not None:
+            self._chan.exit(self._exit_status)
+        else:
+            self._error = f"target closed the session without an exit status ({exc or 'no reason'})"
+            self.terminate(f"gatepass: the session on {self._auth.asset} ended without an exit status")
+
+    def target_paused(self) -> None:
+        if self._chan is not None and not self._closed:
+            self._chan.pause_reading()
+
+    def target_resumed(self) -> None:
+        if self._chan is not None and not self._closed:
+            self._chan.resume_reading()
+
+
+class _TargetSession(asyncssh.SSHClientSession[bytes]):
+    """Client side on the target: hands everything back to its ProxySession."""
+
+    def __init__(self, proxy: ProxySession) -> None:
+        self._proxy = proxy
+        self._status: int | None = None
+        self._signal: tuple[str, bool, str] | None = None
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self._proxy.target_data(data, datatype)
+
+    def eof_received(self) -> bool:
+        self._proxy.target_eof()
+        return True
+
+    def exit_status_received(self, status: int) -> None:
+        self._proxy.target_exit(status, None)
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:  # noqa: ARG002
+        self._proxy.target_exit(None, (signal, core_dumped, msg))
+
+    def pause_writing(self) -> None:
+        self._proxy.target_paused()
+
+    def resume_writing(self) -> None:
+        self._proxy.target_resumed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._proxy.target_closed(exc)

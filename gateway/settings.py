@@ -1,0 +1,38 @@
+"""Configuration of one gateway process (``GatewaySettings``) and its default clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The real clock: an aware UTC datetime (the only place the gateway reads wall time)."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewaySettings:
+    """What a gateway needs to run; tests build one instead of patching globals."""
+
+    broker_url: str
+    # repr=False: the gateway token is a credential and must never reach a log line.
+    token: str = field(repr=False)
+    host_key_path: Path
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 2222  # 0 picks a free port; Gateway.port tells which one
+    public_host: str | None = None  # what clients are told to connect to; default listen_host
+    clock: Clock = utc_now
+    warn_before: tuple[timedelta, ...] = (timedelta(minutes=5), timedelta(minutes=1))
+    broker_timeout: float = 10.0  # seconds for one gateway API call
+    target_connect_timeout: float = 10.0  # seconds to connect and log in to a target
+    # If no session is opened this long after a refusal, the client is disconnected anyway.
+    refusal_grace: float = 0.5
+
+    @property
+    def advertised_host(self) -> str:
+        return self.public_host or self.listen_host

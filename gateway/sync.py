@@ -1,0 +1,79 @@
+"""Follow the broker's event stream, reconnecting with backoff, and resync live grants on every connect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+from gateway.broker_client import BrokerClient
+from gateway.errors import BrokerError
+from gateway.models import GrantState
+from gateway.monitor import GrantMonitor
+
+logger = logging.getLogger("gatepass.gateway.sync")
+
+
+async def resync(broker: BrokerClient, monitor: GrantMonitor) -> None:
+    """Ask the broker about every grant with a live connection and apply the answers.
+
+    A grant the broker no longer knows is cut: deny by default rather than keep an
+    unaccountable connection open.
+    """
+    grant_ids = monitor.live_grant_ids()
+    if not grant_ids:
+        return
+    states = await broker.grants_status(grant_ids)
+    for grant_id in grant_ids:
+        state = states.get(grant_id)
+        if state is None:
+            monitor.cut_grant(grant_id, "revoked", detail="the broker no longer knows this grant")
+        else:
+            monitor.apply(state)
+
+
+def apply_event(monitor: GrantMonitor, event_type: str, data: object) -> None:
+    if event_type != "grant" or not isinstance(data, dict):
+        return
+    grant_id = data.get("grant_id")
+    if not isinstance(grant_id, str):
+        logger.warning("grant event without grant_id ignored")
+        return
+    try:
+        monitor.apply(GrantState.from_json(grant_id, data))
+    except BrokerError as exc:
+        # An unreadable event is logged and the next resync catches up; ends_at still holds.
+        logger.warning("unreadable grant event for %s: %s", grant_id, exc)
+
+
+async def follow_broker(
+    broker: BrokerClient,
+    monitor: GrantMonitor,
+    *,
+    initial_backoff: float = 0.5,
+    max_backoff: float = 30.0,
+    connected: asyncio.Event | None = None,
+) -> None:
+    """Run until cancelled: consume ``/gateway/events``; ``connected`` is set after each resync."""
+    backoff = initial_backoff
+    while True:
+        try:
+            async with contextlib.aclosing(broker.events()) as events:
+                async for event in events:
+                    if event.type == "hello":
+                        # The stream is open, so nothing from now on is missed: catch up on the gap.
+                        await resync(broker, monitor)
+                        backoff = initial_backoff
+                        if connected is not None:
+                            connected.set()
+                    else:
+                        apply_event(monitor, event.type, event.data)
+            logger.info("the broker closed the event stream; reconnecting")
+        except BrokerError as exc:
+            logger.warning("event stream from the broker lost: %s; retrying in %.1f s", exc, backoff)
+        if connected is not None:
+            connected.clear()
+        # Jitter keeps a fleet of gateways from reconnecting in lockstep after a broker restart.
+        await asyncio.sleep(backoff * (0.5 + random.random() / 2))  # noqa: S311
+        backoff = min(backoff * 2, max_backoff)
