@@ -1,0 +1,58 @@
+# Gatepass developer commands. `make test` works from a fresh clone: it makes .venv first.
+#
+#   make venv    .venv with Gatepass installed editable, plus the dev tools
+#   make run     a demo installation in ./gatepass-data (created once), served with the built-in demo target
+#   make test    the whole pytest suite on SQLite, then again on PostgreSQL (GATEPASS_TEST_POSTGRES)
+#   make lint    ruff + mypy --strict
+#   make bench   the benchmarks in bench/
+#
+# PostgreSQL: GATEPASS_TEST_POSTGRES is a server URL *without* a database; each test creates its own
+# database gp_test_<random> there and drops it afterwards. Override it to use another server, e.g.
+#   make test GATEPASS_TEST_POSTGRES=postgresql+psycopg://me:secret@db.local:5432
+# `make test-sqlite` / `make test-postgres` run one pass; PYTEST_ARGS passes options (e.g. PYTEST_ARGS='-x -k sshd').
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP_FLAGS := --quiet --disable-pip-version-check --no-input
+GATEPASS_TEST_POSTGRES ?= postgresql+psycopg://postgres@127.0.0.1:5432
+PYTEST_ARGS ?=
+DATA ?= gatepass-data
+
+.PHONY: venv run test test-sqlite test-postgres lint bench
+
+venv: $(BIN)/.installed
+
+# Reinstalled when pyproject.toml changes (new dependencies); the stamp lives inside .venv.
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
+	@touch $@
+
+run: venv
+	@test -d $(DATA) || $(BIN)/gatepass init --data $(DATA)
+	$(BIN)/gatepass serve --data $(DATA) --demo
+
+test: test-sqlite test-postgres
+
+# `env -u` so a GATEPASS_TEST_POSTGRES in the caller's environment does not turn this pass into PostgreSQL.
+test-sqlite: venv
+	env -u GATEPASS_TEST_POSTGRES -u GATEPASS_DATABASE_URL $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-postgres: venv
+	env -u GATEPASS_DATABASE_URL GATEPASS_TEST_POSTGRES='$(GATEPASS_TEST_POSTGRES)' $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: venv
+	@if [ -f bench/__main__.py ]; then \
+		$(BIN)/python -m bench; \
+	else \
+		found=; for script in bench/bench_*.py; do \
+			[ -e "$$script" ] || continue; found=1; \
+			echo "== $$script"; $(BIN)/python "$$script" || exit $$?; \
+		done; \
+		[ -n "$$found" ] || echo "no benchmarks in bench/ yet"; \
+	fi

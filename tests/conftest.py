@@ -1,0 +1,105 @@
+"""Shared fixtures: real peers on free loopback ports (OpenSSH sshd, the demo target, PostgreSQL).
+
+Fixtures and what they give (helpers in ``tests/fixtures/`` work without pytest too):
+
+- ``free_port``      → ``free_port()``: a callable returning an unused 127.0.0.1 TCP port
+- ``database``       → ``TestDatabase(url, backend, name)``: a fresh database for this test
+- ``database_url``   → ``str``: its SQLAlchemy URL, ``sqlite:///…/gatepass.db`` or ``postgresql+psycopg://…/gp_test_…``
+- ``ssh_keypair``    → ``ssh_keypair(name="id_ed25519") -> SSHKeyPair``: keys made by ``ssh-keygen``
+- ``sshd_target``    → ``OpenSSHServer``: a real sshd logging in the current user with a fresh key
+- ``demo_target``    → ``ThreadedDemoTarget``: ``demo.target.DemoTarget`` with a key and a password
+
+PostgreSQL: set ``GATEPASS_TEST_POSTGRES=postgresql+psycopg://postgres@127.0.0.1:5432`` (a server URL
+without a database, as `make test` does in its second pass) and every ``database`` is a new PostgreSQL
+database, dropped after the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import database as test_databases
+from tests.fixtures.demo import ThreadedDemoTarget
+from tests.fixtures.keys import SSHKeyPair, generate_ssh_keypair
+from tests.fixtures.ports import free_port as _free_port
+from tests.fixtures.sshd import OpenSSHServer, start_sshd
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    server = test_databases.postgres_server_url()
+    if server is None:
+        return "gatepass database: SQLite (set GATEPASS_TEST_POSTGRES to run on PostgreSQL)"
+    return f"gatepass database: PostgreSQL at {server} (a new database per test)"
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A callable returning an unused loopback TCP port; the same as ``tests.fixtures.free_port``."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str | None:
+    """The PostgreSQL server URL from GATEPASS_TEST_POSTGRES, checked once per run; None means SQLite."""
+    server = test_databases.postgres_server_url()
+    if server is not None:
+        test_databases.check_postgres_server(server)
+    return server
+
+
+@pytest.fixture
+def database(postgres_server: str | None, tmp_path: Path) -> Iterator[test_databases.TestDatabase]:
+    """A new, empty database for this test (no schema): a SQLite file, or a PostgreSQL database."""
+    if postgres_server is None:
+        yield test_databases.create_sqlite_database(tmp_path)
+        return
+    created = test_databases.create_postgres_database(postgres_server)
+    try:
+        yield created
+    finally:
+        test_databases.drop_postgres_database(postgres_server, created.name)
+
+
+@pytest.fixture
+def database_url(database: test_databases.TestDatabase) -> str:
+    """The SQLAlchemy URL of this test's fresh database."""
+    return database.url
+
+
+@pytest.fixture
+def ssh_keypair(tmp_path: Path) -> Callable[..., SSHKeyPair]:
+    """A factory: ``ssh_keypair()`` or ``ssh_keypair("vendor1")`` makes a new ed25519 key in tmp_path/keys."""
+    made: list[str] = []
+
+    def make(name: str | None = None, comment: str = "gatepass-test") -> SSHKeyPair:
+        key_name = name or f"id_ed25519_{len(made) + 1}"
+        made.append(key_name)
+        return generate_ssh_keypair(tmp_path / "keys", key_name, comment)
+
+    return make
+
+
+@pytest.fixture
+def sshd_target(tmp_path: Path) -> Iterator[OpenSSHServer]:
+    """A real OpenSSH sshd on 127.0.0.1 logging in the current user with ``client_key`` (keys only)."""
+    server = start_sshd(tmp_path / "sshd")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def demo_target(tmp_path: Path) -> Iterator[ThreadedDemoTarget]:
+    """The built-in demo target (asyncssh) accepting user ``operator`` with ``client_key`` or ``password``."""
+    client_key = generate_ssh_keypair(tmp_path / "demo-client", "operator_ed25519")
+    target = ThreadedDemoTarget.start(
+        state_dir=tmp_path / "demo-target", client_key=client_key, password="demo-password-" + tmp_path.name
+    )
+    try:
+        yield target
+    finally:
+        target.stop()
