@@ -1,0 +1,267 @@
+"""An in-memory broker speaking only the gateway API of docs/API.md, on a real HTTP port.
+
+The gateway's unit tests need a broker that answers over real HTTP and SSE (so the gateway's
+own httpx client, reconnects and resyncs are exercised) without a database. The real broker
+is covered by the end-to-end tests; this double follows the same documented contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncssh
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+TOKEN = "gpg_test-gateway-token"
+
+
+@dataclass
+class FakeGrant:
+    grant_id: str
+    serial: int
+    asset: str
+    identity: str
+    ends_at: datetime
+    target: dict[str, Any] | None
+    interactive: bool = True
+    ssh: bool = True
+    ports: list[int] = field(default_factory=list)
+    status: str = "active"
+    site: str = "plant-a"
+
+
+@dataclass
+class FakeBroker:
+    ca: asyncssh.SSHKey = field(default_factory=lambda: asyncssh.generate_private_key("ssh-ed25519"))
+    grants: dict[str, FakeGrant] = field(default_factory=dict)
+    registrations: list[dict[str, Any]] = field(default_factory=list)
+    authorizations: list[dict[str, Any]] = field(default_factory=list)
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ended: dict[str, dict[str, Any]] = field(default_factory=dict)
+    status_calls: list[list[str]] = field(default_factory=list)
+    down: bool = False  # True: every call answers 503 and event streams close
+    port: int = 0
+    _streams: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
+    _server: uvicorn.Server | None = None
+    _task: asyncio.Task[None] | None = None
+    _next: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def user_ca(self) -> str:
+        return self.ca.export_public_key("openssh").decode().strip()
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    # -- what a test does ----------------------------------------------------------------------
+
+    def issue(
+        self,
+        client_key: asyncssh.SSHKey,
+        *,
+        asset: str,
+        ends_at: datetime,
+        target: dict[str, Any] | None,
+        identity: str = "vendor1",
+        interactive: bool = True,
+        ssh: bool = True,
+        ports: list[int] | None = None,
+        principals: list[str] | None = None,
+        valid_before: float | None = None,
+    ) -> tuple[FakeGrant, asyncssh.SSHCertificate]:
+        self._next += 1
+        grant = FakeGrant(
+            grant_id=f"grt-{self._next:08x}",
+            serial=1000 + self._next,
+            asset=asset,
+            identity=identity,
+            ends_at=ends_at,
+            target=target,
+            interactive=interactive,
+            ssh=ssh,
+            ports=list(ports or []),
+        )
+        self.grants[grant.grant_id] = grant
+        cert = self.ca.generate_user_certificate(
+            client_key,
+            key_id=f"gatepass grant={grant.grant_id} identity={identity}",
+            serial=grant.serial,
+            principals=[asset] if principals is None else principals,
+            valid_after=time.time() - 30,
+            valid_before=valid_before or ends_at.timestamp(),
+            permit_pty=interactive,
+            permit_port_forwarding=bool(ports),
+            permit_x11_forwarding=False,
+            permit_agent_forwarding=False,
+            permit_user_rc=False,
+        )
+        return grant, cert
+
+    def publish(self, event: dict[str, Any]) -> None:
+        for queue in self._streams:
+            queue.put_nowait(event)
+
+    def revoke(self, grant_id: str, reason: str = "revoked") -> None:
+        grant = self.grants[grant_id]
+        grant.status = "revoked"
+        self.publish(
+            {
+                "grant_id": grant_id,
+                "status": "revoked",
+                "ends_at": grant.ends_at.isoformat(),
+                "reason": reason,
+            }
+        )
+
+    def move_end(self, grant_id: str, ends_at: datetime, *, publish: bool = True) -> None:
+        grant = self.grants[grant_id]
+        grant.ends_at = ends_at
+        if publish:
+            self.publish(
+                {"grant_id": grant_id, "status": "active", "ends_at": ends_at.isoformat(), "reason": None}
+            )
+
+    def drop_streams(self) -> None:
+        for queue in self._streams:
+            queue.put_nowait(None)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        def refused(status: int, code: str, message: str) -> JSONResponse:
+            return JSONResponse({"error": code, "message": message}, status_code=status)
+
+        def guard(request: Request) -> JSONResponse | None:
+            if self.down:
+                return JSONResponse({"error": "unavailable", "message": "down"}, status_code=503)
+            if request.headers.get("authorization") != f"Bearer {TOKEN}":
+                return refused(401, "not_authenticated", "this gateway credential is not known to the broker")
+            return None
+
+        @app.post("/api/v1/gateway/register")
+        async def register(request: Request) -> Response:
+            if (error := guard(request)) is not None:
+                return error
+            self.registrations.append(await request.json())
+            return JSONResponse({"user_ca": self.user_ca, "gateway": "gw-test"})
+
+        @app.post("/api/v1/gateway/authorize")
+        async def authorize(request: Request) -> Response:
+            if (error := guard(request)) is not None:
+                return error
+            body = await request.json()
+            self.authorizations.append(body)
+            grant = self.grants.get(body["grant_id"])
+            if grant is None or grant.serial != body["serial"]:
+                return refused(
+                    403, "forbidden", "the certificate does not belong to any grant of this broker"
+                )
+            if grant.status != "active":
+                return refused(403, "forbidden", f"the grant for {grant.asset} was revoked")
+            return JSONResponse(
+                {
+                    "grant_id": grant.grant_id,
+                    "identity": grant.identity,
+                    "identity_kind": "human" if grant.interactive else "service",
+                    "asset": grant.asset,
+                    "site": grant.site,
+                    "starts_at": datetime.now(UTC).isoformat(),
+                    "ends_at": grant.ends_at.isoformat(),
+                    "ssh": grant.ssh,
+                    "interactive": grant.interactive,
+                    "ports": grant.ports,
+                    "target": grant.target,
+                }
+            )
+
+        @app.post("/api/v1/gateway/grants/status")
+        async def status(request: Request) -> Response:
+            if (error := guard(request)) is not None:
+                return error
+            ids = (await request.json())["grant_ids"]
+            self.status_calls.append(ids)
+            return JSONResponse(
+                {
+                    "grants": {
+                        gid: {
+                            "status": self.grants[gid].status,
+                            "ends_at": self.grants[gid].ends_at.isoformat(),
+                        }
+                        for gid in ids
+                        if gid in self.grants
+                    }
+                }
+            )
+
+        @app.post("/api/v1/gateway/sessions")
+        async def start_session(request: Request) -> Response:
+            if (error := guard(request)) is not None:
+                return error
+            body = await request.json()
+            grant = self.grants.get(body["grant_id"])
+            if grant is None or grant.status != "active":
+                return refused(403, "forbidden", "the grant is not active")
+            session_id = f"ses-{len(self.sessions) + 1:08x}"
+            self.sessions[session_id] = body
+            return JSONResponse({"session_id": session_id}, status_code=201)
+
+        @app.post("/api/v1/gateway/sessions/{session_id}/end")
+        async def end_session(session_id: str, request: Request) -> Response:
+            if (error := guard(request)) is not None:
+                return error
+            self.ended[session_id] = await request.json()
+            return Response(status_code=204)
+
+        @app.get("/api/v1/gateway/events")
+        async def events(request: Request) -> Response:
+            if (error := guard(request)) is not None:
+                return error
+            queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+            self._streams.add(queue)
+
+            async def stream() -> AsyncIterator[bytes]:
+                try:
+                    hello = json.dumps({"server_time": datetime.now(UTC).isoformat()})
+                    yield f"event: hello\ndata: {hello}\n\n".encode()
+                    yield b": keepalive\n\n"
+                    while (event := await queue.get()) is not None:
+                        yield f"event: grant\ndata: {json.dumps(event)}\n\n".encode()
+                finally:
+                    self._streams.discard(queue)
+
+            return StreamingResponse(stream(), media_type="text/event-stream")
+
+        return app
+
+    async def start(self) -> None:
+        config = uvicorn.Config(self.app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.ensure_future(self._server.serve())
+        while not self._server.started:
+            await asyncio.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self.drop_streams()
+        self._server.should_exit = True
+        self._server.force_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
