@@ -24,6 +24,7 @@ class Action(StrEnum):
     SYSTEM_INITIALISED = "system:data:initialised"
     SITE_CREATED = "admin:site:created"
     ASSET_CREATED = "admin:asset:created"
+    ASSET_UPDATED = "admin:asset:updated"
     IDENTITY_CREATED = "admin:identity:created"
     GATEWAY_CREATED = "admin:gateway:created"
 

@@ -123,3 +123,14 @@ def get_asset(session: Session, name: str) -> Asset:
     if asset is None:
         raise NotFound(f"there is no asset named '{name}'")
     return asset
+
+
+def move_asset(session: Session, *, now: dt.datetime, actor: str, name: str, host: str, ssh_port: int,
+               host_key: str) -> Asset:
+    """Point an asset's SSH service at a new address and host key (the demo target changes port each run)."""
+    asset = get_asset(session, name)
+    asset.host, asset.ssh_port = host, ssh_port
+    asset.host_key = normalise_public_key(host_key, what="host key")
+    audit.record(session, now=now, action=Action.ASSET_UPDATED, actor=actor, subject=name, site=asset.site.name,
+                 details={"host": host, "ssh_port": ssh_port})
+    return asset

@@ -3,7 +3,272 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
+
+# The broker and gateway are imported inside each command, not here: `gatepass ssh` and the other client
+# commands share this parser and must start in tens of milliseconds, not pay for FastAPI and SQLAlchemy.
+
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_subcommands(subparsers: Subparsers) -> None:
     """Register the server-side subcommands; each sets ``func`` to a callable taking the parsed args."""
+    init = subparsers.add_parser("init", help="create the data directory, database, CAs and first admin")
+    _data_option(init)
+    init.add_argument("--json", action="store_true", help="print the admin's credentials as JSON")
+    init.set_defaults(func=_guarded(_init))
+
+    serve = subparsers.add_parser("serve", help="run broker, web and SSH gateway in one process")
+    _data_option(serve)
+    serve.add_argument("--http", help="web + API address (default $GATEPASS_HTTP or 127.0.0.1:8080)")
+    serve.add_argument("--ssh", help="SSH gateway address (default $GATEPASS_SSH or 127.0.0.1:2222)")
+    serve.add_argument("--demo", action="store_true", help="add a demo plant, users and a built-in demo machine")
+    serve.set_defaults(func=_guarded(_serve))
+
+    broker = subparsers.add_parser("broker", help="run the broker (API + web) alone, for production")
+    _data_option(broker)
+    broker.add_argument("--http", help="web + API address (default $GATEPASS_HTTP or 127.0.0.1:8080)")
+    broker.set_defaults(func=_guarded(_broker))
+
+    gateway = subparsers.add_parser("gateway", help="run an SSH gateway alone, for production")
+    gateway.add_argument("--broker", default=os.environ.get("GATEPASS_BROKER_URL", "http://127.0.0.1:8080"),
+                         help="the broker's URL (default $GATEPASS_BROKER_URL or http://127.0.0.1:8080)")
+    gateway.add_argument("--token-file", type=Path, default=os.environ.get("GATEPASS_GATEWAY_TOKEN_FILE"),
+                         required="GATEPASS_GATEWAY_TOKEN_FILE" not in os.environ,
+                         help="file holding this gateway's credential (from `gatepass admin gateway add`)")
+    gateway.add_argument("--ssh", help="SSH listen address (default $GATEPASS_SSH or 127.0.0.1:2222)")
+    gateway.add_argument("--host-key", type=Path, default=Path("gatepass-gateway/ssh_host_ed25519_key"),
+                         help="the gateway's SSH host key (made if missing)")
+    gateway.add_argument("--public-host", help="host name vendors use to reach this gateway")
+    gateway.set_defaults(func=_guarded(_gateway))
+
+    _add_admin(subparsers)
+
+    audit = subparsers.add_parser("audit", help="verify or export the audit trail")
+    actions = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    verify = actions.add_parser("verify", help="check the audit hash chain; exit 0 only if it is intact")
+    _data_option(verify)
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=_guarded(_verify))
+
+
+def _add_admin(subparsers: Subparsers) -> None:
+    admin_parser = subparsers.add_parser("admin", help="manage sites, assets, users and gateways (local)")
+    objects = admin_parser.add_subparsers(dest="admin_object", metavar="OBJECT", required=True)
+
+    site = objects.add_parser("site", help="sites (plants)").add_subparsers(dest="verb", required=True)
+    site_add = site.add_parser("add", help="add a site")
+    site_add.add_argument("name")
+    site_add.add_argument("--approvals-required", type=int, default=1)
+    site_add.add_argument("--max-window", default="8h")
+    _data_option(site_add)
+    site_add.set_defaults(func=_guarded(_site_add))
+
+    asset = objects.add_parser("asset", help="machines in a site").add_subparsers(dest="verb", required=True)
+    asset_add = asset.add_parser("add", help="add an asset")
+    asset_add.add_argument("name")
+    asset_add.add_argument("--site", required=True)
+    asset_add.add_argument("--host", required=True)
+    asset_add.add_argument("--criticality", choices=["low", "high"], default="low")
+    asset_add.add_argument("--ssh-port", type=int)
+    asset_add.add_argument("--ssh-user")
+    credential = asset_add.add_mutually_exclusive_group()
+    credential.add_argument("--ssh-password-file", type=Path)
+    credential.add_argument("--ssh-key-file", type=Path)
+    asset_add.add_argument("--host-key", help='the target\'s SSH host key, "ssh-ed25519 AAAA…" '
+                           "(if omitted, it is read from the target now and its fingerprint printed)")
+    asset_add.add_argument("--tcp-port", type=int, action="append", default=[], dest="tcp_ports")
+    _data_option(asset_add)
+    asset_add.set_defaults(func=_guarded(_asset_add))
+
+    user = objects.add_parser("user", help="people, service accounts and AI agents").add_subparsers(
+        dest="verb", required=True)
+    user_add = user.add_parser("add", help="add a user")
+    user_add.add_argument("name")
+    user_add.add_argument("--role", required=True, choices=["vendor", "supervisor", "security", "admin"])
+    user_add.add_argument("--site", action="append", default=[], dest="sites")
+    user_add.add_argument("--org")
+    user_add.add_argument("--kind", choices=["human", "service", "ai_agent"], default="human")
+    user_add.add_argument("--owner", help="the accountable person (required for service and AI-agent identities)")
+    user_add.add_argument("--purpose")
+    user_add.add_argument("--json", action="store_true")
+    _data_option(user_add)
+    user_add.set_defaults(func=_guarded(_user_add))
+
+    gateway = objects.add_parser("gateway", help="gateway credentials").add_subparsers(dest="verb", required=True)
+    gateway_add = gateway.add_parser("add", help="create a credential for a gateway")
+    gateway_add.add_argument("name")
+    gateway_add.add_argument("--json", action="store_true")
+    _data_option(gateway_add)
+    gateway_add.set_defaults(func=_guarded(_gateway_add))
+
+
+def _data_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="data directory (default $GATEPASS_DATA or ./gatepass-data)")
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    from broker.settings import Settings
+
+    return Settings.from_environment(data_dir=getattr(args, "data", None), **overrides)
+
+
+def _guarded(func: Any) -> Any:
+    """Turn the broker's refusals into ``gatepass: <why>`` and exit code 1 (never a traceback)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from broker.errors import BrokerError
+        from broker.vault import VaultError
+
+        try:
+            return int(func(args))
+        except (BrokerError, VaultError) as error:
+            message = getattr(error, "message", None) or str(error)
+            print(f"gatepass: {message}", file=sys.stderr)
+            return 1
+        except (FileNotFoundError, ValueError, OSError) as error:
+            print(f"gatepass: {error}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _init(args: argparse.Namespace) -> int:
+    from broker.bootstrap import initialise
+    from broker.totp import provisioning_uri
+
+    result = initialise(_settings(args))
+    creds = result.admin
+    if args.json:
+        print(json.dumps({"admin": creds.as_dict()}))
+        return 0
+    print(f"Initialised {result.gateway_token_path.parent}")
+    print("First admin (shown once; store it in your password manager):")
+    print(f"  username:     {creds.username}")
+    print(f"  password:     {creds.password}")
+    print(f"  TOTP secret:  {creds.totp_secret}")
+    print(f"  TOTP URI:     {provisioning_uri(creds.totp_secret, username=creds.username)}")
+    print("Next: `gatepass serve` (add --demo for a demo plant with a built-in machine).")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cli import runtime
+
+    settings = _address_settings(args)
+    return asyncio.run(runtime.serve(settings, demo=args.demo))
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from cli import runtime
+
+    settings = _address_settings(args)
+    return asyncio.run(runtime.serve(settings, demo=False, with_gateway=False))
+
+
+def _address_settings(args: argparse.Namespace) -> Settings:
+    from broker.settings import split_address
+
+    overrides: dict[str, object] = {}
+    if getattr(args, "http", None):
+        overrides["http_host"], overrides["http_port"] = split_address(args.http, what="HTTP")
+    if getattr(args, "ssh", None):
+        overrides["ssh_host"], overrides["ssh_port"] = split_address(args.ssh, what="SSH")
+    return _settings(args, **overrides)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from broker.settings import split_address
+    from cli import runtime
+
+    host, port = split_address(args.ssh or os.environ.get("GATEPASS_SSH", "127.0.0.1:2222"), what="SSH")
+    token = args.token_file.read_text().strip()
+    return asyncio.run(runtime.run_gateway_only(broker_url=args.broker, token=token, host=host, port=port,
+                                                host_key_path=args.host_key, public_host=args.public_host))
+
+
+def _site_add(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    admin.add_site(_settings(args), name=args.name, approvals_required=args.approvals_required,
+                   max_window=args.max_window)
+    print(f"Added site {args.name} ({args.approvals_required} approval(s) required, windows up to {args.max_window})")
+    return 0
+
+
+def _asset_add(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    fields: dict[str, Any] = {"name": args.name, "site": args.site, "host": args.host,
+                              "criticality": args.criticality, "ssh_port": args.ssh_port, "ssh_user": args.ssh_user,
+                              "host_key": args.host_key, "tcp_ports": args.tcp_ports}
+    if args.ssh_password_file:
+        fields["ssh_password"] = args.ssh_password_file.read_text().rstrip("\n")
+    if args.ssh_key_file:
+        fields["ssh_private_key"] = args.ssh_key_file.read_text()
+    if args.ssh_port is not None and not args.host_key:
+        from cli import runtime
+
+        key, fingerprint = asyncio.run(runtime.scan_host_key(args.host, args.ssh_port))
+        fields["host_key"] = key
+        print(f"Pinned the host key of {args.host}:{args.ssh_port}: {fingerprint}")
+        print("  Check this fingerprint with the machine's owner before anyone connects.")
+    admin.add_asset(_settings(args), **fields)
+    services = (["ssh"] if args.ssh_port else []) + [f"tcp/{p}" for p in args.tcp_ports]
+    print(f"Added asset {args.name} at {args.host} in {args.site} ({', '.join(services) or 'no services'})")
+    return 0
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    creds = admin.add_user(_settings(args), username=args.name, role=args.role, kind=args.kind,
+                           site_names=args.sites, organisation=args.org, owner=args.owner, purpose=args.purpose)
+    from broker.totp import provisioning_uri
+
+    if args.json:
+        print(json.dumps(creds.as_dict() if creds else {"username": args.name}))
+        return 0
+    print(f"Added {args.kind} user {args.name} with role {args.role}")
+    if creds:
+        print("Credentials (shown once; give them to the user over a safe channel):")
+        print(f"  password:     {creds.password}")
+        print(f"  TOTP secret:  {creds.totp_secret}")
+        print(f"  TOTP URI:     {provisioning_uri(creds.totp_secret, username=creds.username)}")
+    return 0
+
+
+def _gateway_add(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    token = admin.add_gateway(_settings(args), name=args.name)
+    if args.json:
+        print(json.dumps({"gateway": args.name, "token": token}))
+    else:
+        print(f"Added gateway {args.name}. Its credential (shown once; put it in the gateway's --token-file):")
+        print(f"  {token}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    result = admin.verify_audit(_settings(args))
+    if args.json:
+        print(json.dumps({"ok": result.ok, "events_checked": result.events_checked, "problem": result.problem,
+                          "first_bad_seq": result.first_bad_seq}))
+    elif result.ok:
+        print(f"Audit trail intact: {result.events_checked} events, hash chain verified.")
+    else:
+        print(f"gatepass: AUDIT TRAIL BROKEN at event {result.first_bad_seq}: {result.problem} "
+              f"({result.events_checked} events verified before it)", file=sys.stderr)
+    return 0 if result.ok else 1

@@ -1,0 +1,79 @@
+"""Operator commands on the data directory (``gatepass admin …``, ``audit verify``): same domain functions,
+run locally like an operator on the control-plane host, each in one audited transaction."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+
+from broker import audit, gateways, identities, inventory
+from broker.db import make_engine, make_session_factory, unit_of_work
+from broker.identities import NewCredentials
+from broker.migrate import upgrade
+from broker.settings import Settings
+from broker.vault import Vault
+
+T = TypeVar("T")
+
+
+def operator_name() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+@contextmanager
+def local_session(settings: Settings) -> Iterator[Session]:
+    if not settings.master_key_path.exists():
+        raise FileNotFoundError(f"{settings.data_dir} is not a Gatepass data directory: run `gatepass init` first")
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def run(settings: Settings, action: Callable[[Session, Vault], T]) -> T:
+    vault = Vault.from_key_file(settings.master_key_path)
+    with local_session(settings) as session:
+        return action(session, vault)
+
+
+def migrate(settings: Settings) -> None:
+    engine = make_engine(settings.effective_database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def add_site(settings: Settings, *, name: str, approvals_required: int, max_window: str) -> None:
+    run(settings, lambda session, _vault: inventory.create_site(
+        session, now=settings.clock.now(), actor=operator_name(), name=name,
+        approvals_required=approvals_required, max_window=max_window))
+
+
+def add_asset(settings: Settings, **fields: object) -> None:
+    run(settings, lambda session, vault: inventory.create_asset(
+        session, vault=vault, now=settings.clock.now(), actor=operator_name(), **fields))  # type: ignore[arg-type]
+
+
+def add_user(settings: Settings, **fields: object) -> NewCredentials | None:
+    return run(settings, lambda session, vault: identities.create_identity(
+        session, vault=vault, now=settings.clock.now(), actor=operator_name(), **fields))  # type: ignore[arg-type]
+
+
+def add_gateway(settings: Settings, *, name: str) -> str:
+    return run(settings, lambda session, _vault: gateways.create_gateway(
+        session, now=settings.clock.now(), actor=operator_name(), name=name))
+
+
+def verify_audit(settings: Settings) -> audit.VerifyResult:
+    with local_session(settings) as session:
+        return audit.verify_chain(session)

@@ -1,0 +1,130 @@
+"""Run the long-lived processes: broker (uvicorn), SSH gateway, and the demo machine, in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import asyncssh
+import uvicorn
+
+from broker import admin, demo
+from broker.app import create_app
+from broker.settings import Settings
+from gateway.server import Gateway
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger("gatepass")
+
+
+async def scan_host_key(host: str, port: int) -> tuple[str, str]:
+    """Read a target's host key once, at registration, so the gateway can pin it from then on."""
+    key = await asyncio.wait_for(asyncssh.get_server_host_key(host, port), timeout=10)
+    if key is None:
+        raise ValueError(f"{host}:{port} did not present an SSH host key")
+    return key.export_public_key("openssh").decode().strip(), key.get_fingerprint()
+
+
+def _bound_port(server: uvicorn.Server, fallback: int) -> int:
+    for listener in getattr(server, "servers", []):
+        for sock in listener.sockets:
+            return int(sock.getsockname()[1])
+    return fallback
+
+
+async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) -> int:
+    """`gatepass serve` / `gatepass broker`: the gateway talks to the broker over HTTP even in one process,
+    so what is tested here is what is deployed split."""
+    _configure_logging()
+    admin.migrate(settings)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
+                            lifespan="on", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    server_task = asyncio.create_task(server.serve())
+    while not server.started:
+        if server_task.done():
+            print(f"gatepass: the web server could not start on {settings.http_host}:{settings.http_port}",
+                  file=sys.stderr)
+            return 1
+        await asyncio.sleep(0.02)
+    http_port = _bound_port(server, settings.http_port)
+    base_url = f"http://{settings.http_host}:{http_port}"
+
+    demo_target = None
+    gateway = None
+    try:
+        if demo:
+            demo_target = await _start_demo(settings)
+        if with_gateway:
+            gateway = Gateway(GatewaySettings(
+                broker_url=base_url,
+                token=settings.gateway_token_path.read_text().strip(),
+                host_key_path=settings.gateway_dir / "ssh_host_ed25519_key",
+                listen_host=settings.ssh_host, listen_port=settings.ssh_port,
+            ))
+            settings.gateway_dir.mkdir(mode=0o700, exist_ok=True)
+            await gateway.start()
+        print(f"Gatepass is running. Web and API: {base_url}", flush=True)
+        if gateway is not None:
+            print(f"SSH gateway: {settings.ssh_host}:{gateway.port}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        await server_task
+    finally:
+        if gateway is not None:
+            await gateway.stop()
+        if demo_target is not None:
+            await demo_target.stop()
+        if not server_task.done():
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await server_task
+    return 0
+
+
+async def _start_demo(settings: Settings) -> object:
+    from demo.target import DemoTarget
+
+    key = demo.target_client_key(settings)
+    target = DemoTarget(state_dir=demo.demo_dir(settings) / "target", username=demo.TARGET_USER,
+                        authorized_key=key.export_public_key("openssh").decode())
+    await target.start()
+    users = await asyncio.to_thread(demo.seed, settings, target_host=target.host, target_port=target.port,
+                                    target_host_key=target.host_key)
+    vendor, supervisor = users["vendor"], users["supervisor"]
+    print(f"Demo plant '{users['site']}' with machine '{users['asset']}' (a built-in demo SSH target on "
+          f"{target.host}:{target.port}).")
+    for role, creds in (("vendor", vendor), ("supervisor", supervisor)):
+        print(f"  {role:<10} username {creds['username']:<16} password {creds['password']}  "
+              f"TOTP secret {creds['totp_secret']}")
+    return target
+
+
+async def run_gateway_only(*, broker_url: str, token: str, host: str, port: int, host_key_path: Path,
+                           public_host: str | None) -> int:
+    _configure_logging()
+    host_key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    gateway = Gateway(GatewaySettings(broker_url=broker_url, token=token, host_key_path=host_key_path,
+                                      listen_host=host, listen_port=port, public_host=public_host))
+    await gateway.start()
+    print(f"Gatepass gateway on {host}:{gateway.port}, broker {broker_url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
+    return 0
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per gateway API call drowns what operators need to see; keep the gateway's own lines.
+    for noisy in ("httpx", "httpcore", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
