@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import Callable
 
 import asyncssh
+from asyncssh.misc import TermModes, TermSize
 
 from gateway.certificates import CertificateWatch, watch_certificates
 from gateway.context import GatewayContext
@@ -127,9 +129,7 @@ class GatewayConnection(asyncssh.SSHServer):
             return
         if self._closed:
             return
-        logger.info(
-            "%s on grant %s connected to %s from %s", auth.identity, auth.grant_id, auth.asset, self.peer
-        )
+        logger.info("%s on grant %s connected to %s from %s", auth.identity, auth.grant_id, auth.asset, self.peer)
         self._grant_id = auth.grant_id
         self._authorized.set_result(auth)
         if auth.ssh and auth.target is not None:
@@ -154,9 +154,7 @@ class GatewayConnection(asyncssh.SSHServer):
 
     async def _connect_target(self, auth: Authorization, target: Target) -> None:
         try:
-            conn = await connect_target(
-                target, asset=auth.asset, timeout=self.ctx.settings.target_connect_timeout
-            )
+            conn = await connect_target(target, asset=auth.asset, timeout=self.ctx.settings.target_connect_timeout)
         except TargetError as exc:
             logger.warning("grant %s: %s", auth.grant_id, exc)
             self._target.set_result(str(exc))
@@ -176,8 +174,7 @@ class GatewayConnection(asyncssh.SSHServer):
     async def _open_session(self) -> asyncssh.SSHServerSession[bytes]:
         auth = await self._authorized
         if auth is None or self._cut is not None:
-            self._refusal_seen.set()
-            return _NoticeSession(self._refusal or "gatepass: access has ended")
+            return _NoticeSession(self._refusal or "gatepass: access has ended", self._refusal_seen.set)
         target = await self._target
         if isinstance(target, str):
             return _NoticeSession(f"gatepass: {target}")
@@ -236,11 +233,35 @@ class GatewayConnection(asyncssh.SSHServer):
 
 
 class _NoticeSession(asyncssh.SSHServerSession[bytes]):
-    """A session that only tells the user why nothing runs, on stderr, and exits 1."""
+    """A session that only tells the user why nothing runs, on stderr, and exits 1.
 
-    def __init__(self, message: str) -> None:
+    It waits for the client's shell/exec/subsystem request before answering: an exit status that
+    arrives before that request confuses some clients (asyncssh's fails outright).
+    """
+
+    def __init__(self, message: str, on_delivered: Callable[[], None] | None = None) -> None:
         self._message = message
+        self._on_delivered = on_delivered
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
-        chan.write_stderr(self._message.encode() + b"\r\n")
-        chan.exit(REFUSED_EXIT_STATUS)
+        self._chan = chan
+
+    def pty_requested(self, term_type: str, term_size: TermSize, term_modes: TermModes) -> bool:  # noqa: ARG002
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:  # noqa: ARG002
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:  # noqa: ARG002
+        return True
+
+    def session_started(self) -> None:
+        if self._chan is not None:
+            self._chan.write_stderr(self._message.encode() + b"\r\n")
+            self._chan.exit(REFUSED_EXIT_STATUS)
+        if self._on_delivered is not None:
+            self._on_delivered()

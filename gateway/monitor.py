@@ -115,9 +115,7 @@ class GrantMonitor:
                 self._plan(watch)
                 if state.ends_at > self._clock():
                     for connection in list(watch.connections):
-                        connection.warn(
-                            f"gatepass: access to {watch.asset} now ends at {clock_time(state.ends_at)}"
-                        )
+                        connection.warn(f"gatepass: access to {watch.asset} now ends at {clock_time(state.ends_at)}")
                 self._tick(state.grant_id)
         elif state.status == "expired":
             self.cut_grant(state.grant_id, "expired")

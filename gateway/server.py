@@ -29,9 +29,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, *, broker: BrokerClient | None = None) -> None:
         self.settings = settings
         self._own_broker = broker is None
-        self.broker = broker or BrokerClient(
-            settings.broker_url, settings.token, timeout=settings.broker_timeout
-        )
+        self.broker = broker or BrokerClient(settings.broker_url, settings.token, timeout=settings.broker_timeout)
         self.monitor = GrantMonitor(clock=settings.clock, warn_before=settings.warn_before)
         self.ctx = GatewayContext(settings=settings, broker=self.broker, monitor=self.monitor)
         self.host_key = load_or_create_host_key(settings.host_key_path)
@@ -124,9 +122,7 @@ class Gateway:
         await self._stopped.wait()
 
 
-async def run_gateway(
-    settings: GatewaySettings, *, retry_backoff: float = 1.0, max_backoff: float = 30.0
-) -> None:
+async def run_gateway(settings: GatewaySettings, *, retry_backoff: float = 1.0, max_backoff: float = 30.0) -> None:
     """Run a gateway until cancelled; waits for the broker (with backoff) if it is not up yet."""
     backoff = retry_backoff
     while True:

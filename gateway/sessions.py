@@ -44,9 +44,7 @@ class SessionHost(Protocol):
 class ProxySession(asyncssh.SSHServerSession[bytes]):
     """Server side of one session channel: client requests in, target session out."""
 
-    def __init__(
-        self, host: SessionHost, auth: Authorization, upstream: asyncssh.SSHClientConnection
-    ) -> None:
+    def __init__(self, host: SessionHost, auth: Authorization, upstream: asyncssh.SSHClientConnection) -> None:
         self._host = host
         self._auth = auth
         self._upstream_conn = upstream

@@ -108,9 +108,7 @@ GrantFactory = Callable[..., Vendor]
 def grant_for(broker: FakeBroker, gateway: Gateway) -> GrantFactory:
     """``grant_for(target, asset="hmi-01", seconds=600, **issue_options) -> Vendor``."""
 
-    def make(
-        target: dict[str, Any] | None, *, asset: str = "hmi-01", seconds: float = 600, **kw: Any
-    ) -> Vendor:
+    def make(target: dict[str, Any] | None, *, asset: str = "hmi-01", seconds: float = 600, **kw: Any) -> Vendor:
         key = asyncssh.generate_private_key("ssh-ed25519")
         ends_at = datetime.now(UTC) + timedelta(seconds=seconds)
         grant, cert = broker.issue(key, asset=asset, ends_at=ends_at, target=target, **kw)

@@ -131,9 +131,7 @@ class FakeBroker:
         grant = self.grants[grant_id]
         grant.ends_at = ends_at
         if publish:
-            self.publish(
-                {"grant_id": grant_id, "status": "active", "ends_at": ends_at.isoformat(), "reason": None}
-            )
+            self.publish({"grant_id": grant_id, "status": "active", "ends_at": ends_at.isoformat(), "reason": None})
 
     def drop_streams(self) -> None:
         for queue in self._streams:
@@ -169,9 +167,7 @@ class FakeBroker:
             self.authorizations.append(body)
             grant = self.grants.get(body["grant_id"])
             if grant is None or grant.serial != body["serial"]:
-                return refused(
-                    403, "forbidden", "the certificate does not belong to any grant of this broker"
-                )
+                return refused(403, "forbidden", "the certificate does not belong to any grant of this broker")
             if grant.status != "active":
                 return refused(403, "forbidden", f"the grant for {grant.asset} was revoked")
             return JSONResponse(
