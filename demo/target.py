@@ -24,7 +24,7 @@ import os
 import signal
 import struct
 import termios
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncssh
@@ -80,10 +80,22 @@ def _set_window_size(fd: int, term_size: tuple[int, int, int, int]) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, pixel_width, pixel_height))
 
 
-def _take_controlling_terminal() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Make the child a session leader with the PTY on its stdin as controlling terminal (^C, job control)."""
-    os.setsid()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def _controlling_terminal(tty_path: str) -> Callable[[], None]:
+    """A preexec_fn making the child a session leader with the PTY as controlling terminal (^C, job control).
+
+    It opens the PTY by name rather than using fd 0: uvloop (uvicorn's loop when installed) runs
+    preexec_fn before it sets up the child's stdin.
+    """
+
+    def become_session_leader() -> None:  # pragma: no cover - runs in the child between fork and exec
+        os.setsid()
+        descriptor = os.open(tty_path, os.O_RDWR)
+        try:
+            fcntl.ioctl(descriptor, termios.TIOCSCTTY, 0)
+        finally:
+            os.close(descriptor)
+
+    return become_session_leader
 
 
 def _signal_group(pid: int, signal_number: int) -> None:
@@ -350,7 +362,7 @@ class DemoTarget:
                     stderr=follower_fd,
                     cwd=self.home,
                     env=self._environment(term_type),
-                    preexec_fn=_take_controlling_terminal,
+                    preexec_fn=_controlling_terminal(os.ttyname(follower_fd)),
                 )
             finally:
                 os.close(follower_fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
@@ -15,9 +16,7 @@ from demo.target import HOST_KEY_FILE, DemoTarget
 from tests.fixtures.demo import ThreadedDemoTarget
 
 
-def run(
-    argv: list[str], stdin: bytes = b"", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
+def run(argv: list[str], stdin: bytes = b"", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(argv, input=stdin, capture_output=True, timeout=30, env=env)
 
 
@@ -108,6 +107,38 @@ def test_interactive_shell_with_pty(demo_target: ThreadedDemoTarget) -> None:
     assert result.returncode == 3, result.stderr
     assert b"Gatepass demo target" in result.stdout
     assert b"42" in result.stdout
+
+
+def test_interrupt_reaches_the_foreground_program(demo_target: ThreadedDemoTarget) -> None:
+    async def interrupt() -> str:
+        async with _connect(demo_target) as connection:
+            process = await connection.create_process(term_type="xterm", term_size=(80, 24))
+            process.stdin.write("sleep 30; echo not-interrupted\n")
+            await asyncio.sleep(0.5)
+            process.stdin.write("\x03")  # ^C: the PTY turns it into SIGINT for the foreground job
+            process.stdin.write("echo status-$?; exit\n")
+            output = await asyncio.wait_for(process.stdout.read(), 10)
+            await process.wait()
+            return output
+
+    output = demo_target.run(interrupt())
+    assert "status-130" in output
+    assert "\nnot-interrupted" not in output
+
+
+def test_runs_on_uvloop(tmp_path: Path, ssh_keypair) -> None:
+    pytest.importorskip("uvloop")
+    key = ssh_keypair()
+    target = ThreadedDemoTarget.start(state_dir=tmp_path / "state", client_key=key, use_uvloop=True)
+    try:
+        exec_result = run(target.ssh_command("echo hi; exit 7"))
+        assert exec_result.returncode == 7, exec_result.stderr
+        assert exec_result.stdout == b"hi\n"
+        shell = run(target.ssh_command("tty", options=("-tt",)))
+        assert shell.returncode == 0, shell.stderr
+        assert shell.stdout.startswith(b"/dev/pts/")
+    finally:
+        target.stop()
 
 
 def test_shell_without_pty(demo_target: ThreadedDemoTarget) -> None:
