@@ -61,12 +61,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         type=_argument(parse_duration),
         help="how long: 30s, 10m, 2h or 1d",
     )
-    request.add_argument(
-        "--reason", required=True, metavar="TEXT", help="what the work is, for the approvers"
-    )
-    request.add_argument(
-        "--ssh", action="store_true", help="SSH shell/exec/sftp (the default without --port)"
-    )
+    request.add_argument("--reason", required=True, metavar="TEXT", help="what the work is, for the approvers")
+    request.add_argument("--ssh", action="store_true", help="SSH shell/exec/sftp (the default without --port)")
     request.add_argument(
         "--port",
         dest="ports",
@@ -83,9 +79,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         type=_argument(parse_start),
         help="window start, ISO 8601 (e.g. 2026-11-27T14:00:00+01:00; no offset means UTC)",
     )
-    request.add_argument(
-        "--wait", action="store_true", help="wait until the request is decided; exit 0 if approved"
-    )
+    request.add_argument("--wait", action="store_true", help="wait until the request is decided; exit 0 if approved")
     request.add_argument("--json", action="store_true", help="print the Request object from the API")
     request.set_defaults(func=run_request)
 
@@ -97,6 +91,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     approve = subparsers.add_parser("approve", help="approve a pending request for your site")
     approve.add_argument("request_id", metavar="REQUEST_ID", type=_argument(object_id))
     approve.add_argument("--comment", metavar="TEXT")
+    approve.add_argument(
+        "--shorten-to",
+        metavar="DURATION",
+        type=_argument(parse_duration),
+        help="grant less time than asked for (30s, 10m, 2h, 1d)",
+    )
     approve.add_argument("--json", action="store_true", help="print the Request object from the API")
     approve.set_defaults(func=run_approve)
 
@@ -151,18 +151,14 @@ def run_request(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     if request.get("status") != "approved":
-        ctx.note(
-            f"gatepass: request {request.get('id')} for {request.get('asset')} was {request_outcome(request)}"
-        )
+        ctx.note(f"gatepass: request {request.get('id')} for {request.get('asset')} was {request_outcome(request)}")
         return 1
     if not args.json and (hint := _connect_hint(request)):
         ctx.say(hint)
     return 0
 
 
-def _wait_for_decision(
-    ctx: Context, api: ApiClient, request: dict[str, Any], *, json_output: bool
-) -> dict[str, Any]:
+def _wait_for_decision(ctx: Context, api: ApiClient, request: dict[str, Any], *, json_output: bool) -> dict[str, Any]:
     announce = ctx.note if json_output else ctx.say
     request_id = request["id"]
     announce(
@@ -189,9 +185,7 @@ def _wait_for_decision(
             if request.get("status") == "pending" and len(approvals) > seen_approvals:
                 seen_approvals = len(approvals)
                 names = ", ".join(str(a.get("approver")) for a in approvals)
-                announce(
-                    f"{seen_approvals} of {request.get('approvals_required')} approvals so far ({names})…"
-                )
+                announce(f"{seen_approvals} of {request.get('approvals_required')} approvals so far ({names})…")
     except KeyboardInterrupt:
         raise ClientError(
             f"stopped waiting; request {request_id} is still pending (see `gatepass requests --pending`, "
@@ -218,7 +212,10 @@ def _decide(args: argparse.Namespace, action: str, body: dict[str, Any] | None) 
 
 
 def run_approve(args: argparse.Namespace) -> int:
-    request = _decide(args, "approve", {"comment": args.comment})
+    body: dict[str, Any] = {"comment": args.comment}
+    if args.shorten_to is not None:
+        body["shorten_to"] = format_duration(args.shorten_to)
+    request = _decide(args, "approve", body)
     if not args.json:
         who = f"{request.get('requester')} on {request.get('asset')}"
         if request.get("status") == "pending":
@@ -235,9 +232,7 @@ def run_deny(args: argparse.Namespace) -> int:
         raise UsageError("--comment must say why the request is denied: the requester reads it")
     request = _decide(args, "deny", {"comment": args.comment.strip()})
     if not args.json:
-        args.client_context.say(
-            f"Denied {request.get('id')} ({request.get('requester')} on {request.get('asset')})."
-        )
+        args.client_context.say(f"Denied {request.get('id')} ({request.get('requester')} on {request.get('asset')}).")
     return 0
 
 

@@ -80,15 +80,21 @@ def _window(request: Mapping[str, Any]) -> str:
     return f"{_duration(request)} from " + (_time(start) if start else "approval")
 
 
+def _status(request: Mapping[str, Any]) -> str:
+    """``approved (revoked)``: once approved, what matters is where the grant stands."""
+    grant = request.get("grant")
+    if isinstance(grant, Mapping) and grant.get("status"):
+        return f"{request.get('status')} ({grant['status']})"
+    return str(request.get("status"))
+
+
 def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
-    lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [headers, *rows]
-    ]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [headers, *rows]]
     return "\n".join(lines)
 
 
@@ -98,7 +104,7 @@ def requests_table(requests: Sequence[Mapping[str, Any]]) -> str:
     rows = [
         [
             str(r.get("id")),
-            str(r.get("status")),
+            _status(r),
             str(r.get("asset")),
             str(r.get("site") or ""),
             str(r.get("requester") or ""),

@@ -43,6 +43,11 @@ class UsableGrant:
 
     @classmethod
     def from_api(cls, grant: Mapping[str, Any]) -> UsableGrant:
+        if grant.get("gateway") is None and "id" in grant:
+            raise NoUsableGrant(
+                f"grant {grant['id']} has no gateway to connect through: no gateway has registered with "
+                "the broker yet (ask the admin to start `gatepass gateway`)"
+            )
         try:
             gateway = grant["gateway"]
             host = str(gateway["host"])
@@ -104,8 +109,8 @@ def choose_grant(
     the service the grant does cover.
     """
     wanted = "SSH" if port is None else f"TCP port {port}"
-    how = "--ssh" if port is None else f"--port {port}"
-    request_hint = f"`gatepass request {asset} {how} --for 1h --reason …`"
+    how = "" if port is None else f" --port {port}"  # SSH is what a request asks for by default
+    request_hint = f"`gatepass request {asset}{how} --for 1h --reason …`"
     for_asset = [g for g in grants if g.asset == asset]
     if not for_asset:
         raise NoUsableGrant(f"no active grant for {asset}: request access with {request_hint}")

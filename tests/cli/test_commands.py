@@ -144,6 +144,7 @@ def test_requests_lists_as_json_or_table(ctx: Context, broker: TinyBroker, logge
     lines = out(ctx).splitlines()
     assert lines[0].split() == ["ID", "STATUS", "ASSET", "SITE", "REQUESTER", "ACCESS", "WINDOW", "REASON"]
     assert "2h from approval" in lines[1]
+    assert lines[2].split()[1:3] == ["approved", "(active)"]
     assert "2026-11-27 10:01 UTC to 2026-11-27 12:01 UTC" in lines[2]
 
 
@@ -151,8 +152,11 @@ def test_approve_and_deny(ctx: Context, broker: TinyBroker, logged_in: Session) 
     broker.on("POST", "/requests/req-1a2b3c4d/approve", (200, APPROVED))
     broker.on("POST", "/requests/req-1a2b3c4d/deny", (200, REQUEST | {"status": "denied"}))
     assert main(["approve", "req-1a2b3c4d", "--comment", "ok"], context=ctx) == 0
+    assert main(["approve", "req-1a2b3c4d", "--shorten-to", "60m"], context=ctx) == 0
     assert main(["deny", "req-1a2b3c4d", "--comment", "no"], context=ctx) == 0
-    assert [c["body"] for c in broker.calls] == [{"comment": "ok"}, {"comment": "no"}]
+    assert [c["body"] for c in broker.calls] == [
+        {"comment": "ok"}, {"comment": None, "shorten_to": "1h"}, {"comment": "no"}
+    ]
     assert out(ctx).splitlines()[0].startswith("Approved req-1a2b3c4d (vendor1 on hmi-01): approved; grant grt-9")
 
 
@@ -251,7 +255,7 @@ def test_ssh_without_a_grant_says_how_to_request(ctx: Context, broker: TinyBroke
     broker.on("GET", "/grants", (200, []))
     assert main(["ssh", "hmi-01"], context=ctx) == 1
     assert err(ctx) == ("gatepass: no active grant for hmi-01: request access with "
-                        "`gatepass request hmi-01 --ssh --for 1h --reason …`\n")
+                        "`gatepass request hmi-01 --for 1h --reason …`\n")
 
 
 def test_ssh_config_prints_a_block_per_grant(

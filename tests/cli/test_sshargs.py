@@ -174,3 +174,8 @@ def test_certificate_is_matched_to_the_key_it_was_issued_for(signed: tuple[str, 
     assert certificate_key_matches(certificate, user_key) is True
     assert certificate_key_matches(certificate, other_key) is False
     assert certificate_key_matches("garbage", user_key) is None
+
+
+def test_a_grant_without_a_registered_gateway_says_so() -> None:
+    with pytest.raises(NoUsableGrant, match="no gateway has registered with the broker yet"):
+        grant(gateway=None)
