@@ -183,8 +183,10 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
     def _notice(self, message: str) -> None:
         if self._chan is None or self._closed:
             return
+        # On a terminal, start on a fresh line: the cursor may sit after a prompt.
+        lead = b"\r\n" if self._term_type else b""
         with contextlib.suppress(OSError):  # the channel is already closing
-            self._chan.write_stderr(self._pty_newline + message.encode() + self._pty_newline)
+            self._chan.write_stderr(lead + message.encode() + self._pty_newline)
 
     # -- target side -----------------------------------------------------------------------------
 

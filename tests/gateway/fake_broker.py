@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -102,7 +103,7 @@ class FakeBroker:
             serial=grant.serial,
             principals=[asset] if principals is None else principals,
             valid_after=time.time() - 30,
-            valid_before=valid_before or ends_at.timestamp(),
+            valid_before=valid_before or math.ceil(ends_at.timestamp()),
             permit_pty=interactive,
             permit_port_forwarding=bool(ports),
             permit_x11_forwarding=False,

@@ -1,0 +1,150 @@
+"""Access ends on time: at ends_at, on revocation or lockdown, when the end moves, without the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import asyncssh
+import pytest
+
+from gateway import Gateway
+from tests.fixtures.sshd import OpenSSHServer
+from tests.gateway.conftest import Clock, GrantFactory, sshd_credential
+from tests.gateway.fake_broker import FakeBroker
+
+pytestmark = pytest.mark.anyio
+
+
+async def _long_command(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClientProcess[str]:
+    process = await conn.create_process("echo started; sleep 30")
+    assert await asyncio.wait_for(process.stdout.readline(), 5) == "started\n"
+    return process
+
+
+async def _wait_cut(process: asyncssh.SSHClientProcess[str], limit: float = 3.0) -> tuple[float, str, int | None]:
+    """Seconds until the gateway ended the process, what it wrote to stderr, the exit status."""
+    start = time.monotonic()
+    result = await asyncio.wait_for(process.wait(), limit)
+    return time.monotonic() - start, str(result.stderr), result.exit_status
+
+
+@pytest.mark.parametrize(
+    ("reason", "says", "recorded"),
+    [
+        ("revoked", "access to hmi-01 ended: the grant was revoked by the plant", "revoked"),
+        ("lockdown", "access to hmi-01 ended: the plant was locked down", "lockdown"),
+        ("identity_disabled", "access to hmi-01 ended: your identity was disabled", "revoked"),
+    ],
+)
+async def test_revocation_event_cuts_within_a_second(
+    grant_for: GrantFactory,
+    sshd_target: OpenSSHServer,
+    broker: FakeBroker,
+    reason: str,
+    says: str,
+    recorded: str,
+) -> None:
+    vendor = grant_for(sshd_credential(sshd_target))
+    conn = await vendor.connect()
+    process = await _long_command(conn)
+    broker.revoke(vendor.grant.grant_id, reason)
+    elapsed, stderr, status = await _wait_cut(process)
+    assert elapsed < 1.0
+    assert says in stderr
+    assert status == 255
+    await asyncio.wait_for(conn.wait_closed(), 1)
+    await asyncio.sleep(0.2)
+    (session_id,) = broker.ended
+    assert broker.ended[session_id]["reason"] == recorded
+
+
+async def test_grant_end_cuts_on_the_gateways_own_timer(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+) -> None:
+    vendor = grant_for(sshd_credential(sshd_target), seconds=1.0)
+    conn = await vendor.connect()
+    process = await _long_command(conn)
+    _, stderr, status = await _wait_cut(process)
+    late = (datetime.now(UTC) - vendor.grant.ends_at).total_seconds()
+    assert 0 <= late < 0.5
+    assert f"access to hmi-01 ended: the grant expired at {vendor.grant.ends_at:%H:%M} UTC" in stderr
+    assert status == 255
+    await asyncio.sleep(0.2)
+    assert [end["reason"] for end in broker.ended.values()] == ["expired"]
+
+
+async def test_connection_without_sessions_is_cut_too(grant_for: GrantFactory, sshd_target: OpenSSHServer) -> None:
+    # Like `ssh -N`: no session channel, so the cut must come from the connection's own timer.
+    vendor = grant_for(sshd_credential(sshd_target), seconds=0.8)
+    conn = await vendor.connect()
+    await asyncio.wait_for(conn.wait_closed(), 2)
+    assert datetime.now(UTC) >= vendor.grant.ends_at
+
+
+async def test_expiry_holds_while_the_broker_is_down(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+) -> None:
+    vendor = grant_for(sshd_credential(sshd_target), seconds=1.0)
+    conn = await vendor.connect()
+    process = await _long_command(conn)
+    broker.down = True
+    broker.drop_streams()
+    _elapsed, stderr, _ = await _wait_cut(process)
+    assert "the grant expired at" in stderr
+
+
+async def test_moved_end_reschedules_the_cut(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+) -> None:
+    vendor = grant_for(sshd_credential(sshd_target), seconds=600)
+    conn = await vendor.connect()
+    process = await _long_command(conn)
+    new_end = datetime.now(UTC) + timedelta(seconds=0.5)
+    broker.move_end(vendor.grant.grant_id, new_end)
+    line = await asyncio.wait_for(process.stderr.readline(), 1)
+    assert f"now ends at {new_end:%H:%M} UTC" in line
+    _, stderr, _ = await _wait_cut(process)
+    assert "the grant expired at" in stderr
+    assert datetime.now(UTC) >= new_end
+
+
+async def test_warning_before_the_end(grant_for: GrantFactory, sshd_target: OpenSSHServer) -> None:
+    vendor = grant_for(sshd_credential(sshd_target), seconds=60.4)  # the 1-minute warning is 0.4 s away
+    conn = await vendor.connect()
+    process = await _long_command(conn)
+    line = await asyncio.wait_for(process.stderr.readline(), 2)
+    assert f"gatepass: access to hmi-01 ends in 1 minute, at {vendor.grant.ends_at:%H:%M} UTC" in line
+    conn.close()
+
+
+async def test_revocation_missed_while_disconnected_is_caught_by_resync(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, gateway: Gateway
+) -> None:
+    vendor = grant_for(sshd_credential(sshd_target))
+    conn = await vendor.connect()
+    process = await _long_command(conn)
+    broker.down = True
+    broker.drop_streams()
+    while gateway.events_connected.is_set():
+        await asyncio.sleep(0.01)
+    broker.grants[vendor.grant.grant_id].status = "revoked"  # no event: the stream is down
+    broker.down = False
+    _, stderr, _ = await _wait_cut(process, limit=5)
+    assert "revoked by the plant" in stderr
+    assert [vendor.grant.grant_id] in broker.status_calls
+
+
+async def test_fixed_clock_moved_past_the_end(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, gateway: Gateway, clock: Clock
+) -> None:
+    clock.fixed = datetime.now(UTC)
+    vendor = grant_for(sshd_credential(sshd_target), seconds=600)
+    conn = await vendor.connect()
+    process = await _long_command(conn)
+    clock.fixed = vendor.grant.ends_at + timedelta(seconds=1)
+    gateway.monitor.check()
+    elapsed, stderr, _ = await _wait_cut(process)
+    assert elapsed < 0.5
+    assert "the grant expired at" in stderr
