@@ -8,10 +8,10 @@ from typing import Any
 
 from cli.api import ApiClient
 from cli.context import Context
-from cli.durations import format_duration, parse_duration, parse_start
+from cli.durations import format_duration, parse_api_time, parse_duration, parse_start
 from cli.errors import ClientError, ServerUnreachable, UsageError
 from cli.output import request_line, request_outcome, requests_table, to_json
-from cli.sshargs import describe_services
+from cli.sshargs import describe_services, format_time
 from cli.state import check_asset_name
 
 POLL_SECONDS = 1.0
@@ -122,7 +122,11 @@ def _connect_hint(request: dict[str, Any]) -> str:
     asset = request.get("asset")
     hints = [f"`gatepass ssh {asset}`"] if request.get("ssh") else []
     hints += [f"`gatepass tunnel {asset} --port {port}`" for port in request.get("ports") or []]
-    return "Connect with " + " or ".join(hints) + "." if hints else ""
+    if not hints:
+        return ""
+    grant = request.get("grant") or {}
+    when = f" from {format_time(parse_api_time(grant['starts_at']))}" if grant.get("status") == "scheduled" else ""
+    return f"Connect{when} with " + " or ".join(hints) + "."
 
 
 def run_request(args: argparse.Namespace) -> int:
