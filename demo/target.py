@@ -348,9 +348,7 @@ class DemoTarget:
 
         await self._supervise(process, child, feed_input(), copy_output())
 
-    async def _run_in_pty(
-        self, process: asyncssh.SSHServerProcess[bytes], argv: list[str], term_type: str
-    ) -> None:
+    async def _run_in_pty(self, process: asyncssh.SSHServerProcess[bytes], argv: list[str], term_type: str) -> None:
         main_fd, follower_fd = os.openpty()
         try:
             try:

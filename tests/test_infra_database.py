@@ -61,9 +61,7 @@ def test_database_url_from_server_url(server: str, expected: str) -> None:
 
 
 def test_maintenance_connection_uses_libpq_scheme() -> None:
-    assert (
-        test_databases._maintenance_url("postgresql+psycopg://u@db:5432") == "postgresql://u@db:5432/postgres"
-    )
+    assert test_databases._maintenance_url("postgresql+psycopg://u@db:5432") == "postgresql://u@db:5432/postgres"
     assert test_databases._maintenance_url("postgresql+psycopg://u@db/admin") == "postgresql://u@db/admin"
 
 

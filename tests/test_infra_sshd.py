@@ -38,9 +38,7 @@ def test_host_key_is_pinned(sshd_target: OpenSSHServer) -> None:
     other_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBl0dH5zp2l0ZWHTqKGqYNj+u3p0iRLvFY8Y9pShz2+1"
     known_hosts.write_text(f"[{sshd_target.host}]:{sshd_target.port} {other_key}\n")
     argv = sshd_target.ssh_command("true")
-    argv[argv.index(f"UserKnownHostsFile={sshd_target.write_known_hosts()}")] = (
-        f"UserKnownHostsFile={known_hosts}"
-    )
+    argv[argv.index(f"UserKnownHostsFile={sshd_target.write_known_hosts()}")] = f"UserKnownHostsFile={known_hosts}"
     result = run(argv)
     assert result.returncode == 255
     assert b"HOST IDENTIFICATION HAS CHANGED" in result.stderr
