@@ -86,15 +86,35 @@ def test_stop_ends_sshd_and_live_sessions(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        # Wait until the session runs: sshd then has a per-connection child.
-        for _ in range(200):
-            if "Starting session" in server.log_text():
+        # Wait until the remote command runs (a process carrying this server's SSH_CONNECTION).
+        for _ in range(500):
+            if _sessions_of(server.port):
                 break
-            time.sleep(0.02)
+            time.sleep(0.01)
+        assert _sessions_of(server.port), server.log_text()
         server.stop()
         assert not server.is_running()
         assert session.wait(timeout=10) != 0
+        assert _sessions_of(server.port) == []  # the remote `sleep 60` went too, not just sshd
     finally:
         if session.poll() is None:
             session.kill()
             session.wait()
+
+
+def _sessions_of(port: int) -> list[int]:
+    """Processes started through an SSH connection to ``port`` (sshd sets SSH_CONNECTION for them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environment = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(
+            var.startswith(b"SSH_CONNECTION=") and var.endswith(f" {port}".encode()) for var in environment
+        ):
+            found.append(int(entry.name))
+    return found
