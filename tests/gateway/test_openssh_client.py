@@ -1,0 +1,90 @@
+"""The stock OpenSSH client through the gateway: what a vendor actually sees in their terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.sshd import OpenSSHServer
+from tests.gateway.conftest import GrantFactory, Vendor, sshd_credential
+from tests.gateway.fake_broker import FakeBroker
+
+pytestmark = pytest.mark.anyio
+
+
+def _ssh_argv(vendor: Vendor, directory: Path, *remote: str, options: tuple[str, ...] = ()) -> list[str]:
+    key = directory / "id_ed25519"
+    key.write_bytes(vendor.key.export_private_key())
+    os.chmod(key, 0o600)
+    cert = directory / "id_ed25519-cert.pub"
+    cert.write_bytes(vendor.cert.export_certificate())
+    known_hosts = directory / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{vendor.gateway.port} {vendor.gateway.host_public_key}\n")
+    return [
+        "ssh", "-F", "none", "-p", str(vendor.gateway.port),
+        "-i", str(key), "-o", f"CertificateFile={cert}", "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+        *options, f"{vendor.grant.asset}@127.0.0.1", *remote,
+    ]  # fmt: skip
+
+
+async def _ssh(argv: list[str], stdin: bytes = b"", timeout: float = 10) -> tuple[int, bytes, bytes]:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout)
+    assert process.returncode is not None
+    return process.returncode, stdout, stderr
+
+
+async def test_command_output_and_exit_code(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, tmp_path: Path
+) -> None:
+    vendor = grant_for(sshd_credential(sshd_target))
+    code, stdout, _ = await _ssh(_ssh_argv(vendor, tmp_path, "cat; exit 4"), stdin=b"via gateway\n")
+    assert (code, stdout) == (4, b"via gateway\n")
+
+
+async def test_terminal_session_with_tt(grant_for: GrantFactory, sshd_target: OpenSSHServer, tmp_path: Path) -> None:
+    vendor = grant_for(sshd_credential(sshd_target))
+    code, stdout, _ = await _ssh(_ssh_argv(vendor, tmp_path, options=("-tt",)), stdin=b"tty; exit 5\n")
+    assert code == 5
+    assert b"/dev/pts/" in stdout
+
+
+async def test_revocation_message_is_printed_and_ssh_exits_255(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+) -> None:
+    vendor = grant_for(sshd_credential(sshd_target))
+    run = asyncio.ensure_future(_ssh(_ssh_argv(vendor, tmp_path, "echo started; sleep 30")))
+    while not broker.sessions:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)
+    broker.revoke(vendor.grant.grant_id)
+    code, stdout, stderr = await asyncio.wait_for(run, 2)
+    assert stdout == b"started\n"
+    assert b"gatepass: access to hmi-01 ended: the grant was revoked by the plant" in stderr
+    assert code == 255
+
+
+async def test_broker_refusal_is_printed(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+) -> None:
+    vendor = grant_for(sshd_credential(sshd_target))
+    broker.grants[vendor.grant.grant_id].status = "revoked"
+    code, stdout, stderr = await _ssh(_ssh_argv(vendor, tmp_path, "echo should-not-run"))
+    assert stdout == b""
+    assert b"gatepass: access to hmi-01 refused: the grant for hmi-01 was revoked" in stderr
+    assert code != 0
+
+
+async def test_no_session_connection_is_told_at_disconnect(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+) -> None:
+    vendor = grant_for(sshd_credential(sshd_target), seconds=1.5)
+    code, _, stderr = await _ssh(_ssh_argv(vendor, tmp_path, options=("-N",)), timeout=5)
+    assert code == 255
+    assert b"access to hmi-01 ended: the grant expired at" in stderr
