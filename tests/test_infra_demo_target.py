@@ -241,27 +241,46 @@ def test_host_key_is_kept_across_restarts(tmp_path: Path, ssh_keypair) -> None:
         second.stop()
 
 
-def test_stop_ends_live_sessions(tmp_path: Path, ssh_keypair) -> None:
+@pytest.mark.parametrize("tty", ["-T", "-tt"])
+def test_stop_ends_live_sessions(tmp_path: Path, ssh_keypair, tty: str) -> None:
     key = ssh_keypair()
     target = ThreadedDemoTarget.start(state_dir=tmp_path / "state", client_key=key)
-    marker = tmp_path / "started"
     session = subprocess.Popen(
-        target.ssh_command(f"touch {marker}; sleep 60"),
+        target.ssh_command("sleep 60", options=(tty,)),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         for _ in range(500):
-            if marker.exists():
+            if _programs_in(target.target.home):
                 break
             time.sleep(0.01)
+        assert _programs_in(target.target.home)
         target.stop()
         assert session.wait(timeout=10) == 255
+        assert _programs_in(target.target.home) == []  # the remote `sleep 60` was hung up too
     finally:
         if session.poll() is None:
             session.kill()
             session.wait()
+
+
+def _programs_in(directory: Path) -> list[int]:
+    """Live processes whose working directory is ``directory`` (the demo target's programs run in its home)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) != directory.resolve():
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+        except OSError:
+            continue
+        found.append(int(entry.name))
+    return found
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "example.com", "::"])  # noqa: S104
