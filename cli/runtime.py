@@ -15,6 +15,7 @@ import uvicorn
 from broker import admin, demo
 from broker.app import create_app
 from broker.settings import Settings
+from demo.target import DemoTarget
 from gateway.server import Gateway
 from gateway.settings import GatewaySettings
 
@@ -86,9 +87,7 @@ async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) ->
     return 0
 
 
-async def _start_demo(settings: Settings) -> object:
-    from demo.target import DemoTarget
-
+async def _start_demo(settings: Settings) -> DemoTarget:
     key = demo.target_client_key(settings)
     target = DemoTarget(state_dir=demo.demo_dir(settings) / "target", username=demo.TARGET_USER,
                         authorized_key=key.export_public_key("openssh").decode())

@@ -1,0 +1,58 @@
+"""One Gatepass installation per test module (init, admin set-up, `gatepass serve`) in front of a real sshd."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.stack import Stack
+from tests.fixtures import database as test_databases
+from tests.fixtures.ports import free_port
+from tests.fixtures.sshd import OpenSSHServer, start_sshd
+
+
+@pytest.fixture(scope="module")
+def plant_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSSHServer]:
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, plant_machine: OpenSSHServer) -> Iterator[Stack]:
+    """Sites plant-a and plant-b; hmi-01 (the sshd) in plant-a, plc-01 (high criticality, also the sshd) in
+    plant-a, hmi-b (the sshd) in plant-b; vendor1, vendor2, sup-a1, sup-a2 (plant-a), sup-b (plant-b),
+    security1 — all but the admin signed in."""
+    root = tmp_path_factory.mktemp("gatepass")
+    server = test_databases.postgres_server_url()
+    database = test_databases.create_postgres_database(server) if server else \
+        test_databases.create_sqlite_database(root)
+    stack = Stack(root=root, http_port=free_port(), ssh_port=free_port(), database_url=database.url)
+    try:
+        stack.init()
+        stack.gatepass("admin", "site", "add", "plant-a", "--max-window", "8h")
+        stack.gatepass("admin", "site", "add", "plant-b")
+        key = str(plant_machine.client_private_key)
+        for name, site, criticality in (("hmi-01", "plant-a", "low"), ("plc-01", "plant-a", "high"),
+                                        ("hmi-b", "plant-b", "low")):
+            stack.gatepass("admin", "asset", "add", name, "--site", site, "--host", plant_machine.host,
+                           "--criticality", criticality, "--ssh-port", str(plant_machine.port),
+                           "--ssh-user", plant_machine.username, "--ssh-key-file", key,
+                           "--host-key", plant_machine.host_key)
+        stack.add_user("vendor1", "vendor")
+        stack.add_user("vendor2", "vendor")
+        stack.add_user("sup-a1", "supervisor", "plant-a")
+        stack.add_user("sup-a2", "supervisor", "plant-a")
+        stack.add_user("sup-b", "supervisor", "plant-b")
+        stack.add_user("security1", "security")
+        stack.start()
+        for user in ("vendor1", "vendor2", "sup-a1", "sup-a2", "sup-b", "security1"):
+            stack.login(user)
+        yield stack
+    finally:
+        stack.stop()
+        if server:
+            test_databases.drop_postgres_database(server, database.name)

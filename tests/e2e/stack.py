@@ -1,0 +1,132 @@
+"""A whole Gatepass installation driven the way a user drives it: the `gatepass` command, `gatepass serve`
+in its own process, the stock `ssh` client, and a real OpenSSH sshd as the plant machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyotp
+
+GATEPASS = str(Path(sys.executable).with_name("gatepass"))
+
+
+@dataclass
+class Stack:
+    root: Path
+    http_port: int
+    ssh_port: int
+    database_url: str
+    process: subprocess.Popen[bytes] | None = None
+    users: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "serve.log"
+
+    def env(self, home: Path | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEPASS_")}
+        env.update({
+            "GATEPASS_DATA": str(self.data),
+            "GATEPASS_DATABASE_URL": self.database_url,
+            "GATEPASS_HTTP": f"127.0.0.1:{self.http_port}",
+            "GATEPASS_SSH": f"127.0.0.1:{self.ssh_port}",
+            "GATEPASS_SERVER": self.base_url,
+            "GATEPASS_HOME": str(home or self.root / "home-admin"),
+        })
+        return env
+
+    def gatepass(self, *args: str, user: str | None = None, check: bool = True, timeout: float = 60,
+                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([GATEPASS, *args], env=self.env(self.home(user) if user else None), text=True,
+                                capture_output=True, timeout=timeout, input=stdin, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"gatepass {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n"
+                                 f"{result.stderr}")
+        return result
+
+    def home(self, user: str) -> Path:
+        path = self.root / f"home-{user}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+    # --- set-up, as an operator would -------------------------------------------------------------
+    def init(self) -> None:
+        self.users["admin"] = json.loads(self.gatepass("init", "--json").stdout)["admin"]
+
+    def add_user(self, name: str, role: str, *sites: str) -> None:
+        args = ["admin", "user", "add", name, "--role", role, "--json", "--org", "ACME Automation"]
+        for site in sites:
+            args += ["--site", site]
+        self.users[name] = json.loads(self.gatepass(*args).stdout)
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen([GATEPASS, "serve"], env=self.env(), stdout=log,
+                                            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gatepass serve exited early:\n{self.log_path.read_text()}")
+            if "SSH gateway:" in self.log_path.read_text():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"gatepass serve did not start:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    # --- what vendors and supervisors do -----------------------------------------------------------
+    def login(self, name: str) -> None:
+        creds = self.users[name]
+        password_file = self.home(name) / "password"
+        password_file.write_text(creds["password"] + "\n")
+        self.gatepass("login", "--server", self.base_url, "--user", name, "--password-file", str(password_file),
+                      "--totp", pyotp.TOTP(creds["totp_secret"]).now(), user=name)
+
+    def request(self, user: str, asset: str, *args: str) -> dict[str, Any]:
+        result = self.gatepass("request", asset, *args, "--json", user=user)
+        loaded: dict[str, Any] = json.loads(result.stdout)
+        return loaded
+
+    def approve(self, user: str, request_id: str) -> None:
+        self.gatepass("approve", request_id, "--comment", "ok from the plant", user=user)
+
+    def grant_of(self, user: str, request_id: str) -> dict[str, Any]:
+        requests = json.loads(self.gatepass("requests", "--json", user=user).stdout)
+        grant: dict[str, Any] = next(r for r in requests if r["id"] == request_id)["grant"]
+        return grant
+
+    def api_get(self, user: str, path: str) -> Any:
+        """GET an API path with the user's saved session, as the CLI would."""
+        token = json.loads((self.home(user) / "session.json").read_text())["token"]
+        response = httpx.get(f"{self.base_url}/api/v1{path}", headers={"Authorization": f"Bearer {token}"},
+                             timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def audit_events(self, user: str = "security1") -> list[dict[str, Any]]:
+        """Read the trail as a security reviewer does: `gatepass audit export --format jsonl`."""
+        lines = self.gatepass("audit", "export", "--format", "jsonl", user=user).stdout.splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
