@@ -22,6 +22,7 @@ from gateway.errors import BrokerError, BrokerRefused, TargetError
 from gateway.models import Authorization, Target
 from gateway.monitor import clock_time
 from gateway.sessions import REFUSED_EXIT_STATUS, ProxySession
+from gateway.tunnels import TunnelSession, check_forward, open_tunnel
 from gateway.upstream import connect_target
 
 logger = logging.getLogger("gatepass.gateway.connection")
@@ -48,6 +49,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self._refusal = ""
         self._refusal_seen = asyncio.Event()
         self._sessions: set[ProxySession] = set()
+        self._tunnels: set[TunnelSession] = set()
         self._grant_id: str | None = None
         self._cut: tuple[str, str | None] | None = None
         self._closed = False
@@ -190,10 +192,32 @@ class GatewayConnection(asyncssh.SSHServer):
     def cut_reason(self) -> tuple[str, str | None] | None:
         return self._cut
 
-    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:  # noqa: ARG002
-        raise asyncssh.ChannelOpenError(
-            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "TCP forwarding is not part of this grant"
-        )
+    def connection_requested(
+        self,
+        dest_host: str,
+        dest_port: int,
+        orig_host: str,  # noqa: ARG002
+        orig_port: int,  # noqa: ARG002
+    ) -> asyncio.Future[TunnelSession]:
+        # asyncssh has already refused this unless the certificate permits port forwarding.
+        return asyncio.ensure_future(self._open_tunnel(dest_host, dest_port))
+
+    async def _open_tunnel(self, dest_host: str, dest_port: int) -> TunnelSession:
+        auth = await self._authorized
+        if auth is None or self._cut is not None:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, self._refusal.removeprefix("gatepass: ")
+            )
+        address = check_forward(auth, dest_host, dest_port)
+        tunnel = await open_tunnel(self, auth, address, dest_port)
+        if self._cut is not None:
+            tunnel.terminate()
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "access has ended")
+        self._tunnels.add(tunnel)
+        return tunnel
+
+    def tunnel_ended(self, tunnel: TunnelSession) -> None:
+        self._tunnels.discard(tunnel)
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:  # noqa: ARG002
         logger.info("remote forwarding request from %s refused", self.peer)
@@ -214,6 +238,8 @@ class GatewayConnection(asyncssh.SSHServer):
         logger.info("cutting connection from %s to %s: %s", self.peer, self._asset, reason)
         for session in list(self._sessions):
             session.terminate(message)
+        for tunnel in list(self._tunnels):
+            tunnel.terminate()
         self._close_target()
         self._disconnect(message)
 

@@ -90,6 +90,9 @@ class Authorization:
     interactive: bool
     ports: tuple[int, ...]
     target: Target | None
+    # Beyond docs/API.md: the broker also sends the asset's inventory address, needed for TCP
+    # forwarding on grants without SSH (whose "target" is null).
+    asset_host: str | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> Authorization:
@@ -111,6 +114,7 @@ class Authorization:
             interactive=obj.get("interactive") is True,
             ports=tuple(ports),
             target=None if target is None else Target.from_json(target),
+            asset_host=_field(obj, "asset_host", str, optional=True),
         )
 
 

@@ -115,3 +115,18 @@ def grant_for(broker: FakeBroker, gateway: Gateway) -> GrantFactory:
         return Vendor(key=key, cert=cert, grant=grant, gateway=gateway)
 
     return make
+
+
+@pytest.fixture
+async def plc_port() -> AsyncIterator[int]:
+    """A TCP echo server standing in for a PLC's Modbus port."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()

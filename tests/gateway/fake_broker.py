@@ -38,6 +38,7 @@ class FakeGrant:
     ports: list[int] = field(default_factory=list)
     status: str = "active"
     site: str = "plant-a"
+    asset_host: str = "127.0.0.1"
 
 
 @dataclass
@@ -184,6 +185,7 @@ class FakeBroker:
                     "interactive": grant.interactive,
                     "ports": grant.ports,
                     "target": grant.target,
+                    "asset_host": grant.asset_host,
                 }
             )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.ports import free_port
 from tests.fixtures.sshd import OpenSSHServer
 from tests.gateway.conftest import GrantFactory, Vendor, sshd_credential
 from tests.gateway.fake_broker import FakeBroker
@@ -88,3 +89,25 @@ async def test_no_session_connection_is_told_at_disconnect(
     code, _, stderr = await _ssh(_ssh_argv(vendor, tmp_path, options=("-N",)), timeout=5)
     assert code == 255
     assert b"access to hmi-01 ended: the grant expired at" in stderr
+
+
+async def test_local_forward_with_ssh_L(grant_for: GrantFactory, plc_port: int, tmp_path: Path) -> None:
+    vendor = grant_for(None, ssh=False, ports=[plc_port])
+    local = free_port()
+    argv = _ssh_argv(
+        vendor, tmp_path, options=("-N", "-o", "ExitOnForwardFailure=yes", "-L", f"{local}:hmi-01:{plc_port}")
+    )
+    ssh = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
+    try:
+        for _ in range(200):
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", local)
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+        writer.write(b"read holding registers")
+        assert await asyncio.wait_for(reader.readexactly(22), 5) == b"read holding registers"
+        writer.close()
+    finally:
+        ssh.terminate()
+        await ssh.wait()

@@ -1,0 +1,212 @@
+"""TCP forwarding (``ssh -L``) to a granted port of the asset, as a pair of asyncio Protocols.
+
+The destination host comes from the asset inventory (invariant 1), never from the client's request;
+the client's host name only has to name that asset. Bytes go channel → socket and socket → channel
+straight from the callbacks; each side pauses the other when its buffer fills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Protocol
+
+import asyncssh
+
+from gateway.context import GatewayContext
+from gateway.errors import BrokerError, BrokerRefused
+from gateway.models import Authorization
+
+logger = logging.getLogger("gatepass.gateway.tunnels")
+
+# Host names a client may put in `-L LOCAL:HOST:PORT` to mean "the asset of this grant".
+_SELF_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class TunnelHost(Protocol):
+    ctx: GatewayContext
+    peer: str
+
+    def tunnel_ended(self, tunnel: TunnelSession) -> None: ...
+
+    def cut_reason(self) -> tuple[str, str | None] | None: ...
+
+
+def check_forward(auth: Authorization, dest_host: str, dest_port: int) -> str:
+    """The inventory address to connect to, or ChannelOpenError saying why not."""
+    granted = ", ".join(str(port) for port in auth.ports)
+    if not auth.ports:
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "TCP forwarding is not part of this grant"
+        )
+    host = auth.target.host if auth.target is not None else auth.asset_host
+    if dest_host not in {auth.asset, host, *_SELF_NAMES}:
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+            f"this grant reaches {auth.asset} only, not {dest_host}",
+        )
+    if dest_port not in auth.ports:
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+            f"port {dest_port} on {auth.asset} is not part of this grant (granted: {granted})",
+        )
+    if host is None:
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_CONNECT_FAILED, f"the inventory has no network address for {auth.asset}"
+        )
+    return host
+
+
+async def open_tunnel(host: TunnelHost, auth: Authorization, address: str, port: int) -> TunnelSession:
+    """Record the session with the broker, connect to the asset, return the channel's session object."""
+    session_id: str | None = None
+    try:
+        session_id = await host.ctx.broker.session_start(grant_id=auth.grant_id, kind="tcp", peer=host.peer, port=port)
+    except BrokerRefused as exc:
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, exc.message) from None
+    except BrokerError as exc:
+        logger.warning("tunnel on grant %s not recorded by the broker: %s", auth.grant_id, exc)
+    tunnel = TunnelSession(host, session_id)
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(
+            loop.create_connection(lambda: _TargetSide(tunnel), address, port),
+            host.ctx.settings.target_connect_timeout,
+        )
+    except (OSError, TimeoutError) as exc:
+        tunnel.failed(str(exc) or type(exc).__name__)
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_CONNECT_FAILED, f"{auth.asset} port {port} does not answer"
+        ) from None
+    return tunnel
+
+
+class TunnelSession(asyncssh.SSHTCPSession[bytes]):
+    """SSH side of one forwarded connection."""
+
+    def __init__(self, host: TunnelHost, session_id: str | None) -> None:
+        self._host = host
+        self._session_id = session_id
+        self._chan: asyncssh.SSHTCPChannel[bytes] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._error: str | None = None
+        self._reported = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def target_connected(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Nothing may be read from the asset until the SSH channel exists to carry it.
+        transport.pause_reading()
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self._chan = chan
+
+    def session_started(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:  # noqa: ARG002
+        self.bytes_in += len(data)
+        if self._transport is not None:
+            self._transport.write(data)
+
+    def eof_received(self) -> bool:
+        if self._transport is not None and self._transport.can_write_eof():
+            self._transport.write_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        if exc is not None and self._error is None:
+            self._error = str(exc)
+        self._report()
+
+    def terminate(self) -> None:
+        """Close both sides now (the grant ended)."""
+        if self._transport is not None:
+            self._transport.abort()
+        if self._chan is not None:
+            self._chan.close()
+
+    def failed(self, reason: str) -> None:
+        self._error = f"target connection failed: {reason}"
+        self._report()
+
+    # -- asset side ------------------------------------------------------------------------------
+
+    def target_data(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        if self._chan is not None:
+            self._chan.write(data)
+
+    def target_eof(self) -> None:
+        if self._chan is not None:
+            self._chan.write_eof()
+
+    def target_closed(self, exc: Exception | None) -> None:
+        if exc is not None and self._error is None:
+            self._error = f"target connection lost: {exc}"
+        if self._chan is not None:
+            self._chan.close()
+
+    def target_paused(self) -> None:
+        if self._chan is not None:
+            self._chan.pause_reading()
+
+    def target_resumed(self) -> None:
+        if self._chan is not None:
+            self._chan.resume_reading()
+
+    def _report(self) -> None:
+        if self._reported:
+            return
+        self._reported = True
+        self._host.tunnel_ended(self)
+        if self._session_id is None:
+            return
+        reason, detail = self._host.cut_reason() or (("error", self._error) if self._error else ("client_closed", None))
+        self._host.ctx.spawn(
+            self._host.ctx.broker.session_end(
+                self._session_id, reason=reason, bytes_in=self.bytes_in, bytes_out=self.bytes_out, detail=detail
+            ),
+            f"reporting the end of session {self._session_id}",
+        )
+
+
+class _TargetSide(asyncio.Protocol):
+    def __init__(self, tunnel: TunnelSession) -> None:
+        self._tunnel = tunnel
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - create_connection gives a Transport
+        self._tunnel.target_connected(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._tunnel.target_data(data)
+
+    def eof_received(self) -> bool:
+        self._tunnel.target_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        self._tunnel.target_paused()
+
+    def resume_writing(self) -> None:
+        self._tunnel.target_resumed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._tunnel.target_closed(exc)

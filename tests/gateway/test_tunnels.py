@@ -1,0 +1,78 @@
+"""TCP forwarding to granted ports of the asset only, and cut with the grant."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import asyncssh
+import pytest
+
+from gateway.models import Authorization
+from gateway.tunnels import check_forward
+from tests.gateway.conftest import GrantFactory
+from tests.gateway.fake_broker import FakeBroker
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_granted_port_is_forwarded_to_the_inventory_address(
+    grant_for: GrantFactory, broker: FakeBroker, plc_port: int
+) -> None:
+    vendor = grant_for(None, ssh=False, ports=[plc_port])
+    async with await vendor.connect() as conn:
+        reader, writer = await conn.open_connection("hmi-01", plc_port)
+        payload = bytes(range(256)) * 4096  # 1 MiB, more than one channel window
+        writer.write(payload)
+        received = await asyncio.wait_for(reader.readexactly(len(payload)), 10)
+        assert received == payload
+        writer.close()
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)
+    ((session_id, started),) = broker.sessions.items()
+    assert (started["kind"], started["port"]) == ("tcp", plc_port)
+    assert broker.ended[session_id]["bytes_in"] == len(payload)
+    assert broker.ended[session_id]["bytes_out"] == len(payload)
+
+
+@pytest.mark.parametrize(
+    ("host", "port_offset", "says"),
+    [
+        ("hmi-01", 1, "is not part of this grant (granted: "),
+        ("10.9.9.9", 0, "this grant reaches hmi-01 only, not 10.9.9.9"),
+    ],
+)
+async def test_other_ports_and_hosts_are_refused(
+    grant_for: GrantFactory, plc_port: int, host: str, port_offset: int, says: str
+) -> None:
+    vendor = grant_for(None, ssh=False, ports=[plc_port])
+    async with await vendor.connect() as conn:
+        with pytest.raises(asyncssh.ChannelOpenError) as refused:
+            await conn.open_connection(host, plc_port + port_offset)
+    assert refused.value.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
+    assert says in refused.value.reason
+
+
+async def test_tunnel_is_cut_with_the_grant(grant_for: GrantFactory, broker: FakeBroker, plc_port: int) -> None:
+    vendor = grant_for(None, ssh=False, ports=[plc_port])
+    conn = await vendor.connect()
+    reader, writer = await conn.open_connection("localhost", plc_port)
+    writer.write(b"ping")
+    assert await reader.readexactly(4) == b"ping"
+    broker.revoke(vendor.grant.grant_id, "lockdown")
+    assert await asyncio.wait_for(reader.read(), 1) == b""
+    await asyncio.wait_for(conn.wait_closed(), 1)
+    await asyncio.sleep(0.2)
+    assert [end["reason"] for end in broker.ended.values()] == ["lockdown"]
+
+
+def test_check_forward_without_ports() -> None:
+    auth = Authorization(
+        grant_id="grt-1", identity="v", identity_kind="human", asset="hmi-01", site="plant-a",
+        starts_at=datetime.now(UTC), ends_at=datetime.now(UTC), ssh=True, interactive=True, ports=(),
+        target=None, asset_host="10.0.0.5",
+    )  # fmt: skip
+    with pytest.raises(asyncssh.ChannelOpenError, match="TCP forwarding is not part of this grant"):
+        check_forward(auth, "hmi-01", 502)
+    assert check_forward(replace(auth, ports=(502,)), "hmi-01", 502) == "10.0.0.5"
