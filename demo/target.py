@@ -201,7 +201,7 @@ class DemoTarget:
         authorized_key: str | None = None,
         password: str | None = None,
     ) -> None:
-        if authorized_key is None and password is None:
+        if not authorized_key and not password:  # an empty password would let anyone in
             raise ValueError("the demo target needs an authorized_key or a password, or nobody could log in")
         if not username:
             raise ValueError("the demo target needs a username")
@@ -211,7 +211,7 @@ class DemoTarget:
         self.home = self.state_dir / "home"
         self._requested_port = port
         self._authorized_key = asyncssh.import_public_key(authorized_key) if authorized_key else None
-        self._password = password
+        self._password = password or None
         self._host_key: asyncssh.SSHKey | None = None
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._connections: set[asyncssh.SSHServerConnection] = set()

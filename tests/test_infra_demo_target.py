@@ -289,6 +289,7 @@ def test_refuses_non_loopback_addresses(tmp_path: Path, host: str) -> None:
         DemoTarget(state_dir=tmp_path, host=host, password="x")
 
 
-def test_needs_a_credential(tmp_path: Path) -> None:
+@pytest.mark.parametrize("credentials", [{}, {"password": ""}, {"authorized_key": "", "password": None}])
+def test_needs_a_credential(tmp_path: Path, credentials: dict[str, str | None]) -> None:
     with pytest.raises(ValueError, match="authorized_key or a password"):
-        DemoTarget(state_dir=tmp_path)
+        DemoTarget(state_dir=tmp_path, **credentials)
