@@ -77,8 +77,7 @@ def login(
     password_ok = passwords.verify_password(password, identity.password_hash)
     secret = vault.open(identity.totp_secret_ciphertext, purpose=totp_purpose(username)).decode()
     step = totp.matching_step(secret, code, now=now)
-    code_ok = step is not None and step > identity.totp_last_step
-    if not (password_ok and code_ok):
+    if not password_ok or step is None or step <= identity.totp_last_step:
         _count_failure(session, identity=identity, now=now, policy=policy, password_ok=password_ok,
                        replayed=step is not None, where=where)
         raise LoginFailed(_GENERIC_FAILURE)
@@ -89,7 +88,6 @@ def login(
                      details={"reason": unusable, **where})
         raise LoginFailed(f"sign-in refused: {unusable}")
 
-    assert step is not None
     identity.totp_last_step = step
     identity.failed_logins = 0
     identity.locked_until = None

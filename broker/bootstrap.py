@@ -56,7 +56,8 @@ def initialise(settings: Settings) -> InitResult:
     # Written only once the database holds what it seals, so a failed init can simply be run again.
     vault.write_key_file(settings.master_key_path)
     write_secret_file(settings.gateway_token_path, token)
-    assert admin is not None
+    if admin is None:  # a human admin always gets credentials; this guards the type, not a real case
+        raise RuntimeError("the first admin was created without credentials")
     return InitResult(admin=admin, gateway_token_path=settings.gateway_token_path)
 
 

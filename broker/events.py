@@ -68,5 +68,5 @@ def _offer(queue: asyncio.Queue[GrantEvent], event: GrantEvent) -> None:
 class NullPublisher:
     """For command-line operations run outside the server: gateways resync when they next connect."""
 
-    def publish(self, event: GrantEvent) -> None:
+    def publish(self, event: GrantEvent) -> None:  # noqa: ARG002 (the protocol's signature)
         return None

@@ -85,8 +85,7 @@ def create_asset(
             )
         asset.ssh_port, asset.ssh_user = ssh_port, ssh_user
         asset.host_key = normalise_public_key(host_key, what="host key")
-        secret = ssh_private_key if ssh_private_key is not None else ssh_password
-        assert secret is not None
+        secret = ssh_private_key if ssh_private_key is not None else (ssh_password or "")
         asset.credential_kind = "private_key" if ssh_private_key is not None else "password"
         asset.credential_ciphertext = vault.seal(secret.encode(), purpose=credential_purpose(name))
     elif ssh_user or ssh_password or ssh_private_key or host_key:

@@ -1,7 +1,7 @@
 """Initial schema, the audit chain head, and the triggers that keep the audit trail append-only.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-27 02:30:07.656151
 """
 
