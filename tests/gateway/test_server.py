@@ -1,0 +1,84 @@
+"""The Gateway process: host key on disk, registration, stop() ending sessions, run_gateway retrying."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from gateway import BrokerRefused, Gateway, GatewaySettings, run_gateway
+from gateway.hostkey import load_or_create_host_key
+from tests.fixtures.sshd import OpenSSHServer
+from tests.gateway.conftest import GrantFactory, sshd_credential
+from tests.gateway.fake_broker import TOKEN, FakeBroker
+
+pytestmark = pytest.mark.anyio
+
+
+def test_host_key_is_created_private_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "gw" / "ssh_host_ed25519_key"
+    key = load_or_create_host_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert key.algorithm == b"ssh-ed25519"
+    again = load_or_create_host_key(path)
+    assert again.export_public_key() == key.export_public_key()
+
+
+async def test_registers_its_address_and_host_key(gateway: Gateway, broker: FakeBroker) -> None:
+    (registration,) = broker.registrations
+    assert registration == {"ssh_host": "127.0.0.1", "ssh_port": gateway.port, "host_key": gateway.host_public_key}
+    assert gateway.name == "gw-test"
+
+
+async def test_public_host_is_what_the_broker_is_told(broker: FakeBroker, tmp_path: Path) -> None:
+    settings = GatewaySettings(
+        broker_url=broker.url, token=TOKEN, host_key_path=tmp_path / "k", listen_port=0, public_host="gw.plant-a"
+    )
+    gateway = Gateway(settings)
+    await gateway.start()
+    await gateway.stop()
+    assert broker.registrations[0]["ssh_host"] == "gw.plant-a"
+    assert TOKEN not in repr(settings)
+
+
+async def test_wrong_token_fails_start_and_frees_the_port(broker: FakeBroker, tmp_path: Path) -> None:
+    settings = GatewaySettings(broker_url=broker.url, token="gpg_wrong", host_key_path=tmp_path / "k", listen_port=0)
+    gateway = Gateway(settings)
+    with pytest.raises(BrokerRefused):
+        await gateway.start()
+    await gateway.broker.aclose()
+
+
+async def test_stop_ends_sessions_as_gateway_lost(
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+) -> None:
+    vendor = grant_for(sshd_credential(sshd_target))
+    conn = await vendor.connect()
+    process = await conn.create_process("echo started; sleep 30")
+    assert await asyncio.wait_for(process.stdout.readline(), 5) == "started\n"
+    await gateway.stop()
+    result = await asyncio.wait_for(process.wait(), 2)
+    assert "the gateway is shutting down" in str(result.stderr)
+    assert [end["reason"] for end in broker.ended.values()] == ["gateway_lost"]
+
+
+async def test_run_gateway_waits_for_the_broker_and_stops_when_cancelled(broker: FakeBroker, tmp_path: Path) -> None:
+    broker.down = True
+    settings = GatewaySettings(broker_url=broker.url, token=TOKEN, host_key_path=tmp_path / "k", listen_port=0)
+    task = asyncio.ensure_future(run_gateway(settings, retry_backoff=0.05))
+    await asyncio.sleep(0.2)
+    assert broker.registrations == []
+    broker.down = False
+    while not broker.stream_count:
+        await asyncio.sleep(0.02)
+    assert len(broker.registrations) == 1
+    port = broker.registrations[0]["ssh_port"]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(ConnectionRefusedError):
+        await asyncssh.connect("127.0.0.1", port, known_hosts=None, config=None)
