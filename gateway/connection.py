@@ -1,4 +1,4 @@
-"""One client SSH connection: certificate login, broker authorization, target connection, cut-off.
+"""One client SSH connection: broker authorization, target connection, channels, cut-off.
 
 The object lives as long as the client's TCP connection (asyncssh creates one SSHServer per
 connection). Everything is denied unless a method below allows it: no password or keyboard-
@@ -10,29 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-from collections.abc import Callable
 
 import asyncssh
-from asyncssh.misc import TermModes, TermSize
 
 from gateway.certificates import CertificateWatch, watch_certificates
 from gateway.context import GatewayContext
 from gateway.errors import BrokerError, BrokerRefused, TargetError
+from gateway.login import CertificateLogin
 from gateway.models import Authorization, Target
 from gateway.monitor import clock_time
-from gateway.sessions import REFUSED_EXIT_STATUS, ProxySession
+from gateway.notice import NoticeSession
+from gateway.sessions import ProxySession
 from gateway.tunnels import TunnelSession, check_forward, open_tunnel
 from gateway.upstream import connect_target
 
 logger = logging.getLogger("gatepass.gateway.connection")
 
-# Login name = asset name. It is pasted into an authorized_keys line, so it must never carry
-# quotes, commas or spaces (an injected 'principals=' or 'permitopen=' option would be a bypass).
-_ASSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
-
-class GatewayConnection(asyncssh.SSHServer):
+class GatewayConnection(CertificateLogin):
     """asyncssh's per-connection server object, holding this connection's grant and sessions."""
 
     def __init__(self, ctx: GatewayContext) -> None:
@@ -54,6 +49,9 @@ class GatewayConnection(asyncssh.SSHServer):
         self._cut: tuple[str, str | None] | None = None
         self._closed = False
 
+    def user_ca(self) -> str | None:
+        return self.ctx.user_ca
+
     # -- connection lifecycle --------------------------------------------------------------------
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -72,35 +70,6 @@ class GatewayConnection(asyncssh.SSHServer):
             self._authorized.set_result(None)
         self._close_target()
         logger.info("connection from %s to %s closed%s", self.peer, self._asset, f": {exc}" if exc else "")
-
-    # -- authentication: grant certificates only -------------------------------------------------
-
-    def begin_auth(self, username: str) -> bool:
-        self._asset = username
-        if self._conn is None or self.ctx.user_ca is None or not _ASSET_NAME.fullmatch(username):
-            # No authorized keys at all: every login attempt fails.
-            logger.info("login as %r from %s refused before authentication", username, self.peer)
-            return True
-        # asyncssh itself then refuses expired certificates, other CAs, other principals and plain
-        # keys (FIELD-NOTES); certificates.py additionally refuses certificates without principals.
-        line = f'cert-authority,principals="{username}" {self.ctx.user_ca}\n'
-        self._conn.set_authorized_keys(asyncssh.import_authorized_keys(line))
-        return True
-
-    def public_key_auth_supported(self) -> bool:
-        return True
-
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:  # noqa: ARG002
-        return False  # plain keys are never a grant
-
-    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:  # noqa: ARG002
-        return False  # only the broker's user CA, through authorized keys
-
-    def password_auth_supported(self) -> bool:
-        return False
-
-    def kbdint_auth_supported(self) -> bool:
-        return False
 
     async def auth_completed(self) -> None:
         cert = self._certs.accepted if self._certs else None
@@ -176,12 +145,12 @@ class GatewayConnection(asyncssh.SSHServer):
     async def _open_session(self) -> asyncssh.SSHServerSession[bytes]:
         auth = await self._authorized
         if auth is None or self._cut is not None:
-            return _NoticeSession(self._refusal or "gatepass: access has ended", self._refusal_seen.set)
+            return NoticeSession(self._refusal or "gatepass: access has ended", self._refusal_seen.set)
         target = await self._target
         if isinstance(target, str):
-            return _NoticeSession(f"gatepass: {target}")
+            return NoticeSession(f"gatepass: {target}")
         if self._cut is not None:
-            return _NoticeSession("gatepass: access has ended")
+            return NoticeSession("gatepass: access has ended")
         session = ProxySession(self, auth, target)
         self._sessions.add(session)
         return session
@@ -256,38 +225,3 @@ class GatewayConnection(asyncssh.SSHServer):
     def _disconnect(self, message: str) -> None:
         if self._conn is not None and not self._closed:
             self._conn.disconnect(asyncssh.DISC_BY_APPLICATION, message.removeprefix("gatepass: "))
-
-
-class _NoticeSession(asyncssh.SSHServerSession[bytes]):
-    """A session that only tells the user why nothing runs, on stderr, and exits 1.
-
-    It waits for the client's shell/exec/subsystem request before answering: an exit status that
-    arrives before that request confuses some clients (asyncssh's fails outright).
-    """
-
-    def __init__(self, message: str, on_delivered: Callable[[], None] | None = None) -> None:
-        self._message = message
-        self._on_delivered = on_delivered
-        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
-
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
-        self._chan = chan
-
-    def pty_requested(self, term_type: str, term_size: TermSize, term_modes: TermModes) -> bool:  # noqa: ARG002
-        return True
-
-    def shell_requested(self) -> bool:
-        return True
-
-    def exec_requested(self, command: str) -> bool:  # noqa: ARG002
-        return True
-
-    def subsystem_requested(self, subsystem: str) -> bool:  # noqa: ARG002
-        return True
-
-    def session_started(self) -> None:
-        if self._chan is not None:
-            self._chan.write_stderr(self._message.encode() + b"\r\n")
-            self._chan.exit(REFUSED_EXIT_STATUS)
-        if self._on_delivered is not None:
-            self._on_delivered()

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.broker_client import BrokerClient
 from gateway.monitor import GrantMonitor
@@ -43,3 +43,22 @@ class GatewayContext:
         """Give pending reports up to ``timeout`` seconds to reach the broker (on shutdown)."""
         if self._background:
             await asyncio.wait(set(self._background), timeout=timeout)
+
+
+class SessionOwner(Protocol):
+    """The connection a session or tunnel belongs to."""
+
+    ctx: GatewayContext
+
+    def cut_reason(self) -> tuple[str, str | None] | None: ...
+
+
+def report_end(owner: SessionOwner, session_id: str | None, error: str | None, bytes_in: int, bytes_out: int) -> None:
+    """Tell the broker a session ended, in the background: why (the cut, an error, or the client), and bytes."""
+    if session_id is None:  # the broker never recorded its start
+        return
+    reason, detail = owner.cut_reason() or (("error", error) if error else ("client_closed", None))
+    report = owner.ctx.broker.session_end(
+        session_id, reason=reason, bytes_in=bytes_in, bytes_out=bytes_out, detail=detail
+    )
+    owner.ctx.spawn(report, f"reporting the end of session {session_id}")

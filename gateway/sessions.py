@@ -16,16 +16,16 @@ from typing import Protocol
 import asyncssh
 from asyncssh.misc import TermModes, TermSize
 
-from gateway.context import GatewayContext
+from gateway.context import GatewayContext, report_end
 from gateway.errors import BrokerError, BrokerRefused
 from gateway.models import Authorization
+from gateway.notice import REFUSED_EXIT_STATUS
+from gateway.target_session import TargetSession
 
 logger = logging.getLogger("gatepass.gateway.sessions")
 
 # Exit status sent when the gateway ends a session: what ssh itself returns for a lost connection.
 CUT_EXIT_STATUS = 255
-# Exit status sent when the gateway refuses a session before anything ran on the target.
-REFUSED_EXIT_STATUS = 1
 # Locale variables only; anything else a client sends (LD_PRELOAD, PATH…) stays at the gateway.
 _PASSED_ENV_PREFIXES = ("LANG", "LC_")
 
@@ -153,18 +153,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         if exc is not None and self._error is None:
             self._error = str(exc)
         self._host.session_ended(self)
-        if self._session_id is not None:
-            reason, detail = self._host.cut_reason() or (
-                ("error", self._error) if self._error else ("client_closed", None)
-            )
-            report = self._host.ctx.broker.session_end(
-                self._session_id,
-                reason=reason,
-                bytes_in=self.bytes_in,
-                bytes_out=self.bytes_out,
-                detail=detail,
-            )
-            self._host.ctx.spawn(report, f"reporting the end of session {self._session_id}")
+        report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out)
 
     # -- what the gateway does to the session ----------------------------------------------------
 
@@ -205,7 +194,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             logger.warning("session on grant %s not recorded by the broker: %s", auth.grant_id, exc)
         try:
             upstream, _ = await self._upstream_conn.create_session(
-                lambda: _TargetSession(self),
+                lambda: TargetSession(self),
                 command=self.command if self.kind == "exec" else None,
                 subsystem="sftp" if self.kind == "sftp" else None,
                 env=self._environment(),
@@ -268,34 +257,3 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
     def target_resumed(self) -> None:
         if self._chan is not None and not self._closed:
             self._chan.resume_reading()
-
-
-class _TargetSession(asyncssh.SSHClientSession[bytes]):
-    """Client side on the target: hands everything back to its ProxySession."""
-
-    def __init__(self, proxy: ProxySession) -> None:
-        self._proxy = proxy
-        self._status: int | None = None
-        self._signal: tuple[str, bool, str] | None = None
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self._proxy.target_data(data, datatype)
-
-    def eof_received(self) -> bool:
-        self._proxy.target_eof()
-        return True
-
-    def exit_status_received(self, status: int) -> None:
-        self._proxy.target_exit(status, None)
-
-    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:  # noqa: ARG002
-        self._proxy.target_exit(None, (signal, core_dumped, msg))
-
-    def pause_writing(self) -> None:
-        self._proxy.target_paused()
-
-    def resume_writing(self) -> None:
-        self._proxy.target_resumed()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._proxy.target_closed(exc)

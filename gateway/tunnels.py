@@ -14,7 +14,7 @@ from typing import Protocol
 
 import asyncssh
 
-from gateway.context import GatewayContext
+from gateway.context import GatewayContext, report_end
 from gateway.errors import BrokerError, BrokerRefused
 from gateway.models import Authorization
 
@@ -176,15 +176,7 @@ class TunnelSession(asyncssh.SSHTCPSession[bytes]):
             return
         self._reported = True
         self._host.tunnel_ended(self)
-        if self._session_id is None:
-            return
-        reason, detail = self._host.cut_reason() or (("error", self._error) if self._error else ("client_closed", None))
-        self._host.ctx.spawn(
-            self._host.ctx.broker.session_end(
-                self._session_id, reason=reason, bytes_in=self.bytes_in, bytes_out=self.bytes_out, detail=detail
-            ),
-            f"reporting the end of session {self._session_id}",
-        )
+        report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out)
 
 
 class _TargetSide(asyncio.Protocol):
