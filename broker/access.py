@@ -12,10 +12,9 @@ from broker import audit
 from broker.access_rules import apply_approval, approvals_so_far, grant_status, grant_window
 from broker.audit import Action
 from broker.authorities import CertificateSpec, issue_user_certificate, load_signing_key, new_serial
-from broker.db import after_commit
 from broker.durations import format_duration, parse_duration
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
-from broker.events import EventPublisher, GrantEvent
+from broker.events import EventPublisher, announce
 from broker.identities import has_role, may_act_for_site, site_ids_for_role
 from broker.ids import new_id
 from broker.inventory import approvals_needed, get_asset
@@ -307,7 +306,5 @@ def revoke_grant(
     grant.revoked_at, grant.revoked_by, grant.revoke_reason = now, actor.username, reason
     audit.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor.username, subject=grant.id,
                  site=grant.asset.site.name, details={"reason": reason, "was": status})
-    event = GrantEvent(grant_id=grant.id, status="revoked", ends_at=grant.ends_at.isoformat(), reason="revoked")
-    # Push to gateways only once the revocation is durable.
-    after_commit(session, lambda: events.publish(event))
+    announce(session, now=now, events=events, grant=grant, status="revoked", reason="revoked")
     return grant

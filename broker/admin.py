@@ -10,8 +10,9 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
-from broker import audit, gateways, identities, inventory
+from broker import audit, containment, gateways, identities, inventory
 from broker.db import make_engine, make_session_factory, unit_of_work
+from broker.events import NullPublisher
 from broker.identities import NewCredentials
 from broker.migrate import upgrade
 from broker.settings import Settings
@@ -77,3 +78,21 @@ def add_gateway(settings: Settings, *, name: str) -> str:
 def verify_audit(settings: Settings) -> audit.VerifyResult:
     with local_session(settings) as session:
         return audit.verify_chain(session)
+
+
+def lock_down_site(settings: Settings, *, name: str, reason: str | None) -> list[str]:
+    # The running brokers relay the outbox row to their gateways: sessions end within a second.
+    return run(settings, lambda session, _vault: containment.lock_down_site(
+        session, now=settings.clock.now(), events=NullPublisher(), actor=operator_name(), site_name=name,
+        reason=reason))
+
+
+def lift_lockdown(settings: Settings, *, name: str) -> None:
+    run(settings, lambda session, _vault: containment.lift_lockdown(
+        session, now=settings.clock.now(), actor=operator_name(), site_name=name))
+
+
+def set_user_disabled(settings: Settings, *, name: str, disabled: bool) -> list[str]:
+    return run(settings, lambda session, _vault: containment.set_identity_disabled(
+        session, now=settings.clock.now(), events=NullPublisher(), actor=operator_name(), username=name,
+        disabled=disabled))

@@ -27,6 +27,11 @@ class Action(StrEnum):
     ASSET_UPDATED = "admin:asset:updated"
     IDENTITY_CREATED = "admin:identity:created"
     GATEWAY_CREATED = "admin:gateway:created"
+    IDENTITY_DISABLED = "admin:identity:disabled"
+    IDENTITY_ENABLED = "admin:identity:enabled"
+    SITE_LOCKED_DOWN = "containment:site:locked_down"
+    SITE_LOCKDOWN_LIFTED = "containment:site:lockdown_lifted"
+    CONTAINMENT_REFUSED = "containment:site:refused"
 
     LOGIN_SUCCEEDED = "auth:login:succeeded"
     LOGIN_FAILED = "auth:login:failed"

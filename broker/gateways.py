@@ -116,18 +116,20 @@ def authorize(
     }
 
 
-def grants_status(session: Session, *, now: dt.datetime, grant_ids: list[str]) -> dict[str, dict[str, str]]:
+def grants_status(session: Session, *, now: dt.datetime, grant_ids: list[str]) -> dict[str, dict[str, str | None]]:
     if len(grant_ids) > 10_000:
         raise InvalidInput("ask for at most 10,000 grants at a time")
     rows = session.scalars(select(Grant).where(Grant.id.in_(grant_ids))).all() if grant_ids else []
     result = {}
     for grant in rows:
-        status = grant_status(grant, now)
+        status, reason = grant_status(grant, now), None
+        if status == "revoked":
+            reason = "revoked"
         if status == "active" and grant.asset.site.locked_down:
-            status = "revoked"
+            status, reason = "revoked", "lockdown"
         if status == "active" and is_usable(grant.identity, now):
-            status = "revoked"
-        result[grant.id] = {"status": status, "ends_at": grant.ends_at.isoformat()}
+            status, reason = "revoked", "identity_disabled"
+        result[grant.id] = {"status": status, "ends_at": grant.ends_at.isoformat(), "reason": reason}
     return result
 
 

@@ -249,3 +249,20 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class GrantChange(Base):
+    """Outbox of grant changes that gateways must hear about (revoked, lockdown, identity disabled, moved end).
+
+    Written in the same transaction as the change; every broker process relays new rows to the gateways
+    connected to it, so a change made by another replica or by `gatepass admin` reaches them too.
+    """
+
+    __tablename__ = "grant_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[str] = mapped_column(String(32))

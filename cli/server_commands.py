@@ -72,6 +72,15 @@ def _add_admin(subparsers: Subparsers) -> None:
     site_add.add_argument("--max-window", default="8h")
     _data_option(site_add)
     site_add.set_defaults(func=_guarded(_site_add))
+    lockdown = site.add_parser("lockdown", help="cut all remote access into a site until lifted")
+    lockdown.add_argument("name")
+    lockdown.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    _data_option(lockdown)
+    lockdown.set_defaults(func=_guarded(_site_lockdown))
+    lift = site.add_parser("lift", help="lift a site's lockdown")
+    lift.add_argument("name")
+    _data_option(lift)
+    lift.set_defaults(func=_guarded(_site_lift))
 
     asset = objects.add_parser("asset", help="machines in a site").add_subparsers(dest="verb", required=True)
     asset_add = asset.add_parser("add", help="add an asset")
@@ -103,6 +112,12 @@ def _add_admin(subparsers: Subparsers) -> None:
     user_add.add_argument("--json", action="store_true")
     _data_option(user_add)
     user_add.set_defaults(func=_guarded(_user_add))
+    for verb, help_text in (("disable", "disable a user: signed out, open grants revoked, sessions cut"),
+                            ("enable", "enable a disabled user again")):
+        toggle = user.add_parser(verb, help=help_text)
+        toggle.add_argument("name")
+        _data_option(toggle)
+        toggle.set_defaults(func=_guarded(_user_disable if verb == "disable" else _user_enable))
 
     gateway = objects.add_parser("gateway", help="gateway credentials").add_subparsers(dest="verb", required=True)
     gateway_add = gateway.add_parser("add", help="create a credential for a gateway")
@@ -272,3 +287,36 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"gatepass: AUDIT TRAIL BROKEN at event {result.first_bad_seq}: {result.problem} "
               f"({result.events_checked} events verified before it)", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _site_lockdown(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    revoked = admin.lock_down_site(_settings(args), name=args.name, reason=args.reason)
+    print(f"Site {args.name} is locked down: {len(revoked)} grant(s) revoked, their sessions are being cut; "
+          "new requests and connections are refused until `gatepass admin site lift`.")
+    return 0
+
+
+def _site_lift(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    admin.lift_lockdown(_settings(args), name=args.name)
+    print(f"Lockdown of site {args.name} lifted: vendors may request access again.")
+    return 0
+
+
+def _user_disable(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    revoked = admin.set_user_disabled(_settings(args), name=args.name, disabled=True)
+    print(f"Disabled {args.name}: signed out everywhere, {len(revoked)} open grant(s) revoked.")
+    return 0
+
+
+def _user_enable(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    admin.set_user_disabled(_settings(args), name=args.name, disabled=False)
+    print(f"Enabled {args.name}.")
+    return 0

@@ -70,3 +70,7 @@ class SessionEndIn(Body):
     bytes_in: int = Field(ge=0)
     bytes_out: int = Field(ge=0)
     detail: str | None = Field(default=None, max_length=1000)
+
+
+class LockdownIn(Body):
+    reason: str = Field(min_length=1, max_length=1000)

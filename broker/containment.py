@@ -1,0 +1,93 @@
+"""Containment: lock a plant down, disable an identity — and cut what they had open, at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from broker import audit
+from broker.audit import Action
+from broker.errors import Conflict, Forbidden, NotFound
+from broker.events import EventPublisher, announce
+from broker.identities import has_role, may_act_for_site
+from broker.models import ApiToken, Asset, Grant, Identity, Site
+
+
+def _open_grants(session: Session, now: dt.datetime, *conditions: object) -> list[Grant]:
+    return list(session.scalars(
+        select(Grant).join(Asset).where(Grant.revoked_at.is_(None), Grant.ends_at > now, *conditions)  # type: ignore[arg-type]
+    ))
+
+
+def _revoke_all(session: Session, *, now: dt.datetime, events: EventPublisher, grants: list[Grant], actor: str,
+                reason: str, why: str) -> list[str]:
+    for grant in grants:
+        grant.revoked_at, grant.revoked_by, grant.revoke_reason = now, actor, why
+        audit.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor, subject=grant.id,
+                     site=grant.asset.site.name, details={"reason": why, "cause": reason})
+        announce(session, now=now, events=events, grant=grant, status="revoked", reason=reason)
+    return [grant.id for grant in grants]
+
+
+def check_site_authority(session: Session, *, now: dt.datetime, actor: Identity, site_name: str) -> None:
+    """Plant-local control: the site's own supervisors, security and admins may lock it down or lift it."""
+    site = get_site(session, site_name)
+    if has_role(actor, "security") or has_role(actor, "admin") or may_act_for_site(actor, "supervisor", site.id):
+        return
+    why = f"only supervisors of {site.name}, security or an admin can lock down or lift {site.name}"
+    audit.record(session, now=now, action=Action.CONTAINMENT_REFUSED, outcome="refused", actor=actor.username,
+                 subject=site.name, site=site.name, details={"reason": why})
+    raise Forbidden(why)
+
+
+def get_site(session: Session, name: str) -> Site:
+    site = session.scalar(select(Site).where(Site.name == name))
+    if site is None:
+        raise NotFound(f"there is no site named '{name}'")
+    return site
+
+
+def lock_down_site(session: Session, *, now: dt.datetime, events: EventPublisher, actor: str, site_name: str,
+                   reason: str | None) -> list[str]:
+    """Cut all remote access into a plant (the ransomware playbook): every open grant at the site is revoked,
+    its live sessions end within a second, and new requests and connections are refused until lifted."""
+    site = get_site(session, site_name)
+    if site.locked_down:
+        raise Conflict(f"site {site.name} is already locked down")
+    site.locked_down = True
+    audit.record(session, now=now, action=Action.SITE_LOCKED_DOWN, actor=actor, subject=site.name, site=site.name,
+                 details={"reason": reason})
+    grants = _open_grants(session, now, Asset.site_id == site.id)
+    why = f"site {site.name} locked down: {reason or 'no reason given'}"
+    return _revoke_all(session, now=now, events=events, grants=grants, actor=actor, reason="lockdown", why=why)
+
+
+def lift_lockdown(session: Session, *, now: dt.datetime, actor: str, site_name: str) -> None:
+    site = get_site(session, site_name)
+    if not site.locked_down:
+        raise Conflict(f"site {site.name} is not locked down")
+    site.locked_down = False
+    audit.record(session, now=now, action=Action.SITE_LOCKDOWN_LIFTED, actor=actor, subject=site.name,
+                 site=site.name)
+
+
+def set_identity_disabled(session: Session, *, now: dt.datetime, events: EventPublisher, actor: str, username: str,
+                          disabled: bool) -> list[str]:
+    """Disabling an identity signs it out everywhere and revokes its open grants (their sessions end at once)."""
+    identity = session.scalar(select(Identity).where(Identity.username == username))
+    if identity is None:
+        raise NotFound(f"there is no user named '{username}'")
+    if identity.disabled == disabled:
+        raise Conflict(f"the account '{username}' is already {'disabled' if disabled else 'enabled'}")
+    identity.disabled = disabled
+    action = Action.IDENTITY_DISABLED if disabled else Action.IDENTITY_ENABLED
+    audit.record(session, now=now, action=action, actor=actor, subject=username)
+    if not disabled:
+        return []
+    session.execute(update(ApiToken).where(ApiToken.identity_id == identity.id, ApiToken.revoked_at.is_(None))
+                    .values(revoked_at=now))
+    return _revoke_all(session, now=now, events=events,
+                       grants=_open_grants(session, now, Grant.identity_id == identity.id), actor=actor,
+                       reason="identity_disabled", why=f"the account '{username}' was disabled")
