@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 
 from cli.client_access import _argument, parse_port
@@ -114,8 +116,18 @@ def _interrupts_go_to_child() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_ssh_process(argv: list[str]) -> int:
-    """Run ssh attached to this terminal and return its exit code (128+N when killed by signal N)."""
+def run_ssh_process(argv: list[str], *, replace_process: bool = False) -> int:
+    """Run ssh attached to this terminal and return its exit code (128+N when killed by signal N), or,
+    with ``replace_process``, become ssh (``exec``) and never return."""
+    if replace_process:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execvp(argv[0], argv)  # noqa: S606 (argv is built by ssh_command, never by a shell)
+        except FileNotFoundError as exc:
+            raise LocalSetupError(
+                f"{argv[0]} was not found: install the OpenSSH client (or set GATEPASS_SSH_BIN)"
+            ) from exc
     try:
         with _interrupts_go_to_child():
             done = subprocess.run(argv, check=False)
@@ -134,9 +146,8 @@ def run_ssh(args: argparse.Namespace) -> int:
     grants, _, _ = _grants(ctx, asset=args.asset)
     grant = choose_grant(grants, asset=args.asset, now=ctx.clock())
     files = _prepare_files(ctx, [grant])[grant.id]
-    return run_ssh_process(
-        ssh_command(ssh=ssh_binary(ctx.environ), grant=grant, files=files, command=command)
-    )
+    argv = ssh_command(ssh=ssh_binary(ctx.environ), grant=grant, files=files, command=command)
+    return run_ssh_process(argv, replace_process=ctx.replace_process_with_ssh)
 
 
 def _free_local_port() -> int:
@@ -157,7 +168,8 @@ def run_tunnel(args: argparse.Namespace) -> int:
         f"{grant.gateway.port} until {format_time(grant.ends_at)} (Ctrl-C to stop)"
     )
     extra = tunnel_options(asset=grant.asset, remote_port=args.remote_port, local_port=local_port)
-    return run_ssh_process(ssh_command(ssh=ssh_binary(ctx.environ), grant=grant, files=files, extra=extra))
+    return run_ssh_process(ssh_command(ssh=ssh_binary(ctx.environ), grant=grant, files=files, extra=extra),
+                           replace_process=ctx.replace_process_with_ssh)
 
 
 def run_ssh_config(args: argparse.Namespace) -> int:

@@ -29,11 +29,15 @@ class Context:
     clock: Callable[[], dt.datetime] = _utc_now
     sleep: Callable[[float], None] = time.sleep
     transport: httpx.BaseTransport | None = None  # tests pass a real in-process transport
+    # The real command becomes ssh (exec), so signals, job control and exit status are ssh's own and no
+    # orphaned ssh outlives a killed `gatepass ssh`; in-process tests keep ssh as a child instead.
+    replace_process_with_ssh: bool = False
 
     @classmethod
     def from_process(cls) -> Context:
         return cls(
-            environ=os.environ, state=ClientState.from_environ(os.environ), out=sys.stdout, err=sys.stderr
+            environ=os.environ, state=ClientState.from_environ(os.environ), out=sys.stdout, err=sys.stderr,
+            replace_process_with_ssh=True,
         )
 
     def session(self) -> Session:
