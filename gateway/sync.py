@@ -72,6 +72,9 @@ async def follow_broker(
             logger.info("the broker closed the event stream; reconnecting")
         except BrokerError as exc:
             logger.warning("event stream from the broker lost: %s; retrying in %.1f s", exc, backoff)
+        except Exception:
+            # A bug here must not silence revocations for the rest of the process: log it, go on.
+            logger.exception("following the broker's events failed; retrying in %.1f s", backoff)
         if connected is not None:
             connected.clear()
         # Jitter keeps a fleet of gateways from reconnecting in lockstep after a broker restart.
