@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import fcntl
 import hmac
@@ -80,22 +81,36 @@ def _set_window_size(fd: int, term_size: tuple[int, int, int, int]) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, pixel_width, pixel_height))
 
 
-def _controlling_terminal(tty_path: str) -> Callable[[], None]:
-    """A preexec_fn making the child a session leader with the PTY as controlling terminal (^C, job control).
+# Signals a login session starts with at their default action, as sshd does for its children: a Gatepass
+# started in the background (`cmd &` in a script, nohup) passes SIG_IGN for some of them down to every
+# program, and then ^C or a hang-up would not reach what the vendor runs.
+_DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE)
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+_libc.signal.restype = ctypes.c_void_p
+_SIG_DFL = None  # a NULL handler: SIG_DFL in <signal.h>
 
-    It opens the PTY by name rather than using fd 0: uvloop (uvicorn's loop when installed) runs
-    preexec_fn before it sets up the child's stdin.
+
+def _new_session(tty_path: str | None) -> Callable[[], None]:
+    """A preexec_fn: a new session with default signal actions and, for a PTY, that PTY as controlling terminal.
+
+    It calls libc's signal() because Python's signal.signal() works only in the main thread, and the
+    demo target may run on another thread's event loop. It opens the PTY by name rather than using
+    fd 0 because uvloop (uvicorn's loop when installed) runs preexec_fn before it sets up the child's stdin.
     """
 
-    def become_session_leader() -> None:  # pragma: no cover - runs in the child between fork and exec
+    def set_up_child() -> None:  # pragma: no cover - runs in the child between fork and exec
+        for signal_number in _DEFAULT_SIGNALS:
+            _libc.signal(signal_number, _SIG_DFL)
         os.setsid()
-        descriptor = os.open(tty_path, os.O_RDWR)
-        try:
-            fcntl.ioctl(descriptor, termios.TIOCSCTTY, 0)
-        finally:
-            os.close(descriptor)
+        if tty_path is not None:
+            descriptor = os.open(tty_path, os.O_RDWR)
+            try:
+                fcntl.ioctl(descriptor, termios.TIOCSCTTY, 0)  # ^C and job control on this terminal
+            finally:
+                os.close(descriptor)
 
-    return become_session_leader
+    return set_up_child
 
 
 def _signal_group(pid: int, signal_number: int) -> None:
@@ -326,7 +341,7 @@ class DemoTarget:
             stderr=asyncio.subprocess.PIPE,
             cwd=self.home,
             env=self._environment(None),
-            start_new_session=True,  # its own process group, so hanging up reaches what it started
+            preexec_fn=_new_session(None),  # its own process group, so hanging up reaches what it started
         )
         if child.stdin is None or child.stdout is None or child.stderr is None:  # pragma: no cover
             raise RuntimeError("asyncio gave the demo target's program no pipes")
@@ -360,7 +375,7 @@ class DemoTarget:
                     stderr=follower_fd,
                     cwd=self.home,
                     env=self._environment(term_type),
-                    preexec_fn=_controlling_terminal(os.ttyname(follower_fd)),
+                    preexec_fn=_new_session(os.ttyname(follower_fd)),
                 )
             finally:
                 os.close(follower_fd)

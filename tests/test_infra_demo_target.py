@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import stat
 import subprocess
 import time
@@ -77,22 +78,26 @@ def test_killed_program_reports_its_signal(demo_target: ThreadedDemoTarget) -> N
 
 
 def test_pty_follows_window_size(demo_target: ThreadedDemoTarget) -> None:
-    async def sizes() -> list[str]:
+    # "size=$(stty size)" prints "size=ROWS COLS"; the PTY's echo of the typed line never contains that,
+    # and the prompt may land on the same line as the output, so search the text instead of whole lines.
+    async def sizes() -> tuple[str, str]:
         async with _connect(demo_target) as connection:
             process = await connection.create_process(term_type="xterm", term_size=(100, 30))
-            process.stdin.write("stty size\n")
-            first = await process.stdout.readline()
-            while "30 100" not in first:
-                first = await process.stdout.readline()
+            process.stdin.write('echo "size=$(stty size)"\n')
+            first = ""
+            while "size=30 100" not in first:
+                chunk = await asyncio.wait_for(process.stdout.read(1024), 10)
+                assert chunk, f"the session ended early: {first!r}"
+                first += chunk
             process.change_terminal_size(132, 43)
-            process.stdin.write("stty size; exit\n")
-            output = await process.stdout.read()
+            process.stdin.write('echo "size=$(stty size)"; exit\n')
+            later = await asyncio.wait_for(process.stdout.read(), 10)
             await process.wait()
-            return [first.strip(), output]
+            return first, later
 
     first, later = demo_target.run(sizes())
-    assert first == "30 100"
-    assert "43 132" in later
+    assert "size=30 100" in first
+    assert "size=43 132" in later
 
 
 def test_pty_exec(demo_target: ThreadedDemoTarget) -> None:
@@ -109,19 +114,30 @@ def test_interactive_shell_with_pty(demo_target: ThreadedDemoTarget) -> None:
     assert b"42" in result.stdout
 
 
-def test_interrupt_reaches_the_foreground_program(demo_target: ThreadedDemoTarget) -> None:
+# SIG_IGN is what a program started with `cmd &` from a script inherits for SIGINT, and passes on.
+@pytest.mark.parametrize("parent_sigint", [signal.default_int_handler, signal.SIG_IGN], ids=["default", "ignored"])
+def test_interrupt_reaches_the_foreground_program(
+    demo_target: ThreadedDemoTarget, parent_sigint: signal.Handlers
+) -> None:
     async def interrupt() -> str:
         async with _connect(demo_target) as connection:
             process = await connection.create_process(term_type="xterm", term_size=(80, 24))
             process.stdin.write("sleep 30; echo not-interrupted\n")
-            await asyncio.sleep(0.5)
+            for _ in range(1000):  # until `sleep` is the terminal's foreground job; ^C earlier hits the shell
+                if _foreground_sleep(demo_target.target.home):
+                    break
+                await asyncio.sleep(0.01)
             process.stdin.write("\x03")  # ^C: the PTY turns it into SIGINT for the foreground job
             process.stdin.write("echo status-$?; exit\n")
             output = await asyncio.wait_for(process.stdout.read(), 10)
             await process.wait()
             return output
 
-    output = demo_target.run(interrupt())
+    previous = signal.signal(signal.SIGINT, parent_sigint)
+    try:
+        output = demo_target.run(interrupt())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert "status-130" in output
     assert "\nnot-interrupted" not in output
 
@@ -259,11 +275,29 @@ def test_stop_ends_live_sessions(tmp_path: Path, ssh_keypair, tty: str) -> None:
         assert _programs_in(target.target.home)
         target.stop()
         assert session.wait(timeout=10) == 255
+        # The group got SIGHUP; a program may take a moment to die after its shell did.
+        for _ in range(200):
+            if not _programs_in(target.target.home):
+                break
+            time.sleep(0.01)
         assert _programs_in(target.target.home) == []  # the remote `sleep 60` was hung up too
     finally:
         if session.poll() is None:
             session.kill()
             session.wait()
+
+
+def _foreground_sleep(directory: Path) -> bool:
+    """True once a `sleep` started in ``directory`` is the foreground process group of its terminal."""
+    for pid in _programs_in(directory):
+        try:
+            command, fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        process_group, foreground_group = fields.split()[2], fields.split()[5]  # proc(5): pgrp, tpgid
+        if command.endswith("(sleep") and process_group == foreground_group:
+            return True
+    return False
 
 
 def _programs_in(directory: Path) -> list[int]:

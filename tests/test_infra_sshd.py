@@ -95,6 +95,10 @@ def test_stop_ends_sshd_and_live_sessions(tmp_path: Path) -> None:
         server.stop()
         assert not server.is_running()
         assert session.wait(timeout=10) != 0
+        for _ in range(200):  # SIGKILLed processes take a moment to be gone
+            if not _sessions_of(server.port):
+                break
+            time.sleep(0.01)
         assert _sessions_of(server.port) == []  # the remote `sleep 60` went too, not just sshd
     finally:
         if session.poll() is None:
