@@ -27,6 +27,10 @@ from gateway.upstream import connect_target
 logger = logging.getLogger("gatepass.gateway.connection")
 
 
+# Longest wait, after a cut, for the client to close its session channels before the disconnect.
+CUT_GRACE = 0.3
+
+
 class GatewayConnection(CertificateLogin):
     """asyncssh's per-connection server object, holding this connection's grant and sessions."""
 
@@ -43,6 +47,8 @@ class GatewayConnection(CertificateLogin):
         self._target_task: asyncio.Task[None] | None = None
         self._refusal = ""
         self._refusal_seen = asyncio.Event()
+        self._sessions_closed = asyncio.Event()
+        self._disconnect_task: asyncio.Task[None] | None = None
         self._sessions: set[ProxySession] = set()
         self._tunnels: set[TunnelSession] = set()
         self._grant_id: str | None = None
@@ -157,6 +163,8 @@ class GatewayConnection(CertificateLogin):
 
     def session_ended(self, session: ProxySession) -> None:
         self._sessions.discard(session)
+        if not self._sessions:
+            self._sessions_closed.set()
 
     def cut_reason(self) -> tuple[str, str | None] | None:
         return self._cut
@@ -210,6 +218,17 @@ class GatewayConnection(CertificateLogin):
         for tunnel in list(self._tunnels):
             tunnel.terminate()
         self._close_target()
+        # Nothing reaches the target any more; the client's connection goes once its session
+        # channels are closed, so the disconnect cannot overtake the stderr line (OpenSSH exits on
+        # a disconnect without flushing what it still buffers).
+        if self._sessions:
+            self._disconnect_task = asyncio.ensure_future(self._disconnect_when_closed(message))
+        else:
+            self._disconnect(message)
+
+    async def _disconnect_when_closed(self, message: str) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._sessions_closed.wait(), CUT_GRACE)
         self._disconnect(message)
 
     def _close_target(self) -> None:

@@ -42,5 +42,9 @@ class NoticeSession(asyncssh.SSHServerSession[bytes]):
         if self._chan is not None:
             self._chan.write_stderr(self._message.encode() + b"\r\n")
             self._chan.exit(REFUSED_EXIT_STATUS)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002
+        # The client closes its end only after writing our stderr out: now a disconnect cannot
+        # overtake the message (OpenSSH exits on a disconnect without flushing its buffers).
         if self._on_delivered is not None:
             self._on_delivered()
