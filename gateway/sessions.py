@@ -189,9 +189,13 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self.terminate(f"gatepass: {exc.message}", REFUSED_EXIT_STATUS)
             return
         except BrokerError as exc:
-            # The connection was authorized moments ago; a broker hiccup must not break work in
-            # progress. The gateway still enforces ends_at on its own clock.
-            logger.warning("session on grant %s not recorded by the broker: %s", auth.grant_id, exc)
+            # Fail closed: a session the audit trail cannot hold does not run. Sessions already open keep
+            # running (and still end at ends_at on the gateway's own clock); only new ones wait for the broker.
+            logger.warning("session on grant %s refused: the broker cannot record it: %s", auth.grant_id, exc)
+            self._error = "the broker could not record the session"
+            self.terminate(f"gatepass: {auth.asset}: the session cannot be recorded right now (the broker is "
+                           "unreachable); nothing was run, try again in a moment", REFUSED_EXIT_STATUS)
+            return
         try:
             upstream, _ = await self._upstream_conn.create_session(
                 lambda: TargetSession(self),

@@ -66,7 +66,12 @@ async def open_tunnel(host: TunnelHost, auth: Authorization, address: str, port:
     except BrokerRefused as exc:
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, exc.message) from None
     except BrokerError as exc:
-        logger.warning("tunnel on grant %s not recorded by the broker: %s", auth.grant_id, exc)
+        # Fail closed, as for sessions: no connection the audit trail cannot hold.
+        logger.warning("tunnel on grant %s refused: the broker cannot record it: %s", auth.grant_id, exc)
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_CONNECT_FAILED,
+            f"the connection to {auth.asset} cannot be recorded right now (the broker is unreachable)",
+        ) from None
     tunnel = TunnelSession(host, session_id)
     loop = asyncio.get_running_loop()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -148,3 +149,21 @@ async def test_fixed_clock_moved_past_the_end(
     elapsed, stderr, _ = await _wait_cut(process)
     assert elapsed < 0.5
     assert "the grant expired at" in stderr
+
+
+async def test_new_session_is_refused_while_the_broker_cannot_record_it(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+) -> None:
+    """Fail closed for the audit trail: a session the broker cannot record does not run; open ones go on."""
+    vendor = grant_for(sshd_credential(sshd_target), seconds=600)
+    conn = await vendor.connect()
+    running = await _long_command(conn)
+    broker.down = True
+    marker = tmp_path / "should-not-exist"
+    refused = await asyncio.wait_for(conn.run(f"touch {marker}"), 5)
+    assert refused.exit_status != 0
+    assert not marker.exists()
+    assert "cannot be recorded right now" in str(refused.stderr)
+    assert running.exit_status is None
+    broker.down = False
+    conn.close()
