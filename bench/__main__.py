@@ -1,0 +1,95 @@
+"""`python -m bench` (what `make bench` runs): revocation, connection set-up and throughput, then a summary.
+
+  python -m bench                 full sizes (each benchmark about a minute or two on 2 cores)
+  python -m bench --quick         smaller counts and sizes, for a smoke check
+  python -m bench --only connect  one benchmark (revoke, connect, throughput; repeatable)
+  python -m bench --json FILE     also write every figure as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import bench_connect, bench_revoke, bench_throughput
+from bench.harness import heading, table
+
+BENCHMARKS = {"revoke": bench_revoke.main, "connect": bench_connect.main, "throughput": bench_throughput.main}
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def summary(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    revoke = results.get("revoke")
+    if revoke:
+        for mode, label in (("api", "revoke API call -> ssh exit"), ("cli", "`gatepass revoke` -> ssh exit")):
+            r = revoke.get(mode)
+            if r:
+                rows.append([label, f"median {_fmt(r['median_ms'])} ms, worst {_fmt(r['worst_ms'])} ms",
+                             "< 100 ms", "MET" if r["met"] else "NOT MET"])
+    connect = results.get("connect")
+    if connect:
+        medians = connect["medians_ms"]
+        rows.append(["connect: gateway (stock ssh) / proxyjump",
+                     f"{connect['gateway_vs_proxyjump']:.2f} ({_fmt(medians.get('gateway (stock ssh)'))} / "
+                     f"{_fmt(medians.get('proxyjump'))} ms)", "<= 0.8",
+                     "MET" if connect["met"] else "NOT MET"])
+        medians_kex = (medians.get("gateway, curve25519"), medians.get("proxyjump, curve25519"))
+        rows.append(["connect, both curve25519 kex: gateway / proxyjump",
+                     f"{connect['gateway_vs_proxyjump_curve25519']:.2f} ({_fmt(medians_kex[0])} / "
+                     f"{_fmt(medians_kex[1])} ms)", "<= 0.8",
+                     "MET" if connect["gateway_vs_proxyjump_curve25519"] <= 0.8 else "NOT MET"])
+        rows.append(["connect: `gatepass ssh` (CLI) / proxyjump",
+                     f"{connect['cli_vs_proxyjump']:.2f} ({_fmt(medians.get('gatepass ssh (CLI)'))} ms)", "<= 0.8",
+                     "MET" if connect["cli_vs_proxyjump"] <= 0.8 else "NOT MET"])
+    throughput = results.get("throughput")
+    if throughput:
+        for key, label in (("default", "default ciphers"), ("aes128-gcm", "client aes128-gcm")):
+            r = throughput.get(key)
+            if r:
+                res = r["result"]
+                rows.append([f"throughput ({label}): gateway / proxyjump",
+                             f"{r['gateway_vs_proxyjump']:.2f} ({res['gateway']['mbps_wall']:.0f} / "
+                             f"{res['proxyjump']['mbps_wall']:.0f} MB/s; direct {res['direct']['mbps_wall']:.0f})",
+                             ">= 1.5", "MET" if r["gateway_vs_proxyjump"] >= 1.5 else "NOT MET"])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller counts and sizes")
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), help="run only this benchmark")
+    parser.add_argument("--json", metavar="FILE", type=Path, help="write all figures as JSON")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {}
+    failed = []
+    started = time.monotonic()
+    for name, run in BENCHMARKS.items():
+        if args.only and name not in args.only:
+            continue
+        try:
+            results[name] = run(["--quick"] if args.quick else [])
+        except Exception as error:  # one broken benchmark must not hide the others' figures
+            failed.append(name)
+            print(f"\nbench {name} failed: {error}", file=sys.stderr)
+    heading(f"summary ({time.monotonic() - started:.0f} s{', --quick' if args.quick else ''})")
+    print(table(["figure", "measured", "target", ""], summary(results)))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"\nfigures written to {args.json}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
