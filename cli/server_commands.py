@@ -180,14 +180,14 @@ def _serve(args: argparse.Namespace) -> int:
     from cli import runtime
 
     settings = _address_settings(args)
-    return asyncio.run(runtime.serve(settings, demo=args.demo))
+    return runtime.run_forever(runtime.serve(settings, demo=args.demo))
 
 
 def _broker(args: argparse.Namespace) -> int:
     from cli import runtime
 
     settings = _address_settings(args)
-    return asyncio.run(runtime.serve(settings, demo=False, with_gateway=False))
+    return runtime.run_forever(runtime.serve(settings, demo=False, with_gateway=False))
 
 
 def _address_settings(args: argparse.Namespace) -> Settings:
@@ -207,7 +207,7 @@ def _gateway(args: argparse.Namespace) -> int:
 
     host, port = split_address(args.ssh or os.environ.get("GATEPASS_SSH", "127.0.0.1:2222"), what="SSH")
     token = args.token_file.read_text().strip()
-    return asyncio.run(runtime.run_gateway_only(broker_url=args.broker, token=token, host=host, port=port,
+    return runtime.run_forever(runtime.run_gateway_only(broker_url=args.broker, token=token, host=host, port=port,
                                                 host_key_path=args.host_key, public_host=args.public_host))
 
 

@@ -8,6 +8,7 @@ import logging
 
 import asyncssh
 
+from gateway.algorithms import server_algorithm_options
 from gateway.broker_client import BrokerClient
 from gateway.connection import GatewayConnection
 from gateway.context import GatewayContext
@@ -75,6 +76,7 @@ class Gateway:
             login_timeout=30,
             keepalive_interval=30,
             server_version="Gatepass",
+            **server_algorithm_options(),
         )
         try:
             registration = await self.broker.register(

@@ -6,6 +6,7 @@ import asyncio
 
 import asyncssh
 
+from gateway.algorithms import target_algorithm_options
 from gateway.errors import TargetNotPinned, TargetUnreachable
 from gateway.models import Target
 
@@ -53,6 +54,7 @@ async def connect_target(target: Target, *, asset: str, timeout: float) -> async
                 encoding=None,
                 connect_timeout=timeout,
                 login_timeout=timeout,
+                **target_algorithm_options(),
             ),
             timeout,
         )

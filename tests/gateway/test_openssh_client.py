@@ -111,3 +111,21 @@ async def test_local_forward_with_ssh_L(grant_for: GrantFactory, plc_port: int, 
     finally:
         ssh.terminate()
         await ssh.wait()
+
+
+@pytest.mark.parametrize("cipher", ["3des-cbc", "aes128-cbc", "aes128-ctr", "chacha20-poly1305@openssh.com"])
+async def test_weak_or_slow_ciphers_are_not_offered(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, tmp_path: Path, cipher: str
+) -> None:
+    vendor = grant_for(sshd_credential(sshd_target))
+    code, _, stderr = await _ssh(_ssh_argv(vendor, tmp_path, "true", options=("-o", f"Ciphers={cipher}")))
+    assert code == 255
+    assert b"no matching cipher" in stderr
+
+
+async def test_stock_client_negotiates_aes_gcm(grant_for: GrantFactory, sshd_target: OpenSSHServer,
+                                               tmp_path: Path) -> None:
+    vendor = grant_for(sshd_credential(sshd_target))
+    code, _, stderr = await _ssh(_ssh_argv(vendor, tmp_path, "true", options=("-v",)))
+    assert code == 0
+    assert b"cipher: aes128-gcm@openssh.com" in stderr
