@@ -55,13 +55,23 @@ def _audit_subparsers(
     return nested
 
 
+class _VersionAction(argparse.Action):
+    """Look the version up only when asked: importlib.metadata costs tens of ms on every command."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=str(kwargs.get("help", "")))
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        parser.exit(0, f"gatepass {_version()}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="gatepass",
         description="Just-in-time, time-bound remote access to plant machines, approved by the plant.",
         epilog="State (session, SSH key, certificates) lives in $GATEPASS_HOME or ~/.gatepass.",
     )
-    parser.add_argument("--version", action="version", version=f"gatepass {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     # Subparsers are built with the parent's class (Parser); the cast matches server_commands' signature.
     subparsers = cast(
         "argparse._SubParsersAction[argparse.ArgumentParser]",
