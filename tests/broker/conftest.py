@@ -9,12 +9,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures import database as test_databases
-from tests.fixtures.broker import Api, BrokerServer, Plant, PlantTemplate
+from tests.fixtures.broker import Api, BrokerServer, Plant, PlantTemplate, Reaper
+
+
+@pytest.fixture(scope="session")
+def reaper() -> Iterator[Reaper]:
+    """Stops servers and drops databases of finished tests while the next ones run."""
+    running = Reaper()
+    try:
+        yield running
+    finally:
+        running.close()
 
 
 @pytest.fixture(scope="session")
@@ -25,35 +36,41 @@ def plant_template(postgres_server: str | None, tmp_path_factory: pytest.TempPat
         created = test_databases.create_sqlite_database(directory)
     else:
         created = test_databases.create_postgres_database(postgres_server)
+    template = PlantTemplate.build(directory / "data", created.url, backend=created.backend,
+                                   database_name=created.name)
+    if postgres_server is not None:
+        template.start_cloning(postgres_server)
     try:
-        yield PlantTemplate.build(directory / "data", created.url, backend=created.backend,
-                                  database_name=created.name)
+        yield template
     finally:
+        template.close()
         if postgres_server is not None:
             test_databases.drop_postgres_database(postgres_server, created.name)
 
 
 @pytest.fixture
-def plant(plant_template: PlantTemplate, postgres_server: str | None, tmp_path: Path) -> Iterator[Plant]:
+def plant(plant_template: PlantTemplate, postgres_server: str | None, tmp_path: Path,
+          reaper: Reaper) -> Iterator[Plant]:
     """A fresh copy of the standard plant (see ``standard_plant``) on its own new database, at ``T0``."""
-    installation, database_name = plant_template.copy(tmp_path, server_url=postgres_server)
+    installation, database_name = plant_template.copy(tmp_path)
     try:
         yield installation
     finally:
         installation.close()
         if database_name is not None:
             assert postgres_server is not None
-            test_databases.drop_postgres_database(postgres_server, database_name)
+            reaper.add(partial(test_databases.drop_postgres_database, postgres_server, database_name))
 
 
 @pytest.fixture
-def server(plant: Plant) -> Iterator[BrokerServer]:
+def server(plant: Plant, reaper: Reaper) -> Iterator[BrokerServer]:
     """The broker app over ``plant`` under uvicorn on 127.0.0.1."""
     running = BrokerServer(plant.settings).start()
     try:
         yield running
     finally:
-        running.stop()
+        running.server.should_exit = True
+        reaper.add(running.stop)
 
 
 @pytest.fixture
@@ -69,8 +86,7 @@ def api(server: BrokerServer, plant: Plant) -> Iterator[Api]:
 @pytest.fixture(scope="module")
 def shared_plant(plant_template: PlantTemplate, postgres_server: str | None,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
-    installation, database_name = plant_template.copy(tmp_path_factory.mktemp("shared-plant"),
-                                                      server_url=postgres_server)
+    installation, database_name = plant_template.copy(tmp_path_factory.mktemp("shared-plant"))
     try:
         yield installation
     finally:

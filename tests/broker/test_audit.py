@@ -203,8 +203,8 @@ class Tampered:
     database_name: str | None
 
 
-def _tampered_installation(template: PlantTemplate, directory: Path, server_url: str | None, how: str) -> Tampered:
-    installation, database_name = template.copy(directory, server_url=server_url)
+def _tampered_installation(template: PlantTemplate, directory: Path, how: str) -> Tampered:
+    installation, database_name = template.copy(directory)
     installation.request_and_approve("vendor1", "sup-a1", asset="hmi-01")
     assert _verify(installation).ok
     _drop_triggers(installation)
@@ -218,8 +218,7 @@ def tamper(plant_template: PlantTemplate, postgres_server: str | None,
     made: list[Tampered] = []
 
     def make(how: str) -> Tampered:
-        made.append(_tampered_installation(plant_template, tmp_path / f"tampered-{len(made)}", postgres_server,
-                                           how))
+        made.append(_tampered_installation(plant_template, tmp_path / f"tampered-{len(made)}", how))
         return made[-1]
 
     yield make

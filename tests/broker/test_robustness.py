@@ -15,7 +15,7 @@ HUGE = "x" * 100_000
 NUL = "a\u0000b"
 ARABIC_DIGITS = "\u0661\u0662\u0663\u0664\u0665\u0666"  # str.isdigit() is True for these
 BUSINESS_TABLES = ("identities", "role_assignments", "sites", "assets", "access_requests", "decisions", "grants",
-                   "sessions", "gateways", "authorities")
+                   "sessions", "gateways", "authorities", "grant_changes")
 
 
 @dataclass
@@ -47,6 +47,7 @@ class Targets:
             "(SELECT ended_at FROM sessions WHERE id = :session), "
             "(SELECT bytes_in FROM sessions WHERE id = :session), "
             "(SELECT ssh_port FROM gateways WHERE name = 'embedded'), "
+            "(SELECT count(*) FROM sites WHERE locked_down), "
             "(SELECT host_key FROM gateways WHERE name = 'embedded')", **ids))
 
 
@@ -180,6 +181,16 @@ CASES: list[Case] = [
     Case("audit: limit negative", "GET", "/audit/events", "admin", params={"limit": "-5"}),
     Case("audit: limit huge", "GET", "/audit/events", "admin", params={"limit": str(10**12)}),
     Case("audit: limit float", "GET", "/audit/events", "admin", params={"limit": "1.5"}),
+    # --- containment ----------------------------------------------------------------------------------------
+    *body_cases("lockdown", "POST", "/sites/plant-a/lockdown", "supervisor", {"reason": "junk test"}, {
+        "reason missing": MISSING, "reason null": None, "reason int": 1, "reason empty": "", "reason huge": HUGE,
+    }),
+    Case("lockdown: unknown site", "POST", "/sites/plant-z/lockdown", "supervisor", {"reason": "x"}),
+    Case("lockdown: NUL in the site name", "POST", "/sites/plant%00/lockdown", "supervisor", {"reason": "x"}),
+    Case("lockdown: site name huge", "POST", "/sites/" + "s" * 5000 + "/lockdown", "supervisor", {"reason": "x"}),
+    Case("lift: unknown site", "POST", "/sites/plant-z/lift", "supervisor"),
+    Case("lift: not locked down", "POST", "/sites/plant-a/lift", "supervisor"),
+    Case("lift: wrong method", "GET", "/sites/plant-a/lift", "supervisor"),
     # --- gateway API ----------------------------------------------------------------------------------------
     *body_cases("register", "POST", "/gateway/register", "gateway",
                 {"ssh_host": "127.0.0.1", "ssh_port": 2222, "host_key": "HOSTKEY"}, {
