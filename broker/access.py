@@ -87,8 +87,14 @@ def create_request(
 
 
 def _check_public_key(text: str) -> str:
+    """Accept one OpenSSH public key line (``type base64 [comment]``) and nothing else: asyncssh would
+    also read a private key and derive its public half, and a private key must never reach the broker."""
+    parts = (text or "").strip().split()
+    if "\n" in (text or "").strip() or len(parts) < 2 or parts[0] not in ALLOWED_KEY_TYPES:
+        raise InvalidInput("the SSH public key must be one line like \"ssh-ed25519 AAAA… comment\" (the .pub "
+                           "file; never send a private key)")
     try:
-        key = asyncssh.import_public_key((text or "").strip())
+        key = asyncssh.import_public_key(f"{parts[0]} {parts[1]}")
     except (asyncssh.KeyImportError, ValueError):
         raise InvalidInput("the SSH public key is not an OpenSSH public key (\"ssh-ed25519 AAAA…\")") from None
     if key.algorithm.decode() not in ALLOWED_KEY_TYPES:
@@ -150,7 +156,9 @@ def _decidable(session: Session, *, now: dt.datetime, approver: Identity, reques
                verb: str) -> AccessRequest:
     """Load a request and check that ``approver`` may decide it now; refusals of authority are audited."""
     expire_overdue(session, now=now)
-    request = session.get(AccessRequest, request_id)
+    # Lock the row: two approvers deciding at the same moment must see each other's approval
+    # (PostgreSQL row lock; SQLite transactions are already serialised by BEGIN IMMEDIATE).
+    request = session.get(AccessRequest, request_id, with_for_update=True)
     if request is None:
         raise NotFound(f"there is no request {request_id}")
     asset = request.asset
@@ -175,7 +183,7 @@ def approve(
     session: Session, *, vault: Vault, now: dt.datetime, approver: Identity, request_id: str,
     comment: str | None, shorten_to: str | None = None,
 ) -> AccessRequest:
-    shorter = parse_duration(shorten_to) if shorten_to else None
+    shorter = parse_duration(shorten_to) if shorten_to is not None else None
     request = _decidable(session, now=now, approver=approver, request_id=request_id, verb="approve")
     request.decisions.append(Decision(approver_id=approver.id, approver=approver, verdict="approve",
                                       comment=_clean_comment(comment), decided_at=now))
@@ -194,10 +202,11 @@ def approve(
 
 
 def deny(session: Session, *, now: dt.datetime, approver: Identity, request_id: str, comment: str) -> AccessRequest:
+    # Authority first, so an outsider's attempt is audited whatever the comment says.
+    request = _decidable(session, now=now, approver=approver, request_id=request_id, verb="deny")
     comment = _clean_comment(comment) or ""
     if not comment:
         raise InvalidInput("a denial needs a comment: tell the vendor why")
-    request = _decidable(session, now=now, approver=approver, request_id=request_id, verb="deny")
     request.decisions.append(Decision(approver_id=approver.id, approver=approver, verdict="deny",
                                       comment=comment, decided_at=now))
     request.status = "denied"

@@ -41,9 +41,13 @@ def apply_approval(request: AccessRequest) -> DecisionOutcome:
 def grant_window(request: AccessRequest, *, now: dt.datetime, shorten_to: dt.timedelta | None) -> tuple[
     dt.datetime, dt.datetime
 ]:
-    """Without a requested start, the window begins at approval (the contract); an approver may shorten it."""
-    starts_at = request.start_at if request.start_at is not None and request.start_at > now else now
+    """Without a requested start, the window begins at approval (the contract). A requested window is never
+    exceeded: approved late, it starts now and still ends when the vendor asked. An approver may shorten it."""
     duration = dt.timedelta(seconds=request.duration_seconds)
-    if shorten_to is not None and shorten_to < duration:
-        duration = shorten_to
-    return starts_at, starts_at + duration
+    if request.start_at is None:
+        starts_at, ends_at = now, now + duration
+    else:
+        starts_at, ends_at = max(request.start_at, now), request.start_at + duration
+    if shorten_to is not None and starts_at + shorten_to < ends_at:
+        ends_at = starts_at + shorten_to
+    return starts_at, ends_at

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from broker.api import access_routes, audit_routes, auth_routes, gateway_routes, site_routes
 from broker.api.errors import install_error_handlers
+from broker.api.input_guard import ControlCharacterGuard
 from broker.api.state import BrokerState
 from broker.db import make_engine, make_session_factory
 from broker.events import RELAY_INTERVAL_SECONDS, EventHub, GrantEvent, recent_changes
@@ -47,6 +48,7 @@ def create_app(settings: Settings, *, hub: EventHub | None = None) -> FastAPI:
                   description="Just-in-time, plant-approved, time-bound remote access to OT assets.")
     app.state.broker = state
     install_error_handlers(app)
+    app.add_middleware(ControlCharacterGuard)
     for module in (auth_routes, access_routes, site_routes, gateway_routes, audit_routes):
         app.include_router(module.router, prefix=API_PREFIX)
 

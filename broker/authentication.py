@@ -132,6 +132,7 @@ def authenticate_token(session: Session, *, now: dt.datetime, token: str) -> Ide
 
 def logout(session: Session, *, now: dt.datetime, token: str) -> None:
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
-    if row is not None and row.revoked_at is None:
-        row.revoked_at = now
-        audit.record(session, now=now, action=Action.LOGOUT, actor=row.identity.username)
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        raise NotAuthenticated("not signed in: the token is unknown, expired or already signed out")
+    row.revoked_at = now
+    audit.record(session, now=now, action=Action.LOGOUT, actor=row.identity.username)

@@ -140,13 +140,11 @@ def start_session(session: Session, *, now: dt.datetime, gateway: Gateway, grant
     grant = session.get(Grant, grant_id)
     if grant is None:
         raise NotFound(f"there is no grant {grant_id}")
-    status = grant_status(grant, now)
-    if status != "active" or grant.asset.site.locked_down:
-        why = f"the grant for {grant.asset.name} is {status}" if status != "active" else \
-            f"site {grant.asset.site.name} is locked down"
+    why = _session_refusal(grant, now=now, kind=kind, port=port)
+    if why is not None:
         audit.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused",
                      actor=grant.identity.username, subject=grant.id, site=grant.asset.site.name,
-                     details={"reason": why, "kind": kind, "gateway": gateway.name})
+                     details={"reason": why, "kind": kind, "port": port, "gateway": gateway.name})
         raise Forbidden(why)
     record = AccessSession(id=new_id("ses"), grant_id=grant.id, gateway_id=gateway.id, kind=kind, peer=peer,
                            command=command, port=port, started_at=now, bytes_in=0, bytes_out=0)
@@ -156,6 +154,29 @@ def start_session(session: Session, *, now: dt.datetime, gateway: Gateway, grant
                                                       "command": command, "port": port, "peer": peer,
                                                       "gateway": gateway.name})
     return record
+
+
+def _session_refusal(grant: Grant, *, now: dt.datetime, kind: str, port: int | None) -> str | None:
+    """Why no session of this kind may start under this grant now (defence in depth: the gateway checks
+    the same before it asks), or None."""
+    asset = grant.asset
+    status = grant_status(grant, now)
+    if status != "active":
+        return f"the grant for {asset.name} is {status}"
+    if asset.site.locked_down:
+        return f"site {asset.site.name} is locked down"
+    unusable = is_usable(grant.identity, now)
+    if unusable:
+        return unusable
+    if kind == "tcp":
+        if port is None or port not in grant.ports:
+            granted = ", ".join(map(str, grant.ports)) or "none"
+            return f"port {port} of {asset.name} is not part of this grant (granted: {granted})"
+    elif not grant.ssh:
+        return f"the grant for {asset.name} covers TCP ports only, not SSH {kind} sessions"
+    elif kind == "shell" and grant.identity.kind != "human":
+        return f"{grant.identity.kind} identities never get an interactive shell"
+    return None
 
 
 def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session_id: str, reason: str,

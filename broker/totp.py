@@ -18,7 +18,7 @@ def new_secret() -> str:
 def matching_step(secret: str, code: str, *, now: dt.datetime) -> int | None:
     """Return the time step ``code`` belongs to (within the allowed drift), or None."""
     code = code.strip()
-    if not code.isdigit() or len(code) != 6:
+    if not (code.isascii() and code.isdigit()) or len(code) != 6:
         return None
     totp = pyotp.TOTP(secret)
     current = totp.timecode(now)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from broker import audit
 from broker.api.deps import CurrentIdentity, SessionDep
-from broker.errors import Forbidden
+from broker.errors import Forbidden, InvalidInput
 from broker.identities import has_role
 
 router = APIRouter(tags=["audit"])
@@ -17,10 +17,17 @@ router = APIRouter(tags=["audit"])
 
 @router.get("/audit/events")
 def list_events(identity: CurrentIdentity, session: SessionDep, since: dt.datetime | None = None,
-                after_seq: Annotated[int, Query(ge=0)] = 0,
+                after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
                 limit: Annotated[int, Query(ge=1, le=5000)] = 1000) -> list[dict[str, Any]]:
     if not (has_role(identity, "security") or has_role(identity, "admin")):
         raise Forbidden("only security reviewers and admins can read the audit trail")
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=dt.UTC)
+    if since is not None:
+        since = _as_utc(since)
     return [e.as_dict() for e in audit.list_events(session, since=since, after_seq=after_seq, limit=limit)]
+
+
+def _as_utc(moment: dt.datetime) -> dt.datetime:
+    try:
+        return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise InvalidInput(f"'since' {moment.isoformat()} is outside the range of dates the trail can hold") from None

@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.errors import BrokerError
@@ -48,6 +48,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if error.status_code == 404 and message == "Not Found":
             message = "there is no such page or API endpoint"
         return error_response(error.status_code, code, message)
+
+    @app.exception_handler(DataError)
+    async def _data_error(_request: Request, error: DataError) -> JSONResponse:
+        # A backstop: a value the database itself cannot hold (bounds are meant to catch these first).
+        log.info("data error turned into 400: %s", error.orig.__class__.__name__)
+        return error_response(400, "invalid_input", "the request holds a value that cannot be stored; "
+                              "nothing was changed")
 
     @app.exception_handler(IntegrityError)
     async def _integrity_error(_request: Request, error: IntegrityError) -> JSONResponse:

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Control characters have no business in names, reasons or keys (NUL also breaks PostgreSQL text);
+# tab and line breaks stay allowed for free text such as reasons and comments.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and CONTROL_CHARACTERS.search(item):
+                raise ValueError("must not contain control characters")
+        return value
 
 
 class LoginIn(Body):
@@ -67,8 +81,8 @@ class SessionStartIn(Body):
 
 class SessionEndIn(Body):
     reason: str = Field(min_length=1, max_length=16)
-    bytes_in: int = Field(ge=0)
-    bytes_out: int = Field(ge=0)
+    bytes_in: int = Field(ge=0, le=2**63 - 1)
+    bytes_out: int = Field(ge=0, le=2**63 - 1)
     detail: str | None = Field(default=None, max_length=1000)
 
 

@@ -139,3 +139,21 @@ def test_every_grant_gets_its_own_serial(shared_api: Api) -> None:
     serials = plant.column("SELECT serial FROM grants")
 
     assert len(serials) == len(set(serials)) >= 3
+
+
+def test_a_scheduled_request_approved_late_still_ends_when_asked(api: Api, plant: Plant) -> None:
+    start = plant.clock.now() + dt.timedelta(minutes=10)
+    request = api.create_request("vendor1", start=start.isoformat(), duration="1h")
+    plant.clock.set(start + dt.timedelta(minutes=20))  # the supervisor decides 20 minutes into the window
+
+    summary = api.approve("sup-a1", request["id"]).json()["grant"]
+
+    assert dt.datetime.fromisoformat(summary["starts_at"]) == plant.clock.now()
+    assert dt.datetime.fromisoformat(summary["ends_at"]) == start + dt.timedelta(hours=1)
+
+
+def test_an_empty_shorten_to_is_refused_not_ignored(api: Api, plant: Plant) -> None:
+    request = api.create_request("vendor1", duration="1h")
+    response = api.as_user("sup-a1").post(f"/requests/{request['id']}/approve", json={"shorten_to": ""})
+    assert response.status_code == 400
+    assert plant.count("decisions") == 0

@@ -191,6 +191,8 @@ def test_logout_revokes_the_token(api: Api, plant: Plant) -> None:
     assert api.client(other).get("/me").status_code == 200  # only the token signed out
     [event] = plant.audit("auth:token:revoked")
     assert event["actor"] == "vendor1"
+    assert_refusal(client.post("/auth/logout"), 401, "not_authenticated")  # signing out twice
+    assert_refusal(api.client("gpt_not-a-token").post("/auth/logout"), 401, "not_authenticated")
     assert plant.count("api_tokens", "WHERE revoked_at IS NOT NULL") == 1
 
 
