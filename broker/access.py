@@ -32,6 +32,7 @@ ALLOWED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384"
 def create_request(
     session: Session, *, now: dt.datetime, decide_within: dt.timedelta, requester: Identity, asset_name: str,
     duration: str, reason: str, ssh: bool, ports: list[int], start: dt.datetime | None, public_key: str,
+    read_only: bool = False,
 ) -> AccessRequest:
     asset = get_asset(session, asset_name)
     site = asset.site
@@ -56,6 +57,8 @@ def create_request(
     ports = sorted(set(ports))
     if not ssh and not ports:
         raise InvalidInput("ask for at least one service: SSH or a TCP port")
+    if read_only and not ports:
+        raise InvalidInput("read-only applies to TCP ports (Modbus/TCP): add --port")
     if ssh and asset.ssh_port is None:
         raise InvalidInput(f"{asset.name} offers no SSH service")
     not_offered = [p for p in ports if p not in asset.tcp_ports]
@@ -75,13 +78,13 @@ def create_request(
     if start is not None:
         decide_by = min(decide_by, start + window)
     request = AccessRequest(
-        id=new_id("req"), requester_id=requester.id, asset_id=asset.id, ssh=ssh, ports=ports,
+        id=new_id("req"), requester_id=requester.id, asset_id=asset.id, ssh=ssh, ports=ports, read_only=read_only,
         duration_seconds=int(window.total_seconds()), start_at=start, reason=reason, public_key=key,
         status="pending", approvals_required=approvals_needed(asset), created_at=now, decide_by=decide_by,
     )
     session.add(request)
     audit.record(session, now=now, action=Action.REQUEST_CREATED, actor=requester.username, subject=request.id,
-                 site=site.name, details={"asset": asset.name, "ssh": ssh, "ports": ports,
+                 site=site.name, details={"asset": asset.name, "ssh": ssh, "ports": ports, "read_only": read_only,
                                           "duration": format_duration(window), "reason": reason})
     return request
 
@@ -242,7 +245,8 @@ def _create_grant(session: Session, *, vault: Vault, now: dt.datetime, request: 
     requester, asset = request.requester, request.asset
     grant = Grant(
         id=new_id("grt"), request_id=request.id, identity_id=requester.id, asset_id=asset.id, ssh=request.ssh,
-        ports=list(request.ports), starts_at=starts_at, ends_at=ends_at, serial=new_serial(), certificate="",
+        ports=list(request.ports), read_only=request.read_only, starts_at=starts_at, ends_at=ends_at,
+        serial=new_serial(), certificate="",
         created_at=now,
     )
     spec = CertificateSpec(
@@ -258,8 +262,8 @@ def _create_grant(session: Session, *, vault: Vault, now: dt.datetime, request: 
     site = asset.site.name
     audit.record(session, now=now, action=Action.GRANT_CREATED, actor=requester.username, subject=grant.id,
                  site=site, details={"request": request.id, "asset": asset.name, "ssh": grant.ssh,
-                                     "ports": grant.ports, "starts_at": starts_at.isoformat(),
-                                     "ends_at": ends_at.isoformat()})
+                                     "ports": grant.ports, "read_only": grant.read_only,
+                                     "starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat()})
     audit.record(session, now=now, action=Action.CERTIFICATE_ISSUED, actor=requester.username, subject=grant.id,
                  site=site, details={"serial": grant.serial, "principals": [asset.name],
                                      "valid_before": ends_at.isoformat(), "permit_pty": spec.allow_pty,

@@ -112,7 +112,7 @@ def authorize(
         "grant_id": grant.id, "identity": grant.identity.username, "identity_kind": grant.identity.kind,
         "asset": asset.name, "site": asset.site.name, "starts_at": grant.starts_at.isoformat(),
         "ends_at": grant.ends_at.isoformat(), "ssh": grant.ssh, "interactive": grant.identity.kind == "human",
-        "ports": list(grant.ports), "asset_host": asset.host, "target": target,
+        "ports": list(grant.ports), "read_only": grant.read_only, "asset_host": asset.host, "target": target,
     }
 
 

@@ -103,6 +103,8 @@ class AccessRequest(Base):
     asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
     ssh: Mapped[bool] = mapped_column(Boolean)
     ports: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # Protocol-aware restriction of the TCP ports (Modbus/TCP: reads pass, writes are refused by the gateway).
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
     duration_seconds: Mapped[int] = mapped_column(Integer)
     start_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     reason: Mapped[str] = mapped_column(Text)
@@ -147,6 +149,7 @@ class Grant(Base):
     asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
     ssh: Mapped[bool] = mapped_column(Boolean)
     ports: Mapped[list[int]] = mapped_column(JSON, default=list)
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
     starts_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     serial: Mapped[int] = mapped_column(BigInteger, unique=True)

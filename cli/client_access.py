@@ -74,6 +74,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="TCP port(s) to forward, e.g. --port 502 4840",
     )
     request.add_argument(
+        "--read-only",
+        action="store_true",
+        help="protocol-aware read-only access to the ports (Modbus/TCP: reads pass, writes are refused)",
+    )
+    request.add_argument(
         "--start",
         metavar="T",
         type=_argument(parse_start),
@@ -141,6 +146,7 @@ def run_request(args: argparse.Namespace) -> int:
         "reason": args.reason.strip(),
         "ssh": bool(args.ssh or not ports),
         "ports": ports,
+        "read_only": bool(args.read_only),
         "start": args.start.isoformat() if args.start else None,
         "public_key": ctx.state.ensure_key(),
     }

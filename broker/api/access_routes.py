@@ -20,7 +20,8 @@ def create_request(body: RequestIn, identity: CurrentIdentity, state: StateDep, 
                    now: NowDep) -> dict[str, Any]:
     request = access.create_request(
         session, now=now, decide_within=state.settings.decide_within, requester=identity, asset_name=body.asset,
-        duration=body.duration, reason=body.reason, ssh=body.ssh, ports=body.ports, start=body.start,
+        duration=body.duration, reason=body.reason, ssh=body.ssh, ports=body.ports, read_only=body.read_only,
+        start=body.start,
         public_key=body.public_key,
     )
     return request_view(request, now)

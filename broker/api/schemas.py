@@ -37,6 +37,7 @@ class RequestIn(Body):
     reason: str = Field(max_length=1000)
     ssh: bool = False
     ports: list[int] = Field(default_factory=list, max_length=32)
+    read_only: bool = False
     start: dt.datetime | None = None
     public_key: str = Field(min_length=1, max_length=4096)
 

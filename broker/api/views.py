@@ -35,6 +35,7 @@ def request_view(request: AccessRequest, now: dt.datetime) -> dict[str, Any]:
         "organisation": request.requester.organisation,
         "ssh": request.ssh,
         "ports": list(request.ports),
+        "read_only": request.read_only,
         "duration_seconds": request.duration_seconds,
         "start": request.start_at.isoformat() if request.start_at else None,
         "reason": request.reason,
@@ -60,6 +61,7 @@ def grant_view(grant: Grant, now: dt.datetime, *, viewer: Identity, gateway: Gat
         "identity": grant.identity.username,
         "ssh": grant.ssh,
         "ports": list(grant.ports),
+        "read_only": grant.read_only,
         "revoked_by": grant.revoked_by,
         "revoke_reason": grant.revoke_reason,
         # The certificate is the grantee's credential: only they receive it.

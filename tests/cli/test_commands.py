@@ -86,7 +86,7 @@ def test_request_sends_the_public_key_and_defaults_to_ssh(
     assert call["authorization"] == f"Bearer {logged_in.token}"
     assert call["body"] == {
         "asset": "hmi-01", "duration": "2h", "reason": "replace HMI firmware", "ssh": True, "ports": [],
-        "start": None, "public_key": ctx.state.ensure_key(),
+        "read_only": False, "start": None, "public_key": ctx.state.ensure_key(),
     }
     assert out(ctx) == "Request req-1a2b3c4d for hmi-01 (ssh) for 2h: pending approval by plant-a\n"
 
