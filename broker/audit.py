@@ -58,6 +58,7 @@ class Action(StrEnum):
     GATEWAY_REFUSED = "gateway:connection:refused"
     SESSION_STARTED = "gateway:session:started"
     SESSION_ENDED = "gateway:session:ended"
+    MODBUS_WRITE_REFUSED = "gateway:modbus:write_refused"
 
 
 def _canonical(event: AuditEvent) -> bytes:

@@ -199,3 +199,22 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
                           "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail,
                           "duration_seconds": round((now - record.started_at).total_seconds(), 3)})
     return record
+
+
+# What a gateway may report about a live session; each maps to one stable audit code.
+SESSION_EVENT_ACTIONS = {"modbus_write_refused": Action.MODBUS_WRITE_REFUSED}
+
+
+def record_session_event(session: Session, *, now: dt.datetime, gateway: Gateway, session_id: str, kind: str,
+                         detail: dict[str, Any]) -> None:
+    """A protocol-level event inside a live session (e.g. a Modbus write refused on a read-only grant)."""
+    action = SESSION_EVENT_ACTIONS.get(kind)
+    if action is None:
+        raise InvalidInput(f"session event '{kind}' is not one of {', '.join(SESSION_EVENT_ACTIONS)}")
+    record = session.get(AccessSession, session_id)
+    if record is None or record.gateway_id != gateway.id:
+        raise NotFound(f"there is no session {session_id} on this gateway")
+    grant = record.grant
+    audit.record(session, now=now, action=action, outcome="refused", actor=grant.identity.username,
+                 subject=record.id, site=grant.asset.site.name,
+                 details={"grant": grant.id, "asset": grant.asset.name, "port": record.port, **detail})

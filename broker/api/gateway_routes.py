@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from broker import gateways
 from broker.api.deps import CurrentGateway, NowDep, SessionDep, StateDep, bearer_token
-from broker.api.schemas import AuthorizeIn, GrantsStatusIn, RegisterIn, SessionEndIn, SessionStartIn
+from broker.api.schemas import AuthorizeIn, GrantsStatusIn, RegisterIn, SessionEndIn, SessionEventIn, SessionStartIn
 from broker.db import unit_of_work
 from broker.errors import NotAuthenticated
 
@@ -55,6 +55,14 @@ def end_session(session_id: str, body: SessionEndIn, gateway: CurrentGateway, se
                 now: NowDep) -> Response:
     gateways.end_session(session, now=now, gateway=gateway, session_id=session_id, reason=body.reason,
                          bytes_in=body.bytes_in, bytes_out=body.bytes_out, detail=body.detail)
+    return Response(status_code=204)
+
+
+@router.post("/sessions/{session_id}/events", status_code=204)
+def session_event(session_id: str, body: SessionEventIn, gateway: CurrentGateway, session: SessionDep,
+                  now: NowDep) -> Response:
+    gateways.record_session_event(session, now=now, gateway=gateway, session_id=session_id, kind=body.kind,
+                                  detail=dict(body.detail))
     return Response(status_code=204)
 
 

@@ -89,3 +89,9 @@ class SessionEndIn(Body):
 
 class LockdownIn(Body):
     reason: str = Field(min_length=1, max_length=1000)
+
+
+class SessionEventIn(Body):
+    kind: str = Field(min_length=1, max_length=32)
+    # Small, flat facts only (function code, unit id, count): this goes into the audit trail as is.
+    detail: dict[str, int | str | bool | None] = Field(default_factory=dict, max_length=16)

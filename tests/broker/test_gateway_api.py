@@ -326,3 +326,22 @@ def test_session_kinds_outside_the_contract_are_refused(shared_api: Api, kind: s
 
     assert_refusal(response, 400, "invalid_input")
     assert plant.count("sessions") == before
+
+
+def test_a_refused_modbus_write_is_audited_with_its_facts(api: Api, plant: Plant) -> None:
+    grant = api.grant("vendor1", "sup-a1")
+    gateway = api.gateway()
+    session_id = gateway.post("/gateway/sessions", json={"grant_id": grant["id"], "kind": "exec"}).json()[
+        "session_id"]
+
+    reported = gateway.post(f"/gateway/sessions/{session_id}/events", json={
+        "kind": "modbus_write_refused", "detail": {"function_code": 6, "unit_id": 1}})
+
+    assert reported.status_code == 204, reported.text
+    [event] = plant.audit("gateway:modbus:write_refused")
+    assert (event["outcome"], event["actor"], event["subject"]) == ("refused", "vendor1", session_id)
+    assert (event["details"]["function_code"], event["details"]["grant"]) == (6, grant["id"])
+    assert_refusal(gateway.post(f"/gateway/sessions/{session_id}/events", json={"kind": "made_up"}),
+                   400, "invalid_input")
+    assert_refusal(gateway.post("/gateway/sessions/ses-00000000/events", json={"kind": "modbus_write_refused"}),
+                   404, "not_found")
