@@ -74,6 +74,10 @@ class BrokerClient:
         body = {"reason": reason, "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail}
         await self._post(f"/gateway/sessions/{session_id}/end", body)
 
+    async def session_event(self, session_id: str, *, kind: str, detail: Mapping[str, int | str | bool]) -> None:
+        """Report a protocol event inside a live session (e.g. ``modbus_write_refused``); flat values only."""
+        await self._post(f"/gateway/sessions/{session_id}/events", {"kind": kind, "detail": dict(detail)})
+
     async def events(self) -> AsyncGenerator[BrokerEvent, None]:
         """Server-sent events from ``/gateway/events`` until the stream ends or breaks.
 

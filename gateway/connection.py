@@ -20,6 +20,7 @@ from gateway.login import CertificateLogin
 from gateway.models import Authorization, Target
 from gateway.monitor import clock_time
 from gateway.notice import NoticeSession
+from gateway.readonly import ModbusReadOnlyTunnel
 from gateway.sessions import ProxySession
 from gateway.tunnels import TunnelSession, check_forward, open_tunnel
 from gateway.upstream import connect_target
@@ -186,7 +187,9 @@ class GatewayConnection(CertificateLogin):
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, self._refusal.removeprefix("gatepass: ")
             )
         address = check_forward(auth, dest_host, dest_port)
-        tunnel = await open_tunnel(self, auth, address, dest_port)
+        # check_forward let a read-only grant through only to a port whose protocol the gateway filters.
+        make_session = ModbusReadOnlyTunnel if auth.read_only else None
+        tunnel = await open_tunnel(self, auth, address, dest_port, make_session)
         if self._cut is not None:
             tunnel.terminate()
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "access has ended")

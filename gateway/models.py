@@ -93,6 +93,8 @@ class Authorization:
     # Beyond docs/API.md: the broker also sends the asset's inventory address, needed for TCP
     # forwarding on grants without SSH (whose "target" is null).
     asset_host: str | None = None
+    # TCP ports only: requests are filtered by protocol (gateway/protocols.py); writes are refused.
+    read_only: bool = False
 
     @classmethod
     def from_json(cls, data: Any) -> Authorization:
@@ -115,6 +117,7 @@ class Authorization:
             ports=tuple(ports),
             target=None if target is None else Target.from_json(target),
             asset_host=_field(obj, "asset_host", str, optional=True),
+            read_only=bool(_field(obj, "read_only", bool, optional=True)),
         )
 
 

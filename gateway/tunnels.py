@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Protocol
 
 import asyncssh
@@ -17,6 +18,7 @@ import asyncssh
 from gateway.context import GatewayContext, report_end
 from gateway.errors import BrokerError, BrokerRefused
 from gateway.models import Authorization
+from gateway.protocols import read_only_refusal
 
 logger = logging.getLogger("gatepass.gateway.tunnels")
 
@@ -51,6 +53,9 @@ def check_forward(auth: Authorization, dest_host: str, dest_port: int) -> str:
             asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
             f"port {dest_port} on {auth.asset} is not part of this grant (granted: {granted})",
         )
+    if auth.read_only and (why := read_only_refusal(dest_port)) is not None:
+        # Fail closed: a read-only grant is never relayed unfiltered.
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, why)
     if host is None:
         raise asyncssh.ChannelOpenError(
             asyncssh.OPEN_CONNECT_FAILED, f"the inventory has no network address for {auth.asset}"
@@ -58,7 +63,13 @@ def check_forward(auth: Authorization, dest_host: str, dest_port: int) -> str:
     return host
 
 
-async def open_tunnel(host: TunnelHost, auth: Authorization, address: str, port: int) -> TunnelSession:
+async def open_tunnel(
+    host: TunnelHost,
+    auth: Authorization,
+    address: str,
+    port: int,
+    make_session: Callable[[TunnelHost, str | None], TunnelSession] | None = None,
+) -> TunnelSession:
     """Record the session with the broker, connect to the asset, return the channel's session object."""
     session_id: str | None = None
     try:
@@ -72,7 +83,7 @@ async def open_tunnel(host: TunnelHost, auth: Authorization, address: str, port:
             asyncssh.OPEN_CONNECT_FAILED,
             f"the connection to {auth.asset} cannot be recorded right now (the broker is unreachable)",
         ) from None
-    tunnel = TunnelSession(host, session_id)
+    tunnel = (make_session or TunnelSession)(host, session_id)
     loop = asyncio.get_running_loop()
     try:
         await asyncio.wait_for(

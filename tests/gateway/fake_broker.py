@@ -39,6 +39,7 @@ class FakeGrant:
     status: str = "active"
     site: str = "plant-a"
     asset_host: str = "127.0.0.1"
+    read_only: bool = False
 
 
 @dataclass
@@ -49,6 +50,7 @@ class FakeBroker:
     authorizations: list[dict[str, Any]] = field(default_factory=list)
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     ended: dict[str, dict[str, Any]] = field(default_factory=dict)
+    session_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     status_calls: list[list[str]] = field(default_factory=list)
     down: bool = False  # True: every call answers 503 and event streams close
     port: int = 0
@@ -84,6 +86,8 @@ class FakeBroker:
         ports: list[int] | None = None,
         principals: list[str] | None = None,
         valid_before: float | None = None,
+        read_only: bool = False,
+        asset_host: str = "127.0.0.1",
     ) -> tuple[FakeGrant, asyncssh.SSHCertificate]:
         self._next += 1
         grant = FakeGrant(
@@ -96,6 +100,8 @@ class FakeBroker:
             interactive=interactive,
             ssh=ssh,
             ports=list(ports or []),
+            read_only=read_only,
+            asset_host=asset_host,
         )
         self.grants[grant.grant_id] = grant
         cert = self.ca.generate_user_certificate(
@@ -186,6 +192,7 @@ class FakeBroker:
                     "ports": grant.ports,
                     "target": grant.target,
                     "asset_host": grant.asset_host,
+                    "read_only": grant.read_only,
                 }
             )
 
@@ -225,6 +232,15 @@ class FakeBroker:
             if (error := guard(request)) is not None:
                 return error
             self.ended[session_id] = await request.json()
+            return Response(status_code=204)
+
+        @app.post("/api/v1/gateway/sessions/{session_id}/events")
+        async def session_event(session_id: str, request: Request) -> Response:
+            if (error := guard(request)) is not None:
+                return error
+            if session_id not in self.sessions:
+                return refused(404, "not_found", f"there is no session {session_id} on this gateway")
+            self.session_events.append((session_id, await request.json()))
             return Response(status_code=204)
 
         @app.get("/api/v1/gateway/events")

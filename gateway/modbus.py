@@ -1,0 +1,177 @@
+"""A streaming Modbus/TCP frame filter that lets reads through and answers everything else itself.
+
+Pure and synchronous (no sockets): feed it the client's bytes as they arrive, in any split; it returns
+the frames to forward to the asset, the exception responses to send back to the client, and one
+record per refused request. The asset's answers go the other way untouched; ``ResponseFrames`` only
+tracks where they end, so an answer made by the gateway is never spliced into the middle of one.
+
+References:
+- Modbus Messaging on TCP/IP Implementation Guide V1.0b, §3.1.3 (MBAP header: transaction id 2 B,
+  protocol id 2 B = 0 for Modbus, length 2 B counting the unit id and the PDU, unit id 1 B).
+- Modbus Application Protocol Specification V1.1b3, §4.1 (PDU at most 253 bytes, so an ADU on TCP is
+  at most 260 bytes), §6 (function codes), §7 (exception responses: function code + 0x80, then the
+  exception code; 01 = ILLEGAL FUNCTION).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MBAP_HEADER = 7  # transaction id, protocol id, length, unit id (Implementation Guide §3.1.3)
+MAX_ADU = 260  # 7 + 253 (Application Protocol §4.1)
+MIN_LENGTH = 2  # unit id + function code
+MAX_LENGTH = MAX_ADU - MBAP_HEADER + 1  # the length field counts the unit id too: 254
+ILLEGAL_FUNCTION = 0x01  # exception code 01 (Application Protocol §7)
+ENCAPSULATED_INTERFACE = 43  # function 43 carries several services; only MEI 14 is a read (§6.21)
+READ_DEVICE_IDENTIFICATION = 0x0E
+
+# Function codes that only read (Application Protocol §6): an allow-list, so a code the gateway does
+# not know — Write File Record (21), Diagnostics (8, which can restart the device or force it to
+# listen-only), Mask Write (22), Read/Write Multiple (23, it writes), vendor-defined codes — is refused.
+READ_FUNCTIONS: dict[int, str] = {
+    1: "Read Coils",
+    2: "Read Discrete Inputs",
+    3: "Read Holding Registers",
+    4: "Read Input Registers",
+    7: "Read Exception Status",
+    11: "Get Comm Event Counter",
+    12: "Get Comm Event Log",
+    17: "Report Server ID",
+    20: "Read File Record",
+    24: "Read FIFO Queue",
+}
+
+# Names for the refusal messages and the audit trail (Application Protocol §6).
+OTHER_FUNCTIONS: dict[int, str] = {
+    5: "Write Single Coil",
+    6: "Write Single Register",
+    8: "Diagnostics",
+    15: "Write Multiple Coils",
+    16: "Write Multiple Registers",
+    21: "Write File Record",
+    22: "Mask Write Register",
+    23: "Read/Write Multiple Registers",
+    43: "Encapsulated Interface Transport",
+}
+
+
+class MalformedFrame(Exception):
+    """The byte stream is not Modbus/TCP; the message says what was wrong."""
+
+
+@dataclass(frozen=True)
+class RefusedRequest:
+    """One request the gateway answered itself instead of forwarding."""
+
+    transaction_id: int
+    unit_id: int
+    function_code: int
+
+    @property
+    def function_name(self) -> str:
+        return function_name(self.function_code)
+
+
+@dataclass(frozen=True)
+class Filtered:
+    forward: bytes  # whole frames for the asset, unchanged
+    answers: bytes  # exception responses for the client
+    refused: tuple[RefusedRequest, ...]
+
+
+def function_name(code: int) -> str:
+    return READ_FUNCTIONS.get(code) or OTHER_FUNCTIONS.get(code) or f"function {code}"
+
+
+def is_read(pdu: bytes) -> bool:
+    """Whether a request PDU (function code first) only reads."""
+    code = pdu[0]
+    if code == ENCAPSULATED_INTERFACE:
+        return len(pdu) > 1 and pdu[1] == READ_DEVICE_IDENTIFICATION
+    return code in READ_FUNCTIONS
+
+
+def exception_response(transaction_id: int, unit_id: int, function_code: int, exception_code: int) -> bytes:
+    """An MBAP-framed exception response: same transaction and unit, function | 0x80, one exception byte."""
+    return (
+        transaction_id.to_bytes(2, "big")
+        + b"\x00\x00\x00\x03"  # protocol 0, length 3: unit id, function, exception code
+        + bytes((unit_id, (function_code | 0x80) & 0xFF, exception_code))
+    )
+
+
+def _frame_length(header: bytes | bytearray, direction: str) -> int:
+    """The whole ADU's size from its first 6 bytes, or MalformedFrame."""
+    protocol_id = int.from_bytes(header[2:4], "big")
+    if protocol_id != 0:
+        raise MalformedFrame(f"{direction} frame has protocol id {protocol_id}, not 0 (Modbus)")
+    length = int.from_bytes(header[4:6], "big")
+    if not MIN_LENGTH <= length <= MAX_LENGTH:
+        raise MalformedFrame(
+            f"{direction} frame declares length {length}, outside {MIN_LENGTH}..{MAX_LENGTH} "
+            f"(a Modbus/TCP ADU is at most {MAX_ADU} bytes)"
+        )
+    return 6 + length
+
+
+class RequestFilter:
+    """Client → asset: forwards whole read requests, answers all others with ILLEGAL FUNCTION."""
+
+    def __init__(self) -> None:
+        # At most one partial frame (< 260 bytes) waits here between reads.
+        self._partial = bytearray()
+
+    def feed(self, data: bytes) -> Filtered:
+        """Filter the next bytes from the client; raises MalformedFrame (the caller closes the connection)."""
+        buffer = self._partial + data if self._partial else data
+        forward: list[bytes] = []
+        answers: list[bytes] = []
+        refused: list[RefusedRequest] = []
+        offset, end = 0, len(buffer)
+        while end - offset >= 6:
+            size = _frame_length(buffer[offset : offset + 6], "request")
+            if end - offset < size:
+                break
+            frame = bytes(buffer[offset : offset + size])
+            offset += size
+            pdu = frame[MBAP_HEADER:]
+            if is_read(pdu):
+                forward.append(frame)
+                continue
+            transaction_id, unit_id, code = int.from_bytes(frame[0:2], "big"), frame[6], pdu[0]
+            refused.append(RefusedRequest(transaction_id, unit_id, code))
+            answers.append(exception_response(transaction_id, unit_id, code, ILLEGAL_FUNCTION))
+        self._partial = bytearray(buffer[offset:])
+        return Filtered(b"".join(forward), b"".join(answers), tuple(refused))
+
+
+class ResponseFrames:
+    """Asset → client: counts bytes through the frames so the gateway knows where one ends."""
+
+    def __init__(self) -> None:
+        self._header = bytearray()  # the first bytes of a frame whose length is not known yet
+        self._left = 0  # bytes of the current frame still to come, once its length is known
+
+    @property
+    def at_boundary(self) -> bool:
+        return self._left == 0 and not self._header
+
+    def last_boundary(self, data: bytes) -> int | None:
+        """Advance over ``data``; the offset in it after the last complete frame, or None if none ends in it."""
+        last: int | None = None
+        offset, end = 0, len(data)
+        while offset < end:
+            if self._left:
+                step = min(self._left, end - offset)
+                self._left -= step
+                offset += step
+                if not self._left:
+                    last = offset
+                continue
+            need = 6 - len(self._header)
+            self._header += data[offset : offset + need]
+            offset += min(need, end - offset)
+            if len(self._header) == 6:
+                self._left = _frame_length(self._header, "response") - 6
+                self._header.clear()
+        return last

@@ -1,0 +1,108 @@
+"""Read-only Modbus/TCP grants through the gateway, against a real pymodbus server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import asyncssh
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
+from tests.gateway.conftest import GrantFactory
+from tests.gateway.fake_broker import FakeBroker
+from tests.gateway.modbus_plc import REGISTERS, UNIT, ModbusPlc
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def plc() -> Iterator[ModbusPlc]:
+    server = ModbusPlc().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def _client(conn: asyncssh.SSHClientConnection, asset: str) -> tuple[AsyncModbusTcpClient, asyncssh.SSHListener]:
+    listener = await conn.forward_local_port("127.0.0.1", 0, asset, 502)
+    client = AsyncModbusTcpClient("127.0.0.1", port=listener.get_port(), timeout=5, retries=0)
+    assert await client.connect()
+    return client, listener
+
+
+async def _settled(broker: FakeBroker, count: int) -> None:
+    for _ in range(100):
+        if len(broker.session_events) >= count and broker.ended:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_read_only_grant_reads_and_refuses_writes(
+    grant_for: GrantFactory, broker: FakeBroker, plc: ModbusPlc
+) -> None:
+    vendor = grant_for(None, ssh=False, ports=[502], read_only=True, asset_host=plc.host)
+    async with await vendor.connect() as conn:
+        client, listener = await _client(conn, "hmi-01")
+        read = await client.read_holding_registers(0, count=len(REGISTERS), device_id=UNIT)
+        assert read.registers == REGISTERS
+        for attempt in (
+            client.write_register(2, 42, device_id=UNIT),
+            client.write_registers(0, [1, 2, 3], device_id=UNIT),
+            client.write_coil(0, True, device_id=UNIT),
+        ):
+            refused = await attempt
+            assert refused.isError()
+            assert refused.exception_code == 1  # ILLEGAL FUNCTION
+        again = await client.read_holding_registers(0, count=3, device_id=UNIT)  # the stream is still in step
+        assert again.registers == REGISTERS[:3]
+        client.close()
+        listener.close()
+        await asyncio.sleep(0.2)
+    assert await asyncio.to_thread(plc.registers) == REGISTERS
+    await _settled(broker, 3)
+    codes = [event["detail"]["function_code"] for _, event in broker.session_events]
+    assert sorted(codes) == [5, 6, 16]  # reported in the background, in any order
+    session_id, event = next(e for e in broker.session_events if e[1]["detail"]["function_code"] == 6)
+    assert event["kind"] == "modbus_write_refused"
+    assert event["detail"]["reason"] == "Write Single Register is not a read and the grant is read-only"
+    assert broker.ended[session_id]["reason"] == "client_closed"
+
+
+async def test_full_grant_writes(grant_for: GrantFactory, broker: FakeBroker, plc: ModbusPlc) -> None:
+    vendor = grant_for(None, ssh=False, ports=[502], asset_host=plc.host)
+    async with await vendor.connect() as conn:
+        client, listener = await _client(conn, "hmi-01")
+        written = await client.write_register(2, 42, device_id=UNIT)
+        assert not written.isError()
+        client.close()
+        listener.close()
+    assert (await asyncio.to_thread(plc.registers))[2] == 42
+    assert broker.session_events == []
+
+
+async def test_read_only_grant_on_a_port_without_a_filter_is_refused(grant_for: GrantFactory, plc_port: int) -> None:
+    vendor = grant_for(None, ssh=False, ports=[plc_port], read_only=True)
+    async with await vendor.connect() as conn:
+        with pytest.raises(asyncssh.ChannelOpenError) as refused:
+            await conn.open_connection("hmi-01", plc_port)
+    assert refused.value.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
+    assert refused.value.reason == (
+        f"read-only access is only available for Modbus/TCP (port 502), not port {plc_port}"
+    )
+
+
+async def test_malformed_framing_closes_the_connection(
+    grant_for: GrantFactory, broker: FakeBroker, plc: ModbusPlc
+) -> None:
+    vendor = grant_for(None, ssh=False, ports=[502], read_only=True, asset_host=plc.host)
+    async with await vendor.connect() as conn:
+        reader, writer = await conn.open_connection("hmi-01", 502)
+        writer.write(b"GET / HTTP/1.1\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        await asyncio.sleep(0.2)
+    ((_, ended),) = broker.ended.items()
+    assert ended["reason"] == "error"
+    assert "protocol id" in ended["detail"]
+    assert "never relayed unfiltered" in ended["detail"]
