@@ -13,13 +13,14 @@ from collections.abc import Iterator, Sequence
 
 from cli.client_access import _argument, parse_port
 from cli.context import Context
-from cli.errors import LocalSetupError, NoUsableGrant
+from cli.errors import ClientError, LocalSetupError, NoUsableGrant
 from cli.sshargs import (
     SshFiles,
     UsableGrant,
     certificate_key_matches,
     choose_grant,
     format_time,
+    keepalive_options,
     pick_per_asset,
     render_ssh_config,
     ssh_binary,
@@ -28,6 +29,7 @@ from cli.sshargs import (
     usable_grants,
 )
 from cli.state import check_asset_name
+from cli.tunnel_keeper import GrantEnd, TunnelKeeper, check_local_port, grant_end
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,7 +47,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     tunnel = subparsers.add_parser(
         "tunnel",
         help="forward a granted TCP port of an asset to this machine",
-        description="Forward 127.0.0.1:LOCAL to ASSET:REMOTE through the gateway until Ctrl-C or grant end.",
+        description="Forward 127.0.0.1:LOCAL to ASSET:REMOTE through the gateway until Ctrl-C or the grant "
+        "ends; reconnects after a network drop while the grant lasts. Exit status 0 when stopped or when "
+        "the grant ended on time, 1 when it was revoked.",
     )
     tunnel.add_argument("asset", metavar="ASSET", type=_argument(check_asset_name))
     tunnel.add_argument(
@@ -163,13 +167,31 @@ def run_tunnel(args: argparse.Namespace) -> int:
     grant = choose_grant(grants, asset=args.asset, now=ctx.clock(), port=args.remote_port)
     files = _prepare_files(ctx, [grant])[grant.id]
     local_port = args.local_port or (args.remote_port if args.remote_port >= 1024 else _free_local_port())
+    check_local_port(local_port)
+    # stdout: the one line a script or a person needs (where to point the engineering tool).
+    ctx.say(f"{grant.asset} port {args.remote_port} is at 127.0.0.1:{local_port}")
     ctx.note(
         f"Forwarding 127.0.0.1:{local_port} to {grant.asset}:{args.remote_port} through {grant.gateway.host}:"
-        f"{grant.gateway.port} until {format_time(grant.ends_at)} (Ctrl-C to stop)"
+        f"{grant.gateway.port} until {format_time(grant.ends_at)}: point the engineering tool at "
+        f"127.0.0.1:{local_port} (Ctrl-C to stop)"
     )
-    extra = tunnel_options(asset=grant.asset, remote_port=args.remote_port, local_port=local_port)
-    return run_ssh_process(ssh_command(ssh=ssh_binary(ctx.environ), grant=grant, files=files, extra=extra),
-                           replace_process=ctx.replace_process_with_ssh)
+    extra = [
+        *keepalive_options(),
+        *tunnel_options(asset=grant.asset, remote_port=args.remote_port, local_port=local_port),
+    ]
+    argv = ssh_command(ssh=ssh_binary(ctx.environ), grant=grant, files=files, extra=extra)
+
+    def check_grant() -> GrantEnd | None:
+        try:
+            with ctx.api(ctx.session()) as api:
+                current = api.get(f"/grants/{grant.id}")
+        except ClientError:  # the broker is out of reach too (the same network drop?): decide on the clock
+            current = None
+        return grant_end(grant, current if isinstance(current, dict) else None, ctx.clock())
+
+    ctx.out.flush()
+    keeper = TunnelKeeper(argv=argv, grant=grant, check_grant=check_grant, note=ctx.note, clock=ctx.clock)
+    return keeper.run()
 
 
 def run_ssh_config(args: argparse.Namespace) -> int:
