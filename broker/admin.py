@@ -75,9 +75,9 @@ def add_gateway(settings: Settings, *, name: str) -> str:
         session, now=settings.clock.now(), actor=operator_name(), name=name))
 
 
-def verify_audit(settings: Settings) -> audit.VerifyResult:
+def verify_audit(settings: Settings, *, anchors: tuple[audit.Anchor, ...] = ()) -> audit.VerifyResult:
     with local_session(settings) as session:
-        return audit.verify_chain(session)
+        return audit.verify_chain(session, anchors=anchors)
 
 
 def lock_down_site(settings: Settings, *, name: str, reason: str | None) -> list[str]:

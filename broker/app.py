@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+import approvals
 from broker.api import access_routes, audit_routes, auth_routes, gateway_routes, site_routes
 from broker.api.errors import install_error_handlers
 from broker.api.input_guard import ControlCharacterGuard
@@ -51,6 +52,8 @@ def create_app(settings: Settings, *, hub: EventHub | None = None) -> FastAPI:
     app.add_middleware(ControlCharacterGuard)
     for module in (auth_routes, access_routes, site_routes, gateway_routes, audit_routes):
         app.include_router(module.router, prefix=API_PREFIX)
+    # The web pages (approvals/): sign-in, approvals, vendor requests, security review, /static.
+    approvals.mount(app, state)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:

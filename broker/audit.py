@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -129,14 +130,39 @@ class VerifyResult:
     events_checked: int
     problem: str | None = None
     first_bad_seq: int | None = None
+    head_hash: str | None = None
+
+    @property
+    def anchor(self) -> str | None:
+        """``SEQ:HASH`` of the last event: record it somewhere the database's owner cannot write (a ticket,
+        the SIEM) and pass it to a later ``verify --anchor`` to catch a chain rewritten from an edit onward."""
+        return f"{self.events_checked}:{self.head_hash}" if self.ok and self.head_hash else None
 
 
-def verify_chain(session: Session, *, batch: int = 5000) -> VerifyResult:
+@dataclass(frozen=True)
+class Anchor:
+    seq: int
+    hash: str
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        seq, sep, digest = text.strip().partition(":")
+        if not sep or not seq.isdigit() or int(seq) < 1 or len(digest) != 64 or not all(
+                c in "0123456789abcdef" for c in digest):
+            raise ValueError(f"'{text}' is not an anchor: write SEQ:HASH as `gatepass audit verify` printed it")
+        return cls(int(seq), digest)
+
+
+def verify_chain(session: Session, *, batch: int = 5000, anchors: tuple[Anchor, ...] = ()) -> VerifyResult:
     """Walk the whole chain: sequence without gaps, each prev_hash linking to the previous event, each
-    hash matching the event's content, and the head matching the last event (catches a cut tail)."""
+    hash matching the event's content, and the head matching the last event (catches a cut tail).
+
+    The chain alone cannot catch someone with database rights who rewrites every hash from an edit onward;
+    anchors recorded earlier outside the database can: each must still match its event."""
     expected_prev = GENESIS_HASH
     expected_seq = 1
     checked = 0
+    wanted = {anchor.seq: anchor.hash for anchor in anchors}
     for event in _iter_events(session, batch=batch):
         if event.seq != expected_seq:
             missing = f"event {expected_seq}" if event.seq > expected_seq else "an event"
@@ -148,6 +174,9 @@ def verify_chain(session: Session, *, batch: int = 5000) -> VerifyResult:
         if compute_hash(event.prev_hash, event) != event.hash:
             return VerifyResult(False, checked, f"event {event.seq} ({event.action}) was altered after it "
                                 "was written: its content no longer matches its hash", event.seq)
+        if event.seq in wanted and not hmac.compare_digest(wanted.pop(event.seq), event.hash):
+            return VerifyResult(False, checked, f"event {event.seq} no longer matches the anchor recorded for it: "
+                                "the chain was rewritten from that event or earlier", event.seq)
         expected_prev = event.hash
         expected_seq += 1
         checked += 1
@@ -157,7 +186,11 @@ def verify_chain(session: Session, *, batch: int = 5000) -> VerifyResult:
     if head.seq != checked or head.last_hash != expected_prev:
         return VerifyResult(False, checked, f"the chain ends at event {checked} but its head records "
                             f"event {head.seq}: events were removed from the end", checked + 1)
-    return VerifyResult(True, checked)
+    if wanted:
+        lost_seq = min(wanted)
+        return VerifyResult(False, checked, f"event {lost_seq} named by an anchor is not in the trail: events "
+                            "were removed", lost_seq)
+    return VerifyResult(True, checked, head_hash=expected_prev)
 
 
 def _iter_events(session: Session, *, batch: int) -> Iterator[AuditEvent]:

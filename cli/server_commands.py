@@ -58,6 +58,9 @@ def add_subcommands(subparsers: Subparsers) -> None:
     verify = actions.add_parser("verify", help="check the audit hash chain; exit 0 only if it is intact")
     _data_option(verify)
     verify.add_argument("--json", action="store_true")
+    verify.add_argument("--anchor", action="append", default=[], metavar="SEQ:HASH",
+                        help="an anchor printed by an earlier verify and kept outside the database; the event "
+                             "must still match it (catches a chain rewritten by someone with database rights)")
     verify.set_defaults(func=_guarded(_verify))
 
 
@@ -276,13 +279,17 @@ def _gateway_add(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from broker import admin
+    from broker.audit import Anchor
 
-    result = admin.verify_audit(_settings(args))
+    anchors = tuple(Anchor.parse(text) for text in args.anchor)
+    result = admin.verify_audit(_settings(args), anchors=anchors)
     if args.json:
         print(json.dumps({"ok": result.ok, "events_checked": result.events_checked, "problem": result.problem,
-                          "first_bad_seq": result.first_bad_seq}))
+                          "first_bad_seq": result.first_bad_seq, "anchor": result.anchor}))
     elif result.ok:
-        print(f"Audit trail intact: {result.events_checked} events, hash chain verified.")
+        print(f"Audit trail intact: {result.events_checked} events, hash chain verified"
+              f"{f', {len(anchors)} anchor(s) matched' if anchors else ''}.")
+        print(f"Anchor (keep it outside this system; pass it to a later verify with --anchor): {result.anchor}")
     else:
         print(f"gatepass: AUDIT TRAIL BROKEN at event {result.first_bad_seq}: {result.problem} "
               f"({result.events_checked} events verified before it)", file=sys.stderr)

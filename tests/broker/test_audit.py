@@ -272,3 +272,43 @@ def test_gatepass_audit_verify_reports_an_intact_trail_and_each_kind_of_tamperin
         assert code == 1, f"{how}: exit {code}, stderr {err!r}"
         assert f"AUDIT TRAIL BROKEN at event {bad_seq}" in err, f"{how}: {err!r}"
         assert "Traceback" not in err
+
+
+def test_an_anchor_kept_outside_catches_a_chain_rewritten_from_an_edit_onward(
+        plant_template: PlantTemplate, postgres_server: str | None, tmp_path: Path) -> None:
+    installation, database_name = plant_template.copy(tmp_path / "rewritten")
+    try:
+        installation.request_and_approve("vendor1", "sup-a1", asset="hmi-01")
+        before = _verify(installation)
+        assert before.anchor is not None
+        anchor = audit.Anchor.parse(before.anchor)
+        _drop_triggers(installation)
+        # Someone with database rights edits event 3 and recomputes every hash after it, head included.
+        with installation.session() as session:
+            events = session.scalars(sqlalchemy.select(audit.AuditEvent).order_by(audit.AuditEvent.seq)).all()
+            events[2].details = '{"rewritten":true}'
+            previous = events[1].hash
+            for event in events[2:]:
+                event.prev_hash = previous
+                event.hash = audit.compute_hash(previous, event)
+                previous = event.hash
+            session.execute(sqlalchemy.update(audit.AuditHead).values(last_hash=previous))
+
+        assert _verify(installation).ok  # the chain alone cannot tell
+        with installation.session() as session:
+            result = audit.verify_chain(session, anchors=(anchor,))
+        assert not result.ok
+        assert result.first_bad_seq == anchor.seq
+        assert result.problem is not None
+        assert "anchor" in result.problem
+    finally:
+        installation.close()
+        if database_name is not None:
+            assert postgres_server is not None
+            test_databases.drop_postgres_database(postgres_server, database_name)
+
+
+@pytest.mark.parametrize("text", ["", "12", "x:" + "0" * 64, "0:" + "0" * 64, "3:" + "g" * 64, "3:abc"])
+def test_a_malformed_anchor_is_refused_with_the_expected_form(text: str) -> None:
+    with pytest.raises(ValueError, match="SEQ:HASH"):
+        audit.Anchor.parse(text)

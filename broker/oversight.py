@@ -1,0 +1,216 @@
+"""Read-side views for the web pages: a supervisor's queue (with history and flags), live sessions and open
+grants at their sites, a vendor's assets and requests, and the security reviewer's filtered listings."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker.access_rules import approvals_so_far
+from broker.identities import has_role, site_ids_for_role
+from broker.models import AccessRequest, AccessSession, Asset, AuditEvent, Grant, Identity, Site
+
+HISTORY_LENGTH = 5
+REVIEW_LIMIT = 200
+
+
+def scoped_site_ids(identity: Identity, role: str) -> set[int] | None:
+    """Sites where ``identity`` holds ``role``; None means every site (a role without a site scope)."""
+    scopes = site_ids_for_role(identity, role)
+    if None in scopes:
+        return None
+    return {s for s in scopes if s is not None}
+
+
+def sites_for(session: Session, identity: Identity, role: str) -> list[Site]:
+    scope = scoped_site_ids(identity, role)
+    query = select(Site).order_by(Site.name)
+    if scope is not None:
+        query = query.where(Site.id.in_(scope))
+    return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    request: AccessRequest
+    history: list[AccessRequest] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    # Why this supervisor cannot decide it (own request, already approved, lockdown), or None.
+    blocked: str | None = None
+
+
+def pending_queue(session: Session, *, supervisor: Identity) -> list[QueueItem]:
+    """Pending requests at the supervisor's sites only, oldest first, each with the vendor's recent history
+    at the same plant and the flags an approver should weigh."""
+    scope = scoped_site_ids(supervisor, "supervisor")
+    if scope is not None and not scope:
+        return []
+    query = select(AccessRequest).join(Asset).where(AccessRequest.status == "pending")
+    if scope is not None:
+        query = query.where(Asset.site_id.in_(scope))
+    items = []
+    for request in session.scalars(query.order_by(AccessRequest.created_at).limit(200)):
+        items.append(_queue_item(session, request, supervisor))
+    return items
+
+
+def _queue_item(session: Session, request: AccessRequest, supervisor: Identity) -> QueueItem:
+    asset = request.asset
+    history = list(session.scalars(
+        select(AccessRequest).join(Asset)
+        .where(AccessRequest.requester_id == request.requester_id, Asset.site_id == asset.site_id,
+               AccessRequest.id != request.id)
+        .order_by(AccessRequest.created_at.desc()).limit(HISTORY_LENGTH)
+    ))
+    earlier_grants = list(session.scalars(
+        select(Grant).join(Asset).where(Grant.identity_id == request.requester_id, Asset.site_id == asset.site_id)
+    ))
+    flags = []
+    if not any(g.asset_id == asset.id for g in earlier_grants):
+        flags.append("first access to this asset")
+    if not earlier_grants:
+        flags.append("first access at this plant")
+    if asset.criticality == "high":
+        flags.append("high-criticality asset")
+    if request.approvals_required > 1:
+        flags.append(f"needs {request.approvals_required} distinct approvers "
+                     f"({approvals_so_far(request)} so far)")
+    if any(h.status == "denied" for h in history):
+        flags.append("denied here before")
+    if request.read_only:
+        flags.append("read-only (Modbus writes refused)")
+    blocked = None
+    if request.requester_id == supervisor.id:
+        blocked = "this is your own request: another approver must decide"
+    elif any(d.approver_id == supervisor.id for d in request.decisions):
+        blocked = "you already approved it: a different second approver must decide"
+    elif asset.site.locked_down:
+        blocked = f"{asset.site.name} is locked down: lift the lockdown before approving"
+    return QueueItem(request=request, history=history, flags=flags, blocked=blocked)
+
+
+def live_sessions(session: Session, *, supervisor: Identity, now: dt.datetime) -> list[AccessSession]:
+    """Connections the gateways report as open under a grant that still runs, at the supervisor's sites."""
+    scope = scoped_site_ids(supervisor, "supervisor")
+    query = (select(AccessSession).join(Grant, AccessSession.grant_id == Grant.id).join(Asset)
+             .where(AccessSession.ended_at.is_(None), Grant.revoked_at.is_(None), Grant.ends_at > now))
+    if scope is not None:
+        query = query.where(Asset.site_id.in_(scope))
+    return list(session.scalars(query.order_by(AccessSession.started_at.desc()).limit(200)))
+
+
+def open_grants(session: Session, *, supervisor: Identity, now: dt.datetime) -> list[Grant]:
+    scope = scoped_site_ids(supervisor, "supervisor")
+    query = select(Grant).join(Asset).where(Grant.revoked_at.is_(None), Grant.ends_at > now)
+    if scope is not None:
+        query = query.where(Asset.site_id.in_(scope))
+    return list(session.scalars(query.order_by(Grant.ends_at).limit(200)))
+
+
+def requestable_assets(session: Session, *, vendor: Identity) -> list[Asset]:
+    scope = scoped_site_ids(vendor, "vendor")
+    query = select(Asset).join(Site).order_by(Site.name, Asset.name)
+    if scope is not None:
+        query = query.where(Asset.site_id.in_(scope))
+    return list(session.scalars(query))
+
+
+def own_requests(session: Session, *, identity: Identity, limit: int = 50) -> list[AccessRequest]:
+    return list(session.scalars(
+        select(AccessRequest).where(AccessRequest.requester_id == identity.id)
+        .order_by(AccessRequest.created_at.desc()).limit(limit)
+    ))
+
+
+def last_public_key(session: Session, *, identity: Identity) -> str | None:
+    """The SSH public key of the vendor's latest request, offered again on the request form."""
+    return session.scalar(
+        select(AccessRequest.public_key).where(AccessRequest.requester_id == identity.id)
+        .order_by(AccessRequest.created_at.desc()).limit(1)
+    )
+
+
+# --- security review -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReviewFilter:
+    identity: str | None = None
+    site: str | None = None
+    asset: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    action: str | None = None
+
+
+def may_review(identity: Identity) -> bool:
+    return has_role(identity, "security") or has_role(identity, "admin")
+
+
+def review_requests(session: Session, flt: ReviewFilter) -> list[AccessRequest]:
+    query = select(AccessRequest).join(Asset).join(Site).join(Identity, AccessRequest.requester_id == Identity.id)
+    if flt.site:
+        query = query.where(Site.name == flt.site)
+    if flt.asset:
+        query = query.where(Asset.name == flt.asset)
+    if flt.identity:
+        query = query.where(Identity.username == flt.identity)
+    if flt.since:
+        query = query.where(AccessRequest.created_at >= flt.since)
+    if flt.until:
+        query = query.where(AccessRequest.created_at < flt.until)
+    return list(session.scalars(query.order_by(AccessRequest.created_at.desc()).limit(REVIEW_LIMIT)))
+
+
+def review_grants(session: Session, flt: ReviewFilter) -> list[Grant]:
+    query = select(Grant).join(Asset).join(Site).join(Identity, Grant.identity_id == Identity.id)
+    if flt.site:
+        query = query.where(Site.name == flt.site)
+    if flt.asset:
+        query = query.where(Asset.name == flt.asset)
+    if flt.identity:
+        query = query.where(Identity.username == flt.identity)
+    if flt.since:
+        query = query.where(Grant.ends_at >= flt.since)
+    if flt.until:
+        query = query.where(Grant.starts_at < flt.until)
+    return list(session.scalars(query.order_by(Grant.created_at.desc()).limit(REVIEW_LIMIT)))
+
+
+def review_sessions(session: Session, flt: ReviewFilter) -> list[AccessSession]:
+    query = (select(AccessSession).join(Grant, AccessSession.grant_id == Grant.id).join(Asset).join(Site)
+             .join(Identity, Grant.identity_id == Identity.id))
+    if flt.site:
+        query = query.where(Site.name == flt.site)
+    if flt.asset:
+        query = query.where(Asset.name == flt.asset)
+    if flt.identity:
+        query = query.where(Identity.username == flt.identity)
+    if flt.since:
+        query = query.where(AccessSession.started_at >= flt.since)
+    if flt.until:
+        query = query.where(AccessSession.started_at < flt.until)
+    return list(session.scalars(query.order_by(AccessSession.started_at.desc()).limit(REVIEW_LIMIT)))
+
+
+def review_events(session: Session, flt: ReviewFilter) -> list[AuditEvent]:
+    """Audit events, newest first. The asset filter matches the event's subject or its details text."""
+    query = select(AuditEvent)
+    if flt.identity:
+        query = query.where(AuditEvent.actor == flt.identity)
+    if flt.site:
+        query = query.where(AuditEvent.site == flt.site)
+    if flt.asset:
+        # The asset appears as the subject (refusals) or inside the details JSON (requests, grants).
+        query = query.where((AuditEvent.subject == flt.asset)
+                            | AuditEvent.details.contains(f'"asset":"{flt.asset}"'))
+    if flt.action:
+        query = query.where(AuditEvent.action.startswith(flt.action, autoescape=True))
+    if flt.since:
+        query = query.where(AuditEvent.occurred_at >= flt.since)
+    if flt.until:
+        query = query.where(AuditEvent.occurred_at < flt.until)
+    return list(session.scalars(query.order_by(AuditEvent.seq.desc()).limit(REVIEW_LIMIT)))
