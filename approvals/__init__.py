@@ -1,0 +1,30 @@
+"""The human-facing web pages, mounted into the broker's ASGI app: sign-in, the supervisor's approval queue,
+live sessions and plant lockdown, the vendor's request page, and the security reviewer's read-only views.
+
+Server-rendered (Jinja2, autoescaping on), no front-end build step; the one script is a static file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from approvals.web import Web, WebSettings, make_templates
+from broker import web_sessions
+from broker.api.state import BrokerState
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def mount(app: FastAPI, state: BrokerState, settings: WebSettings | None = None) -> None:
+    """Add the web pages and their static files to the broker's app."""
+    from approvals import review_routes, signin_routes, supervisor_routes, vendor_routes
+
+    app.state.approvals = Web(state=state, settings=settings or WebSettings.from_environment(),
+                              csrf_key=web_sessions.derive_csrf_key(state.settings.master_key_path),
+                              templates=make_templates())
+    for module in (signin_routes, supervisor_routes, vendor_routes, review_routes):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
