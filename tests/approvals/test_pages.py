@@ -1,0 +1,143 @@
+"""The approvals pages over plain HTTP (httpx against the real app under uvicorn): headers, cookies, CSRF on
+the sign-in form, sign-out, and bad input answered with a 4xx page that says why — never a 500."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pyotp
+import pytest
+
+from approvals.web import DEFAULT_USE_NOTICE, SESSION_COOKIE, WebSettings
+from tests.approvals.conftest import make_request
+from tests.fixtures.broker import BrokerServer, Plant
+
+CSRF_FIELD = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
+
+
+@pytest.fixture
+def client(web_server: BrokerServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=web_server.url, follow_redirects=False, timeout=10) as made:
+        yield made
+
+
+def sign_in(client: httpx.Client, plant: Plant, username: str) -> str:
+    """Sign in through the form; returns the page's CSRF token for later posts."""
+    form_page = client.get("/sign-in")
+    csrf = CSRF_FIELD.search(form_page.text)
+    assert csrf is not None
+    creds = plant.creds(username)
+    answer = client.post("/sign-in", data={"csrf": csrf.group(1), "username": username, "password": creds.password,
+                                           "code": pyotp.TOTP(creds.totp_secret).now()})
+    assert answer.status_code == 303, answer.text
+    page = client.get(answer.headers["location"])
+    token = CSRF_FIELD.search(page.text)
+    assert token is not None
+    return token.group(1)
+
+
+def test_pages_carry_the_security_headers(client: httpx.Client) -> None:
+    page = client.get("/sign-in")
+    assert page.status_code == 200
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["cache-control"] == "no-store"
+    assert "<script>" not in page.text  # no inline script: the one script is /static/app.js
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_session_cookie_is_httponly_and_strict(client: httpx.Client, web_plant: Plant) -> None:
+    form_page = client.get("/sign-in")
+    csrf = CSRF_FIELD.search(form_page.text)
+    assert csrf is not None
+    creds = web_plant.creds("sup-a1")
+    answer = client.post("/sign-in", data={"csrf": csrf.group(1), "username": "sup-a1", "password": creds.password,
+                                           "code": pyotp.TOTP(creds.totp_secret).now()})
+    assert answer.status_code == 303
+    cookie = next(h for h in answer.headers.get_list("set-cookie") if h.startswith(SESSION_COOKIE + "="))
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
+    assert "Secure" not in cookie  # plain http on loopback; behind TLS the cookie is Secure
+
+
+def test_sign_in_without_the_form_token_is_refused(client: httpx.Client, web_plant: Plant) -> None:
+    creds = web_plant.creds("sup-a1")
+    answer = client.post("/sign-in", data={"username": "sup-a1", "password": creds.password,
+                                           "code": pyotp.TOTP(creds.totp_secret).now()})
+    assert answer.status_code == 403
+    assert SESSION_COOKIE not in answer.cookies
+    assert web_plant.audit("web:form:csrf_refused")[-1]["subject"] == "/sign-in"
+    assert web_plant.audit("auth:login:succeeded") == []
+
+
+def test_sign_out_revokes_the_session(client: httpx.Client, web_plant: Plant) -> None:
+    csrf = sign_in(client, web_plant, "sup-a1")
+    token = client.cookies[SESSION_COOKIE]
+    answer = client.post("/sign-out", data={"csrf": csrf})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/sign-in"
+    assert web_plant.audit("auth:token:revoked")[-1]["actor"] == "sup-a1"
+    # The old cookie is worth nothing now, on the pages and on the API.
+    stale = httpx.Client(base_url=str(client.base_url), cookies={SESSION_COOKIE: token})
+    with stale:
+        assert stale.get("/approvals").headers["location"] == "/sign-in"
+        assert stale.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_strangers_are_sent_to_sign_in(client: httpx.Client) -> None:
+    for path in ("/", "/approvals", "/approvals/live", "/vendor", "/review"):
+        answer = client.get(path)
+        assert answer.status_code == 303, path
+        assert answer.headers["location"] == "/sign-in"
+
+
+def test_bad_input_gets_a_page_that_says_why(client: httpx.Client, web_plant: Plant) -> None:
+    request_id = make_request(web_plant, "vendor-a")
+    csrf = sign_in(client, web_plant, "sup-a1")
+    cases = [
+        (f"/approvals/requests/{request_id}/deny", {"csrf": csrf, "comment": " "}, 400, "is required"),
+        (f"/approvals/requests/{request_id}/approve", {"csrf": csrf, "shorten_to": "soon"}, 400, "is not a duration"),
+        (f"/approvals/requests/{request_id}/approve", {"csrf": csrf, "comment": "x" * 1001}, 400, "too long"),
+        (f"/approvals/requests/{request_id}/approve", {"csrf": csrf, "comment": "nul\x00"}, 400, "control characters"),
+        ("/approvals/requests/req-nothere/approve", {"csrf": csrf}, 404, "there is no request"),
+        ("/approvals/grants/grt-nothere/end", {"csrf": csrf}, 404, "no grant"),
+        ("/approvals/sites/plant-b/lockdown", {"csrf": csrf}, 403, "only supervisors of plant-b"),
+        ("/approvals/sites/plant-a/lift", {"csrf": csrf}, 409, "not locked down"),
+        ("/vendor/requests", {"csrf": csrf}, 403, "for vendor accounts"),
+    ]
+    for path, form, status, words in cases:
+        answer = client.post(path, data=form)
+        assert answer.status_code == status, (path, answer.text)
+        assert words in answer.text, (path, answer.text)
+        assert answer.headers["content-type"].startswith("text/html")
+    # A body that is not a form at all.
+    answer = client.post(f"/approvals/requests/{request_id}/approve", content=b"\xff\xfe",
+                         headers={"content-type": "multipart/form-data; boundary=x"})
+    assert answer.status_code in (400, 403)
+    assert web_plant.row("SELECT status FROM access_requests WHERE id = :id", id=request_id)[0] == "pending"
+    assert web_plant.audit("containment:site:refused")[-1]["actor"] == "sup-a1"
+
+
+def test_live_lists_endpoint_gives_escaped_fragments(client: httpx.Client, web_plant: Plant) -> None:
+    make_request(web_plant, "vendor-a", reason="<script>alert(1)</script>")
+    sign_in(client, web_plant, "sup-a1")
+    answer = client.get("/approvals/live")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert set(body) == {"version", "queue", "sessions", "sites"}
+    assert "<script>alert(1)</script>" not in body["queue"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body["queue"]
+    assert answer.headers["cache-control"] == "no-store"
+
+
+def test_use_notice_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEPASS_USE_NOTICE", "Property of ACME Water. Monitored.")
+    assert WebSettings.from_environment().use_notice == "Property of ACME Water. Monitored."
+    monkeypatch.setenv("GATEPASS_USE_NOTICE", "  ")
+    assert WebSettings.from_environment().use_notice == DEFAULT_USE_NOTICE
