@@ -11,8 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
-from approvals.web import Viewer, posted, redirect, render, secure, signed_in, text, web_of
-from broker import access, containment, oversight
+from approvals.web import Viewer, parse_ports, posted, redirect, render, secure, signed_in, text, web_of
+from broker import access, containment, oversight, quick_grants
 from broker.errors import Forbidden
 from broker.identities import has_role
 from broker.models import Identity
@@ -25,6 +25,8 @@ DONE_MESSAGES = {
     "ended": "Access ended: the gateway cuts the live sessions within a second.",
     "locked": "Plant locked down: every open grant was revoked and new access is refused until lifted.",
     "lifted": "Lockdown lifted: requests and approvals are possible again.",
+    "granted": "Access granted: the vendor sees the connection commands on their page now.",
+    "granted-first": "Your approval is recorded; this asset needs a second approver before access is granted.",
 }
 
 
@@ -42,6 +44,7 @@ def _lists(session: Session, identity: Identity, viewer: Viewer,
         "sessions": oversight.live_sessions(session, supervisor=identity, now=now),
         "grants": oversight.open_grants(session, supervisor=identity, now=now),
         "sites": oversight.sites_for(session, identity, "supervisor"),
+        "assets": oversight.requestable_assets(session, vendor=identity, role="supervisor"),
         "now": now,
     }
 
@@ -94,6 +97,24 @@ async def deny(request: Request, request_id: str) -> Response:
         comment = text(form, "comment", label="A comment telling the vendor why the request is denied")
         access.deny(session, now=now, approver=identity, request_id=request_id[:32], comment=comment)
         return redirect("/approvals?done=denied")
+
+    return await posted(request, work)
+
+
+@router.post("/approvals/grant-now")
+async def grant_now(request: Request) -> Response:
+    def work(session: Session, identity: Identity, _viewer: Viewer, now: dt.datetime,
+             form: dict[str, str]) -> Response:
+        _require_supervisor(identity)
+        made = quick_grants.grant_now(
+            session, vault=web_of(request).state.vault, now=now,
+            decide_within=web_of(request).state.settings.decide_within, approver=identity,
+            vendor_name=text(form, "vendor", label="The vendor's username", limit=64),
+            asset_name=text(form, "asset", label="The asset", limit=64),
+            duration=text(form, "duration", label="The duration (e.g. 2h)", limit=16),
+            reason=text(form, "reason", label="The reason"), ssh=form.get("ssh") == "on",
+            ports=parse_ports(form.get("ports", "")), read_only=form.get("read_only") == "on")
+        return redirect("/approvals?done=" + ("granted" if made.status == "approved" else "granted-first"))
 
     return await posted(request, work)
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from approvals.web import Viewer, posted, redirect, render, signed_in, text, web_of
+from approvals.web import Viewer, parse_ports, posted, redirect, render, signed_in, text, web_of
 from broker import access, gateways, oversight
 from broker.access_rules import grant_status
 from broker.errors import Forbidden, InvalidInput, NotFound
@@ -84,17 +84,6 @@ async def vendor_page(request: Request) -> Response:
     return await signed_in(request, work)
 
 
-def _ports(value: str) -> list[int]:
-    ports = []
-    for part in value.replace(" ", ",").split(","):
-        if not part:
-            continue
-        if not part.isdigit() or not 1 <= int(part) <= 65535:
-            raise InvalidInput(f"'{part[:10]}' is not a TCP port: give numbers from 1 to 65535, e.g. 502, 4840")
-        ports.append(int(part))
-    return ports
-
-
 @router.post("/vendor/requests")
 async def create_request(request: Request) -> Response:
     def work(session: Session, identity: Identity, viewer: Viewer, now: dt.datetime, form: dict[str, str]) -> Response:
@@ -107,7 +96,7 @@ async def create_request(request: Request) -> Response:
             access.create_request(
                 session, now=now, decide_within=web_of(request).state.settings.decide_within, requester=identity,
                 asset_name=asset, duration=duration, reason=reason, ssh=form.get("ssh") == "on",
-                ports=_ports(form.get("ports", "")), read_only=form.get("read_only") == "on", start=None,
+                ports=parse_ports(form.get("ports", "")), read_only=form.get("read_only") == "on", start=None,
                 public_key=public_key)
         except (InvalidInput, NotFound) as error:
             # Show the form again with what was typed and the reason, so nothing has to be retyped.

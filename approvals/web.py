@@ -238,3 +238,14 @@ def text(form: Mapping[str, str], name: str, *, label: str, required: bool = Tru
     if len(value) > limit:
         raise InvalidInput(f"{label} is too long ({len(value)} characters, at most {limit})")
     return value
+
+
+def parse_ports(value: str) -> list[int]:
+    ports = []
+    for part in value.replace(" ", ",").split(","):
+        if not part:
+            continue
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            raise InvalidInput(f"'{part[:10]}' is not a TCP port: give numbers from 1 to 65535, e.g. 502, 4840")
+        ports.append(int(part))
+    return ports

@@ -110,8 +110,9 @@ def open_grants(session: Session, *, supervisor: Identity, now: dt.datetime) -> 
     return list(session.scalars(query.order_by(Grant.ends_at).limit(200)))
 
 
-def requestable_assets(session: Session, *, vendor: Identity) -> list[Asset]:
-    scope = scoped_site_ids(vendor, "vendor")
+def requestable_assets(session: Session, *, vendor: Identity, role: str = "vendor") -> list[Asset]:
+    """Assets at the sites where ``vendor`` holds ``role`` (a supervisor's own sites for "Grant access now")."""
+    scope = scoped_site_ids(vendor, role)
     query = select(Asset).join(Site).order_by(Site.name, Asset.name)
     if scope is not None:
         query = query.where(Asset.site_id.in_(scope))

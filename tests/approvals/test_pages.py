@@ -141,3 +141,50 @@ def test_use_notice_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert WebSettings.from_environment().use_notice == "Property of ACME Water. Monitored."
     monkeypatch.setenv("GATEPASS_USE_NOTICE", "  ")
     assert WebSettings.from_environment().use_notice == DEFAULT_USE_NOTICE
+
+
+def test_grant_access_now_in_one_step(client: httpx.Client, web_plant: Plant) -> None:
+    earlier = make_request(web_plant, "vendor-a", reason="earlier job")  # puts vendor-a's SSH key on file
+    csrf = sign_in(client, web_plant, "sup-a1")
+    answer = client.post("/approvals/grant-now", data={"csrf": csrf, "vendor": "vendor-a", "asset": "plc-01",
+                                                       "ports": "502", "duration": "30m", "reason": "pump trip"})
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/approvals?done=granted"
+    row = web_plant.row("SELECT r.id, r.status, r.public_key, g.id AS grant_id FROM access_requests r "
+                        "JOIN grants g ON g.request_id = r.id WHERE r.reason = 'pump trip'")
+    assert row.status == "approved"
+    assert row.public_key == web_plant.row("SELECT public_key FROM access_requests WHERE id = :id", id=earlier)[0]
+    made = web_plant.audit("access:request:made_by_approver")[-1]
+    assert made["actor"] == "sup-a1"
+    assert made["subject"] == row.id
+    assert web_plant.audit("access:request:approved")[-1]["actor"] == "sup-a1"
+
+
+def test_grant_access_now_keeps_the_two_approver_rule(client: httpx.Client, web_plant: Plant) -> None:
+    make_request(web_plant, "vendor-a")
+    csrf = sign_in(client, web_plant, "sup-a1")
+    answer = client.post("/approvals/grant-now", data={"csrf": csrf, "vendor": "vendor-a", "asset": "rtu-01",
+                                                       "ssh": "on", "duration": "1h", "reason": "firmware"})
+    assert answer.headers["location"] == "/approvals?done=granted-first"
+    row = web_plant.row("SELECT id, status FROM access_requests WHERE reason = 'firmware'")
+    assert row.status == "pending"
+    assert web_plant.count("grants") == 0
+    assert web_plant.count("decisions", f"WHERE request_id = '{row.id}' AND verdict = 'approve'") == 1
+
+
+def test_grant_access_now_refusals_say_why(client: httpx.Client, web_plant: Plant) -> None:
+    csrf = sign_in(client, web_plant, "sup-a1")
+    base = {"csrf": csrf, "ssh": "on", "duration": "1h", "reason": "x"}
+    cases = [
+        ({"vendor": "vendor-a", "asset": "hmi-01"}, 409, "no SSH public key on file"),
+        ({"vendor": "nobody", "asset": "hmi-01"}, 404, "no user named"),
+        ({"vendor": "sup-a2", "asset": "hmi-01"}, 400, "not a vendor account"),
+        ({"vendor": "vendor-a", "asset": "hmi-b1"}, 403, "only approvers of site plant-b"),
+        ({"vendor": "vendor-a", "asset": "hmi-01", "ports": "http"}, 400, "is not a TCP port"),
+    ]
+    for fields, status, words in cases:
+        answer = client.post("/approvals/grant-now", data={**base, **fields})
+        assert answer.status_code == status, (fields, answer.text)
+        assert words in answer.text, (fields, answer.text)
+    assert web_plant.count("access_requests") == 0
+    assert web_plant.count("grants") == 0
