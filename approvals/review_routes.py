@@ -32,6 +32,14 @@ def _time(value: str, label: str) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
+def _details(canonical: str) -> list[tuple[str, str]]:
+    """An event's details as ``key, JSON value`` pairs (null/false as JSON, not Python, spells them)."""
+    loaded = json.loads(canonical)
+    if not isinstance(loaded, dict):
+        return [("details", canonical)]
+    return [(key, value if isinstance(value, str) else json.dumps(value)) for key, value in sorted(loaded.items())]
+
+
 def parse_filter(params: dict[str, str]) -> oversight.ReviewFilter:
     values = {name: params.get(name, "").strip()[:128] for name in FILTER_FIELDS}
     return oversight.ReviewFilter(
@@ -54,7 +62,7 @@ async def review_page(request: Request) -> Response:
             "requests": oversight.review_requests(session, flt),
             "grants": oversight.review_grants(session, flt),
             "sessions": oversight.review_sessions(session, flt),
-            "events": [(event, json.loads(event.details)) for event in oversight.review_events(session, flt)],
+            "events": [(event, _details(event.details)) for event in oversight.review_events(session, flt)],
         }
         return render(web_of(request), "review.html", title="Security review", viewer=viewer, filters=params,
                       chain=chain, limit=oversight.REVIEW_LIMIT, listings=context)

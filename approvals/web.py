@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -166,6 +167,12 @@ async def signed_in(request: Request, work: Work) -> Response:
         return response
     except BrokerError as error:
         return error_page(web, error.status_code, error.message)
+    except IntegrityError:
+        # Two people changed the same thing at once (e.g. both approved): nothing of this request was kept.
+        return error_page(web, 409, "This change conflicts with another one made at the same moment; nothing "
+                          "was changed. Reload the page to see the current state.")
+    except DataError:
+        return error_page(web, 400, "The form holds a value that cannot be stored; nothing was changed.")
 
 
 async def read_form(request: Request) -> dict[str, str]:

@@ -125,6 +125,7 @@ def test_vendor_gets_copyable_connection_commands(page: Any, web_plant: Plant, s
                                                 r"id_ed25519-cert.pub hmi-01@"))
     expect(commands).to_contain_text("gatepass tunnel hmi-01 --port 502")
     expect(page.get_by_role("button", name="Copy").first).to_be_visible()
+    screenshot(page, "vendor-connect")
 
 
 def test_supervisor_of_another_plant_neither_sees_nor_decides(page: Any, web_plant: Plant, web_server: BrokerServer,
