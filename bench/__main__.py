@@ -1,8 +1,8 @@
-"""`python -m bench` (what `make bench` runs): revocation, connection set-up and throughput, then a summary.
+"""`python -m bench` (what `make bench` runs): revocation, connection set-up, throughput and tunnels, then a summary.
 
   python -m bench                 full sizes (each benchmark about a minute or two on 2 cores)
   python -m bench --quick         smaller counts and sizes, for a smoke check
-  python -m bench --only connect  one benchmark (revoke, connect, throughput; repeatable)
+  python -m bench --only connect  one benchmark (revoke, connect, throughput, tunnels; repeatable)
   python -m bench --json FILE     also write every figure as JSON
 """
 
@@ -18,10 +18,11 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bench_connect, bench_revoke, bench_throughput
+from bench import bench_connect, bench_revoke, bench_throughput, bench_tunnels
 from bench.harness import heading, table
 
-BENCHMARKS = {"revoke": bench_revoke.main, "connect": bench_connect.main, "throughput": bench_throughput.main}
+BENCHMARKS = {"revoke": bench_revoke.main, "connect": bench_connect.main, "throughput": bench_throughput.main,
+              "tunnels": bench_tunnels.main}
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -62,6 +63,21 @@ def summary(results: dict[str, Any]) -> list[list[str]]:
                              f"{r['gateway_vs_proxyjump']:.2f} ({res['gateway']['mbps_wall']:.0f} / "
                              f"{res['proxyjump']['mbps_wall']:.0f} MB/s; direct {res['direct']['mbps_wall']:.0f})",
                              ">= 1.5", "MET" if r["gateway_vs_proxyjump"] >= 1.5 else "NOT MET"])
+    tunnels = results.get("tunnels")
+    if tunnels:
+        t = tunnels.get("throughput")
+        if t:
+            rows.append(["tunnel throughput: gateway ssh -L / OpenSSH ssh -L",
+                         f"{t['ratio']:.2f} ({t['mbps']['gateway']:.0f} / {t['mbps']['openssh']:.0f} MB/s)", ">= 0.9",
+                         "MET" if t["met"] else "NOT MET"])
+        s = tunnels.get("scale")
+        if s:
+            rows.append([f"memory per idle tunnel connection ({tunnels['connections']} open)",
+                         f"{s['kib_per_connection']:.1f} KiB", "<= 64 KiB",
+                         "MET" if s["kib_per_connection"] <= 64 else "NOT MET"])
+            rows.append([f"revoke -> all {tunnels['connections']} tunnel connections closed",
+                         f"{s['cut_s'] * 1000:.0f} ms ({s['closed']} closed)", "< 1000 ms",
+                         "MET" if s["closed"] == tunnels["connections"] and s["cut_s"] < 1 else "NOT MET"])
     return rows
 
 

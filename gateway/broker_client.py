@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
@@ -16,6 +17,12 @@ logger = logging.getLogger("gatepass.gateway.broker")
 
 # The broker sends ": keepalive" every 15 s (docs/API.md); three missed ones mean the stream is dead.
 EVENT_READ_TIMEOUT = 45.0
+# Calls in flight at once. A burst (1,000 tunnel connections opened or cut together) otherwise reaches the
+# broker all at once; on SQLite its writers then queue on the database lock with growing back-off sleeps
+# and calls time out, though one at a time each takes about 10 ms. Calls a client waits for (authorize,
+# session start) get their own lane, so a backlog of end reports never delays a login.
+CALLS_IN_FLIGHT = 4
+REPORTS_IN_FLIGHT = 2
 
 
 class BrokerClient:
@@ -31,6 +38,8 @@ class BrokerClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._event_read_timeout = event_read_timeout
+        self._calls = asyncio.Semaphore(CALLS_IN_FLIGHT)
+        self._reports = asyncio.Semaphore(REPORTS_IN_FLIGHT)
         self._http = httpx.AsyncClient(
             base_url=broker_url.rstrip("/") + "/api/v1",
             headers={"Authorization": f"Bearer {token}", "User-Agent": "gatepass-gateway"},
@@ -72,11 +81,12 @@ class BrokerClient:
         self, session_id: str, *, reason: str, bytes_in: int, bytes_out: int, detail: str | None = None
     ) -> None:
         body = {"reason": reason, "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail}
-        await self._post(f"/gateway/sessions/{session_id}/end", body)
+        await self._post(f"/gateway/sessions/{session_id}/end", body, lane=self._reports)
 
     async def session_event(self, session_id: str, *, kind: str, detail: Mapping[str, int | str | bool]) -> None:
         """Report a protocol event inside a live session (e.g. ``modbus_write_refused``); flat values only."""
-        await self._post(f"/gateway/sessions/{session_id}/events", {"kind": kind, "detail": dict(detail)})
+        body = {"kind": kind, "detail": dict(detail)}
+        await self._post(f"/gateway/sessions/{session_id}/events", body, lane=self._reports)
 
     async def events(self) -> AsyncGenerator[BrokerEvent, None]:
         """Server-sent events from ``/gateway/events`` until the stream ends or breaks.
@@ -110,9 +120,10 @@ class BrokerClient:
         except httpx.TransportError as exc:
             raise BrokerUnavailable(f"the broker's event stream broke: {exc!r}") from exc
 
-    async def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+    async def _post(self, path: str, body: Mapping[str, Any], lane: asyncio.Semaphore | None = None) -> Any:
         try:
-            response = await self._http.post(path, json=body)
+            async with lane or self._calls:
+                response = await self._http.post(path, json=body)
         except httpx.TransportError as exc:
             raise BrokerUnavailable(f"the broker cannot be reached ({type(exc).__name__})") from exc
         if response.status_code >= 300:
