@@ -6,11 +6,13 @@ Server-rendered (Jinja2, autoescaping on), no front-end build step; the one scri
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
+from approvals.notifier import NotifierSettings, run_notifier
 from approvals.web import Web, WebSettings, make_templates
 from broker import web_sessions
 from broker.api.state import BrokerState
@@ -18,13 +20,24 @@ from broker.api.state import BrokerState
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def mount(app: FastAPI, state: BrokerState, settings: WebSettings | None = None) -> None:
+def mount(app: FastAPI, state: BrokerState, settings: WebSettings | None = None,
+          notifier: NotifierSettings | None = None) -> None:
     """Add the web pages and their static files to the broker's app."""
     from approvals import review_routes, signin_routes, supervisor_routes, vendor_routes
 
+    default_url = f"http://{state.settings.http_host}:{state.settings.http_port}"
     app.state.approvals = Web(state=state, settings=settings or WebSettings.from_environment(),
                               csrf_key=web_sessions.derive_csrf_key(state.settings.master_key_path),
-                              templates=make_templates())
+                              templates=make_templates(),
+                              notifier=notifier or NotifierSettings.from_environment(default_public_url=default_url))
     for module in (signin_routes, supervisor_routes, vendor_routes, review_routes):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def background_tasks(app: FastAPI) -> list[asyncio.Task[None]]:
+    """Started by the broker's lifespan: the notifier, when a webhook or e-mail target is configured."""
+    web: Web = app.state.approvals
+    if not web.notifier.targets.any:
+        return []
+    return [asyncio.create_task(run_notifier(web.state, web.notifier), name="gatepass-notifier")]

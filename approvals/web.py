@@ -17,6 +17,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from approvals.notifier import NotifierSettings
 from broker import authentication, web_sessions
 from broker.api.state import BrokerState
 from broker.db import unit_of_work
@@ -67,6 +68,7 @@ class Web:
     settings: WebSettings
     csrf_key: bytes
     templates: jinja2.Environment
+    notifier: NotifierSettings
 
 
 def make_templates() -> jinja2.Environment:

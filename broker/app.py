@@ -36,13 +36,14 @@ def create_app(settings: Settings, *, hub: EventHub | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.hub.attach(asyncio.get_running_loop())
-        relay = asyncio.create_task(relay_outbox(state))
+        tasks = [asyncio.create_task(relay_outbox(state)), *approvals.background_tasks(_app)]
         try:
             yield
         finally:
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             engine.dispose()
 
     app = FastAPI(title="Gatepass broker", version="0.1.0", lifespan=lifespan,

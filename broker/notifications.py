@@ -1,0 +1,170 @@
+"""Notifications outbox: a new request reaches its site's approvers by webhook and e-mail.
+
+Rows are made for every pending request that has none yet (whoever made it: API, web, CLI), claimed with a
+lease so that one broker replica delivers each, and retried with exponential backoff; every delivery, failed
+attempt and final give-up is audited. Delivery never blocks or rolls back the request itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from broker import audit
+from broker.audit import Action
+from broker.db import Base, UTCDateTime
+from broker.durations import format_duration
+from broker.models import AccessRequest
+
+MAX_ATTEMPTS = 6
+FIRST_RETRY = dt.timedelta(seconds=2)
+# A claimed delivery is retried by any replica if its claimer did not report back within this time.
+LEASE = dt.timedelta(seconds=60)
+BATCH = 20
+
+
+class NotifyAction(StrEnum):
+    """Audit codes, ``source:subject:action`` like ``broker.audit.Action``."""
+
+    SENT = "notify:delivery:sent"
+    FAILED = "notify:delivery:failed"
+    GAVE_UP = "notify:delivery:gave_up"
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("request_id", "channel", "target",
+                                       name="uq_notifications_request_channel_target"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(16), ForeignKey("access_requests.id"))
+    channel: Mapped[str] = mapped_column(String(8))  # webhook | email
+    target: Mapped[str] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(8))  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Where new requests are announced: one webhook for every site, e-mail addresses per site."""
+
+    webhook_url: str | None = None
+    emails_by_site: dict[str, list[str]] = field(default_factory=dict)
+
+    def for_site(self, site: str) -> list[tuple[str, str]]:
+        found = [("webhook", self.webhook_url)] if self.webhook_url else []
+        return found + [("email", address) for address in self.emails_by_site.get(site, [])]
+
+    @property
+    def any(self) -> bool:
+        return bool(self.webhook_url or self.emails_by_site)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    channel: str
+    target: str
+    attempt: int
+    subject: str
+    text: str
+    payload: dict[str, Any]
+
+
+def enqueue_new_requests(session: Session, *, now: dt.datetime, targets: Targets, within: dt.timedelta) -> int:
+    """Make outbox rows for pending requests that have none yet; replicas racing here skip duplicates."""
+    fresh = session.scalars(
+        select(AccessRequest).where(
+            AccessRequest.status == "pending", AccessRequest.created_at >= now - within,
+            ~exists().where(Notification.request_id == AccessRequest.id))
+        .order_by(AccessRequest.created_at).limit(100)
+    ).all()
+    made = 0
+    for request in fresh:
+        for channel, target in targets.for_site(request.asset.site.name):
+            try:
+                with session.begin_nested():  # a savepoint: another replica may have made the same row
+                    session.add(Notification(request_id=request.id, channel=channel, target=target, status="pending",
+                                             attempts=0, next_attempt_at=now, created_at=now))
+                made += 1
+            except IntegrityError:
+                continue
+    return made
+
+
+def claim_due(session: Session, *, now: dt.datetime, public_url: str) -> list[Delivery]:
+    """Take up to BATCH due deliveries for this process (a lease, so a crashed claimer's rows come back)."""
+    rows = session.scalars(
+        select(Notification).where(Notification.status == "pending", Notification.next_attempt_at <= now)
+        .order_by(Notification.id).limit(BATCH).with_for_update(skip_locked=True)
+    ).all()
+    deliveries = []
+    for row in rows:
+        row.next_attempt_at = now + LEASE
+        request = session.get(AccessRequest, row.request_id)
+        if request is None:
+            continue
+        subject, text, payload = describe(request, public_url=public_url)
+        deliveries.append(Delivery(row.id, row.channel, row.target, row.attempts + 1, subject, text, payload))
+    return deliveries
+
+
+def describe(request: AccessRequest, *, public_url: str) -> tuple[str, str, dict[str, Any]]:
+    """Subject, plain text (Slack's and Teams' ``text``) and the JSON body of one announcement."""
+    site, asset = request.asset.site.name, request.asset.name
+    services = ", ".join((["SSH"] if request.ssh else []) + [f"TCP {p}" for p in request.ports])
+    organisation = request.requester.organisation
+    who = request.requester.username + (f" ({organisation})" if organisation else "")
+    link = f"{public_url.rstrip('/')}/approvals#{request.id}"
+    window = format_duration(dt.timedelta(seconds=request.duration_seconds))
+    subject = f"Gatepass: {who} asks for {asset} at {site}"
+    text = (f"New access request {request.id} at {site}: {who} asks for {asset} ({services}"
+            f"{', read-only' if request.read_only else ''}) for {window}. Reason: {request.reason}. "
+            f"Approve or deny: {link}")
+    payload = {"text": text, "request": {
+        "id": request.id, "site": site, "asset": asset, "requester": request.requester.username,
+        "organisation": request.requester.organisation, "ssh": request.ssh, "ports": list(request.ports),
+        "read_only": request.read_only, "duration": window, "reason": request.reason,
+        "decide_by": request.decide_by.isoformat(), "link": link}}
+    return subject, text, payload
+
+
+def where(channel: str, target: str) -> str:
+    """What the audit trail names: an e-mail address, or only the webhook's host (its path may hold a secret)."""
+    return target if channel == "email" else (urlsplit(target).hostname or "webhook")
+
+
+def record_result(session: Session, *, now: dt.datetime, delivery_id: int, error: str | None) -> None:
+    row = session.get(Notification, delivery_id, with_for_update=True)
+    if row is None or row.status != "pending":
+        return
+    row.attempts += 1
+    request = session.get(AccessRequest, row.request_id)
+    site = request.asset.site.name if request else None
+    details: dict[str, Any] = {"channel": row.channel, "to": where(row.channel, row.target), "attempt": row.attempts}
+    if error is None:
+        row.status, row.sent_at, row.last_error = "sent", now, None
+        audit.record(session, now=now, action=cast(Action, NotifyAction.SENT), subject=row.request_id, site=site,
+                     details=details)
+        return
+    row.last_error = error[:1000]
+    if row.attempts >= MAX_ATTEMPTS:
+        row.status = "failed"
+        audit.record(session, now=now, action=cast(Action, NotifyAction.GAVE_UP), outcome="failure",
+                     subject=row.request_id, site=site, details={**details, "error": error[:300]})
+        return
+    row.next_attempt_at = now + FIRST_RETRY * (2 ** (row.attempts - 1))
+    audit.record(session, now=now, action=cast(Action, NotifyAction.FAILED), outcome="failure",
+                 subject=row.request_id, site=site,
+                 details={**details, "error": error[:300], "retry_at": row.next_attempt_at.isoformat()})

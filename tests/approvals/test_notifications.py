@@ -1,0 +1,159 @@
+"""New requests reach the site's approvers by webhook and e-mail: a real local SMTP server (aiosmtpd) and a
+real local HTTP receiver; failures are retried with backoff and audited, and never touch the request."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Iterator
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from approvals.notifier import NotifierSettings, deliver_round
+from broker.api.state import BrokerState
+from broker.clock import SystemClock
+from broker.db import make_session_factory
+from broker.events import EventHub
+from broker.notifications import MAX_ATTEMPTS, Targets
+from broker.vault import Vault
+from tests.approvals.conftest import make_request
+from tests.fixtures.broker import BrokerServer, Plant
+from tests.fixtures.ports import free_port
+
+
+class WebhookReceiver:
+    """An HTTP server on loopback that records JSON bodies; it answers 500 to the first ``fail_first`` posts."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.fail_first = fail_first
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                body = json.loads(self.rfile.read(length))
+                if receiver.fail_first > 0:
+                    receiver.fail_first -= 1
+                    self.send_response(500)
+                else:
+                    receiver.bodies.append(body)
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T000/secret-path"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
+        return "250 OK"
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Mailbox, int]]:
+    mailbox, port = Mailbox(), free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield mailbox, port
+    controller.stop()
+
+
+def state_of(plant: Plant) -> BrokerState:
+    return BrokerState(settings=plant.settings, engine=plant.engine, sessions=make_session_factory(plant.engine),
+                       vault=Vault.from_key_file(plant.settings.master_key_path), hub=EventHub())
+
+
+def test_new_request_reaches_webhook_and_email(web_plant: Plant, webhook: WebhookReceiver,
+                                               smtp: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp
+    settings = NotifierSettings(targets=Targets(webhook_url=webhook.url, emails_by_site={
+        "plant-a": ["ops-a@plant-a.example"], "plant-b": ["ops-b@plant-b.example"]}),
+        smtp_port=port, public_url="https://gatepass.example")
+    request_id = make_request(web_plant, "vendor-a", reason="replace HMI firmware")
+    assert deliver_round(state_of(web_plant), settings) == 2
+    [body] = webhook.bodies
+    assert body["request"]["id"] == request_id
+    assert body["request"]["site"] == "plant-a"
+    assert "vendor-a (acme-automation) asks for hmi-01" in body["text"]
+    assert f"https://gatepass.example/approvals#{request_id}" in body["text"]
+    [(recipients, message)] = mailbox.messages
+    assert recipients == ["ops-a@plant-a.example"]  # plant-b's approvers hear nothing of plant-a
+    assert "hmi-01" in message["Subject"]
+    assert f"https://gatepass.example/approvals#{request_id}" in message.get_payload(decode=True).decode()
+    sent = web_plant.audit("notify:delivery:sent")
+    assert {e["details"]["channel"] for e in sent} == {"webhook", "email"}
+    assert all("secret-path" not in json.dumps(e) for e in sent)  # a webhook's path may be a credential
+    # Delivered once: the next round has nothing to do.
+    assert deliver_round(state_of(web_plant), settings) == 0
+    assert len(webhook.bodies) == 1
+
+
+def test_failures_are_retried_audited_and_never_touch_the_request(web_plant: Plant) -> None:
+    receiver = WebhookReceiver(fail_first=1)
+    try:
+        settings = NotifierSettings(targets=Targets(webhook_url=receiver.url,
+                                                    emails_by_site={"plant-a": ["ops@plant-a.example"]}),
+                                    smtp_port=free_port())  # nothing listens there: every e-mail attempt fails
+        request_id = make_request(web_plant, "vendor-a")
+        state = state_of(web_plant)
+        deliver_round(state, settings)
+        failed = web_plant.audit("notify:delivery:failed")
+        assert {e["details"]["channel"] for e in failed} == {"webhook", "email"}
+        assert "HTTP 500" in next(e for e in failed if e["details"]["channel"] == "webhook")["details"]["error"]
+        # The retry waits (backoff): nothing is due right away, then the webhook goes through.
+        assert deliver_round(state, settings) == 0
+        for _ in range(MAX_ATTEMPTS):
+            web_plant.clock.advance(dt.timedelta(hours=1))
+            deliver_round(state, settings)
+        assert len(receiver.bodies) == 1
+        gave_up = web_plant.audit("notify:delivery:gave_up")
+        assert len(gave_up) == 1
+        assert gave_up[0]["details"]["attempt"] == MAX_ATTEMPTS
+        assert web_plant.row("SELECT status FROM access_requests WHERE id = :id", id=request_id)[0] == "pending"
+    finally:
+        receiver.close()
+
+
+def test_the_running_broker_notifies_on_its_own(web_plant: Plant, webhook: WebhookReceiver,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEPASS_NOTIFY_WEBHOOK", webhook.url)
+    server = BrokerServer(dataclasses.replace(web_plant.settings, clock=SystemClock())).start()
+    try:
+        request_id = make_request(web_plant, "vendor-a")
+        deadline = time.monotonic() + 10
+        while not webhook.bodies and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [b["request"]["id"] for b in webhook.bodies] == [request_id]
+    finally:
+        server.stop()
