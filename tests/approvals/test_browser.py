@@ -198,6 +198,9 @@ def test_end_session_revokes_the_grant(phone_page: Any, web_plant: Plant, signed
     grant_id = web_plant.request_and_approve("vendor-a", "sup-a2", asset="hmi-01")
     open_session(web_plant, grant_id)
     signed_in(phone_page, "sup-a1")
+    # On a phone the page must not scroll sideways: everything fits the 390-pixel-wide screen.
+    assert phone_page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(phone_page, "approvals-phone")
     phone_page.locator("#sessions").get_by_role("button", name="End session").click()
     expect(phone_page.get_by_role("status")).to_contain_text("Access ended")
     expect(phone_page.get_by_text("No live sessions at your plants.")).to_be_visible()
