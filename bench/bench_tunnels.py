@@ -7,6 +7,7 @@ bytes and is closed. Paths, interleaved run by run, each one stock `ssh -N -L` l
   gateway    `ssh -L L:asset:PORT ASSET@gateway` with the grant certificate (the asset is resolved by the
              gateway from its inventory, bytes relayed by the gateway's asyncio Protocols)
   openssh    `ssh -L L:127.0.0.1:PORT` to the target sshd (OpenSSH's own forwarding; the reference)
+  no tunnel  straight to the asset server (reference: what the two endpoints manage without any tunnel)
 MB/s = bytes / 10^6 / seconds from the request to the last byte, read by this process. Target: gateway /
 openssh >= 0.9 (medians).
 
@@ -64,7 +65,8 @@ class Asset(asyncio.Protocol):
             chunk = BLOCK[: min(self.left, len(BLOCK))]
             self.left -= len(chunk)
             self.transport.write(chunk)
-        if self.left <= 0:
+        if self.left <= 0 and self.mode == "S":
+            self.mode = "done"
             self.transport.close()
     def pause_writing(self): self.paused = True
     def resume_writing(self):
@@ -205,7 +207,7 @@ def run(*, size_mib: int = 500, runs: int = 3, connections: int = 1000) -> dict[
             processes += [gateway, openssh]
             wait_listening(gateway_port, gateway)
             wait_listening(openssh_port, openssh)
-            ports = {"gateway": gateway_port, "openssh": openssh_port}
+            ports = {"gateway": gateway_port, "openssh": openssh_port, "no tunnel": asset_port}
 
             heading(f"tunnel throughput, {size_mib} MiB asset -> client, {runs} runs per path, interleaved "
                     f"({machine_line()})")

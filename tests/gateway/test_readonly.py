@@ -106,3 +106,40 @@ async def test_malformed_framing_closes_the_connection(
     assert ended["reason"] == "error"
     assert "protocol id" in ended["detail"]
     assert "never relayed unfiltered" in ended["detail"]
+
+
+async def test_gateway_answer_waits_for_the_end_of_the_assets_frame(
+    grant_for: GrantFactory, broker: FakeBroker
+) -> None:
+    """A refusal made while the asset's answer is half sent goes out after that answer, never inside it."""
+    host = ModbusPlc().host  # a free loopback address with port 502 (no pymodbus server on it)
+    read = bytes([0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 1])
+    answer = bytes([0, 1, 0, 0, 0, 5, 1, 3, 2, 0, 42])
+    write = bytes([0, 2, 0, 0, 0, 6, 1, 6, 0, 0, 0, 7])
+    half_sent = asyncio.Event()
+
+    async def slow_plc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert await reader.readexactly(len(read)) == read
+        writer.write(answer[:4])
+        await writer.drain()
+        half_sent.set()
+        await asyncio.sleep(0.3)
+        writer.write(answer[4:])
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(slow_plc, host, 502)
+    try:
+        vendor = grant_for(None, ssh=False, ports=[502], read_only=True, asset_host=host)
+        async with await vendor.connect() as conn:
+            reader, writer = await conn.open_connection("hmi-01", 502)
+            writer.write(read)
+            await asyncio.wait_for(half_sent.wait(), 5)
+            await asyncio.sleep(0.1)
+            writer.write(write)
+            received = await asyncio.wait_for(reader.readexactly(len(answer) + 9), 5)
+            writer.close()
+    finally:
+        server.close()
+    assert received == answer + bytes([0, 2, 0, 0, 0, 3, 1, 0x86, 0x01])
