@@ -25,23 +25,24 @@ UNIT = 1
 REGISTERS = [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
 
 
-def _free_loopback_address() -> str:
+def free_loopback_address(port: int = MODBUS_PORT) -> str:
+    """An address in 127.0.0.0/8 where ``port`` is free (every such address is loopback on Linux)."""
     for _ in range(200):
         host = f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{random.randint(1, 254)}"  # noqa: S311
         with socket.socket() as probe:
             try:
-                probe.bind((host, MODBUS_PORT))
+                probe.bind((host, port))
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     continue
                 raise
             return host
-    raise RuntimeError("no free loopback address with port 502")
+    raise RuntimeError(f"no free loopback address with port {port}")
 
 
 @dataclass
 class ModbusPlc:
-    host: str = field(default_factory=_free_loopback_address)
+    host: str = field(default_factory=free_loopback_address)
     port: int = MODBUS_PORT
     _loop: asyncio.AbstractEventLoop | None = None
     _server: ModbusTcpServer | None = None
