@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 
 import asyncssh
 
@@ -22,6 +23,19 @@ logger = logging.getLogger("gatepass.gateway")
 
 # Seconds a stopping gateway gives pending session reports to reach the broker.
 DRAIN_TIMEOUT = 2.0
+# Each tunnel connection holds one socket to the asset; the usual soft limit of 1,024 descriptors would
+# cap a gateway below 1,000 concurrent tunnels, so the soft limit is raised towards the hard one.
+WANTED_OPEN_FILES = 65536
+
+
+def raise_open_files_limit(wanted: int = WANTED_OPEN_FILES) -> int:
+    """Raise RLIMIT_NOFILE's soft limit to ``wanted`` (at most the hard limit); the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class Gateway:
@@ -59,6 +73,9 @@ class Gateway:
         Raises BrokerRefused (bad token) or BrokerUnavailable; nothing is left running then.
         """
         settings = self.settings
+        open_files = raise_open_files_limit()
+        if open_files < 2 * 1024:
+            logger.warning("only %d open files allowed: the gateway holds fewer than 1,000 tunnels", open_files)
         self._server = await asyncssh.create_server(
             lambda: GatewayConnection(self.ctx),
             settings.listen_host,

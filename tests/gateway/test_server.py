@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import stat
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from gateway import BrokerRefused, Gateway, GatewaySettings, run_gateway
 from gateway.hostkey import load_or_create_host_key
+from gateway.server import raise_open_files_limit
 from tests.fixtures.sshd import OpenSSHServer
 from tests.gateway.conftest import GrantFactory, sshd_credential
 from tests.gateway.fake_broker import TOKEN, FakeBroker
@@ -82,3 +84,13 @@ async def test_run_gateway_waits_for_the_broker_and_stops_when_cancelled(broker:
         await task
     with pytest.raises(ConnectionRefusedError):
         await asyncssh.connect("127.0.0.1", port, known_hosts=None, config=None)
+
+
+def test_open_files_limit_is_raised_towards_the_hard_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        assert raise_open_files_limit(wanted=512) == min(512, hard)
+        assert raise_open_files_limit(wanted=300) == min(512, hard)  # never lowered
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
