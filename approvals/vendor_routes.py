@@ -75,7 +75,8 @@ def _page(request: Request, session: Session, identity: Identity, viewer: Viewer
 
 @router.get("/vendor")
 async def vendor_page(request: Request) -> Response:
-    done = "Request sent: the plant's approvers see it now." if request.query_params.get("done") == "sent" else None
+    done = {"sent": "Request sent: the plant's approvers see it now.",
+            "cancelled": "Request cancelled."}.get(request.query_params.get("done", ""))
 
     def work(session: Session, identity: Identity, viewer: Viewer, now: dt.datetime) -> Response:
         _require_vendor(identity)
@@ -102,5 +103,15 @@ async def create_request(request: Request) -> Response:
             # Show the form again with what was typed and the reason, so nothing has to be retyped.
             return _page(request, session, identity, viewer, now, status=400, message=error.message, form=form)
         return redirect("/vendor?done=sent")
+
+    return await posted(request, work)
+
+
+@router.post("/vendor/requests/{request_id}/cancel")
+async def cancel_request(request: Request, request_id: str) -> Response:
+    def work(session: Session, identity: Identity, _viewer: Viewer, now: dt.datetime,
+             _form: dict[str, str]) -> Response:
+        access.cancel(session, now=now, requester=identity, request_id=request_id[:32])
+        return redirect("/vendor?done=cancelled")
 
     return await posted(request, work)

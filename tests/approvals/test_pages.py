@@ -188,3 +188,14 @@ def test_grant_access_now_refusals_say_why(client: httpx.Client, web_plant: Plan
         assert words in answer.text, (fields, answer.text)
     assert web_plant.count("access_requests") == 0
     assert web_plant.count("grants") == 0
+
+
+def test_vendor_cancels_a_pending_request(client: httpx.Client, web_plant: Plant) -> None:
+    request_id = make_request(web_plant, "vendor-a")
+    csrf = sign_in(client, web_plant, "vendor-a")
+    answer = client.post(f"/vendor/requests/{request_id}/cancel", data={"csrf": csrf})
+    assert answer.headers["location"] == "/vendor?done=cancelled"
+    assert web_plant.row("SELECT status FROM access_requests WHERE id = :id", id=request_id)[0] == "cancelled"
+    again = client.post(f"/vendor/requests/{request_id}/cancel", data={"csrf": csrf})
+    assert again.status_code == 409
+    assert "already cancelled" in again.text
