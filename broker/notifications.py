@@ -21,7 +21,7 @@ from broker import audit
 from broker.audit import Action
 from broker.db import Base, UTCDateTime
 from broker.durations import format_duration
-from broker.models import AccessRequest
+from broker.models import AccessRequest, Asset, Site
 
 MAX_ATTEMPTS = 6
 FIRST_RETRY = dt.timedelta(seconds=2)
@@ -84,12 +84,15 @@ class Delivery:
 
 def enqueue_new_requests(session: Session, *, now: dt.datetime, targets: Targets, within: dt.timedelta) -> int:
     """Make outbox rows for pending requests that have none yet; replicas racing here skip duplicates."""
-    fresh = session.scalars(
-        select(AccessRequest).where(
-            AccessRequest.status == "pending", AccessRequest.created_at >= now - within,
-            ~exists().where(Notification.request_id == AccessRequest.id))
-        .order_by(AccessRequest.created_at).limit(100)
-    ).all()
+    if not targets.any:
+        return 0
+    query = select(AccessRequest).join(Asset).join(Site).where(
+        AccessRequest.status == "pending", AccessRequest.created_at >= now - within,
+        ~exists().where(Notification.request_id == AccessRequest.id))
+    if not targets.webhook_url:
+        # Only sites with a target: requests elsewhere would stay "new" and crowd out the ones that count.
+        query = query.where(Site.name.in_(sorted(targets.emails_by_site)))
+    fresh = session.scalars(query.order_by(AccessRequest.created_at).limit(100)).all()
     made = 0
     for request in fresh:
         for channel, target in targets.for_site(request.asset.site.name):

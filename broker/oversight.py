@@ -207,7 +207,7 @@ def review_events(session: Session, flt: ReviewFilter) -> list[AuditEvent]:
     if flt.asset:
         # The asset appears as the subject (refusals) or inside the details JSON (requests, grants).
         query = query.where((AuditEvent.subject == flt.asset)
-                            | AuditEvent.details.contains(f'"asset":"{flt.asset}"'))
+                            | AuditEvent.details.contains(f'"asset":"{flt.asset}"', autoescape=True))
     if flt.action:
         query = query.where(AuditEvent.action.startswith(flt.action, autoescape=True))
     if flt.since:

@@ -157,3 +157,16 @@ def test_the_running_broker_notifies_on_its_own(web_plant: Plant, webhook: Webho
         assert [b["request"]["id"] for b in webhook.bodies] == [request_id]
     finally:
         server.stop()
+
+
+def test_only_sites_with_a_target_are_announced(web_plant: Plant, smtp: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp
+    settings = NotifierSettings(targets=Targets(emails_by_site={"plant-b": ["ops-b@plant-b.example"]}),
+                                smtp_port=port)
+    make_request(web_plant, "vendor-a", asset="hmi-01")  # plant-a: nobody to tell
+    b_request = make_request(web_plant, "vendor1", asset="hmi-b1")
+    assert deliver_round(state_of(web_plant), settings) == 1
+    [(recipients, message)] = mailbox.messages
+    assert recipients == ["ops-b@plant-b.example"]
+    assert b_request in message.get_payload(decode=True).decode()
+    assert web_plant.count("notifications") == 1
