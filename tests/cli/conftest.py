@@ -1,65 +1,99 @@
-"""Fixtures for the CLI tests: a client state directory, a fixed clock, and a tiny in-process broker."""
+"""Fixtures for the CLI tests: a client state directory, and the real broker (``tests/fixtures/broker.py``).
+
+- ``plant`` / ``broker`` / ``api``: a fresh copy of the standard plant for this test, the broker app over it
+  under uvicorn on 127.0.0.1, and httpx clients to set things up and look at them through the API
+- ``ctx``: the CLI's ``Context`` pointed at that broker (no transport: the CLI's own httpx client over TCP),
+  on the plant's ``FixedClock`` so the client's expiry checks agree with the broker's
+- ``signed_in("sup-a1")`` / ``logged_in``: a saved session holding a token the broker itself issued
+- ``offline_ctx``: for commands that must fail before any request is made (no broker is started)
+
+The fixtures are composed here rather than shared with ``tests/broker/conftest.py``: pytest scopes them per
+directory, so each suite builds its own template plant once per run (~1 s).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import io
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs
 
-import httpx
 import pytest
 
+from broker.clock import FixedClock
 from cli.context import Context
 from cli.state import ClientState, Session
+from tests.fixtures import database as test_databases
+from tests.fixtures.broker import T0, Api, BrokerServer, Plant, PlantTemplate, Reaper
 
-NOW = dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.UTC)
-SERVER = "http://broker.test"
-
-Responder = Callable[[Any, dict[str, list[str]]], tuple[int, Any]]
+# Never contacted: the server named by offline tests, whose commands fail before any request is made.
+OFFLINE_SERVER = "https://gatepass.plant.example"
 
 
-class TinyBroker:
-    """A WSGI app answering the routes a test registers, recording every call; served by httpx.WSGITransport."""
+@pytest.fixture(scope="session")
+def reaper() -> Iterator[Reaper]:
+    """Stops servers and drops databases of finished tests while the next ones run."""
+    running = Reaper()
+    try:
+        yield running
+    finally:
+        running.close()
 
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], Responder] = {}
-        self.calls: list[dict[str, Any]] = []
 
-    def on(self, method: str, path: str, answer: Responder | tuple[int, Any]) -> None:
-        self.routes[(method, "/api/v1" + path)] = answer if callable(answer) else (lambda _b, _q: answer)
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        raw = environ["wsgi.input"].read(length) if length else b""
-        body = json.loads(raw) if raw else None
-        query = parse_qs(environ.get("QUERY_STRING", ""))
-        self.calls.append(
-            {"method": method, "path": path, "body": body, "query": query,
-             "authorization": environ.get("HTTP_AUTHORIZATION")}
-        )
-        responder = self.routes.get((method, path))
-        if responder is None:
-            status, payload = 404, {"error": "not_found", "message": f"no route {method} {path}"}
-        else:
-            status, payload = responder(body, query)
-        if status == 204:
-            start_response("204 No Content", [])
-            return [b""]
-        if isinstance(payload, bytes):
-            start_response(f"{status} X", [("Content-Type", "text/plain")])
-            return [payload]
-        start_response(f"{status} X", [("Content-Type", "application/json")])
-        return [json.dumps(payload).encode()]
+@pytest.fixture(scope="session")
+def plant_template(postgres_server: str | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlantTemplate]:
+    """``gatepass init``, two plants, four assets and the standard users, built once per run."""
+    directory = tmp_path_factory.mktemp("cli-plant-template")
+    if postgres_server is None:
+        created = test_databases.create_sqlite_database(directory)
+    else:
+        created = test_databases.create_postgres_database(postgres_server)
+    template = PlantTemplate.build(directory / "data", created.url, backend=created.backend,
+                                   database_name=created.name)
+    if postgres_server is not None:
+        template.start_cloning(postgres_server)
+    try:
+        yield template
+    finally:
+        template.close()
+        if postgres_server is not None:
+            test_databases.drop_postgres_database(postgres_server, created.name)
 
 
 @pytest.fixture
-def broker() -> TinyBroker:
-    return TinyBroker()
+def plant(plant_template: PlantTemplate, postgres_server: str | None, tmp_path: Path,
+          reaper: Reaper) -> Iterator[Plant]:
+    """A fresh copy of the standard plant on its own database, at ``T0``; every standard user signed in."""
+    installation, database_name = plant_template.copy(tmp_path / "plant")
+    try:
+        yield installation
+    finally:
+        installation.close()
+        if database_name is not None:
+            assert postgres_server is not None
+            reaper.add(partial(test_databases.drop_postgres_database, postgres_server, database_name))
+
+
+@pytest.fixture
+def broker(plant: Plant, reaper: Reaper) -> Iterator[BrokerServer]:
+    """The real broker app over ``plant`` under uvicorn on 127.0.0.1 (``broker.url``)."""
+    running = BrokerServer(plant.settings).start()
+    try:
+        yield running
+    finally:
+        running.server.should_exit = True
+        reaper.add(running.stop)
+
+
+@pytest.fixture
+def api(broker: BrokerServer, plant: Plant) -> Iterator[Api]:
+    """httpx clients for the test's own moves: ``api.as_user("sup-a1")``, ``api.gateway()``."""
+    clients = Api(broker, plant)
+    try:
+        yield clients
+    finally:
+        clients.close()
 
 
 @pytest.fixture
@@ -67,22 +101,47 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "gatepass-home"
 
 
-@pytest.fixture
-def ctx(home: Path, broker: TinyBroker) -> Context:
+def make_context(home: Path, *, server: str, clock: Callable[[], dt.datetime]) -> Context:
     return Context(
-        environ={"GATEPASS_HOME": str(home), "GATEPASS_SERVER": SERVER},
+        environ={"GATEPASS_HOME": str(home), "GATEPASS_SERVER": server},
         state=ClientState(home),
         out=io.StringIO(),
         err=io.StringIO(),
-        clock=lambda: NOW,
+        clock=clock,
         sleep=lambda _seconds: None,
-        transport=httpx.WSGITransport(app=broker),
+        transport=None,  # the CLI's own httpx client, over TCP to the broker
     )
 
 
 @pytest.fixture
-def logged_in(ctx: Context) -> Session:
-    session = Session(server=SERVER, username="vendor1", token="tok-secret-123",
-                      expires_at=NOW + dt.timedelta(hours=1))
-    ctx.state.save_session(session)
-    return session
+def ctx(home: Path, broker: BrokerServer, plant: Plant) -> Context:
+    """The CLI's context against the real broker, on the plant's clock."""
+    return make_context(home, server=broker.url, clock=plant.clock.now)
+
+
+@pytest.fixture
+def offline_ctx(home: Path) -> Context:
+    """The CLI's context for commands that fail before reaching a broker; none is started."""
+    clock = FixedClock(T0)
+    return make_context(home, server=OFFLINE_SERVER, clock=clock.now)
+
+
+@pytest.fixture
+def signed_in(ctx: Context, broker: BrokerServer, plant: Plant) -> Callable[[str], Session]:
+    """``signed_in("sup-a1")`` saves a session for that user (replacing any saved one) holding the token the
+    broker issued to them at ``T0`` through its own login."""
+
+    def sign_in(username: str) -> Session:
+        token, expires_at = plant.tokens[username]
+        assert plant.clock.now() < expires_at, f"the sign-in of {username} at T0 has expired"
+        session = Session(server=broker.url, username=username, token=token, expires_at=expires_at)
+        ctx.state.save_session(session)
+        return session
+
+    return sign_in
+
+
+@pytest.fixture
+def logged_in(signed_in: Callable[[str], Session]) -> Session:
+    """vendor1 (vendor, every site) signed in."""
+    return signed_in("vendor1")
