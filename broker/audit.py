@@ -61,6 +61,12 @@ class Action(StrEnum):
     SESSION_ENDED = "gateway:session:ended"
     MODBUS_WRITE_REFUSED = "gateway:modbus:write_refused"
 
+    CSRF_REFUSED = "web:form:csrf_refused"
+    REQUEST_MADE_BY_APPROVER = "access:request:made_by_approver"
+    NOTIFICATION_SENT = "notify:delivery:sent"
+    NOTIFICATION_FAILED = "notify:delivery:failed"
+    NOTIFICATION_GAVE_UP = "notify:delivery:gave_up"
+
 
 def _canonical(event: AuditEvent) -> bytes:
     body = {

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, exists, select
@@ -30,12 +29,6 @@ LEASE = dt.timedelta(seconds=60)
 BATCH = 20
 
 
-class NotifyAction(StrEnum):
-    """Audit codes, ``source:subject:action`` like ``broker.audit.Action``."""
-
-    SENT = "notify:delivery:sent"
-    FAILED = "notify:delivery:failed"
-    GAVE_UP = "notify:delivery:gave_up"
 
 
 class Notification(Base):
@@ -158,16 +151,16 @@ def record_result(session: Session, *, now: dt.datetime, delivery_id: int, error
     details: dict[str, Any] = {"channel": row.channel, "to": where(row.channel, row.target), "attempt": row.attempts}
     if error is None:
         row.status, row.sent_at, row.last_error = "sent", now, None
-        audit.record(session, now=now, action=cast(Action, NotifyAction.SENT), subject=row.request_id, site=site,
+        audit.record(session, now=now, action=Action.NOTIFICATION_SENT, subject=row.request_id, site=site,
                      details=details)
         return
     row.last_error = error[:1000]
     if row.attempts >= MAX_ATTEMPTS:
         row.status = "failed"
-        audit.record(session, now=now, action=cast(Action, NotifyAction.GAVE_UP), outcome="failure",
+        audit.record(session, now=now, action=Action.NOTIFICATION_GAVE_UP, outcome="failure",
                      subject=row.request_id, site=site, details={**details, "error": error[:300]})
         return
     row.next_attempt_at = now + FIRST_RETRY * (2 ** (row.attempts - 1))
-    audit.record(session, now=now, action=cast(Action, NotifyAction.FAILED), outcome="failure",
+    audit.record(session, now=now, action=Action.NOTIFICATION_FAILED, outcome="failure",
                  subject=row.request_id, site=site,
                  details={**details, "error": error[:300], "retry_at": row.next_attempt_at.isoformat()})

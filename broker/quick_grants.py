@@ -5,8 +5,6 @@ second, distinct approver: the request then waits with the first approval record
 from __future__ import annotations
 
 import datetime as dt
-from enum import StrEnum
-from typing import cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,12 +16,6 @@ from broker.identities import has_role, may_act_for_site
 from broker.inventory import get_asset
 from broker.models import AccessRequest, Identity
 from broker.vault import Vault
-
-
-class QuickGrantAction(StrEnum):
-    """Audit code, ``source:subject:action`` like ``broker.audit.Action``."""
-
-    MADE_BY_APPROVER = "access:request:made_by_approver"
 
 
 def grant_now(
@@ -51,7 +43,7 @@ def grant_now(
         session, now=now, decide_within=decide_within, requester=vendor, asset_name=asset.name, duration=duration,
         reason=reason, ssh=ssh, ports=ports, start=None, public_key=public_key, read_only=read_only)
     # The request event names the vendor as requester; this one says who actually made it.
-    audit.record(session, now=now, action=cast(Action, QuickGrantAction.MADE_BY_APPROVER), actor=approver.username,
+    audit.record(session, now=now, action=Action.REQUEST_MADE_BY_APPROVER, actor=approver.username,
                  subject=request.id, site=asset.site.name, details={"vendor": vendor.username, "asset": asset.name})
     session.flush()  # the approval below locks the request row by its id
     return access.approve(session, vault=vault, now=now, approver=approver, request_id=request.id,

@@ -12,9 +12,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-from enum import StrEnum
 from pathlib import Path
-from typing import cast
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -27,10 +25,6 @@ from broker.audit import Action
 _CSRF_KEY_INFO = b"gatepass web csrf-token key v1"
 
 
-class WebAction(StrEnum):
-    """Audit codes of the web pages, ``source:subject:action`` like ``broker.audit.Action``."""
-
-    CSRF_REFUSED = "web:form:csrf_refused"
 
 
 def derive_csrf_key(master_key_path: Path) -> bytes:
@@ -55,7 +49,6 @@ def csrf_matches(key: bytes, bound_to: str, presented: str | None) -> bool:
 def record_csrf_refusal(session: Session, *, now: dt.datetime, actor: str | None, path: str,
                         source: str | None) -> None:
     """A form post without a valid CSRF token is a forgery attempt (or a stale page): audit it."""
-    # broker.audit.Action holds the broker's codes; the web's own code is a StrEnum with the same shape.
-    audit.record(session, now=now, action=cast(Action, WebAction.CSRF_REFUSED), outcome="refused", actor=actor,
+    audit.record(session, now=now, action=Action.CSRF_REFUSED, outcome="refused", actor=actor,
                  subject=path[:128], details={"reason": "form posted without a valid CSRF token",
                                               **({"source": source} if source else {})})
