@@ -75,7 +75,12 @@ async def main():
     server = await asyncio.get_running_loop().create_server(Asset, "127.0.0.1", int(sys.argv[1]), backlog=2048)
     print("ready", flush=True)
     await server.serve_forever()
-asyncio.run(main())
+try:
+    import uvloop  # what `gatepass serve` runs on too
+except ImportError:
+    asyncio.run(main())
+else:
+    uvloop.run(main())
 '''
 
 
