@@ -52,7 +52,9 @@ def web_server(web_plant: Plant) -> Iterator[BrokerServer]:
         running.stop()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop marked as running in this thread
+# while it is open, and the anyio-based tests that run after this package need the thread to themselves.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not shutil.which(CHROMIUM):
         pytest.fail(f"Chromium is needed for the web tests: install Debian's 'chromium' package ({CHROMIUM})")
