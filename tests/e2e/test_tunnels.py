@@ -280,3 +280,37 @@ def test_tunnel_comes_back_after_ssh_dies_and_ends_with_the_grant(stack: Stack, 
     assert "reconnecting in 0.5 s" in stderr
     assert code == 0
     assert f"your grant {grant['id']} for {ASSET} ended at " in stderr
+
+
+def test_tunnel_notices_a_dead_link_and_comes_back(stack: Stack, plc_asset: str) -> None:
+    """The link to the gateway turns into a black hole (its relay is frozen): ssh's keep-alives notice it
+    within about 20 s, and the tunnel comes back over a fresh link while the grant lasts."""
+    _grant(stack, "502")
+    local_port = free_port()
+    env = stack.env(stack.home("vendor1")) | {"GATEPASS_SSH_BIN": "ssh -o 'ProxyCommand=socat - TCP:%h:%p'"}
+    tunnel = subprocess.Popen([GATEPASS, "tunnel", ASSET, "--port", "502", "--local-port", str(local_port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    frozen: list[int] = []
+    try:
+        _wait_listening(local_port, tunnel)
+        (ssh_pid,) = _children(tunnel.pid)
+        frozen = _children(ssh_pid)  # the relay (socat) standing for the network path
+        assert len(frozen) == 1
+        os.kill(frozen[0], signal.SIGSTOP)
+        dropped_at = time.monotonic()
+        deadline = dropped_at + 40
+        while time.monotonic() < deadline and _children(tunnel.pid) in ([ssh_pid], []):
+            time.sleep(0.2)
+        noticed = time.monotonic() - dropped_at
+        # ssh gives up when a 4th ask would go out unanswered: 4 x ServerAliveInterval (5 s) = about 20 s.
+        assert noticed < 30, f"the dead link went unnoticed for {noticed:.1f} s"
+        _wait_listening(local_port, tunnel)
+        with _modbus(local_port) as client:
+            assert client.read_holding_registers(0, count=1, device_id=UNIT).registers == REGISTERS[:1]
+    finally:
+        for pid in frozen:  # first: the frozen relay still holds the tunnel's stderr open
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        code, stderr = _stop(tunnel)
+    assert "the tunnel dropped (ssh exited with status 255)" in stderr
+    assert code == 0
