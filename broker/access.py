@@ -22,6 +22,8 @@ from broker.models import AccessRequest, Asset, Decision, Grant, Identity
 from broker.vault import Vault
 
 MAX_REASON = 1000
+# Ports whose protocol the gateway filters for read-only grants: Modbus/TCP (IANA port 502).
+READ_ONLY_PROTOCOL_PORTS = frozenset({502})
 # How far ahead a window may be booked.
 MAX_LEAD = dt.timedelta(days=30)
 # Tolerate a start a little in the past (a clock behind the broker's, a slow typist).
@@ -57,8 +59,14 @@ def create_request(
     ports = sorted(set(ports))
     if not ssh and not ports:
         raise InvalidInput("ask for at least one service: SSH or a TCP port")
-    if read_only and not ports:
-        raise InvalidInput("read-only applies to TCP ports (Modbus/TCP): add --port")
+    if read_only:
+        # The gateway can only enforce read-only where it understands the protocol (gateway/protocols.py).
+        unfiltered = [p for p in ports if p not in READ_ONLY_PROTOCOL_PORTS]
+        if not ports or unfiltered:
+            raise InvalidInput("read-only access is only available for Modbus/TCP (port 502)"
+                               + (f", not port {unfiltered[0]}" if unfiltered else ": add --port 502"))
+        if ssh:
+            raise InvalidInput("read-only cannot cover SSH (a shell can change anything): request SSH separately")
     if ssh and asset.ssh_port is None:
         raise InvalidInput(f"{asset.name} offers no SSH service")
     not_offered = [p for p in ports if p not in asset.tcp_ports]
