@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from approvals.web import Viewer, parse_ports, posted, redirect, render, secure, signed_in, text, web_of
-from broker import access, containment, oversight, quick_grants
+from broker import access, containment, extensions, oversight, quick_grants
 from broker.errors import Forbidden
 from broker.identities import has_role
 from broker.models import Identity
@@ -27,6 +27,8 @@ DONE_MESSAGES = {
     "lifted": "Lockdown lifted: requests and approvals are possible again.",
     "granted": "Access granted: the vendor sees the connection commands on their page now.",
     "granted-first": "Your approval is recorded; this asset needs a second approver before access is granted.",
+    "extended": "Extension approved (or your approval recorded): live sessions keep running until the new end.",
+    "extension-denied": "Extension denied; the vendor sees your comment.",
 }
 
 
@@ -56,6 +58,7 @@ async def approvals_page(request: Request) -> Response:
     def work(session: Session, identity: Identity, viewer: Viewer, now: dt.datetime) -> Response:
         _require_supervisor(identity)
         return render(web_of(request), "approvals.html", title="Approvals", done=done,
+                      extensions=extensions.pending_for_approver(session, approver=identity, now=now),
                       **_lists(session, identity, viewer, now))
 
     return await signed_in(request, work)
@@ -152,5 +155,30 @@ async def lift(request: Request, site_name: str) -> Response:
         containment.check_site_authority(session, now=now, actor=identity, site_name=site_name[:64])
         containment.lift_lockdown(session, now=now, actor=identity.username, site_name=site_name[:64])
         return redirect("/approvals?done=lifted")
+
+    return await posted(request, work)
+
+
+@router.post("/approvals/extensions/{extension_id}/approve")
+async def approve_extension(request: Request, extension_id: str) -> Response:
+    def work(session: Session, identity: Identity, _viewer: Viewer, now: dt.datetime,
+             form: dict[str, str]) -> Response:
+        comment = text(form, "comment", label="The comment", required=False) or None
+        extensions.approve_extension(session, vault=web_of(request).state.vault, now=now,
+                                     events=web_of(request).state.hub, approver=identity,
+                                     extension_id=extension_id[:32], comment=comment)
+        return redirect("/approvals?done=extended")
+
+    return await posted(request, work)
+
+
+@router.post("/approvals/extensions/{extension_id}/deny")
+async def deny_extension(request: Request, extension_id: str) -> Response:
+    def work(session: Session, identity: Identity, _viewer: Viewer, now: dt.datetime,
+             form: dict[str, str]) -> Response:
+        comment = text(form, "comment", label="A comment telling the vendor why the extension is denied")
+        extensions.deny_extension(session, now=now, approver=identity, extension_id=extension_id[:32],
+                                  comment=comment)
+        return redirect("/approvals?done=extension-denied")
 
     return await posted(request, work)

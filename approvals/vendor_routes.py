@@ -11,15 +11,20 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from approvals.web import Viewer, parse_ports, posted, redirect, render, signed_in, text, web_of
-from broker import access, gateways, oversight
+from broker import access, extensions, gateways, oversight
 from broker.access_rules import grant_status
-from broker.errors import Forbidden, InvalidInput, NotFound
+from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
 from broker.identities import has_role
 from broker.models import AccessRequest, Identity
 
 router = APIRouter(include_in_schema=False)
 
 KEY_PATH = "~/.ssh/id_ed25519"
+DONE_MESSAGES = {
+    "sent": "Request sent: the plant's approvers see it now.",
+    "cancelled": "Request cancelled.",
+    "extension": "Extension asked: the plant's approvers see it now; your session keeps running.",
+}
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ def _connections(session: Session, requests: list[AccessRequest], now: dt.dateti
 
 def _page(request: Request, session: Session, identity: Identity, viewer: Viewer, now: dt.datetime, *,
           status: int = 200, message: str | None = None, form: dict[str, str] | None = None,
-          done: str | None = None) -> Response:
+          done: str | None = None, extension_message: str | None = None) -> Response:
     access.expire_overdue(session, now=now)
     requests = oversight.own_requests(session, identity=identity)
     form = form or {}
@@ -70,13 +75,14 @@ def _page(request: Request, session: Session, identity: Identity, viewer: Viewer
                   assets=oversight.requestable_assets(session, vendor=identity), requests=requests,
                   connections=_connections(session, requests, now), message=message, done=done, form=form,
                   public_key=form.get("public_key") or oversight.last_public_key(session, identity=identity) or "",
-                  key_path=KEY_PATH, now=now)
+                  key_path=KEY_PATH, now=now,
+                  extensions=extensions.latest_by_grant(session, requester=identity),
+                  extension_message=extension_message)
 
 
 @router.get("/vendor")
 async def vendor_page(request: Request) -> Response:
-    done = {"sent": "Request sent: the plant's approvers see it now.",
-            "cancelled": "Request cancelled."}.get(request.query_params.get("done", ""))
+    done = DONE_MESSAGES.get(request.query_params.get("done", ""))
 
     def work(session: Session, identity: Identity, viewer: Viewer, now: dt.datetime) -> Response:
         _require_vendor(identity)
@@ -113,5 +119,21 @@ async def cancel_request(request: Request, request_id: str) -> Response:
              _form: dict[str, str]) -> Response:
         access.cancel(session, now=now, requester=identity, request_id=request_id[:32])
         return redirect("/vendor?done=cancelled")
+
+    return await posted(request, work)
+
+
+@router.post("/vendor/grants/{grant_id}/extend")
+async def extend_grant(request: Request, grant_id: str) -> Response:
+    def work(session: Session, identity: Identity, viewer: Viewer, now: dt.datetime, form: dict[str, str]) -> Response:
+        _require_vendor(identity)
+        try:
+            extensions.request_extension(
+                session, now=now, requester=identity, grant_id=grant_id[:32],
+                duration=text(form, "duration", label="How much longer (e.g. 30m)", limit=16),
+                reason=text(form, "reason", label="The reason"))
+        except (InvalidInput, Conflict) as error:
+            return _page(request, session, identity, viewer, now, status=400, extension_message=error.message)
+        return redirect("/vendor?done=extension")
 
     return await posted(request, work)

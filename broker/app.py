@@ -15,7 +15,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 import approvals
-from broker.api import access_routes, audit_routes, auth_routes, gateway_routes, site_routes
+from broker.api import (
+    access_routes,
+    audit_routes,
+    auth_routes,
+    extension_routes,
+    gateway_routes,
+    site_routes,
+)
 from broker.api.errors import install_error_handlers
 from broker.api.input_guard import ControlCharacterGuard
 from broker.api.state import BrokerState
@@ -51,7 +58,7 @@ def create_app(settings: Settings, *, hub: EventHub | None = None) -> FastAPI:
     app.state.broker = state
     install_error_handlers(app)
     app.add_middleware(ControlCharacterGuard)
-    for module in (auth_routes, access_routes, site_routes, gateway_routes, audit_routes):
+    for module in (auth_routes, access_routes, extension_routes, site_routes, gateway_routes, audit_routes):
         app.include_router(module.router, prefix=API_PREFIX)
     # The web pages (approvals/): sign-in, approvals, vendor requests, security review, /static.
     approvals.mount(app, state)

@@ -54,6 +54,15 @@ class Action(StrEnum):
     REVOKE_REFUSED = "access:revoke:refused"
     CERTIFICATE_ISSUED = "ca:certificate:issued"
 
+    EXTENSION_REQUESTED = "access:extension:requested"
+    EXTENSION_REFUSED = "access:extension:refused"
+    EXTENSION_APPROVAL = "access:extension:approval"
+    EXTENSION_APPROVED = "access:extension:approved"
+    EXTENSION_DENIED = "access:extension:denied"
+    EXTENSION_LAPSED = "access:extension:lapsed"
+    EXTENSION_DECISION_REFUSED = "access:extension_decision:refused"
+    GRANT_EXTENDED = "access:grant:extended"
+
     GATEWAY_REGISTERED = "gateway:gateway:registered"
     GATEWAY_AUTHORIZED = "gateway:connection:authorized"
     GATEWAY_REFUSED = "gateway:connection:refused"

@@ -269,3 +269,28 @@ class GrantChange(Base):
     status: Mapped[str] = mapped_column(String(16))
     ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     reason: Mapped[str] = mapped_column(String(32))
+
+
+class GrantExtension(Base):
+    """The grantee's ask to move an active grant's end; approved by the site's approvers like a request."""
+
+    __tablename__ = "grant_extensions"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    duration_seconds: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    approvals_required: Mapped[int] = mapped_column(Integer)
+    # [{"approver": username, "approver_id": id, "comment": text, "decided_at": iso}], distinct approvers.
+    approvals: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    denied_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    denial_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    new_ends_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    grant: Mapped[Grant] = relationship()
+    requester: Mapped[Identity] = relationship()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import NoReturn, cast
 
-from cli import client_access, client_audit, client_connect, client_session, server_commands
+from cli import client_access, client_audit, client_connect, client_extensions, client_session, server_commands
 from cli.context import Context
 from cli.errors import ClientError
 
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_commands.add_subcommands(subparsers)
     client_session.add_subcommands(subparsers)
     client_access.add_subcommands(subparsers)
+    client_extensions.add_subcommands(subparsers)
     client_connect.add_subcommands(subparsers)
     client_audit.add_export(_audit_subparsers(subparsers))
     return parser

@@ -95,3 +95,12 @@ class SessionEventIn(Body):
     kind: str = Field(min_length=1, max_length=32)
     # Small, flat facts only (function code, unit id, count): this goes into the audit trail as is.
     detail: dict[str, int | str | bool | None] = Field(default_factory=dict, max_length=16)
+
+
+class ExtendIn(Body):
+    duration: str = Field(min_length=1, max_length=16)
+    reason: str = Field(max_length=1000)
+
+
+class ExtensionApproveIn(Body):
+    comment: str | None = Field(default=None, max_length=1000)

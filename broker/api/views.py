@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from broker.access_rules import grant_status
-from broker.models import AccessRequest, Gateway, Grant, Identity
+from broker.models import AccessRequest, Gateway, Grant, GrantExtension, Identity
 
 
 def identity_view(identity: Identity) -> dict[str, Any]:
@@ -68,4 +68,29 @@ def grant_view(grant: Grant, now: dt.datetime, *, viewer: Identity, gateway: Gat
         "certificate": grant.certificate if grant.identity_id == viewer.id else None,
         "gateway": {"host": gateway.ssh_host, "port": gateway.ssh_port, "host_key": gateway.host_key}
         if gateway else None,
+    }
+
+
+def extension_view(extension: GrantExtension, now: dt.datetime) -> dict[str, Any]:
+    grant = extension.grant
+    return {
+        "id": extension.id,
+        "status": extension.status,
+        "grant": grant_summary(grant, now),
+        "asset": grant.asset.name,
+        "site": grant.asset.site.name,
+        "requester": extension.requester.username,
+        "organisation": extension.requester.organisation,
+        "duration_seconds": extension.duration_seconds,
+        "reason": extension.reason,
+        "created_at": extension.created_at.isoformat(),
+        "previous_ends_at": extension.previous_ends_at.isoformat(),
+        "new_ends_at": extension.new_ends_at.isoformat() if extension.new_ends_at else None,
+        "approvals_required": extension.approvals_required,
+        "approvals": [{"approver": a["approver"], "comment": a["comment"], "decided_at": a["decided_at"]}
+                      for a in extension.approvals],
+        "denial": {"approver": extension.denied_by, "comment": extension.denial_comment,
+                   "decided_at": extension.decided_at.isoformat() if extension.decided_at else None}
+        if extension.denied_by else None,
+        "decided_at": extension.decided_at.isoformat() if extension.decided_at else None,
     }

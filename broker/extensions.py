@@ -1,0 +1,230 @@
+"""Grant extensions: the grantee asks to move an active grant's end; the site's approvers decide.
+
+An approved extension moves ``grant.ends_at``, re-issues the grant's certificate (same serial, principals
+and extensions, a later ``valid_before``) and announces the new end to the gateways, which move the cut-off
+of live sessions without reconnecting them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from broker import audit
+from broker.access import MAX_REASON, get_grant
+from broker.access_rules import grant_status
+from broker.audit import Action
+from broker.authorities import CertificateSpec, issue_user_certificate, load_signing_key
+from broker.durations import format_duration, parse_duration
+from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
+from broker.events import EventPublisher, announce
+from broker.identities import has_role, may_act_for_site, site_ids_for_role
+from broker.ids import new_id
+from broker.inventory import approvals_needed
+from broker.models import Asset, Grant, GrantExtension, Identity
+from broker.vault import Vault
+
+
+def _refuse(session: Session, now: dt.datetime, actor: Identity, grant: Grant, action: Action, why: str,
+            subject: str) -> Forbidden:
+    """Audit a refusal of authority and return the error to raise (its audit event is kept)."""
+    audit.record(session, now=now, action=action, outcome="refused", actor=actor.username, subject=subject,
+                 site=grant.asset.site.name, details={"reason": why, "grant": grant.id})
+    return Forbidden(why)
+
+
+def _window_limit(grant: Grant) -> dt.timedelta:
+    return dt.timedelta(seconds=grant.asset.site.max_window_seconds)
+
+
+def _check_window(grant: Grant, new_end: dt.datetime) -> None:
+    """IEC 62443-3-3 SR 2.6: a session's total length stays bounded, so extensions cannot stack past the
+    site's maximum window."""
+    limit = _window_limit(grant)
+    if new_end - grant.starts_at > limit:
+        room = max(limit - (grant.ends_at - grant.starts_at), dt.timedelta(0))
+        raise InvalidInput(f"grant {grant.id} would then last {format_duration(new_end - grant.starts_at)}, longer "
+                           f"than {grant.asset.site.name} allows (at most {format_duration(limit)} in all; at most "
+                           f"{format_duration(room) if room else 'nothing'} more)")
+
+
+def request_extension(session: Session, *, now: dt.datetime, requester: Identity, grant_id: str, duration: str,
+                      reason: str) -> GrantExtension:
+    grant = get_grant(session, viewer=requester, grant_id=grant_id)
+    # Lock the grant: two asks at the same moment must see each other (one pending extension per grant).
+    session.refresh(grant, with_for_update=True)
+    site = grant.asset.site
+    if grant.identity_id != requester.id:
+        raise _refuse(session, now, requester, grant, Action.EXTENSION_REFUSED,
+                      f"only the grantee ({grant.identity.username}) can ask to extend grant {grant.id}",
+                      subject=grant.id)
+    if site.locked_down:
+        raise _refuse(session, now, requester, grant, Action.EXTENSION_REFUSED,
+                      f"site {site.name} is locked down: no extension until the plant lifts the lockdown",
+                      subject=grant.id)
+    status = grant_status(grant, now)
+    if status != "active":
+        raise Conflict(f"grant {grant.id} is {status}; only an active grant can be extended")
+    extra = parse_duration(duration)
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("a reason is required: tell the plant why you need more time")
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(f"the reason is too long ({len(reason)} characters, at most {MAX_REASON})")
+    _check_window(grant, grant.ends_at + extra)
+    pending = session.scalars(select(GrantExtension.id).where(
+        GrantExtension.grant_id == grant.id, GrantExtension.status == "pending")).first()
+    if pending is not None:
+        raise Conflict(f"extension {pending} of grant {grant.id} is still waiting for a decision")
+    extension = GrantExtension(
+        id=new_id("ext"), grant_id=grant.id, grant=grant, requester_id=requester.id, requester=requester,
+        duration_seconds=int(extra.total_seconds()), reason=reason, status="pending",
+        approvals_required=approvals_needed(grant.asset), approvals=[], previous_ends_at=grant.ends_at,
+        created_at=now,
+    )
+    session.add(extension)
+    audit.record(session, now=now, action=Action.EXTENSION_REQUESTED, actor=requester.username,
+                 subject=extension.id, site=site.name,
+                 details={"grant": grant.id, "duration": format_duration(extra), "reason": reason,
+                          "ends_at": grant.ends_at.isoformat()})
+    return extension
+
+
+def lapse_stale(session: Session, *, now: dt.datetime) -> None:
+    """Pending extensions of grants that ended or were revoked can no longer be decided: they lapse."""
+    pending = session.scalars(select(GrantExtension).where(GrantExtension.status == "pending")).all()
+    for extension in pending:
+        status = grant_status(extension.grant, now)
+        if status != "active":
+            extension.status, extension.decided_at = "lapsed", now
+            audit.record(session, now=now, action=Action.EXTENSION_LAPSED, subject=extension.id,
+                         site=extension.grant.asset.site.name,
+                         details={"grant": extension.grant_id, "grant_status": status})
+
+
+def visible_extensions(session: Session, *, viewer: Identity, pending_only: bool) -> list[GrantExtension]:
+    """Security and admins see all; a supervisor those of their sites; everyone their own."""
+    query = select(GrantExtension).join(Grant).join(Asset)
+    if not (has_role(viewer, "security") or has_role(viewer, "admin")):
+        sites = site_ids_for_role(viewer, "supervisor")
+        conditions = [GrantExtension.requester_id == viewer.id]
+        if None in sites:
+            conditions.append(GrantExtension.id.is_not(None))
+        elif sites:
+            conditions.append(Asset.site_id.in_([s for s in sites if s is not None]))
+        query = query.where(or_(*conditions))
+    if pending_only:
+        query = query.where(GrantExtension.status == "pending")
+    return list(session.scalars(query.order_by(GrantExtension.created_at.desc()).limit(500)))
+
+
+def _decidable(session: Session, *, now: dt.datetime, approver: Identity, extension_id: str,
+               verb: str) -> GrantExtension:
+    lapse_stale(session, now=now)
+    extension = session.get(GrantExtension, extension_id, with_for_update=True)
+    if extension is None:
+        raise NotFound(f"there is no extension {extension_id}")
+    grant = extension.grant
+    site = grant.asset.site
+    if extension.requester_id == approver.id:
+        raise _refuse(session, now, approver, grant, Action.EXTENSION_DECISION_REFUSED,
+                      f"you cannot {verb} your own extension: another approver of {site.name} must decide",
+                      subject=extension.id)
+    if not may_act_for_site(approver, "supervisor", site.id):
+        raise _refuse(session, now, approver, grant, Action.EXTENSION_DECISION_REFUSED,
+                      f"only approvers of site {site.name} can {verb} extensions for {grant.asset.name}",
+                      subject=extension.id)
+    if extension.status != "pending":
+        raise Conflict(f"extension {extension.id} is already {extension.status}; only pending extensions "
+                       "can be decided")
+    if any(a.get("approver_id") == approver.id for a in extension.approvals):
+        raise Conflict(f"you already approved extension {extension.id}; it needs a different second approver")
+    if site.locked_down:
+        raise Conflict(f"site {site.name} is locked down: lift the lockdown before extending access")
+    return extension
+
+
+def _clean_comment(comment: str | None) -> str | None:
+    comment = (comment or "").strip()
+    if len(comment) > MAX_REASON:
+        raise InvalidInput(f"the comment is too long ({len(comment)} characters, at most {MAX_REASON})")
+    return comment or None
+
+
+def approve_extension(session: Session, *, vault: Vault, now: dt.datetime, events: EventPublisher,
+                      approver: Identity, extension_id: str, comment: str | None) -> GrantExtension:
+    extension = _decidable(session, now=now, approver=approver, extension_id=extension_id, verb="approve")
+    comment = _clean_comment(comment)
+    grant = extension.grant
+    site = grant.asset.site.name
+    extension.approvals = [*extension.approvals, {"approver": approver.username, "approver_id": approver.id,
+                                                  "comment": comment, "decided_at": now.isoformat()}]
+    audit.record(session, now=now, action=Action.EXTENSION_APPROVAL, actor=approver.username,
+                 subject=extension.id, site=site,
+                 details={"approvals": len(extension.approvals), "required": extension.approvals_required,
+                          "comment": comment})
+    if len(extension.approvals) < extension.approvals_required:
+        return extension
+    new_end = grant.ends_at + dt.timedelta(seconds=extension.duration_seconds)
+    _check_window(grant, new_end)  # the site's limit may have shrunk since the ask
+    extension.status, extension.decided_at, extension.new_ends_at = "approved", now, new_end
+    previous = grant.ends_at
+    grant.ends_at = new_end
+    _reissue_certificate(session, vault=vault, grant=grant)
+    audit.record(session, now=now, action=Action.EXTENSION_APPROVED, actor=approver.username,
+                 subject=extension.id, site=site, details={"grant": grant.id})
+    audit.record(session, now=now, action=Action.GRANT_EXTENDED, actor=approver.username, subject=grant.id,
+                 site=site, details={"extension": extension.id, "previous_ends_at": previous.isoformat(),
+                                     "ends_at": new_end.isoformat()})
+    audit.record(session, now=now, action=Action.CERTIFICATE_ISSUED, actor=grant.identity.username,
+                 subject=grant.id, site=site,
+                 details={"serial": grant.serial, "principals": [grant.asset.name],
+                          "valid_before": new_end.isoformat(), "reissued_for": extension.id})
+    announce(session, now=now, events=events, grant=grant, status="active", reason="extended")
+    return extension
+
+
+def _reissue_certificate(session: Session, *, vault: Vault, grant: Grant) -> None:
+    """The same certificate as at grant time (serial, principals, extensions) with the new valid_before:
+    the gateway recognises the grant by its serial, and a fresh connection after the old end still works."""
+    spec = CertificateSpec(
+        grant_id=grant.id, username=grant.identity.username, asset=grant.asset.name, serial=grant.serial,
+        starts_at=grant.starts_at, ends_at=grant.ends_at,
+        allow_pty=grant.ssh and grant.identity.kind == "human",
+        allow_port_forwarding=bool(grant.ports),
+    )
+    grant.certificate = issue_user_certificate(load_signing_key(session, vault=vault), grant.request.public_key,
+                                               spec)
+
+
+def deny_extension(session: Session, *, now: dt.datetime, approver: Identity, extension_id: str,
+                   comment: str) -> GrantExtension:
+    # Authority first, so an outsider's attempt is audited whatever the comment says.
+    extension = _decidable(session, now=now, approver=approver, extension_id=extension_id, verb="deny")
+    comment = _clean_comment(comment) or ""
+    if not comment:
+        raise InvalidInput("a denial needs a comment: tell the vendor why")
+    extension.status, extension.decided_at = "denied", now
+    extension.denied_by, extension.denial_comment = approver.username, comment
+    audit.record(session, now=now, action=Action.EXTENSION_DENIED, actor=approver.username, subject=extension.id,
+                 site=extension.grant.asset.site.name, details={"grant": extension.grant_id, "comment": comment})
+    return extension
+
+
+def pending_for_approver(session: Session, *, approver: Identity, now: dt.datetime) -> list[GrantExtension]:
+    """What this approver can still decide: pending, at their sites, not their own, not yet approved by them."""
+    lapse_stale(session, now=now)
+    return [e for e in visible_extensions(session, viewer=approver, pending_only=True)
+            if e.requester_id != approver.id and may_act_for_site(approver, "supervisor", e.grant.asset.site_id)
+            and all(a.get("approver_id") != approver.id for a in e.approvals)]
+
+
+def latest_by_grant(session: Session, *, requester: Identity) -> dict[str, GrantExtension]:
+    """The newest extension the requester asked for on each of their grants."""
+    latest: dict[str, GrantExtension] = {}
+    for extension in session.scalars(select(GrantExtension).where(GrantExtension.requester_id == requester.id)
+                                     .order_by(GrantExtension.created_at)):
+        latest[extension.grant_id] = extension
+    return latest
