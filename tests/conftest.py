@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import database as test_databases
+from tests.fixtures.broker import PlantTemplate, Reaper
 from tests.fixtures.demo import ThreadedDemoTarget
 from tests.fixtures.keys import SSHKeyPair, generate_ssh_keypair
 from tests.fixtures.ports import free_port as _free_port
@@ -103,3 +104,34 @@ def demo_target(tmp_path: Path) -> Iterator[ThreadedDemoTarget]:
         yield target
     finally:
         target.stop()
+
+
+# The standard plant, built once per run and copied for each broker, CLI and API test.
+@pytest.fixture(scope="session")
+def reaper() -> Iterator[Reaper]:
+    """Stops servers and drops databases of finished tests while the next ones run."""
+    running = Reaper()
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture(scope="session")
+def plant_template(postgres_server: str | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlantTemplate]:
+    """``gatepass init``, two plants, four assets and the standard users, built once per run."""
+    directory = tmp_path_factory.mktemp("plant-template")
+    if postgres_server is None:
+        created = test_databases.create_sqlite_database(directory)
+    else:
+        created = test_databases.create_postgres_database(postgres_server)
+    template = PlantTemplate.build(directory / "data", created.url, backend=created.backend,
+                                   database_name=created.name)
+    if postgres_server is not None:
+        template.start_cloning(postgres_server)
+    try:
+        yield template
+    finally:
+        template.close()
+        if postgres_server is not None:
+            test_databases.drop_postgres_database(postgres_server, created.name)

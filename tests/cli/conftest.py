@@ -31,36 +31,6 @@ from tests.fixtures.broker import T0, Api, BrokerServer, Plant, PlantTemplate, R
 OFFLINE_SERVER = "https://gatepass.plant.example"
 
 
-@pytest.fixture(scope="session")
-def reaper() -> Iterator[Reaper]:
-    """Stops servers and drops databases of finished tests while the next ones run."""
-    running = Reaper()
-    try:
-        yield running
-    finally:
-        running.close()
-
-
-@pytest.fixture(scope="session")
-def plant_template(postgres_server: str | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlantTemplate]:
-    """``gatepass init``, two plants, four assets and the standard users, built once per run."""
-    directory = tmp_path_factory.mktemp("cli-plant-template")
-    if postgres_server is None:
-        created = test_databases.create_sqlite_database(directory)
-    else:
-        created = test_databases.create_postgres_database(postgres_server)
-    template = PlantTemplate.build(directory / "data", created.url, backend=created.backend,
-                                   database_name=created.name)
-    if postgres_server is not None:
-        template.start_cloning(postgres_server)
-    try:
-        yield template
-    finally:
-        template.close()
-        if postgres_server is not None:
-            test_databases.drop_postgres_database(postgres_server, created.name)
-
-
 @pytest.fixture
 def plant(plant_template: PlantTemplate, postgres_server: str | None, tmp_path: Path,
           reaper: Reaper) -> Iterator[Plant]:
