@@ -5,6 +5,7 @@
 #   make test    the whole pytest suite on SQLite, then again on PostgreSQL (GATEPASS_TEST_POSTGRES)
 #   make lint    ruff + mypy --strict
 #   make bench   the benchmarks in bench/
+#   make screenshots  retake the README's screenshots of the web pages (browser tests)
 #
 # PostgreSQL: GATEPASS_TEST_POSTGRES is a server URL *without* a database; each test creates its own
 # database gp_test_<random> there and drops it afterwards. Override it to use another server, e.g.
@@ -19,7 +20,7 @@ GATEPASS_TEST_POSTGRES ?= postgresql+psycopg://postgres@127.0.0.1:5432
 PYTEST_ARGS ?=
 DATA ?= gatepass-data
 
-.PHONY: venv run test test-sqlite test-postgres lint bench
+.PHONY: venv run test test-sqlite test-postgres lint bench screenshots
 
 venv: $(BIN)/.installed
 
@@ -41,6 +42,10 @@ test-sqlite: venv
 
 test-postgres: venv
 	env -u GATEPASS_DATABASE_URL GATEPASS_TEST_POSTGRES='$(GATEPASS_TEST_POSTGRES)' $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Retake the README's screenshots of the web pages (the browser tests write them to docs/screenshots/).
+screenshots: venv
+	env -u GATEPASS_TEST_POSTGRES GATEPASS_SCREENSHOTS=1 $(BIN)/python -m pytest tests/approvals -q
 
 lint: venv
 	$(BIN)/ruff check .
