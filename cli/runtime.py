@@ -84,6 +84,14 @@ async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) ->
         if gateway is not None:
             print(f"SSH gateway: {settings.ssh_host}:{gateway.port}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
+        if gateway is not None:
+            # uvicorn owns SIGINT/SIGTERM; as soon as it starts shutting down, stop the gateway too. That
+            # closes its held event stream (which would otherwise keep uvicorn waiting for its graceful
+            # timeout) and reports the cut sessions while the broker still answers.
+            while not server_task.done() and not server.should_exit:
+                await asyncio.sleep(0.05)
+            await gateway.stop()
+            gateway = None
         await server_task
     finally:
         if gateway is not None:
