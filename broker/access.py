@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TypeVar
 
 import asyncssh
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from broker import audit
 from broker.access_rules import apply_approval, approvals_so_far, grant_status, grant_window
@@ -20,6 +21,8 @@ from broker.ids import new_id
 from broker.inventory import approvals_needed, get_asset
 from broker.models import AccessRequest, Asset, Decision, Grant, Identity
 from broker.vault import Vault
+
+T = TypeVar("T")
 
 MAX_REASON = 1000
 # Ports whose protocol the gateway filters for read-only grants: Modbus/TCP (IANA port 502).
@@ -133,16 +136,21 @@ def expire_overdue(session: Session, *, now: dt.datetime) -> None:
                      site=request.asset.site.name, details={"decide_by": request.decide_by.isoformat()})
 
 
+def restrict_to_viewer(query: Select[T], *, viewer: Identity, owner: InstrumentedAttribute[int]) -> Select[T]:
+    """Who sees what (the query must join Asset): security and admins everything; a supervisor what happens at
+    their sites; everyone what they own (``owner`` names the owning identity's column)."""
+    if has_role(viewer, "security") or has_role(viewer, "admin"):
+        return query
+    sites = site_ids_for_role(viewer, "supervisor")
+    if None in sites:
+        return query
+    site_ids = [s for s in sites if s is not None]
+    return query.where(or_(owner == viewer.id, Asset.site_id.in_(site_ids)) if site_ids else owner == viewer.id)
+
+
 def visible_requests(session: Session, *, viewer: Identity, pending_only: bool) -> list[AccessRequest]:
     query = select(AccessRequest).join(Asset)
-    if not (has_role(viewer, "security") or has_role(viewer, "admin")):
-        sites = site_ids_for_role(viewer, "supervisor")
-        conditions = [AccessRequest.requester_id == viewer.id]
-        if None in sites:
-            conditions.append(AccessRequest.id.is_not(None))
-        elif sites:
-            conditions.append(Asset.site_id.in_([s for s in sites if s is not None]))
-        query = query.where(or_(*conditions))
+    query = restrict_to_viewer(query, viewer=viewer, owner=AccessRequest.requester_id)
     if pending_only:
         query = query.where(AccessRequest.status == "pending")
     return list(session.scalars(query.order_by(AccessRequest.created_at.desc()).limit(500)))
@@ -282,14 +290,7 @@ def _create_grant(session: Session, *, vault: Vault, now: dt.datetime, request: 
 def visible_grants(session: Session, *, viewer: Identity, asset_name: str | None, usable_only: bool,
                    now: dt.datetime) -> list[Grant]:
     query = select(Grant).join(Asset)
-    if not (has_role(viewer, "security") or has_role(viewer, "admin")):
-        sites = site_ids_for_role(viewer, "supervisor")
-        conditions = [Grant.identity_id == viewer.id]
-        if None in sites:
-            conditions.append(Grant.id.is_not(None))
-        elif sites:
-            conditions.append(Asset.site_id.in_([s for s in sites if s is not None]))
-        query = query.where(or_(*conditions))
+    query = restrict_to_viewer(query, viewer=viewer, owner=Grant.identity_id)
     if asset_name:
         query = query.where(Asset.name == asset_name)
     if usable_only:

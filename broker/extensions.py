@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker import audit
-from broker.access import MAX_REASON, get_grant
+from broker.access import MAX_REASON, get_grant, restrict_to_viewer
 from broker.access_rules import grant_status
 from broker.audit import Action
 from broker.authorities import CertificateSpec, issue_user_certificate, load_signing_key
 from broker.durations import format_duration, parse_duration
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
 from broker.events import EventPublisher, announce
-from broker.identities import has_role, may_act_for_site, site_ids_for_role
+from broker.identities import may_act_for_site
 from broker.ids import new_id
 from broker.inventory import approvals_needed
 from broker.models import Asset, Grant, GrantExtension, Identity
@@ -107,14 +107,7 @@ def lapse_stale(session: Session, *, now: dt.datetime) -> None:
 def visible_extensions(session: Session, *, viewer: Identity, pending_only: bool) -> list[GrantExtension]:
     """Security and admins see all; a supervisor those of their sites; everyone their own."""
     query = select(GrantExtension).join(Grant).join(Asset)
-    if not (has_role(viewer, "security") or has_role(viewer, "admin")):
-        sites = site_ids_for_role(viewer, "supervisor")
-        conditions = [GrantExtension.requester_id == viewer.id]
-        if None in sites:
-            conditions.append(GrantExtension.id.is_not(None))
-        elif sites:
-            conditions.append(Asset.site_id.in_([s for s in sites if s is not None]))
-        query = query.where(or_(*conditions))
+    query = restrict_to_viewer(query, viewer=viewer, owner=GrantExtension.requester_id)
     if pending_only:
         query = query.where(GrantExtension.status == "pending")
     return list(session.scalars(query.order_by(GrantExtension.created_at.desc()).limit(500)))
