@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from broker.access_rules import approvals_so_far
 from broker.identities import has_role, site_ids_for_role
 from broker.models import AccessRequest, AccessSession, Asset, AuditEvent, Grant, Identity, Site
+
+T = TypeVar("T")
 
 HISTORY_LENGTH = 5
 REVIEW_LIMIT = 200
@@ -151,14 +154,20 @@ def may_review(identity: Identity) -> bool:
     return has_role(identity, "security") or has_role(identity, "admin")
 
 
-def review_requests(session: Session, flt: ReviewFilter) -> list[AccessRequest]:
-    query = select(AccessRequest).join(Asset).join(Site).join(Identity, AccessRequest.requester_id == Identity.id)
+def _where_site_asset_identity(query: Select[T], flt: ReviewFilter) -> Select[T]:
+    """The filters every review list shares (the query must join Site, Asset and the owning Identity)."""
     if flt.site:
         query = query.where(Site.name == flt.site)
     if flt.asset:
         query = query.where(Asset.name == flt.asset)
     if flt.identity:
         query = query.where(Identity.username == flt.identity)
+    return query
+
+
+def review_requests(session: Session, flt: ReviewFilter) -> list[AccessRequest]:
+    query = select(AccessRequest).join(Asset).join(Site).join(Identity, AccessRequest.requester_id == Identity.id)
+    query = _where_site_asset_identity(query, flt)
     if flt.since:
         query = query.where(AccessRequest.created_at >= flt.since)
     if flt.until:
@@ -168,12 +177,7 @@ def review_requests(session: Session, flt: ReviewFilter) -> list[AccessRequest]:
 
 def review_grants(session: Session, flt: ReviewFilter) -> list[Grant]:
     query = select(Grant).join(Asset).join(Site).join(Identity, Grant.identity_id == Identity.id)
-    if flt.site:
-        query = query.where(Site.name == flt.site)
-    if flt.asset:
-        query = query.where(Asset.name == flt.asset)
-    if flt.identity:
-        query = query.where(Identity.username == flt.identity)
+    query = _where_site_asset_identity(query, flt)
     if flt.since:
         query = query.where(Grant.ends_at >= flt.since)
     if flt.until:
@@ -184,12 +188,7 @@ def review_grants(session: Session, flt: ReviewFilter) -> list[Grant]:
 def review_sessions(session: Session, flt: ReviewFilter) -> list[AccessSession]:
     query = (select(AccessSession).join(Grant, AccessSession.grant_id == Grant.id).join(Asset).join(Site)
              .join(Identity, Grant.identity_id == Identity.id))
-    if flt.site:
-        query = query.where(Site.name == flt.site)
-    if flt.asset:
-        query = query.where(Asset.name == flt.asset)
-    if flt.identity:
-        query = query.where(Identity.username == flt.identity)
+    query = _where_site_asset_identity(query, flt)
     if flt.since:
         query = query.where(AccessSession.started_at >= flt.since)
     if flt.until:
