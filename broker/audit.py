@@ -69,6 +69,10 @@ class Action(StrEnum):
     SESSION_STARTED = "gateway:session:started"
     SESSION_ENDED = "gateway:session:ended"
     MODBUS_WRITE_REFUSED = "gateway:modbus:write_refused"
+    FILE_TRANSFERRED = "gateway:file:transferred"
+    FILE_CHANGED = "gateway:file:changed"
+    FILE_REFUSED = "gateway:file:refused"
+    RECORDING_FAILED = "gateway:recording:failed"
 
     CSRF_REFUSED = "web:form:csrf_refused"
     REQUEST_MADE_BY_APPROVER = "access:request:made_by_approver"

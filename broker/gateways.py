@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 from typing import Any
 
@@ -113,6 +114,8 @@ def authorize(
         "asset": asset.name, "site": asset.site.name, "starts_at": grant.starts_at.isoformat(),
         "ends_at": grant.ends_at.isoformat(), "ssh": grant.ssh, "interactive": grant.identity.kind == "human",
         "ports": list(grant.ports), "read_only": grant.read_only, "asset_host": asset.host, "target": target,
+        # The site's recording and transfer policy, enforced by the gateway for this connection.
+        "record_input": asset.site.record_input, "transfers": asset.site.transfers,
     }
 
 
@@ -180,7 +183,10 @@ def _session_refusal(grant: Grant, *, now: dt.datetime, kind: str, port: int | N
 
 
 def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session_id: str, reason: str,
-                bytes_in: int, bytes_out: int, detail: str | None) -> AccessSession:
+                bytes_in: int, bytes_out: int, detail: str | None,
+                recording: dict[str, Any] | None = None) -> AccessSession:
+    """Close a session record. ``recording`` ({"name", "sha256", "bytes"}) is what the gateway stored; its
+    hash goes into the session-end audit event, so editing the file later is detectable."""
     if reason not in END_REASONS:
         raise InvalidInput(f"end reason '{reason}' is not one of {', '.join(END_REASONS)}")
     if bytes_in < 0 or bytes_out < 0:
@@ -192,29 +198,52 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
         raise Conflict(f"session {session_id} already ended ({record.end_reason})")
     record.ended_at, record.end_reason = now, reason
     record.bytes_in, record.bytes_out = bytes_in, bytes_out
+    if recording is not None:
+        if not RECORDING_NAME.fullmatch(recording["name"]) or not recording["name"].startswith(record.id):
+            raise InvalidInput(f"recording name {recording['name']!r} does not belong to session {session_id}")
+        record.recording_name = recording["name"]
+        record.recording_sha256 = recording["sha256"]
+        record.recording_bytes = recording["bytes"]
     grant = record.grant
+    details: dict[str, Any] = {
+        "grant": grant.id, "asset": grant.asset.name, "kind": record.kind, "reason": reason,
+        "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail,
+        "duration_seconds": round((now - record.started_at).total_seconds(), 3),
+    }
+    if recording is not None:
+        details["recording"] = {"name": recording["name"], "sha256": recording["sha256"], "bytes": recording["bytes"]}
     audit.record(session, now=now, action=Action.SESSION_ENDED, actor=grant.identity.username, subject=record.id,
-                 site=grant.asset.site.name,
-                 details={"grant": grant.id, "asset": grant.asset.name, "kind": record.kind, "reason": reason,
-                          "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail,
-                          "duration_seconds": round((now - record.started_at).total_seconds(), 3)})
+                 site=grant.asset.site.name, details=details)
     return record
 
 
-# What a gateway may report about a live session; each maps to one stable audit code.
-SESSION_EVENT_ACTIONS = {"modbus_write_refused": Action.MODBUS_WRITE_REFUSED}
+# What a gateway may report about a live session; each maps to one stable audit code and its outcome.
+SESSION_EVENT_ACTIONS = {
+    "modbus_write_refused": (Action.MODBUS_WRITE_REFUSED, "refused"),
+    # A file opened over SFTP/scp and closed again: path, mode, bytes read/written, SHA-256 of what was written.
+    "file_transferred": (Action.FILE_TRANSFERRED, "ok"),
+    # A rename, removal, directory or attribute change on the target.
+    "file_changed": (Action.FILE_CHANGED, "ok"),
+    # A transfer the site's policy does not allow (download-only), answered by the gateway itself.
+    "file_refused": (Action.FILE_REFUSED, "refused"),
+    # The gateway could not write the session's recording; the session was ended (fail closed).
+    "recording_failed": (Action.RECORDING_FAILED, "error"),
+}
+# <session id>.cast, or .<n>.cast for later channels of the same session; no paths.
+RECORDING_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}(\.[0-9]{1,6})?\.cast")
 
 
 def record_session_event(session: Session, *, now: dt.datetime, gateway: Gateway, session_id: str, kind: str,
                          detail: dict[str, Any]) -> None:
     """A protocol-level event inside a live session (e.g. a Modbus write refused on a read-only grant)."""
-    action = SESSION_EVENT_ACTIONS.get(kind)
-    if action is None:
+    known = SESSION_EVENT_ACTIONS.get(kind)
+    if known is None:
         raise InvalidInput(f"session event '{kind}' is not one of {', '.join(SESSION_EVENT_ACTIONS)}")
     record = session.get(AccessSession, session_id)
     if record is None or record.gateway_id != gateway.id:
         raise NotFound(f"there is no session {session_id} on this gateway")
+    action, outcome = known
     grant = record.grant
-    audit.record(session, now=now, action=action, outcome="refused", actor=grant.identity.username,
+    audit.record(session, now=now, action=action, outcome=outcome, actor=grant.identity.username,
                  subject=record.id, site=grant.asset.site.name,
                  details={"grant": grant.id, "asset": grant.asset.name, "port": record.port, **detail})

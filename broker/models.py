@@ -19,6 +19,12 @@ class Site(Base):
     approvals_required: Mapped[int] = mapped_column(Integer, default=1)
     max_window_seconds: Mapped[int] = mapped_column(Integer, default=8 * 3600)
     locked_down: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Record what vendors type as well as what they see (asciicast "i" events); on by default.
+    record_input: Mapped[bool] = mapped_column(Boolean, default=True)
+    # "both" or "download_only": whether SFTP/scp may write to the site's machines.
+    transfers: Mapped[str] = mapped_column(String(16), default="both")
+    # ["Sat 06:00-14:00", ...] in UTC: when the plant expects maintenance work; requests outside are flagged.
+    maintenance_windows: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     assets: Mapped[list[Asset]] = relationship(back_populates="site")
@@ -61,6 +67,10 @@ class Identity(Base):
     totp_last_step: Mapped[int] = mapped_column(BigInteger, default=0)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Where notifications for this approver go (requests at their sites).
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    # None while a newly issued (or reset) TOTP secret has not been confirmed with a code.
+    totp_confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     roles: Mapped[list[RoleAssignment]] = relationship(back_populates="identity", cascade="all, delete-orphan")
@@ -194,6 +204,11 @@ class AccessSession(Base):
     end_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The recording the gateway stored for this session (asciicast v2 under DATA/recordings) and the
+    # SHA-256 it reported at the end; `gatepass audit verify` checks the file against it.
+    recording_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    recording_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    recording_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     grant: Mapped[Grant] = relationship()
 
@@ -294,3 +309,16 @@ class GrantExtension(Base):
 
     grant: Mapped[Grant] = relationship()
     requester: Mapped[Identity] = relationship()
+
+
+class SiemCursor(Base):
+    """How far the audit trail has been delivered to one SIEM destination. The trail itself is the durable
+    queue; the lease keeps two broker replicas from forwarding the same events."""
+
+    __tablename__ = "siem_cursors"
+
+    destination: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from gateway.errors import BrokerProtocolError, BrokerRefused, BrokerUnavailable
-from gateway.models import Authorization, BrokerEvent, GrantState, Registration
+from gateway.models import Authorization, BrokerEvent, GrantState, RecordingInfo, Registration
 
 logger = logging.getLogger("gatepass.gateway.broker")
 
@@ -78,12 +78,17 @@ class BrokerClient:
         return session_id
 
     async def session_end(
-        self, session_id: str, *, reason: str, bytes_in: int, bytes_out: int, detail: str | None = None
+        self, session_id: str, *, reason: str, bytes_in: int, bytes_out: int, detail: str | None = None,
+        recording: RecordingInfo | None = None,
     ) -> None:
-        body = {"reason": reason, "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail}
+        body: dict[str, Any] = {"reason": reason, "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail}
+        if recording is not None:
+            body["recording"] = recording.as_json()
         await self._post(f"/gateway/sessions/{session_id}/end", body, lane=self._reports)
 
-    async def session_event(self, session_id: str, *, kind: str, detail: Mapping[str, int | str | bool]) -> None:
+    async def session_event(
+        self, session_id: str, *, kind: str, detail: Mapping[str, int | str | bool | None]
+    ) -> None:
         """Report a protocol event inside a live session (e.g. ``modbus_write_refused``); flat values only."""
         body = {"kind": kind, "detail": dict(detail)}
         await self._post(f"/gateway/sessions/{session_id}/events", body, lane=self._reports)

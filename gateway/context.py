@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.broker_client import BrokerClient
+from gateway.models import RecordingInfo
 from gateway.monitor import GrantMonitor
 from gateway.settings import GatewaySettings
 
@@ -53,12 +54,16 @@ class SessionOwner(Protocol):
     def cut_reason(self) -> tuple[str, str | None] | None: ...
 
 
-def report_end(owner: SessionOwner, session_id: str | None, error: str | None, bytes_in: int, bytes_out: int) -> None:
-    """Tell the broker a session ended, in the background: why (the cut, an error, or the client), and bytes."""
+def report_end(
+    owner: SessionOwner, session_id: str | None, error: str | None, bytes_in: int, bytes_out: int,
+    recording: RecordingInfo | None = None,
+) -> None:
+    """Tell the broker a session ended, in the background: why (the cut, an error, or the client), bytes,
+    and the recording's hash."""
     if session_id is None:  # the broker never recorded its start
         return
     reason, detail = owner.cut_reason() or (("error", error) if error else ("client_closed", None))
     report = owner.ctx.broker.session_end(
-        session_id, reason=reason, bytes_in=bytes_in, bytes_out=bytes_out, detail=detail
+        session_id, reason=reason, bytes_in=bytes_in, bytes_out=bytes_out, detail=detail, recording=recording
     )
     owner.ctx.spawn(report, f"reporting the end of session {session_id}")

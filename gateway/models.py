@@ -95,6 +95,10 @@ class Authorization:
     asset_host: str | None = None
     # TCP ports only: requests are filtered by protocol (gateway/protocols.py); writes are refused.
     read_only: bool = False
+    # The site's policy: record what the vendor types (on unless the broker says off), and whether
+    # SFTP/scp may write to the target (download-only unless the broker says "both": deny by default).
+    record_input: bool = True
+    download_only: bool = True
 
     @classmethod
     def from_json(cls, data: Any) -> Authorization:
@@ -118,7 +122,21 @@ class Authorization:
             target=None if target is None else Target.from_json(target),
             asset_host=_field(obj, "asset_host", str, optional=True),
             read_only=bool(_field(obj, "read_only", bool, optional=True)),
+            record_input=obj.get("record_input") is not False,
+            download_only=obj.get("transfers") != "both",
         )
+
+
+@dataclass(frozen=True)
+class RecordingInfo:
+    """A finished recording as reported in the session-end call: its name in the store, hash and size."""
+
+    name: str
+    sha256: str
+    bytes: int
+
+    def as_json(self) -> dict[str, str | int]:
+        return {"name": self.name, "sha256": self.sha256, "bytes": self.bytes}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from gateway.context import GatewayContext, report_end
 from gateway.errors import BrokerError, BrokerRefused
 from gateway.models import Authorization
 from gateway.notice import REFUSED_EXIT_STATUS
+from gateway.taps import ChannelTap, PassThrough, SessionInfo, TapFailure, open_tap
 from gateway.target_session import TargetSession
 
 logger = logging.getLogger("gatepass.gateway.sessions")
@@ -64,6 +65,8 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         self._closed = False
         self._error: str | None = None
         self._pty_newline = b"\n"
+        # The recorder or transfer inspector; set once the broker has recorded the session's start.
+        self._tap: ChannelTap = PassThrough()
         self.bytes_in = 0  # client -> target
         self.bytes_out = 0  # target -> client
 
@@ -107,7 +110,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self.bytes_in += len(data)
         if self._upstream is not None:
-            self._upstream.write(data)
+            self._to_target(data, datatype)
         else:
             # asyncssh resumes reading right after session_started, so pause here (FIELD-NOTES).
             self._pending.append((data, datatype))
@@ -123,6 +126,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         self._term_size = (width, height, pixwidth, pixheight)
+        self._tap.resized(width, height)
         if self._upstream is not None:
             self._upstream.change_terminal_size(width, height, pixwidth, pixheight)
 
@@ -153,16 +157,23 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         if exc is not None and self._error is None:
             self._error = str(exc)
         self._host.session_ended(self)
-        report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out)
+        recording = None
+        try:
+            recording = self._tap.close(self._exit_status)
+        except TapFailure as exc:
+            self._error = self._error or f"recording failed: {exc}"
+        report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out, recording)
 
     # -- what the gateway does to the session ----------------------------------------------------
 
     def warn(self, message: str) -> None:
         """One line on the user's terminal (stderr), without ending anything."""
+        self._tap.note(message)
         self._notice(message)
 
     def terminate(self, message: str, status: int = CUT_EXIT_STATUS) -> None:
         """Write ``message`` to stderr, send the exit status and close both channels."""
+        self._tap.note(message)
         self._notice(message)
         if self._chan is not None and not self._closed:
             self._chan.exit(status)
@@ -197,6 +208,14 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
                            "unreachable); nothing was run, try again in a moment", REFUSED_EXIT_STATUS)
             return
         try:
+            self._tap = open_tap(ctx, SessionInfo(
+                session_id=self._session_id, auth=auth, kind=self.kind or "exec", command=self.command,
+                term_type=self._term_type, term_size=self._term_size,
+            ))
+        except TapFailure as exc:
+            self._tap_failed(exc)
+            return
+        try:
             upstream, _ = await self._upstream_conn.create_session(
                 lambda: TargetSession(self),
                 command=self.command if self.kind == "exec" else None,
@@ -215,9 +234,9 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             upstream.close()
             return
         self._upstream = upstream
-        for data, datatype in self._pending:
-            upstream.write(data, datatype)
-        self._pending.clear()
+        pending, self._pending = self._pending, []
+        for data, datatype in pending:
+            self._to_target(data, datatype)
         if self._pending_eof:
             upstream.write_eof()
         if self._chan is not None:
@@ -227,11 +246,40 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         env: Mapping[str, str] = self._chan.get_environment() if self._chan else {}
         return {name: value for name, value in env.items() if name.startswith(_PASSED_ENV_PREFIXES)}
 
+    def _to_target(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        """Client bytes through the tap to the target; the tap may answer the client itself."""
+        if self._upstream is None:
+            return
+        if datatype is not None:  # extended data from a client is not a thing OpenSSH sends; pass it on
+            self._upstream.write(data, datatype)
+            return
+        try:
+            forward, reply = self._tap.from_client(data)
+        except TapFailure as exc:
+            self._tap_failed(exc)
+            return
+        if forward:
+            self._upstream.write(forward)
+        if reply and self._chan is not None and not self._closed:
+            self._chan.write(reply)
+
+    def _tap_failed(self, exc: TapFailure) -> None:
+        """The recorder or inspector cannot go on: the session must not run unrecorded (fail closed)."""
+        logger.warning("session %s on %s ended: %s", self._session_id, self._auth.asset, exc)
+        self._error = f"recording failed: {exc}"
+        self.terminate(f"gatepass: {exc}; the session is ended because it cannot be recorded")
+
     def target_data(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if self._chan is None or self._closed:
             return
         self.bytes_out += len(data)
-        self._chan.write(data, datatype)
+        try:
+            data = self._tap.from_target(data, stderr=datatype == asyncssh.EXTENDED_DATA_STDERR)
+        except TapFailure as exc:
+            self._tap_failed(exc)
+            return
+        if data:
+            self._chan.write(data, datatype)
 
     def target_eof(self) -> None:
         if self._chan is not None and not self._closed:

@@ -54,7 +54,8 @@ def start_session(body: SessionStartIn, gateway: CurrentGateway, session: Sessio
 def end_session(session_id: str, body: SessionEndIn, gateway: CurrentGateway, session: SessionDep,
                 now: NowDep) -> Response:
     gateways.end_session(session, now=now, gateway=gateway, session_id=session_id, reason=body.reason,
-                         bytes_in=body.bytes_in, bytes_out=body.bytes_out, detail=body.detail)
+                         bytes_in=body.bytes_in, bytes_out=body.bytes_out, detail=body.detail,
+                         recording=body.recording.model_dump() if body.recording else None)
     return Response(status_code=204)
 
 

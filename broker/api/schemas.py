@@ -80,11 +80,18 @@ class SessionStartIn(Body):
     port: int | None = Field(default=None, ge=1, le=65535)
 
 
+class RecordingIn(Body):
+    name: str = Field(min_length=1, max_length=64)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0, le=2**63 - 1)
+
+
 class SessionEndIn(Body):
     reason: str = Field(min_length=1, max_length=16)
     bytes_in: int = Field(ge=0, le=2**63 - 1)
     bytes_out: int = Field(ge=0, le=2**63 - 1)
     detail: str | None = Field(default=None, max_length=1000)
+    recording: RecordingIn | None = None
 
 
 class LockdownIn(Body):
@@ -93,8 +100,16 @@ class LockdownIn(Body):
 
 class SessionEventIn(Body):
     kind: str = Field(min_length=1, max_length=32)
-    # Small, flat facts only (function code, unit id, count): this goes into the audit trail as is.
+    # Small, flat facts only (function code, unit id, count, a path): this goes into the audit trail as is.
     detail: dict[str, int | str | bool | None] = Field(default_factory=dict, max_length=16)
+
+    @field_validator("detail")
+    @classmethod
+    def _short_values(cls, detail: dict[str, int | str | bool | None]) -> dict[str, int | str | bool | None]:
+        for key, value in detail.items():
+            if len(key) > 32 or (isinstance(value, str) and len(value) > 4096):
+                raise ValueError("detail keys are at most 32 characters and values at most 4096")
+        return detail
 
 
 class ExtendIn(Body):

@@ -40,6 +40,8 @@ class FakeGrant:
     site: str = "plant-a"
     asset_host: str = "127.0.0.1"
     read_only: bool = False
+    record_input: bool = True
+    transfers: str = "both"
 
 
 @dataclass
@@ -193,6 +195,8 @@ class FakeBroker:
                     "target": grant.target,
                     "asset_host": grant.asset_host,
                     "read_only": grant.read_only,
+                    "record_input": grant.record_input,
+                    "transfers": grant.transfers,
                 }
             )
 

@@ -1,0 +1,86 @@
+"""What sits on a session channel between the client and the target: a recorder or a transfer inspector.
+
+A tap sees every byte each way and decides what passes. ``gateway.sessions.ProxySession`` calls it; which
+tap a session gets depends on its kind (shell and exec: the asciicast recorder; sftp and scp: the file
+transfer inspector). A tap that cannot do its job raises ``TapFailure`` and the session ends (fail closed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from asyncssh.misc import TermSize
+
+from gateway.models import Authorization, RecordingInfo
+
+if TYPE_CHECKING:
+    from gateway.context import GatewayContext
+
+
+class TapFailure(Exception):
+    """The tap cannot go on (e.g. the recording cannot be written); ``str(exc)`` says why, for the user."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a tap knows about the session it sits on."""
+
+    session_id: str
+    auth: Authorization
+    kind: str  # shell | exec | sftp
+    command: str | None
+    term_type: str | None
+    term_size: TermSize
+
+
+class ChannelTap(Protocol):
+    def from_client(self, data: bytes) -> tuple[bytes, bytes]:
+        """Bytes the client sent: returns (what to pass to the target, what to answer the client directly)."""
+        ...
+
+    def from_target(self, data: bytes, stderr: bool) -> bytes:
+        """Bytes the target sent (stdout, or stderr if ``stderr``): returns what to pass to the client."""
+        ...
+
+    def resized(self, width: int, height: int) -> None:
+        """The client's terminal changed size."""
+        ...
+
+    def note(self, text: str) -> None:
+        """Something the gateway told the user (a warning, the reason for a cut), for the record."""
+        ...
+
+    def close(self, exit_status: int | None) -> RecordingInfo | None:
+        """The session is over: finish up and say what was stored (None when nothing was)."""
+        ...
+
+
+class PassThrough:
+    """A tap that records nothing (TCP-only use; never for a shell, exec or sftp session)."""
+
+    def from_client(self, data: bytes) -> tuple[bytes, bytes]:
+        return data, b""
+
+    def from_target(self, data: bytes, stderr: bool) -> bytes:  # noqa: ARG002 - the tap interface
+        return data
+
+    def resized(self, width: int, height: int) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+    def close(self, exit_status: int | None) -> RecordingInfo | None:  # noqa: ARG002 - the tap interface
+        return None
+
+
+def open_tap(ctx: GatewayContext, info: SessionInfo) -> ChannelTap:
+    """The tap for a new session; raises TapFailure if it cannot be set up (the session must not run)."""
+    from gateway.recording import open_recorder
+    from gateway.transfers import open_inspector
+
+    inspector = open_inspector(ctx, info)
+    if inspector is not None:
+        return inspector
+    return open_recorder(ctx, info)
