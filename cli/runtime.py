@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -65,10 +67,12 @@ async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) ->
         await asyncio.sleep(0.02)
     http_port = _bound_port(server, settings.http_port)
     base_url = f"http://{settings.http_host}:{http_port}"
-
+    siem_stop = threading.Event()
+    siem_task = None
     demo_target = None
     gateway = None
     try:
+        siem_task = _start_siem_forwarding(settings, siem_stop)
         if demo:
             demo_target = await _start_demo(settings)
         if with_gateway:
@@ -94,8 +98,11 @@ async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) ->
             gateway = None
         await server_task
     finally:
+        siem_stop.set()
         if gateway is not None:
             await gateway.stop()
+        if siem_task is not None:
+            await siem_task
         if demo_target is not None:
             await demo_target.stop()
         if not server_task.done():
@@ -103,6 +110,25 @@ async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) ->
             with contextlib.suppress(asyncio.CancelledError):
                 await server_task
     return 0
+
+
+def _start_siem_forwarding(settings: Settings, stop: threading.Event) -> asyncio.Task[None] | None:
+    """With GATEPASS_SYSLOG=tcp://HOST:PORT or tls://HOST:PORT (CA file in GATEPASS_SYSLOG_CA), forward the
+    audit trail to that collector in a thread for as long as the broker runs (``broker/siem_forward.py``)."""
+    url = os.environ.get("GATEPASS_SYSLOG")
+    if not url:
+        return None
+    from broker import siem_forward
+    from broker.db import make_engine, make_session_factory
+
+    destination = siem_forward.Destination.parse(url)
+    ca_file = os.environ.get("GATEPASS_SYSLOG_CA")
+    forwarder = siem_forward.Forwarder(
+        session_factory=make_session_factory(make_engine(settings.effective_database_url)),
+        destination=destination, clock=settings.clock,
+        ssl_context=destination.ssl_context(Path(ca_file) if ca_file else None))
+    log.info("forwarding the audit trail to %s", destination.url)
+    return asyncio.create_task(asyncio.to_thread(forwarder.run, stop))
 
 
 async def _start_demo(settings: Settings) -> DemoTarget:

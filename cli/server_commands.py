@@ -1,4 +1,4 @@
-"""Server-side subcommands (init, serve, broker, gateway, admin, audit verify) that work on the data directory."""
+"""Server-side subcommands (init, serve, broker, gateway, admin, audit verify/forward) on the data directory."""
 
 from __future__ import annotations
 
@@ -62,6 +62,14 @@ def add_subcommands(subparsers: Subparsers) -> None:
                         help="an anchor printed by an earlier verify and kept outside the database; the event "
                              "must still match it (catches a chain rewritten by someone with database rights)")
     verify.set_defaults(func=_guarded(_verify))
+    forward = actions.add_parser(
+        "forward", help="send the audit trail to a syslog collector (RFC 5424 over TCP/TLS), resuming where it stopped")
+    _data_option(forward)
+    forward.add_argument("--to", required=True, metavar="URL", help="the collector: tcp://HOST:PORT or tls://HOST:PORT")
+    forward.add_argument("--ca-file", type=Path, help="CA certificate(s) to check a tls:// collector against "
+                                                       "(default: the system's trust store)")
+    forward.add_argument("--once", action="store_true", help="send what is there now, then exit")
+    forward.set_defaults(func=_guarded(_forward))
 
 
 def _add_admin(subparsers: Subparsers) -> None:
@@ -294,6 +302,41 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"gatepass: AUDIT TRAIL BROKEN at event {result.first_bad_seq}: {result.problem} "
               f"({result.events_checked} events verified before it)", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _forward(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from broker import siem_forward
+    from broker.db import make_engine, make_session_factory
+
+    settings = _settings(args)
+    destination = siem_forward.Destination.parse(args.to)
+    if not settings.master_key_path.exists():
+        raise FileNotFoundError(f"{settings.data_dir} is not a Gatepass data directory: run `gatepass init` first")
+    engine = make_engine(settings.effective_database_url)
+    try:
+        forwarder = siem_forward.Forwarder(session_factory=make_session_factory(engine), destination=destination,
+                                           clock=settings.clock, ssl_context=destination.ssl_context(args.ca_file))
+        if args.once:
+            try:
+                sent = forwarder.drain()
+            except (siem_forward.ForwardError, OSError) as error:
+                print(f"gatepass: forwarding to {destination.url} stopped at event {forwarder.cursor()}: {error}",
+                      file=sys.stderr)
+                return 1
+            print(f"Forwarded {sent} events to {destination.url}; its cursor is at event {forwarder.cursor()}.")
+            return 0
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda _signum, _frame: stop.set())
+        print(f"Forwarding the audit trail to {destination.url} from event {forwarder.cursor() + 1}; "
+              "Ctrl-C stops.", flush=True)
+        forwarder.run(stop)
+        return 0
+    finally:
+        engine.dispose()
 
 
 def _site_lockdown(args: argparse.Namespace) -> int:

@@ -493,9 +493,3 @@ def test_audit_export_is_for_security_reviewers(ctx: Context, logged_in: Session
     assert main(["audit", "export"], context=ctx) == 1
     assert err(ctx) == "gatepass: only security reviewers and admins can read the audit trail\n"
     assert out(ctx) == ""
-
-
-def test_audit_export_refuses_formats_not_built_yet(offline_ctx: Context) -> None:
-    assert main(["audit", "export", "--format", "cef"], context=offline_ctx) == 2
-    assert err(offline_ctx) == "gatepass: format cef is not available yet: use --format jsonl\n"
-
