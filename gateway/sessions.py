@@ -210,7 +210,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         try:
             self._tap = open_tap(ctx, SessionInfo(
                 session_id=self._session_id, auth=auth, kind=self.kind or "exec", command=self.command,
-                term_type=self._term_type, term_size=self._term_size,
+                term_type=self._term_type, term_size=self._term_size, tell_user=self.warn,
             ))
         except TapFailure as exc:
             self._tap_failed(exc)

@@ -7,6 +7,7 @@ transfer inspector). A tap that cannot do its job raises ``TapFailure`` and the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,6 +33,9 @@ class SessionInfo:
     command: str | None
     term_type: str | None
     term_size: TermSize
+    # One line on the user's terminal (stderr), nothing ended: a tap that refuses something in-band says
+    # why here as well, since clients may show only a status code (OpenSSH's sftp prints "Permission denied").
+    tell_user: Callable[[str], None] | None = None
 
 
 class ChannelTap(Protocol):
