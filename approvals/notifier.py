@@ -3,7 +3,11 @@ from a background task of each broker process. Configured from the environment:
 
     GATEPASS_NOTIFY_WEBHOOK   URL that receives {"text": …, "request": {…}} (Slack- and Teams-compatible text)
     GATEPASS_NOTIFY_EMAIL     site:address pairs, comma-separated: plant-a:ops@plant-a.example,plant-b:…
-    GATEPASS_SMTP             host:port of the mail relay (default 127.0.0.1:25); GATEPASS_SMTP_STARTTLS=1
+                              (extra addresses, on top of the approvers' own)
+    GATEPASS_SMTP             host:port of the mail relay (default 127.0.0.1:25); GATEPASS_SMTP_STARTTLS=1.
+                              With a relay configured (GATEPASS_SMTP or GATEPASS_NOTIFY_EMAIL set), each new
+                              request is also mailed to the e-mail address of every supervisor of its site
+                              (`gatepass admin user add … --email` / `admin user set NAME --email`).
     GATEPASS_SMTP_FROM        sender address (default gatepass@localhost)
     GATEPASS_PUBLIC_URL       the web address put in links (default http://HOST:PORT of the broker)
 """
@@ -49,8 +53,11 @@ class NotifierSettings:
             if sep and site and "@" in address:
                 emails.setdefault(site, []).append(address.strip())
         host, port = split_address(os.environ.get("GATEPASS_SMTP", "127.0.0.1:25"), what="SMTP")
+        # Approvers' own addresses are used once the deployment names a mail relay: without one, a broker on a
+        # laptop would keep failing to reach port 25 for every supervisor who has an address on file.
+        relay_configured = bool(os.environ.get("GATEPASS_SMTP") or emails)
         return cls(targets=Targets(webhook_url=os.environ.get("GATEPASS_NOTIFY_WEBHOOK") or None,
-                                   emails_by_site=emails),
+                                   emails_by_site=emails, approver_emails=relay_configured),
                    smtp_host=host, smtp_port=port, smtp_starttls=os.environ.get("GATEPASS_SMTP_STARTTLS") == "1",
                    smtp_from=os.environ.get("GATEPASS_SMTP_FROM", "gatepass@localhost"),
                    public_url=os.environ.get("GATEPASS_PUBLIC_URL") or default_public_url)

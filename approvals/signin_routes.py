@@ -1,11 +1,15 @@
-"""Sign-in (password + one-time code, after the system use notice) and sign-out."""
+"""Sign-in (password + one-time code, after the system use notice), TOTP enrolment with a QR code for a
+new or reset secret, and sign-out."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import hmac
 import secrets
 
+import segno
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
@@ -26,7 +30,7 @@ from approvals.web import (
     signed_in,
     web_of,
 )
-from broker import authentication, web_sessions
+from broker import authentication, totp, web_sessions
 from broker.db import unit_of_work
 from broker.errors import BrokerError, InvalidInput, NotAuthenticated
 from broker.models import Identity
@@ -34,6 +38,16 @@ from broker.models import Identity
 router = APIRouter(include_in_schema=False)
 
 SIGNIN_NONCE_TTL = 1800
+# The pending enrolment state (password verified, new TOTP secret not yet proven) lives this long.
+ENROLMENT_TTL = dt.timedelta(minutes=10)
+ENROL_COOKIE = "gatepass_enrol"
+ENROL_PATH = "/sign-in/enrol"
+
+
+def enrolment_key(csrf_key: bytes) -> bytes:
+    """A key of its own for the signed pending state (HMAC as a PRF with a label, as in HKDF-Expand, RFC 5869
+    §2.3): a CSRF token can never pass for a pending enrolment, nor the other way round."""
+    return hmac.new(csrf_key, b"gatepass web totp-enrolment key v1", hashlib.sha256).digest()
 
 
 def home_for(roles: frozenset[str]) -> str:
@@ -94,28 +108,121 @@ async def sign_in(request: Request) -> Response:
     username = form.get("username", "").strip()
     password = form.get("password", "")
     code = form.get("code", "").strip()
-    if not username or not password or not code:
+    if not username or not password:
         return _sign_in_page(request, status=400, username=username[:64],
                              message="Enter your username, password and the one-time code from your authenticator.")
 
-    def run() -> tuple[authentication.IssuedToken, frozenset[str]]:
+    def run() -> tuple[authentication.IssuedToken | authentication.PendingEnrolment, frozenset[str]]:
         with unit_of_work(web.state.sessions) as session:
-            issued = authentication.login(
+            result = authentication.web_login(
                 session, vault=web.state.vault, now=web.state.settings.clock.now(), policy=web.state.login_policy,
-                username=username[:64], password=password, code=code, source=client_host(request))
-            return issued, frozenset(a.role for a in issued.identity.roles)
+                username=username[:64], password=password, code=code, source=client_host(request),
+                enrolment_key=enrolment_key(web.csrf_key), enrolment_ttl=ENROLMENT_TTL)
+            if isinstance(result, authentication.PendingEnrolment):
+                return result, frozenset()
+            return result, frozenset(a.role for a in result.identity.roles)
 
     try:
-        issued, roles = await run_in_threadpool(run)
+        result, roles = await run_in_threadpool(run)
     except BrokerError as error:
         return _sign_in_page(request, status=error.status_code, message=error.message, username=username[:64])
+    if isinstance(result, authentication.PendingEnrolment):
+        return _to_enrolment(request, result.token)
+    return _signed_in_response(request, result, roles)
+
+
+def _to_enrolment(request: Request, token: str) -> Response:
+    """The pending state goes in an HttpOnly, SameSite=Strict cookie scoped to the enrolment page: never in
+    a URL (it would reach logs and the Referer), and page scripts cannot read it."""
+    response = redirect(ENROL_PATH)
+    response.set_cookie(ENROL_COOKIE, token, max_age=int(ENROLMENT_TTL.total_seconds()), path=ENROL_PATH,
+                        httponly=True, samesite="strict", secure=is_https(request))
+    return response
+
+
+def _signed_in_response(request: Request, issued: authentication.IssuedToken, roles: frozenset[str]) -> Response:
+    web = web_of(request)
     response = redirect(home_for(roles))
     max_age = int((issued.expires_at - web.state.settings.clock.now()).total_seconds())
     # HttpOnly: page scripts never see the token; SameSite=Strict: other sites' forms do not carry it.
     response.set_cookie(SESSION_COOKIE, issued.token, max_age=max(max_age, 1), path="/", httponly=True,
                         samesite="strict", secure=is_https(request))
     response.delete_cookie(SIGNIN_COOKIE, path="/")
+    response.delete_cookie(ENROL_COOKIE, path=ENROL_PATH)
     return response
+
+
+def qr_code_data_uri(uri: str) -> str:
+    """The otpauth:// URI as an SVG QR code in a data: URI (the CSP allows img-src data:, no inline script)."""
+    return str(segno.make(uri, error="m").svg_data_uri(scale=5, border=4))
+
+
+def _enrolment_gone(request: Request, message: str) -> Response:
+    response = _sign_in_page(request, status=401, message=message)
+    response.delete_cookie(ENROL_COOKIE, path=ENROL_PATH)
+    return response
+
+
+@router.get(ENROL_PATH)
+async def enrolment_form(request: Request) -> Response:
+    web = web_of(request)
+    token = request.cookies.get(ENROL_COOKIE, "")
+    if not token:
+        return redirect("/sign-in")
+
+    def run() -> authentication.PendingEnrolment:
+        with unit_of_work(web.state.sessions) as session:
+            return authentication.open_enrolment(session, vault=web.state.vault, key=enrolment_key(web.csrf_key),
+                                                 token=token, now=web.state.settings.clock.now())
+
+    try:
+        pending = await run_in_threadpool(run)
+    except NotAuthenticated as error:
+        return _enrolment_gone(request, "Sign-in needed: " + error.message + ".")
+    retry = request.query_params.get("retry") == "1"
+    uri = totp.provisioning_uri(pending.secret, username=pending.username)
+    # The secret in groups of four, as authenticator apps ask for it when typed in by hand.
+    grouped = " ".join(pending.secret[i:i + 4] for i in range(0, len(pending.secret), 4))
+    return render(web, "enrol.html", status=200, viewer=None, title="Set up your one-time codes",
+                  username=pending.username, qr=qr_code_data_uri(uri), secret=grouped,
+                  expires_at=pending.expires_at, csrf=web_sessions.csrf_token(web.csrf_key, "enrol:" + token),
+                  message=("That code did not match. Check the time on your phone and enter the newest code."
+                           if retry else None))
+
+
+@router.post(ENROL_PATH)
+async def enrol(request: Request) -> Response:
+    web = web_of(request)
+    try:
+        form = await read_form(request)
+    except InvalidInput as error:
+        return error_page(web, 400, error.message)
+    token = request.cookies.get(ENROL_COOKIE, "")
+    if not token or not web_sessions.csrf_matches(web.csrf_key, "enrol:" + token, form.get("csrf")):
+        return await refuse_forgery(request, "")
+    code = form.get("code", "").strip()
+
+    def run() -> tuple[authentication.IssuedToken, frozenset[str]]:
+        with unit_of_work(web.state.sessions) as session:
+            issued = authentication.complete_enrolment(
+                session, vault=web.state.vault, now=web.state.settings.clock.now(), policy=web.state.login_policy,
+                key=enrolment_key(web.csrf_key), token=token, code=code, source=client_host(request))
+            return issued, frozenset(a.role for a in issued.identity.roles)
+
+    try:
+        issued, roles = await run_in_threadpool(run)
+    except authentication.EnrolmentCodeRefused as error:
+        if error.retry_token is None:
+            return _enrolment_gone(request, error.message[:1].upper() + error.message[1:] + ".")
+        response = redirect(ENROL_PATH + "?retry=1")
+        response.set_cookie(ENROL_COOKIE, error.retry_token, max_age=int(ENROLMENT_TTL.total_seconds()),
+                            path=ENROL_PATH, httponly=True, samesite="strict", secure=is_https(request))
+        return response
+    except NotAuthenticated as error:
+        return _enrolment_gone(request, "Sign-in needed: " + error.message + ".")
+    except BrokerError as error:
+        return _enrolment_gone(request, error.message[:1].upper() + error.message[1:] + ".")
+    return _signed_in_response(request, issued, roles)
 
 
 @router.post("/sign-out")

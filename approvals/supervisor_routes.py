@@ -1,5 +1,5 @@
-"""Supervisor pages: the approval queue for their own sites, live sessions with `End session`, and the
-plant lockdown; the lists refresh every 2 s from /approvals/live (static/app.js)."""
+"""Supervisor pages: the approval queue for their own sites, pending extensions, live sessions with
+`End session`, and the plant lockdown; the lists refresh every 2 s from /approvals/live (static/app.js)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def _lists(session: Session, identity: Identity, viewer: Viewer,
     access.expire_overdue(session, now=now)
     return {
         "viewer": viewer,
-        "queue": oversight.pending_queue(session, supervisor=identity),
+        "queue": oversight.pending_queue(session, supervisor=identity, now=now),
+        "extensions": extensions.pending_for_approver(session, approver=identity, now=now),
         "sessions": oversight.live_sessions(session, supervisor=identity, now=now),
         "grants": oversight.open_grants(session, supervisor=identity, now=now),
         "sites": oversight.sites_for(session, identity, "supervisor"),
@@ -58,7 +59,6 @@ async def approvals_page(request: Request) -> Response:
     def work(session: Session, identity: Identity, viewer: Viewer, now: dt.datetime) -> Response:
         _require_supervisor(identity)
         return render(web_of(request), "approvals.html", title="Approvals", done=done,
-                      extensions=extensions.pending_for_approver(session, approver=identity, now=now),
                       **_lists(session, identity, viewer, now))
 
     return await signed_in(request, work)
@@ -66,14 +66,15 @@ async def approvals_page(request: Request) -> Response:
 
 @router.get("/approvals/live")
 async def approvals_live(request: Request) -> Response:
-    """The queue and live-session fragments, rendered on the server (autoescaped) for app.js to swap in."""
+    """The queue, pending-extension, live-session and site fragments, rendered on the server (autoescaped)
+    for app.js to swap in."""
 
     def work(session: Session, identity: Identity, viewer: Viewer, now: dt.datetime) -> Response:
         _require_supervisor(identity)
         context = _lists(session, identity, viewer, now)
         templates = web_of(request).templates
         parts = {name: templates.get_template(f"_{name}.html").render(**context)
-                 for name in ("queue", "sessions", "sites")}
+                 for name in ("queue", "extensions", "sessions", "sites")}
         version = hashlib.sha256("\x00".join(parts.values()).encode()).hexdigest()[:16]
         return secure(JSONResponse({"version": version, **parts}))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -54,10 +54,19 @@ def migrate(settings: Settings) -> None:
         engine.dispose()
 
 
-def add_site(settings: Settings, *, name: str, approvals_required: int, max_window: str) -> None:
+def add_site(settings: Settings, *, name: str, approvals_required: int, max_window: str,
+             maintenance_windows: list[str] | None = None, record_input: bool = True,
+             transfers: str = "both") -> None:
     run(settings, lambda session, _vault: inventory.create_site(
         session, now=settings.clock.now(), actor=operator_name(), name=name,
-        approvals_required=approvals_required, max_window=max_window))
+        approvals_required=approvals_required, max_window=max_window, maintenance_windows=maintenance_windows,
+        record_input=record_input, transfers=transfers))
+
+
+def update_site(settings: Settings, *, name: str, **policy: Any) -> dict[str, dict[str, Any]]:
+    """Change a site's policy (``inventory.update_site``); returns what changed, old and new."""
+    return run(settings, lambda session, _vault: inventory.update_site(
+        session, now=settings.clock.now(), actor=operator_name(), name=name, **policy))
 
 
 def add_asset(settings: Settings, **fields: object) -> None:
@@ -68,6 +77,17 @@ def add_asset(settings: Settings, **fields: object) -> None:
 def add_user(settings: Settings, **fields: object) -> NewCredentials | None:
     return run(settings, lambda session, vault: identities.create_identity(
         session, vault=vault, now=settings.clock.now(), actor=operator_name(), **fields))  # type: ignore[arg-type]
+
+
+def set_user_email(settings: Settings, *, name: str, email: str | None) -> None:
+    run(settings, lambda session, _vault: identities.set_email(
+        session, now=settings.clock.now(), actor=operator_name(), username=name, email=email))
+
+
+def reset_totp(settings: Settings, *, name: str) -> str:
+    """A new, unconfirmed TOTP secret for ``name`` (their tokens and web sessions are revoked); returned once."""
+    return run(settings, lambda session, vault: identities.reset_totp(
+        session, vault=vault, now=settings.clock.now(), actor=operator_name(), username=name))
 
 
 def add_gateway(settings: Settings, *, name: str) -> str:

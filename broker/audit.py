@@ -30,6 +30,9 @@ class Action(StrEnum):
     GATEWAY_CREATED = "admin:gateway:created"
     IDENTITY_DISABLED = "admin:identity:disabled"
     IDENTITY_ENABLED = "admin:identity:enabled"
+    IDENTITY_UPDATED = "admin:identity:updated"
+    TOTP_RESET = "admin:identity:totp_reset"
+    SITE_UPDATED = "admin:site:updated"
     SITE_LOCKED_DOWN = "containment:site:locked_down"
     SITE_LOCKDOWN_LIFTED = "containment:site:lockdown_lifted"
     CONTAINMENT_REFUSED = "containment:site:refused"
@@ -37,6 +40,8 @@ class Action(StrEnum):
     LOGIN_SUCCEEDED = "auth:login:succeeded"
     LOGIN_FAILED = "auth:login:failed"
     MFA_FAILED = "auth:mfa:failed"
+    MFA_ENROLMENT_SHOWN = "auth:mfa:enrolment_shown"
+    MFA_ENROLLED = "auth:mfa:enrolled"
     ACCOUNT_LOCKED = "auth:account:locked"
     LOGOUT = "auth:token:revoked"
 

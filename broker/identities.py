@@ -12,12 +12,16 @@ from sqlalchemy.orm import Session
 from broker import audit, passwords, totp
 from broker.audit import Action
 from broker.errors import Conflict, InvalidInput, NotFound
-from broker.models import Identity, RoleAssignment, Site
+from broker.models import ApiToken, Identity, RoleAssignment, Site
 from broker.vault import Vault
 
 ROLES = ("vendor", "supervisor", "security", "admin")
 KINDS = ("human", "service", "ai_agent")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# A deliberately plain subset of RFC 5321 addresses: dot-atom local part, a host name with at least one dot.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+EMAIL_PATTERN = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                           rf"@{_LABEL}(?:\.{_LABEL})+$")
 
 
 def check_name(name: str, *, what: str) -> str:
@@ -27,6 +31,15 @@ def check_name(name: str, *, what: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def check_email(address: str) -> str:
+    """The address, trimmed, or a refusal that says what is wrong with it."""
+    address = (address or "").strip()
+    # RFC 5321 §4.5.3.1: at most 64 octets before the @ and 254 in all (the path limit less the brackets).
+    if len(address) > 254 or not EMAIL_PATTERN.match(address) or len(address.partition("@")[0]) > 64:
+        raise InvalidInput(f"'{address[:80]}' is not an e-mail address: give one like name@plant.example")
+    return address
 
 
 @dataclass(frozen=True)
@@ -58,11 +71,17 @@ def create_identity(
     organisation: str | None = None,
     owner: str | None = None,
     purpose: str | None = None,
+    email: str | None = None,
 ) -> NewCredentials | None:
     """Create an identity with one role (scoped to sites where given). Humans get a password and a TOTP
     secret, returned once; service and AI-agent identities get neither (they never sign in with a
-    password: DESIGN invariant 5) and must name an owner."""
+    password: DESIGN invariant 5) and must name an owner.
+
+    The TOTP secret starts unconfirmed: the first sign-in that proves it with a code (the web enrolment page
+    with its QR code, or `gatepass login --totp`) confirms it."""
     check_name(username, what="user")
+    if email is not None:
+        email = check_email(email)
     if role not in ROLES:
         raise InvalidInput(f"role '{role}' does not exist: choose one of {', '.join(ROLES)}")
     if kind not in KINDS:
@@ -83,7 +102,7 @@ def create_identity(
     identity = Identity(
         username=username, kind=kind, organisation=organisation, purpose=purpose,
         owner_id=owner_identity.id if owner_identity else None, created_at=now,
-        totp_last_step=0, failed_logins=0, disabled=False,
+        totp_last_step=0, failed_logins=0, disabled=False, email=email, totp_confirmed_at=None,
     )
     credentials = None
     if kind == "human":
@@ -96,9 +115,48 @@ def create_identity(
     session.flush()  # assign identity.id for the audit subject and role rows
     audit.record(
         session, now=now, action=Action.IDENTITY_CREATED, actor=actor, subject=username,
-        details={"role": role, "kind": kind, "sites": [s.name for s in sites], "organisation": organisation},
+        details={"role": role, "kind": kind, "sites": [s.name for s in sites], "organisation": organisation,
+                 **({"email": email} if email else {})},
     )
     return credentials
+
+
+def get_identity(session: Session, username: str) -> Identity:
+    identity = session.scalar(select(Identity).where(Identity.username == username))
+    if identity is None:
+        raise NotFound(f"there is no user named '{username}'")
+    return identity
+
+
+def set_email(session: Session, *, now: dt.datetime, actor: str, username: str, email: str | None) -> Identity:
+    """Set (or, with None or "", clear) where this person's notifications go."""
+    identity = get_identity(session, username)
+    new = check_email(email) if email else None
+    old = identity.email
+    identity.email = new
+    audit.record(session, now=now, action=Action.IDENTITY_UPDATED, actor=actor, subject=username,
+                 details={"email": {"old": old, "new": new}})
+    return identity
+
+
+def reset_totp(session: Session, *, vault: Vault, now: dt.datetime, actor: str, username: str) -> str:
+    """Issue a new TOTP secret (lost phone, suspected copy): it is unconfirmed until the person proves it
+    with a code, and every API token and web session of theirs is revoked so that nothing signed in with
+    the old factor stays in. Returns the new secret, shown once."""
+    identity = get_identity(session, username)
+    if identity.kind != "human" or identity.password_hash is None:
+        raise InvalidInput(f"'{username}' is a {identity.kind} identity: it has no one-time codes to reset")
+    secret = totp.new_secret()
+    identity.totp_secret_ciphertext = vault.seal(secret.encode(), purpose=totp_purpose(username))
+    identity.totp_confirmed_at = None
+    revoked = 0
+    for token in session.scalars(select(ApiToken).where(ApiToken.identity_id == identity.id,
+                                                        ApiToken.revoked_at.is_(None), ApiToken.expires_at > now)):
+        token.revoked_at = now
+        revoked += 1
+    audit.record(session, now=now, action=Action.TOTP_RESET, actor=actor, subject=username,
+                 details={"tokens_revoked": revoked})
+    return secret
 
 
 def _site_by_name(session: Session, name: str) -> Site:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
 
 import asyncssh
 from sqlalchemy import select
@@ -21,28 +24,189 @@ CRITICALITIES = ("low", "high")
 HIGH_CRITICALITY_APPROVALS = 2
 
 
+TRANSFERS = ("both", "download_only")
+MAX_MAINTENANCE_WINDOWS = 20
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WINDOW_SPEC = re.compile(r"^(?P<days>\S+)\s+(?P<start>\d{2}:\d{2})-(?P<end>\d{2}:\d{2})$")
+_EXAMPLES = 'e.g. "Sat 06:00-14:00", "Mon-Fri 22:00-02:00" or "daily 12:00-13:00" (UTC)'
+
+
 def credential_purpose(asset_name: str) -> str:
     return f"asset-credential:{asset_name}"
 
 
-def create_site(
-    session: Session, *, now: dt.datetime, actor: str, name: str, approvals_required: int = 1,
-    max_window: str = "8h",
-) -> Site:
-    check_name(name, what="site")
-    if not 1 <= approvals_required <= 5:
+# --- maintenance windows ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    """Weekly recurring time in UTC when a plant expects maintenance. ``end <= start`` runs overnight into the
+    next day (it belongs to the day it starts on)."""
+
+    days: frozenset[int]  # 0 = Monday, as datetime.weekday()
+    start: dt.timedelta  # since midnight
+    end: dt.timedelta
+
+    def occurrences(self, first: dt.date, last: dt.date) -> list[tuple[dt.datetime, dt.datetime]]:
+        found = []
+        day = first
+        while day <= last:
+            if day.weekday() in self.days:
+                midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+                end = midnight + self.end + (dt.timedelta(days=1) if self.end <= self.start else dt.timedelta())
+                found.append((midnight + self.start, end))
+            day += dt.timedelta(days=1)
+        return found
+
+
+def parse_maintenance_window(spec: str) -> MaintenanceWindow:
+    """``DAYS HH:MM-HH:MM`` where DAYS is ``daily``, a day (``Sat``), a range (``Mon-Fri``, ``Fri-Mon``) or a
+    list (``Mon,Wed``); refuses anything else with a reason and an example."""
+    text = " ".join((spec or "").split())
+    match = _WINDOW_SPEC.match(text)
+    if not match:
+        raise InvalidInput(f"maintenance window '{spec[:60]}' is not in the form DAYS HH:MM-HH:MM: {_EXAMPLES}")
+    days = _parse_days(match["days"], spec=spec)
+    start, end = _parse_clock(match["start"], spec=spec), _parse_clock(match["end"], spec=spec, end=True)
+    if start == end:
+        raise InvalidInput(f"maintenance window '{spec[:60]}' is empty: start and end are the same time "
+                           "(a whole day is 00:00-24:00)")
+    return MaintenanceWindow(days=days, start=start, end=end)
+
+
+def _parse_days(text: str, *, spec: str) -> frozenset[int]:
+    if text.lower() == "daily":
+        return frozenset(range(7))
+    days: set[int] = set()
+    for part in text.lower().split(","):
+        first, dash, last = part.partition("-")
+        if first not in DAY_NAMES or (dash and last not in DAY_NAMES):
+            raise InvalidInput(f"maintenance window '{spec[:60]}': '{part[:20]}' is not a day; use Mon, Tue, Wed, "
+                               f"Thu, Fri, Sat, Sun, a range such as Mon-Fri, or daily ({_EXAMPLES})")
+        index = DAY_NAMES.index(first)
+        days.add(index)
+        if dash:
+            while index != DAY_NAMES.index(last):  # a range may wrap over the weekend: Fri-Mon
+                index = (index + 1) % 7
+                days.add(index)
+    return frozenset(days)
+
+
+def _parse_clock(text: str, *, spec: str, end: bool = False) -> dt.timedelta:
+    hours, minutes = int(text[:2]), int(text[3:])
+    if minutes > 59 or hours > 24 or (hours == 24 and (minutes or not end)):
+        raise InvalidInput(f"maintenance window '{spec[:60]}': {text} is not a time of day (00:00 to 23:59; "
+                           "24:00 only as an end)")
+    return dt.timedelta(hours=hours, minutes=minutes)
+
+
+def check_maintenance_windows(specs: list[str]) -> list[str]:
+    """The windows normalised (single spaces), each one checked; refuses too many or a bad one."""
+    if len(specs) > MAX_MAINTENANCE_WINDOWS:
+        raise InvalidInput(f"{len(specs)} maintenance windows are too many: at most {MAX_MAINTENANCE_WINDOWS}")
+    normalised = []
+    for spec in specs:
+        parse_maintenance_window(spec)
+        normalised.append(" ".join(spec.split()))
+    return normalised
+
+
+def within_maintenance_windows(specs: list[str], *, start: dt.datetime, end: dt.datetime) -> bool:
+    """True when [start, end] lies inside the site's windows (back-to-back windows count as one stretch), or
+    when the site has no windows at all (nothing to be outside of)."""
+    windows = []
+    for spec in specs:
+        try:
+            windows.append(parse_maintenance_window(spec))
+        except InvalidInput:
+            continue  # stored windows were checked when set; an unreadable one never widens the allowed time
+    if not specs:
+        return True
+    start, end = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+    first, last = start.date() - dt.timedelta(days=1), end.date()
+    stretches = sorted(o for w in windows for o in w.occurrences(first, last))
+    merged: list[list[dt.datetime]] = []
+    for begins, ends in stretches:
+        if merged and begins <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], ends)
+        else:
+            merged.append([begins, ends])
+    return any(begins <= start and end <= ends for begins, ends in merged)
+
+
+# --- sites ----------------------------------------------------------------------------------------------
+
+
+def _check_site_policy(*, approvals_required: int | None = None, transfers: str | None = None) -> None:
+    if approvals_required is not None and not 1 <= approvals_required <= 5:
         raise InvalidInput(f"approvals required must be between 1 and 5, not {approvals_required}")
+    if transfers is not None and transfers not in TRANSFERS:
+        raise InvalidInput(f"transfers '{transfers}' does not exist: choose both or download-only")
+
+
+def _max_window(max_window: str) -> dt.timedelta:
     window = parse_duration(max_window)
     if window > dt.timedelta(days=30):
         raise InvalidInput(f"a maximum window of {max_window} is too long: at most 30d")
+    return window
+
+
+def create_site(
+    session: Session, *, now: dt.datetime, actor: str, name: str, approvals_required: int = 1,
+    max_window: str = "8h", maintenance_windows: list[str] | None = None, record_input: bool = True,
+    transfers: str = "both",
+) -> Site:
+    check_name(name, what="site")
+    _check_site_policy(approvals_required=approvals_required, transfers=transfers)
+    window = _max_window(max_window)
+    windows = check_maintenance_windows(maintenance_windows or [])
     if session.scalar(select(Site).where(Site.name == name)) is not None:
         raise Conflict(f"a site named '{name}' already exists")
     site = Site(name=name, approvals_required=approvals_required,
-                max_window_seconds=int(window.total_seconds()), locked_down=False, created_at=now)
+                max_window_seconds=int(window.total_seconds()), locked_down=False, created_at=now,
+                maintenance_windows=windows, record_input=record_input, transfers=transfers)
     session.add(site)
     audit.record(session, now=now, action=Action.SITE_CREATED, actor=actor, subject=name, site=name,
-                 details={"approvals_required": approvals_required, "max_window": format_duration(window)})
+                 details={"approvals_required": approvals_required, "max_window": format_duration(window),
+                          "maintenance_windows": windows, "record_input": record_input, "transfers": transfers})
     return site
+
+
+def update_site(
+    session: Session, *, now: dt.datetime, actor: str, name: str, approvals_required: int | None = None,
+    max_window: str | None = None, maintenance_windows: list[str] | None = None, record_input: bool | None = None,
+    transfers: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Change a site's policy; fields left as None stay. Audited with each changed field's old and new value
+    (returned too); a call that changes nothing writes no event."""
+    site = session.scalar(select(Site).where(Site.name == name))
+    if site is None:
+        raise NotFound(f"there is no site named '{name}'")
+    _check_site_policy(approvals_required=approvals_required, transfers=transfers)
+    window = _max_window(max_window) if max_window is not None else None
+    wanted: dict[str, Any] = {
+        "approvals_required": approvals_required,
+        "max_window_seconds": int(window.total_seconds()) if window is not None else None,
+        "maintenance_windows": check_maintenance_windows(maintenance_windows)
+        if maintenance_windows is not None else None,
+        "record_input": record_input,
+        "transfers": transfers,
+    }
+    changes: dict[str, dict[str, Any]] = {}
+    for field_name, new in wanted.items():
+        old = getattr(site, field_name)
+        if new is None or new == old:
+            continue
+        setattr(site, field_name, new)
+        if field_name == "max_window_seconds":
+            changes["max_window"] = {"old": format_duration(dt.timedelta(seconds=old)),
+                                     "new": format_duration(dt.timedelta(seconds=new))}
+        else:
+            changes[field_name] = {"old": list(old) if isinstance(old, list) else old, "new": new}
+    if changes:
+        audit.record(session, now=now, action=Action.SITE_UPDATED, actor=actor, subject=name, site=name,
+                     details=changes)
+    return changes
 
 
 def create_asset(

@@ -1,4 +1,5 @@
-"""Notifications outbox: a new request reaches its site's approvers by webhook and e-mail.
+"""Notifications outbox: a new request reaches its site's approvers by webhook and e-mail (the addresses of
+the site's supervisors, plus any per-site addresses configured for the deployment).
 
 Rows are made for every pending request that has none yet (whoever made it: API, web, CLI), claimed with a
 lease so that one broker replica delivers each, and retried with exponential backoff; every delivery, failed
@@ -8,6 +9,7 @@ attempt and final give-up is audited. Delivery never blocks or rolls back the re
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +22,7 @@ from broker import audit
 from broker.audit import Action
 from broker.db import Base, UTCDateTime
 from broker.durations import format_duration
-from broker.models import AccessRequest, Asset, Site
+from broker.models import AccessRequest, Asset, Identity, RoleAssignment, Site
 
 MAX_ATTEMPTS = 6
 FIRST_RETRY = dt.timedelta(seconds=2)
@@ -50,18 +52,54 @@ class Notification(Base):
 
 @dataclass(frozen=True)
 class Targets:
-    """Where new requests are announced: one webhook for every site, e-mail addresses per site."""
+    """Where new requests are announced: one webhook for every site, e-mail addresses per site from the
+    deployment's configuration, and (``approver_emails``, when a mail relay is configured) the e-mail
+    address of each supervisor of the request's site."""
 
     webhook_url: str | None = None
     emails_by_site: dict[str, list[str]] = field(default_factory=dict)
+    approver_emails: bool = False
 
-    def for_site(self, site: str) -> list[tuple[str, str]]:
+    def for_site(self, site: str, approvers: Sequence[str] = ()) -> list[tuple[str, str]]:
         found = [("webhook", self.webhook_url)] if self.webhook_url else []
-        return found + [("email", address) for address in self.emails_by_site.get(site, [])]
+        addresses: list[str] = []
+        for address in [*(approvers if self.approver_emails else []), *self.emails_by_site.get(site, [])]:
+            if address.lower() not in (known.lower() for known in addresses):
+                addresses.append(address)
+        return found + [("email", address) for address in addresses]
 
     @property
     def any(self) -> bool:
-        return bool(self.webhook_url or self.emails_by_site)
+        return bool(self.webhook_url or self.emails_by_site or self.approver_emails)
+
+
+@dataclass(frozen=True)
+class ApproverAddresses:
+    """E-mail addresses of usable supervisors: per site, and of those who approve for every site."""
+
+    by_site: dict[int, list[tuple[int, str]]]
+    everywhere: list[tuple[int, str]]
+
+    def for_request(self, request: AccessRequest) -> list[str]:
+        """The site's approvers, never the requester (who cannot approve their own request)."""
+        found = [*self.by_site.get(request.asset.site_id, []), *self.everywhere]
+        return [address for identity_id, address in found if identity_id != request.requester_id]
+
+
+def approver_addresses(session: Session, *, now: dt.datetime) -> ApproverAddresses:
+    rows = session.execute(
+        select(RoleAssignment.site_id, Identity.id, Identity.email).join(Identity)
+        .where(RoleAssignment.role == "supervisor", Identity.email.is_not(None), Identity.disabled.is_(False),
+               (Identity.expires_at.is_(None)) | (Identity.expires_at > now))
+        .order_by(Identity.username)
+    ).all()
+    by_site: dict[int, list[tuple[int, str]]] = {}
+    everywhere: list[tuple[int, str]] = []
+    for site_id, identity_id, email in rows:
+        if not email:
+            continue
+        (everywhere if site_id is None else by_site.setdefault(site_id, [])).append((identity_id, email))
+    return ApproverAddresses(by_site=by_site, everywhere=everywhere)
 
 
 @dataclass(frozen=True)
@@ -79,16 +117,17 @@ def enqueue_new_requests(session: Session, *, now: dt.datetime, targets: Targets
     """Make outbox rows for pending requests that have none yet; replicas racing here skip duplicates."""
     if not targets.any:
         return 0
+    approvers = approver_addresses(session, now=now) if targets.approver_emails else ApproverAddresses({}, [])
     query = select(AccessRequest).join(Asset).join(Site).where(
         AccessRequest.status == "pending", AccessRequest.created_at >= now - within,
         ~exists().where(Notification.request_id == AccessRequest.id))
-    if not targets.webhook_url:
+    if not targets.webhook_url and not approvers.everywhere:
         # Only sites with a target: requests elsewhere would stay "new" and crowd out the ones that count.
-        query = query.where(Site.name.in_(sorted(targets.emails_by_site)))
+        query = query.where(Site.name.in_(sorted(targets.emails_by_site)) | Site.id.in_(sorted(approvers.by_site)))
     fresh = session.scalars(query.order_by(AccessRequest.created_at).limit(100)).all()
     made = 0
     for request in fresh:
-        for channel, target in targets.for_site(request.asset.site.name):
+        for channel, target in targets.for_site(request.asset.site.name, approvers.for_request(request)):
             try:
                 with session.begin_nested():  # a savepoint: another replica may have made the same row
                     session.add(Notification(request_id=request.id, channel=channel, target=target, status="pending",

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from broker.access_rules import approvals_so_far
 from broker.identities import has_role, site_ids_for_role
+from broker.inventory import within_maintenance_windows
 from broker.models import AccessRequest, AccessSession, Asset, AuditEvent, Grant, Identity, Site
 
 T = TypeVar("T")
@@ -45,9 +46,10 @@ class QueueItem:
     blocked: str | None = None
 
 
-def pending_queue(session: Session, *, supervisor: Identity) -> list[QueueItem]:
+def pending_queue(session: Session, *, supervisor: Identity, now: dt.datetime) -> list[QueueItem]:
     """Pending requests at the supervisor's sites only, oldest first, each with the vendor's recent history
-    at the same plant and the flags an approver should weigh."""
+    at the same plant and the flags an approver should weigh (``now`` stands for the approval time of a
+    request that starts at approval)."""
     scope = scoped_site_ids(supervisor, "supervisor")
     if scope is not None and not scope:
         return []
@@ -56,11 +58,11 @@ def pending_queue(session: Session, *, supervisor: Identity) -> list[QueueItem]:
         query = query.where(Asset.site_id.in_(scope))
     items = []
     for request in session.scalars(query.order_by(AccessRequest.created_at).limit(200)):
-        items.append(_queue_item(session, request, supervisor))
+        items.append(_queue_item(session, request, supervisor, now))
     return items
 
 
-def _queue_item(session: Session, request: AccessRequest, supervisor: Identity) -> QueueItem:
+def _queue_item(session: Session, request: AccessRequest, supervisor: Identity, now: dt.datetime) -> QueueItem:
     asset = request.asset
     history = list(session.scalars(
         select(AccessRequest).join(Asset)
@@ -85,6 +87,10 @@ def _queue_item(session: Session, request: AccessRequest, supervisor: Identity) 
         flags.append("denied here before")
     if request.read_only:
         flags.append("read-only (Modbus writes refused)")
+    starts = request.start_at if request.start_at is not None and request.start_at > now else now
+    if not within_maintenance_windows(asset.site.maintenance_windows, start=starts,
+                                      end=starts + dt.timedelta(seconds=request.duration_seconds)):
+        flags.append("outside the site's maintenance window")
     blocked = None
     if request.requester_id == supervisor.id:
         blocked = "this is your own request: another approver must decide"

@@ -120,9 +120,21 @@ def _add_admin(subparsers: Subparsers) -> None:
     user_add.add_argument("--kind", choices=["human", "service", "ai_agent"], default="human")
     user_add.add_argument("--owner", help="the accountable person (required for service and AI-agent identities)")
     user_add.add_argument("--purpose")
+    user_add.add_argument("--email", help="where this person's notifications go (new requests at their sites)")
     user_add.add_argument("--json", action="store_true")
     _data_option(user_add)
     user_add.set_defaults(func=_guarded(_user_add))
+    user_set = user.add_parser("set", help="change a user's e-mail address")
+    user_set.add_argument("name")
+    user_set.add_argument("--email", required=True, help='the new address ("" removes it)')
+    _data_option(user_set)
+    user_set.set_defaults(func=_guarded(_user_set))
+    reset = user.add_parser("reset-totp", help="issue a new TOTP secret (signs the user out everywhere); they "
+                            "confirm it with a code at their next sign-in")
+    reset.add_argument("name")
+    reset.add_argument("--json", action="store_true", help='print {"username", "totp_secret"} as JSON')
+    _data_option(reset)
+    reset.set_defaults(func=_guarded(_user_reset_totp))
     for verb, help_text in (("disable", "disable a user: signed out, open grants revoked, sessions cut"),
                             ("enable", "enable a disabled user again")):
         toggle = user.add_parser(verb, help=help_text)
@@ -136,6 +148,17 @@ def _add_admin(subparsers: Subparsers) -> None:
     gateway_add.add_argument("--json", action="store_true")
     _data_option(gateway_add)
     gateway_add.set_defaults(func=_guarded(_gateway_add))
+
+
+def _site_policy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--maintenance-window", action="append", dest="maintenance_windows", metavar="SPEC",
+                        help='when the plant expects maintenance, in UTC, e.g. "Sat 06:00-14:00", '
+                             '"Mon-Fri 22:00-02:00", "daily 12:00-13:00" (repeat for several; requests outside '
+                             "are flagged to approvers; with `set` the list replaces the old one)")
+    parser.add_argument("--record-input", choices=["on", "off"],
+                        help="record what vendors type as well as what they see (default on)")
+    parser.add_argument("--transfers", choices=["both", "download-only"],
+                        help="whether SFTP/scp may write to the site's machines (default both)")
 
 
 def _data_option(parser: argparse.ArgumentParser) -> None:
@@ -219,16 +242,47 @@ def _gateway(args: argparse.Namespace) -> int:
     host, port = split_address(args.ssh or os.environ.get("GATEPASS_SSH", "127.0.0.1:2222"), what="SSH")
     token = args.token_file.read_text().strip()
     return runtime.run_forever(runtime.run_gateway_only(broker_url=args.broker, token=token, host=host, port=port,
-                                                host_key_path=args.host_key, public_host=args.public_host))
+                                                host_key_path=args.host_key, public_host=args.public_host,
+                                                recordings_dir=args.recordings.absolute()))
 
 
 def _site_add(args: argparse.Namespace) -> int:
     from broker import admin
 
+    windows = args.maintenance_windows or []
     admin.add_site(_settings(args), name=args.name, approvals_required=args.approvals_required,
                    max_window=args.max_window)
     print(f"Added site {args.name} ({args.approvals_required} approval(s) required, windows up to {args.max_window})")
+    if windows:
+        print(f"  maintenance windows (UTC): {', '.join(windows)}")
     return 0
+
+
+def _site_set(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    if args.no_maintenance_window and args.maintenance_windows:
+        print("gatepass: give either --maintenance-window or --no-maintenance-window, not both", file=sys.stderr)
+        return 2
+    windows = [] if args.no_maintenance_window else args.maintenance_windows
+    changes = admin.update_site(
+        _settings(args), name=args.name, approvals_required=args.approvals_required, max_window=args.max_window,
+        maintenance_windows=windows,
+        record_input=None if args.record_input is None else args.record_input == "on",
+        transfers=None if args.transfers is None else args.transfers.replace("-", "_"))
+    if not changes:
+        print(f"Site {args.name} unchanged (it already had that policy).")
+    for field_name, change in changes.items():
+        print(f"Site {args.name}: {field_name.replace('_', ' ')} {_shown(change['old'])} -> {_shown(change['new'])}")
+    return 0
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "(none)"
+    return str(value).replace("_", "-")
 
 
 def _asset_add(args: argparse.Namespace) -> int:
@@ -258,7 +312,8 @@ def _user_add(args: argparse.Namespace) -> int:
     from broker import admin
 
     creds = admin.add_user(_settings(args), username=args.name, role=args.role, kind=args.kind,
-                           site_names=args.sites, organisation=args.org, owner=args.owner, purpose=args.purpose)
+                           site_names=args.sites, organisation=args.org, owner=args.owner, purpose=args.purpose,
+                           email=args.email)
     from broker.totp import provisioning_uri
 
     if args.json:
@@ -270,6 +325,32 @@ def _user_add(args: argparse.Namespace) -> int:
         print(f"  password:     {creds.password}")
         print(f"  TOTP secret:  {creds.totp_secret}")
         print(f"  TOTP URI:     {provisioning_uri(creds.totp_secret, username=creds.username)}")
+        print("  At the first web sign-in (One-time code left empty) the user sees this secret as a QR code and "
+              "confirms it with a code; `gatepass login --totp CODE` confirms it too.")
+    return 0
+
+
+def _user_set(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    admin.set_user_email(_settings(args), name=args.name, email=args.email.strip() or None)
+    print(f"{args.name}: e-mail {'set to ' + args.email.strip() if args.email.strip() else 'removed'}.")
+    return 0
+
+
+def _user_reset_totp(args: argparse.Namespace) -> int:
+    from broker import admin
+    from broker.totp import provisioning_uri
+
+    secret = admin.reset_totp(_settings(args), name=args.name)
+    if args.json:
+        print(json.dumps({"username": args.name, "totp_secret": secret}))
+        return 0
+    print(f"Issued a new TOTP secret for {args.name}; their API tokens and web sessions are revoked.")
+    print("New secret (shown once; the user confirms it with a code at their next sign-in, where the web page")
+    print("also shows it as a QR code):")
+    print(f"  TOTP secret:  {secret}")
+    print(f"  TOTP URI:     {provisioning_uri(secret, username=args.name)}")
     return 0
 
 
@@ -290,11 +371,14 @@ def _verify(args: argparse.Namespace) -> int:
     from broker.audit import Anchor
 
     anchors = tuple(Anchor.parse(text) for text in args.anchor)
-    result = admin.verify_audit(_settings(args), anchors=anchors)
+    verification = admin.verify_audit(_settings(args), anchors=anchors)
+    result, recordings = verification.chain, verification.recordings
     if args.json:
-        print(json.dumps({"ok": result.ok, "events_checked": result.events_checked, "problem": result.problem,
-                          "first_bad_seq": result.first_bad_seq, "anchor": result.anchor}))
-    elif result.ok:
+        print(json.dumps({"ok": verification.ok, "chain_ok": result.ok, "events_checked": result.events_checked,
+                          "problem": result.problem, "first_bad_seq": result.first_bad_seq, "anchor": result.anchor,
+                          "recordings_checked": recordings.checked, "recording_problems": recordings.problems}))
+        return 0 if verification.ok else 1
+    if result.ok:
         print(f"Audit trail intact: {result.events_checked} events, hash chain verified"
               f"{f', {len(anchors)} anchor(s) matched' if anchors else ''}.")
         print(f"Anchor (keep it outside this system; pass it to a later verify with --anchor): {result.anchor}")
