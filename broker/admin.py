@@ -6,11 +6,12 @@ from __future__ import annotations
 import getpass
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from broker import audit, containment, gateways, identities, inventory
+from broker import audit, containment, gateways, identities, inventory, recordings
 from broker.db import make_engine, make_session_factory, unit_of_work
 from broker.events import NullPublisher
 from broker.identities import NewCredentials
@@ -95,9 +96,23 @@ def add_gateway(settings: Settings, *, name: str) -> str:
         session, now=settings.clock.now(), actor=operator_name(), name=name))
 
 
-def verify_audit(settings: Settings, *, anchors: tuple[audit.Anchor, ...] = ()) -> audit.VerifyResult:
+@dataclass(frozen=True)
+class AuditVerification:
+    """`gatepass audit verify`: the hash chain, and every session recording against its reported hash."""
+
+    chain: audit.VerifyResult
+    recordings: recordings.RecordingsCheck
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and self.recordings.ok
+
+
+def verify_audit(settings: Settings, *, anchors: tuple[audit.Anchor, ...] = ()) -> AuditVerification:
     with local_session(settings) as session:
-        return audit.verify_chain(session, anchors=anchors)
+        # Recordings first: verify_chain empties the session as it walks.
+        checked = recordings.verify_recordings(session, recordings.recordings_dir(settings))
+        return AuditVerification(chain=audit.verify_chain(session, anchors=anchors), recordings=checked)
 
 
 def lock_down_site(settings: Settings, *, name: str, reason: str | None) -> list[str]:

@@ -55,7 +55,8 @@ def add_subcommands(subparsers: Subparsers) -> None:
 
     audit = subparsers.add_parser("audit", help="verify or export the audit trail")
     actions = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    verify = actions.add_parser("verify", help="check the audit hash chain; exit 0 only if it is intact")
+    verify = actions.add_parser("verify", help="check the audit hash chain and each session recording against its "
+                                               "recorded hash; exit 0 only if all are intact")
     _data_option(verify)
     verify.add_argument("--json", action="store_true")
     verify.add_argument("--anchor", action="append", default=[], metavar="SEQ:HASH",
@@ -385,7 +386,14 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         print(f"gatepass: AUDIT TRAIL BROKEN at event {result.first_bad_seq}: {result.problem} "
               f"({result.events_checked} events verified before it)", file=sys.stderr)
-    return 0 if result.ok else 1
+    for problem in recordings.problems:
+        print(f"gatepass: RECORDING FAILED: {problem}", file=sys.stderr)
+    if recordings.ok:
+        print(f"Recordings intact: {recordings.checked} recordings checked against their recorded hashes.")
+    else:
+        print(f"gatepass: {recordings.checked} recordings checked, {len(recordings.problems)} problem(s) found",
+              file=sys.stderr)
+    return 0 if verification.ok else 1
 
 
 def _forward(args: argparse.Namespace) -> int:
