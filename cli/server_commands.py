@@ -82,8 +82,18 @@ def _add_admin(subparsers: Subparsers) -> None:
     site_add.add_argument("name")
     site_add.add_argument("--approvals-required", type=int, default=1)
     site_add.add_argument("--max-window", default="8h")
+    _site_policy_options(site_add)
     _data_option(site_add)
     site_add.set_defaults(func=_guarded(_site_add))
+    site_set = site.add_parser("set", help="change a site's policy (only the options given change)")
+    site_set.add_argument("name")
+    site_set.add_argument("--approvals-required", type=int)
+    site_set.add_argument("--max-window")
+    _site_policy_options(site_set)
+    site_set.add_argument("--no-maintenance-window", action="store_true",
+                          help="remove every maintenance window (no request is then flagged as outside one)")
+    _data_option(site_set)
+    site_set.set_defaults(func=_guarded(_site_set))
     lockdown = site.add_parser("lockdown", help="cut all remote access into a site until lifted")
     lockdown.add_argument("name")
     lockdown.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
@@ -252,7 +262,8 @@ def _site_add(args: argparse.Namespace) -> int:
 
     windows = args.maintenance_windows or []
     admin.add_site(_settings(args), name=args.name, approvals_required=args.approvals_required,
-                   max_window=args.max_window)
+                   max_window=args.max_window, maintenance_windows=windows,
+                   record_input=args.record_input != "off", transfers=(args.transfers or "both").replace("-", "_"))
     print(f"Added site {args.name} ({args.approvals_required} approval(s) required, windows up to {args.max_window})")
     if windows:
         print(f"  maintenance windows (UTC): {', '.join(windows)}")
