@@ -1,18 +1,20 @@
 """Security reviewer pages: read-only, filterable views of requests, grants, sessions and the audit trail,
-with the verification status of the audit hash chain."""
+with the verification status of the audit hash chain; session search (also by the text in recordings),
+a session's detail with its file transfers, and playback of its recording."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from sqlalchemy.orm import Session
 
-from approvals.web import Viewer, render, signed_in, web_of
-from broker import audit, oversight
-from broker.errors import Forbidden, InvalidInput
+from approvals.web import Viewer, render, secure, signed_in, web_of
+from broker import audit, oversight, recordings
+from broker.errors import Forbidden, InvalidInput, NotFound
 from broker.models import Identity
 
 router = APIRouter(include_in_schema=False)
@@ -53,8 +55,7 @@ async def review_page(request: Request) -> Response:
     params = {k: v for k, v in request.query_params.items() if k in FILTER_FIELDS}
 
     def work(session: Session, identity: Identity, viewer: Viewer, _now: dt.datetime) -> Response:
-        if not oversight.may_review(identity):
-            raise Forbidden("the review pages are for security reviewers and admins; your account has neither role")
+        _reviewer(identity)
         flt = parse_filter(params)
         # verify_chain empties the session as it walks: run it first, then read the listings afresh.
         chain = audit.verify_chain(session)
@@ -66,5 +67,95 @@ async def review_page(request: Request) -> Response:
         }
         return render(web_of(request), "review.html", title="Security review", viewer=viewer, filters=params,
                       chain=chain, limit=oversight.REVIEW_LIMIT, listings=context)
+
+    return await signed_in(request, work)
+
+
+# --- sessions: search, detail, playback ----------------------------------------------------------------------
+
+SESSION_FIELDS = ("identity", "site", "asset", "since", "until", "kind", "text")
+
+
+def _reviewer(identity: Identity) -> None:
+    if not oversight.may_review(identity):
+        raise Forbidden("the review pages are for security reviewers and admins; your account has neither role")
+
+
+def _recordings_dir(request: Request) -> Path:
+    return recordings.recordings_dir(web_of(request).state.settings)
+
+
+@router.get("/review/sessions")
+async def sessions_page(request: Request) -> Response:
+    params = {k: v.strip()[:128] for k, v in request.query_params.items() if k in SESSION_FIELDS}
+    directory = _recordings_dir(request)
+
+    def work(session: Session, identity: Identity, viewer: Viewer, _now: dt.datetime) -> Response:
+        _reviewer(identity)
+        kind = params.get("kind") or None
+        if kind is not None and kind not in oversight.SESSION_KINDS:
+            raise InvalidInput(f"kind '{kind[:20]}' is not one of {', '.join(oversight.SESSION_KINDS)}")
+        found = oversight.search_sessions(session, parse_filter(params), kind=kind, text=params.get("text") or None,
+                                          recordings_dir=directory)
+        return render(web_of(request), "review_sessions.html", title="Sessions · Security review", viewer=viewer,
+                      filters=params, kinds=oversight.SESSION_KINDS, found=found, limit=oversight.REVIEW_LIMIT,
+                      scan_limit=oversight.TRANSCRIPT_SCAN_LIMIT)
+
+    return await signed_in(request, work)
+
+
+@router.get("/review/sessions/{session_id}")
+async def session_page(request: Request, session_id: str) -> Response:
+    directory = _recordings_dir(request)
+
+    def work(session: Session, identity: Identity, viewer: Viewer, _now: dt.datetime) -> Response:
+        _reviewer(identity)
+        review = oversight.review_session(session, session_id=session_id, recordings_dir=directory)
+        events = [(event, _details(event.details)) for event in review.events]
+        transfers = [(event, dict(_details(event.details))) for event in review.transfers]
+        return render(web_of(request), "review_session.html", title=f"Session {review.record.id} · Security review",
+                      viewer=viewer, review=review, record=review.record, events=events, transfers=transfers)
+
+    return await signed_in(request, work)
+
+
+def _recording_path(session: Session, session_id: str, directory: Path) -> Path:
+    record = recordings.load(session, session_id)
+    if not record.recording_name:
+        raise NotFound(f"session {record.id} has no recording (only shell and exec sessions are recorded)")
+    path = recordings.resolve(directory, record.recording_name)
+    if not path.is_file():
+        raise NotFound(f"the recording of session {record.id} is missing from the recordings directory")
+    return path
+
+
+@router.get("/review/sessions/{session_id}/recording")
+async def session_recording(request: Request, session_id: str) -> Response:
+    """The .cast file itself, for the player (and for a reviewer who wants to keep a copy)."""
+    directory = _recordings_dir(request)
+
+    def work(session: Session, identity: Identity, _viewer: Viewer, _now: dt.datetime) -> Response:
+        _reviewer(identity)
+        path = _recording_path(session, session_id, directory)
+        return secure(FileResponse(path, media_type="application/x-asciicast", filename=path.name,
+                                   content_disposition_type="inline"))
+
+    return await signed_in(request, work)
+
+
+@router.get("/review/sessions/{session_id}/transcript")
+async def session_transcript(request: Request, session_id: str) -> Response:
+    """What the terminal showed, as plain text on a page (for screen readers and for copying)."""
+    directory = _recordings_dir(request)
+
+    def work(session: Session, identity: Identity, viewer: Viewer, _now: dt.datetime) -> Response:
+        _reviewer(identity)
+        path = _recording_path(session, session_id, directory)
+        try:
+            cast = recordings.read_cast(path)
+        except recordings.RecordingFormatError as error:
+            raise InvalidInput(f"the recording of session {session_id} cannot be read: {error}") from None
+        return render(web_of(request), "review_transcript.html", title=f"Transcript of {session_id}",
+                      viewer=viewer, session_id=session_id, transcript=recordings.transcript(cast), cast=cast)
 
     return await signed_in(request, work)

@@ -4,13 +4,17 @@ grants at their sites, a vendor's assets and requests, and the security reviewer
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from broker import recordings
 from broker.access_rules import approvals_so_far
+from broker.errors import InvalidInput
 from broker.identities import has_role, site_ids_for_role
 from broker.inventory import within_maintenance_windows
 from broker.models import AccessRequest, AccessSession, Asset, AuditEvent, Grant, Identity, Site
@@ -192,14 +196,7 @@ def review_grants(session: Session, flt: ReviewFilter) -> list[Grant]:
 
 
 def review_sessions(session: Session, flt: ReviewFilter) -> list[AccessSession]:
-    query = (select(AccessSession).join(Grant, AccessSession.grant_id == Grant.id).join(Asset).join(Site)
-             .join(Identity, Grant.identity_id == Identity.id))
-    query = _where_site_asset_identity(query, flt)
-    if flt.since:
-        query = query.where(AccessSession.started_at >= flt.since)
-    if flt.until:
-        query = query.where(AccessSession.started_at < flt.until)
-    return list(session.scalars(query.order_by(AccessSession.started_at.desc()).limit(REVIEW_LIMIT)))
+    return list(session.scalars(_session_query(flt, None).limit(REVIEW_LIMIT)))
 
 
 def review_events(session: Session, flt: ReviewFilter) -> list[AuditEvent]:
@@ -220,3 +217,92 @@ def review_events(session: Session, flt: ReviewFilter) -> list[AuditEvent]:
     if flt.until:
         query = query.where(AuditEvent.occurred_at < flt.until)
     return list(session.scalars(query.order_by(AuditEvent.seq.desc()).limit(REVIEW_LIMIT)))
+
+
+# --- security review: sessions and their recordings ------------------------------------------------------
+
+# A transcript search reads recording files: it looks at this many sessions (newest first) at most.
+TRANSCRIPT_SCAN_LIMIT = 200
+SESSION_KINDS = ("shell", "exec", "sftp", "tcp")
+
+
+@dataclass(frozen=True)
+class SessionSearch:
+    sessions: list[AccessSession]
+    # Sessions whose recordings were read for the text (0 when no text was asked for).
+    scanned: int = 0
+    # More sessions matched the other filters than were scanned: narrow the filters to search them all.
+    bound_hit: bool = False
+
+
+def _session_query(flt: ReviewFilter, kind: str | None) -> Select[AccessSession]:
+    query = (select(AccessSession).join(Grant, AccessSession.grant_id == Grant.id).join(Asset).join(Site)
+             .join(Identity, Grant.identity_id == Identity.id))
+    query = _where_site_asset_identity(query, flt)
+    if kind:
+        query = query.where(AccessSession.kind == kind)
+    if flt.since:
+        query = query.where(AccessSession.started_at >= flt.since)
+    if flt.until:
+        query = query.where(AccessSession.started_at < flt.until)
+    return query.order_by(AccessSession.started_at.desc(), AccessSession.id.desc())
+
+
+def search_sessions(session: Session, flt: ReviewFilter, *, kind: str | None, text: str | None,
+                    recordings_dir: Path) -> SessionSearch:
+    """Sessions by identity, asset, site, time and kind, newest first; with ``text``, only those whose
+    recording (output as plain text) or command contains it, case-insensitively, among the newest
+    ``TRANSCRIPT_SCAN_LIMIT`` matching the other filters."""
+    query = _session_query(flt, kind)
+    if not text:
+        return SessionSearch(sessions=list(session.scalars(query.limit(REVIEW_LIMIT))))
+    candidates = list(session.scalars(query.limit(TRANSCRIPT_SCAN_LIMIT + 1)))
+    bound_hit = len(candidates) > TRANSCRIPT_SCAN_LIMIT
+    candidates = candidates[:TRANSCRIPT_SCAN_LIMIT]
+    wanted = text.casefold()
+    found = []
+    for record in candidates:
+        if (record.command and wanted in record.command.casefold()) or wanted in _recorded_text(record,
+                                                                                              recordings_dir):
+            found.append(record)
+    return SessionSearch(sessions=found, scanned=len(candidates), bound_hit=bound_hit)
+
+
+def _recorded_text(record: AccessSession, recordings_dir: Path) -> str:
+    if not record.recording_name:
+        return ""
+    try:
+        path = recordings.resolve(recordings_dir, record.recording_name)
+        return recordings.search_text(recordings.read_cast(path)).casefold() if path.is_file() else ""
+    except (InvalidInput, recordings.RecordingFormatError, OSError):
+        return ""  # an unreadable recording is shown as such on the session's page, not here
+
+
+@dataclass(frozen=True)
+class SessionReview:
+    record: AccessSession
+    recording_status: str  # intact | edited | missing | none
+    events: list[AuditEvent]
+
+    @property
+    def transfers(self) -> list[AuditEvent]:
+        return [e for e in self.events if e.action.startswith("gateway:file:")]
+
+    @property
+    def commands(self) -> list[str]:
+        """The exec command, and every command the gateway reported at the session's start."""
+        found = [self.record.command] if self.record.command else []
+        for event in self.events:
+            if event.action == "gateway:session:started":
+                command = json.loads(event.details).get("command")
+                if isinstance(command, str) and command and command not in found:
+                    found.append(command)
+        return found
+
+
+def review_session(session: Session, *, session_id: str, recordings_dir: Path) -> SessionReview:
+    """One session for the reviewer: its row, the live state of its recording, and its audit events."""
+    record = recordings.load(session, session_id)
+    events = list(session.scalars(select(AuditEvent).where(AuditEvent.subject == record.id)
+                                  .order_by(AuditEvent.seq).limit(5000)))
+    return SessionReview(record=record, recording_status=recordings.status(record, recordings_dir), events=events)

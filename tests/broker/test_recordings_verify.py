@@ -93,8 +93,9 @@ def test_audit_verify_checks_each_recording_and_names_every_session_whose_file_c
     assert "Traceback" not in broken.stderr
     assert "Audit trail intact" in broken.stdout  # the chain itself is fine: only the recordings are not
     lines = broken.stderr.splitlines()
-    for name, words in {"edited": ("EDITED", "SHA-256"), "truncated": ("EDITED", "bytes"),
-                        "deleted": ("MISSING",), "swapped": ("EDITED", "differs from the one in the audit trail")}.items():
+    expected = {"edited": ("EDITED", "SHA-256"), "truncated": ("EDITED", "bytes"), "deleted": ("MISSING",),
+                "swapped": ("EDITED", "differs from the one in the audit trail")}
+    for name, words in expected.items():
         mine = [line for line in lines if sessions[name] in line]
         assert mine, f"{name}: no line names {sessions[name]} in {broken.stderr!r}"
         for word in words:

@@ -1,0 +1,235 @@
+"""Security review of sessions in real Chromium: search by the text in recordings, a session's page with its
+file transfers and the live state of its recording, playback that reproduces what the terminal showed, and
+the pages closed to everyone but security reviewers and admins (including the recording file itself)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+from sqlalchemy import text
+
+from approvals.web import CONTENT_SECURITY_POLICY
+from broker import gateways, oversight, recordings
+from tests.approvals.conftest import screenshot
+from tests.fixtures.broker import BrokerServer, Plant
+
+SignIn = Callable[[Any, str], None]
+
+WIDTH, HEIGHT = 30, 6
+# A shell session with what a terminal must get right: a wrapped long line, scrolling past the screen, CR
+# overwriting a progress line, cursor left + erase to end of line, colours (ignored), cursor up/right and
+# absolute positioning (H) that draw over earlier lines, and a long idle gap that playback shortens.
+EVENTS: list[list[object]] = [
+    [0.05, "o", "\x1b[?2004hoperator@hmi-01:~$ "],
+    [0.4, "o", "cat plant.conf\r\n"],
+    [0.5, "o", "line=7\r\nspeed=1200\r\nmode=AUTO\r\n"],
+    [0.8, "o", "progress 10%\rprogress 100%\r\n"],
+    [1.0, "o", "pump P-101: stale\x1b[5D\x1b[Kok\r\n"],
+    [1.2, "o", "\x1b[1;31mALARM\x1b[0m cleared\r\n"],
+    [9.0, "o", "\x1b[3A\x1b[4C#\x1b[3B\r\x1b[1;1H>\x1b[6;1H"],
+    [9.3, "o", "operator@hmi-01:~$ exit\r\nlogout\r\n"],
+    [9.4, "m", "exit 0"],
+]
+# What a 30x6 terminal shows at the end, worked out by hand: ">" went onto "speed=1200", which scrolled away.
+SCREEN_AT_END = ["prog#ess 100%", "pump P-101: ok", "ALARM cleared", "operator@hmi-01:~$ exit", "logout", ""]
+# Everything the terminal showed, scrollback included (the plain-text transcript page).
+TRANSCRIPT = ["operator@hmi-01:~$ cat plant.c", "onf", "line=7", ">peed=1200", "mode=AUTO", *SCREEN_AT_END[:-1]]
+
+
+def cast_bytes(events: list[list[object]], *, width: int = WIDTH, height: int = HEIGHT) -> bytes:
+    header = {"version": 2, "width": width, "height": height, "timestamp": 1795000000,
+              "env": {"TERM": "xterm-256color"}, "title": "hmi-01",
+              "gatepass": {"kind": "shell", "command": None, "input_recorded": False}}
+    return ("\n".join(json.dumps(line) for line in [header, *events]) + "\n").encode()
+
+
+def recorded_session(plant: Plant, *, events: list[list[object]] = EVENTS, requester: str = "vendor-a",
+                     asset: str = "hmi-01", approver: str = "sup-a1") -> str:
+    """A shell session reported the way the gateway reports one, with its .cast file and two file events."""
+    grant_id = plant.request_and_approve(requester, approver, asset=asset)
+    data = cast_bytes(events)
+    with plant.session() as session:
+        gateway = gateways.authenticate_gateway(session, plant.gateway_token)
+        session_id = gateways.start_session(session, now=plant.clock.now(), gateway=gateway, grant_id=grant_id,
+                                            kind="shell", peer="192.0.2.10:50000", command=None, port=None).id
+        gateways.record_session_event(session, now=plant.clock.now(), gateway=gateway, session_id=session_id,
+                                      kind="file_transferred", detail={
+                                          "path": "/opt/plant/recipe-7.csv", "mode": "write", "bytes_read": 0,
+                                          "bytes_written": 2048, "sha256_written": "ab" * 32})
+        gateways.record_session_event(session, now=plant.clock.now(), gateway=gateway, session_id=session_id,
+                                      kind="file_refused", detail={"path": "/etc/shadow", "mode": "read",
+                                                                   "reason": "the site allows uploads only"})
+    directory = recordings.recordings_dir(plant.settings)
+    directory.mkdir(exist_ok=True)
+    (directory / f"{session_id}.cast").write_bytes(data)
+    with plant.session() as session:
+        gateway = gateways.authenticate_gateway(session, plant.gateway_token)
+        gateways.end_session(session, now=plant.clock.now(), gateway=gateway, session_id=session_id,
+                             reason="client_closed", bytes_in=40, bytes_out=len(data), detail=None,
+                             recording={"name": f"{session_id}.cast", "sha256": hashlib.sha256(data).hexdigest(),
+                                        "bytes": len(data)})
+    return session_id
+
+
+def screen_lines(page: Any) -> list[str]:
+    content = page.locator("[data-player=screen]").text_content()
+    return [line.rstrip() for line in content.split("\n")]
+
+
+def test_reviewer_finds_a_session_by_its_transcript_and_plays_it_to_the_end(
+        page: Any, web_plant: Plant, web_server: BrokerServer, signed_in: SignIn) -> None:
+    wanted = recorded_session(web_plant)
+    recorded_session(web_plant, events=[[0.1, "o", "nothing of interest\r\n"]])
+    signed_in(page, "sec1")
+    page.get_by_role("link", name="Search sessions and play recordings →").click()
+
+    page.get_by_label("Text in transcript").fill("p-101: STALE")  # case-insensitive, and drawn over later
+    page.get_by_role("button", name="Search").click()
+
+    results = page.locator("section[aria-labelledby=s-results]")
+    expect(results).to_contain_text("Sessions found (1)")
+    expect(results.get_by_role("link", name=wanted)).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("newest 2 session(s)")
+    screenshot(page, "review-sessions")
+
+    results.get_by_role("link", name=wanted).click()
+    expect(page.get_by_role("heading", name=f"Session {wanted}")).to_be_visible()
+    expect(page.locator("#recording-status")).to_have_text("intact")
+    transfers = page.locator("section[aria-labelledby=r-transfers]")
+    expect(transfers).to_contain_text("/opt/plant/recipe-7.csv")
+    expect(transfers).to_contain_text("bytes_written=2048")
+    expect(transfers.locator("tr.outcome-refused")).to_contain_text("/etc/shadow")
+    player = page.locator(".player")
+    expect(player).to_have_attribute("data-state", "ready")
+    assert screen_lines(page) == [""] * HEIGHT
+
+    page.get_by_role("button", name="Speed 4x").click()
+    expect(page.get_by_role("button", name="Speed 4x")).to_have_attribute("aria-pressed", "true")
+    page.get_by_role("button", name="Play").click()
+    # 9.4 s of recording with the 7.8 s idle gap cut to 2 s is about 3.6 s: at 4x under a second.
+    expect(player).to_have_attribute("data-state", "ended", timeout=5_000)
+    assert screen_lines(page) == SCREEN_AT_END
+    expect(page.locator("[data-player=status]")).to_have_text("Played to the end.")
+    screenshot(page, "review-playback")
+
+    # Keyboard: focus the screen, Space plays again from the start, End jumps to the end.
+    page.locator("[data-player=screen]").focus()
+    page.keyboard.press("Space")
+    page.keyboard.press("End")
+    expect(player).to_have_attribute("data-state", "ended")
+    assert screen_lines(page) == SCREEN_AT_END
+
+    page.get_by_role("link", name="Plain-text transcript").click()
+    expect(page.get_by_role("heading", name=f"Transcript of session {wanted}")).to_be_visible()
+    assert page.locator("pre.transcript").text_content().split("\n") == TRANSCRIPT
+
+
+def test_jump_to_end_shows_the_final_screen_without_waiting(page: Any, web_plant: Plant, web_server: BrokerServer,
+                                                           signed_in: SignIn) -> None:
+    session_id = recorded_session(web_plant)
+    signed_in(page, "sec1")
+    page.goto(f"{web_server.url}/review/sessions/{session_id}")
+    expect(page.locator(".player")).to_have_attribute("data-state", "ready")
+
+    page.get_by_role("button", name="Jump to end").click()
+
+    expect(page.locator(".player")).to_have_attribute("data-state", "ended")
+    assert screen_lines(page) == SCREEN_AT_END
+    # The Python screen behind the transcript page and the player agree on the same recording.
+    assert recordings.play(recordings.parse_cast(cast_bytes(EVENTS).decode().splitlines())).text(
+        scrollback=False).split("\n") == SCREEN_AT_END[:-1]
+
+
+def test_an_edited_or_missing_recording_shows_on_the_session_page(page: Any, web_plant: Plant,
+                                                                  web_server: BrokerServer, signed_in: SignIn) -> None:
+    edited, missing = recorded_session(web_plant), recorded_session(web_plant)
+    directory = recordings.recordings_dir(web_plant.settings)
+    path = directory / f"{edited}.cast"
+    path.write_bytes(path.read_bytes().replace(b"ALARM", b"ALARN"))
+    (directory / f"{missing}.cast").unlink()
+    signed_in(page, "sec1")
+
+    page.goto(f"{web_server.url}/review/sessions/{edited}")
+    expect(page.locator("#recording-status")).to_have_text("edited")
+    expect(page.get_by_text("it was changed after the session")).to_be_visible()
+    page.goto(f"{web_server.url}/review/sessions/{missing}")
+    expect(page.locator("#recording-status")).to_have_text("missing")
+    expect(page.locator(".player")).to_have_count(0)
+    assert page.request.get(f"{web_server.url}/review/sessions/{missing}/recording").status == 404
+
+
+def test_the_search_says_when_it_stopped_at_its_bound(page: Any, web_plant: Plant, web_server: BrokerServer,
+                                                      signed_in: SignIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(oversight, "TRANSCRIPT_SCAN_LIMIT", 2)
+    oldest = recorded_session(web_plant)
+    web_plant.clock.advance(dt.timedelta(minutes=1))
+    recorded_session(web_plant, events=[[0.1, "o", "one\r\n"]])
+    web_plant.clock.advance(dt.timedelta(minutes=1))
+    recorded_session(web_plant, events=[[0.1, "o", "two\r\n"]])
+    signed_in(page, "sec1")
+
+    page.goto(f"{web_server.url}/review/sessions?text=P-101")
+
+    expect(page.locator("section[aria-labelledby=s-results]")).to_contain_text("Sessions found (0)")
+    expect(page.get_by_role("status")).to_contain_text("More sessions match the other filters than the 2 searched")
+    # Narrowing the time range brings the oldest one within the bound.
+    page.goto(f"{web_server.url}/review/sessions?text=P-101&until="
+              f"{(web_plant.clock.now() - dt.timedelta(seconds=30)).strftime('%Y-%m-%dT%H:%M:%S')}")
+    expect(page.locator("section[aria-labelledby=s-results]").get_by_role("link", name=oldest)).to_be_visible()
+
+
+@pytest.mark.parametrize("username", ["vendor-a", "sup-a1"])
+def test_vendors_and_supervisors_cannot_open_session_reviews_or_recordings(
+        page: Any, web_plant: Plant, web_server: BrokerServer, signed_in: SignIn, username: str) -> None:
+    session_id = recorded_session(web_plant)
+    signed_in(page, username)
+    for path in ("/review/sessions", f"/review/sessions/{session_id}", f"/review/sessions/{session_id}/recording",
+                 f"/review/sessions/{session_id}/transcript"):
+        response = page.request.get(web_server.url + path, max_redirects=0)
+        assert response.status == 403, (path, response.status)
+        assert "for security reviewers and admins" in response.text()
+        assert "pump P-101" not in response.text()
+
+
+def test_strangers_are_sent_to_sign_in(page: Any, web_plant: Plant, web_server: BrokerServer) -> None:
+    session_id = recorded_session(web_plant)
+    response = page.request.get(f"{web_server.url}/review/sessions/{session_id}/recording", max_redirects=0)
+    assert response.status == 303
+    assert response.headers["location"] == "/sign-in"
+
+
+def test_the_recording_endpoint_serves_the_file_and_refuses_paths(page: Any, web_plant: Plant,
+                                                                  web_server: BrokerServer,
+                                                                  signed_in: SignIn) -> None:
+    session_id = recorded_session(web_plant)
+    signed_in(page, "sec1")
+
+    served = page.request.get(f"{web_server.url}/review/sessions/{session_id}/recording")
+    assert served.status == 200
+    assert served.headers["content-type"] == "application/x-asciicast"
+    assert served.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert served.body() == cast_bytes(EVENTS)
+
+    database = web_plant.settings.data_dir / "gatepass.db"
+    for attempt in ("..%2Fgatepass.db", "..%2F..%2Fdata%2Fgatepass.db", "%2E%2E", f"{session_id}%2F..%2F..",
+                    "..%5Cgatepass.db"):
+        response = page.request.get(f"{web_server.url}/review/sessions/{attempt}/recording", max_redirects=0)
+        assert response.status in (400, 404), (attempt, response.status)
+        assert b"SQLite format" not in response.body()
+    # A database row pointing outside the recordings directory is refused too, not followed.
+    with web_plant.engine.begin() as connection:
+        connection.execute(text("UPDATE sessions SET recording_name = '../gatepass.db' WHERE id = :id"),
+                           {"id": session_id})
+    refused = page.request.get(f"{web_server.url}/review/sessions/{session_id}/recording")
+    assert refused.status == 400
+    assert "is not a recording name" in refused.text()
+    if database.exists():
+        assert b"SQLite format" not in refused.body()
+    page.goto(f"{web_server.url}/review/sessions/{session_id}")
+    expect(page.locator("#recording-status")).to_have_text("edited")
