@@ -192,7 +192,9 @@ async def test_file_left_open_when_the_session_ends_is_reported(
         # The sftp session ends without closing the file.
     (record,) = await events(broker, "file_transferred", 1)
     assert (record["path"], record["status"], record["bytes_written"]) == (
-        str(tmp_path / "partial.bin"), "not closed", 15
+        str(tmp_path / "partial.bin"),
+        "not closed",
+        15,
     )
     assert record["sha256_written"] == hashlib.sha256(b"half a firmware").hexdigest()
 
@@ -216,7 +218,10 @@ async def test_scp_in_sftp_mode_upload_and_download_are_recorded(
     assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
     upload, download = await events(broker, "file_transferred", 2)
     assert (upload["protocol"], upload["mode"], upload["bytes_written"], upload["sha256_written"]) == (
-        "sftp", "write", 2 * MIB + 1, upload_sha
+        "sftp",
+        "write",
+        2 * MIB + 1,
+        upload_sha,
     )
     assert (download["mode"], download["bytes_read"], download["sha256_read"]) == ("read", 2 * MIB + 1, upload_sha)
     assert [s["kind"] for s in broker.sessions.values()] == ["sftp", "sftp"]
