@@ -220,7 +220,8 @@ _ACCESS_ACTIVITY = {
     "access:grant:revoked": (2, "Revoke Privileges"), "admin:identity:disabled": (2, "Revoke Privileges"),
     "containment:site:locked_down": (2, "Revoke Privileges"),
 }
-# Network and SSH Activity (4001, 4007) activities: 1 Open, 2 Close, 5 Refuse, 6 Traffic, 99 Other.
+# Network and SSH Activity (4001, 4007) activities: 1 Open, 2 Close, 5 Refuse, 6 Traffic, 99 Other (1.1.0's
+# includes/network/network_activities.json).
 _NETWORK_ACTIVITY = {"gateway:session:started": (1, "Open"), "gateway:session:ended": (2, "Close"),
                      "gateway:connection:refused": (5, "Refuse"), "gateway:modbus:write_refused": (5, "Refuse"),
                      "gateway:connection:authorized": (OTHER, "Authorize"),
@@ -300,8 +301,10 @@ def to_ocsf(event: Mapping[str, Any]) -> dict[str, Any]:
         # Gatepass staff sign in with password + TOTP; OCSF has no enum value for it, so 99 Other, named.
         ocsf["auth_protocol_id"], ocsf["auth_protocol"] = OTHER, "Password+TOTP"
         ocsf["is_mfa"] = True
+        ocsf["is_remote"] = True
         ocsf["logon_type_id"], ocsf["logon_type"] = 3, "Network"
         ocsf["service"] = {"name": PRODUCT}
+        ocsf["dst_endpoint"] = {"svc_name": PRODUCT}
         source = _endpoint(details.get("source"))
         if source:
             ocsf["src_endpoint"] = source
@@ -319,10 +322,12 @@ def to_ocsf(event: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(details.get("port"), int):
             destination["port"] = details["port"]
         ocsf["dst_endpoint"] = destination
-        ocsf["connection_info"] = {"protocol_name": "tcp", "protocol_num": 6, "direction_id": 2,
-                                   "direction": "Outbound"}
+        # Inbound: a vendor from outside reaching into the plant network (the side this trail watches over).
+        ocsf["connection_info"] = {"protocol_name": "tcp", "protocol_num": 6, "direction_id": 1,
+                                   "direction": "Inbound"}
         if class_uid == SSH_ACTIVITY:
-            ocsf["auth_type_id"], ocsf["auth_type"] = 3, "Certificate Based"
+            # Grant certificates (OpenSSH user certificates issued by the broker's CA) are the only way in.
+            ocsf["auth_type_id"], ocsf["auth_type"] = 1, "Certificate Based"
             ocsf["protocol_ver"] = "2"
         if isinstance(details.get("bytes_in"), int) and isinstance(details.get("bytes_out"), int):
             ocsf["traffic"] = {"bytes_in": details["bytes_in"], "bytes_out": details["bytes_out"],

@@ -32,18 +32,24 @@ SYSLOG_MESSAGE = re.compile(
 )
 _SD_PARAM = re.compile(rf' ({_SD_NAME})="({_PARAM_VALUE})"')
 
-# --- OCSF 1.1.0 required attributes (schema.ocsf.io/1.1.0: base event + each class) --------------------
+# --- OCSF 1.1.0 required attributes, read from github.com/ocsf/ocsf-schema at tag v1.1.0 -----------------
+# base_event.json + includes/classification.json + includes/occurrence.json:
 BASE_REQUIRED = ("activity_id", "category_uid", "class_uid", "metadata", "severity_id", "time", "type_uid")
+METADATA_REQUIRED = ("product", "version")  # objects/metadata.json
+PRODUCT_REQUIRED = ("vendor_name",)  # objects/product.json
+# "at_least_one" constraints of objects/user.json and objects/network_endpoint.json:
+USER_ONE_OF = ("account", "name", "uid")
+ENDPOINT_ONE_OF = ("ip", "uid", "name", "hostname", "svc_name", "instance_uid", "interface_uid", "interface_name")
 CLASS_REQUIRED: dict[int, tuple[str, ...]] = {
     3002: ("user",),  # Authentication
     3005: ("privileges", "user"),  # User Access Management
-    4001: ("dst_endpoint", "src_endpoint"),  # Network Activity
-    4007: ("dst_endpoint", "src_endpoint"),  # SSH Activity (a Network Activity class)
+    4001: ("dst_endpoint", "src_endpoint"),  # Network Activity (both required by events/network/network.json)
+    4007: ("dst_endpoint", "src_endpoint"),  # SSH Activity (events/network/ssh.json extends network)
     0: (),  # Base Event, for bookkeeping the four classes do not describe
 }
 CATEGORY = {3002: 3, 3005: 3, 4001: 4, 4007: 4, 0: 0}
-ACTIVITIES = {3002: {0, 1, 2, 3, 4, 5, 6, 99}, 3005: {0, 1, 2, 99}, 4001: {0, 1, 2, 3, 4, 5, 6, 7, 99},
-              4007: {0, 1, 2, 3, 4, 5, 6, 7, 99}, 0: {99}}
+ACTIVITIES = {3002: {0, 1, 2, 3, 4, 5, 99}, 3005: {0, 1, 2, 99}, 4001: {0, 1, 2, 3, 4, 5, 6, 99},
+              4007: {0, 1, 2, 3, 4, 5, 6, 99}, 0: {0, 99}}
 
 
 def unescape_sd(value: str) -> str:
@@ -261,8 +267,14 @@ def test_ocsf_events_carry_the_required_attributes_of_their_class(trail: list[di
         assert ocsf["status_id"] in {0, 1, 2, 99}
         assert ocsf["time"] == int(dt.datetime.fromisoformat(event["occurred_at"]).timestamp() * 1000)
         assert ocsf["metadata"]["version"] == "1.1.0"
-        assert ocsf["metadata"]["product"]["vendor_name"]
-        assert ocsf["metadata"]["product"]["name"]
+        assert all(ocsf["metadata"].get(name) for name in METADATA_REQUIRED)
+        assert all(ocsf["metadata"]["product"].get(name) for name in PRODUCT_REQUIRED)
+        for name in ("user", "src_endpoint", "dst_endpoint"):
+            if name in ocsf:
+                one_of = USER_ONE_OF if name == "user" else ENDPOINT_ONE_OF
+                assert any(ocsf[name].get(key) not in (None, "") for key in one_of), (event["action"], name)
+        if "actor" in ocsf:
+            assert any(ocsf["actor"]["user"].get(key) for key in USER_ONE_OF)
         assert ocsf["unmapped"] == event  # nothing of the original is lost
         json.dumps(ocsf)  # serialisable as it stands
         if class_uid == 3005:
