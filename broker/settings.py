@@ -54,6 +54,11 @@ class Settings:
     def gateway_dir(self) -> Path:
         return self.data_dir / "gateway"
 
+    @property
+    def recordings_dir(self) -> Path:
+        """Where the embedded gateway (`gatepass serve`) writes session recordings."""
+        return self.data_dir / "recordings"
+
     @classmethod
     def from_environment(cls, *, data_dir: str | None = None, **overrides: object) -> Settings:
         """Flags win over environment variables, which win over the contract's defaults."""

@@ -209,6 +209,12 @@ class GatewayConnection(CertificateLogin):
         for session in list(self._sessions):
             session.warn(message)
 
+    def recording_failed(self, site: str, error: str) -> None:
+        """Recordings at ``site`` cannot be written: end this connection's recorded sessions there."""
+        for session in list(self._sessions):
+            if session.site == site:
+                session.recording_failed(error)
+
     def cut(self, reason: str, message: str, detail: str | None = None) -> None:
         """End everything on this connection now: message, exit status, close, disconnect."""
         if self._cut is not None or self._closed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gateway.broker_client import BrokerClient
 from gateway.models import RecordingInfo
 from gateway.monitor import GrantMonitor
+from gateway.recording_store import RecordingStore
 from gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -19,14 +21,57 @@ if TYPE_CHECKING:
 logger = logging.getLogger("gatepass.gateway")
 
 
+@dataclass
+class RecordingHealth:
+    """A site whose recordings failed at this gateway: why, and when the store was last tried."""
+
+    error: str
+    last_probe: float  # time.monotonic()
+
+
 @dataclass(eq=False)
 class GatewayContext:
     settings: GatewaySettings
     broker: BrokerClient
     monitor: GrantMonitor
+    recordings: RecordingStore
     user_ca: str | None = None
     connections: set[GatewayConnection] = field(default_factory=set)
+    # Sites whose recorded sessions are refused until a probe write to the store succeeds (fail closed).
+    blocked_sites: dict[str, RecordingHealth] = field(default_factory=dict)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def recording_failed(self, site: str, error: str) -> None:
+        """A recording at ``site`` could not be written: end every recorded session there, refuse new ones.
+
+        Issue 5: "If recording fails (disk full, storage error) the gateway fails closed: no new sessions at
+        that site, live ones end with the reason." TCP tunnels are not recorded and stay up.
+        """
+        if site not in self.blocked_sites:
+            logger.warning("recordings at site %s cannot be written (%s): recorded sessions there are ended "
+                           "and refused until the store takes data again", site, error)
+        self.blocked_sites[site] = RecordingHealth(error=error, last_probe=time.monotonic())
+        for connection in list(self.connections):
+            connection.recording_failed(site, error)
+
+    def recordings_refusal(self, site: str) -> str | None:
+        """None if sessions at ``site`` may be recorded; else why not. While a site is blocked, the store is
+        probed at most every ``recording_probe_interval`` seconds, by the next session that asks."""
+        health = self.blocked_sites.get(site)
+        if health is None:
+            return None
+        now = time.monotonic()
+        if now - health.last_probe < self.settings.recording_probe_interval:
+            return health.error
+        health.last_probe = now
+        try:
+            self.recordings.probe()
+        except OSError as exc:
+            health.error = exc.strerror or str(exc)
+            return health.error
+        del self.blocked_sites[site]
+        logger.info("recordings at site %s can be written again: sessions there are allowed", site)
+        return None
 
     def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
         """Run a report to the broker in the background; its failure is logged, never raised."""

@@ -1,14 +1,204 @@
-"""Session recordings (asciicast v2). Placeholder until the recorder lands: records nothing."""
+"""Session recordings: every shell and exec session written as an asciicast v2 file, or not run at all.
+
+The format is a contract (docs/API.md, "Recordings"): a header line, then one JSON array per event,
+``[seconds since start, code, text]`` with codes ``o`` (output, stdout and stderr as the client saw them),
+``i`` (input, only if the site records input), ``r`` (resize, ``"WxH"``) and ``m`` (gateway notices and the
+final ``"exit N"``). A storage error ends the session and blocks recorded sessions at the site (fail closed,
+issue 5); that part lives in ``GatewayContext``, this module only raises and reports.
+
+Errors: ``TapFailure`` (gateway.taps) ← ``RecordingFailure`` (the store failed: cut, block the site)
+                                      ← ``RecordingsRefused`` (the site is blocked: refuse a new session).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import codecs
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from gateway.taps import ChannelTap, PassThrough, SessionInfo
+from gateway.models import RecordingInfo
+from gateway.recording_store import RecordingWriter
+from gateway.taps import ChannelTap, SessionInfo, TapFailure
 
 if TYPE_CHECKING:
     from gateway.context import GatewayContext
 
+# Buffered events reach the file at least this often (seconds), so a crash loses at most about a second.
+FLUSH_INTERVAL = 1.0
+# Terminal size written in the header when the client asked for no PTY (asciinema's own default).
+DEFAULT_SIZE = (80, 24)
 
-def open_recorder(ctx: GatewayContext, info: SessionInfo) -> ChannelTap:  # noqa: ARG001 - placeholder
-    return PassThrough()
+
+class RecordingFailure(TapFailure):
+    """The recording could not be written; ``error`` is the storage's reason (e.g. No space left on device)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(f"the session recording cannot be written ({error})")
+        self.error = error
+
+
+class RecordingsRefused(TapFailure):
+    """Recordings at this site failed and the store has not recovered: new recorded sessions are refused."""
+
+    def __init__(self, site: str, error: str) -> None:
+        super().__init__(f"sessions at site {site} are refused: recordings cannot be written ({error}); "
+                         "ask the plant to fix the gateway's storage")
+
+
+def describe(exc: OSError) -> str:
+    """An OSError in words: ``No space left on device`` rather than ``[Errno 28] …: '/path'``."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def open_recorder(ctx: GatewayContext, info: SessionInfo) -> ChannelTap:
+    """The asciicast recorder for a shell or exec session; raises TapFailure if it cannot record."""
+    site = info.auth.site
+    refusal = ctx.recordings_refusal(site)
+    if refusal is not None:
+        raise RecordingsRefused(site, refusal)
+    try:
+        name, writer = ctx.recordings.create(f"{info.session_id}.cast")
+    except OSError as exc:
+        raise RecordingFailure(describe(exc)) from exc
+    return AsciicastRecorder(ctx, info, name, writer)
+
+
+def header(info: SessionInfo, timestamp: int) -> dict[str, Any]:
+    auth = info.auth
+    width, height = info.term_size[:2]
+    if info.term_type is None or not width or not height:
+        width, height = DEFAULT_SIZE
+    return {
+        "version": 2, "width": width, "height": height, "timestamp": timestamp,
+        "env": {"TERM": info.term_type},
+        "title": f"{auth.identity}@{auth.asset}: {info.command if info.kind == 'exec' else 'shell'}",
+        "gatepass": {
+            "session": info.session_id, "grant": auth.grant_id, "identity": auth.identity, "asset": auth.asset,
+            "site": auth.site, "kind": info.kind, "command": info.command, "input_recorded": auth.record_input,
+        },
+    }  # fmt: skip
+
+
+class AsciicastRecorder:
+    """The tap on a shell or exec channel: passes every byte unchanged and writes it to the recording."""
+
+    def __init__(self, ctx: GatewayContext, info: SessionInfo, name: str, writer: RecordingWriter) -> None:
+        self._ctx = ctx
+        self._site = info.auth.site
+        self._name = name
+        self._writer = writer
+        self._record_input = info.auth.record_input
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._failure: RecordingFailure | None = None
+        self._closed = False
+        # One decoder per stream, so a multibyte character split across two chunks is kept whole.
+        self._input = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stdout = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stderr = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._started = time.monotonic()
+        timestamp = int(ctx.settings.clock().timestamp())
+        self._line(header(info, timestamp))
+        # The header reaches the store before anything runs: a full disk refuses the session up front.
+        self._flush_now()
+
+    # -- the tap ---------------------------------------------------------------------------------
+
+    def from_client(self, data: bytes) -> tuple[bytes, bytes]:
+        self._check()
+        if self._record_input:
+            self._event("i", self._input.decode(data))
+        return data, b""
+
+    def from_target(self, data: bytes, stderr: bool) -> bytes:
+        self._check()
+        self._event("o", (self._stderr if stderr else self._stdout).decode(data))
+        return data
+
+    def resized(self, width: int, height: int) -> None:
+        self._quietly(lambda: self._event("r", f"{width}x{height}"))
+
+    def note(self, text: str) -> None:
+        self._quietly(lambda: self._event("m", text))
+
+    def close(self, exit_status: int | None) -> RecordingInfo | None:
+        if self._closed:
+            return None
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._failure is None:
+            try:
+                for code, decoder in (("i", self._input), ("o", self._stdout), ("o", self._stderr)):
+                    if code == "o" or self._record_input:
+                        self._event(code, decoder.decode(b"", final=True))
+                if exit_status is not None:
+                    self._event("m", f"exit {exit_status}")
+                sha256, size = self._writer.close()
+            except RecordingFailure:
+                self._report()
+            except OSError as exc:
+                self._failure = RecordingFailure(describe(exc))
+                self._report()
+            else:
+                return RecordingInfo(name=self._name, sha256=sha256, bytes=size)
+        self._writer.abort()
+        assert self._failure is not None  # noqa: S101 - set on every path that gets here
+        raise self._failure
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _event(self, code: str, text: str) -> None:
+        if text:
+            self._line([round(time.monotonic() - self._started, 6), code, text])
+
+    def _line(self, value: Any) -> None:
+        try:
+            self._writer.write(json.dumps(value, ensure_ascii=False).encode() + b"\n")
+        except OSError as exc:
+            self._failure = RecordingFailure(describe(exc))
+            raise self._failure from exc
+        if self._timer is None and not self._closed:
+            self._timer = self._loop.call_later(FLUSH_INTERVAL, self._timed_flush)
+
+    def _flush_now(self) -> None:
+        try:
+            self._writer.flush()
+        except OSError as exc:
+            self._failure = RecordingFailure(describe(exc))
+            self._writer.abort()
+            raise self._failure from exc
+
+    def _timed_flush(self) -> None:
+        self._timer = None
+        if self._failure is not None or self._closed:
+            return
+        try:
+            self._writer.flush()
+        except OSError as exc:
+            self._failure = RecordingFailure(describe(exc))
+            self._report()
+
+    def _check(self) -> None:
+        """Nothing passes once the recording has failed: the session is being ended."""
+        if self._failure is not None:
+            raise self._failure
+
+    def _quietly(self, write: Callable[[], None]) -> None:
+        """For resizes and notices, which the session does not wait on: a failure ends it via the context."""
+        if self._failure is not None or self._closed:
+            return
+        try:
+            write()
+        except RecordingFailure:
+            self._report()
+
+    def _report(self) -> None:
+        """Tell the context (which ends every recorded session at the site and blocks new ones)."""
+        if self._failure is not None:
+            failure = self._failure
+            self._loop.call_soon(self._ctx.recording_failed, self._site, failure.error)

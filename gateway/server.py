@@ -16,6 +16,7 @@ from gateway.context import GatewayContext
 from gateway.errors import BrokerUnavailable
 from gateway.hostkey import load_or_create_host_key, public_key_line
 from gateway.monitor import GrantMonitor
+from gateway.recording_store import DirectoryStore
 from gateway.settings import GatewaySettings
 from gateway.sync import follow_broker
 
@@ -46,7 +47,9 @@ class Gateway:
         self._own_broker = broker is None
         self.broker = broker or BrokerClient(settings.broker_url, settings.token, timeout=settings.broker_timeout)
         self.monitor = GrantMonitor(clock=settings.clock, warn_before=settings.warn_before)
-        self.ctx = GatewayContext(settings=settings, broker=self.broker, monitor=self.monitor)
+        self.recordings = DirectoryStore(settings.recordings_dir)
+        self.ctx = GatewayContext(settings=settings, broker=self.broker, monitor=self.monitor,
+                                  recordings=self.recordings)
         self.host_key = load_or_create_host_key(settings.host_key_path)
         self.name: str | None = None
         # Set while the event stream is connected and live grants have been resynced.
@@ -68,11 +71,14 @@ class Gateway:
         return public_key_line(self.host_key)
 
     async def start(self) -> None:
-        """Bind the SSH port, register with the broker, start following grant events.
+        """Prepare the recordings directory, bind the SSH port, register with the broker, follow grant events.
 
-        Raises BrokerRefused (bad token) or BrokerUnavailable; nothing is left running then.
+        Raises OSError (recordings directory), BrokerRefused (bad token) or BrokerUnavailable; nothing is left
+        running then.
         """
         settings = self.settings
+        # A gateway that cannot even create its recordings directory does not start (fail closed).
+        self.recordings.prepare()
         open_files = raise_open_files_limit()
         if open_files < 2 * 1024:
             logger.warning("only %d open files allowed: the gateway holds fewer than 1,000 tunnels", open_files)

@@ -20,6 +20,7 @@ from gateway.context import GatewayContext, report_end
 from gateway.errors import BrokerError, BrokerRefused
 from gateway.models import Authorization
 from gateway.notice import REFUSED_EXIT_STATUS
+from gateway.recording import AsciicastRecorder, RecordingFailure, RecordingsRefused
 from gateway.taps import ChannelTap, PassThrough, SessionInfo, TapFailure, open_tap
 from gateway.target_session import TargetSession
 
@@ -67,6 +68,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         self._pty_newline = b"\n"
         # The recorder or transfer inspector; set once the broker has recorded the session's start.
         self._tap: ChannelTap = PassThrough()
+        self._recording_failed = False
         self.bytes_in = 0  # client -> target
         self.bytes_out = 0  # target -> client
 
@@ -160,11 +162,23 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         recording = None
         try:
             recording = self._tap.close(self._exit_status)
+        except RecordingFailure as exc:
+            # The last of the recording did not reach the store: the end says so, and the broker hears it.
+            self._report_recording_failure(exc)
         except TapFailure as exc:
             self._error = self._error or f"recording failed: {exc}"
         report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out, recording)
 
     # -- what the gateway does to the session ----------------------------------------------------
+
+    @property
+    def site(self) -> str:
+        return self._auth.site
+
+    def recording_failed(self, error: str) -> None:
+        """Recordings at this session's site cannot be written: end it if it is recorded (fail closed)."""
+        if isinstance(self._tap, AsciicastRecorder):
+            self._end_unrecorded(RecordingFailure(error))
 
     def warn(self, message: str) -> None:
         """One line on the user's terminal (stderr), without ending anything."""
@@ -265,9 +279,37 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
 
     def _tap_failed(self, exc: TapFailure) -> None:
         """The recorder or inspector cannot go on: the session must not run unrecorded (fail closed)."""
+        if isinstance(exc, RecordingsRefused):
+            # The site is blocked already: refused before anything ran on the target.
+            self._error = f"recording failed: {exc}"
+            self.terminate(f"gatepass: {exc}", REFUSED_EXIT_STATUS)
+            return
+        if isinstance(exc, RecordingFailure):
+            self._end_unrecorded(exc)
+            # Then every other recorded session at the site, and no new ones until the store recovers.
+            self._host.ctx.recording_failed(self._auth.site, exc.error)
+            return
         logger.warning("session %s on %s ended: %s", self._session_id, self._auth.asset, exc)
         self._error = f"recording failed: {exc}"
         self.terminate(f"gatepass: {exc}; the session is ended because it cannot be recorded")
+
+    def _end_unrecorded(self, exc: RecordingFailure) -> None:
+        if self._recording_failed or self._closed:
+            return
+        logger.warning("session %s on %s ended: %s", self._session_id, self._auth.asset, exc)
+        self._report_recording_failure(exc)
+        self.terminate(f"gatepass: {exc}; the session is ended because it cannot be recorded")
+
+    def _report_recording_failure(self, exc: RecordingFailure) -> None:
+        """Once per session: the end carries the reason, and the broker audits gateway:recording:failed."""
+        self._error = f"recording failed: {exc}"
+        if self._recording_failed:
+            return
+        self._recording_failed = True
+        ctx, session_id = self._host.ctx, self._session_id
+        if session_id is not None:
+            ctx.spawn(ctx.broker.session_event(session_id, kind="recording_failed", detail={"error": str(exc)}),
+                      f"reporting the recording failure of session {session_id}")
 
     def target_data(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if self._chan is None or self._closed:

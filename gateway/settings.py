@@ -23,6 +23,8 @@ class GatewaySettings:
     # repr=False: the gateway token is a credential and must never reach a log line.
     token: str = field(repr=False)
     host_key_path: Path
+    # Where session recordings are written (<session id>.cast). Required: a gateway always records.
+    recordings_dir: Path
     listen_host: str = "127.0.0.1"
     listen_port: int = 2222  # 0 picks a free port; Gateway.port tells which one
     public_host: str | None = None  # what clients are told to connect to; default listen_host
@@ -32,6 +34,8 @@ class GatewaySettings:
     target_connect_timeout: float = 10.0  # seconds to connect and log in to a target
     # If no session is opened this long after a refusal, the client is disconnected anyway.
     refusal_grace: float = 0.5
+    # After a recording failed, the store is tried again at most this often (seconds), by the next session.
+    recording_probe_interval: float = 5.0
 
     @property
     def advertised_host(self) -> str:

@@ -48,15 +48,31 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def gateway(broker: FakeBroker, tmp_path: Path, clock: Clock) -> AsyncIterator[Gateway]:
+def recordings_dir(tmp_path: Path) -> Path:
+    """Where the gateway writes session recordings; a test module may override it (e.g. a small tmpfs)."""
+    return tmp_path / "recordings"
+
+
+@pytest.fixture
+def gateway_options() -> dict[str, Any]:
+    """Extra GatewaySettings for the gateway fixture; a test module may override it."""
+    return {}
+
+
+@pytest.fixture
+async def gateway(
+    broker: FakeBroker, tmp_path: Path, clock: Clock, recordings_dir: Path, gateway_options: dict[str, Any]
+) -> AsyncIterator[Gateway]:
     settings = GatewaySettings(
         broker_url=broker.url,
         token=TOKEN,
         host_key_path=tmp_path / "gateway" / "host_key",
+        recordings_dir=recordings_dir,
         listen_port=0,
         clock=clock,
         target_connect_timeout=5,
         refusal_grace=0.3,
+        **gateway_options,
     )
     gw = Gateway(settings)
     await gw.start()

@@ -38,7 +38,8 @@ async def test_registers_its_address_and_host_key(gateway: Gateway, broker: Fake
 
 async def test_public_host_is_what_the_broker_is_told(broker: FakeBroker, tmp_path: Path) -> None:
     settings = GatewaySettings(
-        broker_url=broker.url, token=TOKEN, host_key_path=tmp_path / "k", listen_port=0, public_host="gw.plant-a"
+        broker_url=broker.url, token=TOKEN, host_key_path=tmp_path / "k", recordings_dir=tmp_path / "rec",
+        listen_port=0, public_host="gw.plant-a",
     )
     gateway = Gateway(settings)
     await gateway.start()
@@ -48,7 +49,10 @@ async def test_public_host_is_what_the_broker_is_told(broker: FakeBroker, tmp_pa
 
 
 async def test_wrong_token_fails_start_and_frees_the_port(broker: FakeBroker, tmp_path: Path) -> None:
-    settings = GatewaySettings(broker_url=broker.url, token="gpg_wrong", host_key_path=tmp_path / "k", listen_port=0)
+    settings = GatewaySettings(
+        broker_url=broker.url, token="gpg_wrong", host_key_path=tmp_path / "k", recordings_dir=tmp_path / "rec",
+        listen_port=0,
+    )
     gateway = Gateway(settings)
     with pytest.raises(BrokerRefused):
         await gateway.start()
@@ -70,7 +74,9 @@ async def test_stop_ends_sessions_as_gateway_lost(
 
 async def test_run_gateway_waits_for_the_broker_and_stops_when_cancelled(broker: FakeBroker, tmp_path: Path) -> None:
     broker.down = True
-    settings = GatewaySettings(broker_url=broker.url, token=TOKEN, host_key_path=tmp_path / "k", listen_port=0)
+    settings = GatewaySettings(
+        broker_url=broker.url, token=TOKEN, host_key_path=tmp_path / "k", recordings_dir=tmp_path / "rec", listen_port=0
+    )
     task = asyncio.ensure_future(run_gateway(settings, retry_backoff=0.05))
     await asyncio.sleep(0.2)
     assert broker.registrations == []
