@@ -49,6 +49,10 @@ def add_subcommands(subparsers: Subparsers) -> None:
     gateway.add_argument("--host-key", type=Path, default=Path("gatepass-gateway/ssh_host_ed25519_key"),
                          help="the gateway's SSH host key (made if missing)")
     gateway.add_argument("--public-host", help="host name vendors use to reach this gateway")
+    gateway.add_argument("--recordings", type=Path,
+                         default=Path(os.environ.get("GATEPASS_RECORDINGS", "gatepass-data/recordings")),
+                         help="directory for session recordings (default $GATEPASS_RECORDINGS or "
+                              "./gatepass-data/recordings)")
     gateway.set_defaults(func=_guarded(_gateway))
 
     _add_admin(subparsers)
