@@ -1,0 +1,103 @@
+"""File transfers end to end: the stock sftp client through `gatepass serve` to a real sshd, and what the
+audit trail says about them (gateway:file:transferred / changed / refused), on a normal and a
+download-only site."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.stack import Stack
+
+pytestmark = pytest.mark.slow
+
+
+def _approved_grant(stack: Stack, asset: str, approver: str) -> dict[str, Any]:
+    for old in stack.api_get("vendor1", f"/grants?asset={asset}&usable=true"):
+        stack.gatepass("revoke", old["id"], user="vendor1")
+    request = stack.request("vendor1", asset, "--for", "10m", "--reason", "firmware update")
+    stack.approve(approver, request["id"])
+    stack.gatepass("ssh-config", user="vendor1")  # writes the certificate and pins the gateway's key
+    return stack.grant_of("vendor1", request["id"])
+
+
+def _sftp(stack: Stack, asset: str, directory: Path, *commands: str) -> subprocess.CompletedProcess[str]:
+    home = stack.home("vendor1")
+    batch = directory / "batch"
+    batch.write_text("".join(command + "\n" for command in commands))
+    argv = [
+        "sftp", "-P", str(stack.ssh_port), "-i", str(home / "id_ed25519"),
+        "-o", f"CertificateFile={home / 'certs' / f'{asset}-cert.pub'}", "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={home / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes", "-b", str(batch), f"{asset}@127.0.0.1",
+    ]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _trail(stack: Stack, action: str, grant_id: str, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+    """The audit events ``action`` of this grant, once there are ``count`` (the gateway reports in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in stack.audit_events() if e["action"] == action and e["details"].get("grant") == grant_id]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_sftp_upload_and_rename_are_in_the_audit_trail(stack: Stack, tmp_path: Path) -> None:
+    grant = _approved_grant(stack, "hmi-01", "sup-a1")
+    firmware = tmp_path / "firmware.bin"
+    data = os.urandom(1024 * 1024 + 17)
+    firmware.write_bytes(data)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+
+    result = _sftp(
+        stack,
+        "hmi-01",
+        tmp_path,
+        f"put {firmware} {remote}/firmware.new",
+        f"rename {remote}/firmware.new {remote}/fw.bin",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert (remote / "fw.bin").read_bytes() == data
+    (transferred,) = _trail(stack, "gateway:file:transferred", grant["id"], 1)
+    assert transferred["actor"] == "vendor1"
+    assert transferred["outcome"] == "ok"
+    details = transferred["details"]
+    assert (details["path"], details["mode"], details["status"]) == (f"{remote}/firmware.new", "write", "ok")
+    assert details["bytes_written"] == len(data)
+    assert details["sha256_written"] == hashlib.sha256(data).hexdigest()
+    (changed,) = _trail(stack, "gateway:file:changed", grant["id"], 1)
+    assert (changed["details"]["operation"], changed["details"]["new_path"]) == ("rename", f"{remote}/fw.bin")
+
+
+def test_download_only_site_refuses_the_upload_and_audits_it(stack: Stack, tmp_path: Path) -> None:
+    stack.gatepass("admin", "site", "set", "plant-b", "--transfers", "download-only")
+    grant = _approved_grant(stack, "hmi-b", "sup-b")
+    local = tmp_path / "firmware.bin"
+    local.write_bytes(os.urandom(5000))
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "plc.cfg").write_text("setpoint=42\n")
+
+    result = _sftp(
+        stack, "hmi-b", tmp_path, f"-put {local} {remote}/firmware.bin", f"get {remote}/plc.cfg {tmp_path}/plc.cfg"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"site plant-b allows downloads only: writing {remote}/firmware.bin is refused" in result.stderr
+    assert not (remote / "firmware.bin").exists()
+    assert (tmp_path / "plc.cfg").read_text() == "setpoint=42\n"
+    (refused,) = _trail(stack, "gateway:file:refused", grant["id"], 1)
+    assert refused["outcome"] == "refused"
+    assert "allows downloads only" in refused["details"]["reason"]
+    (download,) = _trail(stack, "gateway:file:transferred", grant["id"], 1)
+    assert (download["details"]["mode"], download["details"]["bytes_read"]) == ("read", 12)
