@@ -260,22 +260,20 @@ def search_sessions(session: Session, flt: ReviewFilter, *, kind: str | None, te
     bound_hit = len(candidates) > TRANSCRIPT_SCAN_LIMIT
     candidates = candidates[:TRANSCRIPT_SCAN_LIMIT]
     wanted = text.casefold()
-    found = []
-    for record in candidates:
-        if (record.command and wanted in record.command.casefold()) or wanted in _recorded_text(record,
-                                                                                              recordings_dir):
-            found.append(record)
+    found = [record for record in candidates
+             if (record.command and wanted in record.command.casefold())
+             or _recording_contains(record, recordings_dir, wanted)]
     return SessionSearch(sessions=found, scanned=len(candidates), bound_hit=bound_hit)
 
 
-def _recorded_text(record: AccessSession, recordings_dir: Path) -> str:
+def _recording_contains(record: AccessSession, recordings_dir: Path, wanted: str) -> bool:
     if not record.recording_name:
-        return ""
+        return False
     try:
         path = recordings.resolve(recordings_dir, record.recording_name)
-        return recordings.search_text(recordings.read_cast(path)).casefold() if path.is_file() else ""
+        return path.is_file() and recordings.contains_text(path, wanted)
     except (InvalidInput, recordings.RecordingFormatError, OSError):
-        return ""  # an unreadable recording is shown as such on the session's page, not here
+        return False  # an unreadable recording is shown as such on the session's page, not here
 
 
 @dataclass(frozen=True)

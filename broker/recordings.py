@@ -190,6 +190,27 @@ def search_text(cast: Cast) -> str:
     return strip_escapes("".join(text for _t, code, text in cast.events if code == "o"))
 
 
+def contains_text(path: Path, wanted: str, *, limit: int = MAX_PARSE_BYTES) -> bool:
+    """Whether the recording's output (as plain text) contains ``wanted``, case-insensitively. Reads the file
+    as a stream and stops at the first match, so a search over many recordings holds one line at a time."""
+    wanted = wanted.casefold()
+    if not wanted:
+        return True
+    lines = _lines(path, limit)
+    _header(next(lines, ""))
+    tail = ""
+    for line in lines:
+        event = _event(line) if line.strip() else None
+        if event is None or event[1] != "o":
+            continue
+        window = tail + strip_escapes(event[2]).casefold()
+        if wanted in window:
+            return True
+        # Keep enough to find a match that spans two output events.
+        tail = window[-(len(wanted) - 1):] if len(wanted) > 1 else ""
+    return False
+
+
 _CSI = re.compile(r"\x1b\[([0-?]*)([ -/]*)([@-~])")
 
 

@@ -173,3 +173,14 @@ def test_a_symlink_in_the_recordings_directory_is_refused(tmp_path: Path) -> Non
     with pytest.raises(InvalidInput):
         recordings.resolve(directory, "ses-1.cast")
     assert recordings.resolve(directory, "ses-2.1.cast") == directory / "ses-2.1.cast"
+
+
+def test_text_search_streams_the_output_and_finds_text_split_across_events(tmp_path: Path) -> None:
+    path = tmp_path / "ses-1.cast"
+    path.write_bytes(cast_bytes([0.1, "o", "pump P-1"], [0.2, "i", "ignored input"], [0.3, "o", "\x1b[1m01 STALE\r\n"],
+                                [0.4, "m", "exit 0"]))
+
+    assert recordings.contains_text(path, "p-101 stale")
+    assert not recordings.contains_text(path, "ignored input")  # input is not what the terminal showed
+    assert not recordings.contains_text(path, "exit 0")
+    assert not recordings.contains_text(path, "pump P-102")
