@@ -28,6 +28,8 @@ HARMLESS_EXTENSIONS = frozenset({
     "limits@openssh.com", "statvfs@openssh.com", "fstatvfs@openssh.com", "expand-path@openssh.com",
     "home-directory", "users-groups-by-id@openssh.com", "fsync@openssh.com",
 })  # fmt: skip
+# Requests in flight the gateway keeps track of; OpenSSH keeps at most 64 outstanding, asyncssh 128.
+MAX_UNANSWERED = 4096
 # Requests that only read, never change the target.
 _LOOKING = frozenset(
     {wire.LSTAT, wire.STAT, wire.FSTAT, wire.OPENDIR, wire.READDIR, wire.REALPATH, wire.READLINK, wire.READ, wire.CLOSE}
@@ -184,6 +186,8 @@ class SftpInspector:
         except _Refused as refused:
             return b"", self._refuse(request_id, kind, str(refused))
         if pending is not None:
+            if len(self._pending) >= MAX_UNANSWERED:
+                raise TapFailure(f"the client has more than {MAX_UNANSWERED} requests waiting for an answer")
             self._pending[request_id] = pending
         return None, b""
 

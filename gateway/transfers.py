@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import posixpath
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -37,13 +38,22 @@ def open_inspector(ctx: GatewayContext, info: SessionInfo) -> ChannelTap | None:
     from gateway.sftp_inspector import SftpInspector
 
     download_only, tell_user = info.auth.download_only, info.tell_user
-    if info.kind == "sftp":
+    if info.kind == "sftp" or (info.kind == "exec" and runs_sftp_server(info.command)):
         return SftpInspector(TransferReporter(ctx, info), download_only=download_only, tell_user=tell_user)
     if info.kind == "exec" and info.command is not None:
         command = parse_scp_command(info.command)
         if command is not None:
             return ScpInspector(TransferReporter(ctx, info), command, download_only=download_only)
     return None
+
+
+def runs_sftp_server(command: str | None) -> bool:
+    """``sftp -s /usr/lib/openssh/sftp-server`` asks for the server program by exec instead of the subsystem:
+    the same protocol, so the same inspection (and the same download-only refusals)."""
+    if not command:
+        return False
+    program = command.split(maxsplit=1)[0].strip("'\"")
+    return posixpath.basename(program) == "sftp-server"
 
 
 def clip(text: str) -> str:

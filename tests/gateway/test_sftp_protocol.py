@@ -11,10 +11,10 @@ import pytest
 
 from gateway import sftp_protocol as wire
 from gateway.scp_protocol import ScpInspector, parse_scp_command
-from gateway.sftp_inspector import SftpInspector
+from gateway.sftp_inspector import MAX_UNANSWERED, SftpInspector
 from gateway.sftp_protocol import MalformedPacket, PacketStream
 from gateway.taps import TapFailure
-from gateway.transfers import Detail, TransferReporter
+from gateway.transfers import Detail, TransferReporter, runs_sftp_server
 
 
 class Reporter(TransferReporter):
@@ -217,6 +217,24 @@ def test_bytes_that_are_not_sftp_end_the_session() -> None:
         inspector.from_client(b"GET / HTTP/1.1\r\n")
     with pytest.raises(TapFailure, match="cannot be inspected"):  # an OPEN whose path runs past the packet
         SftpInspector(Reporter(), download_only=False).from_client(INIT + packet(wire.OPEN, u32(1), u32(99), b"/x"))
+
+
+def test_a_client_that_never_waits_for_answers_ends_the_session() -> None:
+    inspector = SftpInspector(Reporter(), download_only=False)
+    inspector.from_client(INIT)
+    requests = b"".join(packet(wire.REMOVE, u32(i), s(f"/f{i}")) for i in range(MAX_UNANSWERED))
+    inspector.from_client(requests)
+    with pytest.raises(TapFailure, match="requests waiting for an answer"):
+        inspector.from_client(packet(wire.REMOVE, u32(MAX_UNANSWERED), s("/one-more")))
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [("/usr/lib/openssh/sftp-server", True), ("'/usr/lib/sftp-server' -l INFO", True), ("sftp-server", True),
+     ("ls sftp-server", False), ("sftp", False), ("", False), (None, False)],
+)  # fmt: skip
+def test_sftp_server_run_as_a_command_is_recognised(command: str | None, expected: bool) -> None:
+    assert runs_sftp_server(command) is expected
 
 
 # -- download-only ------------------------------------------------------------------------------------------

@@ -46,11 +46,12 @@ async def _run(argv: list[str], timeout: float = 30) -> tuple[int, str, str]:
     return process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
 
 
-async def sftp(vendor: Vendor, directory: Path, *commands: str) -> tuple[int, str, str]:
+async def sftp(vendor: Vendor, directory: Path, *commands: str, options: tuple[str, ...] = ()) -> tuple[int, str, str]:
     """Run the stock ``sftp -b`` with ``commands`` through the gateway."""
     batch = directory / "batch"
     batch.write_text("".join(command + "\n" for command in commands))
-    argv = ["sftp", *_client_files(vendor, directory / "client"), "-b", str(batch), f"{vendor.grant.asset}@127.0.0.1"]
+    login = f"{vendor.grant.asset}@127.0.0.1"
+    argv = ["sftp", *_client_files(vendor, directory / "client"), *options, "-b", str(batch), login]
     return await _run(argv)
 
 
@@ -180,6 +181,26 @@ async def test_download_only_site_refuses_uploads_and_changes_but_allows_downloa
     (download,) = await events(broker, "file_transferred", 1)
     assert (download["mode"], download["bytes_read"], download["sha256_read"]) == ("read", MIB, config_sha)
     assert await events(broker, "file_changed", 1, timeout=0.2) == []
+
+
+async def test_sftp_server_run_as_a_command_is_inspected_the_same(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+) -> None:
+    local = tmp_path / "firmware.bin"
+    random_file(local, 1000)
+    vendor = grant_for(sshd_credential(sshd_target))
+    download_only(broker, vendor)
+
+    # sftp -s PATH asks for the server program with an exec request instead of the sftp subsystem.
+    code, _, stderr = await sftp(
+        vendor, tmp_path, f"put {local} {tmp_path}/up.bin", options=("-s", "/usr/lib/openssh/sftp-server")
+    )
+
+    assert code != 0
+    assert f"allows downloads only: writing {tmp_path}/up.bin is refused" in stderr
+    assert not (tmp_path / "up.bin").exists()
+    assert [s["kind"] for s in broker.sessions.values()] == ["exec"]
+    assert len(await events(broker, "file_refused", 1)) == 1
 
 
 async def test_file_left_open_when_the_session_ends_is_reported(
