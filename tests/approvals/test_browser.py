@@ -12,7 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from playwright.sync_api import expect
+from sqlalchemy import select
 
+from broker import extensions
+from broker.models import Identity
 from tests.approvals.conftest import confirm_totp, make_request, open_session, screenshot
 from tests.fixtures.broker import BrokerServer, Plant, new_public_key
 
@@ -238,3 +241,18 @@ def test_review_pages_are_for_security_only(page: Any, web_server: BrokerServer,
     response = page.goto(web_server.url + "/review")
     assert response.status == 403
     expect(page.get_by_role("alert")).to_contain_text("for security reviewers and admins")
+
+
+def test_pending_extension_appears_without_a_reload(page: Any, web_plant: Plant, signed_in: SignIn) -> None:
+    grant_id = web_plant.request_and_approve("vendor-a", "sup-a2", asset="hmi-01")
+    signed_in(page, "sup-a1")
+    expect(page.get_by_text("No pending extensions at your plants.")).to_be_visible()
+    with web_plant.session() as session:
+        vendor = session.scalars(select(Identity).where(Identity.username == "vendor-a")).one()
+        extension_id = extensions.request_extension(session, now=web_plant.clock.now(), requester=vendor,
+                                                    grant_id=grant_id, duration="30m", reason="firmware slow").id
+    card = page.locator(f"article#{extension_id}")
+    expect(card).to_be_visible(timeout=6_000)  # the 2 s refresh brought it in
+    expect(card).to_contain_text("firmware slow")
+    card.get_by_role("button", name="Approve extension").click()
+    expect(page.get_by_role("status")).to_contain_text("Extension approved")

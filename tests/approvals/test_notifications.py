@@ -17,6 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from approvals.notifier import NotifierSettings, deliver_round
+from broker import identities
 from broker.api.state import BrokerState
 from broker.clock import SystemClock
 from broker.db import make_session_factory
@@ -170,3 +171,49 @@ def test_only_sites_with_a_target_are_announced(web_plant: Plant, smtp: tuple[Ma
     assert recipients == ["ops-b@plant-b.example"]
     assert b_request in message.get_payload(decode=True).decode()
     assert web_plant.count("notifications") == 1
+
+
+def set_email(plant: Plant, username: str, email: str) -> None:
+    with plant.session() as session:
+        identities.set_email(session, now=plant.clock.now(), actor="test", username=username, email=email)
+
+
+def test_new_request_is_mailed_to_the_sites_approvers(web_plant: Plant, smtp: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp
+    set_email(web_plant, "sup-a1", "sup-a1@plant-a.example")
+    set_email(web_plant, "sup-a2", "Ops@Plant-A.example")  # the same as a configured address, in other case
+    set_email(web_plant, "sup-b", "sup-b@plant-b.example")
+    settings = NotifierSettings(targets=Targets(emails_by_site={"plant-a": ["ops@plant-a.example"]},
+                                                approver_emails=True), smtp_port=port)
+    request_id = make_request(web_plant, "vendor-a")
+    assert deliver_round(state_of(web_plant), settings) == 2
+    recipients = sorted(r for rcpts, _message in mailbox.messages for r in rcpts)
+    # plant-a's approvers and the configured fallback, each once; plant-b's supervisor hears nothing.
+    assert recipients == ["Ops@Plant-A.example", "sup-a1@plant-a.example"]
+    assert all(request_id in m.get_payload(decode=True).decode() for _r, m in mailbox.messages)
+    assert {e["details"]["to"] for e in web_plant.audit("notify:delivery:sent")} == set(recipients)
+
+
+def test_approver_emails_alone_are_enough_and_skip_disabled_approvers(web_plant: Plant,
+                                                                      smtp: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp
+    set_email(web_plant, "sup-a1", "sup-a1@plant-a.example")
+    set_email(web_plant, "sup-a2", "sup-a2@plant-a.example")
+    web_plant.set_disabled("sup-a2")
+    settings = NotifierSettings(targets=Targets(approver_emails=True), smtp_port=port)
+    make_request(web_plant, "vendor-a")
+    make_request(web_plant, "vendor1", asset="hmi-b1")  # plant-b: no approver with an address
+    assert deliver_round(state_of(web_plant), settings) == 1
+    [(recipients, _message)] = mailbox.messages
+    assert recipients == ["sup-a1@plant-a.example"]
+
+
+def test_a_mail_relay_in_the_environment_turns_approver_emails_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATEPASS_NOTIFY_EMAIL", raising=False)
+    monkeypatch.delenv("GATEPASS_SMTP", raising=False)
+    assert not NotifierSettings.from_environment(default_public_url="http://x").targets.approver_emails
+    monkeypatch.setenv("GATEPASS_SMTP", "mail.plant.example:587")
+    settings = NotifierSettings.from_environment(default_public_url="http://x")
+    assert settings.targets.approver_emails
+    assert settings.targets.any
+    assert (settings.smtp_host, settings.smtp_port) == ("mail.plant.example", 587)

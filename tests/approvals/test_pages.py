@@ -9,8 +9,11 @@ from collections.abc import Iterator
 import httpx
 import pyotp
 import pytest
+from sqlalchemy import select
 
 from approvals.web import DEFAULT_USE_NOTICE, SESSION_COOKIE, WebSettings
+from broker import extensions
+from broker.models import Identity
 from tests.approvals.conftest import make_request
 from tests.fixtures.broker import BrokerServer, Plant
 
@@ -200,3 +203,20 @@ def test_vendor_cancels_a_pending_request(client: httpx.Client, web_plant: Plant
     again = client.post(f"/vendor/requests/{request_id}/cancel", data={"csrf": csrf})
     assert again.status_code == 409
     assert "already cancelled" in again.text
+
+
+def test_live_lists_include_pending_extensions(client: httpx.Client, web_plant: Plant) -> None:
+    sign_in(client, web_plant, "sup-a1")
+    before = client.get("/approvals/live").json()
+    assert "No pending extensions" in before["extensions"]
+    grant_id = web_plant.request_and_approve("vendor-a", "sup-a2", asset="hmi-01")
+    with web_plant.session() as session:
+        vendor = session.scalars(select(Identity).where(Identity.username == "vendor-a")).one()
+        asked = extensions.request_extension(session, now=web_plant.clock.now(), requester=vendor,
+                                             grant_id=grant_id, duration="30m", reason="<b>firmware</b> slow")
+        extension_id = asked.id
+    after = client.get("/approvals/live").json()
+    assert after["version"] != before["version"]
+    assert f'id="{extension_id}"' in after["extensions"]
+    assert "&lt;b&gt;firmware&lt;/b&gt; slow" in after["extensions"]  # escaped like every fragment
+    assert "Approve extension" in after["extensions"]
