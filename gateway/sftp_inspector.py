@@ -88,7 +88,7 @@ class _Refused(Exception):
 
 
 class SftpInspector:
-    """ChannelTap for an ``sftp`` subsystem session."""
+    """ChannelTap for an ``sftp`` subsystem session (or ``sftp-server`` run as a command)."""
 
     def __init__(
         self, reporter: TransferReporter, *, download_only: bool, tell_user: Callable[[str], None] | None = None
@@ -343,7 +343,8 @@ class SftpInspector:
         self._files[handle] = TransferRecord(
             pending.path,
             reading=bool(pflags & wire.FXF_READ),
-            writing=bool(pflags & (wire.FXF_WRITE | wire.FXF_APPEND)),
+            # Creating or truncating changes the file even when nothing is written after.
+            writing=bool(pflags & wire.FXF_MODIFYING),
             protocol="sftp",
         )
         self._files[handle].extra["open_flags"] = wire.describe_open_flags(pflags)
