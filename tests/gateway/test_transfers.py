@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.demo import ThreadedDemoTarget
 from tests.fixtures.sshd import OpenSSHServer
 from tests.gateway.conftest import GrantFactory, Vendor, sshd_credential
 from tests.gateway.fake_broker import FakeBroker
@@ -336,3 +337,28 @@ async def test_legacy_scp_upload_on_a_download_only_site_is_refused_and_download
     assert hashlib.sha256((tmp_path / "plc.cfg").read_bytes()).hexdigest() == config_sha
     (download,) = await events(broker, "file_transferred", 1)
     assert (download["bytes_read"], download["sha256_read"]) == (5000, config_sha)
+
+
+# -- other SFTP peers -------------------------------------------------------------------------------------
+
+
+async def test_asyncssh_client_and_server_stay_within_the_inspected_packet_size(
+    grant_for: GrantFactory, demo_target: ThreadedDemoTarget, broker: FakeBroker, tmp_path: Path
+) -> None:
+    """asyncssh offers 4 MiB reads and writes; the gateway caps the limits@openssh.com answer to what it
+    inspects, so both ends use smaller packets instead of the session ending."""
+    assert demo_target.client_key is not None
+    vendor = grant_for({
+        "host": demo_target.host, "ssh_port": demo_target.port, "username": demo_target.username,
+        "password": None, "private_key": demo_target.client_key.private_text, "host_key": demo_target.host_key,
+    })  # fmt: skip
+    local, sha = tmp_path / "fw.bin", random_file(tmp_path / "fw.bin", 6 * MIB)
+    async with await vendor.connect() as conn, conn.start_sftp_client() as client:
+        assert client.limits.max_write_len <= 256 * 1024
+        await client.put(str(local), "/fw.bin")
+        await client.get("/fw.bin", str(tmp_path / "back.bin"))
+    assert hashlib.sha256((demo_target.target.home / "fw.bin").read_bytes()).hexdigest() == sha
+    assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
+    upload, download = await events(broker, "file_transferred", 2)
+    assert (upload["path"], upload["bytes_written"], upload["sha256_written"]) == ("/fw.bin", 6 * MIB, sha)
+    assert (download["bytes_read"], download["sha256_read"]) == (6 * MIB, sha)
