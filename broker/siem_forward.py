@@ -18,8 +18,9 @@ What this gives, honestly:
 - this process dies after the collector acknowledged a batch but before the cursor write commits: that
   batch is sent again. Each message carries ``seq`` and ``hash`` in its structured data, so a SIEM can drop
   the repeat;
-- a collector killed hard with acknowledged bytes still unread in its kernel buffer loses them and we may
-  not see its reset in time; only an application-level acknowledgement (RELP) closes that gap.
+- a collector that dies with acknowledged bytes still unread in its kernel buffer resets the connection; a
+  reset seen within ``SETTLE_SECONDS`` of the acknowledgement fails the batch (it is sent again), a later one
+  cannot be told from a delivery. Only an application-level acknowledgement (RELP) closes that gap.
 
 Only one process forwards to a destination at a time: it holds a lease (``holder``, ``lease_until``) on the
 cursor row, renewed every round; a replica that finds a live lease held by someone else waits.
@@ -107,6 +108,10 @@ class Destination:
         return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
 
+# How long to watch a connection for a reset after the collector acknowledged a batch (once per batch).
+SETTLE_SECONDS = 0.05
+
+
 def _unacknowledged(sock: socket.socket) -> int:
     """Bytes written but not yet acknowledged by the peer (Linux SIOCOUTQ, which is TIOCOUTQ)."""
     raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
@@ -184,8 +189,9 @@ class CollectorConnection:
             if self._readable(0.01):
                 self._drain_incoming()
         # All acknowledged. A collector that closed with our bytes unread answers with RST, which also empties
-        # the send queue: look once more, briefly, so that case is a failure and not a delivery.
-        if self._readable(0.005):
+        # the send queue: look once more, for a moment, so a reset that follows the acknowledgement is a failure
+        # and not a delivery. (A reset later than SETTLE is the window plain TCP cannot close; see above.)
+        if self._readable(SETTLE_SECONDS):
             self._drain_incoming()
         error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error:
