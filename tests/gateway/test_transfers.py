@@ -292,7 +292,7 @@ async def test_legacy_scp_upload_and_download_are_recorded(
     assert [s["kind"] for s in broker.sessions.values()] == ["exec", "exec"]
 
 
-async def test_legacy_scp_recursive_upload_records_each_file(
+async def test_legacy_scp_recursive_upload_and_download_record_each_file(
     grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
 ) -> None:
     tree = tmp_path / "configs"
@@ -304,14 +304,21 @@ async def test_legacy_scp_recursive_upload_records_each_file(
     vendor = grant_for(sshd_credential(sshd_target))
 
     code, _, stderr = await scp(vendor, tmp_path, "-O", "-r", str(tree), f"{{asset}}:{remote}")
-
     assert code == 0, stderr
+    code, _, stderr = await scp(vendor, tmp_path, "-O", "-r", f"{{asset}}:{remote}/configs", str(tmp_path / "back"))
+    assert code == 0, stderr
+
     assert (remote / "configs" / "line2" / "b.cfg").exists()
-    records = await events(broker, "file_transferred", 2)
-    assert sorted((r["path"], r["bytes_written"], r["sha256_written"]) for r in records) == [
-        (f"{remote}/configs/a.cfg", 10, first),
-        (f"{remote}/configs/line2/b.cfg", 0, second),
-    ]
+    assert (tmp_path / "back" / "line2" / "b.cfg").exists()
+    records = await events(broker, "file_transferred", 4)
+    seen = [(r["path"], r["mode"], r["bytes_written"] or r["bytes_read"], r.get("sha256_written") or r["sha256_read"])
+            for r in records]  # fmt: skip
+    assert sorted(seen) == [
+        (f"{remote}/configs/a.cfg", "read", 10, first),
+        (f"{remote}/configs/a.cfg", "write", 10, first),
+        (f"{remote}/configs/line2/b.cfg", "read", 0, second),
+        (f"{remote}/configs/line2/b.cfg", "write", 0, second),
+    ]  # fmt: skip
 
 
 async def test_legacy_scp_upload_on_a_download_only_site_is_refused_and_download_works(
