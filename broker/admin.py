@@ -7,6 +7,7 @@ import getpass
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
@@ -108,10 +109,12 @@ class AuditVerification:
         return self.chain.ok and self.recordings.ok
 
 
-def verify_audit(settings: Settings, *, anchors: tuple[audit.Anchor, ...] = ()) -> AuditVerification:
+def verify_audit(settings: Settings, *, anchors: tuple[audit.Anchor, ...] = (),
+                 recordings_dir: Path | None = None) -> AuditVerification:
+    """The chain, and the recordings in ``recordings_dir`` (default: where `gatepass serve` keeps them)."""
     with local_session(settings) as session:
         # Recordings first: verify_chain empties the session as it walks.
-        checked = recordings.verify_recordings(session, recordings.recordings_dir(settings))
+        checked = recordings.verify_recordings(session, recordings_dir or recordings.recordings_dir(settings))
         return AuditVerification(chain=audit.verify_chain(session, anchors=anchors), recordings=checked)
 
 

@@ -66,6 +66,9 @@ def add_subcommands(subparsers: Subparsers) -> None:
     verify.add_argument("--anchor", action="append", default=[], metavar="SEQ:HASH",
                         help="an anchor printed by an earlier verify and kept outside the database; the event "
                              "must still match it (catches a chain rewritten by someone with database rights)")
+    verify.add_argument("--recordings", type=Path, metavar="DIR",
+                        help="where the session recordings are (default DATA/recordings, where `gatepass serve` "
+                             "keeps them; give the gateways' --recordings directory for a separate gateway)")
     verify.set_defaults(func=_guarded(_verify))
     forward = actions.add_parser(
         "forward", help="send the audit trail to a syslog collector (RFC 5424 over TCP/TLS), resuming where it stopped")
@@ -387,7 +390,7 @@ def _verify(args: argparse.Namespace) -> int:
     from broker.audit import Anchor
 
     anchors = tuple(Anchor.parse(text) for text in args.anchor)
-    verification = admin.verify_audit(_settings(args), anchors=anchors)
+    verification = admin.verify_audit(_settings(args), anchors=anchors, recordings_dir=args.recordings)
     result, recordings = verification.chain, verification.recordings
     if args.json:
         print(json.dumps({"ok": verification.ok, "chain_ok": result.ok, "events_checked": result.events_checked,

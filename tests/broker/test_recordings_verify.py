@@ -49,13 +49,13 @@ def record_session(api: Api, plant: Plant, grant_id: str, output: str, *, kind: 
     return session_id
 
 
-def gatepass_verify(plant: Plant) -> subprocess.CompletedProcess[str]:
+def gatepass_verify(plant: Plant, *args: str) -> subprocess.CompletedProcess[str]:
     gatepass = Path(sys.executable).with_name("gatepass")
     source_root = str(Path(broker.__file__).resolve().parent.parent)
     env = {**os.environ, "GATEPASS_DATABASE_URL": plant.settings.effective_database_url,
            "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
     env.pop("GATEPASS_DATA", None)
-    return subprocess.run([str(gatepass), "audit", "verify", "--data", str(plant.settings.data_dir)], env=env,
+    return subprocess.run([str(gatepass), "audit", "verify", "--data", str(plant.settings.data_dir), *args], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -103,6 +103,20 @@ def test_audit_verify_checks_each_recording_and_names_every_session_whose_file_c
         assert all("vendor1 on hmi-01 at plant-a" in line for line in mine), mine
     assert sessions["untouched"] not in broken.stderr
     assert "5 recordings checked, 5 problem(s) found" in broken.stderr  # swapped: row and file, two lines
+
+
+def test_recordings_of_a_separate_gateway_are_verified_where_it_keeps_them(api: Api, plant: Plant,
+                                                                         tmp_path: Path) -> None:
+    grant = api.grant("vendor1", "sup-a1")
+    session_id = record_session(api, plant, grant["id"], "hello\r\n")
+    elsewhere = tmp_path / "gateway-recordings"
+    recordings.recordings_dir(plant.settings).rename(elsewhere)
+
+    assert gatepass_verify(plant, "--recordings", str(elsewhere)).returncode == 0
+    missing = gatepass_verify(plant)
+    assert missing.returncode == 1
+    assert f"session {session_id} (vendor1 on hmi-01 at plant-a" in missing.stderr
+    assert "is MISSING" in missing.stderr
 
 
 def test_a_session_without_recordings_verifies_with_zero_checked(api: Api, plant: Plant) -> None:
