@@ -84,7 +84,11 @@ def status_text(code: int, message: str) -> str:
 
 
 class _Refused(Exception):
-    """A request a download-only site does not allow; ``str(exc)`` names what it would have done."""
+    """A request a download-only site does not allow: what it would have done, in words and as detail."""
+
+    def __init__(self, what: str, detail: Detail) -> None:
+        super().__init__(what)
+        self.what, self.detail = what, detail
 
 
 class SftpInspector:
@@ -184,7 +188,7 @@ class SftpInspector:
         try:
             pending = self._inspect_request(kind, fields)
         except _Refused as refused:
-            return b"", self._refuse(request_id, kind, str(refused))
+            return b"", self._refuse(request_id, refused)
         if pending is not None:
             if len(self._pending) >= MAX_UNANSWERED:
                 raise TapFailure(f"the client has more than {MAX_UNANSWERED} requests waiting for an answer")
@@ -206,13 +210,15 @@ class SftpInspector:
         if kind == wire.OPEN:
             path, pflags = fields.text(), fields.uint32()
             if self._download_only and pflags & wire.FXF_MODIFYING:
-                raise _Refused(f"writing {path}")
+                flags = wire.describe_open_flags(pflags)
+                raise _Refused(f"writing {path}", {"operation": "open", "path": path, "open_flags": flags})
             return _Open(path, pflags)
         if kind == wire.WRITE:
             handle, offset, data = bytes(fields.string()), fields.uint64(), fields.string()
             record = self._files.get(handle)
             if self._download_only:
-                raise _Refused(f"writing {record.path if record else 'to an open file'}")
+                what = f"writing {record.path}" if record else "writing to an open file"
+                raise _Refused(what, {"operation": "write", "path": record.path if record else None})
             if record is None:
                 return None
             record.wrote(offset, data)
@@ -251,7 +257,7 @@ class SftpInspector:
         if kind == wire.EXTENDED:
             return self._extended(fields)
         if self._download_only:
-            raise _Refused(f"the SFTP request of type {kind}")
+            raise _Refused(f"the SFTP request of type {kind}", {"operation": f"type {kind}"})
         return None
 
     def _looking_request(self, kind: int, fields: Fields) -> _Pending | None:
@@ -292,7 +298,7 @@ class SftpInspector:
             destination = self._files.get(bytes(fields.string()))
             path = destination.path if destination else "an open file"
             if self._download_only:
-                raise _Refused(f"copying into {path}")
+                raise _Refused(f"copying into {path}", {"operation": "copy-data", "path": path})
             if destination is not None:
                 destination.unverifiable_writes("server-side copy")
             return self._change(
@@ -303,12 +309,12 @@ class SftpInspector:
 
     def _change(self, what: str, detail: Detail) -> _Change:
         if self._download_only:
-            raise _Refused(what)
+            raise _Refused(what, detail)
         return _Change({"protocol": "sftp", **detail})
 
-    def _refuse(self, request_id: int, kind: int, what: str) -> bytes:
-        message = self._reporter.download_only_message(what)
-        self._reporter.refused({"protocol": "sftp", "request": kind, "reason": message})
+    def _refuse(self, request_id: int, refused: _Refused) -> bytes:
+        message = self._reporter.download_only_message(refused.what)
+        self._reporter.refused({"protocol": "sftp", **refused.detail, "reason": message})
         if self._tell_user is not None:
             self._tell_user(f"gatepass: {message}")
         return wire.status_packet(request_id, wire.FX_PERMISSION_DENIED, message)

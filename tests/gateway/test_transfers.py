@@ -179,6 +179,13 @@ async def test_download_only_site_refuses_uploads_and_changes_but_allows_downloa
         f"site plant-a allows downloads only: renaming {remote}/plc.cfg to {remote}/x.cfg is refused",
         f"site plant-a allows downloads only: creating the directory {remote}/new is refused",
     ]
+    assert [(r["operation"], r["path"], r.get("new_path")) for r in refused] == [
+        ("open", f"{remote}/firmware.bin", None),
+        ("remove", f"{remote}/plc.cfg", None),
+        ("rename", f"{remote}/plc.cfg", f"{remote}/x.cfg"),
+        ("mkdir", f"{remote}/new", None),
+    ]
+    assert refused[0]["open_flags"] == "write,creat,trunc"
     (download,) = await events(broker, "file_transferred", 1)
     assert (download["mode"], download["bytes_read"], download["sha256_read"]) == ("read", MIB, config_sha)
     assert await events(broker, "file_changed", 1, timeout=0.2) == []
