@@ -116,7 +116,9 @@ class ScpInspector:
         self._refusal: bytes | None = None
         if download_only and command.upload:
             message = reporter.download_only_message(f"writing {' '.join(command.paths) or 'files'}")
-            reporter.refused({"protocol": "scp", "path": " ".join(command.paths), "reason": message})
+            reporter.refused(
+                {"protocol": "scp", "operation": "upload", "path": " ".join(command.paths), "reason": message}
+            )
             # Sent instead of the target's "ready": scp prints the message and exits (scp.c response()).
             self._refusal = b"\x02gatepass: " + message.encode() + b"\n"
 

@@ -382,4 +382,6 @@ def test_legacy_scp_upload_on_a_download_only_site_never_reaches_the_target() ->
     assert inspector.from_target(b"\x00", stderr=False) == b"\x02gatepass: " + message.encode() + b"\n"
     assert inspector.from_client(b"C0644 1 fw.bin\nx\x00") == (b"", b"")
     assert inspector.from_target(b"\x00", stderr=False) == b""
-    assert reporter.events == [("file_refused", {"protocol": "scp", "path": "/srv/fw.bin", "reason": message})]
+    assert reporter.events == [
+        ("file_refused", {"protocol": "scp", "operation": "upload", "path": "/srv/fw.bin", "reason": message})
+    ]
