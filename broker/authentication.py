@@ -199,7 +199,7 @@ def _enrolment_token(key: bytes, identity: Identity, *, expires_at: dt.datetime)
     return f"{payload}.{mac}"
 
 
-def _pending_identity(session: Session, *, key: bytes, token: str, now: dt.datetime) -> Identity:
+def _pending_identity(session: Session, *, key: bytes, token: str, now: dt.datetime, lock: bool = False) -> Identity:
     """The identity a pending state names, if its signature, lifetime and state still hold."""
     parts = token.split(".")
     if len(parts) != 4 or not (parts[0].isdigit() and parts[1].isdigit()):
@@ -208,7 +208,8 @@ def _pending_identity(session: Session, *, key: bytes, token: str, now: dt.datet
     expected = hmac.new(key, b"totp-enrolment\x00" + payload.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, parts[3]) or int(parts[1]) <= now.timestamp():
         raise NotAuthenticated(_ENROLMENT_EXPIRED)
-    identity = session.get(Identity, int(parts[0]))
+    # Locked when the state is about to be used: two posts of one pending state must not both succeed.
+    identity = session.get(Identity, int(parts[0]), with_for_update=lock)
     if (identity is None or identity.totp_confirmed_at is not None or identity.totp_secret_ciphertext is None
             or not hmac.compare_digest(_state_fingerprint(identity), parts[2])):
         raise NotAuthenticated(_ENROLMENT_EXPIRED)
@@ -229,7 +230,7 @@ def complete_enrolment(
 ) -> IssuedToken:
     """Confirm the new secret with a code from it and sign in. A wrong or replayed code counts toward the
     lockout exactly like one on the sign-in form (DESIGN invariant 4)."""
-    identity = _pending_identity(session, key=key, token=token, now=now)
+    identity = _pending_identity(session, key=key, token=token, now=now, lock=True)
     where = {"source": source} if source else {}
     _refuse_if_locked(session, identity=identity, now=now, where=where)
     _refuse_if_unusable(session, identity=identity, now=now, where=where)
