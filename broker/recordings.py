@@ -40,8 +40,7 @@ class RecordingFormatError(ValueError):
 
 def recordings_dir(settings: Settings) -> Path:
     """Where the gateway of `gatepass serve` keeps recordings (DATA_DIR/recordings)."""
-    configured = getattr(settings, "recordings_dir", None)
-    return Path(configured) if configured is not None else settings.data_dir / "recordings"
+    return settings.recordings_dir
 
 
 def resolve(directory: Path, name: str) -> Path:
@@ -212,6 +211,10 @@ def contains_text(path: Path, wanted: str, *, limit: int = MAX_PARSE_BYTES) -> b
 
 
 _CSI = re.compile(r"\x1b\[([0-?]*)([ -/]*)([@-~])")
+# The start of an escape sequence cut off at the end of an output event: kept for the next one, as a terminal's
+# parser keeps its state between writes (the gateway records output in the chunks it arrives in).
+_INCOMPLETE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1b]*\x1b?|[ -/]*)")
+MAX_PENDING = 512
 
 
 class Screen:
@@ -223,6 +226,7 @@ class Screen:
         self.lines: list[list[str]] = [[]]
         self.row = 0
         self.col = 0
+        self._pending = ""
 
     @property
     def top(self) -> int:
@@ -291,6 +295,7 @@ class Screen:
         self._line(self.row)
 
     def feed(self, text: str) -> None:
+        text, self._pending = self._pending + text, ""
         position = 0
         while position < len(text):
             char = text[position]
@@ -300,6 +305,9 @@ class Screen:
                     self._csi(match.group(1), match.group(3))
                     position = match.end()
                     continue
+                if len(text) - position <= MAX_PENDING and _INCOMPLETE.fullmatch(text, position):
+                    self._pending = text[position:]
+                    return
                 other = _ESCAPE.match(text, position)
                 position = other.end() if other else position + 1
                 continue

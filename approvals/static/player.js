@@ -11,6 +11,10 @@
   // Lines kept above the screen; older ones are dropped (the transcript page has them all).
   const SCROLLBACK = 2000;
   const CSI = /\x1b\[([0-?]*)([ -/]*)([@-~])/y;
+  // The start of an escape sequence cut off at the end of an output event: kept for the next one, as a
+  // terminal's parser keeps its state between writes.
+  const INCOMPLETE = /\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[PX^_][^\x1b]*\x1b?|[ -/]*)$/y;
+  const MAX_PENDING = 512;
   const OTHER_ESCAPE = /\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[PX^_][^\x1b]*(?:\x1b\\)?|\x1b[ -/]*[0-~]|\x1b/y;
 
   class Screen {
@@ -20,6 +24,7 @@
       this.lines = [[]];
       this.row = 0;
       this.col = 0;
+      this.pending = "";
     }
 
     get top() { return Math.max(0, this.lines.length - this.height); }
@@ -83,7 +88,9 @@
       this.line(this.row);
     }
 
-    feed(text) {
+    feed(input) {
+      const text = this.pending + input;
+      this.pending = "";
       let position = 0;
       while (position < text.length) {
         const char = text[position];
@@ -91,6 +98,11 @@
           CSI.lastIndex = position;
           const match = CSI.exec(text);
           if (match) { this.csi(match[1], match[3]); position = CSI.lastIndex; continue; }
+          INCOMPLETE.lastIndex = position;
+          if (text.length - position <= MAX_PENDING && INCOMPLETE.test(text)) {
+            this.pending = text.slice(position);
+            break;
+          }
           OTHER_ESCAPE.lastIndex = position;
           const other = OTHER_ESCAPE.exec(text);
           position = other ? Math.max(position + 1, OTHER_ESCAPE.lastIndex) : position + 1;

@@ -233,3 +233,36 @@ def test_the_recording_endpoint_serves_the_file_and_refuses_paths(page: Any, web
         assert b"SQLite format" not in refused.body()
     page.goto(f"{web_server.url}/review/sessions/{session_id}")
     expect(page.locator("#recording-status")).to_have_text("edited")
+
+
+# Edge cases of the VT100 subset; the player (JavaScript) and the transcript (Python) must agree on each.
+EDGE_CASES: dict[str, list[list[object]]] = {
+    "wrap at the exact width, then CR": [[0.1, "o", "0123456789" * 3 + "\rX\r\nnext"]],
+    "tabs near the right edge": [[0.1, "o", "abc\tdef\tghi\tjkl\tmno\tpq\r\n\tx"]],
+    "cursor positions beyond the screen": [[0.1, "o", "top\x1b[99;99HZ\x1b[0;0HA\x1b[5G\x1b[2;3fB"]],
+    "erase below, above and all": [[0.1, "o", "l1\r\nl2\r\nl3\r\nl4\x1b[2;2H\x1b[J"],
+                                   [0.2, "o", "\x1b[4;1Hl4 again\x1b[3;1H\x1b[1J+"]],
+    "erase to start of line and whole line": [[0.1, "o", "abcdef\x1b[3D\x1b[1Kq\r\nxyz\x1b[2K!"]],
+    "backspace at column 0 and after a wrap": [[0.1, "o", "\b\bab\bc\r\n" + "w" * 30 + "\b\bZ"]],
+    "UTF-8: accents, CJK, an emoji": [[0.1, "o", "café 漢字 🙂 ok\r\n€"]],
+    "many lines scroll off": [[0.1, "o", "".join(f"line {n}\r\n" for n in range(40)) + "last"]],
+    "a resize": [[0.1, "o", "before\r\n"], [0.2, "r", "12x3"], [0.3, "o", "after the resize wraps\r\nend"]],
+    "escapes: OSC title, charset, keypad, private modes": [
+        [0.1, "o", "\x1b]0;title\x07\x1b(B\x1b=\x1b[?1049h\x1b[?25lvisible\x1b7\x1b8 text\x1b[0m"]],
+    "an escape split across two events": [[0.1, "o", "ab\x1b["], [0.2, "o", "2Dc"]],
+}
+
+
+def test_player_and_transcript_agree_on_terminal_edge_cases(page: Any, web_plant: Plant, web_server: BrokerServer,
+                                                            signed_in: SignIn) -> None:
+    sessions = {name: recorded_session(web_plant, events=events) for name, events in EDGE_CASES.items()}
+    signed_in(page, "sec1")
+    for name, session_id in sessions.items():
+        page.goto(f"{web_server.url}/review/sessions/{session_id}")
+        page.get_by_role("button", name="Jump to end").click()
+        expect(page.locator(".player")).to_have_attribute("data-state", "ended")
+        rows = screen_lines(page)
+        while rows and not rows[-1]:
+            rows.pop()
+        cast = recordings.parse_cast(cast_bytes(EDGE_CASES[name]).decode().splitlines())
+        assert rows == recordings.play(cast).text(scrollback=False).split("\n"), name

@@ -198,3 +198,10 @@ def test_text_search_streams_the_output_and_finds_text_split_across_events(tmp_p
     assert not recordings.contains_text(path, "ignored input")  # input is not what the terminal showed
     assert not recordings.contains_text(path, "exit 0")
     assert not recordings.contains_text(path, "pump P-102")
+
+
+def test_an_escape_sequence_split_across_two_output_events_still_moves_the_cursor() -> None:
+    cast = recordings.parse_cast(cast_bytes([0.1, "o", "abcd\x1b["], [0.2, "o", "3"], [0.3, "o", "DX\x1b"],
+                                            [0.4, "o", "]0;a title\x07!"]).decode().splitlines())
+
+    assert recordings.play(cast).text() == "aX!d"
