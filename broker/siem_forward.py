@@ -175,7 +175,7 @@ class CollectorConnection:
                 self.closed_by_peer = True
         return not self.closed_by_peer
 
-    def send_confirmed(self, data: bytes, *, timeout: float) -> None:
+    def send_confirmed(self, data: bytes, *, timeout: float, stopping: threading.Event | None = None) -> None:
         """Write ``data`` and return only once the collector's TCP acknowledged all of it and it did not reset."""
         if not self.usable():
             raise DeliveryFailed("the collector closed the connection before the batch was sent")
@@ -186,6 +186,8 @@ class CollectorConnection:
                 raise DeliveryFailed("the collector closed the connection with part of the batch unacknowledged")
             if time.monotonic() > deadline:
                 raise DeliveryFailed(f"the collector did not acknowledge the batch within {timeout:g}s")
+            if stopping is not None and stopping.is_set():
+                raise DeliveryFailed("stopping before the collector acknowledged the batch")
             if self._readable(0.01):
                 self._drain_incoming()
         # All acknowledged. A collector that closed with our bytes unread answers with RST, which also empties
@@ -223,6 +225,7 @@ class Forwarder:
         self.ack_timeout = ack_timeout
         self.connect_timeout = connect_timeout
         self.connection: CollectorConnection | None = None
+        self.stopping = threading.Event()  # set by run()'s caller: a pending acknowledgement wait gives up
 
     # --- the cursor and its lease ----------------------------------------------------------------------
 
@@ -303,7 +306,7 @@ class Forwarder:
             if self.connection is None:
                 self.connection = CollectorConnection.open(self.destination, self.ssl_context,
                                                            timeout=self.connect_timeout)
-            self.connection.send_confirmed(payload, timeout=self.ack_timeout)
+            self.connection.send_confirmed(payload, timeout=self.ack_timeout, stopping=self.stopping)
         except BaseException:
             self.disconnect()  # never write again into a connection whose state we do not know
             raise
@@ -324,6 +327,7 @@ class Forwarder:
     def run(self, stop: threading.Event, *, idle: float = 0.5, max_backoff: float = 30.0) -> None:
         """Forward until ``stop`` is set: poll the trail every ``idle`` seconds, reconnect with back-off."""
         backoff = 0.5
+        self.stopping = stop
         try:
             while not stop.is_set():
                 try:
@@ -335,6 +339,13 @@ class Forwarder:
                 except (OSError, DeliveryFailed, SQLAlchemyError) as error:
                     log.warning("SIEM forwarding to %s failed, resending from the cursor in %.1fs: %s",
                                 self.destination.url, backoff, error)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, max_backoff)
+                    continue
+                except Exception:  # a bug must not end forwarding for the life of the broker: log, back off, retry
+                    log.exception("SIEM forwarding to %s failed unexpectedly; retrying in %.1fs",
+                                  self.destination.url, backoff)
+                    self.disconnect()
                     stop.wait(backoff)
                     backoff = min(backoff * 2, max_backoff)
                     continue

@@ -80,7 +80,6 @@ async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) ->
                 broker_url=base_url,
                 token=settings.gateway_token_path.read_text().strip(),
                 host_key_path=settings.gateway_dir / "ssh_host_ed25519_key",
-                recordings_dir=settings.recordings_dir,
                 listen_host=settings.ssh_host, listen_port=settings.ssh_port,
             ))
             settings.gateway_dir.mkdir(mode=0o700, exist_ok=True)
@@ -89,14 +88,20 @@ async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) ->
         if gateway is not None:
             print(f"SSH gateway: {settings.ssh_host}:{gateway.port}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
-        if gateway is not None:
+        if gateway is not None or siem_task is not None:
             # uvicorn owns SIGINT/SIGTERM; as soon as it starts shutting down, stop the gateway too. That
             # closes its held event stream (which would otherwise keep uvicorn waiting for its graceful
             # timeout) and reports the cut sessions while the broker still answers.
             while not server_task.done() and not server.should_exit:
                 await asyncio.sleep(0.05)
-            await gateway.stop()
-            gateway = None
+            if gateway is not None:
+                await gateway.stop()
+                gateway = None
+            # uvicorn re-raises the signal once it has shut down, so the SIEM lease is released now or never.
+            siem_stop.set()
+            if siem_task is not None:
+                await siem_task
+                siem_task = None
         await server_task
     finally:
         siem_stop.set()
@@ -149,12 +154,11 @@ async def _start_demo(settings: Settings) -> DemoTarget:
 
 
 async def run_gateway_only(*, broker_url: str, token: str, host: str, port: int, host_key_path: Path,
-                           public_host: str | None, recordings_dir: Path) -> int:
+                           public_host: str | None) -> int:
     _configure_logging()
     host_key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     gateway = Gateway(GatewaySettings(broker_url=broker_url, token=token, host_key_path=host_key_path,
-                                      listen_host=host, listen_port=port, public_host=public_host,
-                                      recordings_dir=recordings_dir))
+                                      listen_host=host, listen_port=port, public_host=public_host))
     await gateway.start()
     print(f"Gatepass gateway on {host}:{gateway.port}, broker {broker_url}", flush=True)
     stop = asyncio.Event()
