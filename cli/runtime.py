@@ -80,6 +80,7 @@ async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) ->
                 broker_url=base_url,
                 token=settings.gateway_token_path.read_text().strip(),
                 host_key_path=settings.gateway_dir / "ssh_host_ed25519_key",
+                recordings_dir=settings.recordings_dir,
                 listen_host=settings.ssh_host, listen_port=settings.ssh_port,
             ))
             settings.gateway_dir.mkdir(mode=0o700, exist_ok=True)
@@ -154,11 +155,12 @@ async def _start_demo(settings: Settings) -> DemoTarget:
 
 
 async def run_gateway_only(*, broker_url: str, token: str, host: str, port: int, host_key_path: Path,
-                           public_host: str | None) -> int:
+                           public_host: str | None, recordings_dir: Path) -> int:
     _configure_logging()
     host_key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     gateway = Gateway(GatewaySettings(broker_url=broker_url, token=token, host_key_path=host_key_path,
-                                      listen_host=host, listen_port=port, public_host=public_host))
+                                      listen_host=host, listen_port=port, public_host=public_host,
+                                      recordings_dir=recordings_dir))
     await gateway.start()
     print(f"Gatepass gateway on {host}:{gateway.port}, broker {broker_url}", flush=True)
     stop = asyncio.Event()
