@@ -63,6 +63,8 @@ def open_recorder(ctx: GatewayContext, info: SessionInfo) -> ChannelTap:
         name, writer = ctx.recordings.create(f"{info.session_id}.cast")
     except OSError as exc:
         raise RecordingFailure(describe(exc)) from exc
+    except ValueError as exc:  # a session id the store cannot use as a file name: not a storage failure
+        raise TapFailure(f"the session cannot be recorded: {exc}") from exc
     return AsciicastRecorder(ctx, info, name, writer)
 
 
