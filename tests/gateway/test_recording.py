@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from gateway import Gateway
+from gateway.recording_store import DirectoryStore
 from tests.fixtures.sshd import OpenSSHServer
 from tests.gateway.conftest import GrantFactory, Vendor, sshd_credential
 from tests.gateway.fake_broker import FakeBroker
@@ -302,3 +303,29 @@ class TestFullDisk:
             writer.write(b"read holding registers")
             assert await asyncio.wait_for(reader.readexactly(22), 5) == b"read holding registers"
             writer.close()
+
+
+# -- the store on its own -------------------------------------------------------------------------------
+
+
+def test_store_refuses_names_that_are_paths(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "recordings")
+    for name in ("../escape.cast", "a/b.cast", "ses-1.txt", ".cast", "ses-1.cast/"):
+        with pytest.raises(ValueError, match="is not a recording name"):
+            store.create(name)
+    assert not (tmp_path / "escape.cast").exists()
+
+
+def test_store_never_overwrites_and_hashes_exactly_what_it_wrote(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "recordings")
+    first_name, first = store.create("ses-1.cast")
+    second_name, second = store.create("ses-1.cast")
+    assert (first_name, second_name) == ("ses-1.cast", "ses-1.1.cast")
+    first.write(b"a" * 100_000)  # over the buffer threshold: written before close
+    first.write(b"tail\n")
+    sha256, size = first.close()
+    data = (tmp_path / "recordings" / "ses-1.cast").read_bytes()
+    assert (sha256, size) == (hashlib.sha256(data).hexdigest(), 100_005)
+    assert second.close() == (hashlib.sha256(b"").hexdigest(), 0)
+    store.probe()
+    assert sorted(p.name for p in (tmp_path / "recordings").iterdir()) == ["ses-1.1.cast", "ses-1.cast"]
