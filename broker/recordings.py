@@ -399,50 +399,51 @@ def _reported_in_audit(session: Session) -> dict[str, dict[str, Any]]:
 
 def verify_recordings(session: Session, directory: Path) -> RecordingsCheck:
     """Check every recording a gateway reported: the file exists, and its size and SHA-256 match both the
-    session row and the hash-chained audit event. One problem line per failing session."""
+    session row and the hash-chained audit event. One problem line per failing session (two when the row was
+    changed as well)."""
     audited = _reported_in_audit(session)
     problems: list[str] = []
     checked = 0
     query = (select(AccessSession).where(AccessSession.recording_sha256.is_not(None))
              .order_by(AccessSession.started_at, AccessSession.id))
-    seen: set[str] = set()
-    # Rows whose recording columns were cleared still have their audit event: check those too.
-    cleared = (session.get(AccessSession, sid) for sid in list(audited) if sid not in seen)
-    for record in _chain(session.scalars(query), seen, cleared):
+    for record in session.scalars(query):
         checked += 1
-        who = _who(record)
-        expected = audited.get(record.id)
-        row = {"name": record.recording_name, "sha256": record.recording_sha256, "bytes": record.recording_bytes}
-        if expected is not None and {k: expected.get(k) for k in row} != row:
-            problems.append(f"recording of {who}: the session's stored hash differs from the one in the audit "
-                            f"trail (the database row was changed); checking against the audit trail")
-        reference = expected if expected is not None else row
-        name, sha256, size = str(reference.get("name")), reference.get("sha256"), reference.get("bytes")
-        try:
-            path = resolve(directory, name)
-        except InvalidInput:
-            problems.append(f"recording of {who}: '{name[:60]}' is not a valid recording name")
-            continue
-        if not path.is_file():
-            problems.append(f"recording of {who} is MISSING: {path} does not exist")
-            continue
-        digest, actual = file_digest(path)
-        if actual != size:
-            problems.append(f"recording of {who} was EDITED: {path} has {actual} bytes, the gateway recorded {size}")
-        elif digest != sha256:
-            problems.append(f"recording of {who} was EDITED: the SHA-256 of {path} is {digest}, the gateway "
-                            f"recorded {sha256}")
+        problems.extend(_check(record, audited.pop(record.id, None), directory))
+    # What is left: the audit trail records a recording, but the row no longer says so (or is gone).
+    for session_id, expected in audited.items():
+        checked += 1
+        cleared = session.get(AccessSession, session_id)
+        if cleared is None:
+            problems.append(f"recording of session {session_id}: the audit trail records {expected.get('name')}, "
+                            "but the session is gone from the database")
+        else:
+            problems.extend(_check(cleared, expected, directory))
     return RecordingsCheck(checked=checked, problems=problems)
 
 
-def _chain(rows: Iterable[AccessSession], seen: set[str],
-           then: Iterable[AccessSession | None]) -> Iterator[AccessSession]:
-    for record in rows:
-        seen.add(record.id)
-        yield record
-    for late in then:
-        if late is not None:
-            yield late
+def _check(record: AccessSession, expected: dict[str, Any] | None, directory: Path) -> list[str]:
+    """Problems of one session's recording; ``expected`` is what its session-end audit event says."""
+    who = _who(record)
+    problems = []
+    row = {"name": record.recording_name, "sha256": record.recording_sha256, "bytes": record.recording_bytes}
+    if expected is not None and {k: expected.get(k) for k in row} != row:
+        problems.append(f"recording of {who}: the session's stored hash differs from the one in the audit "
+                        "trail (the database row was changed); checking against the audit trail")
+    reference = expected if expected is not None else row
+    name, sha256, size = str(reference.get("name")), reference.get("sha256"), reference.get("bytes")
+    try:
+        path = resolve(directory, name)
+    except InvalidInput:
+        return [*problems, f"recording of {who}: '{name[:60]}' is not a valid recording name"]
+    if not path.is_file():
+        return [*problems, f"recording of {who} is MISSING: {path} does not exist"]
+    digest, actual = file_digest(path)
+    if actual != size:
+        problems.append(f"recording of {who} was EDITED: {path} has {actual} bytes, the gateway recorded {size}")
+    elif digest != sha256:
+        problems.append(f"recording of {who} was EDITED: the SHA-256 of {path} is {digest}, the gateway "
+                        f"recorded {sha256}")
+    return problems
 
 
 def load(session: Session, session_id: str) -> AccessSession:

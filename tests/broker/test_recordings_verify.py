@@ -119,6 +119,31 @@ def test_recordings_of_a_separate_gateway_are_verified_where_it_keeps_them(api: 
     assert "is MISSING" in missing.stderr
 
 
+def test_a_row_whose_recording_was_cleared_or_deleted_is_still_checked_from_the_audit_trail(
+        api: Api, plant: Plant) -> None:
+    grant = api.grant("vendor1", "sup-a1")
+    cleared, deleted = (record_session(api, plant, grant["id"], f"{n}\r\n") for n in ("cleared", "deleted"))
+    directory = recordings.recordings_dir(plant.settings)
+    (directory / f"{cleared}.cast").write_bytes(b"replaced")
+    (directory / f"{deleted}.cast").unlink()
+    with plant.engine.begin() as connection:
+        connection.execute(text("UPDATE sessions SET recording_name = NULL, recording_sha256 = NULL, "
+                                "recording_bytes = NULL WHERE id = :id"), {"id": cleared})
+        connection.execute(text("DELETE FROM sessions WHERE id = :id"), {"id": deleted})
+
+    with plant.session() as session:
+        checked = recordings.verify_recordings(session, directory)
+
+    assert checked.checked == 2
+    [row_changed, edited, gone] = checked.problems
+    assert cleared in row_changed
+    assert "differs from the one in the audit trail" in row_changed
+    assert cleared in edited
+    assert "EDITED" in edited
+    assert deleted in gone
+    assert "gone from the database" in gone
+
+
 def test_a_session_without_recordings_verifies_with_zero_checked(api: Api, plant: Plant) -> None:
     grant = api.grant("vendor1", "sup-a1", asset="plc-01", ssh=False, ports=[502])
     started = api.gateway().post("/gateway/sessions", json={"grant_id": grant["id"], "kind": "tcp", "port": 502})
