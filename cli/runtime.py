@@ -130,12 +130,19 @@ def _start_siem_forwarding(settings: Settings, stop: threading.Event) -> asyncio
 
     destination = siem_forward.Destination.parse(url)
     ca_file = os.environ.get("GATEPASS_SYSLOG_CA")
-    forwarder = siem_forward.Forwarder(
-        session_factory=make_session_factory(make_engine(settings.effective_database_url)),
-        destination=destination, clock=settings.clock,
-        ssl_context=destination.ssl_context(Path(ca_file) if ca_file else None))
+    ssl_context = destination.ssl_context(Path(ca_file) if ca_file else None)
+    engine = make_engine(settings.effective_database_url)
+    forwarder = siem_forward.Forwarder(session_factory=make_session_factory(engine), destination=destination,
+                                       clock=settings.clock, ssl_context=ssl_context)
+
+    def forward() -> None:
+        try:
+            forwarder.run(stop)
+        finally:
+            engine.dispose()
+
     log.info("forwarding the audit trail to %s", destination.url)
-    return asyncio.create_task(asyncio.to_thread(forwarder.run, stop))
+    return asyncio.create_task(asyncio.to_thread(forward))
 
 
 async def _start_demo(settings: Settings) -> DemoTarget:
