@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from approvals.web import DEFAULT_USE_NOTICE, SESSION_COOKIE, WebSettings
-from broker import extensions
+from broker import extensions, inventory
 from broker.models import Identity
 from tests.approvals.conftest import make_request
 from tests.fixtures.broker import BrokerServer, Plant
@@ -220,3 +220,13 @@ def test_live_lists_include_pending_extensions(client: httpx.Client, web_plant: 
     assert f'id="{extension_id}"' in after["extensions"]
     assert "&lt;b&gt;firmware&lt;/b&gt; slow" in after["extensions"]  # escaped like every fragment
     assert "Approve extension" in after["extensions"]
+
+
+def test_supervisor_sees_the_sites_policy(client: httpx.Client, web_plant: Plant) -> None:
+    with web_plant.session() as session:
+        inventory.update_site(session, now=web_plant.clock.now(), actor="test", name="plant-a",
+                              maintenance_windows=["Sat 06:00-14:00"], transfers="download_only")
+    sign_in(client, web_plant, "sup-a1")
+    sites = client.get("/approvals/live").json()["sites"]
+    assert "Maintenance windows (UTC): Sat 06:00-14:00" in sites
+    assert "file transfers: download only" in sites
