@@ -190,8 +190,10 @@ def to_syslog(event: Mapping[str, Any], *, hostname: str | None, app_name: str =
 
 
 def octet_frame(message: str) -> bytes:
-    """RFC 6587 §3.4.1 octet counting: ``MSG-LEN SP SYSLOG-MSG``, the length in octets of the UTF-8 message."""
-    data = message.encode("utf-8")
+    """RFC 6587 §3.4.1 octet counting: ``MSG-LEN SP SYSLOG-MSG``, the length in octets of the UTF-8 message.
+    A lone surrogate (not encodable) becomes "?" rather than an exception that would stall forwarding on
+    that event for ever."""
+    data = message.encode("utf-8", errors="replace")
     return str(len(data)).encode("ascii") + b" " + data
 
 

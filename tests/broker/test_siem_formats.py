@@ -168,6 +168,7 @@ def test_every_audit_code_fits_the_msgid(action: Action) -> None:
 
 def test_octet_framing_counts_octets_not_characters() -> None:
     assert siem_formats.octet_frame("工場") == b"6 " + "工場".encode()
+    assert siem_formats.octet_frame("a\ud800") == b"2 a?"  # never an exception that stalls forwarding
 
 
 @pytest.mark.parametrize(("outcome", "action", "severity"), [
