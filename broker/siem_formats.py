@@ -314,6 +314,11 @@ def to_ocsf(event: Mapping[str, Any]) -> dict[str, Any]:
         # The identity whose rights changed: the subject of identity events, else who the event names.
         target = event.get("subject") if action.startswith("admin:identity:") else event.get("actor")
         ocsf["user"] = _user(target)
+        if action.startswith("containment:"):
+            # A lockdown takes remote access from everyone at the site, not from the supervisor who pulled it.
+            site = _text(event.get("site") or event.get("subject"))
+            ocsf["user"] = {"uid": f"site:{site}", "name": f"remote users of {site}", "type_id": OTHER,
+                            "type": "Other"}
         ocsf["privileges"] = _privileges(action, details, event)
         ocsf["resource"] = {"name": _text(details.get("asset") or event.get("site") or event.get("subject")),
                             "type": "asset" if details.get("asset") else "site"}

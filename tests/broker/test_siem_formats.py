@@ -188,8 +188,8 @@ def test_severity_follows_outcome_and_action(outcome: str, action: str, severity
 @pytest.fixture(scope="module")
 def trail(plant_template: PlantTemplate, postgres_server: str | None,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[dict[str, Any]]]:
-    """Drive the broker over its API through sign-ins, a grant, SSH and TCP sessions, a refused Modbus write
-    and a revocation; return every audit event it wrote, as the API shows them."""
+    """Drive the broker over its API through sign-ins, a grant, SSH and TCP sessions, a refused Modbus write,
+    a revocation and a site lockdown; return every audit event it wrote, as the API shows them."""
     plant, database_name = plant_template.copy(tmp_path_factory.mktemp("siem-plant"))
     running = BrokerServer(plant.settings).start()
     api = Api(running, plant)
@@ -234,6 +234,9 @@ def drive(api: Api, plant: Plant) -> list[dict[str, Any]]:
         assert ended.status_code == 204, ended.text
     revoked = api.as_user("sup-a1").post(f"/grants/{grant['id']}/revoke", json={"reason": "work finished"})
     assert revoked.status_code == 200, revoked.text
+    locked = api.as_user("sup-b").post("/sites/plant-b/lockdown", json={"reason": "ransomware drill"})
+    assert locked.status_code == 200, locked.text
+    assert api.as_user("sup-b").post("/sites/plant-b/lift").status_code == 200
     return plant.audit()
 
 
@@ -284,7 +287,8 @@ def test_ocsf_events_carry_the_required_attributes_of_their_class(trail: list[di
             assert ocsf["dst_endpoint"]["name"]
     assert seen.keys() >= {3002, 3005, 4001, 4007}, seen
     assert {"auth:login:succeeded", "auth:mfa:failed", "auth:login:failed", "auth:token:revoked"} <= seen[3002]
-    assert {"access:grant:created", "access:grant:revoked", "access:request:approved"} <= seen[3005]
+    assert {"access:grant:created", "access:grant:revoked", "access:request:approved",
+            "containment:site:locked_down", "containment:site:lockdown_lifted"} <= seen[3005]
     assert {"gateway:modbus:write_refused"} <= seen[4001]
     assert {"gateway:connection:authorized", "gateway:connection:refused"} <= seen[4007]
 
