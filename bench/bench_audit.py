@@ -325,29 +325,39 @@ def measure_verify(root: Path, *, events: int, runs: int, profile: bool) -> dict
             raise RuntimeError(f"gatepass audit verify exited {code}: {output}")
         cli.append(elapsed)
         cli_cpu.append(cpu)
-    start_up = median([timed_cli("--version")[0] for _ in range(3)])
+    start_ups = [timed_cli("--version") for _ in range(3)]
+    start_up, start_up_cpu = median([r[0] for r in start_ups]), median([r[1] for r in start_ups])
     scale = VERIFY_EVENTS / events
 
-    def row(label: str, wall: list[float], cpu: list[float]) -> list[object]:
-        return [label, len(wall), f"{median(wall):.2f}", f"{max(wall):.2f}", f"{median(cpu):.2f}",
-                f"{events / median(wall):,.0f}", f"{median(wall) * scale:.2f}", f"{median(cpu) * scale:.2f}",
-                f"{median(wall) * scale / VERIFY_TARGET:.2f}"]
+    def per_million(seconds: float, fixed: float) -> float:
+        """Scaled to 1M events: the part that grows with the trail, plus the fixed start-up once."""
+        return fixed + max(0.0, seconds - fixed) * scale
 
-    rows = [row("verify_chain (in process)", in_process, in_process_cpu),
-            row("`gatepass audit verify --data DIR`", cli, cli_cpu),
+    def row(label: str, wall: list[float], cpu: list[float], fixed: float, fixed_cpu: float) -> list[object]:
+        wall_1m = per_million(median(wall), fixed)
+        return [label, len(wall), f"{median(wall):.2f}", f"{max(wall):.2f}", f"{median(cpu):.2f}",
+                f"{events / median(wall):,.0f}", f"{wall_1m:.2f}", f"{per_million(median(cpu), fixed_cpu):.2f}",
+                f"{wall_1m / VERIFY_TARGET:.2f}"]
+
+    rows = [row("verify_chain (in process)", in_process, in_process_cpu, 0.0, 0.0),
+            row("`gatepass audit verify --data DIR`", cli, cli_cpu, start_up, start_up_cpu),
             ["`gatepass --version` (CLI start-up)", 3, f"{start_up:.2f}", "", "", "", "", "", ""]]
     print(table(["what", "runs", "median s", "worst s", "CPU s", "events/s", "s per 1M", "CPU s per 1M",
                  "vs target (<= 1)"], rows))
     print("(CPU s: user + system of the verifying process; on a busy machine it is what wall time would be on an "
           "idle one, the work being single-threaded and the file in the page cache)")
+    if scale != 1:
+        print(f"(s per 1M: scaled linearly from {events:,} events; for the CLI the `gatepass --version` start-up is "
+              "counted once)")
     if profile_report:
         heading("cProfile of the first verify_chain (top 15 by own time)")
         print(profile_report)
     return {"events": events, "db_mb": size_mb, "fill_s": fill_s, "verify_s": in_process, "cli_s": cli,
             "verify_cpu_s": in_process_cpu, "cli_cpu_s": cli_cpu,
-            "cli_start_up_s": start_up, "verify_s_per_million": median(in_process) * scale,
-            "cli_s_per_million": median(cli) * scale,
-            "met": median(cli) * scale < VERIFY_TARGET and median(in_process) * scale < VERIFY_TARGET}
+            "cli_start_up_s": start_up, "verify_s_per_million": per_million(median(in_process), 0.0),
+            "cli_s_per_million": per_million(median(cli), start_up),
+            "cli_cpu_s_per_million": per_million(median(cli_cpu), start_up_cpu),
+            "met": per_million(median(cli), start_up) < VERIFY_TARGET}
 
 
 def run(*, events: int, append_events: int, rounds: int, runs: int, postgres: str | None, profile: bool,
@@ -387,7 +397,8 @@ def run(*, events: int, append_events: int, rounds: int, runs: int, postgres: st
         per_million = results["verify"]["cli_s_per_million"]
         note = "" if events == VERIFY_EVENTS else f" (scaled from {events:,} events)"
         print(f"\n`gatepass audit verify`, 1M events: {per_million:.2f} s{note}  target < {VERIFY_TARGET:.0f} s  "
-              f"{'MET' if results['verify']['met'] else 'NOT MET'}")
+              f"{'MET' if results['verify']['met'] else 'NOT MET'}  (CPU "
+              f"{results['verify']['cli_cpu_s_per_million']:.2f} s)")
         return results
     finally:
         shutil.rmtree(root, ignore_errors=True)
