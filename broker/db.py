@@ -68,8 +68,9 @@ def _serialise_sqlite_transactions(engine: Engine) -> None:
         # had not written back yet, seconds on Linux's defaults) may be rolled back, each one whole, so an
         # audit event never survives without the change it records and the hash chain stays intact. The
         # default (FULL) fsyncs every commit, which bounds the embedded mode to one audited API call per disk
-        # flush (~1,500/s here against the 5,000 events/s target); deployments that need every commit on
-        # disk before it is acknowledged run on PostgreSQL.
+        # flush (bench/bench_audit.py on the 2-core dev box: ~1,100-1,500 audited commits/s with FULL, ~3,000-
+        # 4,000/s with NORMAL, target 5,000/s); deployments that need every commit on disk before it is
+        # acknowledged run on PostgreSQL.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
