@@ -129,14 +129,21 @@ def _recording_path(session: Session, session_id: str, directory: Path) -> Path:
     return path
 
 
+def _audit_viewed(session: Session, identity: Identity, session_id: str, now: dt.datetime, what: str) -> None:
+    """Recordings show what a vendor typed and saw: who reviewed which one is itself part of the trail."""
+    audit.record(session, now=now, action=audit.Action.RECORDING_VIEWED, actor=identity.username,
+                 subject=session_id, details={"view": what})
+
+
 @router.get("/review/sessions/{session_id}/recording")
 async def session_recording(request: Request, session_id: str) -> Response:
     """The .cast file itself, for the player (and for a reviewer who wants to keep a copy)."""
     directory = _recordings_dir(request)
 
-    def work(session: Session, identity: Identity, _viewer: Viewer, _now: dt.datetime) -> Response:
+    def work(session: Session, identity: Identity, _viewer: Viewer, now: dt.datetime) -> Response:
         _reviewer(identity)
         path = _recording_path(session, session_id, directory)
+        _audit_viewed(session, identity, session_id, now, "recording")
         return secure(FileResponse(path, media_type="application/x-asciicast", filename=path.name,
                                    content_disposition_type="inline"))
 
@@ -148,9 +155,10 @@ async def session_transcript(request: Request, session_id: str) -> Response:
     """What the terminal showed, as plain text on a page (for screen readers and for copying)."""
     directory = _recordings_dir(request)
 
-    def work(session: Session, identity: Identity, viewer: Viewer, _now: dt.datetime) -> Response:
+    def work(session: Session, identity: Identity, viewer: Viewer, now: dt.datetime) -> Response:
         _reviewer(identity)
         path = _recording_path(session, session_id, directory)
+        _audit_viewed(session, identity, session_id, now, "transcript")
         try:
             cast = recordings.read_cast(path)
         except recordings.RecordingFormatError as error:

@@ -82,6 +82,8 @@ class Action(StrEnum):
     FILE_CHANGED = "gateway:file:changed"
     FILE_REFUSED = "gateway:file:refused"
     RECORDING_FAILED = "gateway:recording:failed"
+    # A reviewer opened a session's recording or transcript (who watched whom is itself worth a trail).
+    RECORDING_VIEWED = "review:recording:viewed"
 
     CSRF_REFUSED = "web:form:csrf_refused"
     REQUEST_MADE_BY_APPROVER = "access:request:made_by_approver"

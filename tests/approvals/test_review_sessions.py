@@ -215,6 +215,10 @@ def test_the_recording_endpoint_serves_the_file_and_refuses_paths(page: Any, web
     assert served.headers["content-type"] == "application/x-asciicast"
     assert served.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
     assert served.body() == cast_bytes(EVENTS)
+    # Who watched which recording is itself in the trail.
+    viewed = web_plant.audit("review:recording:viewed")
+    assert [(event["actor"], event["subject"], event["details"]) for event in viewed] == [
+        ("sec1", session_id, {"view": "recording"})]
 
     database = web_plant.settings.data_dir / "gatepass.db"
     for attempt in ("..%2Fgatepass.db", "..%2F..%2Fdata%2Fgatepass.db", "%2E%2E", f"{session_id}%2F..%2F..",
