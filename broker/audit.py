@@ -294,7 +294,7 @@ def verify_chain(session: Session, *, batch: int = 5000, anchors: tuple[Anchor, 
 
     `gatepass audit verify` must get through a million events in seconds, so this loop avoids per-row
     overhead: rows come from the driver as plain tuples (ORM objects cost most of the time), ``batch`` at a
-    time by key, and each event's time is turned into its canonical text by ``_occurred_at_text``."""
+    time by key, and each event's time is turned into its canonical text by ``_occurred_at_reader``'s function."""
     expected_prev = GENESIS_HASH
     expected_seq = 1
     wanted = {anchor.seq: anchor.hash for anchor in anchors}
