@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from broker import audit, containment, gateways, identities, inventory, recordings
-from broker.db import make_engine, make_session_factory, unit_of_work
+from broker.db import make_engine, make_session_factory, read_only_unit, unit_of_work
 from broker.events import NullPublisher
 from broker.identities import NewCredentials
 from broker.migrate import upgrade
@@ -31,12 +31,13 @@ def operator_name() -> str:
 
 
 @contextmanager
-def local_session(settings: Settings) -> Iterator[Session]:
+def local_session(settings: Settings, *, read_only: bool = False) -> Iterator[Session]:
     if not settings.master_key_path.exists():
         raise FileNotFoundError(f"{settings.data_dir} is not a Gatepass data directory: run `gatepass init` first")
     engine = make_engine(settings.effective_database_url)
+    unit = read_only_unit if read_only else unit_of_work
     try:
-        with unit_of_work(make_session_factory(engine)) as session:
+        with unit(make_session_factory(engine)) as session:
             yield session
     finally:
         engine.dispose()
@@ -112,7 +113,7 @@ class AuditVerification:
 def verify_audit(settings: Settings, *, anchors: tuple[audit.Anchor, ...] = (),
                  recordings_dir: Path | None = None) -> AuditVerification:
     """The chain, and the recordings in ``recordings_dir`` (default: where `gatepass serve` keeps them)."""
-    with local_session(settings) as session:
+    with local_session(settings, read_only=True) as session:
         # Recordings first: verify_chain empties the session as it walks.
         checked = recordings.verify_recordings(session, recordings_dir or recordings.recordings_dir(settings))
         return AuditVerification(chain=audit.verify_chain(session, anchors=anchors), recordings=checked)

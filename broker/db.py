@@ -61,24 +61,26 @@ def _serialise_sqlite_transactions(engine: Engine) -> None:
         dbapi_connection.isolation_level = None  # let us issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        # WAL with synchronous=NORMAL (https://sqlite.org/pragma.html#pragma_synchronous): a commit appends to
-        # the WAL without an fsync; the WAL is fsynced at each checkpoint. What it keeps: every transaction is
-        # atomic, the file is never corrupted, and nothing committed is lost if the process (or the service)
-        # crashes. What it gives up: after a power cut or kernel crash the most recent commits (those the OS
-        # had not written back yet, seconds on Linux's defaults) may be rolled back, each one whole, so an
-        # audit event never survives without the change it records and the hash chain stays intact. The
-        # default (FULL) fsyncs every commit, which bounds the embedded mode to one audited API call per disk
-        # flush (bench/bench_audit.py on the 2-core dev box: ~1,100-1,500 audited commits/s with FULL, ~3,000-
-        # 4,000/s with NORMAL, target 5,000/s); deployments that need every commit on disk before it is
-        # acknowledged run on PostgreSQL.
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # WAL with synchronous=FULL (https://sqlite.org/pragma.html#pragma_synchronous): every commit is on disk
+        # before it is acknowledged. NORMAL would be 2-3x faster here (bench/bench_audit.py: ~1,100-1,500
+        # audited commits/s with FULL, ~3,000-4,000/s with NORMAL) but after a power cut or kernel crash it
+        # rolls back the last commits -- a revocation or a lockdown among them, which the gateways have
+        # already acted on, would silently come undone. Security state must be durable; batching (many
+        # events per transaction) is the way to a higher append rate.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader (read_only_unit) takes no write lock: under WAL it sees one consistent snapshot and
+        # never holds up writers, so `gatepass audit verify` over a million events does not stall the API.
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+READ_ONLY_OPTION = "gatepass_read_only"
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -124,4 +126,16 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.rollback()
         raise
     finally:
+        session.close()
+
+
+@contextmanager
+def read_only_unit(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction that only reads and is always rolled back; on SQLite it takes no write lock."""
+    session = factory()
+    try:
+        session.connection(execution_options={READ_ONLY_OPTION: True})
+        yield session
+    finally:
+        session.rollback()
         session.close()

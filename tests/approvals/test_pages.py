@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pyotp
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from approvals.web import DEFAULT_USE_NOTICE, SESSION_COOKIE, WebSettings
 from broker import extensions, inventory
@@ -230,3 +230,18 @@ def test_supervisor_sees_the_sites_policy(client: httpx.Client, web_plant: Plant
     sites = client.get("/approvals/live").json()["sites"]
     assert "Maintenance windows (UTC): Sat 06:00-14:00" in sites
     assert "file transfers: download only" in sites
+
+
+def test_the_review_page_shows_a_broken_chain(client: httpx.Client, web_plant: Plant) -> None:
+    # Someone with the database owner's rights drops the append-only triggers and edits a past event.
+    with web_plant.engine.begin() as connection:
+        if web_plant.backend == "postgresql":
+            connection.execute(text("DROP TRIGGER audit_events_append_only ON audit_events"))
+        else:
+            connection.execute(text("DROP TRIGGER audit_events_no_update"))
+        connection.execute(text("UPDATE audit_events SET actor = 'nobody' WHERE seq = 2"))
+    sign_in(client, web_plant, "sec1")
+    page = client.get("/review")
+    assert page.status_code == 200
+    assert "Audit chain BROKEN" in page.text
+    assert "rechecked at most every 30 s" in page.text

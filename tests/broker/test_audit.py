@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy
@@ -312,3 +313,26 @@ def test_an_anchor_kept_outside_catches_a_chain_rewritten_from_an_edit_onward(
 def test_a_malformed_anchor_is_refused_with_the_expected_form(text: str) -> None:
     with pytest.raises(ValueError, match="SEQ:HASH"):
         audit.Anchor.parse(text)
+
+
+def test_verifying_takes_no_write_lock(plant: Plant) -> None:
+    """`gatepass audit verify` reads in a read-only transaction: writers go on meanwhile (on SQLite a
+    write-locked walk over a million events would hold every API call for seconds)."""
+    import threading
+
+    from broker.db import make_session_factory, read_only_unit, unit_of_work
+
+    factory = make_session_factory(plant.engine)
+    before = plant.last_seq()
+    with read_only_unit(factory) as reader:
+        assert audit.verify_chain(reader).ok
+        writer = threading.Thread(target=lambda: _append_one(factory, plant, unit_of_work))
+        writer.start()
+        writer.join(timeout=5)
+        assert not writer.is_alive(), "a writer waited for the verifying reader"
+    assert plant.last_seq() == before + 1
+
+
+def _append_one(factory: Any, plant: Plant, unit: Any) -> None:
+    with unit(factory) as session:
+        audit.record(session, now=plant.clock.now(), action=audit.Action.SYSTEM_INITIALISED, actor="test")
