@@ -8,6 +8,7 @@ Fixtures and what they give (helpers in ``tests/fixtures/`` work without pytest 
 - ``ssh_keypair``    → ``ssh_keypair(name="id_ed25519") -> SSHKeyPair``: keys made by ``ssh-keygen``
 - ``sshd_target``    → ``OpenSSHServer``: a real sshd logging in the current user with a fresh key
 - ``demo_target``    → ``ThreadedDemoTarget``: ``demo.target.DemoTarget`` with a key and a password
+- ``plant``          → ``Plant``: a fresh copy of the standard plant (``plant_template``) on its own database
 
 PostgreSQL: set ``GATEPASS_TEST_POSTGRES=postgresql+psycopg://postgres@127.0.0.1:5432`` (a server URL
 without a database, as `make test` does in its second pass) and every ``database`` is a new PostgreSQL
@@ -17,12 +18,13 @@ database, dropped after the test.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures import database as test_databases
-from tests.fixtures.broker import PlantTemplate, Reaper
+from tests.fixtures.broker import Plant, PlantTemplate, Reaper
 from tests.fixtures.demo import ThreadedDemoTarget
 from tests.fixtures.keys import SSHKeyPair, generate_ssh_keypair
 from tests.fixtures.ports import free_port as _free_port
@@ -135,3 +137,17 @@ def plant_template(postgres_server: str | None, tmp_path_factory: pytest.TempPat
         template.close()
         if postgres_server is not None:
             test_databases.drop_postgres_database(postgres_server, created.name)
+
+
+@pytest.fixture
+def plant(plant_template: PlantTemplate, postgres_server: str | None, tmp_path: Path,
+          reaper: Reaper) -> Iterator[Plant]:
+    """A fresh copy of the standard plant (see ``standard_plant``) on its own new database, at ``T0``."""
+    installation, database_name = plant_template.copy(tmp_path / "plant")
+    try:
+        yield installation
+    finally:
+        installation.close()
+        if database_name is not None:
+            assert postgres_server is not None
+            reaper.add(partial(test_databases.drop_postgres_database, postgres_server, database_name))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,9 +26,8 @@ from broker import access, gateways
 from broker.clock import SystemClock
 from broker.models import Identity
 from tests.fixtures.broker import BrokerServer, Plant, new_public_key, standard_plant
+from tests.fixtures.browser import launch_chromium
 
-CHROMIUM = os.environ.get("GATEPASS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # The README's screenshots are retaken on request (`make screenshots`), so an ordinary test run leaves the
 # working tree clean; otherwise every page is still rendered and captured, into a temporary folder.
 SCREENSHOTS = (Path(__file__).resolve().parents[2] / "docs" / "screenshots" if os.environ.get("GATEPASS_SCREENSHOTS")
@@ -60,16 +58,8 @@ def web_server(web_plant: Plant) -> Iterator[BrokerServer]:
 # while it is open, and the anyio-based tests that run after this package need the thread to themselves.
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"Chromium is needed for the web tests: install Debian's 'chromium' package ({CHROMIUM})")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launch_chromium() as launched:
+        yield launched
 
 
 def _page(browser: Any, viewport: dict[str, int]) -> Iterator[Any]:

@@ -15,7 +15,7 @@ from approvals.web import DEFAULT_USE_NOTICE, SESSION_COOKIE, WebSettings
 from broker import extensions, inventory
 from broker.models import Identity
 from tests.approvals.conftest import make_request
-from tests.fixtures.broker import BrokerServer, Plant
+from tests.fixtures.broker import BrokerServer, Plant, drop_audit_triggers
 
 CSRF_FIELD = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
 
@@ -234,11 +234,8 @@ def test_supervisor_sees_the_sites_policy(client: httpx.Client, web_plant: Plant
 
 def test_the_review_page_shows_a_broken_chain(client: httpx.Client, web_plant: Plant) -> None:
     # Someone with the database owner's rights drops the append-only triggers and edits a past event.
+    drop_audit_triggers(web_plant)
     with web_plant.engine.begin() as connection:
-        if web_plant.backend == "postgresql":
-            connection.execute(text("DROP TRIGGER audit_events_append_only ON audit_events"))
-        else:
-            connection.execute(text("DROP TRIGGER audit_events_no_update"))
         connection.execute(text("UPDATE audit_events SET actor = 'nobody' WHERE seq = 2"))
     sign_in(client, web_plant, "sec1")
     page = client.get("/review")

@@ -9,27 +9,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import partial
-from pathlib import Path
 
 import pytest
 
 from tests.fixtures import database as test_databases
 from tests.fixtures.broker import Api, BrokerServer, Plant, PlantTemplate, Reaper
-
-
-@pytest.fixture
-def plant(plant_template: PlantTemplate, postgres_server: str | None, tmp_path: Path,
-          reaper: Reaper) -> Iterator[Plant]:
-    """A fresh copy of the standard plant (see ``standard_plant``) on its own new database, at ``T0``."""
-    installation, database_name = plant_template.copy(tmp_path)
-    try:
-        yield installation
-    finally:
-        installation.close()
-        if database_name is not None:
-            assert postgres_server is not None
-            reaper.add(partial(test_databases.drop_postgres_database, postgres_server, database_name))
 
 
 @pytest.fixture

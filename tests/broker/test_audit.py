@@ -19,7 +19,7 @@ from sqlalchemy import text
 import broker
 from broker import audit
 from tests.fixtures import database as test_databases
-from tests.fixtures.broker import Api, Installation, Plant, PlantTemplate, assert_refusal
+from tests.fixtures.broker import Api, Installation, Plant, PlantTemplate, assert_refusal, drop_audit_triggers
 
 
 def _verify(installation: Installation) -> audit.VerifyResult:
@@ -133,15 +133,6 @@ def test_the_database_refuses_to_empty_the_audit_trail_wholesale(plant: Plant) -
 # --- tampering by someone with the database owner's rights ----------------------------------------------
 
 
-def _drop_triggers(installation: Installation) -> None:
-    with installation.engine.begin() as connection:
-        if installation.backend == "postgresql":
-            connection.execute(text("DROP TRIGGER audit_events_append_only ON audit_events"))
-        else:
-            connection.execute(text("DROP TRIGGER audit_events_no_update"))
-            connection.execute(text("DROP TRIGGER audit_events_no_delete"))
-
-
 CONTENT = ("occurred_at", "action", "outcome", "actor", "subject", "site", "details")
 
 
@@ -210,7 +201,7 @@ def _tampered_installation(template: PlantTemplate, directory: Path, how: str) -
     installation, database_name = template.copy(directory)
     installation.request_and_approve("vendor1", "sup-a1", asset="hmi-01")
     assert _verify(installation).ok
-    _drop_triggers(installation)
+    drop_audit_triggers(installation)
     return Tampered(installation, TAMPERING[how](installation), database_name)
 
 
@@ -283,7 +274,7 @@ def test_an_anchor_kept_outside_catches_a_chain_rewritten_from_an_edit_onward(
         before = _verify(installation)
         assert before.anchor is not None
         anchor = audit.Anchor.parse(before.anchor)
-        _drop_triggers(installation)
+        drop_audit_triggers(installation)
         # Someone with database rights edits event 3 and recomputes every hash after it, head included.
         with installation.session() as session:
             events = session.scalars(sqlalchemy.select(audit.AuditEvent).order_by(audit.AuditEvent.seq)).all()

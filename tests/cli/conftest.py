@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,25 +23,11 @@ import pytest
 from broker.clock import FixedClock
 from cli.context import Context
 from cli.state import ClientState, Session
-from tests.fixtures import database as test_databases
-from tests.fixtures.broker import T0, Api, BrokerServer, Plant, PlantTemplate, Reaper
+from tests.fixtures.broker import T0, Api, BrokerServer, Plant, Reaper
 
 # Never contacted: the server named by offline tests, whose commands fail before any request is made.
 OFFLINE_SERVER = "https://gatepass.plant.example"
 
-
-@pytest.fixture
-def plant(plant_template: PlantTemplate, postgres_server: str | None, tmp_path: Path,
-          reaper: Reaper) -> Iterator[Plant]:
-    """A fresh copy of the standard plant on its own database, at ``T0``; every standard user signed in."""
-    installation, database_name = plant_template.copy(tmp_path / "plant")
-    try:
-        yield installation
-    finally:
-        installation.close()
-        if database_name is not None:
-            assert postgres_server is not None
-            reaper.add(partial(test_databases.drop_postgres_database, postgres_server, database_name))
 
 
 @pytest.fixture

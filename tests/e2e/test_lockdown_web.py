@@ -4,7 +4,6 @@ machine) ends within one second (DESIGN invariant 2)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,8 +13,8 @@ import pyotp
 import pytest
 from playwright.sync_api import expect
 
-from tests.approvals.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.stack import GATEPASS, Stack
+from tests.fixtures.browser import launch_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -23,16 +22,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     # Module scope: Playwright's sync API marks an asyncio loop as running in this thread while it is open.
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"Chromium is needed for the web tests: install Debian's 'chromium' package ({CHROMIUM})")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launch_chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

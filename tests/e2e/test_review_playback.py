@@ -5,7 +5,6 @@ the player's screen shows what the ssh client received; `gatepass audit verify` 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,8 +16,8 @@ import pytest
 from playwright.sync_api import expect
 
 from broker import recordings
-from tests.approvals.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.stack import GATEPASS, Stack
+from tests.fixtures.browser import launch_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -29,16 +28,8 @@ COMMAND = ("printf 'alpha beta\\n'; printf 'progress 10%%\\rprogress 100%%\\n'; 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"Chromium is needed for the web tests: install Debian's 'chromium' package ({CHROMIUM})")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with launch_chromium() as launched:
+        yield launched
 
 
 def _approved_grant(stack: Stack) -> dict[str, Any]:

@@ -13,13 +13,10 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures import database as test_databases
-from tests.fixtures.broker import Plant, PlantTemplate, Reaper
 from tests.fixtures.ports import free_port, wait_for_port
 
 RSYSLOGD = "/usr/sbin/rsyslogd"
@@ -98,16 +95,3 @@ def rsyslog(tmp_path: Path) -> Iterator[Rsyslog]:
             collector.process.kill()
             collector.process.wait(timeout=5)
 
-
-@pytest.fixture
-def plant(plant_template: PlantTemplate, postgres_server: str | None, tmp_path: Path,
-          reaper: Reaper) -> Iterator[Plant]:
-    """A fresh copy of the standard plant on its own new database, at ``T0``."""
-    installation, database_name = plant_template.copy(tmp_path / "plant")
-    try:
-        yield installation
-    finally:
-        installation.close()
-        if database_name is not None:
-            assert postgres_server is not None
-            reaper.add(partial(test_databases.drop_postgres_database, postgres_server, database_name))
