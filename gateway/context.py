@@ -101,13 +101,15 @@ class SessionOwner(Protocol):
 
 def report_end(
     owner: SessionOwner, session_id: str | None, error: str | None, bytes_in: int, bytes_out: int,
-    recording: RecordingInfo | None = None,
+    recording: RecordingInfo | None = None, *, client_gone: str | None = None,
 ) -> None:
     """Tell the broker a session ended, in the background: why (the cut, an error, or the client), bytes,
     and the recording's hash."""
     if session_id is None:  # the broker never recorded its start
         return
-    reason, detail = owner.cut_reason() or (("error", error) if error else ("client_closed", None))
+    # A client that vanished (its SSH connection dropped: a closed laptop, a killed tunnel) ended its own
+    # session: client_closed, with how it went as the detail; "error" is for what went wrong on our side.
+    reason, detail = owner.cut_reason() or (("error", error) if error else ("client_closed", client_gone))
     report = owner.ctx.broker.session_end(
         session_id, reason=reason, bytes_in=bytes_in, bytes_out=bytes_out, detail=detail, recording=recording
     )

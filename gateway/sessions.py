@@ -156,8 +156,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._start_task.cancel()
         if self._upstream is not None:
             self._upstream.close()
-        if exc is not None and self._error is None:
-            self._error = str(exc)
+        client_gone = None if exc is None else str(exc)
         self._host.session_ended(self)
         recording = None
         try:
@@ -167,7 +166,8 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._report_recording_failure(exc)
         except TapFailure as exc:
             self._error = self._error or f"recording failed: {exc}"
-        report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out, recording)
+        report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out, recording,
+                   client_gone=client_gone)
 
     # -- what the gateway does to the session ----------------------------------------------------
 

@@ -107,6 +107,7 @@ class TunnelSession(asyncssh.SSHTCPSession[bytes]):
         self._chan: asyncssh.SSHTCPChannel[bytes] | None = None
         self._transport: asyncio.Transport | None = None
         self._error: str | None = None
+        self._client_gone: str | None = None  # how the client's side went away, if it did not close cleanly
         self._reported = False
         self.bytes_in = 0
         self.bytes_out = 0
@@ -147,8 +148,8 @@ class TunnelSession(asyncssh.SSHTCPSession[bytes]):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is not None:
             self._transport.close()
-        if exc is not None and self._error is None:
-            self._error = str(exc)
+        if exc is not None:
+            self._client_gone = str(exc)
         self._report()
 
     def terminate(self) -> None:
@@ -192,7 +193,8 @@ class TunnelSession(asyncssh.SSHTCPSession[bytes]):
             return
         self._reported = True
         self._host.tunnel_ended(self)
-        report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out)
+        report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out,
+                   client_gone=self._client_gone)
 
 
 class _TargetSide(asyncio.Protocol):

@@ -36,6 +36,26 @@ async def test_granted_port_is_forwarded_to_the_inventory_address(
     assert broker.ended[session_id]["bytes_out"] == len(payload)
 
 
+async def test_a_client_that_vanishes_closed_its_own_tunnel(
+    grant_for: GrantFactory, broker: FakeBroker, plc_port: int
+) -> None:
+    """A dropped SSH connection (a killed `gatepass tunnel`, a closed laptop) is the client's doing, not an
+    error of the gateway: reason client_closed, with how the connection went as the detail."""
+    vendor = grant_for(None, ssh=False, ports=[plc_port])
+    conn = await vendor.connect()
+    reader, writer = await conn.open_connection("hmi-01", plc_port)
+    writer.write(b"ping")
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+    conn.abort()  # no channel close, no disconnect message: the TCP connection just goes
+    for _ in range(50):
+        if broker.ended:
+            break
+        await asyncio.sleep(0.05)
+    ((_, ended),) = broker.ended.items()
+    assert ended["reason"] == "client_closed"
+    assert ended["detail"]
+
+
 @pytest.mark.parametrize(
     ("host", "port_offset", "says"),
     [
