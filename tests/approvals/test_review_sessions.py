@@ -60,11 +60,14 @@ def recorded_session(plant: Plant, *, events: list[list[object]] = EVENTS, reque
                                             kind="shell", peer="192.0.2.10:50000", command=None, port=None).id
         gateways.record_session_event(session, now=plant.clock.now(), gateway=gateway, session_id=session_id,
                                       kind="file_transferred", detail={
-                                          "path": "/opt/plant/recipe-7.csv", "mode": "write", "bytes_read": 0,
-                                          "bytes_written": 2048, "sha256_written": "ab" * 32})
+                                          "protocol": "sftp", "path": "/var/log/plant/alarms.log", "mode": "read",
+                                          "bytes_read": 48213, "bytes_written": 0, "sha256_read": "ab" * 32,
+                                          "size": 48213, "status": "ok"})
         gateways.record_session_event(session, now=plant.clock.now(), gateway=gateway, session_id=session_id,
-                                      kind="file_refused", detail={"path": "/etc/shadow", "mode": "read",
-                                                                   "reason": "the site allows uploads only"})
+                                      kind="file_refused", detail={
+                                          "protocol": "sftp", "operation": "open", "path": "/opt/plant/fw-2.4.bin",
+                                          "reason": "site plant-a allows downloads only: writing "
+                                                    "/opt/plant/fw-2.4.bin is refused"})
     directory = recordings.recordings_dir(plant.settings)
     directory.mkdir(exist_ok=True)
     (directory / f"{session_id}.cast").write_bytes(data)
@@ -102,9 +105,9 @@ def test_reviewer_finds_a_session_by_its_transcript_and_plays_it_to_the_end(
     expect(page.get_by_role("heading", name=f"Session {wanted}")).to_be_visible()
     expect(page.locator("#recording-status")).to_have_text("intact")
     transfers = page.locator("section[aria-labelledby=r-transfers]")
-    expect(transfers).to_contain_text("/opt/plant/recipe-7.csv")
-    expect(transfers).to_contain_text("bytes_written=2048")
-    expect(transfers.locator("tr.outcome-refused")).to_contain_text("/etc/shadow")
+    expect(transfers).to_contain_text("/var/log/plant/alarms.log")
+    expect(transfers).to_contain_text("bytes_read=48213")
+    expect(transfers.locator("tr.outcome-refused")).to_contain_text("/opt/plant/fw-2.4.bin")
     player = page.locator(".player")
     expect(player).to_have_attribute("data-state", "ready")
     assert screen_lines(page) == [""] * HEIGHT
