@@ -30,7 +30,8 @@ RECORDING_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}(\.[0-9]{1,6})?\.cast")
 MAX_HEADER_BYTES = 64 * 1024
 # Parsing for search and playback stops here; the rest of a bigger file is reported as not shown.
 MAX_PARSE_BYTES = 64 * 1024 * 1024
-EVENT_CODES = frozenset({"o", "i", "r", "m"})
+# "ob"/"ib": output/input bytes that were not UTF-8, base64-encoded by the gateway (docs/API.md, Recordings).
+EVENT_CODES = frozenset({"o", "i", "r", "m", "ob", "ib"})
 SESSION_ENDED = "gateway:session:ended"
 
 
@@ -333,12 +334,20 @@ class Screen:
         return "\n".join("".join(line).rstrip() for line in rows).rstrip("\n")
 
 
+def binary_marker(encoded: str) -> str:
+    """What the player shows for output that was not text (player.js writes the same)."""
+    size = len(encoded) // 4 * 3 - encoded[-2:].count("=")
+    return f"\r\n[binary output: {size} bytes]\r\n"
+
+
 def play(cast: Cast) -> Screen:
     """Run the recording's output (and resizes) through ``Screen``."""
     screen = Screen(cast.width, cast.height)
     for _t, code, text in cast.events:
         if code == "o":
             screen.feed(text)
+        elif code == "ob":
+            screen.feed(binary_marker(text))
         elif code == "r":
             width, _, height = text.partition("x")
             if width.isdigit() and height.isdigit():

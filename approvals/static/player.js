@@ -227,7 +227,11 @@
     apply(event) {
       const code = event[1];
       if (code === "o") this.terminal.feed(event[2]);
-      else if (code === "r") {
+      // Output that was not text (base64 from the gateway): a marker, as broker/recordings.py binary_marker.
+      else if (code === "ob") {
+        const size = Math.floor(event[2].length / 4) * 3 - (event[2].slice(-2).split("=").length - 1);
+        this.terminal.feed("\r\n[binary output: " + size + " bytes]\r\n");
+      } else if (code === "r") {
         const match = /^(\d+)x(\d+)$/.exec(event[2]);
         if (match) this.terminal.resize(parseInt(match[1], 10), parseInt(match[2], 10));
       }

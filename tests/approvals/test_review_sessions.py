@@ -257,6 +257,8 @@ EDGE_CASES: dict[str, list[list[object]]] = {
     "escapes: OSC title, charset, keypad, private modes": [
         [0.1, "o", "\x1b]0;title\x07\x1b(B\x1b=\x1b[?1049h\x1b[?25lvisible\x1b7\x1b8 text\x1b[0m"]],
     "an escape split across two events": [[0.1, "o", "ab\x1b["], [0.2, "o", "2Dc"]],
+    "binary output between text (base64)": [[0.1, "o", "tar:"], [0.2, "ob", "AAECAwQ="], [0.3, "ob", "/w=="],
+                                            [0.4, "o", "done"]],
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import hashlib
 import json
@@ -143,6 +144,30 @@ async def test_multibyte_character_split_across_writes_survives(
     assert (code, stdout) == (0, "€ ok\n".encode())
     _, events = read_cast(stored(gateway, await ended(broker)))
     assert text_of(events, "o") == "€ ok\n"
+
+
+async def test_binary_output_and_input_are_recorded_byte_for_byte(
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+) -> None:
+    """A command that pipes bytes (a firmware image, a tar stream) is recorded losslessly: text as text, the
+    rest as base64 (ob/ib), in order, so the recording holds exactly what crossed the gateway."""
+    vendor = grant_for(sshd_credential(sshd_target))
+    upload = bytes(range(256)) * 512 + "tail text €\n".encode()
+    code, stdout, _ = await _ssh(_ssh_argv(vendor, tmp_path, "echo start; cat; head -c 300000 /dev/urandom"),
+                                 stdin=upload)
+    assert code == 0
+    assert stdout.startswith(b"start\n" + upload)
+    assert len(stdout) == 6 + len(upload) + 300000
+    _, events = read_cast(stored(gateway, await ended(broker)))
+
+    def stream(text_code: str) -> bytes:
+        return b"".join(base64.b64decode(event[2]) if event[1] == text_code + "b" else event[2].encode()
+                        for event in events if event[1] in (text_code, text_code + "b"))
+
+    assert stream("o") == stdout
+    assert stream("i") == upload
+    assert any(event[1] == "ob" for event in events)
+    assert any(event[1] == "o" for event in events)
 
 
 async def test_gateway_notice_is_recorded(
