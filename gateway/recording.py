@@ -98,13 +98,14 @@ class StreamText:
         self._code = code
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
 
-    def decode(self, data: bytes, final: bool = False) -> tuple[str, str]:
+    def decode(self, data: bytes, final: bool = False) -> tuple[str, str | bytes]:
+        """``(code, text)``; for bytes that are not UTF-8 the text is base64, as ASCII bytes ready to write."""
         held = self._decoder.getstate()[0]  # the start of a character split across chunks
         try:
             return self._code, self._decoder.decode(data, final)
         except UnicodeDecodeError:
             self._decoder.reset()
-            return self._code + "b", base64.b64encode(held + data).decode("ascii")
+            return self._code + "b", base64.b64encode(held + data)
 
 
 class AsciicastRecorder:
@@ -177,13 +178,22 @@ class AsciicastRecorder:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def _event(self, code: str, text: str) -> None:
-        if text:
-            self._line([round(time.monotonic() - self._started, 6), code, text])
+    def _event(self, code: str, text: str | bytes) -> None:
+        if not text:
+            return
+        elapsed = round(time.monotonic() - self._started, 6)
+        if isinstance(text, bytes):
+            # Base64 needs no JSON escaping: the line json.dumps would write, without its cost on bulk data.
+            self._write(b'[%r, "%s", "%s"]\n' % (elapsed, code.encode(), text))
+        else:
+            self._line([elapsed, code, text])
 
     def _line(self, value: Any) -> None:
+        self._write(json.dumps(value, ensure_ascii=False).encode() + b"\n")
+
+    def _write(self, line: bytes) -> None:
         try:
-            self._writer.write(json.dumps(value, ensure_ascii=False).encode() + b"\n")
+            self._writer.write(line)
         except OSError as exc:
             self._failure = RecordingFailure(describe(exc))
             raise self._failure from exc
