@@ -217,6 +217,25 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
     return record
 
 
+# What a gateway refuses on its own, before any session exists (it knows the grant, not a session).
+REFUSAL_KINDS = ("forward", "remote_forward")
+
+
+def record_refusal(session: Session, *, now: dt.datetime, gateway: Gateway, grant_id: str, kind: str, reason: str,
+                   host: str | None, port: int | None) -> None:
+    """A request the gateway refused itself under a grant it had authorized (a forward to a port or host the
+    grant does not cover, `ssh -R`): security-relevant, so audited like the broker's own refusals."""
+    if kind not in REFUSAL_KINDS:
+        raise InvalidInput(f"refusal kind '{kind}' is not one of {', '.join(REFUSAL_KINDS)}")
+    grant = session.get(Grant, grant_id)
+    if grant is None:
+        raise NotFound(f"there is no grant {grant_id}")
+    audit.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused", actor=grant.identity.username,
+                 subject=grant.id, site=grant.asset.site.name,
+                 details={"reason": reason, "kind": kind, "asset": grant.asset.name, "host": host, "port": port,
+                          "gateway": gateway.name})
+
+
 # What a gateway may report about a live session; each maps to one stable audit code and its outcome.
 SESSION_EVENT_ACTIONS = {
     "modbus_write_refused": (Action.MODBUS_WRITE_REFUSED, "refused"),

@@ -93,6 +93,13 @@ class BrokerClient:
         body = {"kind": kind, "detail": dict(detail)}
         await self._post(f"/gateway/sessions/{session_id}/events", body, lane=self._reports)
 
+    async def refusal(
+        self, *, grant_id: str, kind: str, reason: str, host: str | None = None, port: int | None = None
+    ) -> None:
+        """Report a request the gateway refused itself (``forward``, ``remote_forward``), for the audit trail."""
+        body = {"grant_id": grant_id, "kind": kind, "reason": reason, "host": host, "port": port}
+        await self._post("/gateway/refusals", body, lane=self._reports)
+
     async def events(self) -> AsyncGenerator[BrokerEvent, None]:
         """Server-sent events from ``/gateway/events`` until the stream ends or breaks.
 

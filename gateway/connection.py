@@ -30,6 +30,9 @@ logger = logging.getLogger("gatepass.gateway.connection")
 
 # Longest wait, after a cut, for the client to close its session channels before the disconnect.
 CUT_GRACE = 0.3
+# Refusals a connection reports to the broker's audit trail; a client looping on refused forwards gets the
+# first ones audited and the rest counted in the log, so it cannot flood the trail (or the gateway's memory).
+MAX_AUDITED_REFUSALS = 20
 
 
 class GatewayConnection(CertificateLogin):
@@ -55,6 +58,7 @@ class GatewayConnection(CertificateLogin):
         self._grant_id: str | None = None
         self._cut: tuple[str, str | None] | None = None
         self._closed = False
+        self._refusals_reported = 0
 
     def user_ca(self) -> str | None:
         return self.ctx.user_ca
@@ -186,7 +190,11 @@ class GatewayConnection(CertificateLogin):
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, self._refusal.removeprefix("gatepass: ")
             )
-        address = check_forward(auth, dest_host, dest_port)
+        try:
+            address = check_forward(auth, dest_host, dest_port)
+        except asyncssh.ChannelOpenError as exc:
+            self._report_refusal(auth, "forward", exc.reason, dest_host, dest_port)
+            raise
         # check_forward let a read-only grant through only to a port whose protocol the gateway filters.
         make_session = ModbusReadOnlyTunnel if auth.read_only else None
         tunnel = await open_tunnel(self, auth, address, dest_port, make_session)
@@ -199,9 +207,24 @@ class GatewayConnection(CertificateLogin):
     def tunnel_ended(self, tunnel: TunnelSession) -> None:
         self._tunnels.discard(tunnel)
 
-    def server_requested(self, listen_host: str, listen_port: int) -> bool:  # noqa: ARG002
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
         logger.info("remote forwarding request from %s refused", self.peer)
+        auth = self._authorized.result() if self._authorized.done() else None
+        if auth is not None:
+            self._report_refusal(auth, "remote_forward", "the plant never opens listeners for a vendor (ssh -R)",
+                                 listen_host, listen_port)
         return False  # ssh -R: the plant never opens listeners for a vendor
+
+    def _report_refusal(self, auth: Authorization, kind: str, reason: str, host: str, port: int) -> None:
+        """Tell the broker, in the background, what the gateway refused on its own (audited there)."""
+        self._refusals_reported += 1
+        if self._refusals_reported > MAX_AUDITED_REFUSALS:
+            logger.warning("%s refused for %s on grant %s (not audited: over %d on this connection): %s",
+                           kind, self.peer, auth.grant_id, MAX_AUDITED_REFUSALS, reason)
+            return
+        report = self.ctx.broker.refusal(grant_id=auth.grant_id, kind=kind, reason=reason, host=host[:255],
+                                         port=port)
+        self.ctx.spawn(report, f"reporting a refused {kind} on grant {auth.grant_id}")
 
     # -- what the monitor does -------------------------------------------------------------------
 

@@ -13,7 +13,15 @@ from starlette.concurrency import run_in_threadpool
 
 from broker import gateways
 from broker.api.deps import CurrentGateway, NowDep, SessionDep, StateDep, bearer_token
-from broker.api.schemas import AuthorizeIn, GrantsStatusIn, RegisterIn, SessionEndIn, SessionEventIn, SessionStartIn
+from broker.api.schemas import (
+    AuthorizeIn,
+    GrantsStatusIn,
+    RefusalIn,
+    RegisterIn,
+    SessionEndIn,
+    SessionEventIn,
+    SessionStartIn,
+)
 from broker.db import unit_of_work
 from broker.errors import NotAuthenticated
 
@@ -64,6 +72,13 @@ def session_event(session_id: str, body: SessionEventIn, gateway: CurrentGateway
                   now: NowDep) -> Response:
     gateways.record_session_event(session, now=now, gateway=gateway, session_id=session_id, kind=body.kind,
                                   detail=dict(body.detail))
+    return Response(status_code=204)
+
+
+@router.post("/refusals", status_code=204)
+def refusal(body: RefusalIn, gateway: CurrentGateway, session: SessionDep, now: NowDep) -> Response:
+    gateways.record_refusal(session, now=now, gateway=gateway, grant_id=body.grant_id, kind=body.kind,
+                            reason=body.reason, host=body.host, port=body.port)
     return Response(status_code=204)
 
 

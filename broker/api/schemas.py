@@ -80,6 +80,14 @@ class SessionStartIn(Body):
     port: int | None = Field(default=None, ge=1, le=65535)
 
 
+class RefusalIn(Body):
+    grant_id: str = Field(min_length=1, max_length=16)
+    kind: str = Field(min_length=1, max_length=16)
+    reason: str = Field(min_length=1, max_length=1000)
+    host: str | None = Field(default=None, max_length=255)
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+
 class RecordingIn(Body):
     name: str = Field(min_length=1, max_length=64)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")

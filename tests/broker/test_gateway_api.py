@@ -328,6 +328,30 @@ def test_session_kinds_outside_the_contract_are_refused(shared_api: Api, kind: s
     assert plant.count("sessions") == before
 
 
+def test_what_the_gateway_refuses_itself_is_audited(api: Api, plant: Plant) -> None:
+    grant = api.grant("vendor1", "sup-a1")
+    gateway = api.gateway()
+
+    reported = gateway.post("/gateway/refusals", json={
+        "grant_id": grant["id"], "kind": "forward", "host": "10.9.9.9", "port": 22,
+        "reason": "this grant reaches hmi-01 only, not 10.9.9.9"})
+
+    assert reported.status_code == 204, reported.text
+    [event] = plant.audit("gateway:connection:refused")
+    assert (event["outcome"], event["actor"], event["subject"], event["site"]) == (
+        "refused", "vendor1", grant["id"], "plant-a")
+    assert event["details"]["reason"] == "this grant reaches hmi-01 only, not 10.9.9.9"
+    assert (event["details"]["kind"], event["details"]["host"], event["details"]["port"]) == ("forward", "10.9.9.9", 22)
+    before = plant.last_seq()
+    assert_refusal(gateway.post("/gateway/refusals", json={"grant_id": grant["id"], "kind": "teleport",
+                                                           "reason": "x"}), 400, "invalid_input")
+    assert_refusal(gateway.post("/gateway/refusals", json={"grant_id": "grt-00000000", "kind": "forward",
+                                                           "reason": "x"}), 404, "not_found")
+    assert_refusal(api.as_user("vendor1").post("/gateway/refusals", json={
+        "grant_id": grant["id"], "kind": "forward", "reason": "x"}), 401, None)
+    assert plant.last_seq() == before
+
+
 def test_a_refused_modbus_write_is_audited_with_its_facts(api: Api, plant: Plant) -> None:
     grant = api.grant("vendor1", "sup-a1")
     gateway = api.gateway()

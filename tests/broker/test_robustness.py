@@ -219,6 +219,13 @@ CASES: list[Case] = [
         "kind int": 1, "kind huge": HUGE, "port zero": 0, "port negative": -22, "port huge": 70000,
         "port string": "ssh", "command huge": HUGE, "peer huge": HUGE, "grant_id missing": MISSING,
     }),
+    *body_cases("refusal", "POST", "/gateway/refusals", "gateway",
+                {"grant_id": "{grant}", "kind": "forward", "reason": "not granted", "port": 22}, {
+                    "kind unknown": "teleport", "kind int": 1, "reason huge": HUGE, "reason empty": "",
+                    "host huge": HUGE, "port negative": -1, "port huge": 70000, "grant_id missing": MISSING,
+                }),
+    Case("refusal: NUL in the grant id", "POST", "/gateway/refusals", "gateway",
+         {"grant_id": NUL, "kind": "forward", "reason": "x"}),
     Case("session start: unknown grant", "POST", "/gateway/sessions", "gateway",
          {"grant_id": "grt-00000000", "kind": "shell"}),
     Case("session start: NUL in the grant id", "POST", "/gateway/sessions", "gateway",

@@ -53,6 +53,7 @@ class FakeBroker:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     ended: dict[str, dict[str, Any]] = field(default_factory=dict)
     session_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    refusals: list[dict[str, Any]] = field(default_factory=list)
     status_calls: list[list[str]] = field(default_factory=list)
     down: bool = False  # True: every call answers 503 and event streams close
     port: int = 0
@@ -245,6 +246,13 @@ class FakeBroker:
             if session_id not in self.sessions:
                 return refused(404, "not_found", f"there is no session {session_id} on this gateway")
             self.session_events.append((session_id, await request.json()))
+            return Response(status_code=204)
+
+        @app.post("/api/v1/gateway/refusals")
+        async def refusal(request: Request) -> Response:
+            if (error := guard(request)) is not None:
+                return error
+            self.refusals.append(await request.json())
             return Response(status_code=204)
 
         @app.get("/api/v1/gateway/events")

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import asyncssh
 import pytest
 
+from gateway.connection import MAX_AUDITED_REFUSALS
 from gateway.models import Authorization
 from gateway.tunnels import check_forward
 from tests.gateway.conftest import GrantFactory
@@ -72,6 +73,28 @@ async def test_other_ports_and_hosts_are_refused(
             await conn.open_connection(host, plc_port + port_offset)
     assert refused.value.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
     assert says in refused.value.reason
+
+
+async def test_a_forward_the_gateway_refuses_reaches_the_audit_trail(
+    grant_for: GrantFactory, broker: FakeBroker, plc_port: int
+) -> None:
+    vendor = grant_for(None, ssh=False, ports=[plc_port])
+    async with await vendor.connect() as conn:
+        for _ in range(MAX_AUDITED_REFUSALS + 5):  # a client looping on refusals floods nothing
+            with pytest.raises(asyncssh.ChannelOpenError):
+                await conn.open_connection("hmi-01", plc_port + 1)
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.open_connection("10.9.9.9", plc_port)
+        for _ in range(50):
+            if len(broker.refusals) >= MAX_AUDITED_REFUSALS:
+                break
+            await asyncio.sleep(0.05)
+    (grant_id,) = broker.grants
+    assert len(broker.refusals) == MAX_AUDITED_REFUSALS
+    first = broker.refusals[0]
+    assert (first["grant_id"], first["kind"], first["host"], first["port"]) == (
+        grant_id, "forward", "hmi-01", plc_port + 1)
+    assert "is not part of this grant" in first["reason"]
 
 
 async def test_tunnel_is_cut_with_the_grant(grant_for: GrantFactory, broker: FakeBroker, plc_port: int) -> None:
