@@ -9,6 +9,9 @@ Fixtures and what they give (helpers in ``tests/fixtures/`` work without pytest 
 - ``sshd_target``    → ``OpenSSHServer``: a real sshd logging in the current user with a fresh key
 - ``demo_target``    → ``ThreadedDemoTarget``: ``demo.target.DemoTarget`` with a key and a password
 - ``plant``          → ``Plant``: a fresh copy of the standard plant (``plant_template``) on its own database
+- ``broker``         → ``BrokerServer``: the real broker app over ``plant`` under uvicorn (``broker.url``);
+                       tests/gateway overrides it with its fake broker
+- ``api``            → ``Api``: httpx clients on it, ``api.as_user("vendor1")``, ``api.gateway()``, ``api.anonymous``
 
 PostgreSQL: set ``GATEPASS_TEST_POSTGRES=postgresql+psycopg://postgres@127.0.0.1:5432`` (a server URL
 without a database, as `make test` does in its second pass) and every ``database`` is a new PostgreSQL
@@ -24,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures import database as test_databases
-from tests.fixtures.broker import Plant, PlantTemplate, Reaper
+from tests.fixtures.broker import Api, BrokerServer, Plant, PlantTemplate, Reaper
 from tests.fixtures.demo import ThreadedDemoTarget
 from tests.fixtures.keys import SSHKeyPair, generate_ssh_keypair
 from tests.fixtures.ports import free_port as _free_port
@@ -151,3 +154,24 @@ def plant(plant_template: PlantTemplate, postgres_server: str | None, tmp_path: 
         if database_name is not None:
             assert postgres_server is not None
             reaper.add(partial(test_databases.drop_postgres_database, postgres_server, database_name))
+
+
+@pytest.fixture
+def broker(plant: Plant, reaper: Reaper) -> Iterator[BrokerServer]:
+    """The real broker app over ``plant`` under uvicorn on 127.0.0.1 (``broker.url``)."""
+    running = BrokerServer(plant.settings).start()
+    try:
+        yield running
+    finally:
+        running.server.should_exit = True
+        reaper.add(running.stop)
+
+
+@pytest.fixture
+def api(broker: BrokerServer, plant: Plant) -> Iterator[Api]:
+    """httpx clients for the test's own moves: ``api.as_user("sup-a1")``, ``api.gateway()``, ``api.anonymous``."""
+    clients = Api(broker, plant)
+    try:
+        yield clients
+    finally:
+        clients.close()

@@ -13,28 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fixtures import database as test_databases
-from tests.fixtures.broker import Api, BrokerServer, Plant, PlantTemplate, Reaper
-
-
-@pytest.fixture
-def server(plant: Plant, reaper: Reaper) -> Iterator[BrokerServer]:
-    """The broker app over ``plant`` under uvicorn on 127.0.0.1."""
-    running = BrokerServer(plant.settings).start()
-    try:
-        yield running
-    finally:
-        running.server.should_exit = True
-        reaper.add(running.stop)
-
-
-@pytest.fixture
-def api(server: BrokerServer, plant: Plant) -> Iterator[Api]:
-    """httpx clients: ``api.as_user("vendor1")``, ``api.gateway()``, ``api.anonymous``."""
-    clients = Api(server, plant)
-    try:
-        yield clients
-    finally:
-        clients.close()
+from tests.fixtures.broker import Api, BrokerServer, Plant, PlantTemplate
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,32 +23,10 @@ import pytest
 from broker.clock import FixedClock
 from cli.context import Context
 from cli.state import ClientState, Session
-from tests.fixtures.broker import T0, Api, BrokerServer, Plant, Reaper
+from tests.fixtures.broker import T0, BrokerServer, Plant
 
 # Never contacted: the server named by offline tests, whose commands fail before any request is made.
 OFFLINE_SERVER = "https://gatepass.plant.example"
-
-
-
-@pytest.fixture
-def broker(plant: Plant, reaper: Reaper) -> Iterator[BrokerServer]:
-    """The real broker app over ``plant`` under uvicorn on 127.0.0.1 (``broker.url``)."""
-    running = BrokerServer(plant.settings).start()
-    try:
-        yield running
-    finally:
-        running.server.should_exit = True
-        reaper.add(running.stop)
-
-
-@pytest.fixture
-def api(broker: BrokerServer, plant: Plant) -> Iterator[Api]:
-    """httpx clients for the test's own moves: ``api.as_user("sup-a1")``, ``api.gateway()``."""
-    clients = Api(broker, plant)
-    try:
-        yield clients
-    finally:
-        clients.close()
 
 
 @pytest.fixture
