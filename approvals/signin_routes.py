@@ -19,20 +19,18 @@ from approvals.web import (
     SESSION_COOKIE,
     SIGNIN_COOKIE,
     Viewer,
+    checked_form,
     client_host,
-    error_page,
     is_https,
     posted,
-    read_form,
     redirect,
-    refuse_forgery,
     render,
     signed_in,
     web_of,
 )
 from broker import authentication, totp, web_sessions
 from broker.db import unit_of_work
-from broker.errors import BrokerError, InvalidInput, NotAuthenticated
+from broker.errors import BrokerError, NotAuthenticated
 from broker.models import Identity
 
 router = APIRouter(include_in_schema=False)
@@ -98,13 +96,10 @@ async def sign_in_form(request: Request) -> Response:
 @router.post("/sign-in")
 async def sign_in(request: Request) -> Response:
     web = web_of(request)
-    try:
-        form = await read_form(request)
-    except InvalidInput as error:
-        return error_page(web, 400, error.message)
     nonce = request.cookies.get(SIGNIN_COOKIE, "")
-    if not nonce or not web_sessions.csrf_matches(web.csrf_key, "sign-in:" + nonce, form.get("csrf")):
-        return await refuse_forgery(request, "")
+    form = await checked_form(request, "sign-in:" + nonce if nonce else None)
+    if isinstance(form, Response):
+        return form
     username = form.get("username", "").strip()
     password = form.get("password", "")
     code = form.get("code", "").strip()
@@ -193,13 +188,10 @@ async def enrolment_form(request: Request) -> Response:
 @router.post(ENROL_PATH)
 async def enrol(request: Request) -> Response:
     web = web_of(request)
-    try:
-        form = await read_form(request)
-    except InvalidInput as error:
-        return error_page(web, 400, error.message)
     token = request.cookies.get(ENROL_COOKIE, "")
-    if not token or not web_sessions.csrf_matches(web.csrf_key, "enrol:" + token, form.get("csrf")):
-        return await refuse_forgery(request, "")
+    form = await checked_form(request, "enrol:" + token if token else None)
+    if isinstance(form, Response):
+        return form
     code = form.get("code", "").strip()
 
     def run() -> tuple[authentication.IssuedToken, frozenset[str]]:

@@ -201,19 +201,29 @@ async def read_form(request: Request) -> dict[str, str]:
 async def posted(request: Request, work: Callable[[Session, Identity, Viewer, dt.datetime, dict[str, str]],
                                                   Response]) -> Response:
     """A form post: its CSRF token must match the session's (else 403, audited, nothing changed)."""
-    web = web_of(request)
-    try:
-        form = await read_form(request)
-    except InvalidInput as error:
-        return error_page(web, 400, error.message)
     token = request.cookies.get(SESSION_COOKIE, "")
-    if not web_sessions.csrf_matches(web.csrf_key, token, form.get("csrf")):
-        return await refuse_forgery(request, token)
+    form = await checked_form(request, token, session_token=token)
+    if isinstance(form, Response):
+        return form
 
     def run(session: Session, identity: Identity, viewer: Viewer, now: dt.datetime) -> Response:
         return work(session, identity, viewer, now, form)
 
     return await signed_in(request, run)
+
+
+async def checked_form(request: Request, csrf_context: str | None, *,
+                       session_token: str = "") -> dict[str, str] | Response:
+    """The posted form if its CSRF token matches ``csrf_context`` (None: there is nothing it could match);
+    otherwise the page to answer with: 400 for an unreadable form, 403 (audited) for a forgery."""
+    web = web_of(request)
+    try:
+        form = await read_form(request)
+    except InvalidInput as error:
+        return error_page(web, 400, error.message)
+    if csrf_context is None or not web_sessions.csrf_matches(web.csrf_key, csrf_context, form.get("csrf")):
+        return await refuse_forgery(request, session_token)
+    return form
 
 
 async def refuse_forgery(request: Request, token: str) -> Response:
