@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 import secrets
 from typing import Any
 
@@ -20,6 +19,7 @@ from broker.identities import check_name, is_usable
 from broker.ids import new_id
 from broker.inventory import credential_purpose, normalise_public_key
 from broker.models import AccessSession, Gateway, Grant
+from broker.recordings import RECORDING_NAME
 from broker.vault import Vault
 
 SESSION_KINDS = ("shell", "exec", "sftp", "tcp")
@@ -248,8 +248,6 @@ SESSION_EVENT_ACTIONS = {
     # The gateway could not write the session's recording; the session was ended (fail closed).
     "recording_failed": (Action.RECORDING_FAILED, "error"),
 }
-# <session id>.cast, or .<n>.cast for later channels of the same session; no paths.
-RECORDING_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}(\.[0-9]{1,6})?\.cast")
 
 
 def record_session_event(session: Session, *, now: dt.datetime, gateway: Gateway, session_id: str, kind: str,
