@@ -130,3 +130,21 @@ class Stack:
         """Read the trail as a security reviewer does: `gatepass audit export --format jsonl`."""
         lines = self.gatepass("audit", "export", "--format", "jsonl", user=user).stdout.splitlines()
         return [json.loads(line) for line in lines if line.strip()]
+
+    def grant_events(self, action: str, grant_id: str, *, count: int = 1,
+                     timeout: float = 15) -> list[dict[str, Any]]:
+        """The trail's ``action`` events of this grant, once there are ``count`` of them or ``timeout`` passed
+        (the gateway reports sessions in the background); the caller asserts on what came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.audit_events() if e["action"] == action and e["details"].get("grant") == grant_id]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
+    def grant_event(self, action: str, grant_id: str, *, timeout: float = 15) -> dict[str, Any]:
+        """The first ``action`` event of this grant; fails with the tail of the server's log if none comes."""
+        found = self.grant_events(action, grant_id, timeout=timeout)
+        if not found:
+            raise AssertionError(f"no {action} for {grant_id}: {self.log_path.read_text()[-3000:]}")
+        return found[0]

@@ -15,16 +15,6 @@ from tests.e2e.stack import GATEPASS, Stack
 pytestmark = pytest.mark.slow
 
 
-def _wait_started(stack: Stack, grant_id: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(e["action"] == "gateway:session:started" and e["details"].get("grant") == grant_id
-               for e in stack.audit_events()):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"no session of {grant_id} started: {stack.log_path.read_text()[-3000:]}")
-
-
 def test_an_approved_extension_moves_the_cut_off_of_a_live_session(stack: Stack) -> None:
     for old in stack.api_get("vendor1", "/grants?asset=hmi-01&usable=true"):
         stack.gatepass("revoke", old["id"], user="vendor1")
@@ -38,7 +28,7 @@ def test_an_approved_extension_moves_the_cut_off_of_a_live_session(stack: Stack)
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
-        _wait_started(stack, grant["id"])
+        stack.grant_event("gateway:session:started", grant["id"])
 
         asked = json.loads(stack.gatepass("extend", grant["id"], "--for", "1m", "--reason", "needs a reboot",
                                           "--json", user="vendor1").stdout)

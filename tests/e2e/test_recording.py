@@ -6,25 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-import time
-from typing import Any
 
 import pytest
 
 from tests.e2e.stack import Stack
 
 pytestmark = pytest.mark.slow
-
-
-def _session_end(stack: Stack, grant_id: str, timeout: float = 15) -> dict[str, Any]:
-    """The gateway reports a session's end in the background: wait for its audit event."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for event in stack.audit_events():
-            if event["action"] == "gateway:session:ended" and event["details"].get("grant") == grant_id:
-                return event
-        time.sleep(0.2)
-    raise AssertionError(f"no session end for {grant_id}: {stack.log_path.read_text()[-3000:]}")
 
 
 def test_session_end_event_carries_the_recording_hash(stack: Stack) -> None:
@@ -35,7 +22,7 @@ def test_session_end_event_carries_the_recording_hash(stack: Stack) -> None:
     assert result.returncode == 3, result.stderr
     assert result.stdout == "recorded-output\n"
 
-    event = _session_end(stack, grant["id"])
+    event = stack.grant_event("gateway:session:ended", grant["id"])
     recording = event["details"]["recording"]
     assert recording["name"] == f"{event['subject']}.cast"
     path = stack.data / "recordings" / recording["name"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,17 +49,6 @@ def _ssh_tt(stack: Stack, command: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
 
 
-def _ended_session(stack: Stack, grant_id: str, timeout: float = 15) -> dict[str, Any]:
-    """The session-end event of the grant's session (the gateway reports it in the background)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for event in stack.audit_events():
-            if event["action"] == "gateway:session:ended" and event["details"].get("grant") == grant_id:
-                return dict(event)
-        time.sleep(0.2)
-    raise AssertionError(f"the session of {grant_id} did not end: {stack.log_path.read_text()[-3000:]}")
-
-
 def test_reviewer_playback_shows_what_the_ssh_client_received(stack: Stack, browser: Any) -> None:
     grant = _approved_grant(stack)
 
@@ -69,7 +57,7 @@ def test_reviewer_playback_shows_what_the_ssh_client_received(stack: Stack, brow
     assert received.returncode == 0, received.stderr
     client_text = received.stdout.decode()
     assert "progress 100%" in client_text
-    ended = _ended_session(stack, grant["id"])
+    ended = stack.grant_event("gateway:session:ended", grant["id"])
     session_id, recording = ended["subject"], ended["details"]["recording"]
     path = stack.data / "recordings" / recording["name"]
     cast = recordings.read_cast(path)

@@ -44,17 +44,6 @@ def _start_ssh(stack: Stack, command: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_started(stack: Stack, grant_id: str, timeout: float = 15) -> None:
-    """Wait until the gateway has reported a session of this grant (it is then really connected)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(e["action"] == "gateway:session:started" and e["details"].get("grant") == grant_id
-               for e in stack.audit_events()):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"no session of {grant_id} started: {stack.log_path.read_text()[-3000:]}")
-
-
 def test_exec_reaches_the_machine_with_output_and_exit_code(stack: Stack) -> None:
     grant = _approved_grant(stack)
     result = stack.gatepass("ssh", "hmi-01", "--", "echo hello from $(hostname); exit 7", user="vendor1",
@@ -178,7 +167,7 @@ def test_session_is_cut_within_a_second_of_the_grant_end(stack: Stack) -> None:
 def test_session_is_cut_within_a_second_of_revocation(stack: Stack) -> None:
     grant = _approved_grant(stack)
     process = _start_ssh(stack, "sleep 60")
-    _wait_started(stack, grant["id"])
+    stack.grant_event("gateway:session:started", grant["id"])
     revoked_at = time.monotonic()
     stack.gatepass("revoke", grant["id"], user="sup-a1")
     _, stderr = process.communicate(timeout=30)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +39,6 @@ def _sftp(stack: Stack, asset: str, directory: Path, *commands: str) -> subproce
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
-def _trail(stack: Stack, action: str, grant_id: str, count: int, timeout: float = 15) -> list[dict[str, Any]]:
-    """The audit events ``action`` of this grant, once there are ``count`` (the gateway reports in the background)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [e for e in stack.audit_events() if e["action"] == action and e["details"].get("grant") == grant_id]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
-
-
 def test_sftp_upload_and_rename_are_in_the_audit_trail(stack: Stack, tmp_path: Path) -> None:
     grant = _approved_grant(stack, "hmi-01", "sup-a1")
     firmware = tmp_path / "firmware.bin"
@@ -68,14 +57,14 @@ def test_sftp_upload_and_rename_are_in_the_audit_trail(stack: Stack, tmp_path: P
 
     assert result.returncode == 0, result.stderr
     assert (remote / "fw.bin").read_bytes() == data
-    (transferred,) = _trail(stack, "gateway:file:transferred", grant["id"], 1)
+    (transferred,) = stack.grant_events("gateway:file:transferred", grant["id"])
     assert transferred["actor"] == "vendor1"
     assert transferred["outcome"] == "ok"
     details = transferred["details"]
     assert (details["path"], details["mode"], details["status"]) == (f"{remote}/firmware.new", "write", "ok")
     assert details["bytes_written"] == len(data)
     assert details["sha256_written"] == hashlib.sha256(data).hexdigest()
-    (changed,) = _trail(stack, "gateway:file:changed", grant["id"], 1)
+    (changed,) = stack.grant_events("gateway:file:changed", grant["id"])
     assert (changed["details"]["operation"], changed["details"]["new_path"]) == ("rename", f"{remote}/fw.bin")
 
 
@@ -96,8 +85,8 @@ def test_download_only_site_refuses_the_upload_and_audits_it(stack: Stack, tmp_p
     assert f"site plant-b allows downloads only: writing {remote}/firmware.bin is refused" in result.stderr
     assert not (remote / "firmware.bin").exists()
     assert (tmp_path / "plc.cfg").read_text() == "setpoint=42\n"
-    (refused,) = _trail(stack, "gateway:file:refused", grant["id"], 1)
+    (refused,) = stack.grant_events("gateway:file:refused", grant["id"])
     assert refused["outcome"] == "refused"
     assert "allows downloads only" in refused["details"]["reason"]
-    (download,) = _trail(stack, "gateway:file:transferred", grant["id"], 1)
+    (download,) = stack.grant_events("gateway:file:transferred", grant["id"])
     assert (download["details"]["mode"], download["details"]["bytes_read"]) == ("read", 12)

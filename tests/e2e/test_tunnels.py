@@ -148,15 +148,6 @@ def _modbus(port: int) -> ModbusTcpClient:
     return client
 
 
-def _events(stack: Stack, action: str, grant_id: str, *, count: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [e for e in stack.audit_events() if e["action"] == action and e["details"].get("grant") == grant_id]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
-
-
 def test_read_and_write_through_gatepass_tunnel(stack: Stack, plc: ModbusPlc, plc_asset: str) -> None:
     grant = _grant(stack, "502")
     local_port = free_port()
@@ -173,8 +164,8 @@ def test_read_and_write_through_gatepass_tunnel(stack: Stack, plc: ModbusPlc, pl
     assert "tunnel stopped" in stderr
     assert plc.registers()[4] == 4242
     # Three connections: the readiness probe of _start_tunnel and the two Modbus clients.
-    ended = _events(stack, "gateway:session:ended", grant["id"], count=3)
-    started = _events(stack, "gateway:session:started", grant["id"], count=3)
+    ended = stack.grant_events("gateway:session:ended", grant["id"], count=3, timeout=10)
+    started = stack.grant_events("gateway:session:started", grant["id"], count=3, timeout=10)
     assert [(e["details"]["kind"], e["details"]["port"]) for e in started] == [("tcp", 502)] * 3
     with_bytes = [e for e in ended if e["details"]["bytes_in"] > 0 and e["details"]["bytes_out"] > 0]
     assert len(with_bytes) == 2
@@ -196,7 +187,7 @@ def test_read_only_grant_through_stock_ssh(stack: Stack, plc: ModbusPlc, plc_ass
     finally:
         _stop(ssh)
     assert plc.registers() == REGISTERS
-    (event,) = _events(stack, "gateway:modbus:write_refused", grant["id"])
+    (event,) = stack.grant_events("gateway:modbus:write_refused", grant["id"], timeout=10)
     assert event["outcome"] == "refused"
     assert (event["details"]["function_code"], event["details"]["unit_id"]) == (6, UNIT)
     assert event["details"]["port"] == 502
@@ -237,7 +228,7 @@ def test_revocation_cuts_an_open_tunnel_within_a_second(stack: Stack, plc_asset:
             assert client.read_holding_registers(0, count=1, device_id=UNIT).registers == REGISTERS[:1]
             raw = client.socket
             assert raw is not None
-            _events(stack, "gateway:session:started", grant["id"])
+            stack.grant_events("gateway:session:started", grant["id"], timeout=10)
             revoked_at = time.monotonic()
             stack.gatepass("revoke", grant["id"], user="sup-a1")
             raw.settimeout(5)
@@ -248,7 +239,8 @@ def test_revocation_cuts_an_open_tunnel_within_a_second(stack: Stack, plc_asset:
         code, stderr = _stop(tunnel)
     assert code == 1
     assert f"your grant {grant['id']} for {ASSET} was revoked: the tunnel is closed" in stderr
-    ended = _events(stack, "gateway:session:ended", grant["id"], count=2)  # the readiness probe, then the client
+    # The readiness probe, then the client.
+    ended = stack.grant_events("gateway:session:ended", grant["id"], count=2, timeout=10)
     assert [e["details"]["reason"] for e in ended] == ["client_closed", "revoked"]
 
 
