@@ -34,7 +34,17 @@ run: venv
 	@test -d $(DATA) || $(BIN)/gatepass init --data $(DATA)
 	$(BIN)/gatepass serve --data $(DATA) --demo
 
-test: test-sqlite test-postgres
+# Both passes always run: a SQLite failure must not hide the PostgreSQL result. Fails if either failed.
+test: venv
+	@status=0; \
+	$(MAKE) --no-print-directory test-sqlite || status=1; \
+	$(MAKE) --no-print-directory test-postgres || status=$$((status + 2)); \
+	case $$status in \
+		0) echo "make test: both passes (SQLite, PostgreSQL) passed";; \
+		1) echo "make test: the SQLite pass FAILED (PostgreSQL passed)"; exit 1;; \
+		2) echo "make test: the PostgreSQL pass FAILED (SQLite passed)"; exit 1;; \
+		*) echo "make test: both passes FAILED"; exit 1;; \
+	esac
 
 # `env -u` so a GATEPASS_TEST_POSTGRES in the caller's environment does not turn this pass into PostgreSQL.
 test-sqlite: venv

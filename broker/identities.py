@@ -149,9 +149,11 @@ def reset_totp(session: Session, *, vault: Vault, now: dt.datetime, actor: str, 
     secret = totp.new_secret()
     identity.totp_secret_ciphertext = vault.seal(secret.encode(), purpose=totp_purpose(username))
     identity.totp_confirmed_at = None
+    # Every token not yet revoked, whatever its expiry says: revoking "all of them" must not depend on a
+    # clock (one that runs behind would leave a live token in; an expired one stays unusable either way).
     revoked = 0
     for token in session.scalars(select(ApiToken).where(ApiToken.identity_id == identity.id,
-                                                        ApiToken.revoked_at.is_(None), ApiToken.expires_at > now)):
+                                                        ApiToken.revoked_at.is_(None))):
         token.revoked_at = now
         revoked += 1
     audit.record(session, now=now, action=Action.TOTP_RESET, actor=actor, subject=username,

@@ -25,6 +25,10 @@ class Site(Base):
     transfers: Mapped[str] = mapped_column(String(16), default="both")
     # ["Sat 06:00-14:00", ...] in UTC: when the plant expects maintenance work; requests outside are flagged.
     maintenance_windows: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # On a download-only site, the most a non-interactive exec may carry from the client (bytes) before it is cut.
+    exec_upload_limit: Mapped[int] = mapped_column(Integer, default=65536)
+    # On a cut, how long the gateway waits after asking the target to TERM a command before it sends KILL.
+    cut_grace_ms: Mapped[int] = mapped_column(Integer, default=2000)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     assets: Mapped[list[Asset]] = relationship(back_populates="site")
@@ -45,6 +49,8 @@ class Asset(Base):
     credential_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     host_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     tcp_ports: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # Client environment variables (exact names) the gateway passes to this asset; none by default.
+    passed_env: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     site: Mapped[Site] = relationship(back_populates="assets")
@@ -71,9 +77,29 @@ class Identity(Base):
     email: Mapped[str | None] = mapped_column(String(254), nullable=True)
     # None while a newly issued (or reset) TOTP secret has not been confirmed with a code.
     totp_confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The one-time enrolment code (SHA-256 only) that must come with the password before an unconfirmed
+    # second factor is shown or bound: a password alone never is (DESIGN invariant 4).
+    enrolment_code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    enrolment_code_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     roles: Mapped[list[RoleAssignment]] = relationship(back_populates="identity", cascade="all, delete-orphan")
+
+
+class SignInThrottle(Base):
+    """Failed sign-ins counted per source address, per (account, source) and per account across sources; kept in
+    the database so that every broker replica throttles alike."""
+
+    __tablename__ = "sign_in_throttles"
+    __table_args__ = (UniqueConstraint("scope", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(255))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    blocked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
 class RoleAssignment(Base):

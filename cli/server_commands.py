@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,9 +185,23 @@ def _data_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="data directory (default $GATEPASS_DATA or ./gatepass-data)")
 
 
+class _ContextClock:
+    """The broker's clock interface over the CLI context's clock: one command runs on one clock (a test's fixed
+    clock reaches `gatepass admin …` as it reaches the API it talks to)."""
+
+    def __init__(self, now: Callable[[], dt.datetime]) -> None:
+        self._now = now
+
+    def now(self) -> dt.datetime:
+        return self._now()
+
+
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
     from broker.settings import Settings
 
+    context = getattr(args, "client_context", None)
+    if context is not None and "clock" not in overrides:
+        overrides["clock"] = _ContextClock(context.clock)
     return Settings.from_environment(data_dir=getattr(args, "data", None), **overrides)
 
 

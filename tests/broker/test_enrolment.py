@@ -4,6 +4,7 @@ windows — through the same domain functions and CLI the operator uses, on the 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import pytest
 
 from broker import identities, inventory
 from broker.errors import InvalidInput
+from cli.context import Context
 from cli.main import main
 from tests.fixtures.broker import Api, Plant
 
@@ -26,7 +28,9 @@ def admin_cli(plant: Plant, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
 
     def run(*argv: str) -> tuple[int, str, str]:
         capsys.readouterr()
-        code = main([*argv, "--data", str(plant.settings.data_dir)])
+        # The command runs on the plant's clock, like the API the test also talks to: one clock per test.
+        context = dataclasses.replace(Context.from_process(), clock=plant.clock.now, replace_process_with_ssh=False)
+        code = main([*argv, "--data", str(plant.settings.data_dir)], context=context)
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
