@@ -11,9 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
+
+# The escaping rules live in one module (exports, forwarder and review pages share them); re-exported here.
+from broker.siem_escaping import cef_extension_escape, cef_header_escape, json_text, sd_param_escape
 
 PRODUCT = "Gatepass"
 VENDOR = "Gatepass"
@@ -85,21 +87,19 @@ def as_json(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def to_jsonl(event: Mapping[str, Any]) -> str:
+    """One JSON line: the event exactly as the API gave it, in ASCII (controls and the rest as JSON escapes)."""
+    return json_text(dict(event), ascii_only=True)
+
+
+def to_ocsf_line(event: Mapping[str, Any]) -> str:
+    """One OCSF JSON line: UTF-8 kept readable, every control character a JSON escape."""
+    return json_text(to_ocsf(event), ascii_only=False)
+
+
 # --- CEF (ArcSight Common Event Format, revision 25) ---------------------------------------------------
 
 _CEF_SEVERITY = {3: 8, 4: 6, 5: 5, 6: 3}
-
-
-def cef_header_escape(value: str) -> str:
-    """Header fields: backslash and pipe are escaped; a line break has no escape there, so it becomes a space."""
-    escaped = value.replace("\\", "\\\\").replace("|", "\\|")
-    return re.sub(r"\r\n|\r|\n", " ", escaped)
-
-
-def cef_extension_escape(value: str) -> str:
-    """Extension values: backslash, equals sign and line breaks (as \\n, \\r) are escaped; a pipe is not."""
-    return (value.replace("\\", "\\\\").replace("=", "\\=").replace("\r\n", "\\n")
-            .replace("\n", "\\n").replace("\r", "\\r"))
 
 
 def to_cef(event: Mapping[str, Any]) -> str:
@@ -134,7 +134,7 @@ def to_cef(event: Mapping[str, Any]) -> str:
         ("cs2Label", "subject"), ("cs2", _text(event.get("subject"))),
         ("cs3Label", "hash"), ("cs3", _text(event.get("hash"))),
         ("cs4Label", "prevHash"), ("cs4", _text(event.get("prev_hash"))),
-        ("msg", json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False)),
+        ("msg", json_text(details, ascii_only=False, sort_keys=True)),
     ]
     body = " ".join(f"{key}={cef_extension_escape(value)}" for key, value in extensions if value != "")
     return f"{header}|{body}"
@@ -147,11 +147,6 @@ def _header_field(value: str | None, limit: int) -> str:
     """HOSTNAME/APP-NAME/PROCID/MSGID are PRINTUSASCII (33-126), limited in length; empty is NILVALUE."""
     cleaned = "".join(c for c in (value or "") if 33 <= ord(c) <= 126)[:limit]
     return cleaned or NILVALUE
-
-
-def sd_param_escape(value: str) -> str:
-    """RFC 5424 §6.3.3: inside PARAM-VALUE, '"', '\\' and ']' MUST be escaped with a backslash."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
 def _msgid(action: str) -> str:
@@ -184,7 +179,7 @@ def to_syslog(event: Mapping[str, Any], *, hostname: str | None, app_name: str =
     # PARAM-NAMEs are fixed ASCII words (no '=', ' ', ']' or '"'); a missing value is left out, not sent empty.
     sd = "[" + SD_ID + "".join(f' {name}="{sd_param_escape(_text(value))}"'
                                for name, value in params if value is not None) + "]"
-    msg = json.dumps(as_json(event), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    msg = json_text(as_json(event), ascii_only=True, sort_keys=True)
     return (f"<{pri}>1 {syslog_timestamp(event)} {_header_field(hostname, 255)} {_header_field(app_name, 48)} "
             f"{_header_field(procid, 128)} {_header_field(_msgid(action), 32)} {sd} {msg}")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,18 +41,19 @@ def _since_text(text: str) -> str:
 
 def _renderer(name: str, *, broker_host: str | None) -> Callable[[dict[str, Any]], str]:
     """One line per event. The formatters are the broker's own (stdlib-only, so importing them stays cheap):
-    a file exported here and the broker's syslog forwarding say the same thing about each event."""
-    if name == "jsonl":
-        return lambda event: json.dumps(event, separators=(",", ":"))
+    a file exported here and the broker's syslog forwarding say the same thing about each event, and escape
+    control characters by the same rules (``broker/siem_escaping.py``), so no value can start a second line."""
     from broker import siem_formats
 
+    if name == "jsonl":
+        return siem_formats.to_jsonl
     if name == "cef":
         return siem_formats.to_cef
     if name == "syslog":
         # HOSTNAME names the originator (RFC 5424 §6.2.4): the broker that keeps the trail, not this laptop.
         return lambda event: siem_formats.to_syslog(event, hostname=broker_host)
     if name == "ocsf":
-        return lambda event: json.dumps(siem_formats.to_ocsf(event), separators=(",", ":"), ensure_ascii=False)
+        return siem_formats.to_ocsf_line
     raise UsageError(f"format {name} is not one of {', '.join(FORMATS)}")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from broker import siem_formats
+from broker import siem_escaping, siem_formats
 from broker.audit import Action
 from tests.fixtures import database as test_databases
 from tests.fixtures.broker import Api, BrokerServer, Plant, PlantTemplate
@@ -135,10 +135,10 @@ def test_syslog_escapes_sd_values_and_keeps_the_header_clean() -> None:
     assert match, message
     assert (match["hostname"], match["app"], match["procid"]) == ("broker01.plant", "-", "-")
     params = sd_params(message)
-    assert params["actor"] == NASTY
+    assert params["actor"] == "a|b=c\\d\"e]f\\ng\\rh é 工場 "  # line breaks shown as \n, \r: one line
     assert params["subject"] == "]"
     assert "site" not in params  # no value: left out rather than sent as site=""
-    assert 'actor="a|b=c\\\\d\\"e\\]f\ng\rh é 工場 "' in message
+    assert 'actor="a|b=c\\\\d\\"e\\]f\\\\ng\\\\rh é 工場 "' in message
     assert int(match["pri"]) == 13 * 8 + 5  # log audit, notice (a revocation)
     assert match["timestamp"] == "2026-11-27T08:00:00.250000Z"
     # MSG is the whole event as ASCII JSON (MSG-ANY without a BOM); non-ASCII survives as \\u escapes.
@@ -154,6 +154,102 @@ def test_syslog_empty_and_missing_fields_are_nilvalues() -> None:
     assert match["hostname"] == "-"
     assert match["procid"] == "-"
     assert set(sd_params(message)) == {"seq", "action", "outcome", "hash"}
+
+
+# --- hostile input: one record per event, no raw control character (DESIGN invariant 10) -------------------
+
+C0 = "".join(map(chr, range(0x20)))
+C1 = "".join(map(chr, range(0x80, 0xA0)))  # NEL U+0085 among them
+FORMAT_BREAKERS = '|=\\"]'
+FORGED_SYSLOG = '\n<110>1 2026-11-27T08:00:00Z broker gatepass - auth:login:succeeded [gatepass@32473 seq="9"] {}'
+FORGED_CEF = "\nCEF:0|Gatepass|Gatepass|0.1.0|auth:login:succeeded|forged|3|suser=admin"
+# Everything a terminal, a line-based parser or an encoder trips over, including a lone surrogate (which JSON
+# details can hold: the gateway API accepts it in a session event's detail).
+HOSTILE = (C0 + "\x7f" + C1 + "\u2028\u2029\u202e\ud800" + FORMAT_BREAKERS + " é 工場" + FORGED_SYSLOG
+           + FORGED_CEF)
+LONG = "L" * 70_000
+
+
+def raw_controls(text: str) -> list[str]:
+    return sorted({char for char in text if siem_escaping.CONTROL.match(char)})
+
+
+def assert_one_clean_record(text: str) -> None:
+    assert len(text.splitlines()) == 1, text[:300]
+    data = text.encode("utf-8")  # strict: a lone surrogate would not even encode
+    assert len(data.split(b"\n")) == 1
+    assert raw_controls(text) == []
+
+
+def hostile_event(**fields: Any) -> dict[str, Any]:
+    return synthetic(action="gateway:file:refused", outcome="refused", actor=HOSTILE, subject=HOSTILE,
+                     site=HOSTILE, details={"reason": HOSTILE, "path": HOSTILE, "command": HOSTILE, "long": LONG,
+                                            "peer": HOSTILE, "asset": HOSTILE, "port": 22}, **fields)
+
+
+def test_visible_names_every_control_and_leaves_text_alone() -> None:
+    assert siem_escaping.visible("\x1b[2J\x07\n\r\t\x00\x7f\x85\x9f\u2028\u2029\u202e\ud800") == (
+        "\\x1b[2J\\x07\\n\\r\\t\\x00\\x7f\\x85\\x9f\\u2028\\u2029\\u202e\\ud800")
+    assert siem_escaping.visible("a|b=c\\d\"e]f é 工場 🙂") == "a|b=c\\d\"e]f é 工場 🙂"
+    assert siem_escaping.visible("line 1\nline\x1b 2", lines=True) == "line 1\nline\\x1b 2"
+    assert siem_escaping.visible(None) == ""
+    assert siem_escaping.visible(42) == "42"
+    assert raw_controls(siem_escaping.visible(HOSTILE)) == []
+
+
+def test_cef_escapes_controls_in_the_header_and_the_extension() -> None:
+    assert siem_formats.cef_extension_escape("a\x1bb\x85c\u2028d\\x1b") == "a\\\\x1bb\\\\x85c\\\\u2028d\\\\x1b"
+    assert siem_formats.cef_header_escape("x\x07|y") == "x\\\\x07\\|y"
+
+
+def test_syslog_param_values_escape_the_backslash_of_a_visible_escape() -> None:
+    assert siem_formats.sd_param_escape('a\x1b]"\\') == 'a\\\\x1b\\]\\"\\\\'
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "cef", "syslog", "ocsf"])
+def test_hostile_values_stay_one_clean_record_in_every_format(fmt: str) -> None:
+    event = hostile_event()
+    line = {"jsonl": siem_formats.to_jsonl, "cef": siem_formats.to_cef, "ocsf": siem_formats.to_ocsf_line,
+            "syslog": lambda e: siem_formats.to_syslog(e, hostname=HOSTILE, procid=HOSTILE)}[fmt](event)
+
+    assert_one_clean_record(line)
+    shown = siem_escaping.visible(HOSTILE)
+    if fmt == "jsonl":
+        assert json.loads(line) == event  # JSON escapes are exact: nothing lost
+        assert line.isascii()
+    elif fmt == "ocsf":
+        ocsf = json.loads(line)
+        assert ocsf["unmapped"] == siem_formats.as_json(event)
+        assert ocsf["status_detail"] == HOSTILE
+        assert "é 工場" in line  # UTF-8 stays readable; only controls are escaped
+    elif fmt == "cef":
+        header, values = split_cef(line)
+        assert len(header) == 7
+        assert header[4] == "gateway:file:refused"
+        # a reader gets the visible escapes back for controls, and real line breaks where CEF has an escape
+        expected = siem_escaping.visible(HOSTILE.replace("\r\n", "\n")).replace("\\n", "\n").replace("\\r", "\r")
+        assert values["suser"] == expected
+        assert values["cs1"] == values["cs2"] == values["reason"] == values["dhost"] == expected
+        assert json.loads(values["msg"]) == event["details"]  # the exact details
+        assert len(re.findall(r"(?:^|\|)CEF:0\|", line)) == 1
+        assert not re.search(r"(?<!\\)\|CEF:0", line)
+    else:
+        match = SYSLOG_MESSAGE.fullmatch(line)
+        assert match, line[:300]
+        printable = "".join(char for char in HOSTILE if "!" <= char <= "~")
+        assert (match["hostname"], match["procid"]) == (printable[:255], printable[:128])  # PRINTUSASCII only
+        params = sd_params(line)
+        assert params["actor"] == params["subject"] == params["site"] == shown
+        assert json.loads(match["msg"]) == siem_formats.as_json(event)
+        assert '\\\\n<110>1 2026-11-27T08:00:00Z broker gatepass' in match["sd"]  # the forgery is inert text
+
+
+def test_the_forwarder_s_frame_holds_one_clean_message() -> None:
+    frame = siem_formats.octet_frame(siem_formats.to_syslog(hostile_event(), hostname="broker-1", procid="1"))
+    length, _, message = frame.partition(b" ")
+    assert int(length) == len(message)
+    assert b"\n" not in frame
+    assert_one_clean_record(message.decode("utf-8"))
 
 
 @pytest.mark.parametrize("action", list(Action))
