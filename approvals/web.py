@@ -20,9 +20,12 @@ from starlette.concurrency import run_in_threadpool
 from approvals.notifier import NotifierSettings
 from broker import authentication, web_sessions
 from broker.api.state import BrokerState
+from broker.audit import Action
 from broker.db import unit_of_work
 from broker.errors import BrokerError, InvalidInput, NotAuthenticated
 from broker.models import Identity
+from broker.refusals import Refusal
+from broker.sources import client_address
 
 SESSION_COOKIE = "gatepass_session"
 SIGNIN_COOKIE = "gatepass_signin"
@@ -154,11 +157,13 @@ async def signed_in(request: Request, work: Work) -> Response:
     if not token:
         return redirect("/sign-in")
     csrf = web_sessions.csrf_token(web.csrf_key, token)
+    actor: list[str] = []  # who was signed in, for the refusal's audit event (the transaction is gone by then)
 
     def run() -> Response:
         with unit_of_work(web.state.sessions) as session:
             now = web.state.settings.clock.now()
             identity = authentication.authenticate_token(session, now=now, token=token)
+            actor.append(identity.username)
             return work(session, identity, viewer_of(identity, csrf), now)
 
     try:
@@ -168,6 +173,13 @@ async def signed_in(request: Request, work: Work) -> Response:
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
     except BrokerError as error:
+        if not error.audited and error.status_code in (403, 404, 409):
+            # A page or action refused to a signed-in person (a vendor opening the review pages, a supervisor
+            # ending another site's session, approving twice): in the trail, like the API's (broker.refusals).
+            await run_in_threadpool(web.state.refusals.record, Refusal(
+                action=Action.WEB_REFUSED, reason=error.message, actor=actor[0] if actor else None,
+                source=client_address(request, web.state.settings), subject=request.url.path[:128],
+                details={"method": request.method, "status": error.status_code}))
         return error_page(web, error.status_code, error.message)
     except IntegrityError:
         # Two people changed the same thing at once (e.g. both approved): nothing of this request was kept.

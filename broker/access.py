@@ -6,6 +6,8 @@ import datetime as dt
 from typing import TypeVar
 
 import asyncssh
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -14,7 +16,7 @@ from broker.access_rules import apply_approval, approvals_so_far, grant_status, 
 from broker.audit import Action
 from broker.authorities import CertificateSpec, issue_user_certificate, load_signing_key, new_serial
 from broker.durations import format_duration, parse_duration
-from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
+from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
 from broker.events import EventPublisher, announce
 from broker.identities import has_role, may_act_for_site, site_ids_for_role
 from broker.ids import new_id
@@ -31,6 +33,7 @@ READ_ONLY_PROTOCOL_PORTS = frozenset({502})
 MAX_LEAD = dt.timedelta(days=30)
 # Tolerate a start a little in the past (a clock behind the broker's, a slow typist).
 START_SLACK = dt.timedelta(minutes=5)
+MIN_RSA_BITS = 2048
 ALLOWED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
 
 
@@ -104,6 +107,9 @@ def _check_public_key(text: str) -> str:
     """Accept one OpenSSH public key line (``type base64 [comment]``) and nothing else: asyncssh would
     also read a private key and derive its public half, and a private key must never reach the broker."""
     parts = (text or "").strip().split()
+    if len(parts) >= 2 and parts[0] == "ssh-dss":
+        raise InvalidInput("DSA SSH keys are not accepted (1024-bit only, deprecated by OpenSSH): make an Ed25519 "
+                           "key with `ssh-keygen -t ed25519` and send its .pub file")
     if "\n" in (text or "").strip() or len(parts) < 2 or parts[0] not in ALLOWED_KEY_TYPES:
         raise InvalidInput("the SSH public key must be one line like \"ssh-ed25519 AAAA… comment\" (the .pub "
                            "file; never send a private key)")
@@ -113,7 +119,18 @@ def _check_public_key(text: str) -> str:
         raise InvalidInput("the SSH public key is not an OpenSSH public key (\"ssh-ed25519 AAAA…\")") from None
     if key.algorithm.decode() not in ALLOWED_KEY_TYPES:
         raise InvalidInput(f"SSH keys of type {key.algorithm.decode()} are not accepted: use ssh-ed25519")
+    if parts[0] == "ssh-rsa":
+        bits = _rsa_bits(f"{parts[0]} {parts[1]}")
+        if bits < MIN_RSA_BITS:
+            # NIST SP 800-131A: RSA below 2048 bits is disallowed for signatures.
+            raise InvalidInput(f"this RSA key has {bits} bits; at least {MIN_RSA_BITS} are required (better: an "
+                               "Ed25519 key from `ssh-keygen -t ed25519`)")
     return key.export_public_key("openssh").decode().strip()
+
+
+def _rsa_bits(line: str) -> int:
+    public = serialization.load_ssh_public_key(line.encode())
+    return public.key_size if isinstance(public, rsa.RSAPublicKey) else 0
 
 
 def _refuse(session: Session, now: dt.datetime, actor: Identity, asset: Asset, action: Action,
@@ -121,7 +138,7 @@ def _refuse(session: Session, now: dt.datetime, actor: Identity, asset: Asset, a
     """Audit a security-relevant refusal and return the error to raise (its audit event is kept)."""
     audit.record(session, now=now, action=action, outcome="refused", actor=actor.username,
                  subject=subject or asset.name, site=asset.site.name, details={"reason": why})
-    return Forbidden(why)
+    return audited(Forbidden(why))
 
 
 def expire_overdue(session: Session, *, now: dt.datetime) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
@@ -23,27 +24,35 @@ from broker.api import (
     gateway_routes,
     site_routes,
 )
-from broker.api.errors import install_error_handlers
+from broker.api.errors import error_response, install_error_handlers
 from broker.api.input_guard import ControlCharacterGuard
+from broker.api.security_headers import SecurityHeaders
 from broker.api.state import BrokerState
+from broker.audit import Action
 from broker.db import make_engine, make_session_factory
 from broker.events import RELAY_INTERVAL_SECONDS, EventHub, GrantEvent, recent_changes
 from broker.metrics import render_metrics
+from broker.refusals import Refusal, RefusalRecorder
 from broker.settings import Settings
+from broker.sources import client_address
 from broker.vault import Vault
 
 API_PREFIX = "/api/v1"
+REFUSAL_FLUSH_SECONDS = 15.0
 
 
 def create_app(settings: Settings, *, hub: EventHub | None = None) -> FastAPI:
     engine = make_engine(settings.effective_database_url)
-    state = BrokerState(settings=settings, engine=engine, sessions=make_session_factory(engine),
-                        vault=Vault.from_key_file(settings.master_key_path), hub=hub or EventHub())
+    sessions = make_session_factory(engine)
+    state = BrokerState(settings=settings, engine=engine, sessions=sessions,
+                        vault=Vault.from_key_file(settings.master_key_path), hub=hub or EventHub(),
+                        refusals=RefusalRecorder(sessions, settings.clock))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.hub.attach(asyncio.get_running_loop())
-        tasks = [asyncio.create_task(relay_outbox(state)), *approvals.background_tasks(_app)]
+        tasks = [asyncio.create_task(relay_outbox(state)), asyncio.create_task(summarise_refusals(state)),
+                 *approvals.background_tasks(_app)]
         try:
             yield
         finally:
@@ -51,13 +60,17 @@ def create_app(settings: Settings, *, hub: EventHub | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await run_in_threadpool(state.refusals.flush)
             engine.dispose()
 
-    app = FastAPI(title="Gatepass broker", version="0.1.0", lifespan=lifespan,
+    # No /docs or /redoc: FastAPI's pages load their script from a CDN, which a plant network does not reach
+    # and the pages' CSP would refuse anyway. The API is mapped by /openapi.json and docs/API.md.
+    app = FastAPI(title="Gatepass broker", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Just-in-time, plant-approved, time-bound remote access to OT assets.")
     app.state.broker = state
     install_error_handlers(app)
     app.add_middleware(ControlCharacterGuard)
+    app.add_middleware(SecurityHeaders)  # outermost: also on the guard's own refusals
     for module in (auth_routes, access_routes, extension_routes, site_routes, gateway_routes, audit_routes):
         app.include_router(module.router, prefix=API_PREFIX)
     # The web pages (approvals/): sign-in, approvals, vendor requests, security review, /static.
@@ -73,10 +86,29 @@ def create_app(settings: Settings, *, hub: EventHub | None = None) -> FastAPI:
         return JSONResponse({"status": "ok"})
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-    def metrics() -> str:
-        return render_metrics(state)
+    def metrics(request: Request) -> Response:
+        # How many grants and sessions are live is reconnaissance for an attacker: a scrape needs its own token.
+        if settings.metrics_token is None:
+            return error_response(404, "not_found", "metrics are off: set GATEPASS_METRICS_TOKEN to a secret and "
+                                  "scrape /metrics with 'Authorization: Bearer <that secret>'")
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(),
+                                                                  settings.metrics_token.encode()):
+            state.refusals.record(Refusal(action=Action.API_REFUSED, reason="metrics scrape without the right token",
+                                          source=client_address(request, settings), subject="/metrics",
+                                          details={"method": request.method, "status": 401}))
+            return error_response(401, "not_authenticated", "a metrics scrape needs 'Authorization: Bearer <the "
+                                  "GATEPASS_METRICS_TOKEN secret>'")
+        return PlainTextResponse(render_metrics(state))
 
     return app
+
+
+async def summarise_refusals(state: BrokerState) -> None:
+    """Close the refusal-flood windows that are over, so a flood's summary lands even if the flood stopped."""
+    while True:
+        await asyncio.sleep(REFUSAL_FLUSH_SECONDS)
+        await run_in_threadpool(state.refusals.flush)
 
 
 async def relay_outbox(state: BrokerState) -> None:

@@ -47,6 +47,11 @@ class Action(StrEnum):
     MFA_ENROLMENT_SHOWN = "auth:mfa:enrolment_shown"
     MFA_ENROLLED = "auth:mfa:enrolled"
     ACCOUNT_LOCKED = "auth:account:locked"
+    # Issue 9: one-time enrolment codes (a password alone never sees or binds a second factor) and sign-in throttles.
+    ENROLMENT_CODE_ISSUED = "admin:enrolment_code:issued"
+    ENROLMENT_CODE_USED = "auth:enrolment_code:used"
+    ENROLMENT_CODE_REFUSED = "auth:enrolment_code:refused"
+    LOGIN_THROTTLED = "auth:login:throttled"
     LOGOUT = "auth:token:revoked"
 
     REQUEST_CREATED = "access:request:created"
@@ -86,6 +91,11 @@ class Action(StrEnum):
     RECORDING_VIEWED = "review:recording:viewed"
 
     CSRF_REFUSED = "web:form:csrf_refused"
+    # Refusals that changed nothing, written by broker.refusals in a transaction of their own (SR 2.8, SR 6.2).
+    API_REFUSED = "api:request:refused"
+    WEB_REFUSED = "web:page:refused"
+    GATEWAY_AUTH_REFUSED = "gateway:auth:refused"
+    REFUSALS_SUMMARISED = "audit:refusals:summarised"
     REQUEST_MADE_BY_APPROVER = "access:request:made_by_approver"
     NOTIFICATION_SENT = "notify:delivery:sent"
     NOTIFICATION_FAILED = "notify:delivery:failed"

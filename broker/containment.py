@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.audit import Action
-from broker.errors import Conflict, Forbidden, NotFound
+from broker.errors import Conflict, Forbidden, NotFound, audited
 from broker.events import EventPublisher, announce
 from broker.identities import has_role, may_act_for_site
 from broker.models import ApiToken, Asset, Grant, Identity, Site
@@ -39,7 +39,7 @@ def check_site_authority(session: Session, *, now: dt.datetime, actor: Identity,
     why = f"only supervisors of {site.name}, security or an admin can lock down or lift {site.name}"
     audit.record(session, now=now, action=Action.CONTAINMENT_REFUSED, outcome="refused", actor=actor.username,
                  subject=site.name, site=site.name, details={"reason": why})
-    raise Forbidden(why)
+    raise audited(Forbidden(why))
 
 
 def get_site(session: Session, name: str) -> Site:

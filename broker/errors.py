@@ -16,6 +16,8 @@ changed before it raises them.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 
 class BrokerError(Exception):
     status_code = 500
@@ -25,6 +27,17 @@ class BrokerError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # True once the domain wrote this refusal's audit event itself; the rest are audited by broker.refusals.
+        self.audited = False
+
+
+E = TypeVar("E", bound=BrokerError)
+
+
+def audited(error: E) -> E:
+    """Mark ``error`` as already in the audit trail (the domain recorded it in its own transaction)."""
+    error.audited = True
+    return error
 
 
 class InvalidInput(BrokerError):

@@ -18,7 +18,7 @@ from broker.access_rules import grant_status
 from broker.audit import Action
 from broker.authorities import CertificateSpec, issue_user_certificate, load_signing_key
 from broker.durations import format_duration, parse_duration
-from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
+from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
 from broker.events import EventPublisher, announce
 from broker.identities import may_act_for_site
 from broker.ids import new_id
@@ -32,7 +32,7 @@ def _refuse(session: Session, now: dt.datetime, actor: Identity, grant: Grant, a
     """Audit a refusal of authority and return the error to raise (its audit event is kept)."""
     audit.record(session, now=now, action=action, outcome="refused", actor=actor.username, subject=subject,
                  site=grant.asset.site.name, details={"reason": why, "grant": grant.id})
-    return Forbidden(why)
+    return audited(Forbidden(why))
 
 
 def _window_limit(grant: Grant) -> dt.timedelta:

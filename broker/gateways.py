@@ -14,7 +14,7 @@ from broker.access_rules import grant_status
 from broker.audit import Action
 from broker.authentication import token_digest
 from broker.authorities import public_key as ca_public_key
-from broker.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from broker.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, audited
 from broker.identities import check_name, is_usable
 from broker.ids import new_id
 from broker.inventory import credential_purpose, normalise_public_key
@@ -76,7 +76,7 @@ def authorize(
                      actor=grant.identity.username if grant else None, subject=grant_id,
                      site=grant.asset.site.name if grant else None,
                      details={"reason": why, "asset": asset_name, "peer": peer, "gateway": gateway.name})
-        return Forbidden(why)
+        return audited(Forbidden(why))
 
     if grant is None or grant.serial != serial:
         raise refuse("the certificate does not belong to any grant issued by this broker")
@@ -116,6 +116,12 @@ def authorize(
         "ports": list(grant.ports), "read_only": grant.read_only, "asset_host": asset.host, "target": target,
         # The site's recording and transfer policy, enforced by the gateway for this connection.
         "record_input": asset.site.record_input, "transfers": asset.site.transfers,
+        # How long a cut command has between TERM and KILL on the target (site policy, milliseconds).
+        "cut_grace_ms": asset.site.cut_grace_ms,
+        # Download-only sites: input a command without a PTY may take before the gateway cuts it (an upload).
+        "exec_upload_limit": asset.site.exec_upload_limit,
+        # Client environment variables the asset accepts, by exact name (none unless the admin listed them).
+        "passed_env": list(asset.passed_env or []),
     }
 
 
@@ -148,7 +154,7 @@ def start_session(session: Session, *, now: dt.datetime, gateway: Gateway, grant
         audit.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused",
                      actor=grant.identity.username, subject=grant.id, site=grant.asset.site.name,
                      details={"reason": why, "kind": kind, "port": port, "gateway": gateway.name})
-        raise Forbidden(why)
+        raise audited(Forbidden(why))
     record = AccessSession(id=new_id("ses"), grant_id=grant.id, gateway_id=gateway.id, kind=kind, peer=peer,
                            command=command, port=port, started_at=now, bytes_in=0, bytes_out=0)
     session.add(record)
@@ -184,9 +190,10 @@ def _session_refusal(grant: Grant, *, now: dt.datetime, kind: str, port: int | N
 
 def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session_id: str, reason: str,
                 bytes_in: int, bytes_out: int, detail: str | None,
-                recording: dict[str, Any] | None = None) -> AccessSession:
+                recording: dict[str, Any] | None = None, stop: dict[str, Any] | None = None) -> AccessSession:
     """Close a session record. ``recording`` ({"name", "sha256", "bytes"}) is what the gateway stored; its
-    hash goes into the session-end audit event, so editing the file later is detectable."""
+    hash goes into the session-end audit event, so editing the file later is detectable. ``stop`` is how the
+    gateway stopped a cut session's command on the target (signals, the target's answer, the sweep)."""
     if reason not in END_REASONS:
         raise InvalidInput(f"end reason '{reason}' is not one of {', '.join(END_REASONS)}")
     if bytes_in < 0 or bytes_out < 0:
@@ -212,6 +219,8 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
     }
     if recording is not None:
         details["recording"] = {"name": recording["name"], "sha256": recording["sha256"], "bytes": recording["bytes"]}
+    if stop is not None:
+        details["stop"] = stop
     audit.record(session, now=now, action=Action.SESSION_ENDED, actor=grant.identity.username, subject=record.id,
                  site=grant.asset.site.name, details=details)
     return record

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from broker import access, audit, oversight
 from broker.audit import Action
-from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
+from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
 from broker.identities import has_role, may_act_for_site
 from broker.inventory import get_asset
 from broker.models import AccessRequest, Identity
@@ -29,7 +29,7 @@ def grant_now(
         why = f"only approvers of site {asset.site.name} can grant access to {asset.name}"
         audit.record(session, now=now, action=Action.DECISION_REFUSED, outcome="refused", actor=approver.username,
                      subject=asset.name, site=asset.site.name, details={"reason": why, "vendor": vendor_name})
-        raise Forbidden(why)
+        raise audited(Forbidden(why))
     vendor = session.scalar(select(Identity).where(Identity.username == vendor_name))
     if vendor is None:
         raise NotFound(f"there is no user named '{vendor_name}'")

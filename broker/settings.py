@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.clock import Clock, SystemClock
+from broker.sources import Network, parse_trusted_proxies
 
 DEFAULT_HTTP = "127.0.0.1:8080"
 DEFAULT_SSH = "127.0.0.1:2222"
+MIN_METRICS_TOKEN = 16
 
 
 def split_address(text: str, *, what: str) -> tuple[str, int]:
@@ -33,10 +35,31 @@ class Settings:
     # API tokens are short-lived bearer credentials; a sign-in lasts a working hour by default.
     token_ttl: dt.timedelta = dt.timedelta(hours=1)
     # Lockout after repeated failures (IEC 62443-3-3 SR 1.11 "unsuccessful login attempts").
+    # Failed sign-ins are throttled in the database (broker.sign_in_throttles), so every replica agrees. Per (account,
+    # source): ``login_max_failures`` failures, then blocks from ``account_source_block`` doubling up to
+    # ``lockout_duration``; only that one source is held back, never the real user elsewhere (DESIGN invariant 4).
     login_max_failures: int = 5
     lockout_duration: dt.timedelta = dt.timedelta(minutes=15)
+    account_source_block: dt.timedelta = dt.timedelta(seconds=30)
+    # Per source address, whatever names it tries (unknown ones too): a password spray from one place.
+    source_max_failures: int = 10
+    source_block: dt.timedelta = dt.timedelta(minutes=1)
+    source_block_max: dt.timedelta = dt.timedelta(minutes=15)
+    # Failures are forgiven after this long without one (and without a block running).
+    throttle_window: dt.timedelta = dt.timedelta(minutes=5)
+    # Distributed guessing: this many distinct sources failing on one account within the window holds back each
+    # of those sources for at most ``account_block`` after its own last failure; a source that has not failed
+    # (the real user) is still checked, and a right password and code pass.
+    account_max_sources: int = 5
+    account_block: dt.timedelta = dt.timedelta(seconds=60)
+    # The one-time code a new (or reset) person gives with the password to see and bind their second factor.
+    enrolment_code_ttl: dt.timedelta = dt.timedelta(hours=72)
     # A request nobody decides on within this time expires rather than waiting forever.
     decide_within: dt.timedelta = dt.timedelta(hours=24)
+    # Reverse proxies whose X-Forwarded-For is believed (GATEPASS_TRUSTED_PROXIES); none by default.
+    trusted_proxies: tuple[Network, ...] = ()
+    # A `/metrics` scrape needs this bearer token (GATEPASS_METRICS_TOKEN); without one, /metrics answers 404.
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def effective_database_url(self) -> str:
@@ -71,6 +94,12 @@ class Settings:
             "http_port": http_port,
             "ssh_host": ssh_host,
             "ssh_port": ssh_port,
+            "trusted_proxies": parse_trusted_proxies(os.environ.get("GATEPASS_TRUSTED_PROXIES", "")),
+            "metrics_token": os.environ.get("GATEPASS_METRICS_TOKEN") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        metrics_token = values.get("metrics_token")
+        if isinstance(metrics_token, str) and len(metrics_token) < MIN_METRICS_TOKEN:
+            raise ValueError(f"GATEPASS_METRICS_TOKEN is too short to be a secret: use at least {MIN_METRICS_TOKEN} "
+                             "random characters (for example `openssl rand -hex 24`)")
         return cls(**values)  # type: ignore[arg-type]

@@ -53,19 +53,24 @@ def bearer_token(request: Request) -> str:
 TokenDep = Annotated[str, Depends(bearer_token)]
 
 
-def current_identity(session: SessionDep, now: NowDep, token: TokenDep) -> Identity:
+def current_identity(request: Request, session: SessionDep, now: NowDep, token: TokenDep) -> Identity:
     if token.startswith("gpg_"):
         raise NotAuthenticated("a gateway credential cannot be used on the user API")
-    return authentication.authenticate_token(session, now=now, token=token)
+    identity = authentication.authenticate_token(session, now=now, token=token)
+    # Who asked, for the audit event of a refusal (broker.api.errors): the transaction is gone by then.
+    request.state.actor = identity.username
+    return identity
 
 
 CurrentIdentity = Annotated[Identity, Depends(current_identity)]
 
 
-def current_gateway(session: SessionDep, token: TokenDep) -> Gateway:
+def current_gateway(request: Request, session: SessionDep, token: TokenDep) -> Gateway:
     if not token.startswith("gpg_"):
         raise NotAuthenticated("the gateway API accepts only gateway credentials, not user tokens")
-    return gateways.authenticate_gateway(session, token)
+    gateway = gateways.authenticate_gateway(session, token)
+    request.state.actor = f"gateway:{gateway.name}"
+    return gateway
 
 
 CurrentGateway = Annotated[Gateway, Depends(current_gateway)]

@@ -8,9 +8,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from broker.audit import Action
 from broker.errors import BrokerError
+from broker.refusals import Refusal
+from broker.sources import client_address
 
 log = logging.getLogger("gatepass.broker")
 
@@ -32,9 +36,31 @@ def _describe_validation(error: RequestValidationError) -> str:
     return "the request is not valid: " + "; ".join(parts)
 
 
+# Refusals worth a trail entry when the domain did not write one: someone else's object (404), not allowed (403),
+# a state that does not allow it (409: approving twice, a decided request), a token that is not (or no longer) valid.
+_AUDITED_STATUSES = frozenset({401, 403, 404, 409})
+
+
+def _audit_refusal(request: Request, error: BrokerError) -> None:
+    if error.audited or error.status_code not in _AUDITED_STATUSES:
+        return
+    if error.status_code == 401 and not request.headers.get("authorization"):
+        return  # no credential at all: a client that is not signed in, not an attempt to use one
+    if error.status_code != 401 and request.url.path.startswith("/api/v1/gateway/"):
+        return  # a gateway's own protocol answers (an unknown or ended session in a race) are not refusals of access
+    state = getattr(request.app.state, "broker", None)
+    if state is None:
+        return
+    state.refusals.record(Refusal(
+        action=Action.API_REFUSED, reason=error.message, actor=getattr(request.state, "actor", None),
+        source=client_address(request, state.settings), subject=request.url.path[:128],
+        details={"method": request.method, "status": error.status_code, "error": error.code}))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BrokerError)
-    async def _broker_error(_request: Request, error: BrokerError) -> JSONResponse:
+    async def _broker_error(request: Request, error: BrokerError) -> JSONResponse:
+        await run_in_threadpool(_audit_refusal, request, error)
         return error_response(error.status_code, error.code, error.message)
 
     @app.exception_handler(RequestValidationError)

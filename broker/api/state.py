@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker.authentication import LoginPolicy
 from broker.events import EventHub
+from broker.refusals import RefusalRecorder
 from broker.settings import Settings
 from broker.vault import Vault
 
@@ -20,6 +21,8 @@ class BrokerState:
     sessions: sessionmaker[Session]
     vault: Vault
     hub: EventHub
+    # Refusals the domain did not audit itself, written afterwards and capped per source (broker.refusals).
+    refusals: RefusalRecorder
 
     @property
     def login_policy(self) -> LoginPolicy:

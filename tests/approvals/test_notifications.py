@@ -23,6 +23,7 @@ from broker.clock import SystemClock
 from broker.db import make_session_factory
 from broker.events import EventHub
 from broker.notifications import MAX_ATTEMPTS, Targets
+from broker.refusals import RefusalRecorder
 from broker.vault import Vault
 from tests.approvals.conftest import make_request
 from tests.fixtures.broker import BrokerServer, Plant
@@ -91,8 +92,10 @@ def smtp() -> Iterator[tuple[Mailbox, int]]:
 
 
 def state_of(plant: Plant) -> BrokerState:
-    return BrokerState(settings=plant.settings, engine=plant.engine, sessions=make_session_factory(plant.engine),
-                       vault=Vault.from_key_file(plant.settings.master_key_path), hub=EventHub())
+    sessions = make_session_factory(plant.engine)
+    return BrokerState(settings=plant.settings, engine=plant.engine, sessions=sessions,
+                       vault=Vault.from_key_file(plant.settings.master_key_path), hub=EventHub(),
+                       refusals=RefusalRecorder(sessions, plant.settings.clock))
 
 
 def test_new_request_reaches_webhook_and_email(web_plant: Plant, webhook: WebhookReceiver,

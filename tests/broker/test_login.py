@@ -206,7 +206,14 @@ def test_a_gateway_token_is_refused_on_the_user_api(shared_api: Api, method: str
     response = shared_api.gateway().request(method, path, json={} if method == "POST" else None)
 
     assert_refusal(response, 401, "not_authenticated")
-    assert shared_api.plant.last_seq() == before
+    _only_the_refusal_is_audited(shared_api.plant, before, secret=shared_api.plant.gateway_token)
+
+
+def _only_the_refusal_is_audited(plant: Plant, before: int, *, secret: str) -> None:
+    """A credential used where it does not belong changes nothing but is itself in the trail (never the secret)."""
+    events = plant.audit(after_seq=before)
+    assert [(e["action"], e["details"]["status"]) for e in events] == [("api:request:refused", 401)]
+    assert secret not in str(events)
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [
@@ -225,5 +232,5 @@ def test_a_user_token_is_refused_on_the_gateway_api(shared_api: Api, method: str
     response = admin.request(method, path, json=body)
 
     assert_refusal(response, 401, "not_authenticated")
-    assert shared_api.plant.last_seq() == before
+    _only_the_refusal_is_audited(shared_api.plant, before, secret=shared_api.token("admin"))
     assert shared_api.plant.row("SELECT registered_at FROM gateways")[0] is None
