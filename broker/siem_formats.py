@@ -162,15 +162,48 @@ def syslog_timestamp(event: Mapping[str, Any]) -> str:
     return occurred_at(event).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# RFC 5425 §4.3.1: syslog receivers SHOULD take messages of up to 8192 octets, and rsyslog's default
+# maxMessageSize is 8 KiB. rsyslog reads the rest of a longer octet-counted frame as a NEW message, so text a
+# vendor chose (a long file name) would arrive as a record of its own: the forwarder stays within this.
+FORWARD_MAX_OCTETS = 8192
+_SHORTENED = " [cut]"
+
+
 def to_syslog(event: Mapping[str, Any], *, hostname: str | None, app_name: str = "gatepass",
-              procid: str | None = None) -> str:
+              procid: str | None = None, max_octets: int | None = None) -> str:
     """One RFC 5424 message (no framing): ``<PRI>1 TIMESTAMP HOST APP PROCID MSGID [gatepass@32473 ...] MSG``.
 
     The SD element carries what a SIEM keys on (seq and hash let it drop a repeat); MSG is the whole event
     as JSON. That JSON is written with ``ensure_ascii``, so MSG is plain ASCII and is sent as MSG-ANY
     without a BOM (§6.4: a BOM is required only for MSG that is UTF-8 beyond ASCII; many collectors keep
     the BOM in the text they store). PARAM-VALUEs are UTF-8 (§6.3.3), so names with accents stay readable.
+
+    With ``max_octets``, a longer message has its text values cut (each ending in " [cut]") until it fits,
+    and MSG says ``"truncated": true``; seq and hash stay whole, so the full event can be looked up.
     """
+    message = _syslog(event, hostname=hostname, app_name=app_name, procid=procid, truncated=False)
+    limit = 1024
+    while max_octets is not None and len(message.encode("utf-8", errors="replace")) > max_octets and limit:
+        limit //= 2
+        shortened = {**event, "actor": _cut(event.get("actor"), limit), "subject": _cut(event.get("subject"), limit),
+                     "site": _cut(event.get("site"), limit), "details": _cut(_details(event), limit)}
+        message = _syslog(shortened, hostname=hostname, app_name=app_name, procid=procid, truncated=True)
+    return message
+
+
+def _cut(value: Any, limit: int) -> Any:
+    """Every string in ``value`` (keys of details included) at most ``limit`` characters, marked where cut."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + _SHORTENED
+    if isinstance(value, Mapping):
+        return {_cut(str(key), limit): _cut(item, limit) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cut(item, limit) for item in value[:limit]]
+    return value
+
+
+def _syslog(event: Mapping[str, Any], *, hostname: str | None, app_name: str, procid: str | None,
+            truncated: bool) -> str:
     action = _text(event.get("action"))
     pri = FACILITY * 8 + syslog_severity(event)
     params = [("seq", event.get("seq")), ("action", action), ("outcome", event.get("outcome")),
@@ -179,7 +212,10 @@ def to_syslog(event: Mapping[str, Any], *, hostname: str | None, app_name: str =
     # PARAM-NAMEs are fixed ASCII words (no '=', ' ', ']' or '"'); a missing value is left out, not sent empty.
     sd = "[" + SD_ID + "".join(f' {name}="{sd_param_escape(_text(value))}"'
                                for name, value in params if value is not None) + "]"
-    msg = json_text(as_json(event), ascii_only=True, sort_keys=True)
+    payload = as_json(event)
+    if truncated:
+        payload["truncated"] = True
+    msg = json_text(payload, ascii_only=True, sort_keys=True)
     return (f"<{pri}>1 {syslog_timestamp(event)} {_header_field(hostname, 255)} {_header_field(app_name, 48)} "
             f"{_header_field(procid, 128)} {_header_field(_msgid(action), 32)} {sd} {msg}")
 

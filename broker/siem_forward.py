@@ -210,7 +210,8 @@ class Forwarder:
     def __init__(self, *, session_factory: sessionmaker[Session], destination: Destination, clock: Clock,
                  ssl_context: ssl.SSLContext | None = None, holder: str | None = None, hostname: str | None = None,
                  batch_size: int = 500, lease: dt.timedelta = dt.timedelta(seconds=30),
-                 ack_timeout: float = 10.0, connect_timeout: float = 5.0) -> None:
+                 ack_timeout: float = 10.0, connect_timeout: float = 5.0,
+                 max_message_octets: int = siem_formats.FORWARD_MAX_OCTETS) -> None:
         if ack_timeout + connect_timeout >= lease.total_seconds():
             raise ValueError("the lease must outlast a connect and an acknowledgement wait")
         self.session_factory = session_factory
@@ -224,6 +225,7 @@ class Forwarder:
         self.lease = lease
         self.ack_timeout = ack_timeout
         self.connect_timeout = connect_timeout
+        self.max_message_octets = max_message_octets
         self.connection: CollectorConnection | None = None
         self.stopping = threading.Event()  # set by run()'s caller: a pending acknowledgement wait gives up
 
@@ -300,8 +302,11 @@ class Forwarder:
             self.disconnect()
         if not events:
             return 0
+        # The same message as `gatepass audit export --format syslog` (controls escaped by broker/siem_escaping),
+        # cut to a size every collector takes whole: one record per event, whatever text the event holds.
         payload = b"".join(siem_formats.octet_frame(siem_formats.to_syslog(
-            event, hostname=self.hostname, procid=self.procid)) for event in events)
+            event, hostname=self.hostname, procid=self.procid, max_octets=self.max_message_octets))
+            for event in events)
         try:
             if self.connection is None:
                 self.connection = CollectorConnection.open(self.destination, self.ssl_context,

@@ -22,6 +22,7 @@ from gateway.monitor import clock_time
 from gateway.notice import NoticeSession
 from gateway.readonly import ModbusReadOnlyTunnel
 from gateway.sessions import ProxySession
+from gateway.stopping import TargetStop, sweep_connection
 from gateway.tunnels import TunnelSession, check_forward, open_tunnel
 from gateway.upstream import connect_target
 
@@ -57,6 +58,8 @@ class GatewayConnection(CertificateLogin):
         self._tunnels: set[TunnelSession] = set()
         self._grant_id: str | None = None
         self._cut: tuple[str, str | None] | None = None
+        # After a cut: stopping what the sessions started on the target; it closes the target connection.
+        self._stopping: asyncio.Task[None] | None = None
         self._closed = False
         self._refusals_reported = 0
 
@@ -79,7 +82,8 @@ class GatewayConnection(CertificateLogin):
             self.ctx.monitor.forget(self._grant_id, self)
         if not self._authorized.done():
             self._authorized.set_result(None)
-        self._close_target()
+        if self._stopping is None or self._stopping.done():
+            self._close_target()
         logger.info("connection from %s to %s closed%s", self.peer, self._asset, f": {exc}" if exc else "")
 
     async def auth_completed(self) -> None:
@@ -245,11 +249,18 @@ class GatewayConnection(CertificateLogin):
         self._cut = (reason, detail)
         self._refusal = message
         logger.info("cutting connection from %s to %s: %s", self.peer, self._asset, reason)
-        for session in list(self._sessions):
-            session.terminate(message)
+        stops = [stop for session in list(self._sessions) if (stop := session.terminate(message)) is not None]
         for tunnel in list(self._tunnels):
             tunnel.terminate()
-        self._close_target()
+        target = self._target.result() if self._target.done() else None
+        if stops and isinstance(target, asyncssh.SSHClientConnection):
+            # The client is cut now; the target connection stays until its commands are stopped (a cut must stop
+            # what the vendor started, not only the connection), bounded by the site's grace.
+            for stop in stops:
+                stop.awaits_sweep = True
+            self._stopping = asyncio.ensure_future(self._stop_target(target, stops))
+        else:
+            self._close_target()
         # Nothing reaches the target any more; the client's connection goes once its session
         # channels are closed, so the disconnect cannot overtake the stderr line (OpenSSH exits on
         # a disconnect without flushing what it still buffers).
@@ -257,6 +268,12 @@ class GatewayConnection(CertificateLogin):
             self._disconnect_task = asyncio.ensure_future(self._disconnect_when_closed(message))
         else:
             self._disconnect(message)
+
+    async def _stop_target(self, target: asyncssh.SSHClientConnection, stops: list[TargetStop]) -> None:
+        try:
+            await sweep_connection(target, stops, grace=max(stop.grace for stop in stops))
+        finally:
+            target.close()
 
     async def _disconnect_when_closed(self, message: str) -> None:
         with contextlib.suppress(TimeoutError):

@@ -244,6 +244,28 @@ def test_hostile_values_stay_one_clean_record_in_every_format(fmt: str) -> None:
         assert '\\\\n<110>1 2026-11-27T08:00:00Z broker gatepass' in match["sd"]  # the forgery is inert text
 
 
+def test_a_message_too_long_for_a_collector_is_cut_not_split() -> None:
+    """rsyslog (8 KiB by default) reads the rest of a longer frame as a new message: the forwarder cuts first."""
+    event = hostile_event()
+    whole = siem_formats.to_syslog(event, hostname="broker-1", max_octets=None)
+    assert len(whole.encode()) > 70_000
+    assert siem_formats.to_syslog(event, hostname="broker-1", max_octets=len(whole.encode())) == whole
+
+    cut = siem_formats.to_syslog(event, hostname="broker-1", max_octets=siem_formats.FORWARD_MAX_OCTETS)
+
+    assert len(cut.encode()) <= siem_formats.FORWARD_MAX_OCTETS
+    assert_one_clean_record(cut)
+    match = SYSLOG_MESSAGE.fullmatch(cut)
+    assert match, cut[:300]
+    msg = json.loads(match["msg"])
+    assert msg["truncated"] is True
+    assert (msg["seq"], msg["hash"], msg["action"]) == (event["seq"], event["hash"], event["action"])
+    assert msg["details"]["long"].endswith(" [cut]")
+    assert sd_params(cut)["seq"] == "41"
+    small = siem_formats.to_syslog(synthetic(), hostname="h", max_octets=siem_formats.FORWARD_MAX_OCTETS)
+    assert "truncated" not in json.loads(SYSLOG_MESSAGE.fullmatch(small)["msg"])  # type: ignore[index]
+
+
 def test_the_forwarder_s_frame_holds_one_clean_message() -> None:
     frame = siem_formats.octet_frame(siem_formats.to_syslog(hostile_event(), hostname="broker-1", procid="1"))
     length, _, message = frame.partition(b" ")
