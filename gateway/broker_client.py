@@ -79,11 +79,13 @@ class BrokerClient:
 
     async def session_end(
         self, session_id: str, *, reason: str, bytes_in: int, bytes_out: int, detail: str | None = None,
-        recording: RecordingInfo | None = None,
+        recording: RecordingInfo | None = None, stop: Mapping[str, Any] | None = None,
     ) -> None:
         body: dict[str, Any] = {"reason": reason, "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail}
         if recording is not None:
             body["recording"] = recording.as_json()
+        if stop is not None:  # a cut command: signals sent and what the target answered (gateway/stopping.py)
+            body["stop"] = dict(stop)
         await self._post(f"/gateway/sessions/{session_id}/end", body, lane=self._reports)
 
     async def session_event(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -14,6 +15,7 @@ from gateway.models import RecordingInfo
 from gateway.monitor import GrantMonitor
 from gateway.recording_store import RecordingStore
 from gateway.settings import GatewaySettings
+from gateway.stopping import KILL_WAIT, SWEEP_TIMEOUT, TargetStop
 
 if TYPE_CHECKING:
     from gateway.connection import GatewayConnection
@@ -114,3 +116,22 @@ def report_end(
         session_id, reason=reason, bytes_in=bytes_in, bytes_out=bytes_out, detail=detail, recording=recording
     )
     owner.ctx.spawn(report, f"reporting the end of session {session_id}")
+
+
+def report_end_after_stop(
+    owner: SessionOwner, session_id: str | None, error: str | None, bytes_in: int, bytes_out: int,
+    recording: RecordingInfo | None, *, stop: TargetStop,
+) -> None:
+    """Like ``report_end`` for a session the gateway cut while its command ran: once the target-side stop is
+    over (at most the grace, KILL's wait and two sweeps), with what was sent and what the target answered."""
+    if session_id is None:
+        return
+    reason, detail = owner.cut_reason() or ("error", error)
+
+    async def report() -> None:
+        with contextlib.suppress(TimeoutError):  # report what is known even if a step hung past its bounds
+            await asyncio.wait_for(stop.finished.wait(), stop.grace + KILL_WAIT + 2 * SWEEP_TIMEOUT + 1)
+        await owner.ctx.broker.session_end(session_id, reason=reason, bytes_in=bytes_in, bytes_out=bytes_out,
+                                           detail=detail, recording=recording, stop=stop.as_json())
+
+    owner.ctx.spawn(report(), f"reporting the end of session {session_id}")

@@ -16,11 +16,12 @@ from typing import Protocol
 import asyncssh
 from asyncssh.misc import TermModes, TermSize
 
-from gateway.context import GatewayContext, report_end
+from gateway.context import GatewayContext, report_end, report_end_after_stop
 from gateway.errors import BrokerError, BrokerRefused
 from gateway.models import Authorization
 from gateway.notice import REFUSED_EXIT_STATUS
 from gateway.recording import AsciicastRecorder, RecordingFailure, RecordingsRefused
+from gateway.stopping import KILL_WAIT, TargetStop
 from gateway.taps import ChannelTap, PassThrough, SessionInfo, TapFailure, open_tap
 from gateway.target_session import TargetSession
 
@@ -69,6 +70,9 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         # The recorder or transfer inspector; set once the broker has recorded the session's start.
         self._tap: ChannelTap = PassThrough()
         self._recording_failed = False
+        # Set when the gateway ends the session while the target still runs its command (a cut).
+        self._stop: TargetStop | None = None
+        self._target_gone = asyncio.Event()
         self.bytes_in = 0  # client -> target
         self.bytes_out = 0  # target -> client
 
@@ -154,8 +158,8 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         self._closed = True
         if self._start_task is not None and not self._start_task.done():
             self._start_task.cancel()
-        if self._upstream is not None:
-            self._upstream.close()
+        if self._upstream is not None and self._stop is None:
+            self._upstream.close()  # a stop in progress closes the target's channel itself, at its end
         client_gone = None if exc is None else str(exc)
         self._host.session_ended(self)
         recording = None
@@ -166,6 +170,11 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._report_recording_failure(exc)
         except TapFailure as exc:
             self._error = self._error or f"recording failed: {exc}"
+        if self._stop is not None:
+            # The end event says how the command ended, so it waits for the stop (bounded by the grace).
+            report_end_after_stop(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out,
+                                  recording, stop=self._stop)
+            return
         report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out, recording,
                    client_gone=client_gone)
 
@@ -185,14 +194,53 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         self._tap.note(message)
         self._notice(message)
 
-    def terminate(self, message: str, status: int = CUT_EXIT_STATUS) -> None:
-        """Write ``message`` to stderr, send the exit status and close both channels."""
+    def terminate(self, message: str, status: int = CUT_EXIT_STATUS) -> TargetStop | None:
+        """Write ``message`` to stderr, send the exit status and close the client's channel now; stop the
+        target's command behind it (TERM, KILL after the site's grace, close). Returns that stop, if any."""
         self._tap.note(message)
         self._notice(message)
+        stop = self._stop_target()
+        if stop is not None:
+            line = (f"gatepass: the commands of this session on {self._auth.asset} are being stopped (TERM now, "
+                    f"KILL after {stop.grace:g} s)")
+            self._tap.note(line)
+            self._notice(line)
         if self._chan is not None and not self._closed:
             self._chan.exit(status)
-        if self._upstream is not None:
+        if self._upstream is not None and stop is None:
             self._upstream.close()
+        return stop
+
+    def _stop_target(self) -> TargetStop | None:
+        """Ask the target to end a running shell/exec command (RFC 4254 §6.9 signal), in the background."""
+        upstream = self._upstream
+        if upstream is None or self._stop is not None or self.kind not in ("shell", "exec"):
+            return None
+        self._stop = TargetStop(grace=self._auth.cut_grace, exit=self._exit_text())
+        self._send_signal(upstream, self._stop, "TERM")
+        self._host.ctx.spawn(self._finish_stop(upstream, self._stop), f"stopping session {self._session_id}")
+        return self._stop
+
+    @staticmethod
+    def _send_signal(upstream: asyncssh.SSHClientChannel[bytes], stop: TargetStop, signal: str) -> None:
+        with contextlib.suppress(OSError, asyncssh.Error):  # the channel is closing already
+            upstream.send_signal(signal)
+            stop.signals.append(signal)
+
+    async def _finish_stop(self, upstream: asyncssh.SSHClientChannel[bytes], stop: TargetStop) -> None:
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._target_gone.wait(), stop.grace)
+            if not self._target_gone.is_set():
+                self._send_signal(upstream, stop, "KILL")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._target_gone.wait(), KILL_WAIT)
+            stop.confirmed = self._target_gone.is_set() and stop.exit is not None
+            upstream.close()
+        finally:
+            stop.channel_done.set()
+            if not stop.awaits_sweep:
+                stop.finished.set()
 
     def _notice(self, message: str) -> None:
         if self._chan is None or self._closed:
@@ -312,7 +360,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
                       f"reporting the recording failure of session {session_id}")
 
     def target_data(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self._chan is None or self._closed:
+        if self._chan is None or self._closed or self._stop is not None:  # cut: nothing more reaches the client
             return
         self.bytes_out += len(data)
         try:
@@ -324,15 +372,24 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._chan.write(data, datatype)
 
     def target_eof(self) -> None:
-        if self._chan is not None and not self._closed:
+        if self._chan is not None and not self._closed and self._stop is None:
             self._chan.write_eof()
 
     def target_exit(self, status: int | None, signal: tuple[str, bool, str] | None) -> None:
         self._exit_status, self._exit_signal = status, signal
+        if self._stop is not None:
+            self._stop.exit = self._exit_text()
+
+    def _exit_text(self) -> str | None:
+        """How the target said its command ended: ``signal TERM``, ``status 0``, or None (not yet)."""
+        if self._exit_signal is not None:
+            return f"signal {self._exit_signal[0]}"
+        return None if self._exit_status is None else f"status {self._exit_status}"
 
     def target_closed(self, exc: Exception | None) -> None:
         self._upstream = None
-        if self._chan is None or self._closed:
+        self._target_gone.set()
+        if self._chan is None or self._closed or self._stop is not None:
             return
         # Always end the client's channel with a status, or the client waits forever (FIELD-NOTES).
         if self._exit_signal is not None:
