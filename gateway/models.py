@@ -77,6 +77,19 @@ class Target:
         )
 
 
+# How long a cut command has between TERM and KILL when the broker does not say (Site.cut_grace_ms).
+DEFAULT_CUT_GRACE = 2.0
+MAX_CUT_GRACE_MS = 30_000
+
+
+def _cut_grace(value: Any) -> float:
+    if value is None:
+        return DEFAULT_CUT_GRACE
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_CUT_GRACE_MS:
+        raise BrokerProtocolError("the broker's authorization has an invalid 'cut_grace_ms'")
+    return value / 1000
+
+
 @dataclass(frozen=True)
 class Authorization:
     grant_id: str
@@ -99,6 +112,8 @@ class Authorization:
     # SFTP/scp may write to the target (download-only unless the broker says "both": deny by default).
     record_input: bool = True
     download_only: bool = True
+    # Seconds a cut command has between TERM and KILL (site policy "cut grace"; gateway/stopping.py).
+    cut_grace: float = DEFAULT_CUT_GRACE
 
     @classmethod
     def from_json(cls, data: Any) -> Authorization:
@@ -124,6 +139,7 @@ class Authorization:
             read_only=bool(_field(obj, "read_only", bool, optional=True)),
             record_input=obj.get("record_input") is not False,
             download_only=obj.get("transfers") != "both",
+            cut_grace=_cut_grace(obj.get("cut_grace_ms")),
         )
 
 

@@ -42,6 +42,7 @@ class FakeGrant:
     read_only: bool = False
     record_input: bool = True
     transfers: str = "both"
+    cut_grace_ms: int | None = None  # None: not sent, as an older broker would not
 
 
 @dataclass
@@ -198,6 +199,7 @@ class FakeBroker:
                     "read_only": grant.read_only,
                     "record_input": grant.record_input,
                     "transfers": grant.transfers,
+                    **({} if grant.cut_grace_ms is None else {"cut_grace_ms": grant.cut_grace_ms}),
                 }
             )
 

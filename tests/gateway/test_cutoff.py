@@ -6,6 +6,7 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -22,6 +23,14 @@ async def _long_command(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClien
     process = await conn.create_process("echo started; sleep 30")
     assert await asyncio.wait_for(process.stdout.readline(), 5) == "started\n"
     return process
+
+
+async def _ended(broker: FakeBroker, count: int = 1, timeout: float = 5) -> list[dict[str, Any]]:
+    """The session ends the broker heard of, once there are ``count`` (a cut command's end waits for its stop)."""
+    deadline = time.monotonic() + timeout
+    while len(broker.ended) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return list(broker.ended.values())
 
 
 async def _wait_cut(process: asyncssh.SSHClientProcess[str], limit: float = 3.0) -> tuple[float, str, int | None]:
@@ -56,9 +65,11 @@ async def test_revocation_event_cuts_within_a_second(
     assert says in stderr
     assert status == 255
     await asyncio.wait_for(conn.wait_closed(), 1)
-    await asyncio.sleep(0.2)
-    (session_id,) = broker.ended
-    assert broker.ended[session_id]["reason"] == recorded
+    (end,) = await _ended(broker)
+    assert end["reason"] == recorded
+    # The command got TERM behind the cut, and the target confirmed it ended (issue 15).
+    assert end["stop"]["signals"] == ["TERM"]
+    assert end["stop"]["exit"] == "signal TERM"
 
 
 async def test_grant_end_cuts_on_the_gateways_own_timer(
@@ -72,8 +83,7 @@ async def test_grant_end_cuts_on_the_gateways_own_timer(
     assert 0 <= late < 0.5
     assert f"access to hmi-01 ended: the grant expired at {vendor.grant.ends_at:%H:%M} UTC" in stderr
     assert status == 255
-    await asyncio.sleep(0.2)
-    assert [end["reason"] for end in broker.ended.values()] == ["expired"]
+    assert [end["reason"] for end in await _ended(broker)] == ["expired"]
 
 
 async def test_connection_without_sessions_is_cut_too(grant_for: GrantFactory, sshd_target: OpenSSHServer) -> None:

@@ -1,0 +1,175 @@
+"""A cut stops what the vendor started on the target, not only the connection (issue 15).
+
+A real OpenSSH sshd logs in a dedicated unprivileged user (``TARGET_LOGIN``), so every process of that login
+on this machine is the vendor's and ``ps -u`` tells whether anything survived the cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+
+from tests.fixtures.sshd import TARGET_LOGIN, OpenSSHServer, start_sshd
+from tests.gateway.conftest import GrantFactory, Vendor, sshd_credential
+from tests.gateway.fake_broker import FakeBroker
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+# A shell loop, a job put in the background by an exec (it outlives a TERM of its shell), a plain command.
+EXEC_COMMANDS = {
+    "sleep": "echo started; sleep 600",
+    "loop": "echo started; while :; do sleep 1; done",
+    "background": "sleep 600 & echo started; wait",
+}
+
+
+def login_processes() -> list[str]:
+    """Live processes of the target login (zombies are already dead: only their exit status is left)."""
+    listing = subprocess.run(["ps", "-u", TARGET_LOGIN, "-o", "pid=,stat=,args="], capture_output=True,
+                             text=True, check=False).stdout
+    return [line.strip() for line in listing.splitlines() if line.split()[1:2] and "Z" not in line.split()[1]]
+
+
+def kill_login_processes() -> None:
+    subprocess.run(["pkill", "-KILL", "-u", TARGET_LOGIN], check=False)
+
+
+async def wait_until_gone(deadline: float) -> list[str]:
+    """Poll until the login has no process or ``deadline`` (loop time) passed; what is left."""
+    loop = asyncio.get_running_loop()
+    while (left := login_processes()) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    return left
+
+
+async def wait_for_process(pattern: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(pattern in line for line in login_processes()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{pattern!r} never ran on the target: {login_processes()}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_ended(broker: FakeBroker, count: int, timeout: float = 10) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while len(broker.ended) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(broker.ended)} of {count} session ends reported: {broker.ended}")
+        await asyncio.sleep(0.05)
+    return {broker.sessions[sid].get("command") or broker.sessions[sid]["kind"]: end
+            for sid, end in broker.ended.items()}
+
+
+@pytest.fixture
+def login_target(tmp_path: Path) -> Iterator[OpenSSHServer]:
+    kill_login_processes()
+    server = start_sshd(tmp_path / "sshd", username=TARGET_LOGIN)
+    try:
+        yield server
+    finally:
+        server.stop()
+        kill_login_processes()
+
+
+async def start_everything(vendor: Vendor) -> tuple[asyncssh.SSHClientConnection, list[asyncssh.SSHClientProcess[str]]]:
+    """One connection running each exec command and an interactive shell with a running child."""
+    conn = await vendor.connect()
+    processes = []
+    for command in EXEC_COMMANDS.values():
+        process = await conn.create_process(command)
+        assert await asyncio.wait_for(process.stdout.readline(), 5) == "started\n"
+        processes.append(process)
+    shell = await conn.create_process(term_type="xterm", term_size=(80, 24))
+    shell.stdin.write("sleep 700\n")
+    await wait_for_process("sleep 700")
+    processes.append(shell)
+    await wait_for_process("sleep 600")
+    return conn, processes
+
+
+@pytest.mark.parametrize("reason", ["revoked", "lockdown", "expired"])
+async def test_a_cut_leaves_no_process_of_the_vendor_on_the_target(
+    grant_for: GrantFactory, login_target: OpenSSHServer, broker: FakeBroker, reason: str
+) -> None:
+    vendor = grant_for(sshd_credential(login_target), seconds=6 if reason == "expired" else 600)
+    loop = asyncio.get_running_loop()
+    _conn, processes = await start_everything(vendor)
+    if reason == "expired":
+        remaining = (vendor.grant.ends_at - datetime.now(UTC)).total_seconds()
+        assert remaining > 0, "setting the sessions up took longer than the grant"
+        cut_at = loop.time() + remaining
+    else:
+        cut_at = loop.time()
+        broker.revoke(vendor.grant.grant_id, reason)
+
+    results = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in processes)), 10)
+    assert loop.time() - cut_at < 1.0, "the vendor's channels must close within a second (invariant 2)"
+    for result in results:
+        assert result.exit_status == 255
+        assert "the commands of this session on hmi-01 are being stopped (TERM now, KILL after 2 s)" in str(
+            result.stderr)
+
+    left = await wait_until_gone(cut_at + 3.0)
+    assert left == [], f"still running on the target 3 s after the cut: {left}"
+
+    ends = await wait_ended(broker, 4)
+    assert {end["reason"] for end in ends.values()} == {reason}
+    for end in ends.values():
+        stop = end["stop"]
+        assert stop["signals"][0] == "TERM"
+        assert stop["grace_ms"] == 2000
+        assert stop["swept"]["TERM"] >= 1, stop  # at least the background job: it was not the shell's child
+        assert stop["sweep_error"] is None
+    # An interactive bash ignores TERM: it gets KILL after the grace, and its PTY's hangup ends its child.
+    assert ends["shell"]["stop"]["signals"] == ["TERM", "KILL"]
+    assert ends["shell"]["stop"]["exit"] == "signal KILL"
+    assert ends["shell"]["stop"]["confirmed"] is True
+    # A plain command ends on TERM, and the target says so.
+    assert ends[EXEC_COMMANDS["sleep"]]["stop"]["signals"] == ["TERM"]
+    assert ends[EXEC_COMMANDS["sleep"]]["stop"]["exit"] == "signal TERM"
+    assert ends[EXEC_COMMANDS["sleep"]]["stop"]["confirmed"] is True
+
+
+async def test_a_command_that_ignores_term_gets_kill_after_the_sites_grace(
+    grant_for: GrantFactory, login_target: OpenSSHServer, broker: FakeBroker
+) -> None:
+    vendor = grant_for(sshd_credential(login_target))
+    vendor.grant.cut_grace_ms = 300
+    conn = await vendor.connect()
+    # An ignored signal stays ignored across exec: neither the shell nor sleep hears TERM.
+    process = await conn.create_process("trap '' TERM; echo started; sleep 600; echo after")
+    assert await asyncio.wait_for(process.stdout.readline(), 5) == "started\n"
+    loop = asyncio.get_running_loop()
+    cut_at = loop.time()
+    broker.revoke(vendor.grant.grant_id)
+    result = await asyncio.wait_for(process.wait(), 2)
+    assert "KILL after 0.3 s" in str(result.stderr)
+    left = await wait_until_gone(cut_at + 1.5)  # well inside the default grace of 2 s
+    assert left == []
+    (end,) = (await wait_ended(broker, 1)).values()
+    assert end["stop"]["signals"] == ["TERM", "KILL"]
+    assert end["stop"]["grace_ms"] == 300
+    assert end["stop"]["exit"] == "signal KILL"
+    assert end["stop"]["confirmed"] is True
+
+
+async def test_a_session_that_ends_by_itself_sends_no_signal(
+    grant_for: GrantFactory, login_target: OpenSSHServer, broker: FakeBroker
+) -> None:
+    vendor = grant_for(sshd_credential(login_target))
+    async with await vendor.connect() as conn:
+        result = await asyncio.wait_for(conn.run("echo done"), 5)
+    assert result.stdout == "done\n"
+    assert result.stderr == ""
+    (end,) = (await wait_ended(broker, 1)).values()
+    assert end["reason"] == "client_closed"
+    assert "stop" not in end
+
