@@ -59,11 +59,11 @@ def migrate(settings: Settings) -> None:
 
 def add_site(settings: Settings, *, name: str, approvals_required: int, max_window: str,
              maintenance_windows: list[str] | None = None, record_input: bool = True,
-             transfers: str = "both") -> None:
+             transfers: str = "both", exec_upload_limit: int = inventory.DEFAULT_EXEC_UPLOAD_LIMIT) -> None:
     run(settings, lambda session, _vault: inventory.create_site(
         session, now=settings.clock.now(), actor=operator_name(), name=name,
         approvals_required=approvals_required, max_window=max_window, maintenance_windows=maintenance_windows,
-        record_input=record_input, transfers=transfers))
+        record_input=record_input, transfers=transfers, exec_upload_limit=exec_upload_limit))
 
 
 def update_site(settings: Settings, *, name: str, **policy: Any) -> dict[str, dict[str, Any]]:
@@ -75,6 +75,12 @@ def update_site(settings: Settings, *, name: str, **policy: Any) -> dict[str, di
 def add_asset(settings: Settings, **fields: object) -> None:
     run(settings, lambda session, vault: inventory.create_asset(
         session, vault=vault, now=settings.clock.now(), actor=operator_name(), **fields))  # type: ignore[arg-type]
+
+
+def update_asset(settings: Settings, *, name: str, **policy: Any) -> dict[str, dict[str, Any]]:
+    """Change an asset's policy (``inventory.update_asset``); returns what changed, old and new."""
+    return run(settings, lambda session, _vault: inventory.update_asset(
+        session, now=settings.clock.now(), actor=operator_name(), name=name, **policy))
 
 
 def add_user(settings: Settings, **fields: object) -> NewCredentials | None:

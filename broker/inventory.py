@@ -25,6 +25,42 @@ HIGH_CRITICALITY_APPROVALS = 2
 
 
 TRANSFERS = ("both", "download_only")
+# Download-only sites: what a command without a PTY may take from the client (bytes). More than 1 GiB is no
+# longer a limit on uploads at all; 0 is allowed (no input at all for such commands).
+DEFAULT_EXEC_UPLOAD_LIMIT = 65536
+MAX_EXEC_UPLOAD_LIMIT = 1024**3
+_SIZE = re.compile(r"^(?P<number>[0-9]{1,12})\s*(?P<unit>|b|k|kb|kib|m|mb|mib|g|gb|gib)$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+# Client environment variables an asset may accept: a plain name, and none of those that change what the
+# target's shell or loader runs (a variable is a program's input; these are its code).
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_DANGEROUS_ENV = {
+    "PATH": "it decides which programs the target runs",
+    "IFS": "it changes how the target's shell splits every command",
+    "BASH_ENV": "bash runs the file it names before every command",
+    "ENV": "sh runs the file it names at start",
+    "SHELLOPTS": "it switches on shell options before any command runs",
+    "BASHOPTS": "it switches on shell options before any command runs",
+    "PS4": "bash expands it, running commands, when tracing",
+    "PROMPT_COMMAND": "bash runs it before every prompt",
+    "HOME": "it decides which start-up files the target's shell reads",
+    "SHELL": "it decides which shell the target starts",
+    "PYTHONPATH": "it loads Python code into the target's programs",
+    "PYTHONSTARTUP": "it loads Python code into the target's programs",
+    "PERL5LIB": "it loads Perl code into the target's programs",
+    "PERL5OPT": "it loads Perl code into the target's programs",
+    "RUBYOPT": "it loads Ruby code into the target's programs",
+    "NODE_OPTIONS": "it loads code into the target's Node.js programs",
+    "GCONV_PATH": "it loads shared libraries into the target's programs",
+    "TMPDIR": "it moves where the target's programs write temporary files",
+}
+_DANGEROUS_ENV_PREFIXES = {
+    "LD_": "the dynamic loader runs the libraries it names in every program",
+    "DYLD_": "the dynamic loader runs the libraries it names in every program",
+    "BASH_FUNC_": "bash imports it as a function",
+    "MALLOC_": "it changes how every program's memory allocator behaves",
+    "GLIBC_": "it changes how every program's C library behaves",
+}
 MAX_MAINTENANCE_WINDOWS = 20
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WINDOW_SPEC = re.compile(r"^(?P<days>\S+)\s+(?P<start>\d{2}:\d{2})-(?P<end>\d{2}:\d{2})$")
@@ -137,11 +173,43 @@ def within_maintenance_windows(specs: list[str], *, start: dt.datetime, end: dt.
 # --- sites ----------------------------------------------------------------------------------------------
 
 
-def _check_site_policy(*, approvals_required: int | None = None, transfers: str | None = None) -> None:
+def _check_site_policy(*, approvals_required: int | None = None, transfers: str | None = None,
+                       exec_upload_limit: int | None = None) -> None:
     if approvals_required is not None and not 1 <= approvals_required <= 5:
         raise InvalidInput(f"approvals required must be between 1 and 5, not {approvals_required}")
     if transfers is not None and transfers not in TRANSFERS:
         raise InvalidInput(f"transfers '{transfers}' does not exist: choose both or download-only")
+    if exec_upload_limit is not None and not 0 <= exec_upload_limit <= MAX_EXEC_UPLOAD_LIMIT:
+        raise InvalidInput(f"an exec upload limit of {exec_upload_limit} bytes is out of range: "
+                           f"0 to {MAX_EXEC_UPLOAD_LIMIT} (1 GiB)")
+
+
+def parse_size(text: str) -> int:
+    """``65536``, ``64k``, ``64KiB``, ``1M``, ``1GiB`` (binary units) as bytes; refuses anything else with a reason."""
+    match = _SIZE.match((text or "").strip())
+    if not match:
+        raise InvalidInput(f"'{(text or '')[:40]}' is not a size: write bytes, or a number with k, M or G "
+                           "(binary: 64k = 65536 bytes), e.g. 65536 or 64k")
+    return int(match["number"]) * _SIZE_UNITS[match["unit"][:1].lower()]
+
+
+def check_passed_env(names: list[str]) -> list[str]:
+    """Environment variable names an asset accepts from clients: exact, plain names, none that changes what the
+    target runs (LD_*, PATH, IFS, BASH_ENV, …); duplicates removed, order kept."""
+    checked: list[str] = []
+    for name in names:
+        if not ENV_NAME.match(name or ""):
+            raise InvalidInput(f"'{(name or '')[:40]}' is not an environment variable name: use capital letters, "
+                               "digits and _ (not first a digit), e.g. LC_ALL")
+        why = _DANGEROUS_ENV.get(name) or next(
+            (reason for prefix, reason in _DANGEROUS_ENV_PREFIXES.items() if name.startswith(prefix)), None)
+        if why is not None:
+            raise InvalidInput(f"{name} cannot be passed from a vendor's client to a machine: {why}")
+        if name not in checked:
+            checked.append(name)
+    if len(checked) > 32:
+        raise InvalidInput(f"{len(checked)} environment variables are too many for one asset: at most 32")
+    return checked
 
 
 def _max_window(max_window: str) -> dt.timedelta:
@@ -154,35 +222,39 @@ def _max_window(max_window: str) -> dt.timedelta:
 def create_site(
     session: Session, *, now: dt.datetime, actor: str, name: str, approvals_required: int = 1,
     max_window: str = "8h", maintenance_windows: list[str] | None = None, record_input: bool = True,
-    transfers: str = "both",
+    transfers: str = "both", exec_upload_limit: int = DEFAULT_EXEC_UPLOAD_LIMIT,
 ) -> Site:
     check_name(name, what="site")
-    _check_site_policy(approvals_required=approvals_required, transfers=transfers)
+    _check_site_policy(approvals_required=approvals_required, transfers=transfers,
+                       exec_upload_limit=exec_upload_limit)
     window = _max_window(max_window)
     windows = check_maintenance_windows(maintenance_windows or [])
     if session.scalar(select(Site).where(Site.name == name)) is not None:
         raise Conflict(f"a site named '{name}' already exists")
     site = Site(name=name, approvals_required=approvals_required,
                 max_window_seconds=int(window.total_seconds()), locked_down=False, created_at=now,
-                maintenance_windows=windows, record_input=record_input, transfers=transfers)
+                maintenance_windows=windows, record_input=record_input, transfers=transfers,
+                exec_upload_limit=exec_upload_limit)
     session.add(site)
     audit.record(session, now=now, action=Action.SITE_CREATED, actor=actor, subject=name, site=name,
                  details={"approvals_required": approvals_required, "max_window": format_duration(window),
-                          "maintenance_windows": windows, "record_input": record_input, "transfers": transfers})
+                          "maintenance_windows": windows, "record_input": record_input, "transfers": transfers,
+                          "exec_upload_limit": exec_upload_limit})
     return site
 
 
 def update_site(
     session: Session, *, now: dt.datetime, actor: str, name: str, approvals_required: int | None = None,
     max_window: str | None = None, maintenance_windows: list[str] | None = None, record_input: bool | None = None,
-    transfers: str | None = None,
+    transfers: str | None = None, exec_upload_limit: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Change a site's policy; fields left as None stay. Audited with each changed field's old and new value
     (returned too); a call that changes nothing writes no event."""
     site = session.scalar(select(Site).where(Site.name == name))
     if site is None:
         raise NotFound(f"there is no site named '{name}'")
-    _check_site_policy(approvals_required=approvals_required, transfers=transfers)
+    _check_site_policy(approvals_required=approvals_required, transfers=transfers,
+                       exec_upload_limit=exec_upload_limit)
     window = _max_window(max_window) if max_window is not None else None
     wanted: dict[str, Any] = {
         "approvals_required": approvals_required,
@@ -191,6 +263,7 @@ def update_site(
         if maintenance_windows is not None else None,
         "record_input": record_input,
         "transfers": transfers,
+        "exec_upload_limit": exec_upload_limit,
     }
     changes: dict[str, dict[str, Any]] = {}
     for field_name, new in wanted.items():
@@ -213,9 +286,10 @@ def create_asset(
     session: Session, *, vault: Vault, now: dt.datetime, actor: str, name: str, site: str, host: str,
     criticality: str = "low", ssh_port: int | None = None, ssh_user: str | None = None,
     ssh_password: str | None = None, ssh_private_key: str | None = None, host_key: str | None = None,
-    tcp_ports: list[int] | None = None,
+    tcp_ports: list[int] | None = None, passed_env: list[str] | None = None,
 ) -> Asset:
     check_name(name, what="asset")
+    env_names = check_passed_env(passed_env or [])
     site_row = session.scalar(select(Site).where(Site.name == site))
     if site_row is None:
         raise NotFound(f"there is no site named '{site}': add it first with `gatepass admin site add {site}`")
@@ -231,7 +305,7 @@ def create_asset(
             raise InvalidInput(f"port {port} is out of range: ports are 1-65535")
 
     asset = Asset(name=name, site_id=site_row.id, host=host, criticality=criticality, tcp_ports=ports,
-                  created_at=now)
+                  passed_env=env_names, created_at=now)
     if ssh_port is not None:
         if not ssh_user:
             raise InvalidInput("an SSH service needs --ssh-user: the account the gateway logs in as")
@@ -260,9 +334,26 @@ def create_asset(
         session, now=now, action=Action.ASSET_CREATED, actor=actor, subject=name, site=site,
         # Never the credential: only which kind is vaulted.
         details={"host": host, "criticality": criticality, "ssh_port": ssh_port, "tcp_ports": ports,
-                 "credential": asset.credential_kind},
+                 "credential": asset.credential_kind, "passed_env": env_names},
     )
     return asset
+
+
+def update_asset(session: Session, *, now: dt.datetime, actor: str, name: str,
+                 passed_env: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Change an asset's policy; fields left as None stay. Audited with each changed field's old and new value
+    (returned too); a call that changes nothing writes no event."""
+    asset = get_asset(session, name)
+    changes: dict[str, dict[str, Any]] = {}
+    if passed_env is not None:
+        names = check_passed_env(passed_env)
+        if names != list(asset.passed_env or []):
+            changes["passed_env"] = {"old": list(asset.passed_env or []), "new": names}
+            asset.passed_env = names
+    if changes:
+        audit.record(session, now=now, action=Action.ASSET_UPDATED, actor=actor, subject=name,
+                     site=asset.site.name, details=changes)
+    return changes
 
 
 def normalise_public_key(text: str, *, what: str) -> str:

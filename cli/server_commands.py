@@ -127,8 +127,16 @@ def _add_admin(subparsers: Subparsers) -> None:
     asset_add.add_argument("--host-key", help='the target\'s SSH host key, "ssh-ed25519 AAAA…" '
                            "(if omitted, it is read from the target now and its fingerprint printed)")
     asset_add.add_argument("--tcp-port", type=int, action="append", default=[], dest="tcp_ports")
+    _asset_policy_options(asset_add)
     _data_option(asset_add)
     asset_add.set_defaults(func=_guarded(_asset_add))
+    asset_set = asset.add_parser("set", help="change an asset's policy (only the options given change)")
+    asset_set.add_argument("name")
+    _asset_policy_options(asset_set)
+    asset_set.add_argument("--no-pass-env", action="store_true",
+                           help="pass no client environment variable to this asset (the default)")
+    _data_option(asset_set)
+    asset_set.set_defaults(func=_guarded(_asset_set))
 
     user = objects.add_parser("user", help="people, service accounts and AI agents").add_subparsers(
         dest="verb", required=True)
@@ -179,6 +187,15 @@ def _site_policy_options(parser: argparse.ArgumentParser) -> None:
                         help="record what vendors type as well as what they see (default on)")
     parser.add_argument("--transfers", choices=["both", "download-only"],
                         help="whether SFTP/scp may write to the site's machines (default both)")
+    parser.add_argument("--exec-upload-limit", metavar="SIZE",
+                        help="on a download-only site, the most input a command without a terminal may take from "
+                             "the vendor before it is cut as an upload, e.g. 64k or 1M (default 64k)")
+
+
+def _asset_policy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pass-env", action="append", dest="pass_env", metavar="NAME",
+                        help="a client environment variable passed to this machine, by exact name, e.g. LC_ALL "
+                             "(repeat for several; none by default; with `set` the list replaces the old one)")
 
 
 def _data_option(parser: argparse.ArgumentParser) -> None:
@@ -284,9 +301,13 @@ def _site_add(args: argparse.Namespace) -> int:
     from broker import admin
 
     windows = args.maintenance_windows or []
+    from broker.inventory import DEFAULT_EXEC_UPLOAD_LIMIT, parse_size
+
+    limit = DEFAULT_EXEC_UPLOAD_LIMIT if args.exec_upload_limit is None else parse_size(args.exec_upload_limit)
     admin.add_site(_settings(args), name=args.name, approvals_required=args.approvals_required,
                    max_window=args.max_window, maintenance_windows=windows,
-                   record_input=args.record_input != "off", transfers=(args.transfers or "both").replace("-", "_"))
+                   record_input=args.record_input != "off", transfers=(args.transfers or "both").replace("-", "_"),
+                   exec_upload_limit=limit)
     print(f"Added site {args.name} ({args.approvals_required} approval(s) required, windows up to {args.max_window})")
     if windows:
         print(f"  maintenance windows (UTC): {', '.join(windows)}")
@@ -300,11 +321,14 @@ def _site_set(args: argparse.Namespace) -> int:
         print("gatepass: give either --maintenance-window or --no-maintenance-window, not both", file=sys.stderr)
         return 2
     windows = [] if args.no_maintenance_window else args.maintenance_windows
+    from broker.inventory import parse_size
+
+    limit = None if args.exec_upload_limit is None else parse_size(args.exec_upload_limit)
     changes = admin.update_site(
         _settings(args), name=args.name, approvals_required=args.approvals_required, max_window=args.max_window,
         maintenance_windows=windows,
         record_input=None if args.record_input is None else args.record_input == "on",
-        transfers=None if args.transfers is None else args.transfers.replace("-", "_"))
+        transfers=None if args.transfers is None else args.transfers.replace("-", "_"), exec_upload_limit=limit)
     if not changes:
         print(f"Site {args.name} unchanged (it already had that policy).")
     for field_name, change in changes.items():
@@ -325,7 +349,8 @@ def _asset_add(args: argparse.Namespace) -> int:
 
     fields: dict[str, Any] = {"name": args.name, "site": args.site, "host": args.host,
                               "criticality": args.criticality, "ssh_port": args.ssh_port, "ssh_user": args.ssh_user,
-                              "host_key": args.host_key, "tcp_ports": args.tcp_ports}
+                              "host_key": args.host_key, "tcp_ports": args.tcp_ports,
+                              "passed_env": args.pass_env or []}
     if args.ssh_password_file:
         fields["ssh_password"] = args.ssh_password_file.read_text().rstrip("\n")
     if args.ssh_key_file:
@@ -340,6 +365,21 @@ def _asset_add(args: argparse.Namespace) -> int:
     admin.add_asset(_settings(args), **fields)
     services = (["ssh"] if args.ssh_port else []) + [f"tcp/{p}" for p in args.tcp_ports]
     print(f"Added asset {args.name} at {args.host} in {args.site} ({', '.join(services) or 'no services'})")
+    return 0
+
+
+def _asset_set(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    if args.no_pass_env and args.pass_env:
+        print("gatepass: give either --pass-env or --no-pass-env, not both", file=sys.stderr)
+        return 2
+    names = [] if args.no_pass_env else args.pass_env
+    changes = admin.update_asset(_settings(args), name=args.name, passed_env=names)
+    if not changes:
+        print(f"Asset {args.name} unchanged (it already had that policy).")
+    for field_name, change in changes.items():
+        print(f"Asset {args.name}: {field_name.replace('_', ' ')} {_shown(change['old'])} -> {_shown(change['new'])}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,6 +91,28 @@ def _cut_grace(value: Any) -> float:
     return value / 1000
 
 
+# What a command without a PTY may take from the client on a download-only site when the broker does not say.
+DEFAULT_EXEC_UPLOAD_LIMIT = 65536
+# An environment variable's name as the broker allows it (broker/inventory.py checks the same pattern).
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def _upload_limit(value: Any) -> int:
+    if value is None:
+        return DEFAULT_EXEC_UPLOAD_LIMIT
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BrokerProtocolError("the broker's authorization has an invalid 'exec_upload_limit'")
+    return value
+
+
+def _env_names(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(n, str) and ENV_NAME.fullmatch(n) for n in value):
+        raise BrokerProtocolError("the broker's authorization has an invalid 'passed_env'")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Authorization:
     grant_id: str
@@ -112,6 +135,11 @@ class Authorization:
     # SFTP/scp may write to the target (download-only unless the broker says "both": deny by default).
     record_input: bool = True
     download_only: bool = True
+    # Download-only sites: the most bytes a command without a PTY may take from the client before the session
+    # is cut (an upload by other means: `cat > FILE`, rsync, dd). An older broker does not send it: 64 KiB.
+    exec_upload_limit: int = DEFAULT_EXEC_UPLOAD_LIMIT
+    # Client environment variables the asset lets through to the target, by exact name; none unless listed.
+    passed_env: tuple[str, ...] = ()
     # Seconds a cut command has between TERM and KILL (site policy "cut grace"; gateway/stopping.py).
     cut_grace: float = DEFAULT_CUT_GRACE
 
@@ -139,6 +167,8 @@ class Authorization:
             read_only=bool(_field(obj, "read_only", bool, optional=True)),
             record_input=obj.get("record_input") is not False,
             download_only=obj.get("transfers") != "both",
+            exec_upload_limit=_upload_limit(obj.get("exec_upload_limit")),
+            passed_env=_env_names(obj.get("passed_env")),
             cut_grace=_cut_grace(obj.get("cut_grace_ms")),
         )
 

@@ -74,6 +74,24 @@ def parse_scp_command(command: str) -> ScpCommand | None:
     return ScpCommand(upload=upload, paths=tuple(paths), into_directory="d" in letters, recursive="r" in letters or odd)
 
 
+def scp_command_in(command: str | None, *, upload: bool) -> ScpCommand:
+    """The scp invocation somewhere in ``command`` (``env scp -t DIR``, ``sh -c 'scp -f x'``), as far as it can be
+    read, for the paths in events; the direction comes from the bytes (``upload``), never from the command."""
+    found: ScpCommand | None = None
+    if command:
+        try:
+            argv = shlex.split(command)
+        except ValueError:
+            argv = command.split()
+        for index, arg in enumerate(argv):
+            if posixpath.basename(arg) == "scp" and (found := parse_scp_command(shlex.join(argv[index:]))):
+                break
+    if found is None:
+        return ScpCommand(upload=upload, paths=(), into_directory=True, recursive=True)
+    return ScpCommand(upload=upload, paths=found.paths, into_directory=found.into_directory,
+                      recursive=found.recursive)
+
+
 class _Phase(enum.Enum):
     LINE = "a control line"
     DATA = "file data"

@@ -22,15 +22,15 @@ from gateway.models import Authorization
 from gateway.notice import REFUSED_EXIT_STATUS
 from gateway.recording import AsciicastRecorder, RecordingFailure, RecordingsRefused
 from gateway.stopping import KILL_WAIT, TargetStop
-from gateway.taps import ChannelTap, PassThrough, SessionInfo, TapFailure, open_tap
+from gateway.taps import ChannelTap, PassThrough, SessionInfo, TapFailure, open_tap, recorder_inside
 from gateway.target_session import TargetSession
 
 logger = logging.getLogger("gatepass.gateway.sessions")
 
 # Exit status sent when the gateway ends a session: what ssh itself returns for a lost connection.
 CUT_EXIT_STATUS = 255
-# Locale variables only; anything else a client sends (LD_PRELOAD, PATH…) stays at the gateway.
-_PASSED_ENV_PREFIXES = ("LANG", "LC_")
+# Client environment variables stay at the gateway unless the asset names them (Authorization.passed_env, exact
+# names checked by the broker): a variable is input to what runs on the target (LC_* once carried Shellshock).
 
 
 class SessionHost(Protocol):
@@ -186,7 +186,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
 
     def recording_failed(self, error: str) -> None:
         """Recordings at this session's site cannot be written: end it if it is recorded (fail closed)."""
-        if isinstance(self._tap, AsciicastRecorder):
+        if isinstance(self._tap, AsciicastRecorder) or recorder_inside(self._tap):
             self._end_unrecorded(RecordingFailure(error))
 
     def warn(self, message: str) -> None:
@@ -272,7 +272,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         try:
             self._tap = open_tap(ctx, SessionInfo(
                 session_id=self._session_id, auth=auth, kind=self.kind or "exec", command=self.command,
-                term_type=self._term_type, term_size=self._term_size, tell_user=self.warn,
+                term_type=self._term_type, term_size=self._term_size, tell_user=self.warn, cut=self.terminate,
             ))
         except TapFailure as exc:
             self._tap_failed(exc)
@@ -306,7 +306,8 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
 
     def _environment(self) -> dict[str | bytes, str | bytes]:
         env: Mapping[str, str] = self._chan.get_environment() if self._chan else {}
-        return {name: value for name, value in env.items() if name.startswith(_PASSED_ENV_PREFIXES)}
+        allowed = frozenset(self._auth.passed_env)
+        return {name: value for name, value in env.items() if name in allowed}
 
     def _to_target(self, data: bytes, datatype: asyncssh.DataType) -> None:
         """Client bytes through the tap to the target; the tap may answer the client itself."""

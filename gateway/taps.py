@@ -36,6 +36,9 @@ class SessionInfo:
     # One line on the user's terminal (stderr), nothing ended: a tap that refuses something in-band says
     # why here as well, since clients may show only a status code (OpenSSH's sftp prints "Permission denied").
     tell_user: Callable[[str], None] | None = None
+    # Ends the session with that line on the user's stderr and that exit status (a policy refusal mid-session,
+    # e.g. an upload on a download-only site); None where nothing can be ended (tests of a tap alone).
+    cut: Callable[[str, int], object] | None = None
 
 
 class ChannelTap(Protocol):
@@ -80,11 +83,27 @@ class PassThrough:
 
 
 def open_tap(ctx: GatewayContext, info: SessionInfo) -> ChannelTap:
-    """The tap for a new session; raises TapFailure if it cannot be set up (the session must not run)."""
+    """The tap for a new session; raises TapFailure if it cannot be set up (the session must not run).
+
+    The sftp subsystem gets the SFTP inspector. Every exec channel (and a shell without a PTY) gets an
+    ``ExecGuard`` around its first tap (the inspector its command names, else the recorder): it recognises
+    SFTP and scp by their bytes whatever the command is called, and on a download-only site caps what a
+    command without a PTY takes from the client.
+    """
+    from gateway.exec_guard import ExecGuard
     from gateway.recording import open_recorder
     from gateway.transfers import open_inspector
 
     inspector = open_inspector(ctx, info)
-    if inspector is not None:
-        return inspector
-    return open_recorder(ctx, info)
+    # A shell without a PTY reads its commands, and their input, from the client like an exec does.
+    if info.kind != "exec" and not (info.kind == "shell" and info.term_type is None):
+        return inspector if inspector is not None else open_recorder(ctx, info)
+    return ExecGuard(ctx, info, inspector if inspector is not None else open_recorder(ctx, info),
+                     sniff=inspector is None)
+
+
+def recorder_inside(tap: ChannelTap) -> bool:
+    """Whether ``tap`` wraps the session's recorder (an ``ExecGuard`` does): a recording failure then ends it."""
+    from gateway.exec_guard import ExecGuard
+
+    return isinstance(tap, ExecGuard) and tap.recorded

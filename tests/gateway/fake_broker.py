@@ -43,6 +43,8 @@ class FakeGrant:
     record_input: bool = True
     transfers: str = "both"
     cut_grace_ms: int | None = None  # None: not sent, as an older broker would not
+    exec_upload_limit: int | None = None  # None: not sent, as an older broker (the gateway then uses 64 KiB)
+    passed_env: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class FakeBroker:
     ended: dict[str, dict[str, Any]] = field(default_factory=dict)
     session_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     refusals: list[dict[str, Any]] = field(default_factory=list)
+    login_refusals: list[dict[str, Any]] = field(default_factory=list)
     status_calls: list[list[str]] = field(default_factory=list)
     down: bool = False  # True: every call answers 503 and event streams close
     port: int = 0
@@ -199,6 +202,8 @@ class FakeBroker:
                     "read_only": grant.read_only,
                     "record_input": grant.record_input,
                     "transfers": grant.transfers,
+                    **({} if grant.exec_upload_limit is None else {"exec_upload_limit": grant.exec_upload_limit}),
+                    "passed_env": grant.passed_env,
                     **({} if grant.cut_grace_ms is None else {"cut_grace_ms": grant.cut_grace_ms}),
                 }
             )
@@ -255,6 +260,13 @@ class FakeBroker:
             if (error := guard(request)) is not None:
                 return error
             self.refusals.append(await request.json())
+            return Response(status_code=204)
+
+        @app.post("/api/v1/gateway/login-refusals")
+        async def login_refusal(request: Request) -> Response:
+            if (error := guard(request)) is not None:
+                return error
+            self.login_refusals.append(await request.json())
             return Response(status_code=204)
 
         @app.get("/api/v1/gateway/events")
