@@ -20,6 +20,7 @@ from broker.ids import new_id
 from broker.inventory import credential_purpose, normalise_public_key
 from broker.models import AccessSession, Gateway, Grant
 from broker.recordings import RECORDING_NAME
+from broker.refusals import Refusal
 from broker.vault import Vault
 
 SESSION_KINDS = ("shell", "exec", "sftp", "tcp")
@@ -227,7 +228,21 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
 
 
 # What a gateway refuses on its own, before any session exists (it knows the grant, not a session).
-REFUSAL_KINDS = ("forward", "remote_forward")
+REFUSAL_KINDS = ("forward", "remote_forward", "subsystem")
+
+
+def login_refusal(*, gateway: Gateway, peer: str, username: str, attempts: list[dict[str, Any]],
+                  more: int) -> Refusal:
+    """A login the gateway refused before any grant was authorised (a certificate for another asset, expired or
+    from another CA, a plain key, a login name that is no asset, `ssh -R` before authorisation): the refusal to
+    record (broker.refusals caps it per source). The actor is named only when every certificate that named one
+    was signed by this broker's CA (the gateway checks that): a foreign certificate's key id is anyone's word."""
+    named = {str(a["identity"]) for a in attempts if a.get("identity")}
+    reasons = "; ".join(dict.fromkeys(str(a["reason"]) for a in attempts))
+    why = f"login as {username or '(none)'} refused: {reasons}"[:600]
+    return Refusal(action=Action.GATEWAY_AUTH_REFUSED, reason=why,
+                   actor=next(iter(named)) if len(named) == 1 else None, source=peer, subject=username or None,
+                   details={"gateway": gateway.name, "attempts": attempts, "more_attempts": more})
 
 
 def record_refusal(session: Session, *, now: dt.datetime, gateway: Gateway, grant_id: str, kind: str, reason: str,

@@ -102,6 +102,12 @@ class BrokerClient:
         body = {"grant_id": grant_id, "kind": kind, "reason": reason, "host": host, "port": port}
         await self._post("/gateway/refusals", body, lane=self._reports)
 
+    async def login_refusal(self, *, peer: str, username: str, attempts: list[dict[str, str | None]],
+                            more: int = 0) -> None:
+        """Report a login the gateway refused (what the client offered and why each was refused), for the trail."""
+        body = {"peer": peer, "username": username, "attempts": attempts, "more": more}
+        await self._post("/gateway/login-refusals", body, lane=self._reports)
+
     async def events(self) -> AsyncGenerator[BrokerEvent, None]:
         """Server-sent events from ``/gateway/events`` until the stream ends or breaks.
 

@@ -31,6 +31,7 @@ _KEY_ID = re.compile(r"gatepass grant=(?P<grant>\S+) identity=(?P<identity>\S+)"
 _HOOK = "_validate_openssh_certificate"
 
 _Validator = Callable[[str, asyncssh.SSHCertificate], Awaitable[asyncssh.SSHKey | None]]
+_Refused = Callable[[str, asyncssh.SSHCertificate, str | None], None]
 
 
 @dataclass(frozen=True)
@@ -85,22 +86,27 @@ def _timestamp(seconds: int) -> datetime:
 class CertificateWatch:
     """Records the grant certificate asyncssh accepted on one server connection."""
 
-    def __init__(self, conn: asyncssh.SSHServerConnection) -> None:
+    def __init__(self, conn: asyncssh.SSHServerConnection, on_refused: _Refused | None = None) -> None:
         original: _Validator | None = getattr(conn, _HOOK, None)
         if original is None:  # pragma: no cover - only when asyncssh changes under the pin
             raise RuntimeError(f"asyncssh {asyncssh.__version__} has no {_HOOK}: see gateway/certificates.py")
         self._original = original
+        self._on_refused = on_refused
         self.accepted: GrantCertificate | None = None
         setattr(conn, _HOOK, self._validate)
 
     async def _validate(self, username: str, cert: asyncssh.SSHCertificate) -> asyncssh.SSHKey | None:
         key = await self._original(username, cert)
         if key is None:
+            if self._on_refused is not None:  # for the audit trail (gateway/login_refusals.py)
+                self._on_refused(username, cert, None)
             return None
         try:
             grant_cert = read_grant_certificate(cert.export_certificate("openssh"))
         except CertificateRefused as exc:
             logger.info("login as %r refused: %s", username, exc)
+            if self._on_refused is not None:
+                self._on_refused(username, cert, str(exc))
             return None
         if username not in grant_cert.principals:  # asyncssh checked this too; refuse twice rather than never
             return None
@@ -108,6 +114,7 @@ class CertificateWatch:
         return key
 
 
-def watch_certificates(conn: asyncssh.SSHServerConnection) -> CertificateWatch:
-    """Start recording accepted certificates on ``conn``; call from ``SSHServer.connection_made``."""
-    return CertificateWatch(conn)
+def watch_certificates(conn: asyncssh.SSHServerConnection, on_refused: _Refused | None = None) -> CertificateWatch:
+    """Start recording accepted certificates on ``conn``; call from ``SSHServer.connection_made``. ``on_refused``
+    hears each certificate refused, with our own reason when asyncssh accepted it but we did not."""
+    return CertificateWatch(conn, on_refused)

@@ -17,6 +17,7 @@ from gateway.certificates import CertificateWatch, watch_certificates
 from gateway.context import GatewayContext
 from gateway.errors import BrokerError, BrokerRefused, TargetError
 from gateway.login import CertificateLogin
+from gateway.login_refusals import Attempt, LoginAttempts
 from gateway.models import Authorization, Target
 from gateway.monitor import clock_time
 from gateway.notice import NoticeSession
@@ -70,7 +71,7 @@ class GatewayConnection(CertificateLogin):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
-        self._certs = watch_certificates(conn)
+        self._certs = watch_certificates(conn, self.certificate_refused)
         peer = conn.get_extra_info("peername") or ("", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
         self.ctx.connections.add(self)
@@ -84,6 +85,7 @@ class GatewayConnection(CertificateLogin):
             self._authorized.set_result(None)
         if self._stopping is None or self._stopping.done():
             self._close_target()
+        self.report_failed_login()
         logger.info("connection from %s to %s closed%s", self.peer, self._asset, f": {exc}" if exc else "")
 
     async def auth_completed(self) -> None:
@@ -217,7 +219,18 @@ class GatewayConnection(CertificateLogin):
         if auth is not None:
             self._report_refusal(auth, "remote_forward", "the plant never opens listeners for a vendor (ssh -R)",
                                  listen_host, listen_port)
+        else:
+            # Asked before the broker authorised the login (or after it refused it): no grant to file it under.
+            early = LoginAttempts()
+            cert = self._certs.accepted if self._certs else None
+            early.add(Attempt(kind="remote_forward", identity=cert.identity if cert else None,
+                              reason=f"ssh -R {listen_host[:64]}:{listen_port} asked before the login was authorised"))
+            self.report_login_refusal(early)
         return False  # ssh -R: the plant never opens listeners for a vendor
+
+    def report_refusal(self, auth: Authorization, kind: str, reason: str) -> None:
+        """What a session refused on its own (an unknown subsystem), audited under the connection's grant."""
+        self._report_refusal(auth, kind, reason, "", 0)
 
     def _report_refusal(self, auth: Authorization, kind: str, reason: str, host: str, port: int) -> None:
         """Tell the broker, in the background, what the gateway refused on its own (audited there)."""
@@ -226,8 +239,8 @@ class GatewayConnection(CertificateLogin):
             logger.warning("%s refused for %s on grant %s (not audited: over %d on this connection): %s",
                            kind, self.peer, auth.grant_id, MAX_AUDITED_REFUSALS, reason)
             return
-        report = self.ctx.broker.refusal(grant_id=auth.grant_id, kind=kind, reason=reason, host=host[:255],
-                                         port=port)
+        report = self.ctx.broker.refusal(grant_id=auth.grant_id, kind=kind, reason=reason, host=host[:255] or None,
+                                         port=port or None)
         self.ctx.spawn(report, f"reporting a refused {kind} on grant {auth.grant_id}")
 
     # -- what the monitor does -------------------------------------------------------------------

@@ -43,6 +43,8 @@ class SessionHost(Protocol):
 
     def cut_reason(self) -> tuple[str, str | None] | None: ...
 
+    def report_refusal(self, auth: Authorization, kind: str, reason: str) -> None: ...
+
 
 class ProxySession(asyncssh.SSHServerSession[bytes]):
     """Server side of one session channel: client requests in, target session out."""
@@ -106,6 +108,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
     def subsystem_requested(self, subsystem: str) -> bool:
         if subsystem != "sftp":
             self._notice(f"gatepass: the {subsystem!r} subsystem is not offered; only sftp is")
+            self._host.report_refusal(self._auth, "subsystem", f"the {subsystem[:64]!r} subsystem is not offered")
             return False
         self.kind, self.command = "sftp", None
         return True

@@ -16,6 +16,7 @@ from broker.api.deps import CurrentGateway, NowDep, SessionDep, StateDep, bearer
 from broker.api.schemas import (
     AuthorizeIn,
     GrantsStatusIn,
+    LoginRefusalIn,
     RefusalIn,
     RegisterIn,
     SessionEndIn,
@@ -63,7 +64,8 @@ def end_session(session_id: str, body: SessionEndIn, gateway: CurrentGateway, se
                 now: NowDep) -> Response:
     gateways.end_session(session, now=now, gateway=gateway, session_id=session_id, reason=body.reason,
                          bytes_in=body.bytes_in, bytes_out=body.bytes_out, detail=body.detail,
-                         recording=body.recording.model_dump() if body.recording else None)
+                         recording=body.recording.model_dump() if body.recording else None,
+                         stop=body.stop.model_dump() if body.stop else None)
     return Response(status_code=204)
 
 
@@ -72,6 +74,14 @@ def session_event(session_id: str, body: SessionEventIn, gateway: CurrentGateway
                   now: NowDep) -> Response:
     gateways.record_session_event(session, now=now, gateway=gateway, session_id=session_id, kind=body.kind,
                                   detail=dict(body.detail))
+    return Response(status_code=204)
+
+
+@router.post("/login-refusals", status_code=204)
+def login_refusal(body: LoginRefusalIn, gateway: CurrentGateway, state: StateDep) -> Response:
+    state.refusals.record(gateways.login_refusal(
+        gateway=gateway, peer=body.peer, username=body.username, more=body.more,
+        attempts=[attempt.model_dump() for attempt in body.attempts]))
     return Response(status_code=204)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # Control characters have no business in names, reasons or keys (NUL also breaks PostgreSQL text);
 # tab and line breaks stay allowed for free text such as reasons and comments.
@@ -29,6 +29,16 @@ class LoginIn(Body):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
     totp: str = Field(min_length=1, max_length=16)
+    # Needed only while the second factor is not yet bound (a new account, or after `reset-totp`).
+    enrolment_code: str | None = Field(default=None, max_length=32)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        # The user name is checked (and a refusal audited, the name escaped) at the sign-in door itself.
+        if info.field_name != "username" and isinstance(value, str) and CONTROL_CHARACTERS.search(value):
+            raise ValueError("must not contain control characters")
+        return value
 
 
 class RequestIn(Body):
@@ -80,6 +90,23 @@ class SessionStartIn(Body):
     port: int | None = Field(default=None, ge=1, le=65535)
 
 
+class LoginAttemptIn(Body):
+    kind: Literal["certificate", "key", "login_name", "remote_forward"]
+    reason: str = Field(min_length=1, max_length=300)
+    fingerprint: str | None = Field(default=None, max_length=100)
+    key_id: str | None = Field(default=None, max_length=200)
+    identity: str | None = Field(default=None, max_length=64)
+
+
+class LoginRefusalIn(Body):
+    """A login the gateway refused (gateway/login_refusals.py): where from, as which asset, what was offered."""
+
+    peer: str = Field(min_length=1, max_length=64)
+    username: str = Field(max_length=128)
+    attempts: list[LoginAttemptIn] = Field(min_length=1, max_length=8)
+    more: int = Field(default=0, ge=0, le=1_000_000)
+
+
 class RefusalIn(Body):
     grant_id: str = Field(min_length=1, max_length=16)
     kind: str = Field(min_length=1, max_length=16)
@@ -94,12 +121,31 @@ class RecordingIn(Body):
     bytes: int = Field(ge=0, le=2**63 - 1)
 
 
+class StopIn(Body):
+    """How the gateway stopped a cut session's command on the target (gateway/stopping.py)."""
+
+    signals: list[Literal["TERM", "KILL"]] = Field(max_length=2)
+    confirmed: bool
+    exit: str | None = Field(default=None, max_length=64)
+    grace_ms: int = Field(ge=0, le=30_000)
+    swept: dict[Literal["TERM", "KILL"], int] | None = Field(default=None, max_length=2)
+    sweep_error: str | None = Field(default=None, max_length=500)
+
+    @field_validator("swept")
+    @classmethod
+    def _counts(cls, swept: dict[str, int] | None) -> dict[str, int] | None:
+        if swept is not None and any(not 0 <= count <= 1_000_000 for count in swept.values()):
+            raise ValueError("process counts must be between 0 and 1000000")
+        return swept
+
+
 class SessionEndIn(Body):
     reason: str = Field(min_length=1, max_length=16)
     bytes_in: int = Field(ge=0, le=2**63 - 1)
     bytes_out: int = Field(ge=0, le=2**63 - 1)
     detail: str | None = Field(default=None, max_length=1000)
     recording: RecordingIn | None = None
+    stop: StopIn | None = None
 
 
 class LockdownIn(Body):

@@ -127,3 +127,23 @@ def test_a_flood_from_one_source_becomes_one_summary(api: Api, plant: Plant) -> 
     assert summary["details"]["refusals"] == 15
     assert summary["details"]["by_action"] == {"api:request:refused": 15}
     assert len(refusals(plant, seq)) == DEFAULT_CAP_PER_MINUTE + 1
+
+
+def test_a_login_the_gateway_refused_is_audited_with_the_client_as_source(api: Api, plant: Plant) -> None:
+    seq = plant.last_seq()
+    attempt = {"kind": "certificate", "reason": "certificate is for hmi-01, not plc-01",
+               "fingerprint": "SHA256:abc", "key_id": "gatepass grant=grt-1 identity=vendor1", "identity": "vendor1"}
+
+    answer = api.gateway().post("/gateway/login-refusals", json={"peer": "192.0.2.7", "username": "plc-01",
+                                                                  "attempts": [attempt], "more": 0})
+
+    assert answer.status_code == 204, answer.text
+    [event] = plant.audit("gateway:auth:refused", after_seq=seq)
+    assert (event["actor"], event["subject"], event["outcome"]) == ("vendor1", "plc-01", "refused")
+    assert event["details"]["source"] == "192.0.2.7"
+    assert event["details"]["attempts"] == [attempt]
+    assert "certificate is for hmi-01, not plc-01" in event["details"]["reason"]
+    # Only a gateway may report one; a user token is refused (and that refusal is itself audited).
+    assert api.as_user("vendor1").post("/gateway/login-refusals", json={
+        "peer": "192.0.2.7", "username": "x", "attempts": [attempt]}).status_code == 401
+    assert len(plant.audit("gateway:auth:refused", after_seq=seq)) == 1
