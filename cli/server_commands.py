@@ -160,7 +160,8 @@ def _add_admin(subparsers: Subparsers) -> None:
     reset = user.add_parser("reset-totp", help="issue a new TOTP secret (signs the user out everywhere); they "
                             "confirm it with a code at their next sign-in")
     reset.add_argument("name")
-    reset.add_argument("--json", action="store_true", help='print {"username", "totp_secret"} as JSON')
+    reset.add_argument("--json", action="store_true",
+                       help='print {"username", "totp_secret", "enrolment_code"} as JSON')
     _data_option(reset)
     reset.set_defaults(func=_guarded(_user_reset_totp))
     for verb, help_text in (("disable", "disable a user: signed out, open grants revoked, sessions cut"),
@@ -246,7 +247,8 @@ def _init(args: argparse.Namespace) -> int:
     from broker.bootstrap import initialise
     from broker.totp import provisioning_uri
 
-    result = initialise(_settings(args))
+    settings = _settings(args)
+    result = initialise(settings)
     creds = result.admin
     if args.json:
         print(json.dumps({"admin": creds.as_dict()}))
@@ -257,6 +259,8 @@ def _init(args: argparse.Namespace) -> int:
     print(f"  password:     {creds.password}")
     print(f"  TOTP secret:  {creds.totp_secret}")
     print(f"  TOTP URI:     {provisioning_uri(creds.totp_secret, username=creds.username)}")
+    print(f"  enrolment code: {creds.enrolment_code}")
+    print(_enrolment_note(settings.enrolment_code_ttl))
     print("Next: `gatepass serve` (add --demo for a demo plant with a built-in machine).")
     return 0
 
@@ -386,7 +390,8 @@ def _asset_set(args: argparse.Namespace) -> int:
 def _user_add(args: argparse.Namespace) -> int:
     from broker import admin
 
-    creds = admin.add_user(_settings(args), username=args.name, role=args.role, kind=args.kind,
+    settings = _settings(args)
+    creds = admin.add_user(settings, username=args.name, role=args.role, kind=args.kind,
                            site_names=args.sites, organisation=args.org, owner=args.owner, purpose=args.purpose,
                            email=args.email)
     from broker.totp import provisioning_uri
@@ -400,8 +405,11 @@ def _user_add(args: argparse.Namespace) -> int:
         print(f"  password:     {creds.password}")
         print(f"  TOTP secret:  {creds.totp_secret}")
         print(f"  TOTP URI:     {provisioning_uri(creds.totp_secret, username=creds.username)}")
-        print("  At the first web sign-in (One-time code left empty) the user sees this secret as a QR code and "
-              "confirms it with a code; `gatepass login --totp CODE` confirms it too.")
+        print(f"  enrolment code: {creds.enrolment_code}")
+        print(_enrolment_note(settings.enrolment_code_ttl))
+        print("  At the first web sign-in (password and enrolment code, One-time code left empty) the user sees "
+              "this secret as a QR code and confirms it with a code; `gatepass login --enrolment-code CODE --totp "
+              "CODE` confirms it too.")
     return 0
 
 
@@ -417,16 +425,26 @@ def _user_reset_totp(args: argparse.Namespace) -> int:
     from broker import admin
     from broker.totp import provisioning_uri
 
-    secret = admin.reset_totp(_settings(args), name=args.name)
+    settings = _settings(args)
+    issued = admin.reset_totp(settings, name=args.name)
     if args.json:
-        print(json.dumps({"username": args.name, "totp_secret": secret}))
+        print(json.dumps(issued.as_dict()))
         return 0
     print(f"Issued a new TOTP secret for {args.name}; their API tokens and web sessions are revoked.")
     print("New secret (shown once; the user confirms it with a code at their next sign-in, where the web page")
     print("also shows it as a QR code):")
-    print(f"  TOTP secret:  {secret}")
-    print(f"  TOTP URI:     {provisioning_uri(secret, username=args.name)}")
+    print(f"  TOTP secret:  {issued.totp_secret}")
+    print(f"  TOTP URI:     {provisioning_uri(issued.totp_secret, username=args.name)}")
+    print(f"  enrolment code: {issued.enrolment_code}")
+    print(_enrolment_note(settings.enrolment_code_ttl))
     return 0
+
+
+def _enrolment_note(ttl: dt.timedelta) -> str:
+    hours = ttl.total_seconds() / 3600
+    lifetime = f"{hours:g} hours" if hours >= 1 else f"{ttl.total_seconds():g} seconds"
+    return (f"  The enrolment code is needed once, with the password, at the first sign-in; it expires in {lifetime} "
+            "(then ask for `gatepass admin user reset-totp`). Shown once: hand it over like the password.")
 
 
 def _gateway_add(args: argparse.Namespace) -> int:
