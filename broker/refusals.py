@@ -66,8 +66,22 @@ class RefusalRecorder:
         self._windows: dict[str, _Window] = {}
 
     def record(self, refusal: Refusal) -> bool:
-        """Write the refusal (or count it, past the cap); True when it was written one by one."""
+        """Write the refusal (or count it, past the cap) in a transaction of its own; True when it was written
+        one by one. Never call it while a transaction of the same request is open (SQLite: one writer)."""
         now = self._clock.now()
+        events, write = self._count(now, refusal)
+        self._write(now, events)
+        return write
+
+    def record_in(self, session: Session, refusal: Refusal) -> bool:
+        """``record``, inside the caller's transaction: for a report that is the request's whole change."""
+        now = self._clock.now()
+        events, write = self._count(now, refusal)
+        for event in events:
+            audit.record(session, now=now, **event)
+        return write
+
+    def _count(self, now: dt.datetime, refusal: Refusal) -> tuple[list[dict[str, Any]], bool]:
         key = refusal.source or "unknown"
         with self._lock:
             summaries = self._close_windows(now, only=key)
@@ -77,8 +91,7 @@ class RefusalRecorder:
                 window.recorded += 1
             else:
                 window.suppressed[str(refusal.action)] += 1
-        self._write(now, [*summaries, *([self._event(refusal)] if write else [])])
-        return write
+        return [*summaries, *([self._event(refusal)] if write else [])], write
 
     def flush(self) -> None:
         """Summarise every window that is over (a background task calls this once in a while)."""

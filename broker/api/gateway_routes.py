@@ -78,8 +78,9 @@ def session_event(session_id: str, body: SessionEventIn, gateway: CurrentGateway
 
 
 @router.post("/login-refusals", status_code=204)
-def login_refusal(body: LoginRefusalIn, gateway: CurrentGateway, state: StateDep) -> Response:
-    state.refusals.record(gateways.login_refusal(
+def login_refusal(body: LoginRefusalIn, gateway: CurrentGateway, state: StateDep, session: SessionDep) -> Response:
+    # In this request's transaction: it holds the write lock already (SQLite BEGIN IMMEDIATE).
+    state.refusals.record_in(session, gateways.login_refusal(
         gateway=gateway, peer=body.peer, username=body.username, more=body.more,
         attempts=[attempt.model_dump() for attempt in body.attempts]))
     return Response(status_code=204)
