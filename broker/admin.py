@@ -59,11 +59,12 @@ def migrate(settings: Settings) -> None:
 
 def add_site(settings: Settings, *, name: str, approvals_required: int, max_window: str,
              maintenance_windows: list[str] | None = None, record_input: bool = True,
-             transfers: str = "both", exec_upload_limit: int = inventory.DEFAULT_EXEC_UPLOAD_LIMIT) -> None:
+             transfers: str = "both", exec_upload_limit: int = inventory.DEFAULT_EXEC_UPLOAD_LIMIT,
+             cut_grace: str = "2s") -> None:
     run(settings, lambda session, _vault: inventory.create_site(
         session, now=settings.clock.now(), actor=operator_name(), name=name,
         approvals_required=approvals_required, max_window=max_window, maintenance_windows=maintenance_windows,
-        record_input=record_input, transfers=transfers, exec_upload_limit=exec_upload_limit))
+        record_input=record_input, transfers=transfers, exec_upload_limit=exec_upload_limit, cut_grace=cut_grace))
 
 
 def update_site(settings: Settings, *, name: str, **policy: Any) -> dict[str, dict[str, Any]]:

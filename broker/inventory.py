@@ -28,6 +28,9 @@ TRANSFERS = ("both", "download_only")
 # Download-only sites: what a command without a PTY may take from the client (bytes). More than 1 GiB is no
 # longer a limit on uploads at all; 0 is allowed (no input at all for such commands).
 DEFAULT_EXEC_UPLOAD_LIMIT = 65536
+# Site.cut_grace_ms: what a cut command gets between TERM and KILL (gateway/stopping.py); written 2s or 500ms.
+MAX_CUT_GRACE_MS = 30_000
+_MILLISECONDS = re.compile(r"^(?P<number>[0-9]{1,6})\s*ms$")
 MAX_EXEC_UPLOAD_LIMIT = 1024**3
 _SIZE = re.compile(r"^(?P<number>[0-9]{1,12})\s*(?P<unit>|b|k|kb|kib|m|mb|mib|g|gb|gib)$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -212,6 +215,30 @@ def check_passed_env(names: list[str]) -> list[str]:
     return checked
 
 
+def parse_cut_grace(text: str) -> int:
+    """``2s``, ``500ms`` or ``0``: how long a cut command has on the target between TERM and KILL, in
+    milliseconds (0 to 30 s; the gateway closes the vendor's channels at once whatever the grace)."""
+    raw = (text or "").strip()
+    refusal = InvalidInput(f"'{raw[:40]}' is not a cut grace: write it like 2s, 500ms or 0 (at most 30s)")
+    if match := _MILLISECONDS.match(raw):
+        grace = int(match["number"])
+    elif raw in ("0", "0s"):
+        grace = 0
+    else:
+        try:
+            grace = int(parse_duration(raw).total_seconds() * 1000)
+        except InvalidInput:
+            raise refusal from None
+    if grace > MAX_CUT_GRACE_MS:
+        raise InvalidInput(f"a cut grace of {raw} is too long: at most 30s, so that what a vendor started ends "
+                           "soon after their access does")
+    return grace
+
+
+def format_cut_grace(milliseconds: int) -> str:
+    return f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
+
+
 def _max_window(max_window: str) -> dt.timedelta:
     window = parse_duration(max_window)
     if window > dt.timedelta(days=30):
@@ -222,9 +249,10 @@ def _max_window(max_window: str) -> dt.timedelta:
 def create_site(
     session: Session, *, now: dt.datetime, actor: str, name: str, approvals_required: int = 1,
     max_window: str = "8h", maintenance_windows: list[str] | None = None, record_input: bool = True,
-    transfers: str = "both", exec_upload_limit: int = DEFAULT_EXEC_UPLOAD_LIMIT,
+    transfers: str = "both", exec_upload_limit: int = DEFAULT_EXEC_UPLOAD_LIMIT, cut_grace: str = "2s",
 ) -> Site:
     check_name(name, what="site")
+    grace_ms = parse_cut_grace(cut_grace)
     _check_site_policy(approvals_required=approvals_required, transfers=transfers,
                        exec_upload_limit=exec_upload_limit)
     window = _max_window(max_window)
@@ -234,19 +262,19 @@ def create_site(
     site = Site(name=name, approvals_required=approvals_required,
                 max_window_seconds=int(window.total_seconds()), locked_down=False, created_at=now,
                 maintenance_windows=windows, record_input=record_input, transfers=transfers,
-                exec_upload_limit=exec_upload_limit)
+                exec_upload_limit=exec_upload_limit, cut_grace_ms=grace_ms)
     session.add(site)
     audit.record(session, now=now, action=Action.SITE_CREATED, actor=actor, subject=name, site=name,
                  details={"approvals_required": approvals_required, "max_window": format_duration(window),
                           "maintenance_windows": windows, "record_input": record_input, "transfers": transfers,
-                          "exec_upload_limit": exec_upload_limit})
+                          "exec_upload_limit": exec_upload_limit, "cut_grace": format_cut_grace(grace_ms)})
     return site
 
 
 def update_site(
     session: Session, *, now: dt.datetime, actor: str, name: str, approvals_required: int | None = None,
     max_window: str | None = None, maintenance_windows: list[str] | None = None, record_input: bool | None = None,
-    transfers: str | None = None, exec_upload_limit: int | None = None,
+    transfers: str | None = None, exec_upload_limit: int | None = None, cut_grace: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Change a site's policy; fields left as None stay. Audited with each changed field's old and new value
     (returned too); a call that changes nothing writes no event."""
@@ -256,6 +284,7 @@ def update_site(
     _check_site_policy(approvals_required=approvals_required, transfers=transfers,
                        exec_upload_limit=exec_upload_limit)
     window = _max_window(max_window) if max_window is not None else None
+    grace_ms = parse_cut_grace(cut_grace) if cut_grace is not None else None
     wanted: dict[str, Any] = {
         "approvals_required": approvals_required,
         "max_window_seconds": int(window.total_seconds()) if window is not None else None,
@@ -264,6 +293,7 @@ def update_site(
         "record_input": record_input,
         "transfers": transfers,
         "exec_upload_limit": exec_upload_limit,
+        "cut_grace_ms": grace_ms,
     }
     changes: dict[str, dict[str, Any]] = {}
     for field_name, new in wanted.items():
@@ -274,6 +304,8 @@ def update_site(
         if field_name == "max_window_seconds":
             changes["max_window"] = {"old": format_duration(dt.timedelta(seconds=old)),
                                      "new": format_duration(dt.timedelta(seconds=new))}
+        elif field_name == "cut_grace_ms":
+            changes["cut_grace"] = {"old": format_cut_grace(old), "new": format_cut_grace(new)}
         else:
             changes[field_name] = {"old": list(old) if isinstance(old, list) else old, "new": new}
     if changes:

@@ -191,6 +191,9 @@ def _site_policy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exec-upload-limit", metavar="SIZE",
                         help="on a download-only site, the most input a command without a terminal may take from "
                              "the vendor before it is cut as an upload, e.g. 64k or 1M (default 64k)")
+    parser.add_argument("--cut-grace", metavar="DURATION",
+                        help="when access ends, how long the vendor's commands on a machine get between TERM and "
+                             "KILL, e.g. 2s, 500ms or 0 (at most 30s; default 2s)")
 
 
 def _asset_policy_options(parser: argparse.ArgumentParser) -> None:
@@ -311,7 +314,7 @@ def _site_add(args: argparse.Namespace) -> int:
     admin.add_site(_settings(args), name=args.name, approvals_required=args.approvals_required,
                    max_window=args.max_window, maintenance_windows=windows,
                    record_input=args.record_input != "off", transfers=(args.transfers or "both").replace("-", "_"),
-                   exec_upload_limit=limit)
+                   exec_upload_limit=limit, cut_grace=args.cut_grace or "2s")
     print(f"Added site {args.name} ({args.approvals_required} approval(s) required, windows up to {args.max_window})")
     if windows:
         print(f"  maintenance windows (UTC): {', '.join(windows)}")
@@ -332,7 +335,8 @@ def _site_set(args: argparse.Namespace) -> int:
         _settings(args), name=args.name, approvals_required=args.approvals_required, max_window=args.max_window,
         maintenance_windows=windows,
         record_input=None if args.record_input is None else args.record_input == "on",
-        transfers=None if args.transfers is None else args.transfers.replace("-", "_"), exec_upload_limit=limit)
+        transfers=None if args.transfers is None else args.transfers.replace("-", "_"), exec_upload_limit=limit,
+        cut_grace=args.cut_grace)
     if not changes:
         print(f"Site {args.name} unchanged (it already had that policy).")
     for field_name, change in changes.items():

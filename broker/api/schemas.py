@@ -125,7 +125,7 @@ class StopIn(Body):
     """How the gateway stopped a cut session's command on the target (gateway/stopping.py)."""
 
     signals: list[Literal["TERM", "KILL"]] = Field(max_length=2)
-    confirmed: bool
+    confirmed: bool = Field(strict=True)
     exit: str | None = Field(default=None, max_length=64)
     grace_ms: int = Field(ge=0, le=30_000)
     swept: dict[Literal["TERM", "KILL"], int] | None = Field(default=None, max_length=2)
