@@ -25,6 +25,7 @@ from broker.db import unit_of_work
 from broker.errors import BrokerError, InvalidInput, NotAuthenticated
 from broker.models import Identity
 from broker.refusals import Refusal
+from broker.siem_escaping import visible
 from broker.sources import client_address
 
 SESSION_COOKIE = "gatepass_session"
@@ -79,6 +80,9 @@ def make_templates() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = format_time
     env.filters["duration"] = format_seconds
+    # Text from the trail and from recordings as typed: autoescaping covers HTML, this covers control
+    # characters (ESC, BEL, U+2028 ... shown as \x1b, \x07, \u2028), DESIGN invariant 10.
+    env.filters["visible"] = visible
     return env
 
 

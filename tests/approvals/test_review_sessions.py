@@ -9,6 +9,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import expect
@@ -275,3 +276,78 @@ def test_player_and_transcript_agree_on_terminal_edge_cases(page: Any, web_plant
             rows.pop()
         cast = recordings.parse_cast(cast_bytes(EDGE_CASES[name]).decode().splitlines())
         assert rows == recordings.play(cast).text(scrollback=False).split("\n"), name
+
+
+# --- control characters from the trail and from recordings are shown as escapes (DESIGN invariant 10) --------
+
+ESC_FILE = "/tmp/fw\x1b[2J\nreal.bin\u2028fake.bin"
+BEL_COMMAND = "echo ready\x07; cat /etc/plant.conf\x9b31m"
+HOSTILE_REASON = "not allowed\r\nsecond line\u2029\x85\ud800\u202egnp.exe"
+SHOWN = {ESC_FILE: "/tmp/fw\\x1b[2J\\nreal.bin\\u2028fake.bin",
+         BEL_COMMAND: "echo ready\\x07; cat /etc/plant.conf\\x9b31m",
+         HOSTILE_REASON: "not allowed\\r\\nsecond line\\u2029\\x85\\ud800\\u202egnp.exe"}
+RAW = ("\x1b", "\x07", "\x9b", "\x85", "\u2028", "\u2029", "\u202e", "\r", "\ud800")
+
+
+def hostile_session(plant: Plant) -> str:
+    """An exec session whose command carries BEL and a C1 CSI, a file named with ESC, a newline and U+2028, a
+    refusal reason with a lone surrogate (the gateway reports what the client sent), and output with U+2028."""
+    grant_id = plant.request_and_approve("vendor-a", "sup-a1", asset="hmi-01")
+    with plant.session() as session:
+        gateway = gateways.authenticate_gateway(session, plant.gateway_token)
+        session_id = gateways.start_session(session, now=plant.clock.now(), gateway=gateway, grant_id=grant_id,
+                                            kind="exec", peer="192.0.2.10:50000", command=BEL_COMMAND, port=None).id
+        gateways.record_session_event(session, now=plant.clock.now(), gateway=gateway, session_id=session_id,
+                                      kind="file_transferred", detail={
+                                          "protocol": "sftp", "path": ESC_FILE, "mode": "read", "bytes_read": 3,
+                                          "bytes_written": 0, "size": 3, "status": "ok"})
+        gateways.record_session_event(session, now=plant.clock.now(), gateway=gateway, session_id=session_id,
+                                      kind="file_refused", detail={"protocol": "sftp", "operation": "open",
+                                                                   "path": ESC_FILE, "reason": HOSTILE_REASON})
+    data = cast_bytes([[0.1, "o", "ready\r\nline\u2028same line\r\n"]])
+    directory = recordings.recordings_dir(plant.settings)
+    directory.mkdir(exist_ok=True)
+    (directory / f"{session_id}.cast").write_bytes(data)
+    with plant.session() as session:
+        gateway = gateways.authenticate_gateway(session, plant.gateway_token)
+        gateways.end_session(session, now=plant.clock.now(), gateway=gateway, session_id=session_id,
+                             reason="client_closed", bytes_in=1, bytes_out=len(data), detail=None,
+                             recording={"name": f"{session_id}.cast", "sha256": hashlib.sha256(data).hexdigest(),
+                                        "bytes": len(data)})
+    return session_id
+
+
+def test_control_characters_in_file_names_and_commands_show_as_escapes(
+        page: Any, web_plant: Plant, web_server: BrokerServer, signed_in: SignIn) -> None:
+    session_id = hostile_session(web_plant)
+    signed_in(page, "sec1")
+
+    page.goto(f"{web_server.url}/review/sessions/{session_id}")
+
+    commands = page.locator("section[aria-labelledby=r-commands]")
+    expect(commands.locator("code")).to_have_text(SHOWN[BEL_COMMAND])
+    transfers = page.locator("section[aria-labelledby=r-transfers]")
+    expect(transfers.locator("tr.outcome-ok code").nth(1)).to_have_text(SHOWN[ESC_FILE])
+    expect(transfers.locator("tr.outcome-refused")).to_contain_text(SHOWN[ESC_FILE])
+    expect(transfers.locator("tr.outcome-refused")).to_contain_text("reason=" + SHOWN[HOSTILE_REASON])
+    expect(page.locator("section[aria-labelledby=r-events]")).to_contain_text(SHOWN[ESC_FILE])
+    screenshot(page, "review-session-escapes")
+
+    # Every page that shows the trail or a recording: not one raw control in what the browser was sent.
+    for path in (f"/review/sessions/{session_id}", "/review", "/review/sessions",
+                 f"/review/sessions?text={quote('cat /etc/plant')}", f"/review/sessions/{session_id}/transcript"):
+        answer = page.request.get(web_server.url + path)
+        assert answer.status == 200, (path, answer.status)
+        html = answer.body().decode("utf-8")  # strict: a lone surrogate could not even have been sent
+        assert [char for char in RAW if char in html] == [], path
+    review = page.request.get(f"{web_server.url}/review").text()
+    assert SHOWN[ESC_FILE] in review
+    assert SHOWN[BEL_COMMAND] in review
+    found = page.request.get(f"{web_server.url}/review/sessions").text()
+    assert SHOWN[BEL_COMMAND] in found
+
+    # The transcript keeps its lines and shows the separator; the player gets the recording as it was.
+    page.goto(f"{web_server.url}/review/sessions/{session_id}/transcript")
+    assert page.locator("pre.transcript").text_content().split("\n") == ["ready", "line\\u2028same line"]
+    served = page.request.get(f"{web_server.url}/review/sessions/{session_id}/recording").text()
+    assert recordings.parse_cast(served.splitlines()).events[0][2] == "ready\r\nline\u2028same line\r\n"
