@@ -26,11 +26,11 @@ CAP_REASON = (REASON + "sending more than 64 KiB (65536 bytes) of input to a com
               "(an upload) is refused; the session is ended")
 
 
-def ssh_argv(vendor: Vendor, directory: Path, *remote: str) -> list[str]:
+def ssh_argv(vendor: Vendor, directory: Path, *remote: str, options: tuple[str, ...] = ()) -> list[str]:
     """The stock ``ssh`` through the gateway (the sftp/scp options, with ssh's own port flag)."""
-    options = _client_files(vendor, directory / "client")
-    options[options.index("-P")] = "-p"
-    return ["ssh", *options, f"{vendor.grant.asset}@127.0.0.1", *remote]
+    common = _client_files(vendor, directory / "client")
+    common[common.index("-P")] = "-p"
+    return ["ssh", *common, *options, f"{vendor.grant.asset}@127.0.0.1", *remote]
 
 
 async def run(argv: list[str], stdin: bytes = b"", timeout: float = 30) -> tuple[int, bytes, str]:
