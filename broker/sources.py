@@ -12,6 +12,8 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Protocol
 
+from starlette.requests import HTTPConnection
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -51,26 +53,12 @@ def source_address(peer: str | None, forwarded_for: str | None, trusted: tuple[N
     return peer
 
 
-class _Client(Protocol):
-    host: str
-
-
-class _Request(Protocol):
-    @property
-    def client(self) -> _Client | None: ...
-
-    @property
-    def headers(self) -> object: ...
-
-
 class _HasTrustedProxies(Protocol):
     @property
     def trusted_proxies(self) -> tuple[Network, ...]: ...
 
 
-def client_address(request: _Request, settings: _HasTrustedProxies) -> str | None:
+def client_address(request: HTTPConnection, settings: _HasTrustedProxies) -> str | None:
     """``source_address`` for a Starlette request (API and web pages alike)."""
     peer = request.client.host if request.client else None
-    headers = request.headers
-    forwarded = headers.get("x-forwarded-for") if hasattr(headers, "get") else None
-    return source_address(peer, forwarded if isinstance(forwarded, str) else None, settings.trusted_proxies)
+    return source_address(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies)
