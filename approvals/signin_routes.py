@@ -30,7 +30,7 @@ from approvals.web import (
 )
 from broker import authentication, totp, web_sessions
 from broker.db import unit_of_work
-from broker.errors import BrokerError, NotAuthenticated
+from broker.errors import BrokerError, InvalidLoginName, LoginThrottled, NotAuthenticated
 from broker.models import Identity
 
 router = APIRouter(include_in_schema=False)
@@ -75,7 +75,7 @@ async def account(request: Request) -> Response:
 
 
 def _sign_in_page(request: Request, *, status: int = 200, message: str | None = None,
-                  username: str = "") -> Response:
+                  username: str = "", retry_after: int | None = None) -> Response:
     """The form carries a token bound to a random per-attempt cookie: a forged cross-site sign-in (login
     CSRF, which would sign the victim into the attacker's account) has neither."""
     web = web_of(request)
@@ -85,6 +85,8 @@ def _sign_in_page(request: Request, *, status: int = 200, message: str | None = 
                       csrf=web_sessions.csrf_token(web.csrf_key, "sign-in:" + nonce))
     response.set_cookie(SIGNIN_COOKIE, nonce, max_age=SIGNIN_NONCE_TTL, path="/", httponly=True,
                         samesite="strict", secure=is_https(request))
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -103,6 +105,7 @@ async def sign_in(request: Request) -> Response:
     username = form.get("username", "").strip()
     password = form.get("password", "")
     code = form.get("code", "").strip()
+    enrolment_code = form.get("enrolment_code", "").strip()
     if not username or not password:
         return _sign_in_page(request, status=400, username=username[:64],
                              message="Enter your username, password and the one-time code from your authenticator.")
@@ -111,19 +114,28 @@ async def sign_in(request: Request) -> Response:
         with unit_of_work(web.state.sessions) as session:
             result = authentication.web_login(
                 session, vault=web.state.vault, now=web.state.settings.clock.now(), policy=web.state.login_policy,
-                username=username[:64], password=password, code=code, source=client_host(request),
-                enrolment_key=enrolment_key(web.csrf_key), enrolment_ttl=ENROLMENT_TTL)
+                username=username[:64], password=password, code=code, enrolment_code=enrolment_code[:32] or None,
+                source=client_host(request), enrolment_key=enrolment_key(web.csrf_key), enrolment_ttl=ENROLMENT_TTL)
             if isinstance(result, authentication.PendingEnrolment):
                 return result, frozenset()
             return result, frozenset(a.role for a in result.identity.roles)
 
     try:
         result, roles = await run_in_threadpool(run)
+    except LoginThrottled as error:
+        return _sign_in_page(request, status=error.status_code, message=_sentence(error.message),
+                             username=username[:64], retry_after=error.retry_after)
+    except InvalidLoginName as error:
+        return _sign_in_page(request, status=error.status_code, message=_sentence(error.message))
     except BrokerError as error:
         return _sign_in_page(request, status=error.status_code, message=error.message, username=username[:64])
     if isinstance(result, authentication.PendingEnrolment):
         return _to_enrolment(request, result.token)
     return _signed_in_response(request, result, roles)
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:] + "."
 
 
 def _to_enrolment(request: Request, token: str) -> Response:
@@ -152,8 +164,8 @@ def qr_code_data_uri(uri: str) -> str:
     return str(segno.make(uri, error="m").svg_data_uri(scale=5, border=4))
 
 
-def _enrolment_gone(request: Request, message: str) -> Response:
-    response = _sign_in_page(request, status=401, message=message)
+def _enrolment_gone(request: Request, message: str, *, status: int = 401) -> Response:
+    response = _sign_in_page(request, status=status, message=message)
     response.delete_cookie(ENROL_COOKIE, path=ENROL_PATH)
     return response
 
@@ -205,15 +217,19 @@ async def enrol(request: Request) -> Response:
         issued, roles = await run_in_threadpool(run)
     except authentication.EnrolmentCodeRefused as error:
         if error.retry_token is None:
-            return _enrolment_gone(request, error.message[:1].upper() + error.message[1:] + ".")
+            return _enrolment_gone(request, _sentence(error.message))
         response = redirect(ENROL_PATH + "?retry=1")
         response.set_cookie(ENROL_COOKIE, error.retry_token, max_age=int(ENROLMENT_TTL.total_seconds()),
                             path=ENROL_PATH, httponly=True, samesite="strict", secure=is_https(request))
         return response
     except NotAuthenticated as error:
         return _enrolment_gone(request, "Sign-in needed: " + error.message + ".")
+    except LoginThrottled as error:
+        response = _enrolment_gone(request, _sentence(error.message), status=error.status_code)
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
     except BrokerError as error:
-        return _enrolment_gone(request, error.message[:1].upper() + error.message[1:] + ".")
+        return _enrolment_gone(request, _sentence(error.message))
     return _signed_in_response(request, issued, roles)
 
 

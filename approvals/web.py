@@ -125,7 +125,9 @@ def is_https(request: Request) -> bool:
 
 
 def client_host(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    """The socket's peer, or the client a trusted proxy names (GATEPASS_TRUSTED_PROXIES): the same rule as the
+    API's (broker.sources), so throttles and the audit trail see one source whichever door was used."""
+    return client_address(request, web_of(request).state.settings)
 
 
 def error_page(web: Web, status: int, message: str, *, viewer: Viewer | None = None) -> HTMLResponse:

@@ -327,7 +327,8 @@ class Installation:
         password_file.write_text(creds["password"] + "\n")
         password_file.chmod(0o600)
         self.gatepass("login", "--server", self.base_url, "--user", name, "--password-file", str(password_file),
-                      "--totp", pyotp.TOTP(creds["totp_secret"]).now(), user=name)
+                      "--totp", pyotp.TOTP(creds["totp_secret"]).now(), "--enrolment-code", creds["enrolment_code"],
+                      user=name)
 
     def token(self, user: str) -> str:
         return str(json.loads((self.home(user) / "session.json").read_text())["token"])

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from broker import audit, containment, gateways, identities, inventory, recordings
 from broker.db import make_engine, make_session_factory, read_only_unit, unit_of_work
 from broker.events import NullPublisher
-from broker.identities import NewCredentials
+from broker.identities import NewCredentials, NewFactor
 from broker.migrate import upgrade
 from broker.settings import Settings
 from broker.vault import Vault
@@ -86,7 +86,8 @@ def update_asset(settings: Settings, *, name: str, **policy: Any) -> dict[str, d
 
 def add_user(settings: Settings, **fields: object) -> NewCredentials | None:
     return run(settings, lambda session, vault: identities.create_identity(
-        session, vault=vault, now=settings.clock.now(), actor=operator_name(), **fields))  # type: ignore[arg-type]
+        session, vault=vault, now=settings.clock.now(), actor=operator_name(),
+        enrolment_code_ttl=settings.enrolment_code_ttl, **fields))  # type: ignore[arg-type]
 
 
 def set_user_email(settings: Settings, *, name: str, email: str | None) -> None:
@@ -94,10 +95,12 @@ def set_user_email(settings: Settings, *, name: str, email: str | None) -> None:
         session, now=settings.clock.now(), actor=operator_name(), username=name, email=email))
 
 
-def reset_totp(settings: Settings, *, name: str) -> str:
-    """A new, unconfirmed TOTP secret for ``name`` (their tokens and web sessions are revoked); returned once."""
+def reset_totp(settings: Settings, *, name: str) -> NewFactor:
+    """A new, unconfirmed TOTP secret and enrolment code for ``name`` (their tokens and web sessions are
+    revoked); returned once."""
     return run(settings, lambda session, vault: identities.reset_totp(
-        session, vault=vault, now=settings.clock.now(), actor=operator_name(), username=name))
+        session, vault=vault, now=settings.clock.now(), actor=operator_name(), username=name,
+        enrolment_code_ttl=settings.enrolment_code_ttl))
 
 
 def add_gateway(settings: Settings, *, name: str) -> str:

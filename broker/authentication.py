@@ -1,34 +1,52 @@
-"""Sign-in with password + TOTP, lockout after repeated failures, and short-lived revocable API tokens;
-TOTP enrolment (confirming a newly issued or reset secret) on the web and through the API."""
+"""Sign-in with password + TOTP (and, while the second factor is not yet bound, the one-time enrolment code),
+throttled per source and account, and short-lived revocable API tokens; TOTP enrolment on the web and through
+the API.
+
+Every refused sign-in looks the same from outside — 401, one text, the same work (a password hash is always
+checked) — whether the name is unknown, the password, the code or the enrolment code is wrong, or the account
+is locked, disabled, expired or not a person's; the audit event keeps the real reason for the reviewer. The only
+other answer is 429 from a throttle (broker.sign_in_throttles), which depends on the source and the name tried,
+never on whether that name exists (DESIGN invariant 4)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker import audit, passwords, totp
+from broker import audit, passwords, sign_in_throttles, totp
 from broker.audit import Action
-from broker.errors import AccountLocked, LoginFailed, NotAuthenticated
-from broker.identities import is_usable, totp_purpose
+from broker.errors import InvalidLoginName, LoginFailed, LoginThrottled, NotAuthenticated
+from broker.identities import enrolment_code_digest, is_usable, totp_purpose
 from broker.models import ApiToken, Identity
+from broker.settings import Settings
+from broker.sign_in_throttles import ThrottlePolicy
 from broker.vault import Vault
 
 _GENERIC_FAILURE = "sign-in refused: wrong username, password or one-time code"
-_ENROLMENT_EXPIRED = ("the enrolment step expired or was already used: sign in again with your username and "
-                      "password to see the QR code")
+_ENROLMENT_EXPIRED = ("the enrolment step expired or was already used: sign in again with your username, "
+                      "password and enrolment code to see the QR code")
+# C0, DEL, C1 and the Unicode line and paragraph separators: each can forge a line in a log or a terminal.
+_CONTROL_IN_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Checked when there is no real secret (unknown name, a service identity) so the work is the same.
+_DUMMY_TOTP_SECRET = totp.new_secret()
+_NO_CODE = "0" * 64
 
 
 @dataclass(frozen=True)
 class LoginPolicy:
-    max_failures: int
-    lockout: dt.timedelta
     token_ttl: dt.timedelta
+    throttles: ThrottlePolicy = field(default_factory=ThrottlePolicy)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoginPolicy:
+        return cls(token_ttl=settings.token_ttl, throttles=ThrottlePolicy.from_settings(settings))
 
 
 @dataclass(frozen=True)
@@ -40,8 +58,9 @@ class IssuedToken:
 
 @dataclass(frozen=True)
 class PendingEnrolment:
-    """Password verified, TOTP secret not yet confirmed: what the enrolment page shows. ``token`` is the
-    signed pending state (kept in an HttpOnly cookie, never in a URL); ``secret`` is shown on the page only."""
+    """Password and enrolment code verified, TOTP secret not yet confirmed: what the enrolment page shows.
+    ``token`` is the signed pending state (kept in an HttpOnly cookie, never in a URL); ``secret`` is shown on
+    the page only."""
 
     username: str
     secret: str
@@ -51,7 +70,7 @@ class PendingEnrolment:
 
 class EnrolmentCodeRefused(LoginFailed):
     """A wrong code on the enrolment page: counted like any failed sign-in. ``retry_token`` is a fresh pending
-    state for another try (None when this failure locked the account)."""
+    state for another try (None when this failure started a throttle)."""
 
     def __init__(self, message: str, *, retry_token: str | None) -> None:
         super().__init__(message)
@@ -60,6 +79,11 @@ class EnrolmentCodeRefused(LoginFailed):
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with backslashes and control characters written as escapes (``\\u000a``): safe in the trail."""
+    return _CONTROL_IN_NAME.sub(lambda found: f"\\u{ord(found.group()):04x}", text.replace("\\", "\\\\"))
 
 
 def login(
@@ -71,13 +95,15 @@ def login(
     username: str,
     password: str,
     code: str,
+    enrolment_code: str | None = None,
     source: str | None = None,
 ) -> IssuedToken:
     """Check password and one-time code; on success issue a bearer token. Every failure is audited and
-    counted, and the message never says which factor was wrong (that would help a guesser). A correct code
-    from a not yet confirmed secret confirms it (so `gatepass login --totp` enrols CLI-only vendors)."""
+    throttled, and the answer never says what was wrong (that would help a guesser). An unconfirmed secret is
+    bound by the password, the valid enrolment code and a right code from it (`gatepass login --enrolment-code
+    … --totp …` enrols CLI-only vendors); for a confirmed one the enrolment code is ignored."""
     verified = _verify(session, vault=vault, now=now, policy=policy, username=username, password=password,
-                       code=code, source=source, enrolment=None)
+                       code=code, enrolment_code=enrolment_code, source=source, enrolment=None)
     if not isinstance(verified, IssuedToken):  # without an enrolment offer there is never a pending state
         raise LoginFailed(_GENERIC_FAILURE)
     return verified
@@ -94,81 +120,146 @@ def web_login(
     code: str,
     enrolment_key: bytes,
     enrolment_ttl: dt.timedelta,
+    enrolment_code: str | None = None,
     source: str | None = None,
 ) -> IssuedToken | PendingEnrolment:
-    """``login`` for the sign-in form: a person whose TOTP secret is unconfirmed and whose password is right
-    but whose code is empty or wrong gets the enrolment step (QR code) instead of a refusal."""
+    """``login`` for the sign-in form: a person whose TOTP secret is unconfirmed, whose password and enrolment
+    code are right and whose one-time code is empty or wrong gets the enrolment step (QR code) instead of a
+    refusal. The password alone never gets there."""
     return _verify(session, vault=vault, now=now, policy=policy, username=username, password=password, code=code,
-                   source=source, enrolment=(enrolment_key, enrolment_ttl))
+                   enrolment_code=enrolment_code, source=source, enrolment=(enrolment_key, enrolment_ttl))
 
 
 def _verify(
     session: Session, *, vault: Vault, now: dt.datetime, policy: LoginPolicy, username: str, password: str,
-    code: str, source: str | None, enrolment: tuple[bytes, dt.timedelta] | None,
+    code: str, enrolment_code: str | None, source: str | None, enrolment: tuple[bytes, dt.timedelta] | None,
 ) -> IssuedToken | PendingEnrolment:
-    identity = session.scalar(select(Identity).where(Identity.username == username))
     where = {"source": source} if source else {}
-    if identity is None:
-        passwords.verify_password(password, passwords.dummy_hash())  # same cost as a real check
-        audit.record(session, now=now, action=Action.LOGIN_FAILED, outcome="failure", actor=username[:64],
-                     details={"reason": "unknown user", **where})
-        raise LoginFailed(_GENERIC_FAILURE)
+    _refuse_control_characters(session, now=now, policy=policy, username=username, source=source, where=where)
+    _refuse_if_throttled(session, now=now, policy=policy, username=username, source=source, where=where)
 
-    _refuse_if_locked(session, identity=identity, now=now, where=where)
-    if identity.kind != "human" or identity.password_hash is None or identity.totp_secret_ciphertext is None:
-        # DESIGN invariant 5: service and AI-agent identities never sign in with a password.
-        passwords.verify_password(password, passwords.dummy_hash())
-        audit.record(session, now=now, action=Action.LOGIN_FAILED, outcome="failure", actor=username,
-                     details={"reason": f"{identity.kind} identities cannot sign in with a password", **where})
-        raise LoginFailed(f"sign-in refused: '{username}' is a {identity.kind} identity, which cannot sign "
-                          "in with a password")
-
-    password_ok = passwords.verify_password(password, identity.password_hash)
-    secret = vault.open(identity.totp_secret_ciphertext, purpose=totp_purpose(username)).decode()
+    identity = session.scalar(select(Identity).where(Identity.username == username))
+    person = identity if (identity is not None and identity.kind == "human" and identity.password_hash is not None
+                          and identity.totp_secret_ciphertext is not None) else None
+    # The same work whatever the outcome — one scrypt check, one TOTP check, one comparison of enrolment code
+    # hashes — so the answer's timing does not tell an unknown name, a service identity or a locked account.
+    password_ok = passwords.verify_password(password, person.password_hash if person and person.password_hash
+                                            else passwords.dummy_hash())
+    secret = (vault.open(person.totp_secret_ciphertext, purpose=totp_purpose(username)).decode()
+              if person and person.totp_secret_ciphertext else _DUMMY_TOTP_SECRET)
     step = totp.matching_step(secret, code, now=now)
-    if password_ok and step is None and enrolment is not None and identity.totp_confirmed_at is None:
-        _refuse_if_unusable(session, identity=identity, now=now, where=where)
+    code_problem = _enrolment_code_problem(person, enrolment_code, now=now)
+
+    if identity is None or person is None:
+        reason = ("unknown user" if identity is None
+                  # DESIGN invariant 5: service and AI-agent identities never sign in with a password.
+                  else f"{identity.kind} identities cannot sign in with a password")
+        _refuse(session, now=now, policy=policy, identity=identity, username=username, source=source,
+                action=Action.LOGIN_FAILED, reason=reason, where=where)
+    assert person is not None  # noqa: S101 -- _refuse raised above otherwise
+    unusable = is_usable(person, now)
+    if person.locked_until is not None and person.locked_until > now:
+        _refuse(session, now=now, policy=policy, identity=person, username=username, source=source,
+                action=Action.LOGIN_FAILED, reason="account locked", where=where)
+    if not password_ok:
+        _refuse(session, now=now, policy=policy, identity=person, username=username, source=source,
+                action=Action.LOGIN_FAILED, reason="wrong password", where=where)
+    if unusable:
+        _refuse(session, now=now, policy=policy, identity=person, username=username, source=source,
+                action=Action.LOGIN_FAILED, reason=unusable, where=where)
+    unconfirmed = person.totp_confirmed_at is None
+    if unconfirmed and code_problem is not None:
+        # Without the enrolment code a password never sees or binds the second factor (DESIGN invariant 4).
+        _refuse(session, now=now, policy=policy, identity=person, username=username, source=source,
+                action=Action.ENROLMENT_CODE_REFUSED, reason=code_problem, where=where)
+    fresh = step is not None and step > person.totp_last_step
+    if unconfirmed and not fresh and enrolment is not None:
         key, ttl = enrolment
         expires_at = now + ttl
         audit.record(session, now=now, action=Action.MFA_ENROLMENT_SHOWN, actor=username,
                      details={"expires_at": expires_at.isoformat(), **where})
         return PendingEnrolment(username=username, secret=secret, expires_at=expires_at,
-                                token=_enrolment_token(key, identity, expires_at=expires_at))
-    if not password_ok or step is None or step <= identity.totp_last_step:
-        _count_failure(session, identity=identity, now=now, policy=policy, password_ok=password_ok,
-                       replayed=step is not None, where=where)
-        raise LoginFailed(_GENERIC_FAILURE)
-
-    _refuse_if_unusable(session, identity=identity, now=now, where=where)
-    return _issue(session, identity=identity, now=now, policy=policy, step=step, where=where)
-
-
-def _refuse_if_locked(session: Session, *, identity: Identity, now: dt.datetime, where: dict[str, str]) -> None:
-    if identity.locked_until is not None and identity.locked_until > now:
-        audit.record(session, now=now, action=Action.LOGIN_FAILED, outcome="failure", actor=identity.username,
-                     details={"reason": "account locked", **where})
-        raise AccountLocked(
-            f"sign-in refused: the account '{identity.username}' is locked after repeated failed sign-ins until "
-            f"{identity.locked_until:%H:%M:%S} UTC"
-        )
+                                token=_enrolment_token(key, person, expires_at=expires_at))
+    if step is None or not fresh:
+        _refuse(session, now=now, policy=policy, identity=person, username=username, source=source,
+                action=Action.MFA_FAILED, reason="one-time code already used" if step is not None else
+                "wrong one-time code", where=where)
+    assert step is not None  # noqa: S101 -- refused above otherwise
+    return _issue(session, identity=person, now=now, policy=policy, step=step, source=source, where=where)
 
 
-def _refuse_if_unusable(session: Session, *, identity: Identity, now: dt.datetime, where: dict[str, str]) -> None:
-    unusable = is_usable(identity, now)
-    if unusable:
-        audit.record(session, now=now, action=Action.LOGIN_FAILED, outcome="failure", actor=identity.username,
-                     details={"reason": unusable, **where})
-        raise LoginFailed(f"sign-in refused: {unusable}")
+def _enrolment_code_problem(person: Identity | None, supplied: str | None, *, now: dt.datetime) -> str | None:
+    """Why ``supplied`` does not open this person's enrolment, or None. The hashes are compared in constant
+    time, always (a dummy one when there is none), before any reason is picked."""
+    stored = person.enrolment_code_hash if person is not None else None
+    matches = hmac.compare_digest(enrolment_code_digest(supplied or ""), stored or _NO_CODE)
+    if not supplied or not supplied.strip():
+        return "no enrolment code given"
+    if person is None or stored is None:
+        return "no enrolment code is outstanding (it was used, or the account predates enrolment codes)"
+    if not matches:
+        return "wrong enrolment code"
+    if person.enrolment_code_expires_at is None or person.enrolment_code_expires_at <= now:
+        return "enrolment code expired"
+    return None
+
+
+def _refuse(
+    session: Session, *, now: dt.datetime, policy: LoginPolicy, identity: Identity | None, username: str,
+    source: str | None, action: Action, reason: str, where: dict[str, str],
+) -> None:
+    """Audit the real reason, count the failure, and raise the one answer everyone gets."""
+    failures: dict[str, int] = {}
+    if identity is not None:
+        identity.failed_logins += 1  # also changes the pending enrolment state's fingerprint: it is used up
+        failures = {"failures": identity.failed_logins}
+    audit.record(session, now=now, action=action, outcome="failure", actor=username[:64],
+                 details={"reason": reason, **failures, **where})
+    sign_in_throttles.record_failure(session, policy=policy.throttles, now=now, username=username, source=source)
+    raise LoginFailed(_GENERIC_FAILURE)
+
+
+def _refuse_if_throttled(session: Session, *, now: dt.datetime, policy: LoginPolicy, username: str,
+                         source: str | None, where: dict[str, str]) -> None:
+    block = sign_in_throttles.current_block(session, policy=policy.throttles, now=now, username=username,
+                                            source=source)
+    if block is None:
+        return
+    retry_after = block.retry_after(now)
+    audit.record(session, now=now, action=Action.LOGIN_THROTTLED, outcome="failure", actor=username[:64],
+                 details={"reason": "blocked", "scope": block.scope, "retry_after": retry_after, **where})
+    raise LoginThrottled(f"sign-in refused: too many failed sign-ins from here; try again in {retry_after} "
+                         "seconds", retry_after=retry_after)
+
+
+def _refuse_control_characters(session: Session, *, now: dt.datetime, policy: LoginPolicy, username: str,
+                               source: str | None, where: dict[str, str]) -> None:
+    """A user name never holds a control character: one that does is a forged log line or a pasted mistake.
+    Refused with a reason, audited with the name escaped, and counted against the source; never stored raw."""
+    if not _CONTROL_IN_NAME.search(username):
+        return
+    shown = escape_controls(username)[:128]
+    _refuse_if_throttled(session, now=now, policy=policy, username=shown, source=source, where=where)
+    audit.record(session, now=now, action=Action.LOGIN_FAILED, outcome="failure", actor=shown[:64],
+                 details={"reason": "user name holds control characters", "name": shown, **where})
+    sign_in_throttles.record_failure(session, policy=policy.throttles, now=now, username=shown, source=source)
+    raise InvalidLoginName("sign-in refused: user names contain no control characters (a line break, tab or "
+                           "other invisible character was typed or pasted into the user name)")
 
 
 def _issue(session: Session, *, identity: Identity, now: dt.datetime, policy: LoginPolicy, step: int,
-           where: dict[str, str]) -> IssuedToken:
+           source: str | None, where: dict[str, str]) -> IssuedToken:
     identity.totp_last_step = step
     identity.failed_logins = 0
     identity.locked_until = None
+    sign_in_throttles.record_success(session, username=identity.username, source=source)
     if identity.totp_confirmed_at is None:
-        # The person proved they hold the new secret: it is enrolled from now on.
+        # Password, enrolment code and a code from the new secret: it is bound from now on, and the enrolment
+        # code is used up in the same transaction.
         identity.totp_confirmed_at = now
+        identity.enrolment_code_hash = None
+        identity.enrolment_code_expires_at = None
+        audit.record(session, now=now, action=Action.ENROLMENT_CODE_USED, actor=identity.username, details=where)
         audit.record(session, now=now, action=Action.MFA_ENROLLED, actor=identity.username, details=where)
     token = "gpt_" + secrets.token_urlsafe(32)
     expires_at = now + policy.token_ttl
@@ -178,17 +269,19 @@ def _issue(session: Session, *, identity: Identity, now: dt.datetime, policy: Lo
     return IssuedToken(token, expires_at, identity)
 
 
-# --- TOTP enrolment: the pending state between "password right" and "code from the new secret right" ------
+# --- TOTP enrolment: the pending state between "password and enrolment code right" and "code from the new
+# secret right" ----------------------------------------------------------------------------------------------
 
 
 def _state_fingerprint(identity: Identity) -> str:
-    """Changes with every sign-in attempt's outcome (failure counter, lock, last step) and with a reset secret:
-    a pending state made before any of these no longer matches, which makes each one single-use without
-    keeping it on the server."""
+    """Changes with every sign-in attempt's outcome (failure counter, lock, last step), with a reset secret and
+    with a new or used-up enrolment code: a pending state made before any of these no longer matches, which
+    makes each one single-use without keeping it on the server."""
     material = b"\x00".join([
         identity.totp_secret_ciphertext or b"", str(identity.failed_logins).encode(),
         (identity.locked_until.isoformat() if identity.locked_until else "").encode(),
         str(identity.totp_last_step).encode(), str(identity.totp_confirmed_at is None).encode(),
+        (identity.enrolment_code_hash or "").encode(),
     ])
     return hashlib.sha256(material).hexdigest()[:32]
 
@@ -211,6 +304,8 @@ def _pending_identity(session: Session, *, key: bytes, token: str, now: dt.datet
     # Locked when the state is about to be used: two posts of one pending state must not both succeed.
     identity = session.get(Identity, int(parts[0]), with_for_update=lock)
     if (identity is None or identity.totp_confirmed_at is not None or identity.totp_secret_ciphertext is None
+            or identity.enrolment_code_hash is None or identity.enrolment_code_expires_at is None
+            or identity.enrolment_code_expires_at <= now
             or not hmac.compare_digest(_state_fingerprint(identity), parts[2])):
         raise NotAuthenticated(_ENROLMENT_EXPIRED)
     return identity
@@ -228,50 +323,41 @@ def complete_enrolment(
     session: Session, *, vault: Vault, now: dt.datetime, policy: LoginPolicy, key: bytes, token: str, code: str,
     source: str | None = None,
 ) -> IssuedToken:
-    """Confirm the new secret with a code from it and sign in. A wrong or replayed code counts toward the
-    lockout exactly like one on the sign-in form (DESIGN invariant 4)."""
+    """Confirm the new secret with a code from it and sign in (binding it uses up the enrolment code). A wrong
+    or replayed code is throttled exactly like one on the sign-in form (DESIGN invariant 4)."""
     identity = _pending_identity(session, key=key, token=token, now=now, lock=True)
     where = {"source": source} if source else {}
-    _refuse_if_locked(session, identity=identity, now=now, where=where)
-    _refuse_if_unusable(session, identity=identity, now=now, where=where)
+    username = identity.username
+    _refuse_if_throttled(session, now=now, policy=policy, username=username, source=source, where=where)
+    problem = ("account locked" if identity.locked_until is not None and identity.locked_until > now
+               else is_usable(identity, now))
+    if problem:
+        _refuse(session, now=now, policy=policy, identity=identity, username=username, source=source,
+                action=Action.LOGIN_FAILED, reason=problem, where={**where, "step": "enrolment"})
     assert identity.totp_secret_ciphertext is not None  # noqa: S101 -- checked by _pending_identity
-    secret = vault.open(identity.totp_secret_ciphertext, purpose=totp_purpose(identity.username)).decode()
+    secret = vault.open(identity.totp_secret_ciphertext, purpose=totp_purpose(username)).decode()
     step = totp.matching_step(secret, code, now=now)
     if step is None or step <= identity.totp_last_step:
-        _count_failure(session, identity=identity, now=now, policy=policy, password_ok=True,
-                       replayed=step is not None, where={**where, "step": "enrolment"})
-        locked = identity.locked_until is not None and identity.locked_until > now
+        identity.failed_logins += 1
+        audit.record(session, now=now, action=Action.MFA_FAILED, outcome="failure", actor=username,
+                     details={"reason": "one-time code already used" if step is not None else "wrong one-time code",
+                              "failures": identity.failed_logins, "step": "enrolment", **where})
+        sign_in_throttles.record_failure(session, policy=policy.throttles, now=now, username=username,
+                                         source=source)
+        block = sign_in_throttles.current_block(session, policy=policy.throttles, now=now, username=username,
+                                                source=source)
         # A retry keeps the original deadline: wrong codes never stretch the pending state's lifetime.
-        retry = None if locked else _enrolment_token(key, identity, expires_at=_deadline(token))
+        retry = None if block else _enrolment_token(key, identity, expires_at=_deadline(token))
         raise EnrolmentCodeRefused(
             "that code did not match: scan the QR code again (or type the secret) and enter the code your "
-            "authenticator shows now" if not locked else
-            f"enrolment refused: too many wrong codes; the account is locked until "
-            f"{identity.locked_until:%H:%M:%S} UTC", retry_token=retry)
-    return _issue(session, identity=identity, now=now, policy=policy, step=step, where=where)
+            "authenticator shows now" if block is None else
+            f"enrolment refused: too many wrong codes from here; sign in again in {block.retry_after(now)} "
+            "seconds", retry_token=retry)
+    return _issue(session, identity=identity, now=now, policy=policy, step=step, source=source, where=where)
 
 
 def _deadline(token: str) -> dt.datetime:
     return dt.datetime.fromtimestamp(int(token.split(".")[1]), tz=dt.UTC)
-
-
-def _count_failure(
-    session: Session, *, identity: Identity, now: dt.datetime, policy: LoginPolicy, password_ok: bool,
-    replayed: bool, where: dict[str, str],
-) -> None:
-    identity.failed_logins += 1
-    if password_ok:
-        reason = "one-time code already used" if replayed else "wrong one-time code"
-        audit.record(session, now=now, action=Action.MFA_FAILED, outcome="failure", actor=identity.username,
-                     details={"reason": reason, "failures": identity.failed_logins, **where})
-    else:
-        audit.record(session, now=now, action=Action.LOGIN_FAILED, outcome="failure", actor=identity.username,
-                     details={"reason": "wrong password", "failures": identity.failed_logins, **where})
-    if identity.failed_logins >= policy.max_failures:
-        identity.locked_until = now + policy.lockout
-        identity.failed_logins = 0
-        audit.record(session, now=now, action=Action.ACCOUNT_LOCKED, outcome="failure", actor=identity.username,
-                     details={"until": identity.locked_until.isoformat(), **where})
 
 
 def authenticate_token(session: Session, *, now: dt.datetime, token: str) -> Identity:

@@ -49,7 +49,8 @@ def initialise(settings: Settings) -> InitResult:
                          details={"data_dir": str(data)})
             authorities.create_authority(session, vault=vault, now=now)
             admin = create_identity(session, vault=vault, now=now, actor="gatepass-init",
-                                    username=ADMIN_USERNAME, role="admin")
+                                    username=ADMIN_USERNAME, role="admin",
+                                    enrolment_code_ttl=settings.enrolment_code_ttl)
             token = gateways.create_gateway(session, now=now, actor="gatepass-init", name=EMBEDDED_GATEWAY)
     finally:
         engine.dispose()

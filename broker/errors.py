@@ -2,12 +2,14 @@
 
     BrokerError                      base; never shown as a 500
     ├── InvalidInput         400     the request itself is malformed or out of bounds
+    │   └── InvalidLoginName 400     a user name with control characters at the sign-in door (audited)
     ├── NotAuthenticated     401     no valid token (missing, expired, revoked)
     ├── LoginFailed          401     wrong username, password or one-time code (audited)
     ├── Forbidden            403     authenticated, but not allowed to do this (audited)
     ├── NotFound             404     no such object, or not visible to the caller
     ├── Conflict             409     the object is in a state that does not allow this
-    └── AccountLocked        423     too many failed sign-ins (audited)
+    ├── AccountLocked        423     (no longer raised: a sign-in refusal never tells a locked account apart)
+    └── LoginThrottled       429     too many failed sign-ins from this source (audited; Retry-After)
 
 Errors with ``keep_changes = True`` are refusals whose audit event (and failure counters) must be
 committed even though the action itself is refused; the domain code guarantees that nothing else was
@@ -76,3 +78,17 @@ class AccountLocked(BrokerError):
     status_code = 423
     code = "account_locked"
     keep_changes = True
+
+
+class InvalidLoginName(InvalidInput):
+    keep_changes = True  # the refusal's audit event and the source's failure count stay
+
+
+class LoginThrottled(BrokerError):
+    status_code = 429
+    code = "too_many_attempts"
+    keep_changes = True
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -42,16 +44,57 @@ def check_email(address: str) -> str:
     return address
 
 
+# Crockford's base32 (no I, L, O, U): read aloud or typed from paper without mixing up 1/I/L or 0/O.
+_ENROLMENT_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ENROLMENT_GROUPS, _ENROLMENT_GROUP = 3, 4  # XXXX-XXXX-XXXX: 60 random bits
+ENROLMENT_CODE_TTL = dt.timedelta(hours=72)
+
+
 @dataclass(frozen=True)
 class NewCredentials:
-    """Shown once, at creation: the broker keeps only the password's hash and the sealed TOTP secret."""
+    """Shown once, at creation: the broker keeps only the password's hash, the sealed TOTP secret and the
+    enrolment code's SHA-256. The enrolment code must come with the password at the first sign-in: a password
+    alone never shows or binds the second factor (DESIGN invariant 4)."""
 
     username: str
     password: str
     totp_secret: str
+    enrolment_code: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"username": self.username, "password": self.password, "totp_secret": self.totp_secret}
+        return {"username": self.username, "password": self.password, "totp_secret": self.totp_secret,
+                "enrolment_code": self.enrolment_code}
+
+
+@dataclass(frozen=True)
+class NewFactor:
+    """What `reset-totp` hands out once: the new (unconfirmed) TOTP secret and the enrolment code that binds it."""
+
+    username: str
+    totp_secret: str
+    enrolment_code: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"username": self.username, "totp_secret": self.totp_secret, "enrolment_code": self.enrolment_code}
+
+
+def enrolment_code_digest(code: str) -> str:
+    """SHA-256 of the code in its canonical form: case, spaces and dashes do not matter, and the letters
+    Crockford's base32 leaves out read as the digits they look like (O→0, I/L→1)."""
+    canonical = "".join(code.split()).replace("-", "").upper().translate(str.maketrans("OIL", "011"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _issue_enrolment_code(session: Session, identity: Identity, *, now: dt.datetime, actor: str,
+                          ttl: dt.timedelta, reason: str) -> str:
+    """A new single-use enrolment code for ``identity`` (replacing any earlier one); only its hash is kept."""
+    raw = "".join(secrets.choice(_ENROLMENT_ALPHABET) for _ in range(_ENROLMENT_GROUPS * _ENROLMENT_GROUP))
+    code = "-".join(raw[i:i + _ENROLMENT_GROUP] for i in range(0, len(raw), _ENROLMENT_GROUP))
+    identity.enrolment_code_hash = enrolment_code_digest(code)
+    identity.enrolment_code_expires_at = now + ttl
+    audit.record(session, now=now, action=Action.ENROLMENT_CODE_ISSUED, actor=actor, subject=identity.username,
+                 details={"expires_at": identity.enrolment_code_expires_at.isoformat(), "reason": reason})
+    return code
 
 
 def totp_purpose(username: str) -> str:
@@ -72,13 +115,15 @@ def create_identity(
     owner: str | None = None,
     purpose: str | None = None,
     email: str | None = None,
+    enrolment_code_ttl: dt.timedelta = ENROLMENT_CODE_TTL,
 ) -> NewCredentials | None:
     """Create an identity with one role (scoped to sites where given). Humans get a password and a TOTP
     secret, returned once; service and AI-agent identities get neither (they never sign in with a
     password: DESIGN invariant 5) and must name an owner.
 
-    The TOTP secret starts unconfirmed: the first sign-in that proves it with a code (the web enrolment page
-    with its QR code, or `gatepass login --totp`) confirms it."""
+    The TOTP secret starts unconfirmed: the first sign-in that gives the password, the one-time enrolment code
+    (valid for ``enrolment_code_ttl``) and a code from the secret confirms it (the web enrolment page with its
+    QR code, or `gatepass login --enrolment-code … --totp …`)."""
     check_name(username, what="user")
     if email is not None:
         email = check_email(email)
@@ -104,12 +149,11 @@ def create_identity(
         owner_id=owner_identity.id if owner_identity else None, created_at=now,
         totp_last_step=0, failed_logins=0, disabled=False, email=email, totp_confirmed_at=None,
     )
-    credentials = None
+    password = secret = None
     if kind == "human":
         password, secret = passwords.generate_password(), totp.new_secret()
         identity.password_hash = passwords.hash_password(password)
         identity.totp_secret_ciphertext = vault.seal(secret.encode(), purpose=totp_purpose(username))
-        credentials = NewCredentials(username, password, secret)
     identity.roles = [RoleAssignment(role=role, site_id=site.id) for site in sites] or [RoleAssignment(role=role)]
     session.add(identity)
     session.flush()  # assign identity.id for the audit subject and role rows
@@ -118,7 +162,10 @@ def create_identity(
         details={"role": role, "kind": kind, "sites": [s.name for s in sites], "organisation": organisation,
                  **({"email": email} if email else {})},
     )
-    return credentials
+    if password is None or secret is None:
+        return None
+    code = _issue_enrolment_code(session, identity, now=now, actor=actor, ttl=enrolment_code_ttl, reason="created")
+    return NewCredentials(username, password, secret, code)
 
 
 def get_identity(session: Session, username: str) -> Identity:
@@ -139,10 +186,12 @@ def set_email(session: Session, *, now: dt.datetime, actor: str, username: str, 
     return identity
 
 
-def reset_totp(session: Session, *, vault: Vault, now: dt.datetime, actor: str, username: str) -> str:
+def reset_totp(session: Session, *, vault: Vault, now: dt.datetime, actor: str, username: str,
+               enrolment_code_ttl: dt.timedelta = ENROLMENT_CODE_TTL) -> NewFactor:
     """Issue a new TOTP secret (lost phone, suspected copy): it is unconfirmed until the person proves it
-    with a code, and every API token and web session of theirs is revoked so that nothing signed in with
-    the old factor stays in. Returns the new secret, shown once."""
+    with their password, the new enrolment code (issued here) and a code from it, and every API token and web
+    session of theirs is revoked so that nothing signed in with the old factor stays in. Returns the new
+    secret and enrolment code, shown once."""
     identity = get_identity(session, username)
     if identity.kind != "human" or identity.password_hash is None:
         raise InvalidInput(f"'{username}' is a {identity.kind} identity: it has no one-time codes to reset")
@@ -158,7 +207,9 @@ def reset_totp(session: Session, *, vault: Vault, now: dt.datetime, actor: str, 
         revoked += 1
     audit.record(session, now=now, action=Action.TOTP_RESET, actor=actor, subject=username,
                  details={"tokens_revoked": revoked})
-    return secret
+    code = _issue_enrolment_code(session, identity, now=now, actor=actor, ttl=enrolment_code_ttl,
+                                 reason="totp reset")
+    return NewFactor(username, secret, code)
 
 
 def _site_by_name(session: Session, name: str) -> Site:

@@ -30,6 +30,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "--password-file", metavar="F", help="read the password from this file ('-' for stdin)"
     )
     login.add_argument("--totp", metavar="CODE", help="the current one-time code from your authenticator")
+    login.add_argument(
+        "--enrolment-code", metavar="CODE",
+        help="the enrolment code you were given with your password: needed at the first sign-in and after your "
+             "one-time codes were reset, ignored otherwise",
+    )
     login.add_argument("--json", action="store_true", help="print the session (never the token) as JSON")
     login.set_defaults(func=run_login)
 
@@ -68,8 +73,11 @@ def run_login(args: argparse.Namespace) -> int:
     username = args.user or _prompt("Username", secret=False)
     password = _read_password(args.password_file) if args.password_file else _prompt("Password", secret=True)
     totp = args.totp or _prompt("One-time code", secret=False)
+    body = {"username": username, "password": password, "totp": totp.strip()}
+    if args.enrolment_code and args.enrolment_code.strip():
+        body["enrolment_code"] = args.enrolment_code.strip()
     with ctx.anonymous_api(server) as api:
-        answer = api.post("/auth/login", {"username": username, "password": password, "totp": totp.strip()})
+        answer = api.post("/auth/login", body)
     try:
         session = Session(
             server=server,

@@ -55,8 +55,11 @@ async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) ->
     _configure_logging()
     admin.migrate(settings)
     app = create_app(settings)
+    # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 (its default
+    # forwarded_allow_ips), so anything on the host could pick the source the throttles and the audit trail see.
+    # The broker applies GATEPASS_TRUSTED_PROXIES itself, in one place (broker.sources).
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
-                            lifespan="on", timeout_graceful_shutdown=2)
+                            lifespan="on", timeout_graceful_shutdown=2, proxy_headers=False)
     server = uvicorn.Server(config)
     server_task = asyncio.create_task(server.serve())
     while not server.started:
@@ -157,7 +160,7 @@ async def _start_demo(settings: Settings) -> DemoTarget:
           f"{target.host}:{target.port}).")
     for role, creds in (("vendor", vendor), ("supervisor", supervisor)):
         print(f"  {role:<10} username {creds['username']:<16} password {creds['password']}  "
-              f"TOTP secret {creds['totp_secret']}")
+              f"TOTP secret {creds['totp_secret']}  enrolment code {creds.get('enrolment_code', '-')}")
     return target
 
 

@@ -26,8 +26,4 @@ class BrokerState:
 
     @property
     def login_policy(self) -> LoginPolicy:
-        return LoginPolicy(
-            max_failures=self.settings.login_max_failures,
-            lockout=self.settings.lockout_duration,
-            token_ttl=self.settings.token_ttl,
-        )
+        return LoginPolicy.from_settings(self.settings)

@@ -1,6 +1,7 @@
-"""TOTP enrolment on the web: a person whose secret is new (or was reset) signs in with username and password,
-sees the secret as a QR code (and as text), and confirms it with a code. Over plain HTTP (cookies, the signed
-single-use pending state, lockout) and in real Chromium (the page a new user sees, screenshot "enrol")."""
+"""TOTP enrolment on the web: a person whose secret is new (or was reset) signs in with username, password and
+the one-time enrolment code, sees the secret as a QR code (and as text), and confirms it with a code; the
+password alone never shows it. Over plain HTTP (cookies, the signed single-use pending state, throttling) and in
+real Chromium (the page a new user sees, screenshot "enrol")."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import httpx
 import pyotp
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy import text
 
 from approvals.signin_routes import ENROL_COOKIE, ENROL_PATH
 from approvals.web import SESSION_COOKIE
@@ -37,14 +39,20 @@ def csrf_of(page: httpx.Response) -> str:
     return found.group(1)
 
 
-def post_sign_in(client: httpx.Client, username: str, password: str, code: str = "") -> httpx.Response:
+def post_sign_in(client: httpx.Client, username: str, password: str, code: str = "",
+                 enrolment_code: str = "") -> httpx.Response:
     csrf = csrf_of(client.get("/sign-in"))
-    return client.post("/sign-in", data={"csrf": csrf, "username": username, "password": password, "code": code})
+    return client.post("/sign-in", data={"csrf": csrf, "username": username, "password": password, "code": code,
+                                         "enrolment_code": enrolment_code})
 
 
-def open_enrolment(client: httpx.Client, plant: Plant, username: str) -> tuple[str, str]:
-    """Sign in without a code; returns the enrolment form's CSRF token and the secret the page shows."""
-    answer = post_sign_in(client, username, plant.creds(username).password)
+def open_enrolment(client: httpx.Client, plant: Plant, username: str,
+                   enrolment_code: str | None = None) -> tuple[str, str]:
+    """Sign in with password and enrolment code, without a one-time code; returns the enrolment form's CSRF
+    token and the secret the page shows."""
+    creds = plant.creds(username)
+    answer = post_sign_in(client, username, creds.password,
+                          enrolment_code=creds.enrolment_code if enrolment_code is None else enrolment_code)
     assert answer.status_code == 303, answer.text
     assert answer.headers["location"] == ENROL_PATH
     page = client.get(ENROL_PATH)
@@ -60,7 +68,9 @@ def confirmed_at(plant: Plant, username: str) -> Any:
 
 def test_a_new_user_is_shown_a_qr_code_and_confirms_it(client: httpx.Client, web_plant: Plant) -> None:
     creds = web_plant.creds("vendor-a")
-    answer = post_sign_in(client, "vendor-a", creds.password)
+    # Written as handed over, in lower case with spaces: the code is read forgivingly.
+    answer = post_sign_in(client, "vendor-a", creds.password,
+                          enrolment_code=" " + creds.enrolment_code.lower().replace("-", " ") + " ")
     assert answer.status_code == 303
     assert answer.headers["location"] == ENROL_PATH  # no secret and no token in any URL
     assert SESSION_COOKIE not in answer.cookies  # not signed in yet
@@ -85,8 +95,56 @@ def test_a_new_user_is_shown_a_qr_code_and_confirms_it(client: httpx.Client, web
     assert SESSION_COOKIE in confirm.cookies
     assert confirmed_at(web_plant, "vendor-a") is not None
     actions = [e["action"] for e in web_plant.audit() if e["actor"] == "vendor-a"]
-    assert actions[-2:] == ["auth:mfa:enrolled", "auth:login:succeeded"]
+    assert actions[-3:] == ["auth:enrolment_code:used", "auth:mfa:enrolled", "auth:login:succeeded"]
     assert client.get("/vendor").status_code == 200
+    # Used up in the same transaction that bound the factor.
+    assert web_plant.row("SELECT enrolment_code_hash, enrolment_code_expires_at FROM identities "
+                         "WHERE username = 'vendor-a'") == (None, None)
+
+
+def test_the_password_alone_never_shows_or_binds_the_secret(client: httpx.Client, web_plant: Plant) -> None:
+    """DESIGN invariant 4: whoever has only the password (a phished one, a shoulder-surfed one) never sees the
+    secret and so can never bind their own authenticator to the account."""
+    creds = web_plant.creds("vendor-a")
+    wrong_password = post_sign_in(client, "vendor-a", "not-the-password", enrolment_code=creds.enrolment_code)
+    answers = {
+        "no enrolment code given": post_sign_in(client, "vendor-a", creds.password),
+        "wrong enrolment code": post_sign_in(client, "vendor-a", creds.password, enrolment_code="AAAA-BBBB-CCCC"),
+        # Even a right one-time code (computed from the secret, which an attacker would not have) does not bind.
+        "no enrolment code given ": post_sign_in(client, "vendor-a", creds.password,
+                                                 code=pyotp.TOTP(creds.totp_secret).now()),
+    }
+    for answer in [*answers.values(), wrong_password]:
+        assert answer.status_code == 401
+        assert "sign-in refused: wrong username, password or one-time code" in answer.text
+        assert ENROL_COOKIE not in answer.cookies
+        assert SESSION_COOKIE not in answer.cookies
+        assert creds.totp_secret not in answer.text
+    assert web_plant.audit("auth:mfa:enrolment_shown") == []
+    assert confirmed_at(web_plant, "vendor-a") is None
+    refused = [e["details"]["reason"] for e in web_plant.audit("auth:enrolment_code:refused")]
+    assert refused == [reason.strip() for reason in answers]
+    # The refusals look alike from outside: the form comes back the same as for a wrong password.
+    assert len({re.sub(CSRF_FIELD, "", a.text) for a in [*answers.values(), wrong_password]}) == 1
+
+
+def test_an_expired_enrolment_code_opens_nothing(web_plant: Plant, client: httpx.Client) -> None:
+    creds = web_plant.creds("vendor-a")
+    with web_plant.engine.begin() as connection:
+        connection.execute(text("UPDATE identities SET enrolment_code_expires_at = :t WHERE username = 'vendor-a'"),
+                           {"t": dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)})
+    answer = post_sign_in(client, "vendor-a", creds.password, enrolment_code=creds.enrolment_code)
+    assert answer.status_code == 401
+    assert ENROL_COOKIE not in answer.cookies
+    assert web_plant.audit("auth:enrolment_code:refused")[-1]["details"]["reason"] == "enrolment code expired"
+
+
+def test_a_user_name_with_a_line_break_is_refused_on_the_form(client: httpx.Client, web_plant: Plant) -> None:
+    answer = post_sign_in(client, "vendor-a\nadmin signed in", "x")
+    assert answer.status_code == 400
+    assert "user names contain no control characters" in answer.text
+    event = web_plant.audit("auth:login:failed")[-1]
+    assert event["actor"] == "vendor-a\\u000aadmin signed in"
 
 
 def test_the_pending_state_is_single_use(client: httpx.Client, web_plant: Plant) -> None:
@@ -103,7 +161,7 @@ def test_the_pending_state_is_single_use(client: httpx.Client, web_plant: Plant)
         assert replay.get(ENROL_PATH).status_code == 401
 
 
-def test_wrong_codes_count_toward_the_lockout(client: httpx.Client, web_plant: Plant) -> None:
+def test_wrong_codes_on_the_enrolment_page_are_throttled(client: httpx.Client, web_plant: Plant) -> None:
     csrf, _secret = open_enrolment(client, web_plant, "vendor-a")
     used = client.cookies[ENROL_COOKIE]
     answer = client.post(ENROL_PATH, data={"csrf": csrf, "code": "000000"})
@@ -119,21 +177,28 @@ def test_wrong_codes_count_toward_the_lockout(client: httpx.Client, web_plant: P
         if answer.status_code == 303:
             page = client.get(answer.headers["location"])
     assert answer.status_code == 401
-    assert "locked" in answer.text
-    assert web_plant.audit("auth:account:locked")[-1]["actor"] == "vendor-a"
+    assert "too many wrong codes from here" in answer.text
+    [block] = [e for e in web_plant.audit("auth:login:throttled") if "until" in e["details"]]
+    assert (block["actor"], block["details"]["scope"]) == ("vendor-a", "account_source")
     assert confirmed_at(web_plant, "vendor-a") is None
-    # Locked: the sign-in form does not show the QR code either.
-    again = post_sign_in(client, "vendor-a", web_plant.creds("vendor-a").password)
-    assert again.status_code == 423
+    # Held back from here: the sign-in form does not show the QR code either, and says when to try again.
+    creds = web_plant.creds("vendor-a")
+    again = post_sign_in(client, "vendor-a", creds.password, enrolment_code=creds.enrolment_code)
+    assert again.status_code == 429
+    assert int(again.headers["retry-after"]) > 0
+    assert ENROL_COOKIE not in again.cookies
 
 
 def test_no_enrolment_without_the_password_or_for_confirmed_users(client: httpx.Client, web_plant: Plant) -> None:
-    answer = post_sign_in(client, "vendor-a", "wrong password")
+    answer = post_sign_in(client, "vendor-a", "wrong password",
+                          enrolment_code=web_plant.creds("vendor-a").enrolment_code)
     assert answer.status_code == 401
     assert ENROL_COOKIE not in answer.cookies
     assert web_plant.audit("auth:mfa:enrolment_shown") == []
     confirm_totp(web_plant, "vendor1")
-    answer = post_sign_in(client, "vendor1", web_plant.creds("vendor1").password)
+    # Confirmed: the enrolment code is ignored, and without a one-time code the answer is a refusal.
+    answer = post_sign_in(client, "vendor1", web_plant.creds("vendor1").password,
+                          enrolment_code=web_plant.creds("vendor1").enrolment_code)
     assert answer.status_code == 401
     assert "sign-in refused" in answer.text
     assert ENROL_COOKIE not in answer.cookies
@@ -158,10 +223,15 @@ def test_forged_or_tampered_pending_state_is_refused(client: httpx.Client, web_p
 def test_a_reset_sends_the_user_through_enrolment_again(client: httpx.Client, web_plant: Plant) -> None:
     confirm_totp(web_plant, "vendor-a")
     with web_plant.session() as session:
-        secret = identities.reset_totp(session, vault=web_plant.vault, now=web_plant.clock.now(), actor="test",
+        issued = identities.reset_totp(session, vault=web_plant.vault, now=web_plant.clock.now(), actor="test",
                                        username="vendor-a")
-    _csrf, shown = open_enrolment(client, web_plant, "vendor-a")
-    assert shown == secret
+    # The code issued with the account opens nothing any more; the new one does.
+    old = post_sign_in(client, "vendor-a", web_plant.creds("vendor-a").password,
+                       enrolment_code=web_plant.creds("vendor-a").enrolment_code)
+    assert old.status_code == 401
+    assert ENROL_COOKIE not in old.cookies
+    _csrf, shown = open_enrolment(client, web_plant, "vendor-a", enrolment_code=issued.enrolment_code)
+    assert shown == issued.totp_secret
 
 
 # --- in the browser -------------------------------------------------------------------------------------
@@ -175,6 +245,13 @@ def test_new_supervisor_enrols_with_the_qr_code_in_the_browser(page: Any, web_pl
     page.goto(web_server.url + "/sign-in")
     page.get_by_label("Username").fill("sup-new")
     page.get_by_label("Password").fill(creds.password)
+    page.get_by_role("button", name="Sign in").click()  # the password alone: refused, no QR code
+    expect(page.get_by_role("alert")).to_contain_text("sign-in refused")
+    expect(page.get_by_role("img", name=re.compile("QR code"))).to_have_count(0)
+    assert creds.totp_secret not in page.content()
+
+    page.get_by_label("Password").fill(creds.password)
+    page.get_by_label("Enrolment code").fill(creds.enrolment_code)
     page.get_by_role("button", name="Sign in").click()  # One-time code left empty: first sign-in
 
     expect(page.get_by_role("heading", name="Set up your one-time codes")).to_be_visible()

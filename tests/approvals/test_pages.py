@@ -33,7 +33,8 @@ def sign_in(client: httpx.Client, plant: Plant, username: str) -> str:
     assert csrf is not None
     creds = plant.creds(username)
     answer = client.post("/sign-in", data={"csrf": csrf.group(1), "username": username, "password": creds.password,
-                                           "code": pyotp.TOTP(creds.totp_secret).now()})
+                                           "code": pyotp.TOTP(creds.totp_secret).now(),
+                                           "enrolment_code": creds.enrolment_code})
     assert answer.status_code == 303, answer.text
     page = client.get(answer.headers["location"])
     token = CSRF_FIELD.search(page.text)
@@ -61,7 +62,8 @@ def test_session_cookie_is_httponly_and_strict(client: httpx.Client, web_plant: 
     assert csrf is not None
     creds = web_plant.creds("sup-a1")
     answer = client.post("/sign-in", data={"csrf": csrf.group(1), "username": "sup-a1", "password": creds.password,
-                                           "code": pyotp.TOTP(creds.totp_secret).now()})
+                                           "code": pyotp.TOTP(creds.totp_secret).now(),
+                                           "enrolment_code": creds.enrolment_code})
     assert answer.status_code == 303
     cookie = next(h for h in answer.headers.get_list("set-cookie") if h.startswith(SESSION_COOKIE + "="))
     assert "HttpOnly" in cookie
@@ -72,7 +74,8 @@ def test_session_cookie_is_httponly_and_strict(client: httpx.Client, web_plant: 
 def test_sign_in_without_the_form_token_is_refused(client: httpx.Client, web_plant: Plant) -> None:
     creds = web_plant.creds("sup-a1")
     answer = client.post("/sign-in", data={"username": "sup-a1", "password": creds.password,
-                                           "code": pyotp.TOTP(creds.totp_secret).now()})
+                                           "code": pyotp.TOTP(creds.totp_secret).now(),
+                                           "enrolment_code": creds.enrolment_code})
     assert answer.status_code == 403
     assert SESSION_COOKIE not in answer.cookies
     assert web_plant.audit("web:form:csrf_refused")[-1]["subject"] == "/sign-in"

@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import io
 import json
+import re
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pyotp
 import pytest
 
 from broker import identities, inventory
 from broker.errors import InvalidInput
+from broker.identities import NewCredentials
 from cli.context import Context
 from cli.main import main
-from tests.fixtures.broker import Api, Plant
+from cli.state import ClientState
+from tests.fixtures.broker import Api, BrokerServer, Plant, assert_refusal
 
 AdminCli = Callable[..., tuple[int, str, str]]
 
@@ -41,36 +48,118 @@ def confirmed_at(plant: Plant, username: str) -> object:
     return plant.row("SELECT totp_confirmed_at FROM identities WHERE username = :u", u=username)[0]
 
 
-def test_a_new_user_is_unconfirmed_and_the_first_code_confirms_it(api: Api, plant: Plant) -> None:
-    plant.add_user("newvendor", role="vendor")
+def new_user(plant: Plant, name: str = "newvendor") -> NewCredentials:
+    creds = plant.add_user(name, role="vendor")
+    assert creds is not None
+    return creds
+
+
+def test_a_new_user_gets_an_enrolment_code_kept_only_as_a_hash(plant: Plant) -> None:
+    seq = plant.last_seq()
+    creds = new_user(plant)
+    assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}", creds.enrolment_code)
+    stored, expires_at = plant.row("SELECT enrolment_code_hash, enrolment_code_expires_at FROM identities "
+                                   "WHERE username = 'newvendor'")
+    assert stored == hashlib.sha256(creds.enrolment_code.replace("-", "").encode()).hexdigest()
+    assert _utc(expires_at) == plant.clock.now() + plant.settings.enrolment_code_ttl
+    [issued] = plant.audit("admin:enrolment_code:issued", after_seq=seq)
+    assert (issued["subject"], issued["details"]["reason"]) == ("newvendor", "created")
+    assert creds.enrolment_code not in json.dumps(plant.audit())
+    assert new_user(plant, "another").enrolment_code != creds.enrolment_code
+
+
+def _utc(value: Any) -> dt.datetime:
+    parsed = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed
+
+
+def test_a_new_user_binds_the_factor_with_password_enrolment_code_and_code(api: Api, plant: Plant) -> None:
+    creds = new_user(plant)
     assert confirmed_at(plant, "newvendor") is None
     seq = plant.last_seq()
-    creds = plant.users["newvendor"]
-    assert creds is not None
-    response = api.anonymous.post("/auth/login", json={"username": "newvendor", "password": creds.password,
-                                                       "totp": pyotp.TOTP(creds.totp_secret).at(plant.clock.now())})
+    response = api.anonymous.post("/auth/login", json={
+        "username": "newvendor", "password": creds.password, "enrolment_code": creds.enrolment_code,
+        "totp": pyotp.TOTP(creds.totp_secret).at(plant.clock.now())})
     assert response.status_code == 200, response.text
     assert confirmed_at(plant, "newvendor") is not None
-    assert [e["action"] for e in plant.audit(after_seq=seq)] == ["auth:mfa:enrolled", "auth:login:succeeded"]
-    # Confirmed users sign in exactly as before: no second enrolment event.
+    assert [e["action"] for e in plant.audit(after_seq=seq)] == ["auth:enrolment_code:used", "auth:mfa:enrolled",
+                                                                 "auth:login:succeeded"]
+    assert plant.row("SELECT enrolment_code_hash FROM identities WHERE username = 'newvendor'")[0] is None
+    # Confirmed users sign in exactly as before (the enrolment code, used up, is ignored): no second enrolment.
     seq = plant.last_seq()
     plant.clock.advance(dt.timedelta(seconds=30))
-    response = api.anonymous.post("/auth/login", json={"username": "newvendor", "password": creds.password,
-                                                       "totp": pyotp.TOTP(creds.totp_secret).at(plant.clock.now())})
-    assert response.status_code == 200
-    assert [e["action"] for e in plant.audit(after_seq=seq)] == ["auth:login:succeeded"]
+    for extra in ({"enrolment_code": creds.enrolment_code}, {}):
+        plant.clock.advance(dt.timedelta(seconds=30))
+        response = api.anonymous.post("/auth/login", json={
+            "username": "newvendor", "password": creds.password,
+            "totp": pyotp.TOTP(creds.totp_secret).at(plant.clock.now()), **extra})
+        assert response.status_code == 200
+    assert [e["action"] for e in plant.audit(after_seq=seq)] == ["auth:login:succeeded"] * 2
+
+
+@pytest.mark.parametrize(("enrolment_code", "reason"), [
+    (None, "no enrolment code given"),
+    ("ZZZZ-ZZZZ-ZZZZ", "wrong enrolment code"),
+])
+def test_the_password_and_a_right_code_without_the_enrolment_code_bind_nothing(
+        api: Api, plant: Plant, enrolment_code: str | None, reason: str) -> None:
+    """DESIGN invariant 4: a password alone never binds the second factor, even with a code from the secret."""
+    creds = new_user(plant)
+    body = {"username": "newvendor", "password": creds.password,
+            "totp": pyotp.TOTP(creds.totp_secret).at(plant.clock.now())}
+    if enrolment_code is not None:
+        body["enrolment_code"] = enrolment_code
+    response = api.anonymous.post("/auth/login", json=body)
+
+    refusal = assert_refusal(response, 401, "login_failed")
+    assert refusal["message"] == "sign-in refused: wrong username, password or one-time code"
+    assert confirmed_at(plant, "newvendor") is None
+    [event] = plant.audit("auth:enrolment_code:refused")
+    assert (event["actor"], event["details"]["reason"]) == ("newvendor", reason)
+    assert [e for e in plant.audit("auth:mfa:enrolled") if e["actor"] == "newvendor"] == []
+
+
+def test_an_enrolment_code_expires(api: Api, plant: Plant) -> None:
+    creds = new_user(plant)
+    plant.clock.advance(plant.settings.enrolment_code_ttl)
+    response = api.anonymous.post("/auth/login", json={
+        "username": "newvendor", "password": creds.password, "enrolment_code": creds.enrolment_code,
+        "totp": pyotp.TOTP(creds.totp_secret).at(plant.clock.now())})
+    assert_refusal(response, 401, "login_failed")
+    assert plant.audit("auth:enrolment_code:refused")[-1]["details"]["reason"] == "enrolment code expired"
+    assert confirmed_at(plant, "newvendor") is None
 
 
 def test_an_unconfirmed_user_with_a_wrong_code_is_refused_on_the_api(api: Api, plant: Plant) -> None:
     """Only the web form offers the enrolment page; the API answers as for anyone with a wrong code."""
-    plant.add_user("newvendor", role="vendor")
-    creds = plant.users["newvendor"]
-    assert creds is not None
+    creds = new_user(plant)
     response = api.anonymous.post("/auth/login", json={"username": "newvendor", "password": creds.password,
-                                                       "totp": "000000"})
+                                                       "enrolment_code": creds.enrolment_code, "totp": "000000"})
     assert response.status_code == 401
     assert confirmed_at(plant, "newvendor") is None
     assert plant.audit("auth:mfa:failed")[-1]["actor"] == "newvendor"
+    assert "totp_secret" not in response.text  # the API never shows the secret
+
+
+def test_gatepass_login_enrols_with_the_enrolment_code(api: Api, plant: Plant, broker: BrokerServer,
+                                                      tmp_path: Path) -> None:
+    creds = new_user(plant)
+    (tmp_path / "pw").write_text(creds.password + "\n")
+    code = pyotp.TOTP(creds.totp_secret).at(plant.clock.now())
+
+    def login(*extra: str) -> tuple[int, str]:
+        context = Context(environ={"GATEPASS_HOME": str(tmp_path / "home")}, state=ClientState(tmp_path / "home"),
+                          out=io.StringIO(), err=io.StringIO(), clock=plant.clock.now, sleep=lambda _s: None,
+                          transport=None)
+        exit_code = main(["login", "--server", broker.url, "--user", "newvendor", "--password-file",
+                          str(tmp_path / "pw"), "--totp", code, *extra], context=context)
+        assert isinstance(context.err, io.StringIO)
+        return exit_code, context.err.getvalue()
+
+    assert login() == (1, "gatepass: sign-in refused: wrong username, password or one-time code\n")
+    assert confirmed_at(plant, "newvendor") is None
+    assert login("--enrolment-code", creds.enrolment_code) == (0, "")
+    assert confirmed_at(plant, "newvendor") is not None
 
 
 def test_reset_totp_issues_a_new_secret_and_signs_the_user_out(api: Api, plant: Plant, admin_cli: AdminCli) -> None:
@@ -81,7 +170,7 @@ def test_reset_totp_issues_a_new_secret_and_signs_the_user_out(api: Api, plant: 
     code, out, _ = admin_cli("admin", "user", "reset-totp", "vendor1", "--json")
     assert code == 0
     answer = json.loads(out)
-    assert set(answer) == {"username", "totp_secret"}
+    assert set(answer) == {"username", "totp_secret", "enrolment_code"}
     assert answer["username"] == "vendor1"
     new_secret = answer["totp_secret"]
     assert new_secret != old_secret
@@ -91,6 +180,8 @@ def test_reset_totp_issues_a_new_secret_and_signs_the_user_out(api: Api, plant: 
     assert event["subject"] == "vendor1"
     assert event["details"]["tokens_revoked"] >= 1
     assert new_secret not in json.dumps(plant.audit())
+    assert answer["enrolment_code"] not in json.dumps(plant.audit())
+    assert plant.audit("admin:enrolment_code:issued")[-1]["details"]["reason"] == "totp reset"
 
     plant.clock.advance(dt.timedelta(seconds=60))
     password = plant.creds("vendor1").password
@@ -98,8 +189,13 @@ def test_reset_totp_issues_a_new_secret_and_signs_the_user_out(api: Api, plant: 
     assert api.anonymous.post("/auth/login", json={"username": "vendor1", "password": password,
                                                    "totp": old_code}).status_code == 401
     new_code = pyotp.TOTP(new_secret).at(plant.clock.now())
-    assert api.anonymous.post("/auth/login", json={"username": "vendor1", "password": password,
-                                                   "totp": new_code}).status_code == 200
+    # The password and a code from the new secret are not enough, nor the old enrolment code: the new one is.
+    for stale in (None, plant.creds("vendor1").enrolment_code):
+        assert api.anonymous.post("/auth/login", json={"username": "vendor1", "password": password, "totp": new_code,
+                                                       "enrolment_code": stale}).status_code == 401
+    assert confirmed_at(plant, "vendor1") is None
+    assert api.anonymous.post("/auth/login", json={"username": "vendor1", "password": password, "totp": new_code,
+                                                   "enrolment_code": answer["enrolment_code"]}).status_code == 200
     assert confirmed_at(plant, "vendor1") is not None
     assert plant.audit("auth:mfa:enrolled")[-1]["actor"] == "vendor1"
 
@@ -118,7 +214,11 @@ def test_user_add_keeps_the_json_contract_and_stores_the_email(plant: Plant, adm
     code, out, _ = admin_cli("admin", "user", "add", "sup-new", "--role", "supervisor", "--site", "plant-a",
                              "--email", "sup-new@plant-a.example", "--json")
     assert code == 0
-    assert set(json.loads(out)) == {"username", "password", "totp_secret"}
+    assert set(json.loads(out)) == {"username", "password", "totp_secret", "enrolment_code"}
+    code, out, _ = admin_cli("admin", "user", "add", "sup-other", "--role", "supervisor", "--site", "plant-a")
+    assert code == 0
+    assert "enrolment code: " in out
+    assert "needed once, with the password, at the first sign-in; it expires in 72 hours" in out
     assert plant.row("SELECT email FROM identities WHERE username = 'sup-new'")[0] == "sup-new@plant-a.example"
     assert confirmed_at(plant, "sup-new") is None  # enrols at the first sign-in
 

@@ -1,17 +1,30 @@
-"""Sign-in over the API: password + TOTP, one use per code, lockout, tokens (DESIGN invariants 4 and 5)."""
+"""Sign-in over the API: password + TOTP, one use per code, throttles per source and account, one refusal for
+every reason, where a request comes from, tokens (DESIGN invariants 4 and 5)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import json
+import re
+import statistics
+import time
+from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pyotp
 import pytest
 from sqlalchemy import text
 
-from broker import passwords, totp
+from broker import authentication, passwords, totp
+from broker.authentication import LoginPolicy
+from broker.errors import LoginFailed
 from broker.identities import totp_purpose
-from tests.fixtures.broker import Api, Plant, assert_refusal, new_public_key
+from broker.sign_in_throttles import ThrottlePolicy
+from broker.sources import parse_trusted_proxies
+from tests.fixtures.broker import Api, BrokerServer, Plant, Reaper, assert_refusal, new_public_key
 
 GENERIC = "sign-in refused: wrong username, password or one-time code"
 
@@ -81,37 +94,6 @@ def test_an_older_code_is_refused_after_a_newer_one_was_used(api: Api, plant: Pl
     # The older code is still inside the ±1 step drift window, but steps only move forward (RFC 6238 §5.2).
     assert_refusal(api.login_response("vendor1", code=old_code), 401, "login_failed")
     assert plant.audit("auth:mfa:failed")[-1]["details"]["reason"] == "one-time code already used"
-
-
-def test_repeated_failures_lock_the_account_until_the_lockout_ends(api: Api, plant: Plant) -> None:
-    creds = plant.creds("vendor1")
-    limit = plant.settings.login_max_failures
-    tokens = plant.count("api_tokens")
-    for attempt in range(limit):
-        # Mix both factors: a lockout counts failures, not which factor failed.
-        if attempt % 2:
-            response = api.login_response("vendor1", code=api.wrong_code("vendor1"))
-        else:
-            response = api.login_response("vendor1", password="not-" + creds.password)
-        assert_refusal(response, 401, "login_failed")
-    locked_at = plant.clock.now()
-
-    with_right_credentials = api.login_response("vendor1")
-
-    body = assert_refusal(with_right_credentials, 423, "account_locked")
-    assert "locked" in body["message"]
-    [lock] = plant.audit("auth:account:locked")
-    assert lock["actor"] == "vendor1"
-    until = dt.datetime.fromisoformat(lock["details"]["until"])
-    assert until == locked_at + plant.settings.lockout_duration
-    assert plant.count("api_tokens") == tokens
-
-    plant.clock.set(until - dt.timedelta(seconds=1))
-    assert_refusal(api.login_response("vendor1"), 423, "account_locked")
-    assert len(plant.audit("auth:account:locked")) == 1  # refusals while locked do not extend the lock
-
-    plant.clock.set(until + dt.timedelta(seconds=1))
-    assert api.login_response("vendor1").status_code == 200
 
 
 def test_unknown_user_gets_the_generic_answer_and_is_audited(api: Api, plant: Plant) -> None:
@@ -234,3 +216,236 @@ def test_a_user_token_is_refused_on_the_gateway_api(shared_api: Api, method: str
     assert_refusal(response, 401, "not_authenticated")
     _only_the_refusal_is_audited(shared_api.plant, before, secret=shared_api.token("admin"))
     assert shared_api.plant.row("SELECT registered_at FROM gateways")[0] is None
+
+
+# --- throttles, one refusal for every reason, and where a request comes from (DESIGN invariant 4) -------------
+
+
+def from_(address: str) -> dict[str, str]:
+    """The header a reverse proxy on 127.0.0.1 adds: how these tests come from many places."""
+    return {"X-Forwarded-For": address}
+
+
+@pytest.fixture
+def proxied(plant: Plant, reaper: Reaper) -> Iterator[Api]:
+    """The broker behind a reverse proxy on 127.0.0.1 (GATEPASS_TRUSTED_PROXIES=127.0.0.1), so each request
+    can name its client in X-Forwarded-For."""
+    settings = dataclasses.replace(plant.settings, trusted_proxies=parse_trusted_proxies("127.0.0.1"))
+    running = BrokerServer(settings).start()
+    clients = Api(running, plant)
+    try:
+        yield clients
+    finally:
+        clients.close()
+        running.server.should_exit = True
+        reaper.add(running.stop)
+
+
+def started_blocks(plant: Plant, scope: str) -> list[dict[str, Any]]:
+    return [e for e in plant.audit("auth:login:throttled")
+            if "until" in e["details"] and e["details"]["scope"] == scope]
+
+
+def test_failures_from_one_source_hold_back_that_source_not_the_real_user(proxied: Api, plant: Plant) -> None:
+    code, wrong = proxied.totp("vendor1"), proxied.wrong_code("vendor1")
+    attacker, victim = "198.51.100.7", "203.0.113.20"
+    for _ in range(plant.settings.login_max_failures):
+        assert_refusal(proxied.login_response("vendor1", password="guess", code=wrong, headers=from_(attacker)),
+                       401, "login_failed")
+
+    # Even the right password and code wait, from that source...
+    held = proxied.login_response("vendor1", code=code, headers=from_(attacker))
+    body = assert_refusal(held, 429, "too_many_attempts")
+    first_block = int(plant.settings.account_source_block.total_seconds())
+    assert held.headers["retry-after"] == str(first_block)
+    assert f"try again in {first_block} seconds" in body["message"]
+    # ...but the real user, somewhere else, is not held back at all.
+    assert proxied.login_response("vendor1", code=code, headers=from_(victim)).status_code == 200
+
+    [block] = started_blocks(plant, "account_source")
+    assert (block["actor"], block["details"]["source"]) == ("vendor1", attacker)
+    refused = plant.audit("auth:login:throttled")[-1]  # the held-back attempt is in the trail too
+    assert refused["details"] == {"reason": "blocked", "scope": "account_source", "retry_after": first_block,
+                                  "source": attacker}
+    assert plant.audit("auth:login:succeeded")[-1]["details"]["source"] == victim
+    assert plant.audit("auth:account:locked") == []
+
+    # Progressive: once the block is over, the next failure from there blocks twice as long.
+    plant.clock.advance(dt.timedelta(seconds=first_block))
+    assert_refusal(proxied.login_response("vendor1", password="guess", code=wrong, headers=from_(attacker)), 401)
+    again = proxied.login_response("vendor1", password="guess", code=wrong, headers=from_(attacker))
+    assert_refusal(again, 429, "too_many_attempts")
+    assert again.headers["retry-after"] == str(2 * first_block)
+
+
+def test_sixty_sprayed_logins_from_one_source_get_429_with_retry_after(api: Api, plant: Plant) -> None:
+    names = ["vendor1", "mallory", "vendor2", "nobody-here", "sup-a1", "sec1"]  # real and made-up alike
+    answers = [api.anonymous.post("/auth/login", json={"username": names[i % len(names)], "password": f"Winter{i}!",
+                                                       "totp": "123456"}) for i in range(60)]
+
+    limit = plant.settings.source_max_failures
+    assert [a.status_code for a in answers] == [401] * limit + [429] * (60 - limit)
+    block = int(plant.settings.source_block.total_seconds())
+    assert {a.headers["retry-after"] for a in answers[limit:]} == {str(block)}
+    # The 429 says nothing about the names: one body for real and made-up ones.
+    assert len({a.text for a in answers[limit:]}) == 1
+    [started] = started_blocks(plant, "source")
+    assert started["details"]["source"] == "127.0.0.1"
+    assert len(plant.audit("auth:login:throttled")) == 1 + 60 - limit  # every held-back attempt is audited
+
+    plant.clock.advance(dt.timedelta(seconds=block))
+    assert_refusal(api.anonymous.post("/auth/login", json={"username": "mallory", "password": "x", "totp": "1"}),
+                   401, "login_failed")
+    doubled = api.anonymous.post("/auth/login", json={"username": "mallory", "password": "x", "totp": "1"})
+    assert_refusal(doubled, 429, "too_many_attempts")
+    assert doubled.headers["retry-after"] == str(2 * block)
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(api: Api, plant: Plant) -> None:
+    """Without GATEPASS_TRUSTED_PROXIES the header is the client's own claim: rotating it neither changes the
+    source in the trail nor dodges the per-source throttle."""
+    limit = plant.settings.source_max_failures
+    answers = [api.anonymous.post("/auth/login", json={"username": f"mallory{i}", "password": "x", "totp": "123456"},
+                                  headers=from_(f"203.0.113.{i}")) for i in range(limit + 1)]
+
+    assert [a.status_code for a in answers] == [401] * limit + [429]
+    assert {e["details"]["source"] for e in plant.audit("auth:login:failed")} == {"127.0.0.1"}
+    assert started_blocks(plant, "source")[0]["details"]["source"] == "127.0.0.1"
+
+
+def test_a_trusted_proxy_names_the_source_and_the_throttle_answer_ignores_whether_the_account_exists(
+        proxied: Api, plant: Plant) -> None:
+    answers = {}
+    for name, source in (("vendor2", "198.51.100.20"), ("ghost-user", "198.51.100.21")):
+        answers[name] = [proxied.anonymous.post("/auth/login", json={"username": name, "password": "guess",
+                                                                     "totp": "123456"}, headers=from_(source))
+                         for _ in range(plant.settings.login_max_failures + 1)]
+
+    def shape(found: list[httpx.Response]) -> list[tuple[int, str, str | None]]:
+        return [(a.status_code, a.text, a.headers.get("retry-after")) for a in found]
+
+    assert shape(answers["vendor2"]) == shape(answers["ghost-user"])
+    assert [a.status_code for a in answers["vendor2"]][-2:] == [401, 429]
+    assert {(e["actor"], e["details"]["source"]) for e in plant.audit("auth:login:failed")} == {
+        ("vendor2", "198.51.100.20"), ("ghost-user", "198.51.100.21")}
+
+
+def test_design_invariant_4_guessing_from_many_sources_never_keeps_the_real_user_out(proxied: Api,
+                                                                                      plant: Plant) -> None:
+    code, wrong = proxied.totp("vendor1"), proxied.wrong_code("vendor1")
+    sources = plant.settings.account_max_sources
+    bots = [f"198.51.100.{i}" for i in range(1, sources + 3)]
+    for bot in bots[:sources]:
+        assert_refusal(proxied.login_response("vendor1", password="guess", code=wrong, headers=from_(bot)), 401)
+
+    [lock] = plant.audit("auth:account:locked")
+    assert (lock["actor"], lock["details"]["failing_sources"]) == ("vendor1", sources)
+    # A source that guessed is held back, for at most a minute after its own guess...
+    held = proxied.login_response("vendor1", password="guess", code=wrong, headers=from_(bots[0]))
+    assert_refusal(held, 429, "too_many_attempts")
+    assert 0 < int(held.headers["retry-after"]) <= 60
+    # ...a new source is still checked (and a wrong guess refused as ever)...
+    assert_refusal(proxied.login_response("vendor1", password="guess", code=wrong, headers=from_(bots[sources])), 401)
+    # ...and the real user, from where they are, gets in with the right password and code.
+    assert proxied.login_response("vendor1", code=code, headers=from_("203.0.113.20")).status_code == 200
+
+    # The guessing goes on, yet a minute after its own last failure a source is checked again.
+    plant.clock.advance(plant.settings.account_block)
+    assert_refusal(proxied.login_response("vendor1", password="guess", code=wrong, headers=from_(bots[-1])), 401)
+    assert proxied.login_response("vendor1", headers=from_(bots[0])).status_code == 200
+
+
+def _seven_refusals(plant: Plant) -> dict[str, dict[str, str]]:
+    """Sign-in attempts refused for seven different reasons; each is the body of a POST /auth/login."""
+    now = plant.clock.now()
+    secret = totp.new_secret()
+    plant.add_user("historian", role="vendor", kind="service", owner="admin")
+    with plant.engine.begin() as connection:
+        # A service identity someone planted a password and a TOTP secret on (DESIGN invariant 5).
+        connection.execute(text("UPDATE identities SET password_hash = :h, totp_secret_ciphertext = :t "
+                                "WHERE username = 'historian'"),
+                           {"h": passwords.hash_password("planted-password"),
+                            "t": plant.vault.seal(secret.encode(), purpose=totp_purpose("historian"))})
+        connection.execute(text("UPDATE identities SET locked_until = :t WHERE username = 'sup-a1'"),
+                           {"t": now + dt.timedelta(hours=1)})
+        connection.execute(text("UPDATE identities SET expires_at = :t WHERE username = 'sup-b'"),
+                           {"t": now - dt.timedelta(days=1)})
+    plant.set_disabled("sup-a2")
+
+    def right(username: str) -> dict[str, str]:
+        creds = plant.creds(username)
+        return {"username": username, "password": creds.password, "totp": pyotp.TOTP(creds.totp_secret).at(now)}
+
+    return {
+        "unknown user": {"username": "mallory", "password": "guess", "totp": "123456"},
+        "wrong password": {**right("vendor1"), "password": "not-the-password"},
+        "wrong one-time code": {**right("vendor2"), "totp": "000000" if right("vendor2")["totp"] != "000000"
+                                else "111111"},
+        "account locked": right("sup-a1"),
+        "disabled": right("sup-a2"),
+        "expired": right("sup-b"),
+        "service identities cannot sign in with a password": {"username": "historian", "password": "planted-password",
+                                                               "totp": pyotp.TOTP(secret).at(now)},
+    }
+
+
+def test_every_refused_sign_in_gets_the_same_answer(api: Api, plant: Plant) -> None:
+    """Unknown name, wrong password, wrong code, locked, disabled, expired, not a person: one status, one text
+    for the public; the real reason only in the trail."""
+    attempts = _seven_refusals(plant)
+    before = plant.last_seq()
+
+    answers = {reason: api.anonymous.post("/auth/login", json=body) for reason, body in attempts.items()}
+
+    assert {(a.status_code, a.text, a.headers.get("www-authenticate")) for a in answers.values()} == {
+        (401, json.dumps({"error": "login_failed", "message": GENERIC}, separators=(",", ":")), "Bearer")}
+    reasons = [e["details"]["reason"] for e in plant.audit(after_seq=before)]
+    assert len(reasons) == len(attempts)
+    for expected, found in zip(attempts, reasons, strict=True):
+        assert expected in found, (expected, found)
+
+
+def test_refused_sign_ins_take_the_same_time_whatever_the_reason(plant: Plant) -> None:
+    """Measured in-process (no network noise): the median time of each kind of refusal within 10 ms of the
+    others, so a locked, disabled or made-up account does not answer faster (a password hash is always checked)."""
+    attempts = _seven_refusals(plant)
+    generous = ThrottlePolicy(source_max_failures=10**6, account_source_max_failures=10**6,
+                              account_max_sources=10**6)
+    policy = LoginPolicy(token_ttl=plant.settings.token_ttl, throttles=generous)
+    times: dict[str, list[float]] = {reason: [] for reason in attempts}
+    for _ in range(15):
+        for reason, body in attempts.items():  # interleaved, so load on the machine hits every kind alike
+            started = time.perf_counter()
+            with pytest.raises(LoginFailed) as refused, plant.session() as session:
+                authentication.login(session, vault=plant.vault, now=plant.clock.now(), policy=policy,
+                                     username=body["username"], password=body["password"], code=body["totp"],
+                                     source="198.51.100.1")
+            times[reason].append(time.perf_counter() - started)
+            assert refused.value.message == GENERIC
+    medians = {reason: statistics.median(found) for reason, found in times.items()}
+    assert max(medians.values()) - min(medians.values()) < 0.010, medians
+
+
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def test_a_user_name_with_control_characters_is_refused_and_never_stored_raw(api: Api, plant: Plant) -> None:
+    names = ["vendor1\n2026-11-27 admin signed in", "vendor1\r", "ven\tdor1", "a\x1b[2Jb", "a\x7fb", "a\x85b",
+             "a\u2028b", "a\u2029b", "a\x00b"]
+    identities = plant.count("identities")
+    for name in names:
+        before = plant.last_seq()
+        response = api.anonymous.post("/auth/login", json={"username": name, "password": "x", "totp": "123456"})
+
+        body = assert_refusal(response, 400, "invalid_input")
+        assert "user names contain no control characters" in body["message"]
+        [event] = plant.audit(after_seq=before)
+        assert (event["action"], event["details"]["reason"]) == ("auth:login:failed",
+                                                                 "user name holds control characters")
+        assert not CONTROL.search(event["actor"])
+        assert not CONTROL.search(event["details"]["name"])
+        assert "\\u00" in event["details"]["name"] or "\\u202" in event["details"]["name"]
+    assert not any(CONTROL.search(key) for key in plant.column("SELECT key FROM sign_in_throttles"))
+    assert plant.count("identities") == identities
+    first = plant.audit("auth:login:failed")[0]
+    assert first["actor"] == "vendor1\\u000a2026-11-27 admin signed in"

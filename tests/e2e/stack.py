@@ -103,7 +103,8 @@ class Stack:
         password_file = self.home(name) / "password"
         password_file.write_text(creds["password"] + "\n")
         self.gatepass("login", "--server", self.base_url, "--user", name, "--password-file", str(password_file),
-                      "--totp", pyotp.TOTP(creds["totp_secret"]).now(), user=name)
+                      "--totp", pyotp.TOTP(creds["totp_secret"]).now(), "--enrolment-code", creds["enrolment_code"],
+                      user=name)
 
     def request(self, user: str, asset: str, *args: str) -> dict[str, Any]:
         result = self.gatepass("request", asset, *args, "--json", user=user)

@@ -57,6 +57,7 @@ def test_lockdown_button_cuts_a_live_ssh_session_within_a_second(stack: Stack, p
         page.get_by_label("Username").fill("sup-web")
         page.get_by_label("Password").fill(creds["password"])
         page.get_by_label("One-time code").fill(pyotp.TOTP(creds["totp_secret"]).now())
+        page.get_by_label("Enrolment code").fill(creds["enrolment_code"])
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_url(stack.base_url + "/approvals")
         expect(page.locator("#sessions").get_by_role("button", name="End session")).to_have_count(1, timeout=6_000)

@@ -80,6 +80,7 @@ def test_reviewer_playback_shows_what_the_ssh_client_received(stack: Stack, brow
         page.get_by_label("Username").fill("reviewer-e2e")
         page.get_by_label("Password").fill(creds["password"])
         page.get_by_label("One-time code").fill(pyotp.TOTP(creds["totp_secret"]).now())
+        page.get_by_label("Enrolment code").fill(creds["enrolment_code"])
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_load_state()
         assert "/sign-in" not in page.url, page.locator("main").inner_text()
