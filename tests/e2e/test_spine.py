@@ -13,6 +13,7 @@ import subprocess
 import termios
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,19 @@ def _ssh_args(stack: Stack, user: str, asset: str, *, cert: Path | None = None) 
             "-o", f"CertificateFile={cert or home / 'certs' / f'{asset}-cert.pub'}",
             "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={known_hosts}",
             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"{asset}@127.0.0.1"]
+
+
+def _login_refusal(stack: Stack, reason: str, timeout: float = 10) -> dict[str, Any]:
+    """The gateway:auth:refused event whose certificate attempt says ``reason`` (the gateway reports it when the
+    refused connection closes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for event in stack.audit_events():
+            attempts = event["details"].get("attempts", []) if event["action"] == "gateway:auth:refused" else []
+            if any(a["kind"] == "certificate" and a["reason"].startswith(reason) for a in attempts):
+                return event
+        assert time.monotonic() < deadline, f"no gateway:auth:refused event saying {reason!r}"
+        time.sleep(0.1)
 
 
 def _start_ssh(stack: Stack, command: str) -> subprocess.Popen[str]:
@@ -111,6 +125,8 @@ def test_certificate_for_one_asset_does_not_open_another(stack: Stack) -> None:
                             text=True, timeout=30, check=False)
     assert result.returncode == 255
     assert "Permission denied" in result.stderr
+    event = _login_refusal(stack, "certificate is for hmi-01, not hmi-b")
+    assert (event["actor"], event["subject"], event["details"]["source"]) == ("vendor1", "hmi-b", "127.0.0.1")
 
 
 def test_certificate_of_another_ca_is_refused(stack: Stack, tmp_path: Path) -> None:
@@ -126,6 +142,8 @@ def test_certificate_of_another_ca_is_refused(stack: Stack, tmp_path: Path) -> N
                              "true"], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 255
     assert "Permission denied" in result.stderr
+    event = _login_refusal(stack, "certificate signed by a CA this gateway does not trust")
+    assert event["actor"] is None  # a rogue CA's key id names whoever the forger likes
 
 
 def test_scheduled_grant_is_refused_until_it_starts(stack: Stack) -> None:
@@ -148,6 +166,7 @@ def test_expired_certificate_is_refused(stack: Stack) -> None:
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 255
     assert "Permission denied" in result.stderr
+    assert _login_refusal(stack, "certificate expired at")["actor"] == "vendor1"
 
 
 def test_session_is_cut_within_a_second_of_the_grant_end(stack: Stack) -> None:
