@@ -22,6 +22,9 @@ MAX_ADU = 260  # 7 + 253 (Application Protocol §4.1)
 MIN_LENGTH = 2  # unit id + function code
 MAX_LENGTH = MAX_ADU - MBAP_HEADER + 1  # the length field counts the unit id too: 254
 ILLEGAL_FUNCTION = 0x01  # exception code 01 (Application Protocol §7)
+# Exception code 03: "a fault in the structure of the remainder of a complex request, such as that the implied
+# length is incorrect" (Application Protocol §7) — what a frame whose lengths disagree gets.
+ILLEGAL_DATA_VALUE = 0x03
 ENCAPSULATED_INTERFACE = 43  # function 43 carries several services; only MEI 14 is a read (§6.21)
 READ_DEVICE_IDENTIFICATION = 0x0E
 
@@ -66,10 +69,19 @@ class RefusedRequest:
     transaction_id: int
     unit_id: int
     function_code: int
+    exception_code: int = ILLEGAL_FUNCTION
+    # Why, when it is not "not a read": a frame whose length disagrees with its function code.
+    problem: str | None = None
 
     @property
     def function_name(self) -> str:
         return function_name(self.function_code)
+
+    @property
+    def reason(self) -> str:
+        if self.problem is not None:
+            return self.problem
+        return f"{self.function_name} is not a read and the grant is read-only"
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,42 @@ def is_read(pdu: bytes) -> bool:
     if code == ENCAPSULATED_INTERFACE:
         return len(pdu) > 1 and pdu[1] == READ_DEVICE_IDENTIFICATION
     return code in READ_FUNCTIONS
+
+
+# Request PDU sizes (function code included) the Application Protocol defines for a fixed-size request (§6).
+_FIXED_PDU = {1: 5, 2: 5, 3: 5, 4: 5, 5: 5, 6: 5, 7: 1, 11: 1, 12: 1, 17: 1, 22: 7, 24: 3}
+# Requests that say their own size: the byte count's offset in the PDU and the bytes before the counted ones.
+_COUNTED_PDU = {15: (5, 6), 16: (5, 6), 20: (1, 2), 21: (1, 2), 23: (9, 10)}
+READ_DEVICE_IDENTIFICATION_PDU = 4  # 43/14: function, MEI type, read device id code, object id (§6.21)
+FILE_SUB_REQUEST = 7  # Read File Record: reference type, file number, record number, record length (§6.14)
+
+
+def defined_pdu_length(pdu: bytes) -> int | None:
+    """The request PDU length its function code defines (for counted requests: as its byte count says),
+    or None where the standard leaves it open (Diagnostics, other MEI types, unknown codes)."""
+    code = pdu[0]
+    if code in _FIXED_PDU:
+        return _FIXED_PDU[code]
+    if code in _COUNTED_PDU:
+        offset, head = _COUNTED_PDU[code]
+        return head + pdu[offset] if len(pdu) > offset else head
+    if code == ENCAPSULATED_INTERFACE and len(pdu) > 1 and pdu[1] == READ_DEVICE_IDENTIFICATION:
+        return READ_DEVICE_IDENTIFICATION_PDU
+    return None
+
+
+def length_problem(pdu: bytes) -> str | None:
+    """Why a read request's framing cannot be trusted, or None. A frame's MBAP length longer than its PDU
+    defines carries bytes the PLC may read as a second request (a write hidden behind a read); shorter, the PLC
+    reads into whatever follows. Either way the frame is not relayed."""
+    expected = defined_pdu_length(pdu)
+    name = function_name(pdu[0])
+    if expected is not None and len(pdu) != expected:
+        return (f"{name} request of {len(pdu)} bytes where its function code defines {expected}: "
+                "a frame whose lengths disagree is refused whole")
+    if pdu[0] == 20 and (pdu[1] == 0 or pdu[1] % FILE_SUB_REQUEST):
+        return f"{name} request whose byte count {pdu[1]} is not a whole number of 7-byte sub-requests"
+    return None
 
 
 def exception_response(transaction_id: int, unit_id: int, function_code: int, exception_code: int) -> bytes:
@@ -115,7 +163,8 @@ def _frame_length(header: bytes | bytearray, direction: str) -> int:
 
 
 class RequestFilter:
-    """Client → asset: forwards whole read requests, answers all others with ILLEGAL FUNCTION."""
+    """Client → asset: forwards whole read requests of the length their function defines; answers other
+    functions with ILLEGAL FUNCTION and reads whose lengths disagree with ILLEGAL DATA VALUE."""
 
     def __init__(self) -> None:
         # At most one partial frame (< 260 bytes) waits here between reads.
@@ -135,12 +184,16 @@ class RequestFilter:
             frame = bytes(buffer[offset : offset + size])
             offset += size
             pdu = frame[MBAP_HEADER:]
-            if is_read(pdu):
+            transaction_id, unit_id, code = int.from_bytes(frame[0:2], "big"), frame[6], pdu[0]
+            if not is_read(pdu):
+                request = RefusedRequest(transaction_id, unit_id, code)
+            elif (problem := length_problem(pdu)) is not None:
+                request = RefusedRequest(transaction_id, unit_id, code, ILLEGAL_DATA_VALUE, problem)
+            else:
                 forward.append(frame)
                 continue
-            transaction_id, unit_id, code = int.from_bytes(frame[0:2], "big"), frame[6], pdu[0]
-            refused.append(RefusedRequest(transaction_id, unit_id, code))
-            answers.append(exception_response(transaction_id, unit_id, code, ILLEGAL_FUNCTION))
+            refused.append(request)
+            answers.append(exception_response(transaction_id, unit_id, code, request.exception_code))
         self._partial = bytearray(buffer[offset:])
         return Filtered(b"".join(forward), b"".join(answers), tuple(refused))
 

@@ -2,8 +2,10 @@
 
 The client's requests go through ``modbus.RequestFilter``; a refused request gets an ILLEGAL FUNCTION
 exception response from the gateway (Modbus Application Protocol Specification V1.1b3, §7) and one
-``modbus_write_refused`` event to the broker's audit trail. Framing that is not Modbus/TCP closes the
-connection (fail closed): a read-only grant is never relayed unfiltered.
+``modbus_write_refused`` event to the broker's audit trail — so does a read whose frame length disagrees with
+what its function code defines (ILLEGAL DATA VALUE, the reason saying so): it could hide a write behind a
+read. Framing that is not Modbus/TCP closes the connection (fail closed): a read-only grant is never relayed
+unfiltered.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ class ModbusReadOnlyTunnel(TunnelSession):
             "function": refused.function_name,
             "unit_id": refused.unit_id,
             "transaction_id": refused.transaction_id,
-            "exception_code": 1,
-            "reason": f"{refused.function_name} is not a read and the grant is read-only",
+            "exception_code": refused.exception_code,
+            "reason": refused.reason,
         }
         ctx = self._host.ctx
         report = ctx.broker.session_event(self._session_id, kind="modbus_write_refused", detail=detail)

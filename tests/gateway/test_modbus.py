@@ -1,10 +1,14 @@
-"""The Modbus/TCP request filter: framing across reads, reads forwarded, everything else answered."""
+"""The Modbus/TCP request filter: framing across reads, reads forwarded, everything else answered; frames whose
+lengths disagree with their function code refused (also through the gateway to a real pymodbus PLC)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
 from gateway.modbus import (
+    ILLEGAL_DATA_VALUE,
     MAX_ADU,
     MalformedFrame,
     RefusedRequest,
@@ -13,6 +17,10 @@ from gateway.modbus import (
     exception_response,
 )
 from gateway.protocols import read_only_refusal
+from tests.gateway.conftest import GrantFactory
+from tests.gateway.fake_broker import FakeBroker
+from tests.gateway.modbus_plc import REGISTERS, ModbusPlc
+from tests.gateway.test_readonly import plc  # noqa: F401 - the real PLC fixture
 
 
 def frame(transaction: int, unit: int, pdu: bytes, *, protocol: int = 0, length: int | None = None) -> bytes:
@@ -73,12 +81,81 @@ def test_malformed_framing_raises(data: bytes, says: str) -> None:
         RequestFilter().feed(data)
 
 
-def test_largest_frame_is_accepted_and_nothing_is_held_beyond_it() -> None:
+def test_largest_frame_is_framed_whole_and_nothing_is_held_beyond_it() -> None:
     big = frame(1, 1, bytes([3]) + bytes(252))  # PDU of 253 bytes: the 260-byte maximum ADU
     assert len(big) == MAX_ADU
     flt = RequestFilter()
-    assert flt.feed(big[:259]).forward == b""
-    assert flt.feed(big[259:]).forward == big
+    first = flt.feed(big[:259])
+    assert (first.forward, first.answers, first.refused) == (b"", b"", ())
+    last = flt.feed(big[259:] + READ)
+    assert last.forward == READ  # the next frame starts right after it
+    assert last.answers == exception_response(1, 1, 3, ILLEGAL_DATA_VALUE)  # 253 bytes is no read's length
+
+
+# -- frames whose lengths disagree with their function code (issue 9) ------------------------------------------
+
+READ_THEN_WRITE = frame(5, 1, bytes([3, 0, 0, 0, 10]) + bytes([6, 0, 2, 0, 42]))  # one MBAP length around both
+
+
+def test_a_read_with_a_write_inside_the_same_frame_is_refused_whole() -> None:
+    result = RequestFilter().feed(READ + READ_THEN_WRITE + READ)
+    assert result.forward == READ + READ
+    assert result.answers == exception_response(5, 1, 3, ILLEGAL_DATA_VALUE)
+    (refused,) = result.refused
+    assert (refused.function_code, refused.exception_code) == (3, ILLEGAL_DATA_VALUE)
+    assert refused.reason == ("Read Holding Registers request of 10 bytes where its function code defines 5: "
+                              "a frame whose lengths disagree is refused whole")
+
+
+@pytest.mark.parametrize("pdu", [
+    bytes([1, 0, 0, 0]), bytes([2, 0, 0, 0, 8, 0]), bytes([4, 0, 0, 0, 1, 0, 0]),  # reads 1-4: exactly 5
+    bytes([7, 0]), bytes([11, 0, 0]), bytes([17, 1]), bytes([24, 0, 0, 0]),  # fixed sizes
+    bytes([20, 14, 6, 0, 1, 0, 0, 0, 1]),  # Read File Record shorter than its byte count says
+    bytes([20, 7, 6, 0, 1, 0, 0, 0, 1, 0, 6]),  # … longer: a second request after it
+    bytes([20, 8, 6, 0, 1, 0, 0, 0, 1, 0]),  # … a byte count that is no whole sub-request
+    bytes([43, 0x0E, 1, 0, 6]),  # Read Device Identification with a byte too many
+])  # fmt: skip
+def test_reads_of_a_length_their_function_does_not_define_are_refused(pdu: bytes) -> None:
+    result = RequestFilter().feed(frame(4, 1, pdu))
+    assert result.forward == b""
+    assert result.answers == exception_response(4, 1, pdu[0], ILLEGAL_DATA_VALUE)
+    assert "refused whole" in result.refused[0].reason or "sub-requests" in result.refused[0].reason
+
+
+@pytest.mark.parametrize("pdu", [
+    bytes([7]), bytes([11]), bytes([12]), bytes([17]), bytes([24, 0, 4]),
+    bytes([20, 7, 6, 0, 1, 0, 0, 0, 2]), bytes([20, 14, 6, 0, 1, 0, 0, 0, 2, 6, 0, 1, 0, 4, 0, 1]),
+])  # fmt: skip
+def test_reads_of_their_defined_length_pass(pdu: bytes) -> None:
+    assert RequestFilter().feed(frame(3, 1, pdu)).forward == frame(3, 1, pdu)
+
+
+@pytest.mark.anyio
+async def test_a_hidden_write_never_reaches_a_real_plc(
+    grant_for: GrantFactory, broker: FakeBroker, plc: ModbusPlc  # noqa: F811 - the fixture
+) -> None:
+    vendor = grant_for(None, ssh=False, ports=[502], read_only=True, asset_host=plc.host)
+    async with await vendor.connect() as conn:
+        reader, writer = await conn.open_connection("hmi-01", 502)
+        writer.write(READ_THEN_WRITE)
+        answer = await asyncio.wait_for(reader.readexactly(9), 5)
+        assert answer == exception_response(5, 1, 3, ILLEGAL_DATA_VALUE)
+        writer.write(READ)  # the connection stays in step: a proper read still gets the PLC's answer
+        header = await asyncio.wait_for(reader.readexactly(9), 5)
+        assert header[:2] == b"\x00\x01"
+        assert header[7:9] == bytes([3, 20])
+        data = await asyncio.wait_for(reader.readexactly(20), 5)
+        assert [int.from_bytes(data[i : i + 2], "big") for i in range(0, 20, 2)] == REGISTERS
+        writer.close()
+    assert await asyncio.to_thread(plc.registers) == REGISTERS
+    for _ in range(100):
+        if broker.session_events:
+            break
+        await asyncio.sleep(0.02)
+    ((_, event),) = broker.session_events
+    assert event["kind"] == "modbus_write_refused"
+    assert (event["detail"]["function_code"], event["detail"]["exception_code"]) == (3, ILLEGAL_DATA_VALUE)
+    assert "lengths disagree" in event["detail"]["reason"]
 
 
 def test_response_boundaries_across_reads() -> None:
