@@ -19,7 +19,13 @@ from cli.main import main
 from cli.state import Session
 from tests.broker.test_siem_formats import SYSLOG_MESSAGE as RFC_5424
 from tests.fixtures.broker import Api, BrokerServer, Plant
-from tests.fixtures.hostile import COLUMN_TEXT, DETAIL_TEXT, assert_one_clean_record_per_line, write_hostile_trail
+from tests.fixtures.hostile import (
+    COLUMN_PIECES,
+    DETAIL_TEXT,
+    LAST_ACTOR,
+    assert_one_clean_record_per_line,
+    write_hostile_trail,
+)
 
 SYSLOG = re.compile(r'^<(\d{1,3})>1 \S+ (?P<host>\S+) gatepass - \S+ \[gatepass@32473 seq="(?P<seq>\d+)" ')
 
@@ -109,13 +115,13 @@ def test_hostile_text_gives_one_clean_record_per_event(ctx: Context, hostile: li
     lines = assert_one_clean_record_per_line(("\n".join(export(ctx, fmt)) + "\n").encode(), len(hostile))
     assert assert_one_clean_record_per_line(out(ctx).encode(), len(hostile)) == lines
 
-    domain = hostile[-1]  # the event with every control in actor, subject and site
+    domain = hostile[-1]  # the event with forged records in actor and subject
     if fmt in ("jsonl", "ocsf"):
         parsed = [json.loads(line) for line in lines]
         assert [p if fmt == "jsonl" else p["unmapped"] for p in parsed] == hostile  # JSON escapes are exact
     elif fmt == "syslog":
         assert [int(m["seq"]) for m in map(SYSLOG.match, lines) if m] == [e["seq"] for e in hostile]
-        assert '\\\\n<110>1 2026-11-27T08:00:00Z broker gatepass' in lines[-1]  # the forgery, inert, in actor=
+        assert 'actor="vendor1\\\\n<110>1 2026-11-27T08:00:00Z broker gatepass' in lines[-1]  # inert
         messages = [RFC_5424.fullmatch(line) for line in lines]
         assert all(messages)
         assert [json.loads(m["msg"]) for m in messages if m] == hostile  # MSG: the exact event, in JSON
@@ -125,4 +131,5 @@ def test_hostile_text_gives_one_clean_record_per_event(ctx: Context, hostile: li
         assert f"suser={siem_escaping.cef_extension_escape(str(domain['actor']))} " in lines[-1]
         assert all(escape in lines[-1] for escape in ("\\\\x1b", "\\\\u2028", "\\\\ud800"))
     # The trail itself is unchanged (the hash chain covers what is stored): escaping happens on the way out.
-    assert (domain["actor"], domain["details"]["reason"]) == (COLUMN_TEXT, DETAIL_TEXT)  # type: ignore[index]
+    assert (domain["actor"], domain["details"]["reason"]) == (LAST_ACTOR, DETAIL_TEXT)  # type: ignore[index]
+    assert [e["actor"] for e in hostile[-1 - len(COLUMN_PIECES):-1]] == COLUMN_PIECES

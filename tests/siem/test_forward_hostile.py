@@ -17,7 +17,7 @@ from broker.siem_formats import FORWARD_MAX_OCTETS
 from broker.siem_forward import Destination, Forwarder
 from tests.broker.test_siem_formats import SYSLOG_MESSAGE
 from tests.fixtures.broker import Api, Plant
-from tests.fixtures.hostile import COLUMN_TEXT, assert_one_clean_record_per_line, raw_controls, write_hostile_trail
+from tests.fixtures.hostile import LAST_ACTOR, assert_one_clean_record_per_line, raw_controls, write_hostile_trail
 from tests.siem.conftest import Rsyslog
 from tests.siem.test_forward_semantics import Collector, frames, read_all
 from tests.siem.test_forward_tls import TLSCollector, self_signed
@@ -61,12 +61,12 @@ def test_rsyslog_gets_one_clean_record_per_hostile_event(plant: Plant, api: Api,
     lines = assert_one_clean_record_per_line(data, plant.last_seq())
     assert [int(SEQ.search(line)[1]) for line in lines] == list(range(1, plant.last_seq() + 1))  # type: ignore[index]
     assert all(HEADER.match(line) for line in lines)
-    domain = lines[-1]  # every control in actor, subject and site: shown as escapes, the forgery inert
-    assert '\\\\n<110>1 2026-11-27T08:00:00Z broker gatepass' in domain
+    domain = lines[-1]  # forged records in actor and subject: shown as escapes, inert
+    assert 'actor="vendor1\\\\n<110>1 2026-11-27T08:00:00Z broker gatepass' in domain
     parsed = [SYSLOG_MESSAGE.fullmatch(line) for line in lines]
     assert_same_events([json.loads(match["msg"]) for match in parsed if match], plant.audit())
     message = json.loads(parsed[-1]["msg"])  # type: ignore[index]
-    assert message["actor"] == COLUMN_TEXT  # short values stay whole; the long ones are cut
+    assert message["actor"] == LAST_ACTOR  # short values stay whole; the long ones are cut
     assert message["details"]["long"].endswith(" [cut]")
     # Nothing was filed as a message of its own: no rest of a frame, no forged record.
     assert b"<110>" not in raw_rsyslog.other_messages()
