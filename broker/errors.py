@@ -86,7 +86,7 @@ class InvalidLoginName(InvalidInput):
 
 class LoginThrottled(BrokerError):
     status_code = 429
-    code = "too_many_attempts"
+    code = "rate_limited"  # docs/API.md: the stable code of a 429
     keep_changes = True
 
     def __init__(self, message: str, *, retry_after: int) -> None:
