@@ -34,9 +34,9 @@ from typing import Any
 
 # C0, DEL, C1 (NEL U+0085 included), ALM U+061C, LRM/RLM U+200E/U+200F, U+2028 LINE SEPARATOR, U+2029
 # PARAGRAPH SEPARATOR, the embeddings and overrides U+202A-U+202E, the isolates U+2066-U+2069, surrogates.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
-CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
-                                 "\ud800-\udfff]")
+_CONTROLS = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff"
+CONTROL = re.compile(f"[{_CONTROLS}]")
+CONTROL_BUT_NEWLINE = re.compile(f"(?!\n)[{_CONTROLS}]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
