@@ -61,4 +61,7 @@ class _HasTrustedProxies(Protocol):
 def client_address(request: HTTPConnection, settings: _HasTrustedProxies) -> str | None:
     """``source_address`` for a Starlette request (API and web pages alike)."""
     peer = request.client.host if request.client else None
-    return source_address(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies)
+    # Several header lines are one comma-separated list (RFC 9110 §5.3); taking only the first would believe a
+    # line the client wrote itself when a proxy adds its own line instead of appending to the client's.
+    forwarded = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+    return source_address(peer, forwarded, settings.trusted_proxies)

@@ -454,3 +454,13 @@ def test_a_user_name_with_control_characters_is_refused_and_never_stored_raw(api
     assert plant.count("identities") == identities
     first = plant.audit("auth:login:failed")[0]
     assert first["actor"] == "vendor1\\u000a2026-11-27 admin signed in"
+
+
+def test_the_right_most_untrusted_hop_of_every_forwarded_line_is_the_source(proxied: Api, plant: Plant) -> None:
+    """A client behind the trusted proxy writes its own X-Forwarded-For; the proxy adds the address it saw, on a
+    line of its own: the source is that address, not the one the client made up."""
+    headers = httpx.Headers([("X-Forwarded-For", "192.0.2.66"), ("X-Forwarded-For", "198.51.100.9, 127.0.0.1")])
+    response = proxied.anonymous.post("/auth/login", json={"username": "mallory", "password": "x", "totp": "1"},
+                                      headers=headers)
+    assert_refusal(response, 401, "login_failed")
+    assert plant.audit("auth:login:failed")[-1]["details"]["source"] == "198.51.100.9"
