@@ -155,7 +155,7 @@ def _delete_middle(installation: Installation) -> int:
 
 
 def _swap_two(installation: Installation) -> int:
-    first, second = 3, 6
+    first, second = 3, 7
     columns = ", ".join(CONTENT)
     with installation.engine.begin() as connection:
         rows = {row.seq: row for row in connection.execute(
@@ -187,7 +187,7 @@ TAMPERING: dict[str, Callable[[Installation], int]] = {
 SAYS = {
     "edit one event's details": "event {seq} (admin:site:created) was altered",
     "delete a middle event": "event {seq} is missing",
-    "swap two events' content": "event {seq} (admin:asset:created) was altered",  # event 6's content
+    "swap two events' content": "event {seq} (admin:asset:created) was altered",  # event 7's content
     "cut the tail": "removed from the end",
 }
 
