@@ -7,8 +7,8 @@ PTY, which is a command reading stdin too) starts with its first client bytes he
 - SFTP starts with the client's SSH_FXP_INIT (uint32 length, byte 1; draft-ietf-secsh-filexfer-02 ยง4), and
   OpenSSH's sftp-server refuses any other first packet;
 - an scp *sink* (``scp -t``, an upload) is sent control lines (scp.c sink(): ``C``/``D`` with four octal
-  digits and a space, ``T`` with a number for strtol, or a ``\\1`` error line it skips); it answers a single
-  ``\\0`` first, so a ``\\0`` from the target followed by one of those letters is an scp upload too;
+  digits and a space, ``T`` with a number for strtol); it answers a single ``\\0`` first, so after a ``\\0``
+  from the target a ``C``, ``D``, ``T`` or a ``\\1`` error line (the sink skips it) is an scp upload too;
 - an scp *source* (``scp -f``, a download) waits for the client's lone ``\\0``.
 
 Recognised, the channel switches to the inspector (``SftpInspector``/``ScpInspector``: the site's policy, the
@@ -21,6 +21,12 @@ a ``file_refused`` event. That is the rule for every upload no protocol names โ€
 ``rsync --server`` receiving, ``tar x``, a base64 decoder: any of them writes what it reads, so what it may
 read is bounded. Typing at a PTY is not capped (it is interactive work, recorded as input where the site
 records input).
+
+Limits, knowingly: under the cap a command that no protocol names may still write what it reads (that is what
+the cap allows; a site that wants none sets 0). Only the first bytes are looked at: a command that reads a
+line before it starts ``scp -t`` gets the cap, not the scp inspector. Bytes held while undecided (at most a
+few, a prefix of an SFTP INIT or an scp control line) are not delivered if the client sends EOF right after
+them, since the session passes the client's EOF straight on.
 """
 
 from __future__ import annotations
@@ -77,8 +83,9 @@ def classify(held: bytes | bytearray, *, target_said_ready: bool = False) -> Ver
         if 5 <= length <= wire.MAX_PACKET_LENGTH and held[4] == wire.INIT:
             return Verdict.SFTP
         return Verdict.PLAIN
-    if first == 1 or (target_said_ready and first in b"CDT"):
-        return Verdict.SCP_UPLOAD  # an error line the sink skips, or a control line after its "ready"
+    if target_said_ready and first in b"CDT\x01":
+        # After the sink's "ready", a control line or an error line it skips (and then reads a file after).
+        return Verdict.SCP_UPLOAD
     if first in b"CD":
         return _file_line_prefix(held)
     if first == ord("T"):

@@ -67,7 +67,7 @@ def renaming_wrapper(directory: Path) -> Path:
     (b"D0755 0 configs\n", Verdict.SCP_UPLOAD),
     (b"T1700000000 0 1700000000 0\n", Verdict.SCP_UPLOAD),
     (b"T +17 0 1 0\n", Verdict.SCP_UPLOAD),  # scp.c reads the times with strtol: spaces and a sign pass
-    (b"\x01skipped error\nC0644 5 x\n", Verdict.SCP_UPLOAD),  # the sink skips an error line, then takes a file
+    (b"\x01\x02binary", Verdict.PLAIN),
     (b"C0FFEE\n", Verdict.PLAIN),
     (b"Done.\n", Verdict.PLAIN),
     (b"Tuesday\n", Verdict.PLAIN),
@@ -85,6 +85,8 @@ def test_a_prefix_that_could_still_be_either_waits_for_more(prefix: bytes) -> No
 def test_a_control_line_after_the_targets_ready_is_an_scp_upload() -> None:
     assert classify(b"Cx", target_said_ready=True) is Verdict.SCP_UPLOAD
     assert classify(b"Cx") is Verdict.PLAIN
+    # The sink skips an error line and then takes a file: after its "ready", that starts an upload as well.
+    assert classify(b"\x01skipped\nC0644 5 x\n", target_said_ready=True) is Verdict.SCP_UPLOAD
 
 
 # -- download-only: each upload under another name --------------------------------------------------------------
