@@ -33,7 +33,8 @@ MAX_REPORTED_REFUSALS = 100
 
 
 def open_inspector(ctx: GatewayContext, info: SessionInfo) -> ChannelTap | None:
-    """A tap for sftp sessions and legacy scp commands; None for anything else (the recorder takes those)."""
+    """A tap for sftp sessions and commands named sftp-server or legacy scp; None for anything else (the recorder
+    takes those). A name is only a hint: ``gateway.exec_guard`` also recognises both protocols by their bytes."""
     from gateway.scp_protocol import ScpInspector, parse_scp_command
     from gateway.sftp_inspector import SftpInspector
 
