@@ -252,7 +252,6 @@ def _issue(session: Session, *, identity: Identity, now: dt.datetime, policy: Lo
     identity.totp_last_step = step
     identity.failed_logins = 0
     identity.locked_until = None
-    sign_in_throttles.record_success(session, username=identity.username, source=source)
     if identity.totp_confirmed_at is None:
         # Password, enrolment code and a code from the new secret: it is bound from now on, and the enrolment
         # code is used up in the same transaction.
@@ -266,6 +265,9 @@ def _issue(session: Session, *, identity: Identity, now: dt.datetime, policy: Lo
     session.add(ApiToken(token_hash=token_digest(token), identity_id=identity.id, created_at=now,
                          expires_at=expires_at))
     audit.record(session, now=now, action=Action.LOGIN_SUCCEEDED, actor=identity.username, details=where)
+    # Last, like a failure's count: every sign-in takes its locks in one order (identity, audit head, throttle
+    # rows), so a success and a failure at once on PostgreSQL never deadlock.
+    sign_in_throttles.record_success(session, username=identity.username, source=source)
     return IssuedToken(token, expires_at, identity)
 
 
