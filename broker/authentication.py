@@ -16,6 +16,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -156,7 +157,6 @@ def _verify(
                   else f"{identity.kind} identities cannot sign in with a password")
         _refuse(session, now=now, policy=policy, identity=identity, username=username, source=source,
                 action=Action.LOGIN_FAILED, reason=reason, where=where)
-    assert person is not None  # noqa: S101 -- _refuse raised above otherwise
     unusable = is_usable(person, now)
     if person.locked_until is not None and person.locked_until > now:
         _refuse(session, now=now, policy=policy, identity=person, username=username, source=source,
@@ -184,7 +184,6 @@ def _verify(
         _refuse(session, now=now, policy=policy, identity=person, username=username, source=source,
                 action=Action.MFA_FAILED, reason="one-time code already used" if step is not None else
                 "wrong one-time code", where=where)
-    assert step is not None  # noqa: S101 -- refused above otherwise
     return _issue(session, identity=person, now=now, policy=policy, step=step, source=source, where=where)
 
 
@@ -207,7 +206,7 @@ def _enrolment_code_problem(person: Identity | None, supplied: str | None, *, no
 def _refuse(
     session: Session, *, now: dt.datetime, policy: LoginPolicy, identity: Identity | None, username: str,
     source: str | None, action: Action, reason: str, where: dict[str, str],
-) -> None:
+) -> NoReturn:
     """Audit the real reason, count the failure, and raise the one answer everyone gets."""
     failures: dict[str, int] = {}
     if identity is not None:
