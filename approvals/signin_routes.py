@@ -101,7 +101,8 @@ async def sign_in(request: Request) -> Response:
     nonce = request.cookies.get(SIGNIN_COOKIE, "")
     form = await checked_form(request, "sign-in:" + nonce if nonce else None)
     if isinstance(form, Response):
-        return form
+        refused = await _refused_user_name(request, nonce) if form.status_code == 400 else None
+        return refused or form
     username = form.get("username", "").strip()
     password = form.get("password", "")
     code = form.get("code", "").strip()
@@ -132,6 +133,36 @@ async def sign_in(request: Request) -> Response:
     if isinstance(result, authentication.PendingEnrolment):
         return _to_enrolment(request, result.token)
     return _signed_in_response(request, result, roles)
+
+
+async def _refused_user_name(request: Request, nonce: str) -> Response | None:
+    """The form reader refuses control characters in any field before a sign-in runs; one in the user name (a
+    forged log line, a pasted escape sequence) is also a refused sign-in for the trail, audited by the domain with
+    the name escaped — if the form is genuine (its CSRF token matches), so another site cannot write the trail."""
+    web = web_of(request)
+    try:
+        raw = await request.form()  # what read_form already parsed (Starlette keeps it), not a second parse
+    except Exception:  # a body that could not be read at all: the form reader's own 400 stands
+        return None
+    username, csrf = raw.get("username"), raw.get("csrf")
+    if (not isinstance(username, str) or not isinstance(csrf, str) or not nonce
+            or not web_sessions.csrf_matches(web.csrf_key, "sign-in:" + nonce, csrf)):
+        return None
+
+    def run() -> None:
+        with unit_of_work(web.state.sessions) as session:
+            authentication.refuse_control_characters(
+                session, now=web.state.settings.clock.now(), policy=web.state.login_policy,
+                username=username[:64], source=client_host(request))
+
+    try:
+        await run_in_threadpool(run)
+    except LoginThrottled as error:
+        return _sign_in_page(request, status=error.status_code, message=_sentence(error.message),
+                             retry_after=error.retry_after)
+    except InvalidLoginName as error:
+        return _sign_in_page(request, status=error.status_code, message=_sentence(error.message))
+    return None  # no control character in the user name: the form reader's own 400 stands
 
 
 def _sentence(message: str) -> str:

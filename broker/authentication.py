@@ -136,7 +136,7 @@ def _verify(
     code: str, enrolment_code: str | None, source: str | None, enrolment: tuple[bytes, dt.timedelta] | None,
 ) -> IssuedToken | PendingEnrolment:
     where = {"source": source} if source else {}
-    _refuse_control_characters(session, now=now, policy=policy, username=username, source=source, where=where)
+    refuse_control_characters(session, now=now, policy=policy, username=username, source=source)
     _refuse_if_throttled(session, now=now, policy=policy, username=username, source=source, where=where)
 
     identity = session.scalar(select(Identity).where(Identity.username == username))
@@ -231,12 +231,14 @@ def _refuse_if_throttled(session: Session, *, now: dt.datetime, policy: LoginPol
                          "seconds", retry_after=retry_after)
 
 
-def _refuse_control_characters(session: Session, *, now: dt.datetime, policy: LoginPolicy, username: str,
-                               source: str | None, where: dict[str, str]) -> None:
+def refuse_control_characters(session: Session, *, now: dt.datetime, policy: LoginPolicy, username: str,
+                              source: str | None) -> None:
     """A user name never holds a control character: one that does is a forged log line or a pasted mistake.
-    Refused with a reason, audited with the name escaped, and counted against the source; never stored raw."""
+    Refused with a reason, audited with the name escaped, and counted against the source; never stored raw.
+    (Also called by the sign-in page for names its form reader refused before any sign-in could run.)"""
     if not _CONTROL_IN_NAME.search(username):
         return
+    where = {"source": source} if source else {}
     shown = escape_controls(username)[:128]
     _refuse_if_throttled(session, now=now, policy=policy, username=shown, source=source, where=where)
     audit.record(session, now=now, action=Action.LOGIN_FAILED, outcome="failure", actor=shown[:64],

@@ -145,6 +145,16 @@ def test_a_user_name_with_a_line_break_is_refused_on_the_form(client: httpx.Clie
     assert "user names contain no control characters" in answer.text
     event = web_plant.audit("auth:login:failed")[-1]
     assert event["actor"] == "vendor-a\\u000aadmin signed in"
+    # An escape sequence (refused by the form reader before any sign-in runs) is a refused sign-in all the same.
+    answer = post_sign_in(client, "vendor-a\x1b[2J", "x")
+    assert answer.status_code == 400
+    assert "user names contain no control characters" in answer.text
+    assert web_plant.audit("auth:login:failed")[-1]["actor"] == "vendor-a\\u001b[2J"
+    # Not from a genuine form (no CSRF token): refused as a forgery would be, and nothing in the trail.
+    before = web_plant.last_seq()
+    forged = client.post("/sign-in", data={"username": "vendor-a\x1b[2J", "password": "x"})
+    assert forged.status_code == 400
+    assert web_plant.last_seq() == before
 
 
 def test_the_pending_state_is_single_use(client: httpx.Client, web_plant: Plant) -> None:
