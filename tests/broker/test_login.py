@@ -3,6 +3,7 @@ every reason, where a request comes from, tokens (DESIGN invariants 4 and 5)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime as dt
 import hashlib
@@ -464,3 +465,31 @@ def test_the_right_most_untrusted_hop_of_every_forwarded_line_is_the_source(prox
                                       headers=headers)
     assert_refusal(response, 401, "login_failed")
     assert plant.audit("auth:login:failed")[-1]["details"]["source"] == "198.51.100.9"
+
+
+def test_replicas_count_failures_together_even_at_the_same_moment(api: Api, plant: Plant, reaper: Reaper) -> None:
+    """Two broker replicas on one database, a spray sent to both at once: every failure is counted once (the
+    throttle rows live in the database, created with INSERT … ON CONFLICT and locked while counted), no answer
+    is a 500, and both replicas hold the source back afterwards. (Attempts already past the check when the
+    block begins are still answered and counted: a burst can exceed the limit by what is in flight.)"""
+    second = BrokerServer(plant.settings).start()
+    clients = [httpx.Client(base_url=f"{server.url}/api/v1", timeout=30) for server in (api.server, second)]
+    try:
+        def spray(i: int) -> int:
+            body = {"username": f"sprayed-{i}", "password": "Winter2026!", "totp": "123456"}
+            return clients[i % 2].post("/auth/login", json=body).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(spray, range(16)))
+        assert set(statuses) <= {401, 429}, statuses
+        refused = statuses.count(401)
+        assert refused >= plant.settings.source_max_failures
+        assert plant.row("SELECT failures FROM sign_in_throttles WHERE scope = 'source' AND key = '127.0.0.1'")[0] \
+            == refused
+        for client in clients:
+            assert client.post("/auth/login", json={"username": "x", "password": "y", "totp": "1"}).status_code == 429
+    finally:
+        for client in clients:
+            client.close()
+        second.server.should_exit = True
+        reaper.add(second.stop)
