@@ -34,15 +34,20 @@ SWEEP_TIMEOUT = 5.0
 # Signals the gateway ever sends on a cut, in the order it sends them.
 STOP_SIGNALS = ("TERM", "KILL")
 
-# Run by the target login's shell on the cut connection; prints how many processes were signalled.
-# /proc/PID/environ is readable only for the login's own processes (mode 0400); the script skips itself, and
-# the pipes it forks start after the list of processes is taken. SIG is TERM or KILL, never anything typed.
+# Run by the target login's shell on the cut connection; prints how many processes it signalled. The processes
+# are those whose /proc/PID/environ holds this connection's SSH_CONNECTION (readable only for the login's own
+# processes, mode 0400): with one `grep -z` over all of them where grep has -z (GNU, busybox), else one check per
+# process. The script and the helpers it forks are dead or skipped by the time it signals; @SIGNAL@ is TERM, KILL
+# or 0 (count only), never anything a vendor typed.
 _SWEEP = (
-    'c="SSH_CONNECTION=$SSH_CONNECTION"; s=$$; l=""; '
-    "for d in /proc/[0-9]*; do p=${d#/proc/}; "
-    'if [ "$p" != "$s" ] && [ -r "$d/environ" ] && tr "\\000" "\\n" < "$d/environ" 2>/dev/null '
-    '| grep -qxF "$c"; then l="$l $p"; fi; done; '
-    'n=0; for p in $l; do kill -@SIGNAL@ "$p" 2>/dev/null && n=$((n+1)); done; echo "gatepass-swept $n"'
+    'c="SSH_CONNECTION=$SSH_CONNECTION"; s=$$; n=0; '
+    "if printf 'a\\000' | grep -qzx a 2>/dev/null; then "
+    'l=$(grep -lzxF "$c" /proc/[0-9]*/environ 2>/dev/null); '
+    "else l=; for f in /proc/[0-9]*/environ; do "
+    'if [ -r "$f" ] && tr "\\000" "\\n" < "$f" 2>/dev/null | grep -qxF "$c"; then l="$l $f"; fi; done; fi; '
+    'for f in $l; do p=${f#/proc/}; p=${p%/environ}; '
+    'if [ "$p" != "$s" ] && kill -@SIGNAL@ "$p" 2>/dev/null; then n=$((n+1)); fi; done; '
+    'echo "gatepass-swept $n"'
 )
 
 

@@ -27,8 +27,13 @@ def _live_session(stack: Stack, user: str, asset: str) -> tuple[str, subprocess.
 
 
 def _end_reasons(stack: Stack, grant_id: str) -> list[str]:
-    return [e["details"]["reason"] for e in stack.audit_events()
-            if e["action"] == "gateway:session:ended" and e["details"]["grant"] == grant_id]
+    # The end of a cut session is reported once its command on the target is stopped (issue 15): wait for it.
+    return [e["details"]["reason"] for e in stack.grant_events("gateway:session:ended", grant_id)]
+
+
+def _stop(stack: Stack, grant_id: str) -> dict[str, object]:
+    stop: dict[str, object] = stack.grant_event("gateway:session:ended", grant_id)["details"]["stop"]
+    return stop
 
 
 def test_lockdown_cuts_live_sessions_and_refuses_new_access_until_lifted(stack: Stack) -> None:
@@ -54,6 +59,9 @@ def test_lockdown_cuts_live_sessions_and_refuses_new_access_until_lifted(stack: 
     stack.gatepass("revoke", grant_b, user="vendor1")
     session_b.communicate(timeout=10)
     assert _end_reasons(stack, grant_a) == ["lockdown"]
+    # The command was stopped on the plant machine too, not only the connection (issue 15).
+    assert _stop(stack, grant_a)["signals"] == ["TERM"]
+    assert _stop(stack, grant_a)["exit"] == "signal TERM"
     actions = [e["action"] for e in stack.audit_events()]
     assert "containment:site:locked_down" in actions
     assert "containment:site:lockdown_lifted" in actions
@@ -74,6 +82,8 @@ def test_disabling_a_vendor_cuts_their_session_within_a_second(stack: Stack) -> 
     _, stderr = session.communicate(timeout=10)
     assert time.monotonic() - committed < 1.0
     assert "ended" in stderr
+    assert "the commands of this session on hmi-01 are being stopped" in stderr
     assert _end_reasons(stack, grant_id) == ["revoked"]
+    assert _stop(stack, grant_id)["confirmed"] is True
     signed_out = stack.gatepass("requests", user="vendor2", check=False)
     assert signed_out.returncode == 1

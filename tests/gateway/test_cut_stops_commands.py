@@ -1,13 +1,13 @@
 """A cut stops what the vendor started on the target, not only the connection (issue 15).
 
-A real OpenSSH sshd logs in a dedicated unprivileged user (``TARGET_LOGIN``), so every process of that login
-on this machine is the vendor's and ``ps -u`` tells whether anything survived the cut.
+A real OpenSSH sshd logs in a dedicated unprivileged user (``TARGET_LOGIN``), so every process of that login that
+this sshd started is the vendor's, and ``OpenSSHServer.login_processes`` tells whether anything survived the cut
+(it counts only this server's, so another run of these tests at the same time does not disturb this one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -31,30 +31,19 @@ EXEC_COMMANDS = {
 }
 
 
-def login_processes() -> list[str]:
-    """Live processes of the target login (zombies are already dead: only their exit status is left)."""
-    listing = subprocess.run(["ps", "-u", TARGET_LOGIN, "-o", "pid=,stat=,args="], capture_output=True,
-                             text=True, check=False).stdout
-    return [line.strip() for line in listing.splitlines() if line.split()[1:2] and "Z" not in line.split()[1]]
-
-
-def kill_login_processes() -> None:
-    subprocess.run(["pkill", "-KILL", "-u", TARGET_LOGIN], check=False)
-
-
-async def wait_until_gone(deadline: float) -> list[str]:
+async def wait_until_gone(target: OpenSSHServer, deadline: float) -> list[str]:
     """Poll until the login has no process or ``deadline`` (loop time) passed; what is left."""
     loop = asyncio.get_running_loop()
-    while (left := login_processes()) and loop.time() < deadline:
+    while (left := target.login_processes()) and loop.time() < deadline:
         await asyncio.sleep(0.05)
     return left
 
 
-async def wait_for_process(pattern: str, timeout: float = 5) -> None:
+async def wait_for_process(target: OpenSSHServer, pattern: str, timeout: float = 5) -> None:
     deadline = time.monotonic() + timeout
-    while not any(pattern in line for line in login_processes()):
+    while not any(pattern in line for line in target.login_processes()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"{pattern!r} never ran on the target: {login_processes()}")
+            raise AssertionError(f"{pattern!r} never ran on the target: {target.login_processes()}")
         await asyncio.sleep(0.05)
 
 
@@ -70,16 +59,18 @@ async def wait_ended(broker: FakeBroker, count: int, timeout: float = 10) -> dic
 
 @pytest.fixture
 def login_target(tmp_path: Path) -> Iterator[OpenSSHServer]:
-    kill_login_processes()
     server = start_sshd(tmp_path / "sshd", username=TARGET_LOGIN)
     try:
         yield server
     finally:
+        server.kill_login_processes()
         server.stop()
-        kill_login_processes()
 
 
-async def start_everything(vendor: Vendor) -> tuple[asyncssh.SSHClientConnection, list[asyncssh.SSHClientProcess[str]]]:
+Started = tuple[asyncssh.SSHClientConnection, list[asyncssh.SSHClientProcess[str]]]
+
+
+async def start_everything(vendor: Vendor, target: OpenSSHServer) -> Started:
     """One connection running each exec command and an interactive shell with a running child."""
     conn = await vendor.connect()
     processes = []
@@ -89,9 +80,9 @@ async def start_everything(vendor: Vendor) -> tuple[asyncssh.SSHClientConnection
         processes.append(process)
     shell = await conn.create_process(term_type="xterm", term_size=(80, 24))
     shell.stdin.write("sleep 700\n")
-    await wait_for_process("sleep 700")
+    await wait_for_process(target, "sleep 700")
     processes.append(shell)
-    await wait_for_process("sleep 600")
+    await wait_for_process(target, "sleep 600")
     return conn, processes
 
 
@@ -101,7 +92,7 @@ async def test_a_cut_leaves_no_process_of_the_vendor_on_the_target(
 ) -> None:
     vendor = grant_for(sshd_credential(login_target), seconds=6 if reason == "expired" else 600)
     loop = asyncio.get_running_loop()
-    _conn, processes = await start_everything(vendor)
+    _conn, processes = await start_everything(vendor, login_target)
     if reason == "expired":
         remaining = (vendor.grant.ends_at - datetime.now(UTC)).total_seconds()
         assert remaining > 0, "setting the sessions up took longer than the grant"
@@ -117,7 +108,7 @@ async def test_a_cut_leaves_no_process_of_the_vendor_on_the_target(
         assert "the commands of this session on hmi-01 are being stopped (TERM now, KILL after 2 s)" in str(
             result.stderr)
 
-    left = await wait_until_gone(cut_at + 3.0)
+    left = await wait_until_gone(login_target, cut_at + 3.0)
     assert left == [], f"still running on the target 3 s after the cut: {left}"
 
     ends = await wait_ended(broker, 4)
@@ -152,7 +143,7 @@ async def test_a_command_that_ignores_term_gets_kill_after_the_sites_grace(
     broker.revoke(vendor.grant.grant_id)
     result = await asyncio.wait_for(process.wait(), 2)
     assert "KILL after 0.3 s" in str(result.stderr)
-    left = await wait_until_gone(cut_at + 1.5)  # well inside the default grace of 2 s
+    left = await wait_until_gone(login_target, cut_at + 1.5)  # well inside the default grace of 2 s
     assert left == []
     (end,) = (await wait_ended(broker, 1)).values()
     assert end["stop"]["signals"] == ["TERM", "KILL"]
