@@ -10,7 +10,7 @@ from typing import Any
 
 from cli.context import Context
 from cli.durations import parse_api_time
-from cli.errors import ClientError, NotLoggedIn, ServerUnreachable, UsageError
+from cli.errors import ApiError, ClientError, NotLoggedIn, ServerUnreachable, UsageError
 from cli.output import to_json
 from cli.sshargs import format_time
 from cli.state import Session, default_server, normalize_server
@@ -76,8 +76,15 @@ def run_login(args: argparse.Namespace) -> int:
     body = {"username": username, "password": password, "totp": totp.strip()}
     if args.enrolment_code and args.enrolment_code.strip():
         body["enrolment_code"] = args.enrolment_code.strip()
-    with ctx.anonymous_api(server) as api:
-        answer = api.post("/auth/login", body)
+    try:
+        with ctx.anonymous_api(server) as api:
+            answer = api.post("/auth/login", body)
+    except ApiError as refused:
+        if refused.code == "login_failed" and "enrolment_code" not in body:
+            # The broker's answer never says which part was wrong; this is only the one thing to check first.
+            ctx.note("gatepass: first sign-in, or your one-time codes were reset? Add --enrolment-code CODE (the "
+                     "code you were given with your password).")
+        raise
     try:
         session = Session(
             server=server,

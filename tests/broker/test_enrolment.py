@@ -156,7 +156,9 @@ def test_gatepass_login_enrols_with_the_enrolment_code(api: Api, plant: Plant, b
         assert isinstance(context.err, io.StringIO)
         return exit_code, context.err.getvalue()
 
-    assert login() == (1, "gatepass: sign-in refused: wrong username, password or one-time code\n")
+    assert login() == (1, "gatepass: first sign-in, or your one-time codes were reset? Add --enrolment-code CODE "
+                          "(the code you were given with your password).\n"
+                          "gatepass: sign-in refused: wrong username, password or one-time code\n")
     assert confirmed_at(plant, "newvendor") is None
     assert login("--enrolment-code", creds.enrolment_code) == (0, "")
     assert confirmed_at(plant, "newvendor") is not None

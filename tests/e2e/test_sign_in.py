@@ -25,6 +25,7 @@ def test_a_new_accounts_first_gatepass_login_needs_the_enrolment_code(stack: Sta
     stack.add_user("vendor-e2e", "vendor")
     creds = stack.users["vendor-e2e"]
     assert set(creds) == {"username", "password", "totp_secret", "enrolment_code"}
+    assert set(stack.users["admin"]) == {"username", "password", "totp_secret", "enrolment_code"}  # init --json
     password_file = stack.home("vendor-e2e") / "password"
     password_file.write_text(creds["password"] + "\n")
     login = ["login", "--server", stack.base_url, "--user", "vendor-e2e", "--password-file", str(password_file),
