@@ -295,7 +295,9 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._error = f"target refused the session: {exc}"
             self.terminate(f"gatepass: {auth.asset} refused the session: {exc}", CUT_EXIT_STATUS)
             return
-        if self._closed:
+        if self._closed or self._host.cut_reason() is not None:
+            # Cut while the target was opening the channel: the target connection now stays open for the stop of
+            # the other sessions, so this one must not start relaying (the sweep stops what it may have started).
             upstream.close()
             return
         self._upstream = upstream
