@@ -34,5 +34,5 @@ def test_without_trusted_proxies_the_header_never_counts() -> None:
 
 
 def test_a_bad_proxy_list_is_refused_with_a_reason() -> None:
-    with pytest.raises(ValueError, match="'proxy.example' is not an IP address or network"):
+    with pytest.raises(ValueError, match=r"'proxy\.example' is not an IP address or network"):
         parse_trusted_proxies("10.0.0.5, proxy.example")
