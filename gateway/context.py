@@ -126,7 +126,7 @@ def report_end_after_stop(
     over (at most the grace, KILL's wait and two sweeps), with what was sent and what the target answered."""
     if session_id is None:
         return
-    reason, detail = owner.cut_reason() or ("error", error)
+    reason, detail = owner.cut_reason() or (("error", error) if error else ("client_closed", None))
 
     async def report() -> None:
         with contextlib.suppress(TimeoutError):  # report what is known even if a step hung past its bounds
