@@ -1,4 +1,5 @@
-"""The process sweep's shell command on its own: POSIX shells, with and without a grep that knows -z."""
+"""The process sweep's shell command on its own (POSIX shells, with and without a grep that knows -z), and the
+site's cut grace as the gateway reads it from the broker."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gateway.errors import BrokerProtocolError
+from gateway.models import Authorization
 from gateway.stopping import _SWEEP
 
 SHELLS = [shell for shell in ("/bin/dash", "/bin/bash") if Path(shell).exists()]
@@ -62,3 +67,22 @@ def test_the_sweep_signals_exactly_the_processes_of_its_connection(
     assert mine.wait(timeout=5) == -15
     assert other.poll() is None, "a process of another SSH connection must never be touched"
     assert run_sweep(shell, "KILL", ours, path) == "gatepass-swept 0\n"
+
+
+def _authorization(**fields: Any) -> dict[str, Any]:
+    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    return {"grant_id": "grt-1", "identity": "vendor1", "identity_kind": "human", "asset": "hmi-01",
+            "site": "plant-a", "starts_at": now.isoformat(), "ends_at": (now + timedelta(hours=1)).isoformat(),
+            "ssh": True, "interactive": True, "ports": [], "target": None, **fields}
+
+
+def test_the_cut_grace_comes_from_the_authorization_with_a_default_for_older_brokers() -> None:
+    assert Authorization.from_json(_authorization()).cut_grace == 2.0
+    assert Authorization.from_json(_authorization(cut_grace_ms=500)).cut_grace == 0.5
+    assert Authorization.from_json(_authorization(cut_grace_ms=0)).cut_grace == 0.0
+
+
+@pytest.mark.parametrize("value", [-1, 30_001, "2s", 1.5, True])
+def test_a_cut_grace_outside_the_contract_is_a_protocol_error(value: object) -> None:
+    with pytest.raises(BrokerProtocolError, match="cut_grace_ms"):
+        Authorization.from_json(_authorization(cut_grace_ms=value))
