@@ -254,6 +254,16 @@ class GatewayConnection(CertificateLogin):
         for session in list(self._sessions):
             if session.site == site:
                 session.recording_failed(error)
+        # When no command of this connection goes on, what those ended sessions left behind (a background job)
+        # is swept like on a cut; the target connection stays for the sessions that may go on (SFTP).
+        if any(session.stop_pending() is None and session.runs_command() for session in self._sessions):
+            return
+        stops = [stop for session in self._sessions if (stop := session.stop_pending()) is not None]
+        target = self._target.result() if self._target.done() else None
+        if stops and isinstance(target, asyncssh.SSHClientConnection) and self._cut is None:
+            for stop in stops:
+                stop.awaits_sweep = True
+            self._stopping = asyncio.ensure_future(self._stop_target(target, stops, close=False))
 
     def cut(self, reason: str, message: str, detail: str | None = None) -> None:
         """End everything on this connection now: message, exit status, close, disconnect."""
@@ -282,11 +292,13 @@ class GatewayConnection(CertificateLogin):
         else:
             self._disconnect(message)
 
-    async def _stop_target(self, target: asyncssh.SSHClientConnection, stops: list[TargetStop]) -> None:
+    async def _stop_target(self, target: asyncssh.SSHClientConnection, stops: list[TargetStop], *,
+                           close: bool = True) -> None:
         try:
             await sweep_connection(target, stops, grace=max(stop.grace for stop in stops))
         finally:
-            target.close()
+            if close or self._closed:  # a client gone meanwhile left the target open for this sweep
+                target.close()
 
     async def _disconnect_when_closed(self, message: str) -> None:
         with contextlib.suppress(TimeoutError):

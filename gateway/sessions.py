@@ -187,6 +187,14 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
     def site(self) -> str:
         return self._auth.site
 
+    def runs_command(self) -> bool:
+        """A shell or exec whose command may still run on the target."""
+        return self.kind in ("shell", "exec") and self._upstream is not None
+
+    def stop_pending(self) -> TargetStop | None:
+        """The stop of this session's command while it is not yet reported (the connection may add a sweep)."""
+        return self._stop if self._stop is not None and not self._stop.finished.is_set() else None
+
     def recording_failed(self, error: str) -> None:
         """Recordings at this session's site cannot be written: end it if it is recorded (fail closed)."""
         if isinstance(self._tap, AsciicastRecorder) or recorder_inside(self._tap):

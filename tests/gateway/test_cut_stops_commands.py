@@ -8,6 +8,8 @@ this sshd started is the vendor's, and ``OpenSSHServer.login_processes`` tells w
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -39,11 +41,12 @@ async def wait_until_gone(target: OpenSSHServer, deadline: float) -> list[str]:
     return left
 
 
-async def wait_for_process(target: OpenSSHServer, pattern: str, timeout: float = 5) -> None:
+async def wait_for_process(target: OpenSSHServer, args: str, timeout: float = 5) -> None:
+    """Until a process with exactly these arguments runs (not merely a shell whose command line names it)."""
     deadline = time.monotonic() + timeout
-    while not any(pattern in line for line in target.login_processes()):
+    while not any(line.split(maxsplit=1)[1:] == [args] for line in target.login_processes()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"{pattern!r} never ran on the target: {target.login_processes()}")
+            raise AssertionError(f"{args!r} never ran on the target: {target.login_processes()}")
         await asyncio.sleep(0.05)
 
 
@@ -164,3 +167,51 @@ async def test_a_session_that_ends_by_itself_sends_no_signal(
     assert end["reason"] == "client_closed"
     assert "stop" not in end
 
+
+
+class TestRecordingFailure:
+    """A session ended because its recording cannot be written is stopped on the target too, background jobs
+    included (the recordings directory is a small tmpfs filled during the test: needs root, as in CI)."""
+
+    @pytest.fixture
+    def recordings_dir(self, tmp_path: Path) -> Iterator[Path]:
+        mount_point = tmp_path / "small-disk"
+        mount_point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {result.stderr.strip()}")
+        try:
+            yield mount_point
+        finally:
+            subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+    async def test_a_session_whose_recording_fails_leaves_nothing_running(
+        self, grant_for: GrantFactory, login_target: OpenSSHServer, broker: FakeBroker, recordings_dir: Path,
+    ) -> None:
+        vendor = grant_for(sshd_credential(login_target))
+        conn = await vendor.connect()
+        # A job in a process group of its own: the TERM that sshd sends to the command's group misses it.
+        loud = "setsid sleep 602 & echo started; while :; do echo output-from-the-machine-$RANDOM; sleep 0.01; done"
+        process = await conn.create_process(loud)
+        assert await asyncio.wait_for(process.stdout.readline(), 5) == "started\n"
+        await wait_for_process(login_target, "sleep 602")
+        filler = recordings_dir / "filler"
+        with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):  # ENOSPC: the disk is full
+            while True:
+                out.write(b"\0" * 4096)
+
+        result = await asyncio.wait_for(process.wait(), 10)
+        loop = asyncio.get_running_loop()
+        ended_at = loop.time()
+        assert "the session is ended because it cannot be recorded" in str(result.stderr)
+        assert "are being stopped (TERM now, KILL after 2 s)" in str(result.stderr)
+        left = await wait_until_gone(login_target, ended_at + 3.0)
+        conn.close()
+        # Only sshd's own process of the still open connection may be left; nothing the vendor started.
+        assert [line for line in left if not line.split(maxsplit=1)[1].startswith("sshd:")] == []
+        (end,) = (await wait_ended(broker, 1)).values()
+        assert end["reason"] == "error"
+        assert end["stop"]["signals"][0] == "TERM"
+        assert end["stop"]["swept"]["TERM"] >= 1  # the job in its own process group
+        assert end["stop"]["sweep_error"] is None
