@@ -4,9 +4,10 @@ A cut closes the vendor's channels at once (DESIGN invariant 2); what the vendor
 stopped behind it, bounded by the site's grace (``Authorization.cut_grace``):
 
 1. Each shell/exec channel gets the SSH ``signal`` request TERM (RFC 4254 §6.9), and KILL if the target has
-   not closed the channel within the grace; then the channel is closed. OpenSSH's sshd (7.9 and later)
-   delivers it to the session's direct child only: the shell running the command. A job the command put in
-   the background (``sleep 600 &``) outlives it, and keeps the channel open as long as it holds the output.
+   not closed the channel within the grace; then the channel is closed. OpenSSH's sshd (7.9 and later) sends it
+   to the process group of the shell running the command, and only while that shell runs: a job left behind by
+   a shell that already ended (``ssh host 'sleep 600 &'``, which holds the channel open through its output) or
+   one in a process group of its own (``setsid``, an interactive shell's jobs) is not reached.
 2. So the gateway also sweeps the login's processes of *this* SSH connection, on the same connection: a
    small POSIX shell command sends the signal to every process of the login whose environment carries this
    connection's ``SSH_CONNECTION`` (sshd sets it per connection; children inherit it). TERM at the cut; once
