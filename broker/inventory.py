@@ -56,6 +56,8 @@ _DANGEROUS_ENV = {
     "NODE_OPTIONS": "it loads code into the target's Node.js programs",
     "GCONV_PATH": "it loads shared libraries into the target's programs",
     "TMPDIR": "it moves where the target's programs write temporary files",
+    # The gateway finds a cut session's processes on the target by this variable (gateway/stopping.py).
+    "SSH_CONNECTION": "the gateway finds a cut session's processes on the target by it",
 }
 _DANGEROUS_ENV_PREFIXES = {
     "LD_": "the dynamic loader runs the libraries it names in every program",

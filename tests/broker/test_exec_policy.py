@@ -80,6 +80,7 @@ def test_asset_passed_env_is_set_audited_and_refuses_dangerous_names(
         ("PATH", "PATH cannot be passed from a vendor's client to a machine: it decides which programs"),
         ("IFS", "IFS cannot be passed"),
         ("BASH_ENV", "BASH_ENV cannot be passed"),
+        ("SSH_CONNECTION", "the gateway finds a cut session's processes on the target by it"),
         ("BASH_FUNC_ls%%", "is not an environment variable name"),
         ("lc_all", "is not an environment variable name"),
         ("1LANG", "is not an environment variable name"),
