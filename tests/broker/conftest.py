@@ -4,14 +4,18 @@
   copied from ``plant_template``, which is built once per run with the same domain functions `gatepass` uses
 - ``shared_plant`` / ``shared_api``: one installation per test module, for tests that only read or get refused
   (each such test checks that it changed nothing); it saves the ~0.5 s an installation and a server cost
+- ``admin_cli``: runs `gatepass admin …` in-process on the ``plant``'s data directory, on the plant's clock
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from cli.context import Context
+from cli.main import main
 from tests.fixtures import database as test_databases
 from tests.fixtures.broker import Api, BrokerServer, Plant, PlantTemplate
 
@@ -38,3 +42,22 @@ def shared_api(shared_plant: Plant) -> Iterator[Api]:
     finally:
         clients.close()
         running.stop()
+
+
+AdminCli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def admin_cli(plant: Plant, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> AdminCli:
+    """Run `gatepass admin …` on the plant's data directory and database; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("GATEPASS_DATABASE_URL", plant.settings.effective_database_url)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        # The command runs on the plant's clock, like the API the test also talks to: one clock per test.
+        context = dataclasses.replace(Context.from_process(), clock=plant.clock.now, replace_process_with_ssh=False)
+        code = main([*argv, "--data", str(plant.settings.data_dir)], context=context)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

@@ -3,38 +3,20 @@ in the authorize answer, and how a cut command was stopped, kept in the session-
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from broker import inventory
 from broker.errors import InvalidInput
-from cli.context import Context
-from cli.main import main
+from tests.broker.conftest import AdminCli
 from tests.fixtures.broker import Api, Plant, assert_refusal
 
-AdminCli = Callable[..., tuple[int, str, str]]
 PEER = "198.51.100.7:50123"
 STOP = {"signals": ["TERM", "KILL"], "confirmed": True, "exit": "signal KILL", "grace_ms": 2000,
         "swept": {"TERM": 3, "KILL": 1}, "sweep_error": None}
 
 
-@pytest.fixture
-def admin_cli(plant: Plant, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> AdminCli:
-    """Run `gatepass admin …` on the plant's data directory and database; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("GATEPASS_DATABASE_URL", plant.settings.effective_database_url)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        # The command runs on the plant's clock, like the API the test also talks to: one clock per test.
-        context = dataclasses.replace(Context.from_process(), clock=plant.clock.now, replace_process_with_ssh=False)
-        code = main([*argv, "--data", str(plant.settings.data_dir)], context=context)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def _cut_grace_sent(api: Api, plant: Plant) -> Any:

@@ -4,13 +4,11 @@ windows — through the same domain functions and CLI the operator uses, on the 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import io
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +21,8 @@ from broker.identities import NewCredentials
 from cli.context import Context
 from cli.main import main
 from cli.state import ClientState
+from tests.broker.conftest import AdminCli
 from tests.fixtures.broker import Api, BrokerServer, Plant, assert_refusal
-
-AdminCli = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def admin_cli(plant: Plant, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> AdminCli:
-    """Run `gatepass admin …` on the plant's data directory and database; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("GATEPASS_DATABASE_URL", plant.settings.effective_database_url)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        # The command runs on the plant's clock, like the API the test also talks to: one clock per test.
-        context = dataclasses.replace(Context.from_process(), clock=plant.clock.now, replace_process_with_ssh=False)
-        code = main([*argv, "--data", str(plant.settings.data_dir)], context=context)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def confirmed_at(plant: Plant, username: str) -> object:

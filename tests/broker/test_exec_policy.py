@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.broker.test_enrolment import AdminCli, admin_cli  # noqa: F401 - the fixture, shared
+from tests.broker.conftest import AdminCli
 from tests.broker.test_gateway_api import PEER, _serial
 from tests.fixtures.broker import Api, Plant
 
@@ -25,7 +25,7 @@ def _authorize(api: Api, plant: Plant, grant_id: str) -> dict[str, object]:
 
 
 def test_the_authorize_answer_carries_the_sites_limit_and_the_assets_variables(
-    api: Api, plant: Plant, admin_cli: AdminCli  # noqa: F811 - the fixture
+    api: Api, plant: Plant, admin_cli: AdminCli
 ) -> None:
     grant = api.grant("vendor1", "sup-a1")
     answer = _authorize(api, plant, grant["id"])
@@ -39,7 +39,7 @@ def test_the_authorize_answer_carries_the_sites_limit_and_the_assets_variables(
 
 
 def test_site_exec_upload_limit_is_set_shown_audited_and_checked(
-    plant: Plant, admin_cli: AdminCli  # noqa: F811 - the fixture
+    plant: Plant, admin_cli: AdminCli
 ) -> None:
     code, out, err = admin_cli("admin", "site", "set", "plant-a", "--exec-upload-limit", "1M")
     assert code == 0, err
@@ -66,7 +66,7 @@ def test_site_exec_upload_limit_is_set_shown_audited_and_checked(
 
 
 def test_asset_passed_env_is_set_audited_and_refuses_dangerous_names(
-    plant: Plant, admin_cli: AdminCli  # noqa: F811 - the fixture
+    plant: Plant, admin_cli: AdminCli
 ) -> None:
     code, out, err = admin_cli("admin", "asset", "set", "hmi-01", "--pass-env", "LC_ALL", "--pass-env", "LANG")
     assert code == 0, err
@@ -104,7 +104,7 @@ def test_asset_passed_env_is_set_audited_and_refuses_dangerous_names(
 
 @pytest.mark.parametrize("name", ["LD_LIBRARY_PATH", "DYLD_INSERT_LIBRARIES", "PYTHONPATH", "PROMPT_COMMAND"])
 def test_asset_add_refuses_a_dangerous_variable_and_adds_nothing(
-    plant: Plant, admin_cli: AdminCli, name: str  # noqa: F811 - the fixture
+    plant: Plant, admin_cli: AdminCli, name: str
 ) -> None:
     code, _, err = admin_cli("admin", "asset", "add", "hmi-new", "--site", "plant-a", "--host", "10.1.2.3",
                              "--tcp-port", "502", "--pass-env", name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 import asyncssh
 import pytest
 
+from tests.fixtures.disks import small_tmpfs
 from tests.fixtures.sshd import TARGET_LOGIN, OpenSSHServer, start_sshd
 from tests.gateway.conftest import GrantFactory, Vendor, sshd_credential
 from tests.gateway.fake_broker import FakeBroker
@@ -178,16 +178,8 @@ class TestRecordingFailure:
 
     @pytest.fixture
     def recordings_dir(self, tmp_path: Path) -> Iterator[Path]:
-        mount_point = tmp_path / "small-disk"
-        mount_point.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-                                capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {result.stderr.strip()}")
-        try:
+        with small_tmpfs(tmp_path / "small-disk") as mount_point:
             yield mount_point
-        finally:
-            subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
     async def test_a_session_whose_recording_fails_leaves_nothing_running(
         self, grant_for: GrantFactory, login_target: OpenSSHServer, broker: FakeBroker, recordings_dir: Path,

@@ -8,7 +8,6 @@ import errno
 import hashlib
 import json
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 
 from gateway import Gateway
 from gateway.recording_store import DirectoryStore
+from tests.fixtures.disks import small_tmpfs
 from tests.fixtures.sshd import OpenSSHServer
 from tests.gateway.conftest import GrantFactory, Vendor, sshd_credential
 from tests.gateway.fake_broker import FakeBroker
@@ -211,16 +211,8 @@ class TestFullDisk:
 
     @pytest.fixture
     def recordings_dir(self, tmp_path: Path) -> Iterator[Path]:
-        mount_point = tmp_path / "small-disk"
-        mount_point.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-                                capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {result.stderr.strip()}")
-        try:
+        with small_tmpfs(tmp_path / "small-disk") as mount_point:
             yield mount_point
-        finally:
-            subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
     @pytest.fixture
     def gateway_options(self) -> dict[str, Any]:
