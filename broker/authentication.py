@@ -26,8 +26,7 @@ from broker.audit import Action
 from broker.errors import InvalidLoginName, LoginFailed, LoginThrottled, NotAuthenticated
 from broker.identities import enrolment_code_digest, is_usable, totp_purpose
 from broker.models import ApiToken, Identity
-from broker.settings import Settings
-from broker.sign_in_throttles import ThrottlePolicy
+from broker.settings import Settings, ThrottlePolicy
 from broker.vault import Vault
 
 _GENERIC_FAILURE = "sign-in refused: wrong username, password or one-time code"
@@ -47,7 +46,7 @@ class LoginPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoginPolicy:
-        return cls(token_ttl=settings.token_ttl, throttles=ThrottlePolicy.from_settings(settings))
+        return cls(token_ttl=settings.token_ttl, throttles=settings.sign_in)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,28 @@ def split_address(text: str, *, what: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
+class ThrottlePolicy:
+    """Sign-in throttle thresholds (IEC 62443-3-3 SR 1.11 "unsuccessful login attempts"; NIST SP 800-63B §5.2.2).
+
+    Per source address, whatever names it tries (unknown ones too): a password spray from one place. Per (account,
+    source): failures, then blocks doubling up to the maximum; only that one source is held back, never the real
+    user elsewhere (DESIGN invariant 4). Failures are forgiven after ``window`` without one. Distributed guessing:
+    ``account_max_sources`` distinct sources failing on one account within the window hold back each of those
+    sources for at most ``account_block`` after its own last failure; a source that has not failed (the real user)
+    is still checked, and a right password and code pass."""
+
+    source_max_failures: int = 10
+    source_block: dt.timedelta = dt.timedelta(minutes=1)
+    source_block_max: dt.timedelta = dt.timedelta(minutes=15)
+    account_source_max_failures: int = 5
+    account_source_block: dt.timedelta = dt.timedelta(seconds=30)
+    account_source_block_max: dt.timedelta = dt.timedelta(minutes=15)
+    window: dt.timedelta = dt.timedelta(minutes=5)
+    account_max_sources: int = 5
+    account_block: dt.timedelta = dt.timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     database_url: str | None = None
@@ -34,24 +56,8 @@ class Settings:
     clock: Clock = field(default_factory=SystemClock)
     # API tokens are short-lived bearer credentials; a sign-in lasts a working hour by default.
     token_ttl: dt.timedelta = dt.timedelta(hours=1)
-    # Lockout after repeated failures (IEC 62443-3-3 SR 1.11 "unsuccessful login attempts").
-    # Failed sign-ins are throttled in the database (broker.sign_in_throttles), so every replica agrees. Per (account,
-    # source): ``login_max_failures`` failures, then blocks from ``account_source_block`` doubling up to
-    # ``lockout_duration``; only that one source is held back, never the real user elsewhere (DESIGN invariant 4).
-    login_max_failures: int = 5
-    lockout_duration: dt.timedelta = dt.timedelta(minutes=15)
-    account_source_block: dt.timedelta = dt.timedelta(seconds=30)
-    # Per source address, whatever names it tries (unknown ones too): a password spray from one place.
-    source_max_failures: int = 10
-    source_block: dt.timedelta = dt.timedelta(minutes=1)
-    source_block_max: dt.timedelta = dt.timedelta(minutes=15)
-    # Failures are forgiven after this long without one (and without a block running).
-    throttle_window: dt.timedelta = dt.timedelta(minutes=5)
-    # Distributed guessing: this many distinct sources failing on one account within the window holds back each
-    # of those sources for at most ``account_block`` after its own last failure; a source that has not failed
-    # (the real user) is still checked, and a right password and code pass.
-    account_max_sources: int = 5
-    account_block: dt.timedelta = dt.timedelta(seconds=60)
+    # Failed sign-ins are throttled in the database (broker.sign_in_throttles), so every replica agrees.
+    sign_in: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     # The one-time code a new (or reset) person gives with the password to see and bind their second factor.
     enrolment_code_ttl: dt.timedelta = dt.timedelta(hours=72)
     # A request nobody decides on within this time expires rather than waiting forever.

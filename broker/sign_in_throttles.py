@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from broker import audit
 from broker.audit import Action
 from broker.models import SignInThrottle
-from broker.settings import Settings
+from broker.settings import ThrottlePolicy
 
 SOURCE, ACCOUNT_SOURCE, ACCOUNT = "source", "account_source", "account"
 # A request whose peer the server could not name (only in-process transports do that) counts as one source.
@@ -25,30 +25,6 @@ UNKNOWN_SOURCE = "unknown"
 # Rows nobody failed on for this long are dropped: the table stays small even under a spray of made-up names.
 _FORGET_AFTER = dt.timedelta(days=1)
 _MAX_DOUBLINGS = 16
-
-
-@dataclass(frozen=True)
-class ThrottlePolicy:
-    """Thresholds (IEC 62443-3-3 SR 1.11 "unsuccessful login attempts"; NIST SP 800-63B §5.2.2 rate limiting)."""
-
-    source_max_failures: int = 10
-    source_block: dt.timedelta = dt.timedelta(minutes=1)
-    source_block_max: dt.timedelta = dt.timedelta(minutes=15)
-    account_source_max_failures: int = 5
-    account_source_block: dt.timedelta = dt.timedelta(seconds=30)
-    account_source_block_max: dt.timedelta = dt.timedelta(minutes=15)
-    window: dt.timedelta = dt.timedelta(minutes=5)
-    account_max_sources: int = 5
-    account_block: dt.timedelta = dt.timedelta(seconds=60)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ThrottlePolicy:
-        return cls(source_max_failures=settings.source_max_failures, source_block=settings.source_block,
-                   source_block_max=settings.source_block_max,
-                   account_source_max_failures=settings.login_max_failures,
-                   account_source_block=settings.account_source_block,
-                   account_source_block_max=settings.lockout_duration, window=settings.throttle_window,
-                   account_max_sources=settings.account_max_sources, account_block=settings.account_block)
 
 
 @dataclass(frozen=True)

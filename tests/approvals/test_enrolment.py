@@ -182,7 +182,7 @@ def test_wrong_codes_on_the_enrolment_page_are_throttled(client: httpx.Client, w
     assert failure["details"]["step"] == "enrolment"
     page = client.get(answer.headers["location"])
     assert "That code did not match" in page.text
-    for _ in range(web_plant.settings.login_max_failures - 1):
+    for _ in range(web_plant.settings.sign_in.account_source_max_failures - 1):
         answer = client.post(ENROL_PATH, data={"csrf": csrf_of(page), "code": "000000"})
         if answer.status_code == 303:
             page = client.get(answer.headers["location"])

@@ -23,7 +23,7 @@ from broker import authentication, passwords, totp
 from broker.authentication import LoginPolicy
 from broker.errors import LoginFailed
 from broker.identities import totp_purpose
-from broker.sign_in_throttles import ThrottlePolicy
+from broker.settings import ThrottlePolicy
 from broker.sources import parse_trusted_proxies
 from tests.fixtures.broker import Api, BrokerServer, Plant, Reaper, assert_refusal, new_public_key
 
@@ -250,14 +250,14 @@ def started_blocks(plant: Plant, scope: str) -> list[dict[str, Any]]:
 def test_failures_from_one_source_hold_back_that_source_not_the_real_user(proxied: Api, plant: Plant) -> None:
     code, wrong = proxied.totp("vendor1"), proxied.wrong_code("vendor1")
     attacker, victim = "198.51.100.7", "203.0.113.20"
-    for _ in range(plant.settings.login_max_failures):
+    for _ in range(plant.settings.sign_in.account_source_max_failures):
         assert_refusal(proxied.login_response("vendor1", password="guess", code=wrong, headers=from_(attacker)),
                        401, "login_failed")
 
     # Even the right password and code wait, from that source...
     held = proxied.login_response("vendor1", code=code, headers=from_(attacker))
     body = assert_refusal(held, 429, "rate_limited")
-    first_block = int(plant.settings.account_source_block.total_seconds())
+    first_block = int(plant.settings.sign_in.account_source_block.total_seconds())
     assert held.headers["retry-after"] == str(first_block)
     assert f"try again in {first_block} seconds" in body["message"]
     # ...but the real user, somewhere else, is not held back at all.
@@ -284,9 +284,9 @@ def test_sixty_sprayed_logins_from_one_source_get_429_with_retry_after(api: Api,
     answers = [api.anonymous.post("/auth/login", json={"username": names[i % len(names)], "password": f"Winter{i}!",
                                                        "totp": "123456"}) for i in range(60)]
 
-    limit = plant.settings.source_max_failures
+    limit = plant.settings.sign_in.source_max_failures
     assert [a.status_code for a in answers] == [401] * limit + [429] * (60 - limit)
-    block = int(plant.settings.source_block.total_seconds())
+    block = int(plant.settings.sign_in.source_block.total_seconds())
     assert {a.headers["retry-after"] for a in answers[limit:]} == {str(block)}
     # The 429 says nothing about the names: one body for real and made-up ones.
     assert len({a.text for a in answers[limit:]}) == 1
@@ -305,7 +305,7 @@ def test_sixty_sprayed_logins_from_one_source_get_429_with_retry_after(api: Api,
 def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(api: Api, plant: Plant) -> None:
     """Without GATEPASS_TRUSTED_PROXIES the header is the client's own claim: rotating it neither changes the
     source in the trail nor dodges the per-source throttle."""
-    limit = plant.settings.source_max_failures
+    limit = plant.settings.sign_in.source_max_failures
     answers = [api.anonymous.post("/auth/login", json={"username": f"mallory{i}", "password": "x", "totp": "123456"},
                                   headers=from_(f"203.0.113.{i}")) for i in range(limit + 1)]
 
@@ -320,7 +320,7 @@ def test_a_trusted_proxy_names_the_source_and_the_throttle_answer_ignores_whethe
     for name, source in (("vendor2", "198.51.100.20"), ("ghost-user", "198.51.100.21")):
         answers[name] = [proxied.anonymous.post("/auth/login", json={"username": name, "password": "guess",
                                                                      "totp": "123456"}, headers=from_(source))
-                         for _ in range(plant.settings.login_max_failures + 1)]
+                         for _ in range(plant.settings.sign_in.account_source_max_failures + 1)]
 
     def shape(found: list[httpx.Response]) -> list[tuple[int, str, str | None]]:
         return [(a.status_code, a.text, a.headers.get("retry-after")) for a in found]
@@ -334,7 +334,7 @@ def test_a_trusted_proxy_names_the_source_and_the_throttle_answer_ignores_whethe
 def test_design_invariant_4_guessing_from_many_sources_never_keeps_the_real_user_out(proxied: Api,
                                                                                       plant: Plant) -> None:
     code, wrong = proxied.totp("vendor1"), proxied.wrong_code("vendor1")
-    sources = plant.settings.account_max_sources
+    sources = plant.settings.sign_in.account_max_sources
     bots = [f"198.51.100.{i}" for i in range(1, sources + 3)]
     for bot in bots[:sources]:
         assert_refusal(proxied.login_response("vendor1", password="guess", code=wrong, headers=from_(bot)), 401)
@@ -351,7 +351,7 @@ def test_design_invariant_4_guessing_from_many_sources_never_keeps_the_real_user
     assert proxied.login_response("vendor1", code=code, headers=from_("203.0.113.20")).status_code == 200
 
     # The guessing goes on, yet a minute after its own last failure a source is checked again.
-    plant.clock.advance(plant.settings.account_block)
+    plant.clock.advance(plant.settings.sign_in.account_block)
     assert_refusal(proxied.login_response("vendor1", password="guess", code=wrong, headers=from_(bots[-1])), 401)
     assert proxied.login_response("vendor1", headers=from_(bots[0])).status_code == 200
 
@@ -483,7 +483,7 @@ def test_replicas_count_failures_together_even_at_the_same_moment(api: Api, plan
             statuses = list(pool.map(spray, range(16)))
         assert set(statuses) <= {401, 429}, statuses
         refused = statuses.count(401)
-        assert refused >= plant.settings.source_max_failures
+        assert refused >= plant.settings.sign_in.source_max_failures
         assert plant.row("SELECT failures FROM sign_in_throttles WHERE scope = 'source' AND key = '127.0.0.1'")[0] \
             == refused
         for client in clients:
