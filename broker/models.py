@@ -99,7 +99,8 @@ class SignInThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     window_started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     blocked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # Indexed: every failure forgets the rows nobody failed on for a day (a spray of made-up names adds many).
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class RoleAssignment(Base):

@@ -326,8 +326,12 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         """Client bytes through the tap to the target; the tap may answer the client itself."""
         if self._upstream is None:
             return
-        if datatype is not None:  # extended data from a client is not a thing OpenSSH sends; pass it on
-            self._upstream.write(data, datatype)
+        if datatype is not None:
+            # Extended data from a client (RFC 4254 §5.2) has no meaning on a session channel: OpenSSH never
+            # sends it, sshd discards it and asyncssh 2.24's server channel refuses it as a protocol error. Should
+            # that change, passing it on would reach the target beside the tap (unrecorded, uncounted by a
+            # download-only site's cap), so it goes nowhere.
+            logger.info("session %s: %d bytes of extended data from the client dropped", self._session_id, len(data))
             return
         try:
             forward, reply = self._tap.from_client(data)

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('scope', 'key'),
     )
+    op.create_index('ix_sign_in_throttles_updated_at', 'sign_in_throttles', ['updated_at'])
     with op.batch_alter_table('sites') as batch:
         batch.add_column(sa.Column('exec_upload_limit', sa.Integer(), nullable=False, server_default='65536'))
         batch.add_column(sa.Column('cut_grace_ms', sa.Integer(), nullable=False, server_default='2000'))
@@ -50,6 +51,7 @@ def downgrade() -> None:
     with op.batch_alter_table('sites') as batch:
         batch.drop_column('cut_grace_ms')
         batch.drop_column('exec_upload_limit')
+    op.drop_index('ix_sign_in_throttles_updated_at', table_name='sign_in_throttles')
     op.drop_table('sign_in_throttles')
     with op.batch_alter_table('identities') as batch:
         batch.drop_column('enrolment_code_expires_at')
