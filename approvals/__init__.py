@@ -20,16 +20,13 @@ from broker.api.state import BrokerState
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def mount(app: FastAPI, state: BrokerState, settings: WebSettings | None = None,
-          notifier: NotifierSettings | None = None) -> None:
-    """Add the web pages and their static files to the broker's app."""
+def mount(app: FastAPI, state: BrokerState, settings: WebSettings, notifier: NotifierSettings) -> None:
+    """Add the web pages and their static files to the broker's app (assembly.app does, with its settings)."""
     from approvals import review_routes, signin_routes, supervisor_routes, vendor_routes
 
-    default_url = f"http://{state.settings.http_host}:{state.settings.http_port}"
-    app.state.approvals = Web(state=state, settings=settings or WebSettings.from_environment(),
+    app.state.approvals = Web(state=state, settings=settings,
                               csrf_key=web_sessions.derive_csrf_key(state.settings.master_key_path),
-                              templates=make_templates(),
-                              notifier=notifier or NotifierSettings.from_environment(default_public_url=default_url))
+                              templates=make_templates(), notifier=notifier)
     for module in (signin_routes, supervisor_routes, vendor_routes, review_routes):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import smtplib
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -29,7 +28,6 @@ from broker import notifications
 from broker.api.state import BrokerState
 from broker.db import unit_of_work
 from broker.notifications import Delivery, Targets
-from broker.settings import split_address
 
 log = logging.getLogger("gatepass.approvals.notifier")
 POLL_SECONDS = 1.0
@@ -44,23 +42,6 @@ class NotifierSettings:
     smtp_starttls: bool = False
     smtp_from: str = "gatepass@localhost"
     public_url: str = "http://127.0.0.1:8080"
-
-    @classmethod
-    def from_environment(cls, *, default_public_url: str) -> NotifierSettings:
-        emails: dict[str, list[str]] = {}
-        for pair in os.environ.get("GATEPASS_NOTIFY_EMAIL", "").split(","):
-            site, sep, address = pair.strip().partition(":")
-            if sep and site and "@" in address:
-                emails.setdefault(site, []).append(address.strip())
-        host, port = split_address(os.environ.get("GATEPASS_SMTP", "127.0.0.1:25"), what="SMTP")
-        # Approvers' own addresses are used once the deployment names a mail relay: without one, a broker on a
-        # laptop would keep failing to reach port 25 for every supervisor who has an address on file.
-        relay_configured = bool(os.environ.get("GATEPASS_SMTP") or emails)
-        return cls(targets=Targets(webhook_url=os.environ.get("GATEPASS_NOTIFY_WEBHOOK") or None,
-                                   emails_by_site=emails, approver_emails=relay_configured),
-                   smtp_host=host, smtp_port=port, smtp_starttls=os.environ.get("GATEPASS_SMTP_STARTTLS") == "1",
-                   smtp_from=os.environ.get("GATEPASS_SMTP_FROM", "gatepass@localhost"),
-                   public_url=os.environ.get("GATEPASS_PUBLIC_URL") or default_public_url)
 
 
 def send(settings: NotifierSettings, delivery: Delivery) -> str | None:

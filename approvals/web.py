@@ -4,7 +4,6 @@ one database transaction per page, and domain errors shown as pages that say wha
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -59,11 +58,6 @@ SECURITY_HEADERS = {
 class WebSettings:
     # IEC 62443-3-3 SR 1.12 "system use notification": shown before sign-in, worded per deployment.
     use_notice: str = DEFAULT_USE_NOTICE
-
-    @classmethod
-    def from_environment(cls) -> WebSettings:
-        notice = os.environ.get("GATEPASS_USE_NOTICE", "").strip()
-        return cls(use_notice=notice or DEFAULT_USE_NOTICE)
 
 
 @dataclass(frozen=True)

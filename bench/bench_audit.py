@@ -46,10 +46,10 @@ if __package__ in (None, ""):
 from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from assembly.database import initialise, upgrade
 from bench.harness import GATEPASS, heading, machine_line, median, table
-from broker import audit, bootstrap
+from broker import audit
 from broker.db import make_engine, make_session_factory, unit_of_work
-from broker.migrate import upgrade
 from broker.models import AuditEvent, AuditHead
 from broker.settings import Settings
 
@@ -154,7 +154,7 @@ def dump(engine: Engine) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
 def init_data_dir(path: Path) -> Settings:
     """A data directory as `gatepass init` makes it (the same function: migrations, CA, admin, gateway)."""
     settings = Settings(data_dir=path)
-    bootstrap.initialise(settings)
+    initialise(settings)
     return settings
 
 

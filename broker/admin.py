@@ -16,7 +16,6 @@ from broker import audit, containment, gateways, identities, inventory, recordin
 from broker.db import make_engine, make_session_factory, read_only_unit, unit_of_work
 from broker.events import NullPublisher
 from broker.identities import NewCredentials, NewFactor
-from broker.migrate import upgrade
 from broker.settings import Settings
 from broker.vault import Vault
 
@@ -47,14 +46,6 @@ def run(settings: Settings, action: Callable[[Session, Vault], T]) -> T:
     vault = Vault.from_key_file(settings.master_key_path)
     with local_session(settings) as session:
         return action(session, vault)
-
-
-def migrate(settings: Settings) -> None:
-    engine = make_engine(settings.effective_database_url)
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()
 
 
 def add_site(settings: Settings, *, name: str, approvals_required: int, max_window: str,

@@ -1,4 +1,5 @@
-"""The broker's ASGI application: ``create_app(settings)`` wires API, error handling and lifecycle."""
+"""The broker's API as an ASGI application: ``create_api(settings)`` wires the routes, error handling, the outbox
+relay and the lifecycle. assembly.app adds the web pages and the other background jobs."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -15,7 +16,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-import approvals
 from broker.api import (
     access_routes,
     audit_routes,
@@ -41,7 +41,12 @@ API_PREFIX = "/api/v1"
 REFUSAL_FLUSH_SECONDS = 15.0
 
 
-def create_app(settings: Settings, *, hub: EventHub | None = None) -> FastAPI:
+# A background job of the broker's process: started by the lifespan with the app, cancelled when it stops.
+BackgroundJobs = Callable[[FastAPI], list[asyncio.Task[None]]]
+
+
+def create_api(settings: Settings, *, hub: EventHub | None = None,
+               background: Sequence[BackgroundJobs] = ()) -> FastAPI:
     engine = make_engine(settings.effective_database_url)
     sessions = make_session_factory(engine)
     state = BrokerState(settings=settings, engine=engine, sessions=sessions,
@@ -51,8 +56,9 @@ def create_app(settings: Settings, *, hub: EventHub | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.hub.attach(asyncio.get_running_loop())
-        tasks = [asyncio.create_task(relay_outbox(state)), asyncio.create_task(summarise_refusals(state)),
-                 *approvals.background_tasks(_app)]
+        tasks = [asyncio.create_task(relay_outbox(state)), asyncio.create_task(summarise_refusals(state))]
+        for jobs in background:
+            tasks += jobs(_app)
         try:
             yield
         finally:
@@ -73,8 +79,6 @@ def create_app(settings: Settings, *, hub: EventHub | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)  # outermost: also on the guard's own refusals
     for module in (auth_routes, access_routes, extension_routes, site_routes, gateway_routes, audit_routes):
         app.include_router(module.router, prefix=API_PREFIX)
-    # The web pages (approvals/): sign-in, approvals, vendor requests, security review, /static.
-    approvals.mount(app, state)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:

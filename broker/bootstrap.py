@@ -4,17 +4,17 @@ and the embedded gateway's credential."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import inspect, select
+from sqlalchemy import Engine, inspect, select
 
 from broker import audit, authorities, gateways
 from broker.audit import Action
 from broker.db import make_engine, make_session_factory, unit_of_work
 from broker.errors import Conflict
 from broker.identities import NewCredentials, create_identity
-from broker.migrate import upgrade
 from broker.models import Authority
 from broker.settings import Settings
 from broker.vault import Vault
@@ -29,7 +29,9 @@ class InitResult:
     gateway_token_path: Path
 
 
-def initialise(settings: Settings) -> InitResult:
+def initialise(settings: Settings, *, create_schema: Callable[[Engine], None]) -> InitResult:
+    """``create_schema`` brings the empty database to the newest schema (assembly.database.upgrade: the broker
+    does not import migrations, which import it)."""
     data = settings.data_dir
     if settings.master_key_path.exists():
         raise Conflict(f"{data} is already initialised (it has a master key); use another --data directory")
@@ -41,7 +43,7 @@ def initialise(settings: Settings) -> InitResult:
             with engine.connect() as connection:
                 if connection.execute(select(Authority.name)).first() is not None:
                     raise Conflict("the database already holds a Gatepass installation; use a fresh database")
-        upgrade(engine)
+        create_schema(engine)
         vault = Vault.generate()
         now = settings.clock.now()
         with unit_of_work(make_session_factory(engine)) as session:

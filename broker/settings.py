@@ -1,14 +1,14 @@
-"""Broker settings: built once from flags and environment, then passed explicitly (never a global)."""
+"""Broker settings: built once (from flags and environment by assembly.settings), then passed explicitly (never a
+global)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.clock import Clock, SystemClock
-from broker.sources import Network, parse_trusted_proxies
+from broker.sources import Network
 
 DEFAULT_HTTP = "127.0.0.1:8080"
 DEFAULT_SSH = "127.0.0.1:2222"
@@ -88,24 +88,7 @@ class Settings:
         """Where the embedded gateway (`gatepass serve`) writes session recordings."""
         return self.data_dir / "recordings"
 
-    @classmethod
-    def from_environment(cls, *, data_dir: str | None = None, **overrides: object) -> Settings:
-        """Flags win over environment variables, which win over the contract's defaults."""
-        http_host, http_port = split_address(os.environ.get("GATEPASS_HTTP", DEFAULT_HTTP), what="HTTP")
-        ssh_host, ssh_port = split_address(os.environ.get("GATEPASS_SSH", DEFAULT_SSH), what="SSH")
-        values: dict[str, object] = {
-            "data_dir": Path(data_dir or os.environ.get("GATEPASS_DATA", "gatepass-data")).absolute(),
-            "database_url": os.environ.get("GATEPASS_DATABASE_URL") or None,
-            "http_host": http_host,
-            "http_port": http_port,
-            "ssh_host": ssh_host,
-            "ssh_port": ssh_port,
-            "trusted_proxies": parse_trusted_proxies(os.environ.get("GATEPASS_TRUSTED_PROXIES", "")),
-            "metrics_token": os.environ.get("GATEPASS_METRICS_TOKEN") or None,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        metrics_token = values.get("metrics_token")
-        if isinstance(metrics_token, str) and len(metrics_token) < MIN_METRICS_TOKEN:
+    def __post_init__(self) -> None:
+        if self.metrics_token is not None and len(self.metrics_token) < MIN_METRICS_TOKEN:
             raise ValueError(f"GATEPASS_METRICS_TOKEN is too short to be a secret: use at least {MIN_METRICS_TOKEN} "
                              "random characters (for example `openssl rand -hex 24`)")
-        return cls(**values)  # type: ignore[arg-type]

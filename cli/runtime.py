@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -17,8 +16,11 @@ import asyncssh
 import uvicorn
 import uvloop
 
-from broker import admin, demo
-from broker.app import create_app
+from assembly.app import create_app
+from assembly.database import migrate
+from assembly.settings import AppSettings
+from assembly.siem import start_forwarding
+from broker import demo
 from broker.settings import Settings
 from demo.target import DemoTarget
 from gateway.server import Gateway
@@ -49,12 +51,13 @@ def _bound_port(server: uvicorn.Server, fallback: int) -> int:
     return fallback
 
 
-async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) -> int:
+async def serve(app_settings: AppSettings, *, demo: bool, with_gateway: bool = True) -> int:
     """`gatepass serve` / `gatepass broker`: the gateway talks to the broker over HTTP even in one process,
     so what is tested here is what is deployed split."""
     _configure_logging()
-    admin.migrate(settings)
-    app = create_app(settings)
+    settings = app_settings.broker
+    migrate(settings)
+    app = create_app(app_settings)
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1 (its default
     # forwarded_allow_ips), so anything on the host could pick the source the throttles and the audit trail see.
     # The broker applies GATEPASS_TRUSTED_PROXIES itself, in one place (broker.sources).
@@ -75,7 +78,7 @@ async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) ->
     demo_target = None
     gateway = None
     try:
-        siem_task = _start_siem_forwarding(settings, siem_stop)
+        siem_task = start_forwarding(app_settings, siem_stop)
         if demo:
             demo_target = await _start_demo(settings)
         if with_gateway:
@@ -120,32 +123,6 @@ async def serve(settings: Settings, *, demo: bool, with_gateway: bool = True) ->
             with contextlib.suppress(asyncio.CancelledError):
                 await server_task
     return 0
-
-
-def _start_siem_forwarding(settings: Settings, stop: threading.Event) -> asyncio.Task[None] | None:
-    """With GATEPASS_SYSLOG=tcp://HOST:PORT or tls://HOST:PORT (CA file in GATEPASS_SYSLOG_CA), forward the
-    audit trail to that collector in a thread for as long as the broker runs (``broker/siem_forward.py``)."""
-    url = os.environ.get("GATEPASS_SYSLOG")
-    if not url:
-        return None
-    from broker import siem_forward
-    from broker.db import make_engine, make_session_factory
-
-    destination = siem_forward.Destination.parse(url)
-    ca_file = os.environ.get("GATEPASS_SYSLOG_CA")
-    ssl_context = destination.ssl_context(Path(ca_file) if ca_file else None)
-    engine = make_engine(settings.effective_database_url)
-    forwarder = siem_forward.Forwarder(session_factory=make_session_factory(engine), destination=destination,
-                                       clock=settings.clock, ssl_context=ssl_context)
-
-    def forward() -> None:
-        try:
-            forwarder.run(stop)
-        finally:
-            engine.dispose()
-
-    log.info("forwarding the audit trail to %s", destination.url)
-    return asyncio.create_task(asyncio.to_thread(forward))
 
 
 async def _start_demo(settings: Settings) -> DemoTarget:

@@ -8,11 +8,12 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from assembly.settings import AppSettings
     from broker.settings import Settings
 
 # The broker and gateway are imported inside each command, not here: `gatepass ssh` and the other client
@@ -218,12 +219,18 @@ class _ContextClock:
 
 
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
-    from broker.settings import Settings
+    """The broker's settings for a local command (flags over the environment, assembly.environment)."""
+    from assembly.environment import broker_settings
 
     context = getattr(args, "client_context", None)
     if context is not None and "clock" not in overrides:
         overrides["clock"] = _ContextClock(context.clock)
-    return Settings.from_environment(data_dir=getattr(args, "data", None), **overrides)
+    return broker_settings(_environ(args), data_dir=getattr(args, "data", None), **overrides)
+
+
+def _environ(args: argparse.Namespace) -> Mapping[str, str]:
+    context = getattr(args, "client_context", None)
+    return context.environ if context is not None else os.environ
 
 
 def _guarded(func: Any) -> Any:
@@ -247,7 +254,7 @@ def _guarded(func: Any) -> Any:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from broker.bootstrap import initialise
+    from assembly.database import initialise
     from broker.totp import provisioning_uri
 
     settings = _settings(args)
@@ -271,18 +278,20 @@ def _init(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from cli import runtime
 
-    settings = _address_settings(args)
+    settings = _app_settings(args)
     return runtime.run_forever(runtime.serve(settings, demo=args.demo))
 
 
 def _broker(args: argparse.Namespace) -> int:
     from cli import runtime
 
-    settings = _address_settings(args)
+    settings = _app_settings(args)
     return runtime.run_forever(runtime.serve(settings, demo=False, with_gateway=False))
 
 
-def _address_settings(args: argparse.Namespace) -> Settings:
+def _app_settings(args: argparse.Namespace) -> AppSettings:
+    """Everything `serve`/`broker` is configured with (assembly.settings), the --http/--ssh flags first."""
+    from assembly.settings import load
     from broker.settings import split_address
 
     overrides: dict[str, object] = {}
@@ -290,7 +299,10 @@ def _address_settings(args: argparse.Namespace) -> Settings:
         overrides["http_host"], overrides["http_port"] = split_address(args.http, what="HTTP")
     if getattr(args, "ssh", None):
         overrides["ssh_host"], overrides["ssh_port"] = split_address(args.ssh, what="SSH")
-    return _settings(args, **overrides)
+    context = getattr(args, "client_context", None)
+    if context is not None:
+        overrides["clock"] = _ContextClock(context.clock)
+    return load(_environ(args), data_dir=getattr(args, "data", None), **overrides)
 
 
 def _gateway(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from approvals.notifier import NotifierSettings, deliver_round
+from assembly.settings import AppSettings, load
 from broker import identities
 from broker.api.state import BrokerState
 from broker.clock import SystemClock
@@ -149,10 +150,10 @@ def test_failures_are_retried_audited_and_never_touch_the_request(web_plant: Pla
         receiver.close()
 
 
-def test_the_running_broker_notifies_on_its_own(web_plant: Plant, webhook: WebhookReceiver,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEPASS_NOTIFY_WEBHOOK", webhook.url)
-    server = BrokerServer(dataclasses.replace(web_plant.settings, clock=SystemClock())).start()
+def test_the_running_broker_notifies_on_its_own(web_plant: Plant, webhook: WebhookReceiver) -> None:
+    settings = dataclasses.replace(web_plant.settings, clock=SystemClock())
+    notifier = NotifierSettings(targets=Targets(webhook_url=webhook.url))
+    server = BrokerServer(AppSettings(broker=settings, notifier=notifier)).start()
     try:
         request_id = make_request(web_plant, "vendor-a")
         deadline = time.monotonic() + 10
@@ -211,12 +212,9 @@ def test_approver_emails_alone_are_enough_and_skip_disabled_approvers(web_plant:
     assert recipients == ["sup-a1@plant-a.example"]
 
 
-def test_a_mail_relay_in_the_environment_turns_approver_emails_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GATEPASS_NOTIFY_EMAIL", raising=False)
-    monkeypatch.delenv("GATEPASS_SMTP", raising=False)
-    assert not NotifierSettings.from_environment(default_public_url="http://x").targets.approver_emails
-    monkeypatch.setenv("GATEPASS_SMTP", "mail.plant.example:587")
-    settings = NotifierSettings.from_environment(default_public_url="http://x")
+def test_a_mail_relay_in_the_environment_turns_approver_emails_on() -> None:
+    assert not load({}).effective_notifier.targets.approver_emails
+    settings = load({"GATEPASS_SMTP": "mail.plant.example:587"}).effective_notifier
     assert settings.targets.approver_emails
     assert settings.targets.any
     assert (settings.smtp_host, settings.smtp_port) == ("mail.plant.example", 587)

@@ -11,7 +11,8 @@ import pyotp
 import pytest
 from sqlalchemy import select, text
 
-from approvals.web import DEFAULT_USE_NOTICE, SESSION_COOKIE, WebSettings
+from approvals.web import DEFAULT_USE_NOTICE, SESSION_COOKIE
+from assembly.settings import load
 from broker import extensions, inventory
 from broker.models import Identity
 from tests.approvals.conftest import make_request
@@ -143,11 +144,10 @@ def test_live_lists_endpoint_gives_escaped_fragments(client: httpx.Client, web_p
     assert answer.headers["cache-control"] == "no-store"
 
 
-def test_use_notice_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEPASS_USE_NOTICE", "Property of ACME Water. Monitored.")
-    assert WebSettings.from_environment().use_notice == "Property of ACME Water. Monitored."
-    monkeypatch.setenv("GATEPASS_USE_NOTICE", "  ")
-    assert WebSettings.from_environment().use_notice == DEFAULT_USE_NOTICE
+def test_use_notice_is_configurable() -> None:
+    assert load({"GATEPASS_USE_NOTICE": "Property of ACME Water. Monitored."}).web.use_notice == (
+        "Property of ACME Water. Monitored.")
+    assert load({"GATEPASS_USE_NOTICE": "  "}).web.use_notice == DEFAULT_USE_NOTICE
 
 
 def test_grant_access_now_in_one_step(client: httpx.Client, web_plant: Plant) -> None:

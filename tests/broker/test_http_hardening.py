@@ -11,7 +11,7 @@ import asyncssh
 import httpx
 import pytest
 
-from broker.settings import Settings
+from assembly.environment import broker_settings
 from tests.fixtures.broker import Api, BrokerServer, Plant, assert_refusal
 
 METRICS_TOKEN = "metrics-scrape-secret-5f2a9c7e"
@@ -51,10 +51,11 @@ def test_metrics_need_the_scrape_token(metrics_broker: BrokerServer, plant: Plan
     assert METRICS_TOKEN not in str(plant.audit(after_seq=seq))
 
 
-def test_a_short_metrics_token_is_refused_at_start(monkeypatch: pytest.MonkeyPatch, plant: Plant) -> None:
-    monkeypatch.setenv("GATEPASS_METRICS_TOKEN", "secret")
+def test_a_short_metrics_token_is_refused_at_start(plant: Plant) -> None:
     with pytest.raises(ValueError, match="too short"):
-        Settings.from_environment(data_dir=str(plant.settings.data_dir))
+        broker_settings({"GATEPASS_METRICS_TOKEN": "secret"}, data_dir=str(plant.settings.data_dir))
+    with pytest.raises(ValueError, match="too short"):
+        dataclasses.replace(plant.settings, metrics_token="secret")
 
 
 @pytest.mark.parametrize("path", ["/openapi.json", "/healthz", "/api/v1/me", "/api/v1/nothing-here"])
