@@ -3,36 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 
+from broker import durations
+from broker.durations import format_duration
+from broker.errors import InvalidInput
 from cli.errors import UsageError
 
-# Same grammar as the broker (which validates again): a whole number and one unit.
-_DURATION = re.compile(r"^\s*(\d{1,6})\s*([smhd])\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+__all__ = ["format_duration", "parse_api_time", "parse_duration", "parse_since", "parse_start"]
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """Return the duration written as ``30s``/``10m``/``2h``/``1d``; ``UsageError`` otherwise."""
-    match = _DURATION.match(text)
-    if not match:
-        raise UsageError(
-            f"'{text}' is not a duration: write a whole number and a unit, like 30s, 10m, 2h or 1d"
-        )
-    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise UsageError(f"'{text}' is not a usable duration: it must be longer than zero")
-    return dt.timedelta(seconds=seconds)
-
-
-def format_duration(delta: dt.timedelta | int) -> str:
-    """Write a duration in the largest unit that divides it exactly: 7200 s -> ``2h``, 5400 s -> ``90m``."""
-    seconds = int(delta.total_seconds()) if isinstance(delta, dt.timedelta) else int(delta)
-    for unit in ("d", "h", "m"):
-        size = _UNIT_SECONDS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    """Return the duration written as ``30s``/``10m``/``2h``/``1d``; ``UsageError`` otherwise (the grammar is the
+    broker's own, broker.durations: one home)."""
+    try:
+        return durations.parse_duration(text)
+    except InvalidInput as error:
+        raise UsageError(error.message) from None
 
 
 def parse_start(text: str) -> dt.datetime:
@@ -51,7 +37,7 @@ def parse_start(text: str) -> dt.datetime:
 
 def parse_since(text: str, *, now: dt.datetime) -> dt.datetime:
     """Parse ``--since``: ISO 8601 (UTC without offset), or a duration meaning that long before ``now``."""
-    if _DURATION.match(text):
+    if durations.is_duration(text):
         return now - parse_duration(text)
     try:
         return parse_start(text)
