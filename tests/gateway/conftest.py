@@ -1,4 +1,5 @@
-"""Fixtures for the gateway's tests: a fake broker on a real port, a started gateway, grant helpers."""
+"""Fixtures for the gateway's tests: ``fake_broker`` (tests/gateway/fake_broker.py) on a real port, a started
+gateway, grant helpers. The name says fake: elsewhere ``broker`` is the real broker under uvicorn."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def broker() -> AsyncIterator[FakeBroker]:
+async def fake_broker() -> AsyncIterator[FakeBroker]:
     fake = FakeBroker()
     await fake.start()
     try:
@@ -61,10 +62,10 @@ def gateway_options() -> dict[str, Any]:
 
 @pytest.fixture
 async def gateway(
-    broker: FakeBroker, tmp_path: Path, clock: Clock, recordings_dir: Path, gateway_options: dict[str, Any]
+    fake_broker: FakeBroker, tmp_path: Path, clock: Clock, recordings_dir: Path, gateway_options: dict[str, Any]
 ) -> AsyncIterator[Gateway]:
     settings = GatewaySettings(
-        broker_url=broker.url,
+        broker_url=fake_broker.url,
         token=TOKEN,
         host_key_path=tmp_path / "gateway" / "host_key",
         recordings_dir=recordings_dir,
@@ -121,13 +122,13 @@ GrantFactory = Callable[..., Vendor]
 
 
 @pytest.fixture
-def grant_for(broker: FakeBroker, gateway: Gateway) -> GrantFactory:
+def grant_for(fake_broker: FakeBroker, gateway: Gateway) -> GrantFactory:
     """``grant_for(target, asset="hmi-01", seconds=600, **issue_options) -> Vendor``."""
 
     def make(target: dict[str, Any] | None, *, asset: str = "hmi-01", seconds: float = 600, **kw: Any) -> Vendor:
         key = asyncssh.generate_private_key("ssh-ed25519")
         ends_at = datetime.now(UTC) + timedelta(seconds=seconds)
-        grant, cert = broker.issue(key, asset=asset, ends_at=ends_at, target=target, **kw)
+        grant, cert = fake_broker.issue(key, asset=asset, ends_at=ends_at, target=target, **kw)
         return Vendor(key=key, cert=cert, grant=grant, gateway=gateway)
 
     return make

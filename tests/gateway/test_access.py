@@ -59,7 +59,7 @@ async def test_certificate_without_principals_is_refused(grant_for: GrantFactory
 
 
 async def test_certificate_from_another_ca_is_refused(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     other_ca = asyncssh.generate_private_key("ssh-ed25519")
@@ -69,32 +69,32 @@ async def test_certificate_from_another_ca_is_refused(
     )  # fmt: skip
     with pytest.raises(asyncssh.PermissionDenied):
         await vendor.connect()
-    assert broker.authorizations == []
+    assert fake_broker.authorizations == []
 
 
 async def test_broker_refusal_is_shown_on_stderr_and_the_client_disconnected(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
-    broker.grants[vendor.grant.grant_id].status = "revoked"
+    fake_broker.grants[vendor.grant.grant_id].status = "revoked"
     async with await vendor.connect() as conn:
         stderr, status = await _refusal(conn)
         await conn.wait_closed()
     assert "gatepass: access to hmi-01 refused: the grant for hmi-01 was revoked" in stderr
     assert status == 1
-    (asked,) = broker.authorizations
+    (asked,) = fake_broker.authorizations
     assert asked["grant_id"] == vendor.grant.grant_id
     assert asked["serial"] == vendor.grant.serial
     assert asked["asset"] == "hmi-01"
     assert asked["peer"].startswith("127.0.0.1:")
-    assert broker.sessions == {}
+    assert fake_broker.sessions == {}
 
 
 async def test_broker_down_refuses_new_connections(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
-    broker.down = True
+    fake_broker.down = True
     async with await vendor.connect() as conn:
         stderr, status = await _refusal(conn)
     assert "cannot be checked now: the broker is unreachable" in stderr

@@ -19,22 +19,22 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def client(broker: FakeBroker) -> AsyncIterator[BrokerClient]:
-    client = BrokerClient(broker.url, TOKEN, timeout=5)
+async def client(fake_broker: FakeBroker) -> AsyncIterator[BrokerClient]:
+    client = BrokerClient(fake_broker.url, TOKEN, timeout=5)
     yield client
     await client.aclose()
 
 
-async def test_register_authorize_and_sessions(client: BrokerClient, broker: FakeBroker) -> None:
+async def test_register_authorize_and_sessions(client: BrokerClient, fake_broker: FakeBroker) -> None:
     registration = await client.register(ssh_host="gw.plant-a", ssh_port=2222, host_key="ssh-ed25519 AAAA")
-    assert (registration.user_ca, registration.gateway) == (broker.user_ca, "gw-test")
-    assert broker.registrations == [{"ssh_host": "gw.plant-a", "ssh_port": 2222, "host_key": "ssh-ed25519 AAAA"}]
+    assert (registration.user_ca, registration.gateway) == (fake_broker.user_ca, "gw-test")
+    assert fake_broker.registrations == [{"ssh_host": "gw.plant-a", "ssh_port": 2222, "host_key": "ssh-ed25519 AAAA"}]
 
     key = asyncssh.generate_private_key("ssh-ed25519")
     ends_at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
     target = {"host": "10.0.0.5", "ssh_port": 22, "username": "root", "password": "s3cret", "private_key": None,
               "host_key": "ssh-ed25519 AAAA"}  # fmt: skip
-    grant, _ = broker.issue(key, asset="hmi-01", ends_at=ends_at, target=target, ports=[502])
+    grant, _ = fake_broker.issue(key, asset="hmi-01", ends_at=ends_at, target=target, ports=[502])
     auth = await client.authorize(grant_id=grant.grant_id, serial=grant.serial, asset="hmi-01", peer="1.2.3.4:5")
     assert (auth.asset, auth.ends_at, auth.ports, auth.interactive) == ("hmi-01", ends_at, (502,), True)
     assert auth.target is not None
@@ -43,27 +43,27 @@ async def test_register_authorize_and_sessions(client: BrokerClient, broker: Fak
 
     session_id = await client.session_start(grant_id=grant.grant_id, kind="exec", peer="1.2.3.4:5", command="ls")
     await client.session_end(session_id, reason="client_closed", bytes_in=1, bytes_out=2)
-    assert broker.ended[session_id] == {"reason": "client_closed", "bytes_in": 1, "bytes_out": 2, "detail": None}
+    assert fake_broker.ended[session_id] == {"reason": "client_closed", "bytes_in": 1, "bytes_out": 2, "detail": None}
 
     states = await client.grants_status([grant.grant_id, "grt-unknown"])
     assert list(states) == [grant.grant_id]
     assert states[grant.grant_id].status == "active"
 
 
-async def test_refusals_carry_the_brokers_message(client: BrokerClient, broker: FakeBroker) -> None:
+async def test_refusals_carry_the_brokers_message(client: BrokerClient, fake_broker: FakeBroker) -> None:
     with pytest.raises(BrokerRefused) as refused:
         await client.authorize(grant_id="grt-nope", serial=1, asset="hmi-01", peer="1.2.3.4:5")
     assert refused.value.status == 403
     assert refused.value.code == "forbidden"
     assert "does not belong to any grant" in refused.value.message
 
-    bad_token = BrokerClient(broker.url, "gpg_wrong")
+    bad_token = BrokerClient(fake_broker.url, "gpg_wrong")
     with pytest.raises(BrokerRefused) as unauthenticated:
         await bad_token.register(ssh_host="h", ssh_port=1, host_key="k")
     assert unauthenticated.value.status == 401
     await bad_token.aclose()
 
-    broker.down = True
+    fake_broker.down = True
     with pytest.raises(BrokerUnavailable):
         await client.grants_status(["grt-1"])
 

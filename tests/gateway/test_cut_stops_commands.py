@@ -51,14 +51,14 @@ async def wait_for_process(target: OpenSSHServer, args: str, timeout: float = 5)
         await asyncio.sleep(0.05)
 
 
-async def wait_ended(broker: FakeBroker, count: int, timeout: float = 10) -> dict[str, dict[str, Any]]:
+async def wait_ended(fake_broker: FakeBroker, count: int, timeout: float = 10) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout
-    while len(broker.ended) < count:
+    while len(fake_broker.ended) < count:
         if time.monotonic() > deadline:
-            raise AssertionError(f"{len(broker.ended)} of {count} session ends reported: {broker.ended}")
+            raise AssertionError(f"{len(fake_broker.ended)} of {count} session ends reported: {fake_broker.ended}")
         await asyncio.sleep(0.05)
-    return {broker.sessions[sid].get("command") or broker.sessions[sid]["kind"]: end
-            for sid, end in broker.ended.items()}
+    return {fake_broker.sessions[sid].get("command") or fake_broker.sessions[sid]["kind"]: end
+            for sid, end in fake_broker.ended.items()}
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ async def start_everything(vendor: Vendor, target: OpenSSHServer) -> Started:
 
 @pytest.mark.parametrize("reason", ["revoked", "lockdown", "expired"])
 async def test_a_cut_leaves_no_process_of_the_vendor_on_the_target(
-    grant_for: GrantFactory, login_target: OpenSSHServer, broker: FakeBroker, reason: str
+    grant_for: GrantFactory, login_target: OpenSSHServer, fake_broker: FakeBroker, reason: str
 ) -> None:
     vendor = grant_for(sshd_credential(login_target), seconds=6 if reason == "expired" else 600)
     loop = asyncio.get_running_loop()
@@ -103,7 +103,7 @@ async def test_a_cut_leaves_no_process_of_the_vendor_on_the_target(
         cut_at = loop.time() + remaining
     else:
         cut_at = loop.time()
-        broker.revoke(vendor.grant.grant_id, reason)
+        fake_broker.revoke(vendor.grant.grant_id, reason)
 
     results = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in processes)), 10)
     assert loop.time() - cut_at < 1.0, "the vendor's channels must close within a second (invariant 2)"
@@ -115,7 +115,7 @@ async def test_a_cut_leaves_no_process_of_the_vendor_on_the_target(
     left = await wait_until_gone(login_target, cut_at + 3.0)
     assert left == [], f"still running on the target 3 s after the cut: {left}"
 
-    ends = await wait_ended(broker, 4)
+    ends = await wait_ended(fake_broker, 4)
     assert {end["reason"] for end in ends.values()} == {reason}
     for end in ends.values():
         stop = end["stop"]
@@ -136,7 +136,7 @@ async def test_a_cut_leaves_no_process_of_the_vendor_on_the_target(
 
 
 async def test_a_command_that_ignores_term_gets_kill_after_the_sites_grace(
-    grant_for: GrantFactory, login_target: OpenSSHServer, broker: FakeBroker
+    grant_for: GrantFactory, login_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     vendor = grant_for(sshd_credential(login_target))
     vendor.grant.cut_grace_ms = 300
@@ -146,12 +146,12 @@ async def test_a_command_that_ignores_term_gets_kill_after_the_sites_grace(
     assert await asyncio.wait_for(process.stdout.readline(), 5) == "started\n"
     loop = asyncio.get_running_loop()
     cut_at = loop.time()
-    broker.revoke(vendor.grant.grant_id)
+    fake_broker.revoke(vendor.grant.grant_id)
     result = await asyncio.wait_for(process.wait(), 2)
     assert "KILL after 0.3 s" in str(result.stderr)
     left = await wait_until_gone(login_target, cut_at + 1.5)  # well inside the default grace of 2 s
     assert left == []
-    (end,) = (await wait_ended(broker, 1)).values()
+    (end,) = (await wait_ended(fake_broker, 1)).values()
     assert end["stop"]["signals"] == ["TERM", "KILL"]
     assert end["stop"]["grace_ms"] == 300
     assert end["stop"]["exit"] == "signal KILL"
@@ -159,14 +159,14 @@ async def test_a_command_that_ignores_term_gets_kill_after_the_sites_grace(
 
 
 async def test_a_session_that_ends_by_itself_sends_no_signal(
-    grant_for: GrantFactory, login_target: OpenSSHServer, broker: FakeBroker
+    grant_for: GrantFactory, login_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     vendor = grant_for(sshd_credential(login_target))
     async with await vendor.connect() as conn:
         result = await asyncio.wait_for(conn.run("echo done"), 5)
     assert result.stdout == "done\n"
     assert result.stderr == ""
-    (end,) = (await wait_ended(broker, 1)).values()
+    (end,) = (await wait_ended(fake_broker, 1)).values()
     assert end["reason"] == "client_closed"
     assert "stop" not in end
 
@@ -182,7 +182,7 @@ class TestRecordingFailure:
             yield mount_point
 
     async def test_a_session_whose_recording_fails_leaves_nothing_running(
-        self, grant_for: GrantFactory, login_target: OpenSSHServer, broker: FakeBroker, recordings_dir: Path,
+        self, grant_for: GrantFactory, login_target: OpenSSHServer, fake_broker: FakeBroker, recordings_dir: Path,
     ) -> None:
         vendor = grant_for(sshd_credential(login_target))
         conn = await vendor.connect()
@@ -205,7 +205,7 @@ class TestRecordingFailure:
         conn.close()
         # Only sshd's own process of the still open connection may be left; nothing the vendor started.
         assert [line for line in left if not line.split(maxsplit=1)[1].startswith("sshd:")] == []
-        (end,) = (await wait_ended(broker, 1)).values()
+        (end,) = (await wait_ended(fake_broker, 1)).values()
         assert end["reason"] == "error"
         assert end["stop"]["signals"][0] == "TERM"
         assert end["stop"]["swept"]["TERM"] >= 1  # the job in its own process group

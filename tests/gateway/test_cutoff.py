@@ -25,12 +25,12 @@ async def _long_command(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClien
     return process
 
 
-async def _ended(broker: FakeBroker, count: int = 1, timeout: float = 5) -> list[dict[str, Any]]:
+async def _ended(fake_broker: FakeBroker, count: int = 1, timeout: float = 5) -> list[dict[str, Any]]:
     """The session ends the broker heard of, once there are ``count`` (a cut command's end waits for its stop)."""
     deadline = time.monotonic() + timeout
-    while len(broker.ended) < count and time.monotonic() < deadline:
+    while len(fake_broker.ended) < count and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    return list(broker.ended.values())
+    return list(fake_broker.ended.values())
 
 
 async def _wait_cut(process: asyncssh.SSHClientProcess[str], limit: float = 3.0) -> tuple[float, str, int | None]:
@@ -51,7 +51,7 @@ async def _wait_cut(process: asyncssh.SSHClientProcess[str], limit: float = 3.0)
 async def test_revocation_event_cuts_within_a_second(
     grant_for: GrantFactory,
     sshd_target: OpenSSHServer,
-    broker: FakeBroker,
+    fake_broker: FakeBroker,
     reason: str,
     says: str,
     recorded: str,
@@ -59,13 +59,13 @@ async def test_revocation_event_cuts_within_a_second(
     vendor = grant_for(sshd_credential(sshd_target))
     conn = await vendor.connect()
     process = await _long_command(conn)
-    broker.revoke(vendor.grant.grant_id, reason)
+    fake_broker.revoke(vendor.grant.grant_id, reason)
     elapsed, stderr, status = await _wait_cut(process)
     assert elapsed < 1.0
     assert says in stderr
     assert status == 255
     await asyncio.wait_for(conn.wait_closed(), 1)
-    (end,) = await _ended(broker)
+    (end,) = await _ended(fake_broker)
     assert end["reason"] == recorded
     # The command got TERM behind the cut, and the target confirmed it ended (issue 15).
     assert end["stop"]["signals"] == ["TERM"]
@@ -73,7 +73,7 @@ async def test_revocation_event_cuts_within_a_second(
 
 
 async def test_grant_end_cuts_on_the_gateways_own_timer(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target), seconds=1.0)
     conn = await vendor.connect()
@@ -83,7 +83,7 @@ async def test_grant_end_cuts_on_the_gateways_own_timer(
     assert 0 <= late < 0.5
     assert f"access to hmi-01 ended: the grant expired at {vendor.grant.ends_at:%H:%M} UTC" in stderr
     assert status == 255
-    assert [end["reason"] for end in await _ended(broker)] == ["expired"]
+    assert [end["reason"] for end in await _ended(fake_broker)] == ["expired"]
 
 
 async def test_connection_without_sessions_is_cut_too(grant_for: GrantFactory, sshd_target: OpenSSHServer) -> None:
@@ -95,25 +95,25 @@ async def test_connection_without_sessions_is_cut_too(grant_for: GrantFactory, s
 
 
 async def test_expiry_holds_while_the_broker_is_down(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target), seconds=1.0)
     conn = await vendor.connect()
     process = await _long_command(conn)
-    broker.down = True
-    broker.drop_streams()
+    fake_broker.down = True
+    fake_broker.drop_streams()
     _elapsed, stderr, _ = await _wait_cut(process)
     assert "the grant expired at" in stderr
 
 
 async def test_moved_end_reschedules_the_cut(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target), seconds=600)
     conn = await vendor.connect()
     process = await _long_command(conn)
     new_end = datetime.now(UTC) + timedelta(seconds=0.5)
-    broker.move_end(vendor.grant.grant_id, new_end)
+    fake_broker.move_end(vendor.grant.grant_id, new_end)
     line = await asyncio.wait_for(process.stderr.readline(), 1)
     assert f"now ends at {new_end:%H:%M} UTC" in line
     _, stderr, _ = await _wait_cut(process)
@@ -131,20 +131,20 @@ async def test_warning_before_the_end(grant_for: GrantFactory, sshd_target: Open
 
 
 async def test_revocation_missed_while_disconnected_is_caught_by_resync(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, gateway: Gateway
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, gateway: Gateway
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     conn = await vendor.connect()
     process = await _long_command(conn)
-    broker.down = True
-    broker.drop_streams()
+    fake_broker.down = True
+    fake_broker.drop_streams()
     while gateway.events_connected.is_set():
         await asyncio.sleep(0.01)
-    broker.grants[vendor.grant.grant_id].status = "revoked"  # no event: the stream is down
-    broker.down = False
+    fake_broker.grants[vendor.grant.grant_id].status = "revoked"  # no event: the stream is down
+    fake_broker.down = False
     _, stderr, _ = await _wait_cut(process, limit=5)
     assert "revoked by the plant" in stderr
-    assert [vendor.grant.grant_id] in broker.status_calls
+    assert [vendor.grant.grant_id] in fake_broker.status_calls
 
 
 async def test_fixed_clock_moved_past_the_end(
@@ -162,18 +162,18 @@ async def test_fixed_clock_moved_past_the_end(
 
 
 async def test_new_session_is_refused_while_the_broker_cannot_record_it(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     """Fail closed for the audit trail: a session the broker cannot record does not run; open ones go on."""
     vendor = grant_for(sshd_credential(sshd_target), seconds=600)
     conn = await vendor.connect()
     running = await _long_command(conn)
-    broker.down = True
+    fake_broker.down = True
     marker = tmp_path / "should-not-exist"
     refused = await asyncio.wait_for(conn.run(f"touch {marker}"), 5)
     assert refused.exit_status != 0
     assert not marker.exists()
     assert "cannot be recorded right now" in str(refused.stderr)
     assert running.exit_status is None
-    broker.down = False
+    fake_broker.down = False
     conn.close()

@@ -70,10 +70,10 @@ async def test_no_client_variable_reaches_the_target_by_default(
 
 
 async def test_a_variable_the_asset_allows_arrives_and_the_others_do_not(
-    grant_for: GrantFactory, sshd_accepting_env: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_accepting_env: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_accepting_env))
-    broker.grants[vendor.grant.grant_id].passed_env = ["LC_ALL"]
+    fake_broker.grants[vendor.grant.grant_id].passed_env = ["LC_ALL"]
 
     code, stdout, stderr = await run(ssh_argv(vendor, tmp_path, PROBE, options=SEND))
 

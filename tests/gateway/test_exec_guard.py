@@ -93,7 +93,7 @@ def test_a_control_line_after_the_targets_ready_is_an_scp_upload() -> None:
 
 
 async def test_sftp_server_under_another_name_is_inspected_and_refuses_the_upload(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     local = tmp_path / "firmware.bin"
     random_file(local, 100_000)
@@ -101,7 +101,7 @@ async def test_sftp_server_under_another_name_is_inspected_and_refuses_the_uploa
     remote.mkdir()
     config_sha = random_file(remote / "plc.cfg", 300_000)
     vendor = grant_for(sshd_credential(sshd_target))
-    download_only(broker, vendor)
+    download_only(fake_broker, vendor)
 
     code, _, stderr = await sftp(
         vendor, tmp_path, f"-put {local} {remote}/firmware.bin", f"get {remote}/plc.cfg {tmp_path}/plc.cfg",
@@ -112,20 +112,20 @@ async def test_sftp_server_under_another_name_is_inspected_and_refuses_the_uploa
     assert f"{REASON}writing {remote}/firmware.bin is refused" in stderr
     assert not (remote / "firmware.bin").exists()
     assert hashlib.sha256((tmp_path / "plc.cfg").read_bytes()).hexdigest() == config_sha
-    (refused,) = await events(broker, "file_refused", 1)
+    (refused,) = await events(fake_broker, "file_refused", 1)
     assert (refused["protocol"], refused["operation"], refused["path"]) == ("sftp", "open", f"{remote}/firmware.bin")
-    (download,) = await events(broker, "file_transferred", 1)
+    (download,) = await events(fake_broker, "file_transferred", 1)
     assert (download["protocol"], download["bytes_read"], download["sha256_read"]) == ("sftp", 300_000, config_sha)
-    assert [s["command"] for s in broker.sessions.values()] == ["env /usr/lib/openssh/sftp-server"]
+    assert [s["command"] for s in fake_broker.sessions.values()] == ["env /usr/lib/openssh/sftp-server"]
 
 
 async def test_scp_sink_started_by_another_command_and_fed_a_stream_is_refused(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     remote = tmp_path / "remote"
     remote.mkdir()
     vendor = grant_for(sshd_credential(sshd_target))
-    download_only(broker, vendor)
+    download_only(fake_broker, vendor)
     stream = b"C0644 12 plc.cfg\nsetpoint=99\n\x00"
 
     code, stdout, stderr = await run(ssh_argv(vendor, tmp_path, f"env scp -t {remote}"), stream)
@@ -135,13 +135,13 @@ async def test_scp_sink_started_by_another_command_and_fed_a_stream_is_refused(
     # What scp itself would print: a fatal error line in the protocol (scp.c response()).
     assert b"\x02gatepass: site plant-a allows downloads only: " in stdout
     assert list(remote.iterdir()) == []
-    (refused,) = await events(broker, "file_refused", 1)
+    (refused,) = await events(fake_broker, "file_refused", 1)
     assert (refused["protocol"], refused["operation"], refused["path"]) == ("scp", "upload", str(remote))
     assert refused["reason"] == f"site plant-a allows downloads only: writing {remote} with scp is refused"
 
 
 async def test_stock_scp_through_a_wrapper_that_renames_the_remote_command_is_refused_and_downloads_work(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     local = tmp_path / "fw.bin"
     random_file(local, 5000)
@@ -149,33 +149,33 @@ async def test_stock_scp_through_a_wrapper_that_renames_the_remote_command_is_re
     remote.mkdir()
     config_sha = random_file(remote / "plc.cfg", 200_000)
     vendor = grant_for(sshd_credential(sshd_target))
-    download_only(broker, vendor)
+    download_only(fake_broker, vendor)
     wrapper = renaming_wrapper(tmp_path)
 
     code, _, stderr = await scp(vendor, tmp_path, "-O", "-S", str(wrapper), str(local), f"{{asset}}:{remote}/fw.bin")
     assert code != 0
     assert f"{REASON}writing {remote}/fw.bin with scp is refused" in stderr
     assert not (remote / "fw.bin").exists()
-    (refused,) = await events(broker, "file_refused", 1)
+    (refused,) = await events(fake_broker, "file_refused", 1)
     assert (refused["protocol"], refused["path"]) == ("scp", f"{remote}/fw.bin")
 
     code, _, stderr = await scp(
         vendor, tmp_path, "-O", "-S", str(wrapper), f"{{asset}}:{remote}/plc.cfg", str(tmp_path / "plc.cfg"))
     assert code == 0, stderr
     assert hashlib.sha256((tmp_path / "plc.cfg").read_bytes()).hexdigest() == config_sha
-    (download,) = await events(broker, "file_transferred", 1)
+    (download,) = await events(fake_broker, "file_transferred", 1)
     assert (download["protocol"], download["mode"], download["path"]) == ("scp", "read", f"{remote}/plc.cfg")
     assert (download["bytes_read"], download["sha256_read"]) == (200_000, config_sha)
-    upload_command, download_command = (s["command"] for s in broker.sessions.values())
+    upload_command, download_command = (s["command"] for s in fake_broker.sessions.values())
     assert upload_command.startswith("env scp -t ")
     assert download_command.startswith("env scp -f ")
 
 
 async def test_piping_a_file_into_cat_is_cut_at_the_cap(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
-    download_only(broker, vendor)
+    download_only(fake_broker, vendor)
     target_file = tmp_path / "firmware.bin"
     data = os.urandom(MIB)
 
@@ -185,7 +185,7 @@ async def test_piping_a_file_into_cat_is_cut_at_the_cap(
     assert CAP_REASON in stderr
     # The shell's redirection makes the file before any byte arrives; at most the cap of the upload reaches it.
     assert not target_file.exists() or target_file.stat().st_size <= 65536
-    (refused,) = await events(broker, "file_refused", 1)
+    (refused,) = await events(fake_broker, "file_refused", 1)
     assert (refused["protocol"], refused["operation"], refused["limit"]) == ("exec", "upload", 65536)
     assert refused["bytes"] > 65536
     assert refused["command"] == f"cat > {target_file}"
@@ -193,11 +193,11 @@ async def test_piping_a_file_into_cat_is_cut_at_the_cap(
 
 
 async def test_the_cap_is_the_sites_limit_and_small_input_still_works(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
-    download_only(broker, vendor)
-    broker.grants[vendor.grant.grant_id].exec_upload_limit = 1000
+    download_only(fake_broker, vendor)
+    fake_broker.grants[vendor.grant.grant_id].exec_upload_limit = 1000
 
     code, stdout, stderr = await run(ssh_argv(vendor, tmp_path, "cat"), b"hi\n")
     assert (code, stdout) == (0, b"hi\n"), stderr
@@ -206,14 +206,14 @@ async def test_the_cap_is_the_sites_limit_and_small_input_still_works(
     code, _, stderr = await run(ssh_argv(vendor, tmp_path, f"cat > {tmp_path}/big.txt"), b"x" * 1001)
     assert code != 0
     assert "sending more than 1000 bytes of input to a command without a terminal" in stderr
-    assert len(await events(broker, "file_refused", 1)) == 1
+    assert len(await events(fake_broker, "file_refused", 1)) == 1
 
 
 async def test_a_shell_without_a_pty_is_capped_like_a_command(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
-    download_only(broker, vendor)
+    download_only(fake_broker, vendor)
     script = f"cat > {tmp_path}/fw.b64 <<'EOF'\n".encode() + b"QUFB" * 40_000 + b"\nEOF\n"
 
     # `ssh host < script`: no command and no terminal, so the shell reads the script from the client.
@@ -222,19 +222,19 @@ async def test_a_shell_without_a_pty_is_capped_like_a_command(
     assert code != 0
     assert CAP_REASON in stderr
     assert not (tmp_path / "fw.b64").exists() or (tmp_path / "fw.b64").stat().st_size <= 65536
-    assert [s["kind"] for s in broker.sessions.values()] == ["shell"]
+    assert [s["kind"] for s in fake_broker.sessions.values()] == ["shell"]
 
 
 @pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed (.ci/run installs it)")
 async def test_rsync_upload_is_cut_at_the_cap(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     local = tmp_path / "fw.bin"
     random_file(local, MIB)
     remote = tmp_path / "remote"
     remote.mkdir()
     vendor = grant_for(sshd_credential(sshd_target))
-    download_only(broker, vendor)
+    download_only(fake_broker, vendor)
     ssh = ssh_argv(vendor, tmp_path)[:-1]  # rsync adds the login and its own `rsync --server` command
 
     code, _, stderr = await run(["rsync", "-e", " ".join(ssh), str(local), f"{vendor.grant.asset}@127.0.0.1:{remote}/"])
@@ -243,7 +243,7 @@ async def test_rsync_upload_is_cut_at_the_cap(
     assert CAP_REASON in stderr
     assert not (remote / "fw.bin").exists()
     assert sum(path.stat().st_size for path in remote.iterdir()) <= 65536  # rsync removes its partial file
-    (refused,) = await events(broker, "file_refused", 1)
+    (refused,) = await events(fake_broker, "file_refused", 1)
     assert refused["command"].startswith("rsync --server")
 
 
@@ -251,12 +251,12 @@ async def test_rsync_upload_is_cut_at_the_cap(
 
 
 async def test_downloads_and_typing_at_a_pty_still_work_on_a_download_only_site(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     (tmp_path / "remote").mkdir()
     config_sha = random_file(tmp_path / "remote" / "plc.cfg", 3 * MIB)
     vendor = grant_for(sshd_credential(sshd_target))
-    download_only(broker, vendor)
+    download_only(fake_broker, vendor)
 
     # A large download over a plain command: the client sends nothing, the cap is not touched.
     code, stdout, stderr = await run(ssh_argv(vendor, tmp_path, f"cat {tmp_path}/remote/plc.cfg"))
@@ -272,11 +272,11 @@ async def test_downloads_and_typing_at_a_pty_still_work_on_a_download_only_site(
         result = await asyncio.wait_for(process.wait(), 15)
     assert result.exit_status == 0, result.stderr
     assert "typed-it-all" in str(result.stdout)
-    assert await events(broker, "file_refused", 1, timeout=0.3) == []
+    assert await events(fake_broker, "file_refused", 1, timeout=0.3) == []
 
 
 async def test_sites_with_uploads_allowed_get_the_transfer_reported_and_no_cap(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     local, upload_sha = tmp_path / "fw.bin", random_file(tmp_path / "fw.bin", 2 * MIB + 3)
     remote = tmp_path / "remote"
@@ -294,7 +294,7 @@ async def test_sites_with_uploads_allowed_get_the_transfer_reported_and_no_cap(
 
     for name in ("fw.bin", "fw2.bin", "fw3.bin"):
         assert hashlib.sha256((remote / name).read_bytes()).hexdigest() == upload_sha
-    sftp_upload, scp_upload = await events(broker, "file_transferred", 2)
+    sftp_upload, scp_upload = await events(fake_broker, "file_transferred", 2)
     assert (sftp_upload["protocol"], sftp_upload["path"], sftp_upload["sha256_written"]) == (
         "sftp", f"{remote}/fw.bin", upload_sha)
     assert (scp_upload["protocol"], scp_upload["path"], scp_upload["sha256_written"]) == (

@@ -49,16 +49,16 @@ def _certificates(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [a for a in report["attempts"] if a["kind"] == "certificate"]
 
 
-async def _one_report(broker: FakeBroker, timeout: float = 5.0) -> dict[str, Any]:
+async def _one_report(fake_broker: FakeBroker, timeout: float = 5.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    while not broker.login_refusals:
+    while not fake_broker.login_refusals:
         assert time.monotonic() < deadline, "the gateway reported no refused login"
         await asyncio.sleep(0.02)
-    [report] = broker.login_refusals
+    [report] = fake_broker.login_refusals
     return report
 
 
-async def test_a_certificate_for_another_asset_is_reported(grant_for: GrantFactory, broker: FakeBroker,
+async def test_a_certificate_for_another_asset_is_reported(grant_for: GrantFactory, fake_broker: FakeBroker,
                                                            tmp_path: Path) -> None:
     vendor = grant_for(None, asset="hmi-01")
 
@@ -66,7 +66,7 @@ async def test_a_certificate_for_another_asset_is_reported(grant_for: GrantFacto
 
     assert code == 255
     assert b"Permission denied" in stderr
-    report = await _one_report(broker)
+    report = await _one_report(fake_broker)
     assert (report["peer"], report["username"]) == ("127.0.0.1", "plc-01")
     [attempt] = _certificates(report)
     assert attempt["kind"] == "certificate"
@@ -76,20 +76,20 @@ async def test_a_certificate_for_another_asset_is_reported(grant_for: GrantFacto
     assert attempt["fingerprint"] == vendor.key.get_fingerprint()
 
 
-async def test_an_expired_certificate_is_reported(grant_for: GrantFactory, broker: FakeBroker,
+async def test_an_expired_certificate_is_reported(grant_for: GrantFactory, fake_broker: FakeBroker,
                                                   tmp_path: Path) -> None:
     vendor = grant_for(None, valid_before=time.time() - 10)  # valid from 30 s ago until 10 s ago
 
     code, _ = await _ssh_login(vendor, tmp_path, login="hmi-01", key=vendor.key, cert=vendor.cert)
 
     assert code == 255
-    [attempt] = _certificates(await _one_report(broker))
+    [attempt] = _certificates(await _one_report(fake_broker))
     assert attempt["reason"].startswith("certificate expired at ")
     assert attempt["identity"] == "vendor1"
 
 
 async def test_a_foreign_ca_and_a_plain_key_are_reported_without_a_believed_identity(
-    grant_for: GrantFactory, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(None)
     foreign_ca, key = asyncssh.generate_private_key("ssh-ed25519"), asyncssh.generate_private_key("ssh-ed25519")
@@ -98,37 +98,37 @@ async def test_a_foreign_ca_and_a_plain_key_are_reported_without_a_believed_iden
 
     code, _ = await _ssh_login(vendor, tmp_path, login="hmi-01", key=key, cert=forged)
     assert code == 255
-    [attempt] = _certificates(await _one_report(broker))
+    [attempt] = _certificates(await _one_report(fake_broker))
     assert attempt["reason"] == "certificate signed by a CA this gateway does not trust"
     assert attempt["identity"] is None  # the key id is the forger's word, not an identity
     assert attempt["key_id"] == "gatepass grant=grt-forged identity=sup-a1"
 
-    broker.login_refusals.clear()
+    fake_broker.login_refusals.clear()
     code, _ = await _ssh_login(vendor, tmp_path / "..", login="hmi-01", key=key, cert=None)
     assert code == 255
-    [attempt] = (await _one_report(broker))["attempts"]
+    [attempt] = (await _one_report(fake_broker))["attempts"]
     assert (attempt["kind"], attempt["fingerprint"]) == ("key", key.get_fingerprint())
     assert attempt["reason"] == "a plain SSH key is not a grant certificate"
 
 
-async def test_a_good_login_reports_nothing(grant_for: GrantFactory, broker: FakeBroker, tmp_path: Path) -> None:
+async def test_a_good_login_reports_nothing(grant_for: GrantFactory, fake_broker: FakeBroker, tmp_path: Path) -> None:
     vendor = grant_for(None, ssh=False, ports=[502])
     async with await vendor.connect():
         pass
     await asyncio.sleep(0.2)  # nothing to wait for: give a wrong report the time to arrive
-    assert broker.login_refusals == []
+    assert fake_broker.login_refusals == []
 
 
-async def test_an_unknown_subsystem_is_reported_under_the_grant(grant_for: GrantFactory, broker: FakeBroker,
+async def test_an_unknown_subsystem_is_reported_under_the_grant(grant_for: GrantFactory, fake_broker: FakeBroker,
                                                                 sshd_target: OpenSSHServer) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     async with await vendor.connect() as conn:
         with pytest.raises(asyncssh.ChannelOpenError):
             await conn.create_session(asyncssh.SSHClientSession, subsystem="netconf")
         deadline = time.monotonic() + 5
-        while not broker.refusals:
+        while not fake_broker.refusals:
             assert time.monotonic() < deadline, "the gateway reported no refused subsystem"
             await asyncio.sleep(0.02)
-    [refusal] = broker.refusals
+    [refusal] = fake_broker.refusals
     assert (refusal["grant_id"], refusal["kind"]) == (vendor.grant.grant_id, "subsystem")
     assert "netconf" in refusal["reason"]

@@ -132,7 +132,7 @@ def test_reads_of_their_defined_length_pass(pdu: bytes) -> None:
 
 @pytest.mark.anyio
 async def test_a_hidden_write_never_reaches_a_real_plc(
-    grant_for: GrantFactory, broker: FakeBroker, plc: ModbusPlc  # noqa: F811 - the fixture
+    grant_for: GrantFactory, fake_broker: FakeBroker, plc: ModbusPlc  # noqa: F811 - the fixture
 ) -> None:
     vendor = grant_for(None, ssh=False, ports=[502], read_only=True, asset_host=plc.host)
     async with await vendor.connect() as conn:
@@ -149,10 +149,10 @@ async def test_a_hidden_write_never_reaches_a_real_plc(
         writer.close()
     assert await asyncio.to_thread(plc.registers) == REGISTERS
     for _ in range(100):
-        if broker.session_events:
+        if fake_broker.session_events:
             break
         await asyncio.sleep(0.02)
-    ((_, event),) = broker.session_events
+    ((_, event),) = fake_broker.session_events
     assert event["kind"] == "modbus_write_refused"
     assert (event["detail"]["function_code"], event["detail"]["exception_code"]) == (3, ILLEGAL_DATA_VALUE)
     assert "lengths disagree" in event["detail"]["reason"]

@@ -57,14 +57,14 @@ async def test_terminal_session_with_tt(grant_for: GrantFactory, sshd_target: Op
 
 
 async def test_revocation_message_is_printed_and_ssh_exits_255(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     run = asyncio.ensure_future(_ssh(_ssh_argv(vendor, tmp_path, "echo started; sleep 30")))
-    while not broker.sessions:
+    while not fake_broker.sessions:
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.2)
-    broker.revoke(vendor.grant.grant_id)
+    fake_broker.revoke(vendor.grant.grant_id)
     code, stdout, stderr = await asyncio.wait_for(run, 2)
     assert stdout == b"started\n"
     assert b"gatepass: access to hmi-01 ended: the grant was revoked by the plant" in stderr
@@ -72,10 +72,10 @@ async def test_revocation_message_is_printed_and_ssh_exits_255(
 
 
 async def test_broker_refusal_is_printed(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
-    broker.grants[vendor.grant.grant_id].status = "revoked"
+    fake_broker.grants[vendor.grant.grant_id].status = "revoked"
     code, stdout, stderr = await _ssh(_ssh_argv(vendor, tmp_path, "echo should-not-run"))
     assert stdout == b""
     assert b"gatepass: access to hmi-01 refused: the grant for hmi-01 was revoked" in stderr
@@ -83,7 +83,7 @@ async def test_broker_refusal_is_printed(
 
 
 async def test_no_session_connection_is_told_at_disconnect(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target), seconds=1.5)
     code, _, stderr = await _ssh(_ssh_argv(vendor, tmp_path, options=("-N",)), timeout=5)

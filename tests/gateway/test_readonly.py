@@ -32,15 +32,15 @@ async def _client(conn: asyncssh.SSHClientConnection, asset: str) -> tuple[Async
     return client, listener
 
 
-async def _settled(broker: FakeBroker, count: int) -> None:
+async def _settled(fake_broker: FakeBroker, count: int) -> None:
     for _ in range(100):
-        if len(broker.session_events) >= count and broker.ended:
+        if len(fake_broker.session_events) >= count and fake_broker.ended:
             return
         await asyncio.sleep(0.02)
 
 
 async def test_read_only_grant_reads_and_refuses_writes(
-    grant_for: GrantFactory, broker: FakeBroker, plc: ModbusPlc
+    grant_for: GrantFactory, fake_broker: FakeBroker, plc: ModbusPlc
 ) -> None:
     vendor = grant_for(None, ssh=False, ports=[502], read_only=True, asset_host=plc.host)
     async with await vendor.connect() as conn:
@@ -61,16 +61,16 @@ async def test_read_only_grant_reads_and_refuses_writes(
         listener.close()
         await asyncio.sleep(0.2)
     assert await asyncio.to_thread(plc.registers) == REGISTERS
-    await _settled(broker, 3)
-    codes = [event["detail"]["function_code"] for _, event in broker.session_events]
+    await _settled(fake_broker, 3)
+    codes = [event["detail"]["function_code"] for _, event in fake_broker.session_events]
     assert sorted(codes) == [5, 6, 16]  # reported in the background, in any order
-    session_id, event = next(e for e in broker.session_events if e[1]["detail"]["function_code"] == 6)
+    session_id, event = next(e for e in fake_broker.session_events if e[1]["detail"]["function_code"] == 6)
     assert event["kind"] == "modbus_write_refused"
     assert event["detail"]["reason"] == "Write Single Register is not a read and the grant is read-only"
-    assert broker.ended[session_id]["reason"] == "client_closed"
+    assert fake_broker.ended[session_id]["reason"] == "client_closed"
 
 
-async def test_full_grant_writes(grant_for: GrantFactory, broker: FakeBroker, plc: ModbusPlc) -> None:
+async def test_full_grant_writes(grant_for: GrantFactory, fake_broker: FakeBroker, plc: ModbusPlc) -> None:
     vendor = grant_for(None, ssh=False, ports=[502], asset_host=plc.host)
     async with await vendor.connect() as conn:
         client, listener = await _client(conn, "hmi-01")
@@ -79,7 +79,7 @@ async def test_full_grant_writes(grant_for: GrantFactory, broker: FakeBroker, pl
         client.close()
         listener.close()
     assert (await asyncio.to_thread(plc.registers))[2] == 42
-    assert broker.session_events == []
+    assert fake_broker.session_events == []
 
 
 async def test_read_only_grant_on_a_port_without_a_filter_is_refused(grant_for: GrantFactory, plc_port: int) -> None:
@@ -94,7 +94,7 @@ async def test_read_only_grant_on_a_port_without_a_filter_is_refused(grant_for: 
 
 
 async def test_malformed_framing_closes_the_connection(
-    grant_for: GrantFactory, broker: FakeBroker, plc: ModbusPlc
+    grant_for: GrantFactory, fake_broker: FakeBroker, plc: ModbusPlc
 ) -> None:
     vendor = grant_for(None, ssh=False, ports=[502], read_only=True, asset_host=plc.host)
     async with await vendor.connect() as conn:
@@ -102,14 +102,14 @@ async def test_malformed_framing_closes_the_connection(
         writer.write(b"GET / HTTP/1.1\r\n\r\n")
         assert await asyncio.wait_for(reader.read(), 2) == b""
         await asyncio.sleep(0.2)
-    ((_, ended),) = broker.ended.items()
+    ((_, ended),) = fake_broker.ended.items()
     assert ended["reason"] == "error"
     assert "protocol id" in ended["detail"]
     assert "never relayed unfiltered" in ended["detail"]
 
 
 async def test_gateway_answer_waits_for_the_end_of_the_assets_frame(
-    grant_for: GrantFactory, broker: FakeBroker
+    grant_for: GrantFactory, fake_broker: FakeBroker
 ) -> None:
     """A refusal made while the asset's answer is half sent goes out after that answer, never inside it."""
     host = ModbusPlc().host  # a free loopback address with port 502 (no pymodbus server on it)

@@ -34,14 +34,14 @@ def text_of(events: list[list[Any]], code: str) -> str:
     return "".join(event[2] for event in events if event[1] == code)
 
 
-async def ended(broker: FakeBroker, session_id: str | None = None, timeout: float = 5) -> dict[str, Any]:
+async def ended(fake_broker: FakeBroker, session_id: str | None = None, timeout: float = 5) -> dict[str, Any]:
     """The session-end call the broker received (of the only session, unless one is named)."""
     for _ in range(int(timeout / 0.02)):
-        ids = [session_id] if session_id else list(broker.sessions)
-        if len(ids) == 1 and ids[0] in broker.ended:
-            return broker.ended[ids[0]]
+        ids = [session_id] if session_id else list(fake_broker.sessions)
+        if len(ids) == 1 and ids[0] in fake_broker.ended:
+            return fake_broker.ended[ids[0]]
         await asyncio.sleep(0.02)
-    raise AssertionError(f"no session end reported: {broker.sessions} {broker.ended}")
+    raise AssertionError(f"no session end reported: {fake_broker.sessions} {fake_broker.ended}")
 
 
 def stored(gateway: Gateway, end: dict[str, Any]) -> Path:
@@ -55,15 +55,15 @@ def stored(gateway: Gateway, end: dict[str, Any]) -> Path:
 
 
 async def test_pty_shell_is_recorded_as_the_client_saw_it(
-    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     code, stdout, _ = await _ssh(_ssh_argv(vendor, tmp_path, options=("-tt",)),
                                  stdin=b"echo rec-$((6*7)); exit 3\n")
     assert code == 3
     assert b"rec-42" in stdout
-    end = await ended(broker)
-    (session_id,) = broker.sessions
+    end = await ended(fake_broker)
+    (session_id,) = fake_broker.sessions
     path = stored(gateway, end)
     assert path.name == f"{session_id}.cast"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -86,20 +86,20 @@ async def test_pty_shell_is_recorded_as_the_client_saw_it(
 
 
 async def test_input_is_not_recorded_when_the_site_says_so(
-    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
-    broker.grants[vendor.grant.grant_id].record_input = False
+    fake_broker.grants[vendor.grant.grant_id].record_input = False
     code, stdout, _ = await _ssh(_ssh_argv(vendor, tmp_path, options=("-tt",)), stdin=b"echo secret-typed; exit\n")
     assert code == 0
-    header, events = read_cast(stored(gateway, await ended(broker)))
+    header, events = read_cast(stored(gateway, await ended(fake_broker)))
     assert header["gatepass"]["input_recorded"] is False
     assert [event for event in events if event[1] == "i"] == []
     assert text_of(events, "o") == stdout.decode()  # the terminal's echo is output, as the client saw it
 
 
 async def test_resize_is_recorded(
-    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     async with await vendor.connect() as conn:
@@ -112,19 +112,19 @@ async def test_resize_is_recorded(
         process.stdin.write(b"stty size; exit\n")
         result = await asyncio.wait_for(process.wait(), 5)
         assert b"40 120" in result.stdout
-    header, events = read_cast(stored(gateway, await ended(broker)))
+    header, events = read_cast(stored(gateway, await ended(fake_broker)))
     assert (header["width"], header["height"], header["env"]) == (100, 30, {"TERM": "xterm"})
     assert ["r", "120x40"] in [event[1:] for event in events]
 
 
 async def test_exec_output_stderr_and_exit_are_recorded(
-    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     command = "cat; echo to-stderr >&2; exit 7"
     code, stdout, stderr = await _ssh(_ssh_argv(vendor, tmp_path, command), stdin=b"typed-in\n")
     assert (code, stdout, stderr) == (7, b"typed-in\n", b"to-stderr\n")
-    header, events = read_cast(stored(gateway, await ended(broker)))
+    header, events = read_cast(stored(gateway, await ended(fake_broker)))
     assert (header["width"], header["height"], header["env"]) == (80, 24, {"TERM": None})
     assert header["title"] == f"vendor1@hmi-01: {command}"
     assert header["gatepass"]["kind"] == "exec"
@@ -136,18 +136,18 @@ async def test_exec_output_stderr_and_exit_are_recorded(
 
 
 async def test_multibyte_character_split_across_writes_survives(
-    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     # "€" is E2 82 AC in UTF-8: the pause makes the target send it in two chunks.
     code, stdout, _ = await _ssh(_ssh_argv(vendor, tmp_path, r"printf '\342\202'; sleep 0.3; printf '\254 ok\n'"))
     assert (code, stdout) == (0, "€ ok\n".encode())
-    _, events = read_cast(stored(gateway, await ended(broker)))
+    _, events = read_cast(stored(gateway, await ended(fake_broker)))
     assert text_of(events, "o") == "€ ok\n"
 
 
 async def test_binary_output_and_input_are_recorded_byte_for_byte(
-    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     """A command that pipes bytes (a firmware image, a tar stream) is recorded losslessly: text as text, the
     rest as base64 (ob/ib), in order, so the recording holds exactly what crossed the gateway."""
@@ -158,7 +158,7 @@ async def test_binary_output_and_input_are_recorded_byte_for_byte(
     assert code == 0
     assert stdout.startswith(b"start\n" + upload)
     assert len(stdout) == 6 + len(upload) + 300000
-    _, events = read_cast(stored(gateway, await ended(broker)))
+    _, events = read_cast(stored(gateway, await ended(fake_broker)))
 
     def stream(text_code: str) -> bytes:
         return b"".join(base64.b64decode(event[2]) if event[1] == text_code + "b" else event[2].encode()
@@ -171,17 +171,17 @@ async def test_binary_output_and_input_are_recorded_byte_for_byte(
 
 
 async def test_gateway_notice_is_recorded(
-    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     run = asyncio.ensure_future(_ssh(_ssh_argv(vendor, tmp_path, "echo started; sleep 30")))
-    while not broker.sessions:
+    while not fake_broker.sessions:
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.3)
-    broker.revoke(vendor.grant.grant_id)
+    fake_broker.revoke(vendor.grant.grant_id)
     code, _, _ = await asyncio.wait_for(run, 5)
     assert code == 255
-    end = await ended(broker)
+    end = await ended(fake_broker)
     assert end["reason"] == "revoked"
     _, events = read_cast(stored(gateway, end))
     notices = text_of(events, "m")
@@ -223,7 +223,7 @@ class TestFullDisk:
         return grant_for(sshd_credential(sshd)), directory
 
     async def test_new_sessions_are_refused_and_nothing_runs_until_space_is_freed(
-        self, gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker,
+        self, gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker,
         tmp_path: Path, recordings_dir: Path,
     ) -> None:
         filler = _fill(recordings_dir)
@@ -236,13 +236,13 @@ class TestFullDisk:
         assert stdout == b""
         assert b"gatepass: the session recording cannot be written (No space left on device)" in stderr
         assert not marker.exists()
-        end = await ended(broker)
+        end = await ended(fake_broker)
         assert end["reason"] == "error"
         assert end["detail"].startswith("recording failed: ")
-        (first,) = broker.sessions
+        (first,) = fake_broker.sessions
         assert (first, {"kind": "recording_failed",
                         "detail": {"error": "the session recording cannot be written (No space left on device)"}}) \
-            in broker.session_events
+            in fake_broker.session_events
 
         # The site is blocked now: the next one is refused with the reason and what to do.
         code, stdout, stderr = await _ssh(_ssh_argv(vendor, keys, f"touch {marker}"))
@@ -250,7 +250,7 @@ class TestFullDisk:
         assert b"gatepass: sessions at site plant-a are refused: recordings cannot be written (No space left " \
                b"on device); ask the plant to fix the gateway's storage" in stderr
         assert not marker.exists()
-        assert len(broker.session_events) == 1  # a refusal is not a new recording failure
+        assert len(fake_broker.session_events) == 1  # a refusal is not a new recording failure
 
         # Space freed: the next attempt after the probe interval probes the store and runs.
         filler.unlink()
@@ -258,14 +258,14 @@ class TestFullDisk:
         code, stdout, _ = await _ssh(_ssh_argv(vendor, keys, f"touch {marker}; echo back"))
         assert (code, stdout) == (0, b"back\n")
         assert marker.exists()
-        last = sorted(broker.sessions)[-1]
-        end = await ended(broker, last)
+        last = sorted(fake_broker.sessions)[-1]
+        end = await ended(fake_broker, last)
         assert end["reason"] == "client_closed"
         _, events = read_cast(stored(gateway, end))
         assert text_of(events, "o") == "back\n"
 
     async def test_live_sessions_at_the_site_end_when_the_disk_fills(
-        self, gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker,
+        self, gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker,
         tmp_path: Path, recordings_dir: Path,
     ) -> None:
         busy, busy_keys = self.vendor(grant_for, sshd_target, tmp_path / "busy")
@@ -273,7 +273,7 @@ class TestFullDisk:
         loud = "echo started; while :; do echo some-output-from-the-machine-$RANDOM; sleep 0.01; done"
         busy_run = asyncio.ensure_future(_ssh(_ssh_argv(busy, busy_keys, loud), timeout=15))
         idle_run = asyncio.ensure_future(_ssh(_ssh_argv(idle, idle_keys, "echo started; sleep 30"), timeout=15))
-        while len(broker.sessions) < 2:
+        while len(fake_broker.sessions) < 2:
             await asyncio.sleep(0.02)
         await asyncio.sleep(1.2)  # both have flushed something already
         assert not busy_run.done()
@@ -289,8 +289,8 @@ class TestFullDisk:
         assert code == 255
         assert b"the session recording cannot be written (No space left on device)" in stderr
 
-        for session_id, started in broker.sessions.items():
-            end = await ended(broker, session_id)
+        for session_id, started in fake_broker.sessions.items():
+            end = await ended(fake_broker, session_id)
             assert end["reason"] == "error"
             assert end["detail"] == \
                 "recording failed: the session recording cannot be written (No space left on device)"
@@ -300,8 +300,8 @@ class TestFullDisk:
                 # The idle one may still have fitted its last lines into a block it already had.
                 _, events = read_cast(stored(gateway, end))
                 assert "the session recording cannot be written" in text_of(events, "m")
-        assert {session for session, event in broker.session_events if event["kind"] == "recording_failed"} \
-            == set(broker.sessions)
+        assert {session for session, event in fake_broker.session_events if event["kind"] == "recording_failed"} \
+            == set(fake_broker.sessions)
 
     async def test_tcp_tunnels_are_not_recorded_and_not_affected(
         self, gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer,

@@ -30,27 +30,27 @@ def test_host_key_is_created_private_and_reused(tmp_path: Path) -> None:
     assert again.export_public_key() == key.export_public_key()
 
 
-async def test_registers_its_address_and_host_key(gateway: Gateway, broker: FakeBroker) -> None:
-    (registration,) = broker.registrations
+async def test_registers_its_address_and_host_key(gateway: Gateway, fake_broker: FakeBroker) -> None:
+    (registration,) = fake_broker.registrations
     assert registration == {"ssh_host": "127.0.0.1", "ssh_port": gateway.port, "host_key": gateway.host_public_key}
     assert gateway.name == "gw-test"
 
 
-async def test_public_host_is_what_the_broker_is_told(broker: FakeBroker, tmp_path: Path) -> None:
+async def test_public_host_is_what_the_broker_is_told(fake_broker: FakeBroker, tmp_path: Path) -> None:
     settings = GatewaySettings(
-        broker_url=broker.url, token=TOKEN, host_key_path=tmp_path / "k", recordings_dir=tmp_path / "rec",
+        broker_url=fake_broker.url, token=TOKEN, host_key_path=tmp_path / "k", recordings_dir=tmp_path / "rec",
         listen_port=0, public_host="gw.plant-a",
     )
     gateway = Gateway(settings)
     await gateway.start()
     await gateway.stop()
-    assert broker.registrations[0]["ssh_host"] == "gw.plant-a"
+    assert fake_broker.registrations[0]["ssh_host"] == "gw.plant-a"
     assert TOKEN not in repr(settings)
 
 
-async def test_wrong_token_fails_start_and_frees_the_port(broker: FakeBroker, tmp_path: Path) -> None:
+async def test_wrong_token_fails_start_and_frees_the_port(fake_broker: FakeBroker, tmp_path: Path) -> None:
     settings = GatewaySettings(
-        broker_url=broker.url, token="gpg_wrong", host_key_path=tmp_path / "k", recordings_dir=tmp_path / "rec",
+        broker_url=fake_broker.url, token="gpg_wrong", host_key_path=tmp_path / "k", recordings_dir=tmp_path / "rec",
         listen_port=0,
     )
     gateway = Gateway(settings)
@@ -60,7 +60,7 @@ async def test_wrong_token_fails_start_and_frees_the_port(broker: FakeBroker, tm
 
 
 async def test_stop_ends_sessions_as_gateway_lost(
-    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     conn = await vendor.connect()
@@ -69,22 +69,24 @@ async def test_stop_ends_sessions_as_gateway_lost(
     await gateway.stop()
     result = await asyncio.wait_for(process.wait(), 2)
     assert "the gateway is shutting down" in str(result.stderr)
-    assert [end["reason"] for end in broker.ended.values()] == ["gateway_lost"]
+    assert [end["reason"] for end in fake_broker.ended.values()] == ["gateway_lost"]
 
 
-async def test_run_gateway_waits_for_the_broker_and_stops_when_cancelled(broker: FakeBroker, tmp_path: Path) -> None:
-    broker.down = True
+async def test_run_gateway_waits_for_the_broker_and_stops_when_cancelled(fake_broker: FakeBroker,
+                                                                         tmp_path: Path) -> None:
+    fake_broker.down = True
     settings = GatewaySettings(
-        broker_url=broker.url, token=TOKEN, host_key_path=tmp_path / "k", recordings_dir=tmp_path / "rec", listen_port=0
+        broker_url=fake_broker.url, token=TOKEN, host_key_path=tmp_path / "k", recordings_dir=tmp_path / "rec",
+        listen_port=0,
     )
     task = asyncio.ensure_future(run_gateway(settings, retry_backoff=0.05))
     await asyncio.sleep(0.2)
-    assert broker.registrations == []
-    broker.down = False
-    while not broker.stream_count:
+    assert fake_broker.registrations == []
+    fake_broker.down = False
+    while not fake_broker.stream_count:
         await asyncio.sleep(0.02)
-    assert len(broker.registrations) == 1
-    port = broker.registrations[0]["ssh_port"]
+    assert len(fake_broker.registrations) == 1
+    port = fake_broker.registrations[0]["ssh_port"]
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

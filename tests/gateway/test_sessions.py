@@ -16,7 +16,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_exec_passes_stdin_stdout_and_exit_status(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     async with await vendor.connect() as conn:
@@ -25,16 +25,16 @@ async def test_exec_passes_stdin_stdout_and_exit_status(
     assert result.stderr == "err\n"
     assert result.exit_status == 7
     await asyncio.sleep(0.2)
-    ((session_id, started),) = broker.sessions.items()
+    ((session_id, started),) = fake_broker.sessions.items()
     assert started["kind"] == "exec"
     assert started["command"] == "cat; echo err >&2; exit 7"
-    assert broker.ended[session_id]["reason"] == "client_closed"
-    assert broker.ended[session_id]["bytes_in"] == 6
-    assert broker.ended[session_id]["bytes_out"] == 10
+    assert fake_broker.ended[session_id]["reason"] == "client_closed"
+    assert fake_broker.ended[session_id]["bytes_in"] == 6
+    assert fake_broker.ended[session_id]["bytes_out"] == 10
 
 
 async def test_shell_with_pty_passes_terminal_size_and_resize(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     async with await vendor.connect() as conn:
@@ -50,7 +50,7 @@ async def test_shell_with_pty_passes_terminal_size_and_resize(
         assert result.exit_status == 3
         assert b"40 120" in result.stdout
     await asyncio.sleep(0.1)
-    (started,) = broker.sessions.values()
+    (started,) = fake_broker.sessions.values()
     assert started["kind"] == "shell"
 
 
@@ -67,7 +67,7 @@ async def test_non_interactive_identity_runs_commands_but_gets_no_shell(
 
 
 async def test_sftp_is_bridged_to_the_target(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, tmp_path: Path, broker: FakeBroker
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, tmp_path: Path, fake_broker: FakeBroker
 ) -> None:
     remote = tmp_path / "remote.txt"
     remote.write_text("firmware v2\n")
@@ -78,7 +78,7 @@ async def test_sftp_is_bridged_to_the_target(
         await sftp.put(str(remote), str(tmp_path / "copy.txt"))
     assert (tmp_path / "copy.txt").read_text() == "firmware v2\n"
     await asyncio.sleep(0.1)
-    assert [s["kind"] for s in broker.sessions.values()] == ["sftp"]
+    assert [s["kind"] for s in fake_broker.sessions.values()] == ["sftp"]
 
 
 async def test_tcp_forwarding_and_remote_forwarding_are_refused_with_a_reason(

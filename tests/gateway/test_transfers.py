@@ -62,12 +62,12 @@ async def scp(vendor: Vendor, directory: Path, *args: str) -> tuple[int, str, st
     return await _run(["scp", *_client_files(vendor, directory / "client"), *(a.format(asset=login) for a in args)])
 
 
-async def events(broker: FakeBroker, kind: str, count: int, timeout: float = 5) -> list[dict[str, Any]]:
+async def events(fake_broker: FakeBroker, kind: str, count: int, timeout: float = 5) -> list[dict[str, Any]]:
     """The details of the first ``count`` session events of ``kind`` (waiting for background reports)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        found = [body["detail"] for _, body in broker.session_events if body["kind"] == kind]
+        found = [body["detail"] for _, body in fake_broker.session_events if body["kind"] == kind]
         if len(found) >= count or loop.time() > deadline:
             return found
         await asyncio.sleep(0.05)
@@ -79,15 +79,15 @@ def random_file(path: Path, size: int) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def download_only(broker: FakeBroker, vendor: Vendor) -> None:
-    broker.grants[vendor.grant.grant_id].transfers = "download_only"
+def download_only(fake_broker: FakeBroker, vendor: Vendor) -> None:
+    fake_broker.grants[vendor.grant.grant_id].transfers = "download_only"
 
 
 # -- SFTP ------------------------------------------------------------------------------------------------
 
 
 async def test_sftp_upload_and_download_arrive_intact_and_are_recorded_with_size_and_sha256(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     firmware, upload_sha = tmp_path / "firmware.bin", random_file(tmp_path / "firmware.bin", 3 * MIB + 123)
     remote = tmp_path / "remote"
@@ -102,7 +102,7 @@ async def test_sftp_upload_and_download_arrive_intact_and_are_recorded_with_size
     assert code == 0, stderr
     assert hashlib.sha256((remote / "firmware.bin").read_bytes()).hexdigest() == upload_sha
     assert hashlib.sha256((tmp_path / "plc.cfg").read_bytes()).hexdigest() == config_sha
-    upload, download = await events(broker, "file_transferred", 2)
+    upload, download = await events(fake_broker, "file_transferred", 2)
     assert upload["path"] == f"{remote}/firmware.bin"
     assert (upload["protocol"], upload["mode"], upload["status"]) == ("sftp", "write", "ok")
     assert upload["bytes_written"] == upload["size"] == 3 * MIB + 123
@@ -121,7 +121,7 @@ async def test_sftp_upload_and_download_arrive_intact_and_are_recorded_with_size
 
 
 async def test_sftp_rename_remove_and_directory_changes_are_recorded(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     remote = tmp_path / "remote"
     remote.mkdir()
@@ -135,7 +135,7 @@ async def test_sftp_rename_remove_and_directory_changes_are_recorded(
 
     assert code == 0, stderr
     assert list(remote.iterdir()) == []
-    changes = await events(broker, "file_changed", 6)
+    changes = await events(fake_broker, "file_changed", 6)
     # OpenSSH renames with posix-rename@openssh.com when the server offers it.
     assert [(c["operation"], c["path"], c.get("new_path")) for c in changes] == [
         ("rename", f"{remote}/old.cfg", f"{remote}/new.cfg"),
@@ -151,7 +151,7 @@ async def test_sftp_rename_remove_and_directory_changes_are_recorded(
 
 
 async def test_download_only_site_refuses_uploads_and_changes_but_allows_downloads(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     local = tmp_path / "firmware.bin"
     random_file(local, 100_000)
@@ -159,7 +159,7 @@ async def test_download_only_site_refuses_uploads_and_changes_but_allows_downloa
     remote.mkdir()
     config_sha = random_file(remote / "plc.cfg", 1 * MIB)
     vendor = grant_for(sshd_credential(sshd_target))
-    download_only(broker, vendor)
+    download_only(fake_broker, vendor)
 
     code, _, stderr = await sftp(
         vendor, tmp_path, f"-put {local} {remote}/firmware.bin", f"-rm {remote}/plc.cfg",
@@ -172,7 +172,7 @@ async def test_download_only_site_refuses_uploads_and_changes_but_allows_downloa
     assert "Permission denied" in stderr  # what sftp itself prints for the refusal
     assert sorted(p.name for p in remote.iterdir()) == ["plc.cfg"]
     assert hashlib.sha256((tmp_path / "plc.cfg").read_bytes()).hexdigest() == config_sha
-    refused = await events(broker, "file_refused", 4)
+    refused = await events(fake_broker, "file_refused", 4)
     assert [r["reason"] for r in refused] == [
         f"site plant-a allows downloads only: writing {remote}/firmware.bin is refused",
         f"site plant-a allows downloads only: removing {remote}/plc.cfg is refused",
@@ -186,18 +186,18 @@ async def test_download_only_site_refuses_uploads_and_changes_but_allows_downloa
         ("mkdir", f"{remote}/new", None),
     ]
     assert refused[0]["open_flags"] == "write,creat,trunc"
-    (download,) = await events(broker, "file_transferred", 1)
+    (download,) = await events(fake_broker, "file_transferred", 1)
     assert (download["mode"], download["bytes_read"], download["sha256_read"]) == ("read", MIB, config_sha)
-    assert await events(broker, "file_changed", 1, timeout=0.2) == []
+    assert await events(fake_broker, "file_changed", 1, timeout=0.2) == []
 
 
 async def test_sftp_server_run_as_a_command_is_inspected_the_same(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     local = tmp_path / "firmware.bin"
     random_file(local, 1000)
     vendor = grant_for(sshd_credential(sshd_target))
-    download_only(broker, vendor)
+    download_only(fake_broker, vendor)
 
     # sftp -s PATH asks for the server program with an exec request instead of the sftp subsystem.
     code, _, stderr = await sftp(
@@ -207,19 +207,19 @@ async def test_sftp_server_run_as_a_command_is_inspected_the_same(
     assert code != 0
     assert f"allows downloads only: writing {tmp_path}/up.bin is refused" in stderr
     assert not (tmp_path / "up.bin").exists()
-    assert [s["kind"] for s in broker.sessions.values()] == ["exec"]
-    assert len(await events(broker, "file_refused", 1)) == 1
+    assert [s["kind"] for s in fake_broker.sessions.values()] == ["exec"]
+    assert len(await events(fake_broker, "file_refused", 1)) == 1
 
 
 async def test_file_left_open_when_the_session_ends_is_reported(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
     async with await vendor.connect() as conn, conn.start_sftp_client() as client:
         file = await client.open(str(tmp_path / "partial.bin"), "wb")
         await file.write(b"half a firmware")
         # The sftp session ends without closing the file.
-    (record,) = await events(broker, "file_transferred", 1)
+    (record,) = await events(fake_broker, "file_transferred", 1)
     assert (record["path"], record["status"], record["bytes_written"]) == (
         str(tmp_path / "partial.bin"),
         "not closed",
@@ -232,7 +232,7 @@ async def test_file_left_open_when_the_session_ends_is_reported(
 
 
 async def test_scp_in_sftp_mode_upload_and_download_are_recorded(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     local, upload_sha = tmp_path / "fw.bin", random_file(tmp_path / "fw.bin", 2 * MIB + 1)
     remote = tmp_path / "remote"
@@ -245,7 +245,7 @@ async def test_scp_in_sftp_mode_upload_and_download_are_recorded(
     assert code == 0, stderr
 
     assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
-    upload, download = await events(broker, "file_transferred", 2)
+    upload, download = await events(fake_broker, "file_transferred", 2)
     assert (upload["protocol"], upload["mode"], upload["bytes_written"], upload["sha256_written"]) == (
         "sftp",
         "write",
@@ -253,28 +253,28 @@ async def test_scp_in_sftp_mode_upload_and_download_are_recorded(
         upload_sha,
     )
     assert (download["mode"], download["bytes_read"], download["sha256_read"]) == ("read", 2 * MIB + 1, upload_sha)
-    assert [s["kind"] for s in broker.sessions.values()] == ["sftp", "sftp"]
+    assert [s["kind"] for s in fake_broker.sessions.values()] == ["sftp", "sftp"]
 
 
 async def test_scp_in_sftp_mode_upload_on_a_download_only_site_is_refused_with_the_reason(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     local = tmp_path / "fw.bin"
     random_file(local, 1000)
     vendor = grant_for(sshd_credential(sshd_target))
-    download_only(broker, vendor)
+    download_only(fake_broker, vendor)
 
     code, _, stderr = await scp(vendor, tmp_path, str(local), f"{{asset}}:{tmp_path}/uploaded.bin")
 
     assert code != 0
     assert f"site plant-a allows downloads only: writing {tmp_path}/uploaded.bin is refused" in stderr
     assert not (tmp_path / "uploaded.bin").exists()
-    (refused,) = await events(broker, "file_refused", 1)
+    (refused,) = await events(fake_broker, "file_refused", 1)
     assert refused["protocol"] == "sftp"
 
 
 async def test_legacy_scp_upload_and_download_are_recorded(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     local, upload_sha = tmp_path / "fw.bin", random_file(tmp_path / "fw.bin", 3 * MIB + 5)
     remote = tmp_path / "remote"
@@ -288,7 +288,7 @@ async def test_legacy_scp_upload_and_download_are_recorded(
 
     assert hashlib.sha256((remote / "fw.bin").read_bytes()).hexdigest() == upload_sha
     assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
-    upload, download = await events(broker, "file_transferred", 2)
+    upload, download = await events(fake_broker, "file_transferred", 2)
     assert upload == {
         "protocol": "scp", "path": f"{remote}/fw.bin", "mode": "write", "bytes_read": 0,
         "bytes_written": 3 * MIB + 5, "sha256_written": upload_sha, "size": 3 * MIB + 5, "status": "ok",
@@ -296,11 +296,11 @@ async def test_legacy_scp_upload_and_download_are_recorded(
     }  # fmt: skip
     assert (download["protocol"], download["path"], download["mode"]) == ("scp", f"{remote}/fw.bin", "read")
     assert (download["bytes_read"], download["sha256_read"], download["status"]) == (3 * MIB + 5, upload_sha, "ok")
-    assert [s["kind"] for s in broker.sessions.values()] == ["exec", "exec"]
+    assert [s["kind"] for s in fake_broker.sessions.values()] == ["exec", "exec"]
 
 
 async def test_legacy_scp_recursive_upload_and_download_record_each_file(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     tree = tmp_path / "configs"
     (tree / "line2").mkdir(parents=True)
@@ -317,7 +317,7 @@ async def test_legacy_scp_recursive_upload_and_download_record_each_file(
 
     assert (remote / "configs" / "line2" / "b.cfg").exists()
     assert (tmp_path / "back" / "line2" / "b.cfg").exists()
-    records = await events(broker, "file_transferred", 4)
+    records = await events(fake_broker, "file_transferred", 4)
     seen = [(r["path"], r["mode"], r["bytes_written"] or r["bytes_read"], r.get("sha256_written") or r["sha256_read"])
             for r in records]  # fmt: skip
     assert sorted(seen) == [
@@ -329,7 +329,7 @@ async def test_legacy_scp_recursive_upload_and_download_record_each_file(
 
 
 async def test_legacy_scp_upload_on_a_download_only_site_is_refused_and_download_works(
-    grant_for: GrantFactory, sshd_target: OpenSSHServer, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     local = tmp_path / "fw.bin"
     random_file(local, 1000)
@@ -337,19 +337,19 @@ async def test_legacy_scp_upload_on_a_download_only_site_is_refused_and_download
     remote.mkdir()
     config_sha = random_file(remote / "plc.cfg", 5000)
     vendor = grant_for(sshd_credential(sshd_target))
-    download_only(broker, vendor)
+    download_only(fake_broker, vendor)
 
     code, _, stderr = await scp(vendor, tmp_path, "-O", str(local), f"{{asset}}:{remote}/fw.bin")
     assert code != 0
     assert f"gatepass: site plant-a allows downloads only: writing {remote}/fw.bin is refused" in stderr
     assert not (remote / "fw.bin").exists()
-    (refused,) = await events(broker, "file_refused", 1)
+    (refused,) = await events(fake_broker, "file_refused", 1)
     assert (refused["protocol"], refused["path"]) == ("scp", f"{remote}/fw.bin")
 
     code, _, stderr = await scp(vendor, tmp_path, "-O", f"{{asset}}:{remote}/plc.cfg", str(tmp_path / "plc.cfg"))
     assert code == 0, stderr
     assert hashlib.sha256((tmp_path / "plc.cfg").read_bytes()).hexdigest() == config_sha
-    (download,) = await events(broker, "file_transferred", 1)
+    (download,) = await events(fake_broker, "file_transferred", 1)
     assert (download["bytes_read"], download["sha256_read"]) == (5000, config_sha)
 
 
@@ -357,7 +357,7 @@ async def test_legacy_scp_upload_on_a_download_only_site_is_refused_and_download
 
 
 async def test_asyncssh_client_and_server_stay_within_the_inspected_packet_size(
-    grant_for: GrantFactory, demo_target: ThreadedDemoTarget, broker: FakeBroker, tmp_path: Path
+    grant_for: GrantFactory, demo_target: ThreadedDemoTarget, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     """asyncssh offers 4 MiB reads and writes; the gateway caps the limits@openssh.com answer to what it
     inspects, so both ends use smaller packets instead of the session ending."""
@@ -373,6 +373,6 @@ async def test_asyncssh_client_and_server_stay_within_the_inspected_packet_size(
         await client.get("/fw.bin", str(tmp_path / "back.bin"))
     assert hashlib.sha256((demo_target.target.home / "fw.bin").read_bytes()).hexdigest() == sha
     assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
-    upload, download = await events(broker, "file_transferred", 2)
+    upload, download = await events(fake_broker, "file_transferred", 2)
     assert (upload["path"], upload["bytes_written"], upload["sha256_written"]) == ("/fw.bin", 6 * MIB, sha)
     assert (download["bytes_read"], download["sha256_read"]) == (6 * MIB, sha)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_granted_port_is_forwarded_to_the_inventory_address(
-    grant_for: GrantFactory, broker: FakeBroker, plc_port: int
+    grant_for: GrantFactory, fake_broker: FakeBroker, plc_port: int
 ) -> None:
     vendor = grant_for(None, ssh=False, ports=[plc_port])
     async with await vendor.connect() as conn:
@@ -31,14 +31,14 @@ async def test_granted_port_is_forwarded_to_the_inventory_address(
         writer.close()
         await asyncio.sleep(0.2)
     await asyncio.sleep(0.2)
-    ((session_id, started),) = broker.sessions.items()
+    ((session_id, started),) = fake_broker.sessions.items()
     assert (started["kind"], started["port"]) == ("tcp", plc_port)
-    assert broker.ended[session_id]["bytes_in"] == len(payload)
-    assert broker.ended[session_id]["bytes_out"] == len(payload)
+    assert fake_broker.ended[session_id]["bytes_in"] == len(payload)
+    assert fake_broker.ended[session_id]["bytes_out"] == len(payload)
 
 
 async def test_a_client_that_vanishes_closed_its_own_tunnel(
-    grant_for: GrantFactory, broker: FakeBroker, plc_port: int
+    grant_for: GrantFactory, fake_broker: FakeBroker, plc_port: int
 ) -> None:
     """A dropped SSH connection (a killed `gatepass tunnel`, a closed laptop) is the client's doing, not an
     error of the gateway: reason client_closed, with how the connection went as the detail."""
@@ -49,10 +49,10 @@ async def test_a_client_that_vanishes_closed_its_own_tunnel(
     assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
     conn.abort()  # no channel close, no disconnect message: the TCP connection just goes
     for _ in range(50):
-        if broker.ended:
+        if fake_broker.ended:
             break
         await asyncio.sleep(0.05)
-    ((_, ended),) = broker.ended.items()
+    ((_, ended),) = fake_broker.ended.items()
     assert ended["reason"] == "client_closed"
     assert ended["detail"]
 
@@ -76,7 +76,7 @@ async def test_other_ports_and_hosts_are_refused(
 
 
 async def test_a_forward_the_gateway_refuses_reaches_the_audit_trail(
-    grant_for: GrantFactory, broker: FakeBroker, plc_port: int
+    grant_for: GrantFactory, fake_broker: FakeBroker, plc_port: int
 ) -> None:
     vendor = grant_for(None, ssh=False, ports=[plc_port])
     async with await vendor.connect() as conn:
@@ -86,28 +86,28 @@ async def test_a_forward_the_gateway_refuses_reaches_the_audit_trail(
         with pytest.raises(asyncssh.ChannelOpenError):
             await conn.open_connection("10.9.9.9", plc_port)
         for _ in range(50):
-            if len(broker.refusals) >= MAX_AUDITED_REFUSALS:
+            if len(fake_broker.refusals) >= MAX_AUDITED_REFUSALS:
                 break
             await asyncio.sleep(0.05)
-    (grant_id,) = broker.grants
-    assert len(broker.refusals) == MAX_AUDITED_REFUSALS
-    first = broker.refusals[0]
+    (grant_id,) = fake_broker.grants
+    assert len(fake_broker.refusals) == MAX_AUDITED_REFUSALS
+    first = fake_broker.refusals[0]
     assert (first["grant_id"], first["kind"], first["host"], first["port"]) == (
         grant_id, "forward", "hmi-01", plc_port + 1)
     assert "is not part of this grant" in first["reason"]
 
 
-async def test_tunnel_is_cut_with_the_grant(grant_for: GrantFactory, broker: FakeBroker, plc_port: int) -> None:
+async def test_tunnel_is_cut_with_the_grant(grant_for: GrantFactory, fake_broker: FakeBroker, plc_port: int) -> None:
     vendor = grant_for(None, ssh=False, ports=[plc_port])
     conn = await vendor.connect()
     reader, writer = await conn.open_connection("localhost", plc_port)
     writer.write(b"ping")
     assert await reader.readexactly(4) == b"ping"
-    broker.revoke(vendor.grant.grant_id, "lockdown")
+    fake_broker.revoke(vendor.grant.grant_id, "lockdown")
     assert await asyncio.wait_for(reader.read(), 1) == b""
     await asyncio.wait_for(conn.wait_closed(), 1)
     await asyncio.sleep(0.2)
-    assert [end["reason"] for end in broker.ended.values()] == ["lockdown"]
+    assert [end["reason"] for end in fake_broker.ended.values()] == ["lockdown"]
 
 
 def test_check_forward_without_ports() -> None:
