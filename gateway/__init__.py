@@ -14,7 +14,7 @@ The gateway never imports the broker: it speaks only the gateway API in docs/API
 
 from gateway.broker_client import BrokerClient
 from gateway.errors import (
-    BrokerError,
+    BrokerCallFailed,
     BrokerProtocolError,
     BrokerRefused,
     BrokerUnavailable,
@@ -28,8 +28,8 @@ from gateway.server import Gateway, run_gateway
 from gateway.settings import GatewaySettings
 
 __all__ = [
+    "BrokerCallFailed",
     "BrokerClient",
-    "BrokerError",
     "BrokerProtocolError",
     "BrokerRefused",
     "BrokerUnavailable",

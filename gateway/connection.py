@@ -15,7 +15,7 @@ import asyncssh
 
 from gateway.certificates import CertificateWatch, watch_certificates
 from gateway.context import GatewayContext
-from gateway.errors import BrokerError, BrokerRefused, TargetError
+from gateway.errors import BrokerCallFailed, BrokerRefused, TargetError
 from gateway.login import CertificateLogin
 from gateway.login_refusals import Attempt, LoginAttempts
 from gateway.models import Authorization, Target
@@ -100,7 +100,7 @@ class GatewayConnection(CertificateLogin):
         except BrokerRefused as exc:
             await self._refuse(f"gatepass: access to {self._asset} refused: {exc.message}")
             return
-        except BrokerError as exc:
+        except BrokerCallFailed as exc:
             logger.warning("authorizing grant %s failed: %s", cert.grant_id, exc)
             await self._refuse(
                 f"gatepass: access to {self._asset} cannot be checked now: the broker is unreachable; "

@@ -3,7 +3,7 @@
 ::
 
     GatewayError                      anything the gateway refuses or cannot do
-    ├── BrokerError                   talking to the broker over the gateway API failed
+    ├── BrokerCallFailed              talking to the broker over the gateway API failed
     │   ├── BrokerUnavailable         no answer: network error, timeout, 5xx
     │   ├── BrokerRefused             a 4xx with the broker's {"error", "message"}
     │   └── BrokerProtocolError       an answer that does not match docs/API.md
@@ -23,15 +23,15 @@ class GatewayError(Exception):
     """Base class for everything the gateway raises on purpose."""
 
 
-class BrokerError(GatewayError):
+class BrokerCallFailed(GatewayError):
     """The gateway API call did not give a usable answer."""
 
 
-class BrokerUnavailable(BrokerError):
+class BrokerUnavailable(BrokerCallFailed):
     """The broker did not answer (network error, timeout, 5xx)."""
 
 
-class BrokerRefused(BrokerError):
+class BrokerRefused(BrokerCallFailed):
     """The broker answered with a 4xx refusal; ``message`` is meant for the user."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -41,7 +41,7 @@ class BrokerRefused(BrokerError):
         self.message = message
 
 
-class BrokerProtocolError(BrokerError):
+class BrokerProtocolError(BrokerCallFailed):
     """The broker's answer did not match the gateway API contract."""
 
 

@@ -17,7 +17,7 @@ import asyncssh
 from asyncssh.misc import TermModes, TermSize
 
 from gateway.context import GatewayContext, report_end, report_end_after_stop
-from gateway.errors import BrokerError, BrokerRefused
+from gateway.errors import BrokerCallFailed, BrokerRefused
 from gateway.models import Authorization
 from gateway.notice import REFUSED_EXIT_STATUS
 from gateway.recording import AsciicastRecorder, RecordingFailure, RecordingsRefused
@@ -272,7 +272,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         except BrokerRefused as exc:
             self.terminate(f"gatepass: {exc.message}", REFUSED_EXIT_STATUS)
             return
-        except BrokerError as exc:
+        except BrokerCallFailed as exc:
             # Fail closed: a session the audit trail cannot hold does not run. Sessions already open keep
             # running (and still end at ends_at on the gateway's own clock); only new ones wait for the broker.
             logger.warning("session on grant %s refused: the broker cannot record it: %s", auth.grant_id, exc)

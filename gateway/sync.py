@@ -8,7 +8,7 @@ import logging
 import random
 
 from gateway.broker_client import BrokerClient
-from gateway.errors import BrokerError
+from gateway.errors import BrokerCallFailed
 from gateway.models import GrantState
 from gateway.monitor import GrantMonitor
 
@@ -42,7 +42,7 @@ def apply_event(monitor: GrantMonitor, event_type: str, data: object) -> None:
         return
     try:
         monitor.apply(GrantState.from_json(grant_id, data))
-    except BrokerError as exc:
+    except BrokerCallFailed as exc:
         # An unreadable event is logged and the next resync catches up; ends_at still holds.
         logger.warning("unreadable grant event for %s: %s", grant_id, exc)
 
@@ -70,7 +70,7 @@ async def follow_broker(
                     else:
                         apply_event(monitor, event.type, event.data)
             logger.info("the broker closed the event stream; reconnecting")
-        except BrokerError as exc:
+        except BrokerCallFailed as exc:
             logger.warning("event stream from the broker lost: %s; retrying in %.1f s", exc, backoff)
         except Exception:
             # A bug here must not silence revocations for the rest of the process: log it, go on.

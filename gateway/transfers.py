@@ -15,7 +15,7 @@ import posixpath
 from collections import deque
 from typing import TYPE_CHECKING
 
-from gateway.errors import BrokerError
+from gateway.errors import BrokerCallFailed
 from gateway.taps import ChannelTap, SessionInfo
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class TransferReporter:
                 kind, detail = self._queue.popleft()
                 try:
                     await self._ctx.broker.session_event(self.session_id, kind=kind, detail=detail)
-                except BrokerError as exc:  # one lost event must not hold back the ones after it
+                except BrokerCallFailed as exc:  # one lost event must not hold back the ones after it
                     logger.warning("reporting %s on session %s failed: %s", kind, self.session_id, exc)
         finally:
             self._sending = False

@@ -16,7 +16,7 @@ from typing import Protocol, cast
 import asyncssh
 
 from gateway.context import GatewayContext, report_end
-from gateway.errors import BrokerError, BrokerRefused
+from gateway.errors import BrokerCallFailed, BrokerRefused
 from gateway.models import Authorization
 from gateway.protocols import read_only_refusal
 
@@ -76,7 +76,7 @@ async def open_tunnel(
         session_id = await host.ctx.broker.session_start(grant_id=auth.grant_id, kind="tcp", peer=host.peer, port=port)
     except BrokerRefused as exc:
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, exc.message) from None
-    except BrokerError as exc:
+    except BrokerCallFailed as exc:
         # Fail closed, as for sessions: no connection the audit trail cannot hold.
         logger.warning("tunnel on grant %s refused: the broker cannot record it: %s", auth.grant_id, exc)
         raise asyncssh.ChannelOpenError(
