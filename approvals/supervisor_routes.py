@@ -39,7 +39,6 @@ def _require_supervisor(identity: Identity) -> None:
 
 def _lists(session: Session, identity: Identity, viewer: Viewer,
            now: dt.datetime) -> dict[str, Any]:
-    access.expire_overdue(session, now=now)
     return {
         "viewer": viewer,
         "queue": oversight.pending_queue(session, supervisor=identity, now=now),
@@ -141,8 +140,7 @@ async def lock_down(request: Request, site_name: str) -> Response:
     def work(session: Session, identity: Identity, _viewer: Viewer, now: dt.datetime,
              form: dict[str, str]) -> Response:
         reason = text(form, "reason", label="The reason", required=False) or "locked down from the approvals page"
-        containment.check_site_authority(session, now=now, actor=identity, site_name=site_name[:64])
-        containment.lock_down_site(session, now=now, events=web_of(request).state.hub, actor=identity.username,
+        containment.lock_down_site(session, now=now, events=web_of(request).state.hub, actor=identity,
                                    site_name=site_name[:64], reason=reason)
         return redirect("/approvals?done=locked")
 
@@ -153,8 +151,7 @@ async def lock_down(request: Request, site_name: str) -> Response:
 async def lift(request: Request, site_name: str) -> Response:
     def work(session: Session, identity: Identity, _viewer: Viewer, now: dt.datetime,
              _form: dict[str, str]) -> Response:
-        containment.check_site_authority(session, now=now, actor=identity, site_name=site_name[:64])
-        containment.lift_lockdown(session, now=now, actor=identity.username, site_name=site_name[:64])
+        containment.lift_lockdown(session, now=now, actor=identity, site_name=site_name[:64])
         return redirect("/approvals?done=lifted")
 
     return await posted(request, work)

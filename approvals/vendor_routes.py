@@ -68,8 +68,7 @@ def _connections(session: Session, requests: list[AccessRequest], now: dt.dateti
 def _page(request: Request, session: Session, identity: Identity, viewer: Viewer, now: dt.datetime, *,
           status: int = 200, message: str | None = None, form: dict[str, str] | None = None,
           done: str | None = None, extension_message: str | None = None) -> Response:
-    access.expire_overdue(session, now=now)
-    requests = oversight.own_requests(session, identity=identity)
+    requests = oversight.own_requests(session, now=now, identity=identity)
     form = form or {}
     return render(web_of(request), "vendor.html", status=status, title="Request access", viewer=viewer,
                   assets=oversight.requestable_assets(session, vendor=identity), requests=requests,

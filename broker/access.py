@@ -165,7 +165,10 @@ def restrict_to_viewer(query: Select[T], *, viewer: Identity, owner: Instrumente
     return query.where(or_(owner == viewer.id, Asset.site_id.in_(site_ids)) if site_ids else owner == viewer.id)
 
 
-def visible_requests(session: Session, *, viewer: Identity, pending_only: bool) -> list[AccessRequest]:
+def visible_requests(session: Session, *, now: dt.datetime, viewer: Identity,
+                     pending_only: bool) -> list[AccessRequest]:
+    """The requests ``viewer`` may see, newest first; overdue ones have expired first (never shown as pending)."""
+    expire_overdue(session, now=now)
     query = select(AccessRequest).join(Asset)
     query = restrict_to_viewer(query, viewer=viewer, owner=AccessRequest.requester_id)
     if pending_only:
@@ -181,7 +184,8 @@ def can_view_request(viewer: Identity, request: AccessRequest) -> bool:
     )
 
 
-def get_request(session: Session, *, viewer: Identity, request_id: str) -> AccessRequest:
+def get_request(session: Session, *, now: dt.datetime, viewer: Identity, request_id: str) -> AccessRequest:
+    expire_overdue(session, now=now)
     request = session.get(AccessRequest, request_id)
     if request is None or not can_view_request(viewer, request):
         raise NotFound(f"there is no request {request_id} that you can see")
@@ -253,7 +257,7 @@ def deny(session: Session, *, now: dt.datetime, approver: Identity, request_id: 
 
 
 def cancel(session: Session, *, now: dt.datetime, requester: Identity, request_id: str) -> AccessRequest:
-    request = get_request(session, viewer=requester, request_id=request_id)
+    request = get_request(session, now=now, viewer=requester, request_id=request_id)
     if request.requester_id != requester.id:
         raise Forbidden(f"only the requester can cancel request {request_id}")
     if request.status != "pending":

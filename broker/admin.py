@@ -123,13 +123,13 @@ def verify_audit(settings: Settings, *, anchors: tuple[audit.Anchor, ...] = (),
 def lock_down_site(settings: Settings, *, name: str, reason: str | None) -> list[str]:
     # The running brokers relay the outbox row to their gateways: sessions end within a second.
     return run(settings, lambda session, _vault: containment.lock_down_site(
-        session, now=settings.clock.now(), events=NullPublisher(), actor=operator_name(), site_name=name,
-        reason=reason))
+        session, now=settings.clock.now(), events=NullPublisher(), actor=containment.LocalOperator(operator_name()),
+        site_name=name, reason=reason))
 
 
 def lift_lockdown(settings: Settings, *, name: str) -> None:
     run(settings, lambda session, _vault: containment.lift_lockdown(
-        session, now=settings.clock.now(), actor=operator_name(), site_name=name))
+        session, now=settings.clock.now(), actor=containment.LocalOperator(operator_name()), site_name=name))
 
 
 def set_user_disabled(settings: Settings, *, name: str, disabled: bool) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -49,27 +50,49 @@ def get_site(session: Session, name: str) -> Site:
     return site
 
 
-def lock_down_site(session: Session, *, now: dt.datetime, events: EventPublisher, actor: str, site_name: str,
+@dataclass(frozen=True)
+class LocalOperator:
+    """Whoever runs `gatepass admin …` on the control-plane host itself, with the data directory's master key:
+    trusted like the host's administrator, so no role is checked (the audit trail names them ``cli:<user>``)."""
+
+    name: str
+
+
+Actor = Identity | LocalOperator
+
+
+def _checked_actor(session: Session, *, now: dt.datetime, actor: Actor, site_name: str) -> str:
+    """The actor's name for the trail, once a signed-in person's authority over the site is checked."""
+    if isinstance(actor, LocalOperator):
+        return actor.name
+    check_site_authority(session, now=now, actor=actor, site_name=site_name)
+    return actor.username
+
+
+def lock_down_site(session: Session, *, now: dt.datetime, events: EventPublisher, actor: Actor, site_name: str,
                    reason: str | None) -> list[str]:
     """Cut all remote access into a plant (the ransomware playbook): every open grant at the site is revoked,
-    its live sessions end within a second, and new requests and connections are refused until lifted."""
+    its live sessions end within a second, and new requests and connections are refused until lifted. Only the
+    site's supervisors, security and admins may (plant-local control), or a local operator."""
+    name = _checked_actor(session, now=now, actor=actor, site_name=site_name)
     site = get_site(session, site_name)
     if site.locked_down:
         raise Conflict(f"site {site.name} is already locked down")
     site.locked_down = True
-    audit.record(session, now=now, action=Action.SITE_LOCKED_DOWN, actor=actor, subject=site.name, site=site.name,
+    audit.record(session, now=now, action=Action.SITE_LOCKED_DOWN, actor=name, subject=site.name, site=site.name,
                  details={"reason": reason})
     grants = _open_grants(session, now, Asset.site_id == site.id)
     why = f"site {site.name} locked down: {reason or 'no reason given'}"
-    return _revoke_all(session, now=now, events=events, grants=grants, actor=actor, reason="lockdown", why=why)
+    return _revoke_all(session, now=now, events=events, grants=grants, actor=name, reason="lockdown", why=why)
 
 
-def lift_lockdown(session: Session, *, now: dt.datetime, actor: str, site_name: str) -> None:
+def lift_lockdown(session: Session, *, now: dt.datetime, actor: Actor, site_name: str) -> None:
+    name = _checked_actor(session, now=now, actor=actor, site_name=site_name)
     site = get_site(session, site_name)
     if not site.locked_down:
         raise Conflict(f"site {site.name} is not locked down")
     site.locked_down = False
-    audit.record(session, now=now, action=Action.SITE_LOCKDOWN_LIFTED, actor=actor, subject=site.name,
+    audit.record(session, now=now, action=Action.SITE_LOCKDOWN_LIFTED, actor=name, subject=site.name,
                  site=site.name)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from broker import recordings
+from broker.access import expire_overdue
 from broker.access_rules import approvals_so_far
 from broker.errors import InvalidInput
 from broker.identities import has_role, site_ids_for_role
@@ -53,7 +54,8 @@ class QueueItem:
 def pending_queue(session: Session, *, supervisor: Identity, now: dt.datetime) -> list[QueueItem]:
     """Pending requests at the supervisor's sites only, oldest first, each with the vendor's recent history
     at the same plant and the flags an approver should weigh (``now`` stands for the approval time of a
-    request that starts at approval)."""
+    request that starts at approval). Overdue requests have expired first: they are no longer in the queue."""
+    expire_overdue(session, now=now)
     scope = scoped_site_ids(supervisor, "supervisor")
     if scope is not None and not scope:
         return []
@@ -132,7 +134,9 @@ def requestable_assets(session: Session, *, vendor: Identity, role: str = "vendo
     return list(session.scalars(query))
 
 
-def own_requests(session: Session, *, identity: Identity, limit: int = 50) -> list[AccessRequest]:
+def own_requests(session: Session, *, now: dt.datetime, identity: Identity, limit: int = 50) -> list[AccessRequest]:
+    """The vendor's own requests, newest first; overdue ones have expired first."""
+    expire_overdue(session, now=now)
     return list(session.scalars(
         select(AccessRequest).where(AccessRequest.requester_id == identity.id)
         .order_by(AccessRequest.created_at.desc()).limit(limit)

@@ -30,14 +30,13 @@ def create_request(body: RequestIn, identity: CurrentIdentity, state: StateDep, 
 @router.get("/requests")
 def list_requests(identity: CurrentIdentity, session: SessionDep, now: NowDep,
                   pending: bool = False) -> list[dict[str, Any]]:
-    access.expire_overdue(session, now=now)
-    return [request_view(r, now) for r in access.visible_requests(session, viewer=identity, pending_only=pending)]
+    return [request_view(r, now)
+            for r in access.visible_requests(session, now=now, viewer=identity, pending_only=pending)]
 
 
 @router.get("/requests/{request_id}")
 def get_request(request_id: str, identity: CurrentIdentity, session: SessionDep, now: NowDep) -> dict[str, Any]:
-    access.expire_overdue(session, now=now)
-    return request_view(access.get_request(session, viewer=identity, request_id=request_id), now)
+    return request_view(access.get_request(session, now=now, viewer=identity, request_id=request_id), now)
 
 
 @router.post("/requests/{request_id}/approve")
