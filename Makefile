@@ -2,7 +2,8 @@
 #
 #   make venv    .venv with Gatepass installed editable, plus the dev tools
 #   make run     a demo installation in ./gatepass-data (created once), served with the built-in demo target
-#   make test    the whole pytest suite on SQLite, then again on PostgreSQL (GATEPASS_TEST_POSTGRES)
+#   make test    the whole pytest suite on SQLite, then again on PostgreSQL (GATEPASS_TEST_POSTGRES), with branch
+#                coverage printed after each pass (COVERAGE= turns it off)
 #   make lint    ruff + mypy --strict
 #   make bench   the benchmarks in bench/
 #   make screenshots  retake the README's screenshots of the web pages (browser tests)
@@ -18,6 +19,8 @@ BIN := $(VENV)/bin
 PIP_FLAGS := --quiet --disable-pip-version-check --no-input
 GATEPASS_TEST_POSTGRES ?= postgresql+psycopg://postgres@127.0.0.1:5432
 PYTEST_ARGS ?=
+# Branch coverage of the product's packages, printed after each pass (settings in pyproject.toml).
+COVERAGE ?= --cov --cov-report=term
 DATA ?= gatepass-data
 
 .PHONY: venv run test test-sqlite test-postgres lint bench screenshots
@@ -48,10 +51,10 @@ test: venv
 
 # `env -u` so a GATEPASS_TEST_POSTGRES in the caller's environment does not turn this pass into PostgreSQL.
 test-sqlite: venv
-	env -u GATEPASS_TEST_POSTGRES -u GATEPASS_DATABASE_URL $(BIN)/python -m pytest $(PYTEST_ARGS)
+	env -u GATEPASS_TEST_POSTGRES -u GATEPASS_DATABASE_URL $(BIN)/python -m pytest $(COVERAGE) $(PYTEST_ARGS)
 
 test-postgres: venv
-	env -u GATEPASS_DATABASE_URL GATEPASS_TEST_POSTGRES='$(GATEPASS_TEST_POSTGRES)' $(BIN)/python -m pytest $(PYTEST_ARGS)
+	env -u GATEPASS_DATABASE_URL GATEPASS_TEST_POSTGRES='$(GATEPASS_TEST_POSTGRES)' $(BIN)/python -m pytest $(COVERAGE) $(PYTEST_ARGS)
 
 # Retake the README's screenshots of the web pages (the browser tests write them to docs/screenshots/).
 screenshots: venv
