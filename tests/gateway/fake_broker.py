@@ -183,6 +183,8 @@ class FakeBroker:
             grant = self.grants.get(body["grant_id"])
             if grant is None or grant.serial != body["serial"]:
                 return refused(403, "forbidden", "the certificate does not belong to any grant of this broker")
+            if grant.asset != body["asset"]:
+                return refused(403, "forbidden", f"the grant is for {grant.asset}, not {body['asset']}")
             if grant.status != "active":
                 return refused(403, "forbidden", f"the grant for {grant.asset} was revoked")
             return JSONResponse(
@@ -243,6 +245,11 @@ class FakeBroker:
         async def end_session(session_id: str, request: Request) -> Response:
             if (error := guard(request)) is not None:
                 return error
+            if session_id not in self.sessions:
+                return refused(404, "not_found", f"there is no session {session_id} on this gateway")
+            if session_id in self.ended:
+                why = self.ended[session_id]["reason"]
+                return refused(409, "conflict", f"session {session_id} already ended ({why})")
             self.ended[session_id] = await request.json()
             return Response(status_code=204)
 
@@ -259,7 +266,10 @@ class FakeBroker:
         async def refusal(request: Request) -> Response:
             if (error := guard(request)) is not None:
                 return error
-            self.refusals.append(await request.json())
+            body = await request.json()
+            if body["grant_id"] not in self.grants:
+                return refused(404, "not_found", f"there is no grant {body['grant_id']}")
+            self.refusals.append(body)
             return Response(status_code=204)
 
         @app.post("/api/v1/gateway/login-refusals")
