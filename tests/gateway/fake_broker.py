@@ -12,7 +12,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -125,6 +125,16 @@ class FakeBroker:
             permit_user_rc=False,
         )
         return grant, cert
+
+    async def until(self, condition: Callable[[], bool], *, timeout: float = 5.0, what: str = "") -> None:
+        """Wait until ``condition()`` holds: the gateway reports in the background, so a test waits on what it
+        expects to see instead of sleeping a guessed time."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the gateway did not report {what or 'what the test waits for'} "
+                                     f"within {timeout:g} s")
+            await asyncio.sleep(0.01)
 
     def publish(self, event: dict[str, Any]) -> None:
         for queue in self._streams:

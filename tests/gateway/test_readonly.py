@@ -101,7 +101,7 @@ async def test_malformed_framing_closes_the_connection(
         reader, writer = await conn.open_connection("hmi-01", 502)
         writer.write(b"GET / HTTP/1.1\r\n\r\n")
         assert await asyncio.wait_for(reader.read(), 2) == b""
-        await asyncio.sleep(0.2)
+        await fake_broker.until(lambda: len(fake_broker.ended) == 1, what="the tunnel's end")
     ((_, ended),) = fake_broker.ended.items()
     assert ended["reason"] == "error"
     assert "protocol id" in ended["detail"]

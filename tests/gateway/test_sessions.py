@@ -24,7 +24,7 @@ async def test_exec_passes_stdin_stdout_and_exit_status(
     assert result.stdout == "hello\n"
     assert result.stderr == "err\n"
     assert result.exit_status == 7
-    await asyncio.sleep(0.2)
+    await fake_broker.until(lambda: len(fake_broker.ended) == 1, what="the session's end")
     ((session_id, started),) = fake_broker.sessions.items()
     assert started["kind"] == "exec"
     assert started["command"] == "cat; echo err >&2; exit 7"
@@ -49,7 +49,7 @@ async def test_shell_with_pty_passes_terminal_size_and_resize(
         result = await asyncio.wait_for(process.wait(), 5)
         assert result.exit_status == 3
         assert b"40 120" in result.stdout
-    await asyncio.sleep(0.1)
+    await fake_broker.until(lambda: len(fake_broker.sessions) == 1, what="the session's start")
     (started,) = fake_broker.sessions.values()
     assert started["kind"] == "shell"
 
@@ -77,7 +77,7 @@ async def test_sftp_is_bridged_to_the_target(
             assert await file.read() == "firmware v2\n"
         await sftp.put(str(remote), str(tmp_path / "copy.txt"))
     assert (tmp_path / "copy.txt").read_text() == "firmware v2\n"
-    await asyncio.sleep(0.1)
+    await fake_broker.until(lambda: len(fake_broker.sessions) == 1, what="the session's start")
     assert [s["kind"] for s in fake_broker.sessions.values()] == ["sftp"]
 
 

@@ -29,8 +29,7 @@ async def test_granted_port_is_forwarded_to_the_inventory_address(
         received = await asyncio.wait_for(reader.readexactly(len(payload)), 10)
         assert received == payload
         writer.close()
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(0.2)
+    await fake_broker.until(lambda: len(fake_broker.ended) == 1, what="the tunnel's end")
     ((session_id, started),) = fake_broker.sessions.items()
     assert (started["kind"], started["port"]) == ("tcp", plc_port)
     assert fake_broker.ended[session_id]["bytes_in"] == len(payload)
@@ -106,7 +105,7 @@ async def test_tunnel_is_cut_with_the_grant(grant_for: GrantFactory, fake_broker
     fake_broker.revoke(vendor.grant.grant_id, "lockdown")
     assert await asyncio.wait_for(reader.read(), 1) == b""
     await asyncio.wait_for(conn.wait_closed(), 1)
-    await asyncio.sleep(0.2)
+    await fake_broker.until(lambda: len(fake_broker.ended) == 1, what="the tunnel's end")
     assert [end["reason"] for end in fake_broker.ended.values()] == ["lockdown"]
 
 
