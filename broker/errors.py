@@ -9,7 +9,13 @@
     ├── NotFound             404     no such object, or not visible to the caller
     ├── Conflict             409     the object is in a state that does not allow this
     ├── AccountLocked        423     (no longer raised: a sign-in refusal never tells a locked account apart)
-    └── LoginThrottled       429     too many failed sign-ins from this source (audited; Retry-After)
+    ├── LoginThrottled       429     too many failed sign-ins from this source (audited; Retry-After)
+    ├── VaultError (vault)           the master key is missing or wrong, or a sealed value was tampered with
+    ├── ForwardError (siem_forward)  the SIEM forwarder cannot deliver (bad destination, lease held, refused)
+    └── RecordingFormatError (recordings)  a file that is not an asciicast v2 recording
+
+The ones named with a module live beside the code that raises them; they join this tree so that
+``except BrokerError`` means everything the broker refuses or fails on purpose.
 
 Errors with ``keep_changes = True`` are refusals whose audit event (and failure counters) must be
 committed even though the action itself is refused; the domain code guarantees that nothing else was

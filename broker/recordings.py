@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker.errors import InvalidInput, NotFound
+from broker.errors import BrokerError, InvalidInput, NotFound
 from broker.models import AccessSession, AuditEvent
 from broker.settings import Settings
 
@@ -35,7 +35,7 @@ EVENT_CODES = frozenset({"o", "i", "r", "m", "ob", "ib"})
 SESSION_ENDED = "gateway:session:ended"
 
 
-class RecordingFormatError(ValueError):
+class RecordingFormatError(BrokerError, ValueError):
     """The file is not an asciicast v2 recording (bad header, or a broken line before the last)."""
 
 

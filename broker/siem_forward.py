@@ -56,12 +56,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from broker import siem_formats
 from broker.clock import Clock
 from broker.db import unit_of_work
+from broker.errors import BrokerError
 from broker.models import AuditEvent, SiemCursor
 
 log = logging.getLogger("gatepass.siem")
 
 
-class ForwardError(Exception):
+class ForwardError(BrokerError):
     """Base of the forwarder's errors; the message says what went wrong in an operator's words."""
 
 

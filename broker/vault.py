@@ -15,10 +15,12 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from broker.errors import BrokerError
+
 _VERSION = b"gpv1"
 
 
-class VaultError(Exception):
+class VaultError(BrokerError):
     """The master key is missing or wrong, or a sealed value was tampered with."""
 
 

@@ -8,9 +8,18 @@
     │   ├── BrokerRefused             a 4xx with the broker's {"error", "message"}
     │   └── BrokerProtocolError       an answer that does not match docs/API.md
     ├── CertificateRefused            a client certificate that is not a grant certificate
-    └── TargetError                   the gateway cannot reach the asset behind it
-        ├── TargetNotPinned           the asset has no pinned SSH host key
-        └── TargetUnreachable         connecting or logging in to the target failed
+    ├── TargetError                   the gateway cannot reach the asset behind it
+    │   ├── TargetNotPinned           the asset has no pinned SSH host key
+    │   └── TargetUnreachable         connecting or logging in to the target failed
+    ├── TapFailure (taps)             a recorder or inspector cannot go on: the session ends (fail closed)
+    │   ├── RecordingFailure (recording)    the recording cannot be written
+    │   └── RecordingsRefused (recording)   the site's recordings failed: new recorded sessions are refused
+    ├── MalformedPacket (sftp_protocol)     bytes that are not an SFTP v3 packet
+    ├── MalformedFrame (modbus)       bytes that are not Modbus/TCP
+    └── SweepFailed (stopping)        the target did not run the cut's process sweep
+
+The ones named with a module live beside the code that raises them (they are that module's business); they
+join this tree so that ``except GatewayError`` means every refusal or failure the gateway raises on purpose.
 
 Every message says what was refused and why, in words a vendor or supervisor understands:
 the SSH-facing code shows ``str(exc)`` to the user as is.

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.errors import GatewayError
+
 MBAP_HEADER = 7  # transaction id, protocol id, length, unit id (Implementation Guide §3.1.3)
 MAX_ADU = 260  # 7 + 253 (Application Protocol §4.1)
 MIN_LENGTH = 2  # unit id + function code
@@ -58,7 +60,7 @@ OTHER_FUNCTIONS: dict[int, str] = {
 }
 
 
-class MalformedFrame(Exception):
+class MalformedFrame(GatewayError):
     """The byte stream is not Modbus/TCP; the message says what was wrong."""
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from gateway.errors import GatewayError
+
 # Packet types (draft-ietf-secsh-filexfer-02 §3).
 INIT, VERSION = 1, 2
 OPEN, CLOSE, READ, WRITE, LSTAT, FSTAT, SETSTAT, FSETSTAT = 3, 4, 5, 6, 7, 8, 9, 10
@@ -61,7 +63,7 @@ _UINT32 = struct.Struct(">I")
 _UINT64 = struct.Struct(">Q")
 
 
-class MalformedPacket(Exception):
+class MalformedPacket(GatewayError):
     """Bytes that are not an SFTP v3 packet; ``str(exc)`` says what was wrong."""
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import asyncssh
 
+from gateway.errors import GatewayError
+
 logger = logging.getLogger("gatepass.gateway.stopping")
 
 # After KILL, how long the target has to confirm the end (exit-signal/exit-status, then close).
@@ -101,7 +103,7 @@ async def sweep(conn: asyncssh.SSHClientConnection, signal: str) -> int:
     raise SweepFailed(f"the target could not run the sweep (exit {result.exit_status}): {error.strip()[:200]}")
 
 
-class SweepFailed(Exception):
+class SweepFailed(GatewayError):
     """The target did not run the process sweep; the message says what it answered."""
 
 

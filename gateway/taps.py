@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from asyncssh.misc import TermSize
 
+from gateway.errors import GatewayError
 from gateway.models import Authorization, RecordingInfo
 
 if TYPE_CHECKING:
     from gateway.context import GatewayContext
 
 
-class TapFailure(Exception):
+class TapFailure(GatewayError):
     """The tap cannot go on (e.g. the recording cannot be written); ``str(exc)`` says why, for the user."""
 
 
