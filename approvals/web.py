@@ -23,7 +23,7 @@ from broker.audit import Action
 from broker.db import unit_of_work
 from broker.errors import BrokerError, InvalidInput, NotAuthenticated
 from broker.models import Identity
-from broker.refusals import Refusal
+from broker.refusals import Refusal, unrecorded_refusal
 from broker.siem_escaping import visible
 from broker.sources import client_address
 
@@ -173,7 +173,7 @@ async def signed_in(request: Request, work: Work) -> Response:
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
     except BrokerError as error:
-        if not error.audited and error.status_code in (403, 404, 409):
+        if unrecorded_refusal(error):
             # A page or action refused to a signed-in person (a vendor opening the review pages, a supervisor
             # ending another site's session, approving twice): in the trail, like the API's (broker.refusals).
             await run_in_threadpool(web.state.refusals.record, Refusal(

@@ -6,6 +6,7 @@ No other package reads the environment: the broker, the pages and the notifier r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from approvals.notifier import NotifierSettings
 from approvals.web import DEFAULT_USE_NOTICE, WebSettings
 from assembly.environment import broker_settings
 from broker.notifications import Targets
-from broker.settings import DEFAULT_HTTP, Settings, split_address
+from broker.settings import Settings, split_address
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,9 @@ def load(environ: Mapping[str, str] | None = None, *, data_dir: str | None = Non
          **overrides: object) -> AppSettings:
     """The settings of this process: ``overrides`` (flags, None = not given) over ``environ`` over defaults."""
     env = os.environ if environ is None else environ
-    return AppSettings(broker=broker_settings(env, data_dir=data_dir, **overrides), web=_web(env),
-                       notifier=_notifier(env, overrides), siem=_siem(env))
+    app = AppSettings(broker=broker_settings(env, data_dir=data_dir, **overrides), web=_web(env), siem=_siem(env))
+    # The notifier's links default to the broker's own address, as the flags and environment set it above.
+    return dataclasses.replace(app, notifier=_notifier(env, default_public_url=app.public_url))
 
 
 def _web(environ: Mapping[str, str]) -> WebSettings:
@@ -56,7 +58,7 @@ def _web(environ: Mapping[str, str]) -> WebSettings:
     return WebSettings(use_notice=notice or DEFAULT_USE_NOTICE)
 
 
-def _notifier(environ: Mapping[str, str], overrides: Mapping[str, object]) -> NotifierSettings:
+def _notifier(environ: Mapping[str, str], *, default_public_url: str) -> NotifierSettings:
     emails: dict[str, list[str]] = {}
     for pair in environ.get("GATEPASS_NOTIFY_EMAIL", "").split(","):
         site, sep, address = pair.strip().partition(":")
@@ -66,15 +68,12 @@ def _notifier(environ: Mapping[str, str], overrides: Mapping[str, object]) -> No
     # Approvers' own addresses are used once the deployment names a mail relay: without one, a broker on a
     # laptop would keep failing to reach port 25 for every supervisor who has an address on file.
     relay_configured = bool(environ.get("GATEPASS_SMTP") or emails)
-    http_host, http_port = split_address(environ.get("GATEPASS_HTTP", DEFAULT_HTTP), what="HTTP")
-    http_host = str(overrides.get("http_host") or http_host)
-    http_port = int(str(overrides.get("http_port") or http_port))
     return NotifierSettings(
         targets=Targets(webhook_url=environ.get("GATEPASS_NOTIFY_WEBHOOK") or None, emails_by_site=emails,
                         approver_emails=relay_configured),
         smtp_host=host, smtp_port=port, smtp_starttls=environ.get("GATEPASS_SMTP_STARTTLS") == "1",
         smtp_from=environ.get("GATEPASS_SMTP_FROM", "gatepass@localhost"),
-        public_url=environ.get("GATEPASS_PUBLIC_URL") or f"http://{http_host}:{http_port}")
+        public_url=environ.get("GATEPASS_PUBLIC_URL") or default_public_url)
 
 
 def _siem(environ: Mapping[str, str]) -> SiemSettings | None:

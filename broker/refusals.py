@@ -26,6 +26,7 @@ from broker import audit
 from broker.audit import Action
 from broker.clock import Clock
 from broker.db import unit_of_work
+from broker.errors import BrokerError
 
 log = logging.getLogger("gatepass.broker.refusals")
 
@@ -39,6 +40,16 @@ class _Window:
     started_at: dt.datetime
     recorded: int = 0
     suppressed: Counter[str] = field(default_factory=Counter)
+
+
+# Refusals worth a trail entry when the domain did not write one: someone else's object (404), not allowed (403),
+# a state that does not allow it (409: approving twice, a decided request).
+_RECORDED_STATUSES = frozenset({403, 404, 409})
+
+
+def unrecorded_refusal(error: BrokerError) -> bool:
+    """Whether ``error`` refused access and the domain did not audit it itself (the API and the pages ask this)."""
+    return not error.audited and error.status_code in _RECORDED_STATUSES
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,7 @@ class RefusalRecorder:
         details = {"reason": refusal.reason, **refusal.details}
         if refusal.source:
             details["source"] = refusal.source
-        return {"action": refusal.action, "outcome": "refused", "actor": (refusal.actor or None) and refusal.actor[:64],
+        return {"action": refusal.action, "outcome": "refused", "actor": refusal.actor[:64] if refusal.actor else None,
                 "subject": refusal.subject and refusal.subject[:128], "site": refusal.site, "details": details}
 
     def _write(self, now: dt.datetime, events: list[dict[str, Any]]) -> None:

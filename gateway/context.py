@@ -103,35 +103,23 @@ class SessionOwner(Protocol):
 
 def report_end(
     owner: SessionOwner, session_id: str | None, error: str | None, bytes_in: int, bytes_out: int,
-    recording: RecordingInfo | None = None, *, client_gone: str | None = None,
+    recording: RecordingInfo | None = None, *, client_gone: str | None = None, stop: TargetStop | None = None,
 ) -> None:
     """Tell the broker a session ended, in the background: why (the cut, an error, or the client), bytes,
-    and the recording's hash."""
+    the recording's hash and, for a session cut while its command ran, how that command was stopped (reported
+    once the stop is over: at most the grace, KILL's wait and two sweeps)."""
     if session_id is None:  # the broker never recorded its start
         return
     # A client that vanished (its SSH connection dropped: a closed laptop, a killed tunnel) ended its own
     # session: client_closed, with how it went as the detail; "error" is for what went wrong on our side.
     reason, detail = owner.cut_reason() or (("error", error) if error else ("client_closed", client_gone))
-    report = owner.ctx.broker.session_end(
-        session_id, reason=reason, bytes_in=bytes_in, bytes_out=bytes_out, detail=detail, recording=recording
-    )
-    owner.ctx.spawn(report, f"reporting the end of session {session_id}")
-
-
-def report_end_after_stop(
-    owner: SessionOwner, session_id: str | None, error: str | None, bytes_in: int, bytes_out: int,
-    recording: RecordingInfo | None, *, stop: TargetStop,
-) -> None:
-    """Like ``report_end`` for a session the gateway cut while its command ran: once the target-side stop is
-    over (at most the grace, KILL's wait and two sweeps), with what was sent and what the target answered."""
-    if session_id is None:
-        return
-    reason, detail = owner.cut_reason() or (("error", error) if error else ("client_closed", None))
 
     async def report() -> None:
-        with contextlib.suppress(TimeoutError):  # report what is known even if a step hung past its bounds
-            await asyncio.wait_for(stop.finished.wait(), stop.grace + KILL_WAIT + 2 * SWEEP_TIMEOUT + 1)
+        if stop is not None:
+            with contextlib.suppress(TimeoutError):  # report what is known even if a step hung past its bounds
+                await asyncio.wait_for(stop.finished.wait(), stop.grace + KILL_WAIT + 2 * SWEEP_TIMEOUT + 1)
         await owner.ctx.broker.session_end(session_id, reason=reason, bytes_in=bytes_in, bytes_out=bytes_out,
-                                           detail=detail, recording=recording, stop=stop.as_json())
+                                           detail=detail, recording=recording,
+                                           stop=stop.as_json() if stop is not None else None)
 
     owner.ctx.spawn(report(), f"reporting the end of session {session_id}")

@@ -16,13 +16,13 @@ from typing import Protocol
 import asyncssh
 from asyncssh.misc import TermModes, TermSize
 
-from gateway.context import GatewayContext, report_end, report_end_after_stop
+from gateway.context import GatewayContext, report_end
 from gateway.errors import BrokerCallFailed, BrokerRefused
 from gateway.models import Authorization
 from gateway.notice import REFUSED_EXIT_STATUS
-from gateway.recording import AsciicastRecorder, RecordingFailure, RecordingsRefused
+from gateway.recording import RecordingFailure, RecordingsRefused
 from gateway.stopping import KILL_WAIT, TargetStop
-from gateway.taps import ChannelTap, PassThrough, SessionInfo, TapFailure, open_tap, recorder_inside
+from gateway.taps import ChannelTap, PassThrough, SessionInfo, TapFailure, is_recorded, open_tap
 from gateway.target_session import TargetSession
 
 logger = logging.getLogger("gatepass.gateway.sessions")
@@ -173,13 +173,10 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._report_recording_failure(exc)
         except TapFailure as exc:
             self._error = self._error or f"recording failed: {exc}"
-        if self._stop is not None:
-            # The end event says how the command ended, so it waits for the stop (bounded by the grace).
-            report_end_after_stop(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out,
-                                  recording, stop=self._stop)
-            return
+        # A cut session's end says how its command ended, so it waits for the stop (bounded by the grace); the
+        # gateway closed that channel itself, so how the client's side went is no detail of it.
         report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out, recording,
-                   client_gone=client_gone)
+                   client_gone=client_gone if self._stop is None else None, stop=self._stop)
 
     # -- what the gateway does to the session ----------------------------------------------------
 
@@ -197,7 +194,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
 
     def recording_failed(self, error: str) -> None:
         """Recordings at this session's site cannot be written: end it if it is recorded (fail closed)."""
-        if isinstance(self._tap, AsciicastRecorder) or recorder_inside(self._tap):
+        if is_recorded(self._tap):
             self._end_unrecorded(RecordingFailure(error))
 
     def warn(self, message: str) -> None:

@@ -103,8 +103,10 @@ def open_tap(ctx: GatewayContext, info: SessionInfo) -> ChannelTap:
                      sniff=inspector is None)
 
 
-def recorder_inside(tap: ChannelTap) -> bool:
-    """Whether ``tap`` wraps the session's recorder (an ``ExecGuard`` does): a recording failure then ends it."""
+def is_recorded(tap: ChannelTap) -> bool:
+    """Whether ``tap`` is the session's recorder or wraps it (an ``ExecGuard`` does): a recording failure then
+    ends the session (fail closed)."""
     from gateway.exec_guard import ExecGuard
+    from gateway.recording import AsciicastRecorder
 
-    return isinstance(tap, ExecGuard) and tap.recorded
+    return isinstance(tap, AsciicastRecorder) or (isinstance(tap, ExecGuard) and tap.recorded)

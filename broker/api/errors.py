@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.audit import Action
 from broker.errors import BrokerError
-from broker.refusals import Refusal
+from broker.refusals import Refusal, unrecorded_refusal
 from broker.sources import client_address
 
 log = logging.getLogger("gatepass.broker")
@@ -36,18 +36,16 @@ def _describe_validation(error: RequestValidationError) -> str:
     return "the request is not valid: " + "; ".join(parts)
 
 
-# Refusals worth a trail entry when the domain did not write one: someone else's object (404), not allowed (403),
-# a state that does not allow it (409: approving twice, a decided request), a token that is not (or no longer) valid.
-_AUDITED_STATUSES = frozenset({401, 403, 404, 409})
+def _worth_recording(request: Request, error: BrokerError) -> bool:
+    if error.status_code == 401:
+        # A credential presented that is not (or no longer) valid; no credential at all is a client that is not
+        # signed in, not an attempt to use one.
+        return not error.audited and bool(request.headers.get("authorization"))
+    # A gateway's own protocol answers (an unknown or ended session in a race) are not refusals of access.
+    return unrecorded_refusal(error) and not request.url.path.startswith("/api/v1/gateway/")
 
 
 def _audit_refusal(request: Request, error: BrokerError) -> None:
-    if error.audited or error.status_code not in _AUDITED_STATUSES:
-        return
-    if error.status_code == 401 and not request.headers.get("authorization"):
-        return  # no credential at all: a client that is not signed in, not an attempt to use one
-    if error.status_code != 401 and request.url.path.startswith("/api/v1/gateway/"):
-        return  # a gateway's own protocol answers (an unknown or ended session in a race) are not refusals of access
     state = getattr(request.app.state, "broker", None)
     if state is None:
         return
@@ -60,7 +58,8 @@ def _audit_refusal(request: Request, error: BrokerError) -> None:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BrokerError)
     async def _broker_error(request: Request, error: BrokerError) -> JSONResponse:
-        await run_in_threadpool(_audit_refusal, request, error)
+        if _worth_recording(request, error):
+            await run_in_threadpool(_audit_refusal, request, error)
         return error_response(error.status_code, error.code, error.message)
 
     @app.exception_handler(RequestValidationError)
