@@ -14,8 +14,8 @@ from starlette.staticfiles import StaticFiles
 
 from approvals.notifier import NotifierSettings, run_notifier
 from approvals.web import Web, WebSettings, make_templates
-from broker import web_sessions
 from broker.api.state import BrokerState
+from broker.identity import web_sessions
 
 STATIC_DIR = Path(__file__).parent / "static"
 

@@ -24,10 +24,10 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from broker import notifications
+from broker.access import notifications
+from broker.access.notifications import Delivery, Targets
 from broker.api.state import BrokerState
 from broker.db import unit_of_work
-from broker.notifications import Delivery, Targets
 
 log = logging.getLogger("gatepass.approvals.notifier")
 POLL_SECONDS = 1.0

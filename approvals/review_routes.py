@@ -14,10 +14,12 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy.orm import Session
 
 from approvals.web import Viewer, render, secure, signed_in, web_of
-from broker import audit, oversight, recordings
+from broker.access import oversight
+from broker.audit import trail
 from broker.db import read_only_unit
 from broker.errors import Forbidden, InvalidInput, NotFound
 from broker.models import Identity
+from broker.recordings import asciicast, store, terminal
 
 router = APIRouter(include_in_schema=False)
 
@@ -78,14 +80,14 @@ CHAIN_STATUS_TTL = dt.timedelta(seconds=30)
 _chain_lock = threading.Lock()
 
 
-def _chain_status(request: Request) -> tuple[audit.VerifyResult, dt.datetime]:
+def _chain_status(request: Request) -> tuple[trail.VerifyResult, dt.datetime]:
     web = web_of(request)
     now = web.state.settings.clock.now()
     with _chain_lock:
-        cached: tuple[audit.VerifyResult, dt.datetime] | None = getattr(request.app.state, "chain_status", None)
+        cached: tuple[trail.VerifyResult, dt.datetime] | None = getattr(request.app.state, "chain_status", None)
         if cached is None or now - cached[1] >= CHAIN_STATUS_TTL or now < cached[1]:
             with read_only_unit(web.state.sessions) as session:
-                cached = (audit.verify_chain(session), now)
+                cached = (trail.verify_chain(session), now)
             request.app.state.chain_status = cached
         return cached
 
@@ -101,7 +103,7 @@ def _reviewer(identity: Identity) -> None:
 
 
 def _recordings_dir(request: Request) -> Path:
-    return recordings.recordings_dir(web_of(request).state.settings)
+    return store.recordings_dir(web_of(request).state.settings)
 
 
 @router.get("/review/sessions")
@@ -139,10 +141,10 @@ async def session_page(request: Request, session_id: str) -> Response:
 
 
 def _recording_path(session: Session, session_id: str, directory: Path) -> Path:
-    record = recordings.load(session, session_id)
+    record = store.load(session, session_id)
     if not record.recording_name:
         raise NotFound(f"session {record.id} has no recording (only shell and exec sessions are recorded)")
-    path = recordings.resolve(directory, record.recording_name)
+    path = store.resolve(directory, record.recording_name)
     if not path.is_file():
         raise NotFound(f"the recording of session {record.id} is missing from the recordings directory")
     return path
@@ -150,7 +152,7 @@ def _recording_path(session: Session, session_id: str, directory: Path) -> Path:
 
 def _audit_viewed(session: Session, identity: Identity, session_id: str, now: dt.datetime, what: str) -> None:
     """Recordings show what a vendor typed and saw: who reviewed which one is itself part of the trail."""
-    audit.record(session, now=now, action=audit.Action.RECORDING_VIEWED, actor=identity.username,
+    trail.record(session, now=now, action=trail.Action.RECORDING_VIEWED, actor=identity.username,
                  subject=session_id, details={"view": what})
 
 
@@ -179,10 +181,10 @@ async def session_transcript(request: Request, session_id: str) -> Response:
         path = _recording_path(session, session_id, directory)
         _audit_viewed(session, identity, session_id, now, "transcript")
         try:
-            cast = recordings.read_cast(path)
-        except recordings.RecordingFormatError as error:
+            cast = asciicast.read_cast(path)
+        except asciicast.RecordingFormatError as error:
             raise InvalidInput(f"the recording of session {session_id} cannot be read: {error}") from None
         return render(web_of(request), "review_transcript.html", title=f"Transcript of {session_id}",
-                      viewer=viewer, session_id=session_id, transcript=recordings.transcript(cast), cast=cast)
+                      viewer=viewer, session_id=session_id, transcript=terminal.transcript(cast), cast=cast)
 
     return await signed_in(request, work)

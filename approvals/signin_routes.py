@@ -28,9 +28,9 @@ from approvals.web import (
     signed_in,
     web_of,
 )
-from broker import authentication, totp, web_sessions
 from broker.db import unit_of_work
 from broker.errors import BrokerError, InvalidLoginName, LoginThrottled, NotAuthenticated
+from broker.identity import authentication, totp, web_sessions
 from broker.models import Identity
 
 router = APIRouter(include_in_schema=False)

@@ -12,9 +12,10 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from approvals.web import Viewer, parse_ports, posted, redirect, render, secure, signed_in, text, web_of
-from broker import access, containment, extensions, oversight, quick_grants
+from broker.access import extensions, oversight, quick_grants, workflow
+from broker.containment import lockdown
 from broker.errors import Forbidden
-from broker.identities import has_role
+from broker.identity.identities import has_role
 from broker.models import Identity
 
 router = APIRouter(include_in_schema=False)
@@ -86,7 +87,7 @@ async def approve(request: Request, request_id: str) -> Response:
              form: dict[str, str]) -> Response:
         shorter = text(form, "shorten_to", label="The shorter window", required=False, limit=16) or None
         comment = text(form, "comment", label="The comment", required=False) or None
-        access.approve(session, vault=web_of(request).state.vault, now=now, approver=identity,
+        workflow.approve(session, vault=web_of(request).state.vault, now=now, approver=identity,
                        request_id=request_id[:32], comment=comment, shorten_to=shorter)
         return redirect("/approvals?done=approved")
 
@@ -98,7 +99,7 @@ async def deny(request: Request, request_id: str) -> Response:
     def work(session: Session, identity: Identity, _viewer: Viewer, now: dt.datetime,
              form: dict[str, str]) -> Response:
         comment = text(form, "comment", label="A comment telling the vendor why the request is denied")
-        access.deny(session, now=now, approver=identity, request_id=request_id[:32], comment=comment)
+        workflow.deny(session, now=now, approver=identity, request_id=request_id[:32], comment=comment)
         return redirect("/approvals?done=denied")
 
     return await posted(request, work)
@@ -128,7 +129,7 @@ async def end_access(request: Request, grant_id: str) -> Response:
              form: dict[str, str]) -> Response:
         reason = (text(form, "reason", label="The reason", required=False)
                   or f"ended from the web by {identity.username}")
-        access.revoke_grant(session, now=now, events=web_of(request).state.hub, actor=identity,
+        workflow.revoke_grant(session, now=now, events=web_of(request).state.hub, actor=identity,
                             grant_id=grant_id[:32], reason=reason)
         return redirect("/approvals?done=ended")
 
@@ -140,7 +141,7 @@ async def lock_down(request: Request, site_name: str) -> Response:
     def work(session: Session, identity: Identity, _viewer: Viewer, now: dt.datetime,
              form: dict[str, str]) -> Response:
         reason = text(form, "reason", label="The reason", required=False) or "locked down from the approvals page"
-        containment.lock_down_site(session, now=now, events=web_of(request).state.hub, actor=identity,
+        lockdown.lock_down_site(session, now=now, events=web_of(request).state.hub, actor=identity,
                                    site_name=site_name[:64], reason=reason)
         return redirect("/approvals?done=locked")
 
@@ -151,7 +152,7 @@ async def lock_down(request: Request, site_name: str) -> Response:
 async def lift(request: Request, site_name: str) -> Response:
     def work(session: Session, identity: Identity, _viewer: Viewer, now: dt.datetime,
              _form: dict[str, str]) -> Response:
-        containment.lift_lockdown(session, now=now, actor=identity, site_name=site_name[:64])
+        lockdown.lift_lockdown(session, now=now, actor=identity, site_name=site_name[:64])
         return redirect("/approvals?done=lifted")
 
     return await posted(request, work)

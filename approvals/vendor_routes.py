@@ -11,10 +11,11 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from approvals.web import Viewer, parse_ports, posted, redirect, render, signed_in, text, web_of
-from broker import access, extensions, gateways, oversight
-from broker.access_rules import grant_status
+from broker.access import extensions, oversight, workflow
+from broker.access.rules import grant_status
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
-from broker.identities import has_role
+from broker.identity.identities import has_role
+from broker.inventory import gateways
 from broker.models import AccessRequest, Identity
 
 router = APIRouter(include_in_schema=False)
@@ -99,7 +100,7 @@ async def create_request(request: Request) -> Response:
             duration = text(form, "duration", label="The duration (e.g. 2h)", limit=16)
             reason = text(form, "reason", label="The reason")
             public_key = text(form, "public_key", label="Your SSH public key (.pub)", limit=16_000)
-            access.create_request(
+            workflow.create_request(
                 session, now=now, decide_within=web_of(request).state.settings.decide_within, requester=identity,
                 asset_name=asset, duration=duration, reason=reason, ssh=form.get("ssh") == "on",
                 ports=parse_ports(form.get("ports", "")), read_only=form.get("read_only") == "on", start=None,
@@ -116,7 +117,7 @@ async def create_request(request: Request) -> Response:
 async def cancel_request(request: Request, request_id: str) -> Response:
     def work(session: Session, identity: Identity, _viewer: Viewer, now: dt.datetime,
              _form: dict[str, str]) -> Response:
-        access.cancel(session, now=now, requester=identity, request_id=request_id[:32])
+        workflow.cancel(session, now=now, requester=identity, request_id=request_id[:32])
         return redirect("/vendor?done=cancelled")
 
     return await posted(request, work)

@@ -17,14 +17,14 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from approvals.notifier import NotifierSettings
-from broker import authentication, web_sessions
 from broker.api.state import BrokerState
-from broker.audit import Action
+from broker.audit.refusals import Refusal, unrecorded_refusal
+from broker.audit.siem_escaping import visible
+from broker.audit.trail import Action
 from broker.db import unit_of_work
 from broker.errors import BrokerError, InvalidInput, NotAuthenticated
+from broker.identity import authentication, web_sessions
 from broker.models import Identity
-from broker.refusals import Refusal, unrecorded_refusal
-from broker.siem_escaping import visible
 from broker.sources import client_address
 
 SESSION_COOKIE = "gatepass_session"

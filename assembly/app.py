@@ -8,7 +8,7 @@ from fastapi import FastAPI
 import approvals
 from assembly.settings import AppSettings
 from broker.app import create_api
-from broker.events import EventHub
+from broker.inventory.gateway_events import EventHub
 
 
 def create_app(settings: AppSettings, *, hub: EventHub | None = None) -> FastAPI:

@@ -15,7 +15,7 @@ from pathlib import Path
 from approvals.notifier import NotifierSettings
 from approvals.web import DEFAULT_USE_NOTICE, WebSettings
 from assembly.environment import broker_settings
-from broker.notifications import Targets
+from broker.access.notifications import Targets
 from broker.settings import Settings, split_address
 
 

@@ -8,7 +8,7 @@ import logging
 import threading
 
 from assembly.settings import AppSettings
-from broker import siem_forward
+from broker.audit import siem_forward
 from broker.db import make_engine, make_session_factory
 
 log = logging.getLogger("gatepass")

@@ -2,17 +2,17 @@
 verify` over 1,000,000 events (target: under 10 s).
 
 Append: a fresh data directory made by the broker's own `gatepass init` code (alembic migrations included),
-then `audit.record` exactly as the API calls it, timed two ways, interleaved in rounds:
+then `trail.record` exactly as the API calls it, timed two ways, interleaved in rounds:
   1 per transaction    each event commits on its own (every API call commits its own event): the realistic case
   100 per transaction  the same events batched (what a bulk import or a busy transaction costs per event)
 With `--postgres URL` (a server URL without a database, as GATEPASS_TEST_POSTGRES) the same on a scratch
 PostgreSQL database, created and dropped here.
 
 Verify: a second data directory filled with N events (1,000,000 by default) by a bulk writer that builds rows
-with the product's own hash and canonical form (`audit.event_hash`) and inserts them in big transactions. It
-is shown to be faithful before it is used: the same 2,000 events written once with `audit.record` and once with
+with the product's own hash and canonical form (`trail.event_hash`) and inserts them in big transactions. It
+is shown to be faithful before it is used: the same 2,000 events written once with `trail.record` and once with
 the bulk writer into two fresh databases must give identical rows and heads; and the filled trail must pass the
-real `verify_chain`, with 100 more events appended by `audit.record` on top of it. Then timed:
+real `verify_chain`, with 100 more events appended by `trail.record` on top of it. Then timed:
   verify_chain       in this process, a fresh engine and transaction (as `gatepass audit verify` opens them)
   CLI                `gatepass audit verify --data DIR` from fork to exit, interpreter start-up included
 """
@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from assembly.database import initialise, upgrade
 from bench.harness import GATEPASS, heading, machine_line, median, table
-from broker import audit
+from broker.audit import trail
 from broker.db import make_engine, make_session_factory, unit_of_work
 from broker.models import AuditEvent, AuditHead
 from broker.settings import Settings
@@ -60,14 +60,14 @@ BATCH = 100
 FILL_TRANSACTION = 50_000
 EQUIVALENCE_EVENTS = 2000
 START = dt.datetime(2026, 11, 27, 6, 0, tzinfo=dt.UTC)
-ACTIONS = (audit.Action.LOGIN_SUCCEEDED, audit.Action.REQUEST_CREATED, audit.Action.REQUEST_APPROVAL,
-           audit.Action.REQUEST_APPROVED, audit.Action.GRANT_CREATED, audit.Action.CERTIFICATE_ISSUED,
-           audit.Action.GATEWAY_AUTHORIZED, audit.Action.SESSION_STARTED, audit.Action.SESSION_ENDED,
-           audit.Action.LOGIN_FAILED)
+ACTIONS = (trail.Action.LOGIN_SUCCEEDED, trail.Action.REQUEST_CREATED, trail.Action.REQUEST_APPROVAL,
+           trail.Action.REQUEST_APPROVED, trail.Action.GRANT_CREATED, trail.Action.CERTIFICATE_ISSUED,
+           trail.Action.GATEWAY_AUTHORIZED, trail.Action.SESSION_STARTED, trail.Action.SESSION_ENDED,
+           trail.Action.LOGIN_FAILED)
 
 
 def sample(index: int) -> dict[str, Any]:
-    """The keyword arguments of ``audit.record`` for event ``index``: shaped like the API's events (an actor,
+    """The keyword arguments of ``trail.record`` for event ``index``: shaped like the API's events (an actor,
     a subject id, a site, a few details, now and then a non-ASCII reason or a refusal)."""
     action = ACTIONS[index % len(ACTIONS)]
     details: dict[str, Any] = {"asset": f"hmi-{index % 40:02d}", "grant": f"gr_{index // 10:012x}",
@@ -77,7 +77,7 @@ def sample(index: int) -> dict[str, Any]:
     return {
         "now": START + dt.timedelta(microseconds=1371 * index),
         "action": action,
-        "outcome": "failure" if action is audit.Action.LOGIN_FAILED else "success",
+        "outcome": "failure" if action is trail.Action.LOGIN_FAILED else "success",
         "actor": f"vendor{index % 97}",
         "subject": f"req_{index // 10:016x}",
         "site": f"plant-{'abc'[index % 3]}",
@@ -90,17 +90,17 @@ def sample(index: int) -> dict[str, Any]:
 
 
 def append(factory: sessionmaker[Session], *, start: int, count: int, per_transaction: int) -> None:
-    """``count`` events through ``audit.record``, ``per_transaction`` per committed unit of work."""
+    """``count`` events through ``trail.record``, ``per_transaction`` per committed unit of work."""
     index = start
     while index < start + count:
         with unit_of_work(factory) as session:
             for _ in range(min(per_transaction, start + count - index)):
-                audit.record(session, **sample(index))
+                trail.record(session, **sample(index))
                 index += 1
 
 
 def bulk_rows(prev_hash: str, first_seq: int, first_index: int, count: int) -> tuple[list[dict[str, Any]], str]:
-    """Rows as ``audit.record`` writes them, chained from ``prev_hash``; returns them and the last hash."""
+    """Rows as ``trail.record`` writes them, chained from ``prev_hash``; returns them and the last hash."""
     rows = []
     for offset in range(count):
         fields = sample(first_index + offset)
@@ -108,7 +108,7 @@ def bulk_rows(prev_hash: str, first_seq: int, first_index: int, count: int) -> t
         row = {"seq": first_seq + offset, "occurred_at": fields["now"].astimezone(dt.UTC),
                "action": str(fields["action"]), "outcome": fields["outcome"], "actor": fields["actor"],
                "subject": fields["subject"], "site": fields["site"], "details": details, "prev_hash": prev_hash}
-        row["hash"] = prev_hash = audit.event_hash(
+        row["hash"] = prev_hash = trail.event_hash(
             prev_hash, seq=row["seq"], occurred_at=row["occurred_at"], action=row["action"], outcome=row["outcome"],
             actor=row["actor"], subject=row["subject"], site=row["site"], details=details)
         rows.append(row)
@@ -220,7 +220,7 @@ def measure_append(engine: Engine, label: str, *, events: int, rounds: int, budg
             rates[per].append(events / elapsed)
             index += events
     with unit_of_work(factory) as session:
-        result = audit.verify_chain(session)
+        result = trail.verify_chain(session)
     if not result.ok:
         raise RuntimeError(f"{label}: the appended trail does not verify: {result.problem}")
     rows = []
@@ -235,25 +235,25 @@ def measure_append(engine: Engine, label: str, *, events: int, rounds: int, budg
 
 
 def prove_bulk_writer(root: Path) -> None:
-    """The bulk writer must write exactly what ``audit.record`` writes, or the verify figure means nothing."""
+    """The bulk writer must write exactly what ``trail.record`` writes, or the verify figure means nothing."""
     root.mkdir(parents=True, exist_ok=True)
     by_record, by_bulk = bare_sqlite(root / "record.db"), bare_sqlite(root / "bulk.db")
     try:
         append(make_session_factory(by_record), start=0, count=EQUIVALENCE_EVENTS, per_transaction=BATCH)
         bulk_fill(make_session_factory(by_bulk), start=0, count=EQUIVALENCE_EVENTS)
         if dump(by_record) != dump(by_bulk):
-            raise RuntimeError("the bulk writer does not write what audit.record writes: the verify figure would "
+            raise RuntimeError("the bulk writer does not write what trail.record writes: the verify figure would "
                                "not be about the real trail")
-        with Session(by_record) as session:  # and audit.record hashes by the chain's written definition
+        with Session(by_record) as session:  # and trail.record hashes by the chain's written definition
             for event in session.scalars(select(AuditEvent).order_by(AuditEvent.seq)):
                 if reference_hash(event) != event.hash:
-                    raise RuntimeError(f"event {event.seq}: audit.record no longer hashes the canonical form")
+                    raise RuntimeError(f"event {event.seq}: trail.record no longer hashes the canonical form")
     finally:
         by_record.dispose()
         by_bulk.dispose()
 
 
-def timed_verify(settings: Settings, profile: bool) -> tuple[float, float, audit.VerifyResult, str]:
+def timed_verify(settings: Settings, profile: bool) -> tuple[float, float, trail.VerifyResult, str]:
     """Wall and CPU seconds of one verify_chain in a fresh engine and transaction."""
     engine = make_engine(settings.effective_database_url)
     profiler = cProfile.Profile() if profile else None
@@ -262,7 +262,7 @@ def timed_verify(settings: Settings, profile: bool) -> tuple[float, float, audit
         with unit_of_work(make_session_factory(engine)) as session:
             if profiler is not None:
                 profiler.enable()
-            result = audit.verify_chain(session)
+            result = trail.verify_chain(session)
             if profiler is not None:
                 profiler.disable()
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -291,7 +291,7 @@ def timed_cli(*args: str, timeout: float = 600) -> tuple[float, float, int, str]
 
 def measure_verify(root: Path, *, events: int, runs: int, profile: bool) -> dict[str, Any]:
     prove_bulk_writer(root / "equivalence")
-    print(f"  bulk writer: {EQUIVALENCE_EVENTS:,} events identical to audit.record's (rows and head), and "
+    print(f"  bulk writer: {EQUIVALENCE_EVENTS:,} events identical to trail.record's (rows and head), and "
           "hashed by the chain's first definition (json.dumps of a dict)", flush=True)
     settings = init_data_dir(root / "verify-data")
     engine = make_engine(settings.effective_database_url)

@@ -12,12 +12,16 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from broker import audit, containment, gateways, identities, inventory, recordings
+from broker.audit import trail
+from broker.containment import lockdown
 from broker.db import make_engine, make_session_factory, read_only_unit, unit_of_work
-from broker.events import NullPublisher
-from broker.identities import NewCredentials, NewFactor
+from broker.identity import identities
+from broker.identity.identities import NewCredentials, NewFactor
+from broker.inventory import gateways, sites
+from broker.inventory.gateway_events import NullPublisher
+from broker.keys.vault import Vault
+from broker.recordings import store, verification
 from broker.settings import Settings
-from broker.vault import Vault
 
 T = TypeVar("T")
 
@@ -50,28 +54,28 @@ def run(settings: Settings, action: Callable[[Session, Vault], T]) -> T:
 
 def add_site(settings: Settings, *, name: str, approvals_required: int, max_window: str,
              maintenance_windows: list[str] | None = None, record_input: bool = True,
-             transfers: str = "both", exec_upload_limit: int = inventory.DEFAULT_EXEC_UPLOAD_LIMIT,
+             transfers: str = "both", exec_upload_limit: int = sites.DEFAULT_EXEC_UPLOAD_LIMIT,
              cut_grace: str = "2s") -> None:
-    run(settings, lambda session, _vault: inventory.create_site(
+    run(settings, lambda session, _vault: sites.create_site(
         session, now=settings.clock.now(), actor=operator_name(), name=name,
         approvals_required=approvals_required, max_window=max_window, maintenance_windows=maintenance_windows,
         record_input=record_input, transfers=transfers, exec_upload_limit=exec_upload_limit, cut_grace=cut_grace))
 
 
 def update_site(settings: Settings, *, name: str, **policy: Any) -> dict[str, dict[str, Any]]:
-    """Change a site's policy (``inventory.update_site``); returns what changed, old and new."""
-    return run(settings, lambda session, _vault: inventory.update_site(
+    """Change a site's policy (``sites.update_site``); returns what changed, old and new."""
+    return run(settings, lambda session, _vault: sites.update_site(
         session, now=settings.clock.now(), actor=operator_name(), name=name, **policy))
 
 
 def add_asset(settings: Settings, **fields: object) -> None:
-    run(settings, lambda session, vault: inventory.create_asset(
+    run(settings, lambda session, vault: sites.create_asset(
         session, vault=vault, now=settings.clock.now(), actor=operator_name(), **fields))  # type: ignore[arg-type]
 
 
 def update_asset(settings: Settings, *, name: str, **policy: Any) -> dict[str, dict[str, Any]]:
-    """Change an asset's policy (``inventory.update_asset``); returns what changed, old and new."""
-    return run(settings, lambda session, _vault: inventory.update_asset(
+    """Change an asset's policy (``sites.update_asset``); returns what changed, old and new."""
+    return run(settings, lambda session, _vault: sites.update_asset(
         session, now=settings.clock.now(), actor=operator_name(), name=name, **policy))
 
 
@@ -103,36 +107,36 @@ def add_gateway(settings: Settings, *, name: str) -> str:
 class AuditVerification:
     """`gatepass audit verify`: the hash chain, and every session recording against its reported hash."""
 
-    chain: audit.VerifyResult
-    recordings: recordings.RecordingsCheck
+    chain: trail.VerifyResult
+    recordings: verification.RecordingsCheck
 
     @property
     def ok(self) -> bool:
         return self.chain.ok and self.recordings.ok
 
 
-def verify_audit(settings: Settings, *, anchors: tuple[audit.Anchor, ...] = (),
+def verify_audit(settings: Settings, *, anchors: tuple[trail.Anchor, ...] = (),
                  recordings_dir: Path | None = None) -> AuditVerification:
     """The chain, and the recordings in ``recordings_dir`` (default: where `gatepass serve` keeps them)."""
     with local_session(settings, read_only=True) as session:
         # Recordings first: verify_chain empties the session as it walks.
-        checked = recordings.verify_recordings(session, recordings_dir or recordings.recordings_dir(settings))
-        return AuditVerification(chain=audit.verify_chain(session, anchors=anchors), recordings=checked)
+        checked = verification.verify_recordings(session, recordings_dir or store.recordings_dir(settings))
+        return AuditVerification(chain=trail.verify_chain(session, anchors=anchors), recordings=checked)
 
 
 def lock_down_site(settings: Settings, *, name: str, reason: str | None) -> list[str]:
     # The running brokers relay the outbox row to their gateways: sessions end within a second.
-    return run(settings, lambda session, _vault: containment.lock_down_site(
-        session, now=settings.clock.now(), events=NullPublisher(), actor=containment.LocalOperator(operator_name()),
+    return run(settings, lambda session, _vault: lockdown.lock_down_site(
+        session, now=settings.clock.now(), events=NullPublisher(), actor=lockdown.LocalOperator(operator_name()),
         site_name=name, reason=reason))
 
 
 def lift_lockdown(settings: Settings, *, name: str) -> None:
-    run(settings, lambda session, _vault: containment.lift_lockdown(
-        session, now=settings.clock.now(), actor=containment.LocalOperator(operator_name()), site_name=name))
+    run(settings, lambda session, _vault: lockdown.lift_lockdown(
+        session, now=settings.clock.now(), actor=lockdown.LocalOperator(operator_name()), site_name=name))
 
 
 def set_user_disabled(settings: Settings, *, name: str, disabled: bool) -> list[str]:
-    return run(settings, lambda session, _vault: containment.set_identity_disabled(
+    return run(settings, lambda session, _vault: lockdown.set_identity_disabled(
         session, now=settings.clock.now(), events=NullPublisher(), actor=operator_name(), username=name,
         disabled=disabled))

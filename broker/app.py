@@ -28,14 +28,14 @@ from broker.api.errors import error_response, install_error_handlers
 from broker.api.input_guard import ControlCharacterGuard
 from broker.api.security_headers import SecurityHeaders
 from broker.api.state import BrokerState
-from broker.audit import Action
+from broker.audit.refusals import Refusal, RefusalRecorder
+from broker.audit.trail import Action
 from broker.db import make_engine, make_session_factory
-from broker.events import RELAY_INTERVAL_SECONDS, EventHub, GrantEvent, recent_changes
+from broker.inventory.gateway_events import RELAY_INTERVAL_SECONDS, EventHub, GrantEvent, recent_changes
+from broker.keys.vault import Vault
 from broker.metrics import render_metrics
-from broker.refusals import Refusal, RefusalRecorder
 from broker.settings import Settings
 from broker.sources import client_address
-from broker.vault import Vault
 
 API_PREFIX = "/api/v1"
 REFUSAL_FLUSH_SECONDS = 15.0

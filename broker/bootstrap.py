@@ -10,14 +10,16 @@ from pathlib import Path
 
 from sqlalchemy import Engine, inspect, select
 
-from broker import audit, authorities, gateways
-from broker.audit import Action
+from broker.audit import trail
+from broker.audit.trail import Action
 from broker.db import make_engine, make_session_factory, unit_of_work
 from broker.errors import Conflict
-from broker.identities import NewCredentials, create_identity
+from broker.identity.identities import NewCredentials, create_identity
+from broker.inventory import gateways
+from broker.keys import authorities
+from broker.keys.vault import Vault
 from broker.models import Authority
 from broker.settings import Settings
-from broker.vault import Vault
 
 ADMIN_USERNAME = "admin"
 EMBEDDED_GATEWAY = "embedded"
@@ -47,7 +49,7 @@ def initialise(settings: Settings, *, create_schema: Callable[[Engine], None]) -
         vault = Vault.generate()
         now = settings.clock.now()
         with unit_of_work(make_session_factory(engine)) as session:
-            audit.record(session, now=now, action=Action.SYSTEM_INITIALISED, actor="gatepass-init",
+            trail.record(session, now=now, action=Action.SYSTEM_INITIALISED, actor="gatepass-init",
                          details={"data_dir": str(data)})
             authorities.create_authority(session, vault=vault, now=now)
             admin = create_identity(session, vault=vault, now=now, actor="gatepass-init",

@@ -14,11 +14,12 @@ from typing import Any
 import asyncssh
 from sqlalchemy import select
 
-from broker import identities, inventory
 from broker.admin import local_session
+from broker.identity import identities
+from broker.inventory import sites
+from broker.keys.vault import Vault
 from broker.models import Asset
 from broker.settings import Settings
-from broker.vault import Vault
 
 SITE = "demo-plant"
 ASSET = "demo-hmi"
@@ -54,13 +55,13 @@ def seed(settings: Settings, *, target_host: str, target_port: int, target_host_
     key = target_client_key(settings)
     with local_session(settings) as session:
         if session.scalar(select(Asset).where(Asset.name == ASSET)) is not None:
-            inventory.move_asset(session, now=now, actor=ACTOR, name=ASSET, host=target_host, ssh_port=target_port,
+            sites.move_asset(session, now=now, actor=ACTOR, name=ASSET, host=target_host, ssh_port=target_port,
                                  host_key=target_host_key)
             loaded: dict[str, Any] = json.loads(credentials_path.read_text())
             return loaded
-        inventory.create_site(session, now=now, actor=ACTOR, name=SITE, approvals_required=1, max_window="8h")
+        sites.create_site(session, now=now, actor=ACTOR, name=SITE, approvals_required=1, max_window="8h")
         session.flush()  # the asset below refers to the site
-        inventory.create_asset(
+        sites.create_asset(
             session, vault=vault, now=now, actor=ACTOR, name=ASSET, site=SITE, host=target_host,
             ssh_port=target_port, ssh_user=TARGET_USER, ssh_private_key=key.export_private_key("openssh").decode(),
             host_key=target_host_key, tcp_ports=[],

@@ -43,7 +43,7 @@ def _renderer(name: str, *, broker_host: str | None) -> Callable[[dict[str, Any]
     """One line per event. The formatters are the broker's own (stdlib-only, so importing them stays cheap):
     a file exported here and the broker's syslog forwarding say the same thing about each event, and escape
     control characters by the same rules (``broker/siem_escaping.py``), so no value can start a second line."""
-    from broker import siem_formats
+    from broker.audit import siem_formats
 
     if name == "jsonl":
         return siem_formats.to_jsonl

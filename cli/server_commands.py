@@ -238,7 +238,7 @@ def _guarded(func: Any) -> Any:
 
     def run(args: argparse.Namespace) -> int:
         from broker.errors import BrokerError
-        from broker.vault import VaultError
+        from broker.keys.vault import VaultError
 
         try:
             return int(func(args))
@@ -255,7 +255,7 @@ def _guarded(func: Any) -> Any:
 
 def _init(args: argparse.Namespace) -> int:
     from assembly.database import initialise
-    from broker.totp import provisioning_uri
+    from broker.identity.totp import provisioning_uri
 
     settings = _settings(args)
     result = initialise(settings)
@@ -320,7 +320,7 @@ def _site_add(args: argparse.Namespace) -> int:
     from broker import admin
 
     windows = args.maintenance_windows or []
-    from broker.inventory import DEFAULT_EXEC_UPLOAD_LIMIT, parse_size
+    from broker.inventory.sites import DEFAULT_EXEC_UPLOAD_LIMIT, parse_size
 
     limit = DEFAULT_EXEC_UPLOAD_LIMIT if args.exec_upload_limit is None else parse_size(args.exec_upload_limit)
     admin.add_site(_settings(args), name=args.name, approvals_required=args.approvals_required,
@@ -340,7 +340,7 @@ def _site_set(args: argparse.Namespace) -> int:
         print("gatepass: give either --maintenance-window or --no-maintenance-window, not both", file=sys.stderr)
         return 2
     windows = [] if args.no_maintenance_window else args.maintenance_windows
-    from broker.inventory import parse_size
+    from broker.inventory.sites import parse_size
 
     limit = None if args.exec_upload_limit is None else parse_size(args.exec_upload_limit)
     changes = admin.update_site(
@@ -410,7 +410,7 @@ def _user_add(args: argparse.Namespace) -> int:
     creds = admin.add_user(settings, username=args.name, role=args.role, kind=args.kind,
                            site_names=args.sites, organisation=args.org, owner=args.owner, purpose=args.purpose,
                            email=args.email)
-    from broker.totp import provisioning_uri
+    from broker.identity.totp import provisioning_uri
 
     if args.json:
         print(json.dumps(creds.as_dict() if creds else {"username": args.name}))
@@ -439,7 +439,7 @@ def _user_set(args: argparse.Namespace) -> int:
 
 def _user_reset_totp(args: argparse.Namespace) -> int:
     from broker import admin
-    from broker.totp import provisioning_uri
+    from broker.identity.totp import provisioning_uri
 
     settings = _settings(args)
     issued = admin.reset_totp(settings, name=args.name)
@@ -477,7 +477,7 @@ def _gateway_add(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from broker import admin
-    from broker.audit import Anchor
+    from broker.audit.trail import Anchor
 
     anchors = tuple(Anchor.parse(text) for text in args.anchor)
     verification = admin.verify_audit(_settings(args), anchors=anchors, recordings_dir=args.recordings)
@@ -508,7 +508,7 @@ def _forward(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from broker import siem_forward
+    from broker.audit import siem_forward
     from broker.db import make_engine, make_session_factory
 
     settings = _settings(args)

@@ -72,3 +72,20 @@ def test_only_the_assembly_and_the_command_line_read_the_environment(package: st
         if ("os.environ" in source or "os.getenv" in source) and str(path.relative_to(ROOT)) not in NOT_SETTINGS:
             readers.append(str(path.relative_to(ROOT)))
     assert readers == [], f"{package} reads the environment itself: {readers}"
+
+
+# The broker's top level is its shared kernel; every rule lives in a domain package (README, "Code").
+BROKER_KERNEL = {"__init__", "admin", "app", "bootstrap", "clock", "db", "demo", "durations", "errors", "ids",
+                 "metrics", "models", "settings", "sources"}
+BROKER_DOMAINS = {"access", "api", "audit", "containment", "identity", "inventory", "keys", "recordings"}
+
+
+def test_the_broker_is_grouped_by_domain() -> None:
+    top = ROOT / "broker"
+    modules = {path.stem for path in top.glob("*.py")}
+    packages = {path.parent.name for path in top.glob("*/__init__.py")}
+    assert modules - BROKER_KERNEL == set(), "a new broker module belongs in a domain package"
+    assert packages == BROKER_DOMAINS
+    for package in packages:
+        first = (top / package / "__init__.py").read_text().lstrip()
+        assert first.startswith('"""'), f"broker/{package}/__init__.py says what the domain holds"

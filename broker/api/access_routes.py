@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from broker import access
+from broker.access import workflow
 from broker.api.deps import CurrentIdentity, NowDep, SessionDep, StateDep
 from broker.api.schemas import ApproveIn, DenyIn, RequestIn, RevokeIn
 from broker.api.views import grant_view, request_view
-from broker.gateways import current_gateway
+from broker.inventory.gateways import current_gateway
 
 router = APIRouter(tags=["access"])
 
@@ -18,7 +18,7 @@ router = APIRouter(tags=["access"])
 @router.post("/requests", status_code=201)
 def create_request(body: RequestIn, identity: CurrentIdentity, state: StateDep, session: SessionDep,
                    now: NowDep) -> dict[str, Any]:
-    request = access.create_request(
+    request = workflow.create_request(
         session, now=now, decide_within=state.settings.decide_within, requester=identity, asset_name=body.asset,
         duration=body.duration, reason=body.reason, ssh=body.ssh, ports=body.ports, read_only=body.read_only,
         start=body.start,
@@ -31,19 +31,19 @@ def create_request(body: RequestIn, identity: CurrentIdentity, state: StateDep, 
 def list_requests(identity: CurrentIdentity, session: SessionDep, now: NowDep,
                   pending: bool = False) -> list[dict[str, Any]]:
     return [request_view(r, now)
-            for r in access.visible_requests(session, now=now, viewer=identity, pending_only=pending)]
+            for r in workflow.visible_requests(session, now=now, viewer=identity, pending_only=pending)]
 
 
 @router.get("/requests/{request_id}")
 def get_request(request_id: str, identity: CurrentIdentity, session: SessionDep, now: NowDep) -> dict[str, Any]:
-    return request_view(access.get_request(session, now=now, viewer=identity, request_id=request_id), now)
+    return request_view(workflow.get_request(session, now=now, viewer=identity, request_id=request_id), now)
 
 
 @router.post("/requests/{request_id}/approve")
 def approve(request_id: str, identity: CurrentIdentity, state: StateDep, session: SessionDep, now: NowDep,
             body: ApproveIn | None = None) -> dict[str, Any]:
     body = body or ApproveIn()
-    request = access.approve(session, vault=state.vault, now=now, approver=identity, request_id=request_id,
+    request = workflow.approve(session, vault=state.vault, now=now, approver=identity, request_id=request_id,
                              comment=body.comment, shorten_to=body.shorten_to)
     return request_view(request, now)
 
@@ -51,32 +51,32 @@ def approve(request_id: str, identity: CurrentIdentity, state: StateDep, session
 @router.post("/requests/{request_id}/deny")
 def deny(request_id: str, body: DenyIn, identity: CurrentIdentity, session: SessionDep,
          now: NowDep) -> dict[str, Any]:
-    return request_view(access.deny(session, now=now, approver=identity, request_id=request_id,
+    return request_view(workflow.deny(session, now=now, approver=identity, request_id=request_id,
                                     comment=body.comment), now)
 
 
 @router.post("/requests/{request_id}/cancel")
 def cancel(request_id: str, identity: CurrentIdentity, session: SessionDep, now: NowDep) -> dict[str, Any]:
-    return request_view(access.cancel(session, now=now, requester=identity, request_id=request_id), now)
+    return request_view(workflow.cancel(session, now=now, requester=identity, request_id=request_id), now)
 
 
 @router.get("/grants")
 def list_grants(identity: CurrentIdentity, session: SessionDep, now: NowDep, asset: str | None = None,
                 usable: bool = False) -> list[dict[str, Any]]:
     gateway = current_gateway(session)
-    grants = access.visible_grants(session, viewer=identity, asset_name=asset, usable_only=usable, now=now)
+    grants = workflow.visible_grants(session, viewer=identity, asset_name=asset, usable_only=usable, now=now)
     return [grant_view(g, now, viewer=identity, gateway=gateway) for g in grants]
 
 
 @router.get("/grants/{grant_id}")
 def get_grant(grant_id: str, identity: CurrentIdentity, session: SessionDep, now: NowDep) -> dict[str, Any]:
-    grant = access.get_grant(session, viewer=identity, grant_id=grant_id)
+    grant = workflow.get_grant(session, viewer=identity, grant_id=grant_id)
     return grant_view(grant, now, viewer=identity, gateway=current_gateway(session))
 
 
 @router.post("/grants/{grant_id}/revoke")
 def revoke(grant_id: str, identity: CurrentIdentity, state: StateDep, session: SessionDep, now: NowDep,
            body: RevokeIn | None = None) -> dict[str, Any]:
-    grant = access.revoke_grant(session, now=now, events=state.hub, actor=identity, grant_id=grant_id,
+    grant = workflow.revoke_grant(session, now=now, events=state.hub, actor=identity, grant_id=grant_id,
                                 reason=(body or RevokeIn()).reason)
     return grant_view(grant, now, viewer=identity, gateway=current_gateway(session))

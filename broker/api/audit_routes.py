@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from broker import audit
 from broker.api.deps import CurrentIdentity, SessionDep
+from broker.audit import trail
+from broker.audit.siem_escaping import json_text
 from broker.errors import Forbidden, InvalidInput
-from broker.identities import has_role
-from broker.siem_escaping import json_text
+from broker.identity.identities import has_role
 
 router = APIRouter(tags=["audit"])
 
@@ -34,7 +34,7 @@ def list_events(identity: CurrentIdentity, session: SessionDep, since: dt.dateti
         raise Forbidden("only security reviewers and admins can read the audit trail")
     if since is not None:
         since = _as_utc(since)
-    return AsciiJSONResponse([e.as_dict() for e in audit.list_events(session, since=since, after_seq=after_seq,
+    return AsciiJSONResponse([e.as_dict() for e in trail.list_events(session, since=since, after_seq=after_seq,
                                                                      limit=limit)])
 
 

@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from broker import authentication
 from broker.api.deps import CurrentIdentity, NowDep, SessionDep, StateDep, TokenDep
 from broker.api.errors import error_response
 from broker.api.schemas import LoginIn
 from broker.api.views import identity_view
 from broker.errors import LoginThrottled
+from broker.identity import authentication
 from broker.sources import client_address
 
 router = APIRouter(tags=["auth"])

@@ -10,10 +10,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from broker import authentication, gateways
 from broker.api.state import BrokerState
 from broker.db import unit_of_work
 from broker.errors import NotAuthenticated
+from broker.identity import authentication
+from broker.inventory import gateways
 from broker.models import Gateway, Identity
 
 

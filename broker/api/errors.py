@@ -11,9 +11,9 @@ from sqlalchemy.exc import DataError, IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker.audit import Action
+from broker.audit.refusals import Refusal, unrecorded_refusal
+from broker.audit.trail import Action
 from broker.errors import BrokerError
-from broker.refusals import Refusal, unrecorded_refusal
 from broker.sources import client_address
 
 log = logging.getLogger("gatepass.broker")

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from broker import extensions
+from broker.access import extensions
 from broker.api.deps import CurrentIdentity, NowDep, SessionDep, StateDep
 from broker.api.schemas import DenyIn, ExtendIn, ExtensionApproveIn
 from broker.api.views import extension_view

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from broker import gateways
 from broker.api.deps import CurrentGateway, NowDep, SessionDep, StateDep, bearer_token
 from broker.api.schemas import (
     AuthorizeIn,
@@ -25,6 +24,7 @@ from broker.api.schemas import (
 )
 from broker.db import unit_of_work
 from broker.errors import NotAuthenticated
+from broker.inventory import gateways
 
 router = APIRouter(prefix="/gateway", tags=["gateway"])
 

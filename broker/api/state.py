@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker.authentication import LoginPolicy
-from broker.events import EventHub
-from broker.refusals import RefusalRecorder
+from broker.audit.refusals import RefusalRecorder
+from broker.identity.authentication import LoginPolicy
+from broker.inventory.gateway_events import EventHub
+from broker.keys.vault import Vault
 from broker.settings import Settings
-from broker.vault import Vault
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from broker.access_rules import grant_status
+from broker.access.rules import grant_status
 from broker.models import AccessRequest, Gateway, Grant, GrantExtension, Identity
 
 

@@ -22,8 +22,9 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from broker import access, gateways
+from broker.access import workflow
 from broker.clock import SystemClock
+from broker.inventory import gateways
 from broker.models import Identity
 from tests.fixtures.broker import BrokerServer, Plant, new_public_key, standard_plant
 from tests.fixtures.browser import launch_chromium
@@ -91,7 +92,7 @@ def make_request(plant: Plant, requester: str, *, asset: str = "hmi-01", duratio
     now = plant.clock.now()
     with plant.session() as session:
         identity = session.scalars(select(Identity).where(Identity.username == requester)).one()
-        made = access.create_request(
+        made = workflow.create_request(
             session, now=now, decide_within=plant.settings.decide_within, requester=identity, asset_name=asset,
             duration=duration, reason=reason, ssh=ssh, ports=ports or [], start=None, public_key=new_public_key())
         return made.id

@@ -14,7 +14,7 @@ from typing import Any
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from broker import extensions
+from broker.access import extensions
 from broker.models import Identity
 from tests.approvals.conftest import confirm_totp, make_request, open_session, screenshot
 from tests.fixtures.broker import BrokerServer, Plant, new_public_key

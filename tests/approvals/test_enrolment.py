@@ -18,7 +18,9 @@ from sqlalchemy import text
 
 from approvals.signin_routes import ENROL_COOKIE, ENROL_PATH
 from approvals.web import SESSION_COOKIE
-from broker import access, identities, inventory, oversight
+from broker.access import oversight, workflow
+from broker.identity import identities
+from broker.inventory import sites
 from broker.models import Identity
 from tests.approvals.conftest import confirm_totp, make_request, screenshot
 from tests.fixtures.broker import BrokerServer, Plant, new_public_key
@@ -286,7 +288,7 @@ def test_queue_flags_a_request_outside_the_maintenance_window(page: Any, web_pla
     # A window on another weekday than today: a request that starts at approval (now) is outside it.
     other_day = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[(dt.datetime.now(dt.UTC).weekday() + 3) % 7]
     with web_plant.session() as session:
-        inventory.update_site(session, now=web_plant.clock.now(), actor="test", name="plant-a",
+        sites.update_site(session, now=web_plant.clock.now(), actor="test", name="plant-a",
                               maintenance_windows=[f"{other_day} 06:00-14:00"])
     request_id = make_request(web_plant, "vendor-a", duration="1h")
     signed_in(page, "sup-a1")
@@ -294,7 +296,7 @@ def test_queue_flags_a_request_outside_the_maintenance_window(page: Any, web_pla
     expect(card).to_contain_text("outside the site's maintenance window")
     # Whole day, every day: the same request is inside, and the flag goes away on the next refresh.
     with web_plant.session() as session:
-        inventory.update_site(session, now=web_plant.clock.now(), actor="test", name="plant-a",
+        sites.update_site(session, now=web_plant.clock.now(), actor="test", name="plant-a",
                               maintenance_windows=["daily 00:00-24:00"])
     expect(card).not_to_contain_text("outside the site's maintenance window", timeout=6_000)
 
@@ -305,10 +307,10 @@ def test_queue_flag_uses_the_requested_start(web_plant: Plant) -> None:
     window_day = (now + dt.timedelta(days=2)).strftime("%a")
     start = (now + dt.timedelta(days=2)).replace(hour=7, minute=0, second=0)
     with web_plant.session() as session:
-        inventory.update_site(session, now=now, actor="test", name="plant-a",
+        sites.update_site(session, now=now, actor="test", name="plant-a",
                               maintenance_windows=[f"{window_day} 06:00-14:00"])
         vendor = session.query(Identity).filter_by(username="vendor-a").one()
-        inside = access.create_request(
+        inside = workflow.create_request(
             session, now=now, decide_within=web_plant.settings.decide_within, requester=vendor,
             asset_name="hmi-01", duration="2h", reason="planned", ssh=True, ports=[], start=start,
             public_key=new_public_key())

@@ -18,14 +18,14 @@ from aiosmtpd.controller import Controller
 
 from approvals.notifier import NotifierSettings, deliver_round
 from assembly.settings import AppSettings, load
-from broker import identities
+from broker.access.notifications import MAX_ATTEMPTS, Targets
 from broker.api.state import BrokerState
+from broker.audit.refusals import RefusalRecorder
 from broker.clock import SystemClock
 from broker.db import make_session_factory
-from broker.events import EventHub
-from broker.notifications import MAX_ATTEMPTS, Targets
-from broker.refusals import RefusalRecorder
-from broker.vault import Vault
+from broker.identity import identities
+from broker.inventory.gateway_events import EventHub
+from broker.keys.vault import Vault
 from tests.approvals.conftest import make_request
 from tests.fixtures.broker import BrokerServer, Plant
 from tests.fixtures.ports import free_port

@@ -13,7 +13,8 @@ from sqlalchemy import select, text
 
 from approvals.web import DEFAULT_USE_NOTICE, SESSION_COOKIE
 from assembly.settings import load
-from broker import extensions, inventory
+from broker.access import extensions
+from broker.inventory import sites
 from broker.models import Identity
 from tests.approvals.conftest import make_request
 from tests.fixtures.broker import BrokerServer, Plant, drop_audit_triggers
@@ -227,12 +228,12 @@ def test_live_lists_include_pending_extensions(client: httpx.Client, web_plant: 
 
 def test_supervisor_sees_the_sites_policy(client: httpx.Client, web_plant: Plant) -> None:
     with web_plant.session() as session:
-        inventory.update_site(session, now=web_plant.clock.now(), actor="test", name="plant-a",
+        sites.update_site(session, now=web_plant.clock.now(), actor="test", name="plant-a",
                               maintenance_windows=["Sat 06:00-14:00"], transfers="download_only")
     sign_in(client, web_plant, "sup-a1")
-    sites = client.get("/approvals/live").json()["sites"]
-    assert "Maintenance windows (UTC): Sat 06:00-14:00" in sites
-    assert "file transfers: download only" in sites
+    shown = client.get("/approvals/live").json()["sites"]
+    assert "Maintenance windows (UTC): Sat 06:00-14:00" in shown
+    assert "file transfers: download only" in shown
 
 
 def test_the_review_page_shows_a_broken_chain(client: httpx.Client, web_plant: Plant) -> None:

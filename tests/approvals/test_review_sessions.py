@@ -16,7 +16,9 @@ from playwright.sync_api import expect
 from sqlalchemy import text
 
 from approvals.web import CONTENT_SECURITY_POLICY
-from broker import gateways, oversight, recordings
+from broker.access import oversight
+from broker.inventory import gateways
+from broker.recordings import asciicast, store, terminal
 from tests.approvals.conftest import screenshot
 from tests.fixtures.broker import BrokerServer, Plant
 
@@ -69,7 +71,7 @@ def recorded_session(plant: Plant, *, events: list[list[object]] = EVENTS, reque
                                           "protocol": "sftp", "operation": "open", "path": "/opt/plant/fw-2.4.bin",
                                           "reason": "site plant-a allows downloads only: writing "
                                                     "/opt/plant/fw-2.4.bin is refused"})
-    directory = recordings.recordings_dir(plant.settings)
+    directory = store.recordings_dir(plant.settings)
     directory.mkdir(exist_ok=True)
     (directory / f"{session_id}.cast").write_bytes(data)
     with plant.session() as session:
@@ -146,14 +148,14 @@ def test_jump_to_end_shows_the_final_screen_without_waiting(page: Any, web_plant
     expect(page.locator(".player")).to_have_attribute("data-state", "ended")
     assert screen_lines(page) == SCREEN_AT_END
     # The Python screen behind the transcript page and the player agree on the same recording.
-    assert recordings.play(recordings.parse_cast(cast_bytes(EVENTS).decode().splitlines())).text(
+    assert terminal.play(asciicast.parse_cast(cast_bytes(EVENTS).decode().splitlines())).text(
         scrollback=False).split("\n") == SCREEN_AT_END[:-1]
 
 
 def test_an_edited_or_missing_recording_shows_on_the_session_page(page: Any, web_plant: Plant,
                                                                   web_server: BrokerServer, signed_in: SignIn) -> None:
     edited, missing = recorded_session(web_plant), recorded_session(web_plant)
-    directory = recordings.recordings_dir(web_plant.settings)
+    directory = store.recordings_dir(web_plant.settings)
     path = directory / f"{edited}.cast"
     path.write_bytes(path.read_bytes().replace(b"ALARM", b"ALARN"))
     (directory / f"{missing}.cast").unlink()
@@ -274,8 +276,8 @@ def test_player_and_transcript_agree_on_terminal_edge_cases(page: Any, web_plant
         rows = screen_lines(page)
         while rows and not rows[-1]:
             rows.pop()
-        cast = recordings.parse_cast(cast_bytes(EDGE_CASES[name]).decode().splitlines())
-        assert rows == recordings.play(cast).text(scrollback=False).split("\n"), name
+        cast = asciicast.parse_cast(cast_bytes(EDGE_CASES[name]).decode().splitlines())
+        assert rows == terminal.play(cast).text(scrollback=False).split("\n"), name
 
 
 # --- control characters from the trail and from recordings are shown as escapes (DESIGN invariant 10) --------
@@ -305,7 +307,7 @@ def hostile_session(plant: Plant) -> str:
                                       kind="file_refused", detail={"protocol": "sftp", "operation": "open",
                                                                    "path": ESC_FILE, "reason": HOSTILE_REASON})
     data = cast_bytes([[0.1, "o", "ready\r\nline\u2028same line\r\n"]])
-    directory = recordings.recordings_dir(plant.settings)
+    directory = store.recordings_dir(plant.settings)
     directory.mkdir(exist_ok=True)
     (directory / f"{session_id}.cast").write_bytes(data)
     with plant.session() as session:
@@ -350,4 +352,4 @@ def test_control_characters_in_file_names_and_commands_show_as_escapes(
     page.goto(f"{web_server.url}/review/sessions/{session_id}/transcript")
     assert page.locator("pre.transcript").text_content().split("\n") == ["ready", "line\\u2028same line"]
     served = page.request.get(f"{web_server.url}/review/sessions/{session_id}/recording").text()
-    assert recordings.parse_cast(served.splitlines()).events[0][2] == "ready\r\nline\u2028same line\r\n"
+    assert asciicast.parse_cast(served.splitlines()).events[0][2] == "ready\r\nline\u2028same line\r\n"

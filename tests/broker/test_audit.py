@@ -17,14 +17,14 @@ import sqlalchemy
 from sqlalchemy import text
 
 import broker
-from broker import audit
+from broker.audit import trail
 from tests.fixtures import database as test_databases
 from tests.fixtures.broker import Api, Installation, Plant, PlantTemplate, assert_refusal, drop_audit_triggers
 
 
-def _verify(installation: Installation) -> audit.VerifyResult:
+def _verify(installation: Installation) -> trail.VerifyResult:
     with installation.session() as session:
-        return audit.verify_chain(session)
+        return trail.verify_chain(session)
 
 
 def test_a_whole_flow_lands_in_the_trail_in_order(api: Api, plant: Plant) -> None:
@@ -45,9 +45,9 @@ def test_a_whole_flow_lands_in_the_trail_in_order(api: Api, plant: Plant) -> Non
                                                                      "bytes_out": 20}).status_code == 204
     assert api.as_user("vendor1").post("/auth/logout").status_code == 204
 
-    trail = [(e["action"], e["actor"], e["subject"]) for e in plant.audit(after_seq=start)]
+    events = [(e["action"], e["actor"], e["subject"]) for e in plant.audit(after_seq=start)]
 
-    assert trail == [
+    assert events == [
         ("auth:login:failed", "vendor1", None),
         ("auth:login:succeeded", "vendor1", None),
         ("access:request:created", "vendor1", request["id"]),
@@ -275,22 +275,22 @@ def test_an_anchor_kept_outside_catches_a_chain_rewritten_from_an_edit_onward(
         installation.request_and_approve("vendor1", "sup-a1", asset="hmi-01")
         before = _verify(installation)
         assert before.anchor is not None
-        anchor = audit.Anchor.parse(before.anchor)
+        anchor = trail.Anchor.parse(before.anchor)
         drop_audit_triggers(installation)
         # Someone with database rights edits event 3 and recomputes every hash after it, head included.
         with installation.session() as session:
-            events = session.scalars(sqlalchemy.select(audit.AuditEvent).order_by(audit.AuditEvent.seq)).all()
+            events = session.scalars(sqlalchemy.select(trail.AuditEvent).order_by(trail.AuditEvent.seq)).all()
             events[2].details = '{"rewritten":true}'
             previous = events[1].hash
             for event in events[2:]:
                 event.prev_hash = previous
-                event.hash = audit.compute_hash(previous, event)
+                event.hash = trail.compute_hash(previous, event)
                 previous = event.hash
-            session.execute(sqlalchemy.update(audit.AuditHead).values(last_hash=previous))
+            session.execute(sqlalchemy.update(trail.AuditHead).values(last_hash=previous))
 
         assert _verify(installation).ok  # the chain alone cannot tell
         with installation.session() as session:
-            result = audit.verify_chain(session, anchors=(anchor,))
+            result = trail.verify_chain(session, anchors=(anchor,))
         assert not result.ok
         assert result.first_bad_seq == anchor.seq
         assert result.problem is not None
@@ -305,7 +305,7 @@ def test_an_anchor_kept_outside_catches_a_chain_rewritten_from_an_edit_onward(
 @pytest.mark.parametrize("text", ["", "12", "x:" + "0" * 64, "0:" + "0" * 64, "3:" + "g" * 64, "3:abc"])
 def test_a_malformed_anchor_is_refused_with_the_expected_form(text: str) -> None:
     with pytest.raises(ValueError, match="SEQ:HASH"):
-        audit.Anchor.parse(text)
+        trail.Anchor.parse(text)
 
 
 def test_verifying_takes_no_write_lock(plant: Plant) -> None:
@@ -318,7 +318,7 @@ def test_verifying_takes_no_write_lock(plant: Plant) -> None:
     factory = make_session_factory(plant.engine)
     before = plant.last_seq()
     with read_only_unit(factory) as reader:
-        assert audit.verify_chain(reader).ok
+        assert trail.verify_chain(reader).ok
         writer = threading.Thread(target=lambda: _append_one(factory, plant, unit_of_work))
         writer.start()
         writer.join(timeout=5)
@@ -328,4 +328,4 @@ def test_verifying_takes_no_write_lock(plant: Plant) -> None:
 
 def _append_one(factory: Any, plant: Plant, unit: Any) -> None:
     with unit(factory) as session:
-        audit.record(session, now=plant.clock.now(), action=audit.Action.SYSTEM_INITIALISED, actor="test")
+        trail.record(session, now=plant.clock.now(), action=trail.Action.SYSTEM_INITIALISED, actor="test")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from broker import inventory
 from broker.errors import InvalidInput
+from broker.inventory import sites
 from tests.broker.conftest import AdminCli
 from tests.fixtures.broker import Api, Plant, assert_refusal
 
@@ -64,7 +64,7 @@ def test_a_bad_cut_grace_is_refused_with_the_reason_and_changes_nothing(plant: P
     assert plant.row("SELECT cut_grace_ms, transfers FROM sites WHERE name = 'plant-a'") == (2000, "both")
     assert plant.audit("admin:site:updated") == []
     with pytest.raises(InvalidInput, match=reason):
-        inventory.parse_cut_grace(value)
+        sites.parse_cut_grace(value)
 
 
 def _open_session(api: Api) -> str:

@@ -15,9 +15,10 @@ from typing import Any
 import pyotp
 import pytest
 
-from broker import identities, inventory
 from broker.errors import InvalidInput
-from broker.identities import NewCredentials
+from broker.identity import identities
+from broker.identity.identities import NewCredentials
+from broker.inventory import sites
 from cli.context import Context
 from cli.main import main
 from cli.state import ClientState
@@ -281,7 +282,7 @@ def test_site_add_takes_the_policy_options(plant: Plant, admin_cli: AdminCli) ->
 ])
 def test_maintenance_windows_are_parsed_strictly(spec: str, reason: str) -> None:
     with pytest.raises(InvalidInput, match=reason):
-        inventory.parse_maintenance_window(spec)
+        sites.parse_maintenance_window(spec)
 
 
 SATURDAY = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)  # 2026-11-28 is a Saturday
@@ -302,7 +303,7 @@ SATURDAY = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)  # 2026-11-28 is a Saturday
 def test_a_requested_window_is_inside_the_maintenance_windows(windows: list[str], start_hour: int, hours: int,
                                                               inside: bool) -> None:
     start = SATURDAY + dt.timedelta(hours=start_hour)
-    assert inventory.within_maintenance_windows(windows, start=start, end=start + dt.timedelta(hours=hours)) is inside
+    assert sites.within_maintenance_windows(windows, start=start, end=start + dt.timedelta(hours=hours)) is inside
 
 
 def test_email_addresses_are_checked() -> None:

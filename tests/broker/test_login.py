@@ -19,10 +19,10 @@ import pyotp
 import pytest
 from sqlalchemy import text
 
-from broker import authentication, passwords, totp
-from broker.authentication import LoginPolicy
 from broker.errors import LoginFailed
-from broker.identities import totp_purpose
+from broker.identity import authentication, passwords, totp
+from broker.identity.authentication import LoginPolicy
+from broker.identity.identities import totp_purpose
 from broker.settings import ThrottlePolicy
 from broker.sources import parse_trusted_proxies
 from tests.fixtures.broker import Api, BrokerServer, Plant, Reaper, assert_refusal, new_public_key

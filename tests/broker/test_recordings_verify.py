@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import text
 
 import broker
-from broker import recordings
 from broker.errors import InvalidInput
+from broker.recordings import asciicast, store, terminal, verification
 from tests.fixtures.broker import Api, Plant
 
 HEADER = {"version": 2, "width": 40, "height": 6, "timestamp": 1795000000, "env": {"TERM": "xterm-256color"},
@@ -38,7 +38,7 @@ def record_session(api: Api, plant: Plant, grant_id: str, output: str, *, kind: 
     assert started.status_code == 201, started.text
     session_id = str(started.json()["session_id"])
     data = cast_bytes([0.1, "o", output], [0.5, "m", "exit 0"])
-    directory = recordings.recordings_dir(plant.settings)
+    directory = store.recordings_dir(plant.settings)
     directory.mkdir(exist_ok=True)
     (directory / f"{session_id}.cast").write_bytes(data)
     plant.clock.advance(dt.timedelta(seconds=30))
@@ -64,7 +64,7 @@ def test_audit_verify_checks_each_recording_and_names_every_session_whose_file_c
     grant = api.grant("vendor1", "sup-a1")
     sessions = {name: record_session(api, plant, grant["id"], f"{name} output\r\n$ ")
                 for name in ("untouched", "edited", "truncated", "deleted", "swapped")}
-    directory = recordings.recordings_dir(plant.settings)
+    directory = store.recordings_dir(plant.settings)
 
     intact = gatepass_verify(plant)
 
@@ -110,7 +110,7 @@ def test_recordings_of_a_separate_gateway_are_verified_where_it_keeps_them(api: 
     grant = api.grant("vendor1", "sup-a1")
     session_id = record_session(api, plant, grant["id"], "hello\r\n")
     elsewhere = tmp_path / "gateway-recordings"
-    recordings.recordings_dir(plant.settings).rename(elsewhere)
+    store.recordings_dir(plant.settings).rename(elsewhere)
 
     assert gatepass_verify(plant, "--recordings", str(elsewhere)).returncode == 0
     missing = gatepass_verify(plant)
@@ -123,7 +123,7 @@ def test_a_row_whose_recording_was_cleared_or_deleted_is_still_checked_from_the_
         api: Api, plant: Plant) -> None:
     grant = api.grant("vendor1", "sup-a1")
     cleared, deleted = (record_session(api, plant, grant["id"], f"{n}\r\n") for n in ("cleared", "deleted"))
-    directory = recordings.recordings_dir(plant.settings)
+    directory = store.recordings_dir(plant.settings)
     (directory / f"{cleared}.cast").write_bytes(b"replaced")
     (directory / f"{deleted}.cast").unlink()
     with plant.engine.begin() as connection:
@@ -132,7 +132,7 @@ def test_a_row_whose_recording_was_cleared_or_deleted_is_still_checked_from_the_
         connection.execute(text("DELETE FROM sessions WHERE id = :id"), {"id": deleted})
 
     with plant.session() as session:
-        checked = recordings.verify_recordings(session, directory)
+        checked = verification.verify_recordings(session, directory)
 
     assert checked.checked == 2
     [row_changed, edited, gone] = checked.problems
@@ -150,7 +150,7 @@ def test_a_session_without_recordings_verifies_with_zero_checked(api: Api, plant
     assert started.status_code == 201, started.text
 
     with plant.session() as session:
-        checked = recordings.verify_recordings(session, recordings.recordings_dir(plant.settings))
+        checked = verification.verify_recordings(session, store.recordings_dir(plant.settings))
 
     assert (checked.checked, checked.problems) == (0, [])
 
@@ -161,11 +161,11 @@ def test_a_session_without_recordings_verifies_with_zero_checked(api: Api, plant
 def test_a_cut_off_last_line_is_tolerated_and_reported() -> None:
     data = cast_bytes([0.1, "o", "one\r\n"], [0.2, "o", "two\r\n"]).decode() + '[0.3, "o", "thr'
 
-    cast = recordings.parse_cast(data.splitlines(keepends=True))
+    cast = asciicast.parse_cast(data.splitlines(keepends=True))
 
     assert cast.truncated
     assert [event[2] for event in cast.events] == ["one\r\n", "two\r\n"]
-    assert recordings.transcript(cast) == "one\ntwo"
+    assert terminal.transcript(cast) == "one\ntwo"
 
 
 @pytest.mark.parametrize(("content", "says"), [
@@ -178,29 +178,29 @@ def test_a_cut_off_last_line_is_tolerated_and_reported() -> None:
     (json.dumps(HEADER) + '\n[0.1, "x", "unknown code"]\n[0.2, "o", "b"]\n', "line 2"),
 ], ids=["empty", "not json", "version 1", "no width", "no header", "broken middle line", "unknown event code"])
 def test_a_file_that_is_not_asciicast_v2_is_refused(content: str, says: str) -> None:
-    with pytest.raises(recordings.RecordingFormatError, match=says):
-        recordings.parse_cast(content.splitlines(keepends=True))
+    with pytest.raises(asciicast.RecordingFormatError, match=says):
+        asciicast.parse_cast(content.splitlines(keepends=True))
 
 
 def test_transcript_applies_cursor_movement_overwrite_and_erase_and_search_text_keeps_what_was_overwritten() -> None:
-    cast = recordings.parse_cast(cast_bytes(
+    cast = asciicast.parse_cast(cast_bytes(
         [0.1, "o", "\x1b[?2004h$ printf hello\r\nhello\r\n"],
         [0.2, "o", "XXXXXXXX\rab\x1b[1;32mc\x1b[0m\x1b[K\r\n"],
         [0.3, "o", "tab\there\r\n\x1b]0;title\x07abc\b\bZ\r\n"],
         [0.4, "o", "line\x1b[1A\x1b[2D!\x1b[1B\r"],
     ).decode().splitlines())
 
-    assert recordings.transcript(cast).splitlines() == ["$ printf hello", "hello", "abc", "tab     here", "aZ!",
+    assert terminal.transcript(cast).splitlines() == ["$ printf hello", "hello", "abc", "tab     here", "aZ!",
                                                         "line"]
-    assert "XXXXXXXX" in recordings.search_text(cast)
-    assert "title" not in recordings.search_text(cast)
+    assert "XXXXXXXX" in asciicast.search_text(cast)
+    assert "title" not in asciicast.search_text(cast)
 
 
 @pytest.mark.parametrize("name", ["../gatepass.db", "..", "ses-1/../../x.cast", "/etc/passwd", "a.cast/",
                                   "ses-1.cast\x00", "ses 1.cast", "ses-1.txt", "x" * 49 + ".cast"])
 def test_recording_names_cannot_leave_the_recordings_directory(tmp_path: Path, name: str) -> None:
     with pytest.raises(InvalidInput):
-        recordings.resolve(tmp_path, name)
+        store.resolve(tmp_path, name)
 
 
 def test_a_symlink_in_the_recordings_directory_is_refused(tmp_path: Path) -> None:
@@ -210,8 +210,8 @@ def test_a_symlink_in_the_recordings_directory_is_refused(tmp_path: Path) -> Non
     (directory / "ses-1.cast").symlink_to(tmp_path / "secret")
 
     with pytest.raises(InvalidInput):
-        recordings.resolve(directory, "ses-1.cast")
-    assert recordings.resolve(directory, "ses-2.1.cast") == directory / "ses-2.1.cast"
+        store.resolve(directory, "ses-1.cast")
+    assert store.resolve(directory, "ses-2.1.cast") == directory / "ses-2.1.cast"
 
 
 def test_text_search_streams_the_output_and_finds_text_split_across_events(tmp_path: Path) -> None:
@@ -219,14 +219,14 @@ def test_text_search_streams_the_output_and_finds_text_split_across_events(tmp_p
     path.write_bytes(cast_bytes([0.1, "o", "pump P-1"], [0.2, "i", "ignored input"], [0.3, "o", "\x1b[1m01 STALE\r\n"],
                                 [0.4, "m", "exit 0"]))
 
-    assert recordings.contains_text(path, "p-101 stale")
-    assert not recordings.contains_text(path, "ignored input")  # input is not what the terminal showed
-    assert not recordings.contains_text(path, "exit 0")
-    assert not recordings.contains_text(path, "pump P-102")
+    assert asciicast.contains_text(path, "p-101 stale")
+    assert not asciicast.contains_text(path, "ignored input")  # input is not what the terminal showed
+    assert not asciicast.contains_text(path, "exit 0")
+    assert not asciicast.contains_text(path, "pump P-102")
 
 
 def test_an_escape_sequence_split_across_two_output_events_still_moves_the_cursor() -> None:
-    cast = recordings.parse_cast(cast_bytes([0.1, "o", "abcd\x1b["], [0.2, "o", "3"], [0.3, "o", "DX\x1b"],
+    cast = asciicast.parse_cast(cast_bytes([0.1, "o", "abcd\x1b["], [0.2, "o", "3"], [0.3, "o", "DX\x1b"],
                                             [0.4, "o", "]0;a title\x07!"]).decode().splitlines())
 
-    assert recordings.play(cast).text() == "aX!d"
+    assert terminal.play(cast).text() == "aX!d"

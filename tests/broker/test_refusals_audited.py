@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from broker.refusals import DEFAULT_CAP_PER_MINUTE
+from broker.audit.refusals import DEFAULT_CAP_PER_MINUTE
 from tests.fixtures.broker import Api, Plant, assert_refusal
 
 

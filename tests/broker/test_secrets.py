@@ -11,9 +11,9 @@ import asyncssh
 import pytest
 from sqlalchemy import MetaData, select
 
-from broker import authorities
-from broker.inventory import credential_purpose
-from broker.vault import VaultError
+from broker.inventory.sites import credential_purpose
+from broker.keys import authorities
+from broker.keys.vault import VaultError
 from tests.fixtures.broker import Api, Installation, Plant
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from broker import siem_escaping, siem_formats
-from broker.audit import Action
+from broker.audit import siem_escaping, siem_formats
+from broker.audit.trail import Action
 from tests.fixtures import database as test_databases
 from tests.fixtures.broker import Api, BrokerServer, Plant, PlantTemplate
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from broker import siem_escaping
+from broker.audit import siem_escaping
 from cli import client_audit
 from cli.context import Context
 from cli.main import main

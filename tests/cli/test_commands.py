@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from broker.audit import Action
+from broker.audit.trail import Action
 from cli import client_access, client_audit
 from cli.context import Context
 from cli.main import main

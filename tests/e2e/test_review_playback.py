@@ -14,7 +14,7 @@ import pyotp
 import pytest
 from playwright.sync_api import expect
 
-from broker import recordings
+from broker.recordings import asciicast, terminal
 from tests.e2e.stack import GATEPASS, Stack
 from tests.fixtures.browser import launch_chromium
 
@@ -60,14 +60,14 @@ def test_reviewer_playback_shows_what_the_ssh_client_received(stack: Stack, brow
     ended = stack.grant_event("gateway:session:ended", grant["id"])
     session_id, recording = ended["subject"], ended["details"]["recording"]
     path = stack.data / "recordings" / recording["name"]
-    cast = recordings.read_cast(path)
+    cast = asciicast.read_cast(path)
     # The recording holds exactly the bytes the client got on its terminal, in order.
     assert "".join(text for _t, code, text in cast.events if code == "o") == client_text
     assert cast.gatepass["session"] == session_id
     # What the client's terminal showed at the end (same size as recorded), worked out from what ssh received.
-    terminal = recordings.Screen(cast.width, cast.height)
-    terminal.feed(client_text)
-    shown = terminal.text(scrollback=False).split("\n")
+    screen = terminal.Screen(cast.width, cast.height)
+    screen.feed(client_text)
+    shown = screen.text(scrollback=False).split("\n")
     assert shown[-3:] == ["progress 100%", "pump Pup01: ok", "x"], shown
 
     stack.add_user("reviewer-e2e", "security")

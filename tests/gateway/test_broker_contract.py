@@ -12,8 +12,8 @@ import asyncssh
 import pytest
 from sqlalchemy import select
 
-from broker import access
-from broker.events import NullPublisher
+from broker.access import workflow
+from broker.inventory.gateway_events import NullPublisher
 from broker.models import Identity
 from gateway.broker_client import BrokerClient
 from gateway.errors import BrokerRefused
@@ -54,7 +54,7 @@ def _real_side(plant: Plant, client: BrokerClient) -> Side:
     def revoke(grant_id: str) -> None:
         with plant.session() as session:
             admin = session.scalars(select(Identity).where(Identity.username == "admin")).one()
-            access.revoke_grant(session, now=plant.clock.now(), events=NullPublisher(), actor=admin,
+            workflow.revoke_grant(session, now=plant.clock.now(), events=NullPublisher(), actor=admin,
                                 grant_id=grant_id, reason="contract test")
 
     return Side(client=client, make_grant=make_grant, revoke=revoke)

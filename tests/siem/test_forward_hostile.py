@@ -12,9 +12,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from broker.audit.siem_formats import FORWARD_MAX_OCTETS
+from broker.audit.siem_forward import Destination, Forwarder
 from broker.db import make_session_factory
-from broker.siem_formats import FORWARD_MAX_OCTETS
-from broker.siem_forward import Destination, Forwarder
 from tests.broker.test_siem_formats import SYSLOG_MESSAGE
 from tests.fixtures.broker import Api, Plant
 from tests.fixtures.hostile import LAST_ACTOR, assert_one_clean_record_per_line, raw_controls, write_hostile_trail

@@ -11,8 +11,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from broker.audit.siem_forward import Destination, Forwarder
 from broker.db import make_session_factory
-from broker.siem_forward import Destination, Forwarder
 from tests.fixtures.broker import Plant
 from tests.fixtures.ports import free_port, wait_for_port
 from tests.siem.conftest import Rsyslog

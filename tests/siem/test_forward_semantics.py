@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from broker.audit.siem_forward import DeliveryFailed, Destination, Forwarder
 from broker.db import make_session_factory
-from broker.siem_forward import DeliveryFailed, Destination, Forwarder
 from cli.main import main
 from tests.fixtures.broker import Plant
 from tests.siem.conftest import Rsyslog

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from broker.audit.siem_forward import Destination, Forwarder
 from broker.db import make_session_factory
-from broker.siem_forward import Destination, Forwarder
 from tests.fixtures.broker import Plant
 from tests.siem.test_forward_semantics import seqs
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from broker.audit.siem_forward import Destination, Forwarder, LeaseHeld
 from broker.db import make_session_factory
-from broker.siem_forward import Destination, Forwarder, LeaseHeld
 from tests.fixtures.broker import Plant
 from tests.siem.conftest import Rsyslog
 

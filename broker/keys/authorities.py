@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import asyncssh
 from sqlalchemy.orm import Session
 
+from broker.keys.vault import Vault
 from broker.models import Authority
-from broker.vault import Vault
 
 USER_CA = "ssh_user_ca"
 # A little slack before the start so a client whose clock runs slightly behind can still use a fresh grant.

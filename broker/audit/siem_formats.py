@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 # The escaping rules live in one module (exports, forwarder and review pages share them); re-exported here.
-from broker.siem_escaping import cef_extension_escape, cef_header_escape, json_text, sd_param_escape
+from broker.audit.siem_escaping import cef_extension_escape, cef_header_escape, json_text, sd_param_escape
 
 PRODUCT = "Gatepass"
 VENDOR = "Gatepass"

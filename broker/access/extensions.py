@@ -12,25 +12,25 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker import audit
-from broker.access import MAX_REASON, get_grant, restrict_to_viewer
-from broker.access_rules import grant_status
-from broker.audit import Action
-from broker.authorities import CertificateSpec, issue_user_certificate, load_signing_key
+from broker.access.rules import grant_status
+from broker.access.workflow import MAX_REASON, get_grant, restrict_to_viewer
+from broker.audit import trail
+from broker.audit.trail import Action
 from broker.durations import format_duration, parse_duration
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
-from broker.events import EventPublisher, announce
-from broker.identities import may_act_for_site
+from broker.identity.identities import may_act_for_site
 from broker.ids import new_id
-from broker.inventory import approvals_needed
+from broker.inventory.gateway_events import EventPublisher, announce
+from broker.inventory.sites import approvals_needed
+from broker.keys.authorities import CertificateSpec, issue_user_certificate, load_signing_key
+from broker.keys.vault import Vault
 from broker.models import Asset, Grant, GrantExtension, Identity
-from broker.vault import Vault
 
 
 def _refuse(session: Session, now: dt.datetime, actor: Identity, grant: Grant, action: Action, why: str,
             subject: str) -> Forbidden:
     """Audit a refusal of authority and return the error to raise (its audit event is kept)."""
-    audit.record(session, now=now, action=action, outcome="refused", actor=actor.username, subject=subject,
+    trail.record(session, now=now, action=action, outcome="refused", actor=actor.username, subject=subject,
                  site=grant.asset.site.name, details={"reason": why, "grant": grant.id})
     return audited(Forbidden(why))
 
@@ -85,7 +85,7 @@ def request_extension(session: Session, *, now: dt.datetime, requester: Identity
         created_at=now,
     )
     session.add(extension)
-    audit.record(session, now=now, action=Action.EXTENSION_REQUESTED, actor=requester.username,
+    trail.record(session, now=now, action=Action.EXTENSION_REQUESTED, actor=requester.username,
                  subject=extension.id, site=site.name,
                  details={"grant": grant.id, "duration": format_duration(extra), "reason": reason,
                           "ends_at": grant.ends_at.isoformat()})
@@ -99,7 +99,7 @@ def lapse_stale(session: Session, *, now: dt.datetime) -> None:
         status = grant_status(extension.grant, now)
         if status != "active":
             extension.status, extension.decided_at = "lapsed", now
-            audit.record(session, now=now, action=Action.EXTENSION_LAPSED, subject=extension.id,
+            trail.record(session, now=now, action=Action.EXTENSION_LAPSED, subject=extension.id,
                          site=extension.grant.asset.site.name,
                          details={"grant": extension.grant_id, "grant_status": status})
 
@@ -154,7 +154,7 @@ def approve_extension(session: Session, *, vault: Vault, now: dt.datetime, event
     site = grant.asset.site.name
     extension.approvals = [*extension.approvals, {"approver": approver.username, "approver_id": approver.id,
                                                   "comment": comment, "decided_at": now.isoformat()}]
-    audit.record(session, now=now, action=Action.EXTENSION_APPROVAL, actor=approver.username,
+    trail.record(session, now=now, action=Action.EXTENSION_APPROVAL, actor=approver.username,
                  subject=extension.id, site=site,
                  details={"approvals": len(extension.approvals), "required": extension.approvals_required,
                           "comment": comment})
@@ -166,12 +166,12 @@ def approve_extension(session: Session, *, vault: Vault, now: dt.datetime, event
     previous = grant.ends_at
     grant.ends_at = new_end
     _reissue_certificate(session, vault=vault, grant=grant)
-    audit.record(session, now=now, action=Action.EXTENSION_APPROVED, actor=approver.username,
+    trail.record(session, now=now, action=Action.EXTENSION_APPROVED, actor=approver.username,
                  subject=extension.id, site=site, details={"grant": grant.id})
-    audit.record(session, now=now, action=Action.GRANT_EXTENDED, actor=approver.username, subject=grant.id,
+    trail.record(session, now=now, action=Action.GRANT_EXTENDED, actor=approver.username, subject=grant.id,
                  site=site, details={"extension": extension.id, "previous_ends_at": previous.isoformat(),
                                      "ends_at": new_end.isoformat()})
-    audit.record(session, now=now, action=Action.CERTIFICATE_ISSUED, actor=grant.identity.username,
+    trail.record(session, now=now, action=Action.CERTIFICATE_ISSUED, actor=grant.identity.username,
                  subject=grant.id, site=site,
                  details={"serial": grant.serial, "principals": [grant.asset.name],
                           "valid_before": new_end.isoformat(), "reissued_for": extension.id})
@@ -201,7 +201,7 @@ def deny_extension(session: Session, *, now: dt.datetime, approver: Identity, ex
         raise InvalidInput("a denial needs a comment: tell the vendor why")
     extension.status, extension.decided_at = "denied", now
     extension.denied_by, extension.denial_comment = approver.username, comment
-    audit.record(session, now=now, action=Action.EXTENSION_DENIED, actor=approver.username, subject=extension.id,
+    trail.record(session, now=now, action=Action.EXTENSION_DENIED, actor=approver.username, subject=extension.id,
                  site=extension.grant.asset.site.name, details={"grant": extension.grant_id, "comment": comment})
     return extension
 

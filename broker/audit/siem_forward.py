@@ -53,7 +53,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker import siem_formats
+from broker.audit import siem_formats
 from broker.clock import Clock
 from broker.db import unit_of_work
 from broker.errors import BrokerError

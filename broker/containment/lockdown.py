@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from broker import audit
-from broker.audit import Action
+from broker.audit import trail
+from broker.audit.trail import Action
 from broker.errors import Conflict, Forbidden, NotFound, audited
-from broker.events import EventPublisher, announce
-from broker.identities import has_role, may_act_for_site
+from broker.identity.identities import has_role, may_act_for_site
+from broker.inventory.gateway_events import EventPublisher, announce
 from broker.models import ApiToken, Asset, Grant, Identity, Site
 
 
@@ -26,7 +26,7 @@ def _revoke_all(session: Session, *, now: dt.datetime, events: EventPublisher, g
                 reason: str, why: str) -> list[str]:
     for grant in grants:
         grant.revoked_at, grant.revoked_by, grant.revoke_reason = now, actor, why
-        audit.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor, subject=grant.id,
+        trail.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor, subject=grant.id,
                      site=grant.asset.site.name, details={"reason": why, "cause": reason})
         announce(session, now=now, events=events, grant=grant, status="revoked", reason=reason)
     return [grant.id for grant in grants]
@@ -38,7 +38,7 @@ def check_site_authority(session: Session, *, now: dt.datetime, actor: Identity,
     if has_role(actor, "security") or has_role(actor, "admin") or may_act_for_site(actor, "supervisor", site.id):
         return
     why = f"only supervisors of {site.name}, security or an admin can lock down or lift {site.name}"
-    audit.record(session, now=now, action=Action.CONTAINMENT_REFUSED, outcome="refused", actor=actor.username,
+    trail.record(session, now=now, action=Action.CONTAINMENT_REFUSED, outcome="refused", actor=actor.username,
                  subject=site.name, site=site.name, details={"reason": why})
     raise audited(Forbidden(why))
 
@@ -79,7 +79,7 @@ def lock_down_site(session: Session, *, now: dt.datetime, events: EventPublisher
     if site.locked_down:
         raise Conflict(f"site {site.name} is already locked down")
     site.locked_down = True
-    audit.record(session, now=now, action=Action.SITE_LOCKED_DOWN, actor=name, subject=site.name, site=site.name,
+    trail.record(session, now=now, action=Action.SITE_LOCKED_DOWN, actor=name, subject=site.name, site=site.name,
                  details={"reason": reason})
     grants = _open_grants(session, now, Asset.site_id == site.id)
     why = f"site {site.name} locked down: {reason or 'no reason given'}"
@@ -92,7 +92,7 @@ def lift_lockdown(session: Session, *, now: dt.datetime, actor: Actor, site_name
     if not site.locked_down:
         raise Conflict(f"site {site.name} is not locked down")
     site.locked_down = False
-    audit.record(session, now=now, action=Action.SITE_LOCKDOWN_LIFTED, actor=name, subject=site.name,
+    trail.record(session, now=now, action=Action.SITE_LOCKDOWN_LIFTED, actor=name, subject=site.name,
                  site=site.name)
 
 
@@ -106,7 +106,7 @@ def set_identity_disabled(session: Session, *, now: dt.datetime, events: EventPu
         raise Conflict(f"the account '{username}' is already {'disabled' if disabled else 'enabled'}")
     identity.disabled = disabled
     action = Action.IDENTITY_DISABLED if disabled else Action.IDENTITY_ENABLED
-    audit.record(session, now=now, action=action, actor=actor, subject=username)
+    trail.record(session, now=now, action=action, actor=actor, subject=username)
     if not disabled:
         return []
     session.execute(update(ApiToken).where(ApiToken.identity_id == identity.id, ApiToken.revoked_at.is_(None))

@@ -18,8 +18,8 @@ from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, exis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from broker import audit
-from broker.audit import Action
+from broker.audit import trail
+from broker.audit.trail import Action
 from broker.db import Base, UTCDateTime
 from broker.durations import format_duration
 from broker.models import AccessRequest, Asset, Identity, RoleAssignment, Site
@@ -190,16 +190,16 @@ def record_result(session: Session, *, now: dt.datetime, delivery_id: int, error
     details: dict[str, Any] = {"channel": row.channel, "to": where(row.channel, row.target), "attempt": row.attempts}
     if error is None:
         row.status, row.sent_at, row.last_error = "sent", now, None
-        audit.record(session, now=now, action=Action.NOTIFICATION_SENT, subject=row.request_id, site=site,
+        trail.record(session, now=now, action=Action.NOTIFICATION_SENT, subject=row.request_id, site=site,
                      details=details)
         return
     row.last_error = error[:1000]
     if row.attempts >= MAX_ATTEMPTS:
         row.status = "failed"
-        audit.record(session, now=now, action=Action.NOTIFICATION_GAVE_UP, outcome="failure",
+        trail.record(session, now=now, action=Action.NOTIFICATION_GAVE_UP, outcome="failure",
                      subject=row.request_id, site=site, details={**details, "error": error[:300]})
         return
     row.next_attempt_at = now + FIRST_RETRY * (2 ** (row.attempts - 1))
-    audit.record(session, now=now, action=Action.NOTIFICATION_FAILED, outcome="failure",
+    trail.record(session, now=now, action=Action.NOTIFICATION_FAILED, outcome="failure",
                  subject=row.request_id, site=site,
                  details={**details, "error": error[:300], "retry_at": row.next_attempt_at.isoformat()})

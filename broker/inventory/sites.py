@@ -11,13 +11,13 @@ import asyncssh
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker import audit
-from broker.audit import Action
+from broker.audit import trail
+from broker.audit.trail import Action
 from broker.durations import format_duration, parse_duration
 from broker.errors import Conflict, InvalidInput, NotFound
-from broker.identities import check_name
+from broker.identity.identities import check_name
+from broker.keys.vault import Vault
 from broker.models import Asset, Site
-from broker.vault import Vault
 
 CRITICALITIES = ("low", "high")
 # An asset of high criticality always needs two distinct approvers (DESIGN invariant 3).
@@ -266,7 +266,7 @@ def create_site(
                 maintenance_windows=windows, record_input=record_input, transfers=transfers,
                 exec_upload_limit=exec_upload_limit, cut_grace_ms=grace_ms)
     session.add(site)
-    audit.record(session, now=now, action=Action.SITE_CREATED, actor=actor, subject=name, site=name,
+    trail.record(session, now=now, action=Action.SITE_CREATED, actor=actor, subject=name, site=name,
                  details={"approvals_required": approvals_required, "max_window": format_duration(window),
                           "maintenance_windows": windows, "record_input": record_input, "transfers": transfers,
                           "exec_upload_limit": exec_upload_limit, "cut_grace": format_cut_grace(grace_ms)})
@@ -311,7 +311,7 @@ def update_site(
         else:
             changes[field_name] = {"old": list(old) if isinstance(old, list) else old, "new": new}
     if changes:
-        audit.record(session, now=now, action=Action.SITE_UPDATED, actor=actor, subject=name, site=name,
+        trail.record(session, now=now, action=Action.SITE_UPDATED, actor=actor, subject=name, site=name,
                      details=changes)
     return changes
 
@@ -364,7 +364,7 @@ def create_asset(
         raise InvalidInput("SSH options need --ssh-port")
 
     session.add(asset)
-    audit.record(
+    trail.record(
         session, now=now, action=Action.ASSET_CREATED, actor=actor, subject=name, site=site,
         # Never the credential: only which kind is vaulted.
         details={"host": host, "criticality": criticality, "ssh_port": ssh_port, "tcp_ports": ports,
@@ -385,7 +385,7 @@ def update_asset(session: Session, *, now: dt.datetime, actor: str, name: str,
             changes["passed_env"] = {"old": list(asset.passed_env or []), "new": names}
             asset.passed_env = names
     if changes:
-        audit.record(session, now=now, action=Action.ASSET_UPDATED, actor=actor, subject=name,
+        trail.record(session, now=now, action=Action.ASSET_UPDATED, actor=actor, subject=name,
                      site=asset.site.name, details=changes)
     return changes
 
@@ -419,6 +419,6 @@ def move_asset(session: Session, *, now: dt.datetime, actor: str, name: str, hos
     asset = get_asset(session, name)
     asset.host, asset.ssh_port = host, ssh_port
     asset.host_key = normalise_public_key(host_key, what="host key")
-    audit.record(session, now=now, action=Action.ASSET_UPDATED, actor=actor, subject=name, site=asset.site.name,
+    trail.record(session, now=now, action=Action.ASSET_UPDATED, actor=actor, subject=name, site=asset.site.name,
                  details={"host": host, "ssh_port": ssh_port})
     return asset

@@ -21,13 +21,14 @@ from typing import NoReturn
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker import audit, passwords, sign_in_throttles, totp
-from broker.audit import Action
+from broker.audit import trail
+from broker.audit.trail import Action
 from broker.errors import InvalidLoginName, LoginFailed, LoginThrottled, NotAuthenticated
-from broker.identities import enrolment_code_digest, is_usable, totp_purpose
+from broker.identity import passwords, sign_in_throttles, totp
+from broker.identity.identities import enrolment_code_digest, is_usable, totp_purpose
+from broker.keys.vault import Vault
 from broker.models import ApiToken, Identity
 from broker.settings import Settings, ThrottlePolicy
-from broker.vault import Vault
 
 _GENERIC_FAILURE = "sign-in refused: wrong username, password or one-time code"
 _ENROLMENT_EXPIRED = ("the enrolment step expired or was already used: sign in again with your username, "
@@ -175,7 +176,7 @@ def _verify(
     if unconfirmed and not fresh and enrolment is not None:
         key, ttl = enrolment
         expires_at = now + ttl
-        audit.record(session, now=now, action=Action.MFA_ENROLMENT_SHOWN, actor=username,
+        trail.record(session, now=now, action=Action.MFA_ENROLMENT_SHOWN, actor=username,
                      details={"expires_at": expires_at.isoformat(), **where})
         return PendingEnrolment(username=username, secret=secret, expires_at=expires_at,
                                 token=_enrolment_token(key, person, expires_at=expires_at))
@@ -211,7 +212,7 @@ def _refuse(
     if identity is not None:
         identity.failed_logins += 1  # also changes the pending enrolment state's fingerprint: it is used up
         failures = {"failures": identity.failed_logins}
-    audit.record(session, now=now, action=action, outcome="failure", actor=username[:64],
+    trail.record(session, now=now, action=action, outcome="failure", actor=username[:64],
                  details={"reason": reason, **failures, **where})
     sign_in_throttles.record_failure(session, policy=policy.throttles, now=now, username=username, source=source)
     raise LoginFailed(_GENERIC_FAILURE)
@@ -224,7 +225,7 @@ def _refuse_if_throttled(session: Session, *, now: dt.datetime, policy: LoginPol
     if block is None:
         return
     retry_after = block.retry_after(now)
-    audit.record(session, now=now, action=Action.LOGIN_THROTTLED, outcome="failure", actor=username[:64],
+    trail.record(session, now=now, action=Action.LOGIN_THROTTLED, outcome="failure", actor=username[:64],
                  details={"reason": "blocked", "scope": block.scope, "retry_after": retry_after, **where})
     raise LoginThrottled(f"sign-in refused: too many failed sign-ins from here; try again in {retry_after} "
                          "seconds", retry_after=retry_after)
@@ -240,7 +241,7 @@ def refuse_control_characters(session: Session, *, now: dt.datetime, policy: Log
     where = {"source": source} if source else {}
     shown = escape_controls(username)[:128]
     _refuse_if_throttled(session, now=now, policy=policy, username=shown, source=source, where=where)
-    audit.record(session, now=now, action=Action.LOGIN_FAILED, outcome="failure", actor=shown[:64],
+    trail.record(session, now=now, action=Action.LOGIN_FAILED, outcome="failure", actor=shown[:64],
                  details={"reason": "user name holds control characters", "name": shown, **where})
     sign_in_throttles.record_failure(session, policy=policy.throttles, now=now, username=shown, source=source)
     raise InvalidLoginName("sign-in refused: user names contain no control characters (a line break, tab or "
@@ -258,13 +259,13 @@ def _issue(session: Session, *, identity: Identity, now: dt.datetime, policy: Lo
         identity.totp_confirmed_at = now
         identity.enrolment_code_hash = None
         identity.enrolment_code_expires_at = None
-        audit.record(session, now=now, action=Action.ENROLMENT_CODE_USED, actor=identity.username, details=where)
-        audit.record(session, now=now, action=Action.MFA_ENROLLED, actor=identity.username, details=where)
+        trail.record(session, now=now, action=Action.ENROLMENT_CODE_USED, actor=identity.username, details=where)
+        trail.record(session, now=now, action=Action.MFA_ENROLLED, actor=identity.username, details=where)
     token = "gpt_" + secrets.token_urlsafe(32)
     expires_at = now + policy.token_ttl
     session.add(ApiToken(token_hash=token_digest(token), identity_id=identity.id, created_at=now,
                          expires_at=expires_at))
-    audit.record(session, now=now, action=Action.LOGIN_SUCCEEDED, actor=identity.username, details=where)
+    trail.record(session, now=now, action=Action.LOGIN_SUCCEEDED, actor=identity.username, details=where)
     # Last, like a failure's count: every sign-in takes its locks in one order (identity, audit head, throttle
     # rows), so a success and a failure at once on PostgreSQL never deadlock.
     sign_in_throttles.record_success(session, username=identity.username, source=source)
@@ -341,7 +342,7 @@ def complete_enrolment(
     step = totp.matching_step(secret, code, now=now)
     if step is None or step <= identity.totp_last_step:
         identity.failed_logins += 1
-        audit.record(session, now=now, action=Action.MFA_FAILED, outcome="failure", actor=username,
+        trail.record(session, now=now, action=Action.MFA_FAILED, outcome="failure", actor=username,
                      details={"reason": "one-time code already used" if step is not None else "wrong one-time code",
                               "failures": identity.failed_logins, "step": "enrolment", **where})
         sign_in_throttles.record_failure(session, policy=policy.throttles, now=now, username=username,
@@ -379,4 +380,4 @@ def logout(session: Session, *, now: dt.datetime, token: str) -> None:
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         raise NotAuthenticated("not signed in: the token is unknown, expired or already signed out")
     row.revoked_at = now
-    audit.record(session, now=now, action=Action.LOGOUT, actor=row.identity.username)
+    trail.record(session, now=now, action=Action.LOGOUT, actor=row.identity.username)

@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker import audit
-from broker.audit import Action
+from broker.audit import trail
+from broker.audit.trail import Action
 from broker.clock import Clock
 from broker.db import unit_of_work
 from broker.errors import BrokerError
@@ -89,7 +89,7 @@ class RefusalRecorder:
         now = self._clock.now()
         events, write = self._count(now, refusal)
         for event in events:
-            audit.record(session, now=now, **event)
+            trail.record(session, now=now, **event)
         return write
 
     def _count(self, now: dt.datetime, refusal: Refusal) -> tuple[list[dict[str, Any]], bool]:
@@ -147,7 +147,7 @@ class RefusalRecorder:
         try:
             with unit_of_work(self._sessions) as session:
                 for event in events:
-                    audit.record(session, now=now, **event)
+                    trail.record(session, now=now, **event)
         except SQLAlchemyError as error:
             # The refused action changed nothing; losing its trace must not turn the refusal into a 500.
             log.warning("could not record %d refusal event(s): %s", len(events), error.__class__.__name__)

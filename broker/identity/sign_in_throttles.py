@@ -14,8 +14,8 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from broker import audit
-from broker.audit import Action
+from broker.audit import trail
+from broker.audit.trail import Action
 from broker.models import SignInThrottle
 from broker.settings import ThrottlePolicy
 
@@ -93,7 +93,7 @@ def record_failure(session: Session, *, policy: ThrottlePolicy, now: dt.datetime
             # Progressive: each failure past the limit doubles the block, up to the longest one.
             row.blocked_until = now + min(base * 2 ** min(row.failures - limit, _MAX_DOUBLINGS), longest)
             started.append(Block(scope, row.blocked_until))
-            audit.record(session, now=now, action=Action.LOGIN_THROTTLED, outcome="failure", actor=username,
+            trail.record(session, now=now, action=Action.LOGIN_THROTTLED, outcome="failure", actor=username,
                          details={"scope": scope, "until": row.blocked_until.isoformat(), "failures": row.failures,
                                   **where})
 
@@ -109,7 +109,7 @@ def record_failure(session: Session, *, policy: ThrottlePolicy, now: dt.datetime
         account.blocked_until = now + policy.account_block
         if not already:
             started.append(Block(ACCOUNT, account.blocked_until))
-            audit.record(session, now=now, action=Action.ACCOUNT_LOCKED, outcome="failure", actor=username,
+            trail.record(session, now=now, action=Action.ACCOUNT_LOCKED, outcome="failure", actor=username,
                          details={"scope": ACCOUNT, "until": account.blocked_until.isoformat(),
                                   "failing_sources": sources, **where})
     return started

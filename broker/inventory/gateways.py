@@ -9,19 +9,19 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker import audit
-from broker.access_rules import grant_status
-from broker.audit import Action
-from broker.authentication import token_digest
-from broker.authorities import public_key as ca_public_key
+from broker.access.rules import grant_status
+from broker.audit import trail
+from broker.audit.refusals import Refusal
+from broker.audit.trail import Action
 from broker.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, audited
-from broker.identities import check_name, is_usable
+from broker.identity.authentication import token_digest
+from broker.identity.identities import check_name, is_usable
 from broker.ids import new_id
-from broker.inventory import credential_purpose, normalise_public_key
+from broker.inventory.sites import credential_purpose, normalise_public_key
+from broker.keys.authorities import public_key as ca_public_key
+from broker.keys.vault import Vault
 from broker.models import AccessSession, Gateway, Grant
-from broker.recordings import RECORDING_NAME
-from broker.refusals import Refusal
-from broker.vault import Vault
+from broker.recordings.store import RECORDING_NAME
 
 SESSION_KINDS = ("shell", "exec", "sftp", "tcp")
 END_REASONS = ("client_closed", "expired", "revoked", "idle", "lockdown", "gateway_lost", "error")
@@ -34,7 +34,7 @@ def create_gateway(session: Session, *, now: dt.datetime, actor: str, name: str)
         raise Conflict(f"a gateway named '{name}' already exists")
     token = "gpg_" + secrets.token_urlsafe(32)
     session.add(Gateway(name=name, token_hash=token_digest(token), created_at=now))
-    audit.record(session, now=now, action=Action.GATEWAY_CREATED, actor=actor, subject=name)
+    trail.record(session, now=now, action=Action.GATEWAY_CREATED, actor=actor, subject=name)
     return token
 
 
@@ -52,7 +52,7 @@ def register(session: Session, *, now: dt.datetime, gateway: Gateway, ssh_host: 
     gateway.ssh_host, gateway.ssh_port = ssh_host, ssh_port
     gateway.host_key = normalise_public_key(host_key, what="gateway host key")
     gateway.registered_at = now
-    audit.record(session, now=now, action=Action.GATEWAY_REGISTERED, actor=f"gateway:{gateway.name}",
+    trail.record(session, now=now, action=Action.GATEWAY_REGISTERED, actor=f"gateway:{gateway.name}",
                  subject=gateway.name, details={"ssh": f"{ssh_host}:{ssh_port}"})
     return ca_public_key(session)
 
@@ -73,7 +73,7 @@ def authorize(
     grant = session.get(Grant, grant_id)
 
     def refuse(why: str) -> Forbidden:
-        audit.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused",
+        trail.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused",
                      actor=grant.identity.username if grant else None, subject=grant_id,
                      site=grant.asset.site.name if grant else None,
                      details={"reason": why, "asset": asset_name, "peer": peer, "gateway": gateway.name})
@@ -107,7 +107,7 @@ def authorize(
             "private_key": secret if asset.credential_kind == "private_key" else None,
             "host_key": asset.host_key,
         }
-    audit.record(session, now=now, action=Action.GATEWAY_AUTHORIZED, actor=grant.identity.username,
+    trail.record(session, now=now, action=Action.GATEWAY_AUTHORIZED, actor=grant.identity.username,
                  subject=grant.id, site=asset.site.name, details={"asset": asset.name, "peer": peer,
                                                                   "gateway": gateway.name})
     return {
@@ -152,14 +152,14 @@ def start_session(session: Session, *, now: dt.datetime, gateway: Gateway, grant
         raise NotFound(f"there is no grant {grant_id}")
     why = _session_refusal(grant, now=now, kind=kind, port=port)
     if why is not None:
-        audit.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused",
+        trail.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused",
                      actor=grant.identity.username, subject=grant.id, site=grant.asset.site.name,
                      details={"reason": why, "kind": kind, "port": port, "gateway": gateway.name})
         raise audited(Forbidden(why))
     record = AccessSession(id=new_id("ses"), grant_id=grant.id, gateway_id=gateway.id, kind=kind, peer=peer,
                            command=command, port=port, started_at=now, bytes_in=0, bytes_out=0)
     session.add(record)
-    audit.record(session, now=now, action=Action.SESSION_STARTED, actor=grant.identity.username, subject=record.id,
+    trail.record(session, now=now, action=Action.SESSION_STARTED, actor=grant.identity.username, subject=record.id,
                  site=grant.asset.site.name, details={"grant": grant.id, "asset": grant.asset.name, "kind": kind,
                                                       "command": command, "port": port, "peer": peer,
                                                       "gateway": gateway.name})
@@ -222,7 +222,7 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
         details["recording"] = {"name": recording["name"], "sha256": recording["sha256"], "bytes": recording["bytes"]}
     if stop is not None:
         details["stop"] = stop
-    audit.record(session, now=now, action=Action.SESSION_ENDED, actor=grant.identity.username, subject=record.id,
+    trail.record(session, now=now, action=Action.SESSION_ENDED, actor=grant.identity.username, subject=record.id,
                  site=grant.asset.site.name, details=details)
     return record
 
@@ -254,7 +254,7 @@ def record_refusal(session: Session, *, now: dt.datetime, gateway: Gateway, gran
     grant = session.get(Grant, grant_id)
     if grant is None:
         raise NotFound(f"there is no grant {grant_id}")
-    audit.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused", actor=grant.identity.username,
+    trail.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused", actor=grant.identity.username,
                  subject=grant.id, site=grant.asset.site.name,
                  details={"reason": reason, "kind": kind, "asset": grant.asset.name, "host": host, "port": port,
                           "gateway": gateway.name})
@@ -285,6 +285,6 @@ def record_session_event(session: Session, *, now: dt.datetime, gateway: Gateway
         raise NotFound(f"there is no session {session_id} on this gateway")
     action, outcome = known
     grant = record.grant
-    audit.record(session, now=now, action=action, outcome=outcome, actor=grant.identity.username,
+    trail.record(session, now=now, action=action, outcome=outcome, actor=grant.identity.username,
                  subject=record.id, site=grant.asset.site.name,
                  details={"grant": grant.id, "asset": grant.asset.name, "port": record.port, **detail})

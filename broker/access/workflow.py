@@ -11,18 +11,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from broker import audit
-from broker.access_rules import apply_approval, approvals_so_far, grant_status, grant_window
-from broker.audit import Action
-from broker.authorities import CertificateSpec, issue_user_certificate, load_signing_key, new_serial
+from broker.access.rules import apply_approval, approvals_so_far, grant_status, grant_window
+from broker.audit import trail
+from broker.audit.trail import Action
 from broker.durations import format_duration, parse_duration
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
-from broker.events import EventPublisher, announce
-from broker.identities import has_role, may_act_for_site, site_ids_for_role
+from broker.identity.identities import has_role, may_act_for_site, site_ids_for_role
 from broker.ids import new_id
-from broker.inventory import approvals_needed, get_asset
+from broker.inventory.gateway_events import EventPublisher, announce
+from broker.inventory.sites import approvals_needed, get_asset
+from broker.keys.authorities import CertificateSpec, issue_user_certificate, load_signing_key, new_serial
+from broker.keys.vault import Vault
 from broker.models import AccessRequest, Asset, Decision, Grant, Identity
-from broker.vault import Vault
 
 T = TypeVar("T")
 
@@ -97,7 +97,7 @@ def create_request(
         status="pending", approvals_required=approvals_needed(asset), created_at=now, decide_by=decide_by,
     )
     session.add(request)
-    audit.record(session, now=now, action=Action.REQUEST_CREATED, actor=requester.username, subject=request.id,
+    trail.record(session, now=now, action=Action.REQUEST_CREATED, actor=requester.username, subject=request.id,
                  site=site.name, details={"asset": asset.name, "ssh": ssh, "ports": ports, "read_only": read_only,
                                           "duration": format_duration(window), "reason": reason})
     return request
@@ -136,7 +136,7 @@ def _rsa_bits(line: str) -> int:
 def _refuse(session: Session, now: dt.datetime, actor: Identity, asset: Asset, action: Action,
             why: str, subject: str | None = None) -> Forbidden:
     """Audit a security-relevant refusal and return the error to raise (its audit event is kept)."""
-    audit.record(session, now=now, action=action, outcome="refused", actor=actor.username,
+    trail.record(session, now=now, action=action, outcome="refused", actor=actor.username,
                  subject=subject or asset.name, site=asset.site.name, details={"reason": why})
     return audited(Forbidden(why))
 
@@ -149,7 +149,7 @@ def expire_overdue(session: Session, *, now: dt.datetime) -> None:
     for request in overdue:
         request.status = "expired"
         request.decided_at = now
-        audit.record(session, now=now, action=Action.REQUEST_EXPIRED, subject=request.id,
+        trail.record(session, now=now, action=Action.REQUEST_EXPIRED, subject=request.id,
                      site=request.asset.site.name, details={"decide_by": request.decide_by.isoformat()})
 
 
@@ -228,14 +228,14 @@ def approve(
     request.decisions.append(Decision(approver_id=approver.id, approver=approver, verdict="approve",
                                       comment=_clean_comment(comment), decided_at=now))
     site = request.asset.site.name
-    audit.record(session, now=now, action=Action.REQUEST_APPROVAL, actor=approver.username, subject=request.id,
+    trail.record(session, now=now, action=Action.REQUEST_APPROVAL, actor=approver.username, subject=request.id,
                  site=site, details={"approvals": approvals_so_far(request),
                                      "required": request.approvals_required, "comment": comment})
     outcome = apply_approval(request)
     request.status = outcome.status
     if outcome.creates_grant:
         request.decided_at = now
-        audit.record(session, now=now, action=Action.REQUEST_APPROVED, actor=approver.username,
+        trail.record(session, now=now, action=Action.REQUEST_APPROVED, actor=approver.username,
                      subject=request.id, site=site)
         _create_grant(session, vault=vault, now=now, request=request, shorten_to=shorter)
     return request
@@ -251,7 +251,7 @@ def deny(session: Session, *, now: dt.datetime, approver: Identity, request_id: 
                                       comment=comment, decided_at=now))
     request.status = "denied"
     request.decided_at = now
-    audit.record(session, now=now, action=Action.REQUEST_DENIED, actor=approver.username, subject=request.id,
+    trail.record(session, now=now, action=Action.REQUEST_DENIED, actor=approver.username, subject=request.id,
                  site=request.asset.site.name, details={"comment": comment})
     return request
 
@@ -264,7 +264,7 @@ def cancel(session: Session, *, now: dt.datetime, requester: Identity, request_i
         raise Conflict(f"request {request_id} is already {request.status}; only pending requests can be cancelled")
     request.status = "cancelled"
     request.decided_at = now
-    audit.record(session, now=now, action=Action.REQUEST_CANCELLED, actor=requester.username, subject=request.id,
+    trail.record(session, now=now, action=Action.REQUEST_CANCELLED, actor=requester.username, subject=request.id,
                  site=request.asset.site.name)
     return request
 
@@ -297,11 +297,11 @@ def _create_grant(session: Session, *, vault: Vault, now: dt.datetime, request: 
     request.grant = grant
     session.add(grant)
     site = asset.site.name
-    audit.record(session, now=now, action=Action.GRANT_CREATED, actor=requester.username, subject=grant.id,
+    trail.record(session, now=now, action=Action.GRANT_CREATED, actor=requester.username, subject=grant.id,
                  site=site, details={"request": request.id, "asset": asset.name, "ssh": grant.ssh,
                                      "ports": grant.ports, "read_only": grant.read_only,
                                      "starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat()})
-    audit.record(session, now=now, action=Action.CERTIFICATE_ISSUED, actor=requester.username, subject=grant.id,
+    trail.record(session, now=now, action=Action.CERTIFICATE_ISSUED, actor=requester.username, subject=grant.id,
                  site=site, details={"serial": grant.serial, "principals": [asset.name],
                                      "valid_before": ends_at.isoformat(), "permit_pty": spec.allow_pty,
                                      "permit_port_forwarding": spec.allow_port_forwarding})
@@ -347,7 +347,7 @@ def revoke_grant(
         raise Conflict(f"grant {grant_id} is already {status}")
     reason = _clean_comment(reason)
     grant.revoked_at, grant.revoked_by, grant.revoke_reason = now, actor.username, reason
-    audit.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor.username, subject=grant.id,
+    trail.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor.username, subject=grant.id,
                  site=grant.asset.site.name, details={"reason": reason, "was": status})
     announce(session, now=now, events=events, grant=grant, status="revoked", reason="revoked")
     return grant

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker import audit, passwords, totp
-from broker.audit import Action
+from broker.audit import trail
+from broker.audit.trail import Action
 from broker.errors import Conflict, InvalidInput, NotFound
+from broker.identity import passwords, totp
+from broker.keys.vault import Vault
 from broker.models import ApiToken, Identity, RoleAssignment, Site
-from broker.vault import Vault
 
 ROLES = ("vendor", "supervisor", "security", "admin")
 KINDS = ("human", "service", "ai_agent")
@@ -92,7 +93,7 @@ def _issue_enrolment_code(session: Session, identity: Identity, *, now: dt.datet
     code = "-".join(raw[i:i + _ENROLMENT_GROUP] for i in range(0, len(raw), _ENROLMENT_GROUP))
     identity.enrolment_code_hash = enrolment_code_digest(code)
     identity.enrolment_code_expires_at = now + ttl
-    audit.record(session, now=now, action=Action.ENROLMENT_CODE_ISSUED, actor=actor, subject=identity.username,
+    trail.record(session, now=now, action=Action.ENROLMENT_CODE_ISSUED, actor=actor, subject=identity.username,
                  details={"expires_at": identity.enrolment_code_expires_at.isoformat(), "reason": reason})
     return code
 
@@ -157,7 +158,7 @@ def create_identity(
     identity.roles = [RoleAssignment(role=role, site_id=site.id) for site in sites] or [RoleAssignment(role=role)]
     session.add(identity)
     session.flush()  # assign identity.id for the audit subject and role rows
-    audit.record(
+    trail.record(
         session, now=now, action=Action.IDENTITY_CREATED, actor=actor, subject=username,
         details={"role": role, "kind": kind, "sites": [s.name for s in sites], "organisation": organisation,
                  **({"email": email} if email else {})},
@@ -181,7 +182,7 @@ def set_email(session: Session, *, now: dt.datetime, actor: str, username: str, 
     new = check_email(email) if email else None
     old = identity.email
     identity.email = new
-    audit.record(session, now=now, action=Action.IDENTITY_UPDATED, actor=actor, subject=username,
+    trail.record(session, now=now, action=Action.IDENTITY_UPDATED, actor=actor, subject=username,
                  details={"email": {"old": old, "new": new}})
     return identity
 
@@ -205,7 +206,7 @@ def reset_totp(session: Session, *, vault: Vault, now: dt.datetime, actor: str, 
                                                         ApiToken.revoked_at.is_(None))):
         token.revoked_at = now
         revoked += 1
-    audit.record(session, now=now, action=Action.TOTP_RESET, actor=actor, subject=username,
+    trail.record(session, now=now, action=Action.TOTP_RESET, actor=actor, subject=username,
                  details={"tokens_revoked": revoked})
     code = _issue_enrolment_code(session, identity, now=now, actor=actor, ttl=enrolment_code_ttl,
                                  reason="totp reset")

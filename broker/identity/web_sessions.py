@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.orm import Session
 
-from broker import audit
-from broker.audit import Action
+from broker.audit import trail
+from broker.audit.trail import Action
 
 # HKDF "info" names what the derived key is for (RFC 5869 §3.2): a CSRF key can never double as the vault key.
 _CSRF_KEY_INFO = b"gatepass web csrf-token key v1"
@@ -49,6 +49,6 @@ def csrf_matches(key: bytes, bound_to: str, presented: str | None) -> bool:
 def record_csrf_refusal(session: Session, *, now: dt.datetime, actor: str | None, path: str,
                         source: str | None) -> None:
     """A form post without a valid CSRF token is a forgery attempt (or a stale page): audit it."""
-    audit.record(session, now=now, action=Action.CSRF_REFUSED, outcome="refused", actor=actor,
+    trail.record(session, now=now, action=Action.CSRF_REFUSED, outcome="refused", actor=actor,
                  subject=path[:128], details={"reason": "form posted without a valid CSRF token",
                                               **({"source": source} if source else {})})

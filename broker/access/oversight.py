@@ -12,13 +12,13 @@ from typing import TypeVar
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from broker import recordings
-from broker.access import expire_overdue
-from broker.access_rules import approvals_so_far
+from broker.access.rules import approvals_so_far
+from broker.access.workflow import expire_overdue
 from broker.errors import InvalidInput
-from broker.identities import has_role, site_ids_for_role
-from broker.inventory import within_maintenance_windows
+from broker.identity.identities import has_role, site_ids_for_role
+from broker.inventory.sites import within_maintenance_windows
 from broker.models import AccessRequest, AccessSession, Asset, AuditEvent, Grant, Identity, Site
+from broker.recordings import asciicast, store, verification
 
 T = TypeVar("T")
 
@@ -274,9 +274,9 @@ def _recording_contains(record: AccessSession, recordings_dir: Path, wanted: str
     if not record.recording_name:
         return False
     try:
-        path = recordings.resolve(recordings_dir, record.recording_name)
-        return path.is_file() and recordings.contains_text(path, wanted)
-    except (InvalidInput, recordings.RecordingFormatError, OSError):
+        path = store.resolve(recordings_dir, record.recording_name)
+        return path.is_file() and asciicast.contains_text(path, wanted)
+    except (InvalidInput, asciicast.RecordingFormatError, OSError):
         return False  # an unreadable recording is shown as such on the session's page, not here
 
 
@@ -304,7 +304,7 @@ class SessionReview:
 
 def review_session(session: Session, *, session_id: str, recordings_dir: Path) -> SessionReview:
     """One session for the reviewer: its row, the live state of its recording, and its audit events."""
-    record = recordings.load(session, session_id)
+    record = store.load(session, session_id)
     events = list(session.scalars(select(AuditEvent).where(AuditEvent.subject == record.id)
                                   .order_by(AuditEvent.seq).limit(5000)))
-    return SessionReview(record=record, recording_status=recordings.status(record, recordings_dir), events=events)
+    return SessionReview(record=record, recording_status=verification.status(record, recordings_dir), events=events)

@@ -9,13 +9,14 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker import access, audit, oversight
-from broker.audit import Action
+from broker.access import oversight, workflow
+from broker.audit import trail
+from broker.audit.trail import Action
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
-from broker.identities import has_role, may_act_for_site
-from broker.inventory import get_asset
+from broker.identity.identities import has_role, may_act_for_site
+from broker.inventory.sites import get_asset
+from broker.keys.vault import Vault
 from broker.models import AccessRequest, Identity
-from broker.vault import Vault
 
 
 def grant_now(
@@ -27,7 +28,7 @@ def grant_now(
     asset = get_asset(session, asset_name)
     if not may_act_for_site(approver, "supervisor", asset.site_id):
         why = f"only approvers of site {asset.site.name} can grant access to {asset.name}"
-        audit.record(session, now=now, action=Action.DECISION_REFUSED, outcome="refused", actor=approver.username,
+        trail.record(session, now=now, action=Action.DECISION_REFUSED, outcome="refused", actor=approver.username,
                      subject=asset.name, site=asset.site.name, details={"reason": why, "vendor": vendor_name})
         raise audited(Forbidden(why))
     vendor = session.scalar(select(Identity).where(Identity.username == vendor_name))
@@ -39,12 +40,12 @@ def grant_now(
     if public_key is None:
         raise Conflict(f"{vendor_name} has no SSH public key on file yet: ask them to send one request from the "
                        "vendor page or with `gatepass request` first")
-    request = access.create_request(
+    request = workflow.create_request(
         session, now=now, decide_within=decide_within, requester=vendor, asset_name=asset.name, duration=duration,
         reason=reason, ssh=ssh, ports=ports, start=None, public_key=public_key, read_only=read_only)
     # The request event names the vendor as requester; this one says who actually made it.
-    audit.record(session, now=now, action=Action.REQUEST_MADE_BY_APPROVER, actor=approver.username,
+    trail.record(session, now=now, action=Action.REQUEST_MADE_BY_APPROVER, actor=approver.username,
                  subject=request.id, site=asset.site.name, details={"vendor": vendor.username, "asset": asset.name})
     session.flush()  # the approval below locks the request row by its id
-    return access.approve(session, vault=vault, now=now, approver=approver, request_id=request.id,
+    return workflow.approve(session, vault=vault, now=now, approver=approver, request_id=request.id,
                           comment=f"granted directly by {approver.username}")

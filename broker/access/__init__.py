@@ -1,0 +1,1 @@
+"""Access: requests, approvals, grants and their extensions, quick grants, and the supervisors' read-side views."""

@@ -1,0 +1,1 @@
+"""Identity and sign-in: people, service accounts and AI agents; passwords, TOTP, throttles, web sessions."""

@@ -1,0 +1,1 @@
+"""Inventory: sites (plants), their assets, and the gateways that reach them."""

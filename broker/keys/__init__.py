@@ -1,0 +1,1 @@
+"""Keys: the vault that seals secrets with the master key, and the SSH certificate authority."""
