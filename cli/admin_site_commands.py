@@ -1,0 +1,114 @@
+"""``gatepass admin site add|set|lockdown|lift``: sites (plants), their access policy and their lockdown."""
+
+# The operator commands talk to a terminal: printing is their job.
+# ruff: noqa: T201
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from cli.local_common import data_option, guarded, local_settings, print_policy_changes
+
+if TYPE_CHECKING:
+    from cli.local_common import Subparsers
+
+
+def add_site_commands(objects: Subparsers) -> None:
+    """Register ``admin site`` and its verbs."""
+    site = objects.add_parser("site", help="sites (plants)").add_subparsers(dest="verb", required=True)
+    site_add = site.add_parser("add", help="add a site")
+    site_add.add_argument("name")
+    site_add.add_argument("--approvals-required", type=int, default=1)
+    site_add.add_argument("--max-window", default="8h")
+    _site_policy_options(site_add)
+    data_option(site_add)
+    site_add.set_defaults(func=guarded(_site_add))
+    site_set = site.add_parser("set", help="change a site's policy (only the options given change)")
+    site_set.add_argument("name")
+    site_set.add_argument("--approvals-required", type=int)
+    site_set.add_argument("--max-window")
+    _site_policy_options(site_set)
+    site_set.add_argument("--no-maintenance-window", action="store_true",
+                          help="remove every maintenance window (no request is then flagged as outside one)")
+    data_option(site_set)
+    site_set.set_defaults(func=guarded(_site_set))
+    lockdown = site.add_parser("lockdown", help="cut all remote access into a site until lifted")
+    lockdown.add_argument("name")
+    lockdown.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    data_option(lockdown)
+    lockdown.set_defaults(func=guarded(_site_lockdown))
+    lift = site.add_parser("lift", help="lift a site's lockdown")
+    lift.add_argument("name")
+    data_option(lift)
+    lift.set_defaults(func=guarded(_site_lift))
+
+
+def _site_policy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--maintenance-window", action="append", dest="maintenance_windows", metavar="SPEC",
+                        help='when the plant expects maintenance, in UTC, e.g. "Sat 06:00-14:00", '
+                             '"Mon-Fri 22:00-02:00", "daily 12:00-13:00" (repeat for several; requests outside '
+                             "are flagged to approvers; with `set` the list replaces the old one)")
+    parser.add_argument("--record-input", choices=["on", "off"],
+                        help="record what vendors type as well as what they see (default on)")
+    parser.add_argument("--transfers", choices=["both", "download-only"],
+                        help="whether SFTP/scp may write to the site's machines (default both)")
+    parser.add_argument("--exec-upload-limit", metavar="SIZE",
+                        help="on a download-only site, the most input a command without a terminal may take from "
+                             "the vendor before it is cut as an upload, e.g. 64k or 1M (default 64k)")
+    parser.add_argument("--cut-grace", metavar="DURATION",
+                        help="when access ends, how long the vendor's commands on a machine get between TERM and "
+                             "KILL, e.g. 2s, 500ms or 0 (at most 30s; default 2s)")
+
+
+def _site_add(args: argparse.Namespace) -> int:
+    from broker import admin
+    from broker.inventory.sites import DEFAULT_EXEC_UPLOAD_LIMIT, parse_size
+
+    windows = args.maintenance_windows or []
+    limit = DEFAULT_EXEC_UPLOAD_LIMIT if args.exec_upload_limit is None else parse_size(args.exec_upload_limit)
+    admin.add_site(local_settings(args), name=args.name, approvals_required=args.approvals_required,
+                   max_window=args.max_window, maintenance_windows=windows,
+                   record_input=args.record_input != "off", transfers=(args.transfers or "both").replace("-", "_"),
+                   exec_upload_limit=limit, cut_grace=args.cut_grace or "2s")
+    print(f"Added site {args.name} ({args.approvals_required} approval(s) required, windows up to {args.max_window})")
+    if windows:
+        print(f"  maintenance windows (UTC): {', '.join(windows)}")
+    return 0
+
+
+def _site_set(args: argparse.Namespace) -> int:
+    from broker import admin
+    from broker.inventory.sites import parse_size
+
+    if args.no_maintenance_window and args.maintenance_windows:
+        print("gatepass: give either --maintenance-window or --no-maintenance-window, not both", file=sys.stderr)
+        return 2
+    windows = [] if args.no_maintenance_window else args.maintenance_windows
+    limit = None if args.exec_upload_limit is None else parse_size(args.exec_upload_limit)
+    changes = admin.update_site(
+        local_settings(args), name=args.name, approvals_required=args.approvals_required, max_window=args.max_window,
+        maintenance_windows=windows,
+        record_input=None if args.record_input is None else args.record_input == "on",
+        transfers=None if args.transfers is None else args.transfers.replace("-", "_"), exec_upload_limit=limit,
+        cut_grace=args.cut_grace)
+    print_policy_changes("Site", args.name, changes)
+    return 0
+
+
+def _site_lockdown(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    revoked = admin.lock_down_site(local_settings(args), name=args.name, reason=args.reason)
+    print(f"Site {args.name} is locked down: {len(revoked)} grant(s) revoked, their sessions are being cut; "
+          "new requests and connections are refused until `gatepass admin site lift`.")
+    return 0
+
+
+def _site_lift(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    admin.lift_lockdown(local_settings(args), name=args.name)
+    print(f"Lockdown of site {args.name} lifted: vendors may request access again.")
+    return 0
