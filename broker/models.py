@@ -5,7 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from broker.db import Base, UTCDateTime
@@ -325,10 +336,6 @@ class GrantExtension(Base):
     reason: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     approvals_required: Mapped[int] = mapped_column(Integer)
-    # [{"approver": username, "approver_id": id, "comment": text, "decided_at": iso}], distinct approvers.
-    approvals: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    denied_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    denial_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     previous_ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     new_ends_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
@@ -336,6 +343,26 @@ class GrantExtension(Base):
 
     grant: Mapped[Grant] = relationship()
     requester: Mapped[Identity] = relationship()
+    decisions: Mapped[list[ExtensionDecision]] = relationship(
+        back_populates="extension", order_by="ExtensionDecision.id", cascade="all, delete-orphan"
+    )
+
+
+class ExtensionDecision(Base):
+    """One approver's approval or denial of an extension: the same shape, and the same rule, as a Decision."""
+
+    __tablename__ = "extension_decisions"
+    __table_args__ = (UniqueConstraint("extension_id", "approver_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    extension_id: Mapped[str] = mapped_column(ForeignKey("grant_extensions.id"))
+    approver_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    verdict: Mapped[str] = mapped_column(String(8))
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decided_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    extension: Mapped[GrantExtension] = relationship(back_populates="decisions")
+    approver: Mapped[Identity] = relationship()
 
 
 class SiemCursor(Base):
@@ -349,3 +376,25 @@ class SiemCursor(Base):
     holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Notification(Base):
+    """One message to one target (webhook or e-mail) about one request: the outbox the relay delivers."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("request_id", "channel", "target", name="uq_notifications_request_channel_target"),
+        # The relay's query: what is due now.
+        Index("ix_notifications_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(16), ForeignKey("access_requests.id"))
+    channel: Mapped[str] = mapped_column(String(8))  # webhook | email
+    target: Mapped[str] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(8))  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -12,24 +12,33 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from broker.access.approval import (
+    EXTENSION,
+    MAX_REASON,
+    approvals_so_far,
+    check_may_decide,
+    clean_comment,
+    denial_comment,
+    is_approved,
+    may_still_decide,
+)
 from broker.access.rules import grant_status
-from broker.access.workflow import MAX_REASON, get_grant, restrict_to_viewer
+from broker.access.workflow import get_grant, restrict_to_viewer
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.durations import format_duration, parse_duration
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
-from broker.identity.identities import may_act_for_site
 from broker.ids import new_id
 from broker.inventory.gateway_events import EventPublisher, announce
 from broker.inventory.sites import approvals_needed
 from broker.keys.authorities import CertificateSpec, issue_user_certificate, load_signing_key
 from broker.keys.vault import Vault
-from broker.models import Asset, Grant, GrantExtension, Identity
+from broker.models import Asset, ExtensionDecision, Grant, GrantExtension, Identity
 
 
 def _refuse(session: Session, now: dt.datetime, actor: Identity, grant: Grant, action: Action, why: str,
             subject: str) -> Forbidden:
-    """Audit a refusal of authority and return the error to raise (its audit event is kept)."""
+    """Audit a refusal to ask for an extension and return the error to raise (its audit event is kept)."""
     trail.record(session, now=now, action=action, outcome="refused", actor=actor.username, subject=subject,
                  site=grant.asset.site.name, details={"reason": why, "grant": grant.id})
     return audited(Forbidden(why))
@@ -81,7 +90,7 @@ def request_extension(session: Session, *, now: dt.datetime, requester: Identity
     extension = GrantExtension(
         id=new_id("ext"), grant_id=grant.id, grant=grant, requester_id=requester.id, requester=requester,
         duration_seconds=int(extra.total_seconds()), reason=reason, status="pending",
-        approvals_required=approvals_needed(grant.asset), approvals=[], previous_ends_at=grant.ends_at,
+        approvals_required=approvals_needed(grant.asset), previous_ends_at=grant.ends_at,
         created_at=now,
     )
     session.add(extension)
@@ -115,50 +124,31 @@ def visible_extensions(session: Session, *, viewer: Identity, pending_only: bool
 
 def _decidable(session: Session, *, now: dt.datetime, approver: Identity, extension_id: str,
                verb: str) -> GrantExtension:
+    """Load an extension and check that ``approver`` may decide it now (the one approval rule)."""
     lapse_stale(session, now=now)
     extension = session.get(GrantExtension, extension_id, with_for_update=True)
     if extension is None:
         raise NotFound(f"there is no extension {extension_id}")
     grant = extension.grant
-    site = grant.asset.site
-    if extension.requester_id == approver.id:
-        raise _refuse(session, now, approver, grant, Action.EXTENSION_DECISION_REFUSED,
-                      f"you cannot {verb} your own extension: another approver of {site.name} must decide",
-                      subject=extension.id)
-    if not may_act_for_site(approver, "supervisor", site.id):
-        raise _refuse(session, now, approver, grant, Action.EXTENSION_DECISION_REFUSED,
-                      f"only approvers of site {site.name} can {verb} extensions for {grant.asset.name}",
-                      subject=extension.id)
-    if extension.status != "pending":
-        raise Conflict(f"extension {extension.id} is already {extension.status}; only pending extensions "
-                       "can be decided")
-    if any(a.get("approver_id") == approver.id for a in extension.approvals):
-        raise Conflict(f"you already approved extension {extension.id}; it needs a different second approver")
-    if site.locked_down:
-        raise Conflict(f"site {site.name} is locked down: lift the lockdown before extending access")
+    check_may_decide(session, now=now, approver=approver, ballot=extension, site=grant.asset.site,
+                     asset_name=grant.asset.name, verb=verb, wording=EXTENSION,
+                     refused=Action.EXTENSION_DECISION_REFUSED, details={"grant": grant.id})
     return extension
-
-
-def _clean_comment(comment: str | None) -> str | None:
-    comment = (comment or "").strip()
-    if len(comment) > MAX_REASON:
-        raise InvalidInput(f"the comment is too long ({len(comment)} characters, at most {MAX_REASON})")
-    return comment or None
 
 
 def approve_extension(session: Session, *, vault: Vault, now: dt.datetime, events: EventPublisher,
                       approver: Identity, extension_id: str, comment: str | None) -> GrantExtension:
     extension = _decidable(session, now=now, approver=approver, extension_id=extension_id, verb="approve")
-    comment = _clean_comment(comment)
+    comment = clean_comment(comment)
     grant = extension.grant
     site = grant.asset.site.name
-    extension.approvals = [*extension.approvals, {"approver": approver.username, "approver_id": approver.id,
-                                                  "comment": comment, "decided_at": now.isoformat()}]
+    extension.decisions.append(ExtensionDecision(approver_id=approver.id, approver=approver, verdict="approve",
+                                                 comment=comment, decided_at=now))
     trail.record(session, now=now, action=Action.EXTENSION_APPROVAL, actor=approver.username,
                  subject=extension.id, site=site,
-                 details={"approvals": len(extension.approvals), "required": extension.approvals_required,
+                 details={"approvals": approvals_so_far(extension), "required": extension.approvals_required,
                           "comment": comment})
-    if len(extension.approvals) < extension.approvals_required:
+    if not is_approved(extension):
         return extension
     new_end = grant.ends_at + dt.timedelta(seconds=extension.duration_seconds)
     _check_window(grant, new_end)  # the site's limit may have shrunk since the ask
@@ -196,11 +186,10 @@ def deny_extension(session: Session, *, now: dt.datetime, approver: Identity, ex
                    comment: str) -> GrantExtension:
     # Authority first, so an outsider's attempt is audited whatever the comment says.
     extension = _decidable(session, now=now, approver=approver, extension_id=extension_id, verb="deny")
-    comment = _clean_comment(comment) or ""
-    if not comment:
-        raise InvalidInput("a denial needs a comment: tell the vendor why")
+    comment = denial_comment(comment)
+    extension.decisions.append(ExtensionDecision(approver_id=approver.id, approver=approver, verdict="deny",
+                                                 comment=comment, decided_at=now))
     extension.status, extension.decided_at = "denied", now
-    extension.denied_by, extension.denial_comment = approver.username, comment
     trail.record(session, now=now, action=Action.EXTENSION_DENIED, actor=approver.username, subject=extension.id,
                  site=extension.grant.asset.site.name, details={"grant": extension.grant_id, "comment": comment})
     return extension
@@ -210,8 +199,7 @@ def pending_for_approver(session: Session, *, approver: Identity, now: dt.dateti
     """What this approver can still decide: pending, at their sites, not their own, not yet approved by them."""
     lapse_stale(session, now=now)
     return [e for e in visible_extensions(session, viewer=approver, pending_only=True)
-            if e.requester_id != approver.id and may_act_for_site(approver, "supervisor", e.grant.asset.site_id)
-            and all(a.get("approver_id") != approver.id for a in e.approvals)]
+            if may_still_decide(e, approver=approver, site=e.grant.asset.site)]
 
 
 def latest_by_grant(session: Session, *, requester: Identity) -> dict[str, GrantExtension]:

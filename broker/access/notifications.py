@@ -14,40 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, exists, select
+from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from broker.audit import trail
 from broker.audit.trail import Action
-from broker.db import Base, UTCDateTime
 from broker.durations import format_duration
-from broker.models import AccessRequest, Asset, Identity, RoleAssignment, Site
+from broker.models import AccessRequest, Asset, Identity, Notification, RoleAssignment, Site
 
 MAX_ATTEMPTS = 6
 FIRST_RETRY = dt.timedelta(seconds=2)
 # A claimed delivery is retried by any replica if its claimer did not report back within this time.
 LEASE = dt.timedelta(seconds=60)
 BATCH = 20
-
-
-
-
-class Notification(Base):
-    __tablename__ = "notifications"
-    __table_args__ = (UniqueConstraint("request_id", "channel", "target",
-                                       name="uq_notifications_request_channel_target"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    request_id: Mapped[str] = mapped_column(String(16), ForeignKey("access_requests.id"))
-    channel: Mapped[str] = mapped_column(String(8))  # webhook | email
-    target: Mapped[str] = mapped_column(String(512))
-    status: Mapped[str] = mapped_column(String(8))  # pending | sent | failed
-    attempts: Mapped[int] = mapped_column(Integer)
-    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import TypeVar
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from broker.access.rules import approvals_so_far
+from broker.access.approval import approvals_so_far
 from broker.access.workflow import expire_overdue
 from broker.errors import InvalidInput
 from broker.identity.identities import has_role, site_ids_for_role

@@ -1,9 +1,8 @@
-"""Pure rules of the access workflow: who may decide, and what a decision does. No database, no clock."""
+"""Pure rules of a grant's life: its status at a moment, and the window an approval gives it. No database."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 from broker.models import AccessRequest, Grant
 
@@ -17,25 +16,6 @@ def grant_status(grant: Grant, now: dt.datetime) -> str:
     if now < grant.ends_at:
         return "active"
     return "expired"
-
-
-def approvals_so_far(request: AccessRequest) -> int:
-    return sum(1 for decision in request.decisions if decision.verdict == "approve")
-
-
-@dataclass(frozen=True)
-class DecisionOutcome:
-    """What a decision leads to: the request's new status and whether a grant must be created."""
-
-    status: str
-    creates_grant: bool
-
-
-def apply_approval(request: AccessRequest) -> DecisionOutcome:
-    """Called after one more distinct approver approved; the grant exists once enough have."""
-    if approvals_so_far(request) >= request.approvals_required:
-        return DecisionOutcome("approved", True)
-    return DecisionOutcome("pending", False)
 
 
 def grant_window(request: AccessRequest, *, now: dt.datetime, shorten_to: dt.timedelta | None) -> tuple[

@@ -11,7 +11,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from broker.access.rules import apply_approval, approvals_so_far, grant_status, grant_window
+from broker.access.approval import (
+    MAX_REASON,
+    REQUEST,
+    approvals_so_far,
+    check_may_decide,
+    clean_comment,
+    denial_comment,
+    is_approved,
+)
+from broker.access.rules import grant_status, grant_window
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.durations import format_duration, parse_duration
@@ -26,7 +35,6 @@ from broker.models import AccessRequest, Asset, Decision, Grant, Identity
 
 T = TypeVar("T")
 
-MAX_REASON = 1000
 # Ports whose protocol the gateway filters for read-only grants: Modbus/TCP (IANA port 502).
 READ_ONLY_PROTOCOL_PORTS = frozenset({502})
 # How far ahead a window may be booked.
@@ -194,28 +202,15 @@ def get_request(session: Session, *, now: dt.datetime, viewer: Identity, request
 
 def _decidable(session: Session, *, now: dt.datetime, approver: Identity, request_id: str,
                verb: str) -> AccessRequest:
-    """Load a request and check that ``approver`` may decide it now; refusals of authority are audited."""
+    """Load a request and check that ``approver`` may decide it now (the one approval rule)."""
     expire_overdue(session, now=now)
     # Lock the row: two approvers deciding at the same moment must see each other's approval
     # (PostgreSQL row lock; SQLite transactions are already serialised by BEGIN IMMEDIATE).
     request = session.get(AccessRequest, request_id, with_for_update=True)
     if request is None:
         raise NotFound(f"there is no request {request_id}")
-    asset = request.asset
-    if request.requester_id == approver.id:
-        raise _refuse(session, now, approver, asset, Action.DECISION_REFUSED,
-                      f"you cannot {verb} your own request: another approver of {asset.site.name} must decide",
-                      subject=request.id)
-    if not may_act_for_site(approver, "supervisor", asset.site_id):
-        raise _refuse(session, now, approver, asset, Action.DECISION_REFUSED,
-                      f"only approvers of site {asset.site.name} can {verb} requests for {asset.name}",
-                      subject=request.id)
-    if request.status != "pending":
-        raise Conflict(f"request {request.id} is already {request.status}; only pending requests can be decided")
-    if any(d.approver_id == approver.id for d in request.decisions):
-        raise Conflict(f"you already approved request {request.id}; it needs a different second approver")
-    if asset.site.locked_down:
-        raise Conflict(f"site {asset.site.name} is locked down: lift the lockdown before approving access")
+    check_may_decide(session, now=now, approver=approver, ballot=request, site=request.asset.site,
+                     asset_name=request.asset.name, verb=verb, wording=REQUEST, refused=Action.DECISION_REFUSED)
     return request
 
 
@@ -226,15 +221,13 @@ def approve(
     shorter = parse_duration(shorten_to) if shorten_to is not None else None
     request = _decidable(session, now=now, approver=approver, request_id=request_id, verb="approve")
     request.decisions.append(Decision(approver_id=approver.id, approver=approver, verdict="approve",
-                                      comment=_clean_comment(comment), decided_at=now))
+                                      comment=clean_comment(comment), decided_at=now))
     site = request.asset.site.name
     trail.record(session, now=now, action=Action.REQUEST_APPROVAL, actor=approver.username, subject=request.id,
                  site=site, details={"approvals": approvals_so_far(request),
                                      "required": request.approvals_required, "comment": comment})
-    outcome = apply_approval(request)
-    request.status = outcome.status
-    if outcome.creates_grant:
-        request.decided_at = now
+    if is_approved(request):
+        request.status, request.decided_at = "approved", now
         trail.record(session, now=now, action=Action.REQUEST_APPROVED, actor=approver.username,
                      subject=request.id, site=site)
         _create_grant(session, vault=vault, now=now, request=request, shorten_to=shorter)
@@ -244,9 +237,7 @@ def approve(
 def deny(session: Session, *, now: dt.datetime, approver: Identity, request_id: str, comment: str) -> AccessRequest:
     # Authority first, so an outsider's attempt is audited whatever the comment says.
     request = _decidable(session, now=now, approver=approver, request_id=request_id, verb="deny")
-    comment = _clean_comment(comment) or ""
-    if not comment:
-        raise InvalidInput("a denial needs a comment: tell the vendor why")
+    comment = denial_comment(comment)
     request.decisions.append(Decision(approver_id=approver.id, approver=approver, verdict="deny",
                                       comment=comment, decided_at=now))
     request.status = "denied"
@@ -267,13 +258,6 @@ def cancel(session: Session, *, now: dt.datetime, requester: Identity, request_i
     trail.record(session, now=now, action=Action.REQUEST_CANCELLED, actor=requester.username, subject=request.id,
                  site=request.asset.site.name)
     return request
-
-
-def _clean_comment(comment: str | None) -> str | None:
-    comment = (comment or "").strip()
-    if len(comment) > MAX_REASON:
-        raise InvalidInput(f"the comment is too long ({len(comment)} characters, at most {MAX_REASON})")
-    return comment or None
 
 
 def _create_grant(session: Session, *, vault: Vault, now: dt.datetime, request: AccessRequest,
@@ -345,7 +329,7 @@ def revoke_grant(
     status = grant_status(grant, now)
     if status in ("revoked", "expired"):
         raise Conflict(f"grant {grant_id} is already {status}")
-    reason = _clean_comment(reason)
+    reason = clean_comment(reason)
     grant.revoked_at, grant.revoked_by, grant.revoke_reason = now, actor.username, reason
     trail.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor.username, subject=grant.id,
                  site=grant.asset.site.name, details={"reason": reason, "was": status})

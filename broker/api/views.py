@@ -87,10 +87,10 @@ def extension_view(extension: GrantExtension, now: dt.datetime) -> dict[str, Any
         "previous_ends_at": extension.previous_ends_at.isoformat(),
         "new_ends_at": extension.new_ends_at.isoformat() if extension.new_ends_at else None,
         "approvals_required": extension.approvals_required,
-        "approvals": [{"approver": a["approver"], "comment": a["comment"], "decided_at": a["decided_at"]}
-                      for a in extension.approvals],
-        "denial": {"approver": extension.denied_by, "comment": extension.denial_comment,
-                   "decided_at": extension.decided_at.isoformat() if extension.decided_at else None}
-        if extension.denied_by else None,
+        "approvals": [{"approver": d.approver.username, "comment": d.comment, "decided_at": d.decided_at.isoformat()}
+                      for d in extension.decisions if d.verdict == "approve"],
+        "denial": next(({"approver": d.approver.username, "comment": d.comment,
+                         "decided_at": d.decided_at.isoformat()}
+                        for d in extension.decisions if d.verdict == "deny"), None),
         "decided_at": extension.decided_at.isoformat() if extension.decided_at else None,
     }

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from tests.fixtures.broker import Api, Plant, assert_refusal, parse_certificate
 
@@ -295,5 +296,28 @@ def test_the_supervisor_page_denies_an_extension_with_a_comment(api: Api, plant:
         denied = supervisor.post(f"/approvals/extensions/{extension['id']}/deny",
                                  data={"csrf": csrf, "comment": "not today"})
         assert denied.status_code == 303, denied.text
-    assert plant.row("SELECT status, denial_comment FROM grant_extensions WHERE id = :id",
-                     id=extension["id"]) == ("denied", "not today")
+    assert plant.row("SELECT status FROM grant_extensions WHERE id = :id", id=extension["id"]) == ("denied",)
+    # The denial is a decision row, like a request's: verdict, comment, approver.
+    assert plant.row("SELECT d.verdict, d.comment, i.username FROM extension_decisions d JOIN identities i "
+                     "ON i.id = d.approver_id WHERE d.extension_id = :id", id=extension["id"]) == (
+        "deny", "not today", "sup-a1")
+
+
+def test_one_approver_counts_once_by_the_schema_for_extensions_as_for_requests(api: Api, plant: Plant) -> None:
+    """One approval rule, one table shape: a second row for the same approver is refused by the database
+    itself, for an extension's decisions exactly as for a request's."""
+    grant = api.grant("vendor1", "sup-a1")
+    extension = _ask(api, grant["id"])
+    # Someone who has decided neither yet: the schema alone refuses their second row.
+    approver = plant.row("SELECT id FROM identities WHERE username = 'vendor2'")[0]
+    request_id = plant.row("SELECT request_id FROM grants WHERE id = :id", id=grant["id"])[0]
+    now = dt.datetime.now(dt.UTC)
+    for table, column, ballot in (("extension_decisions", "extension_id", extension["id"]),
+                                  ("decisions", "request_id", request_id)):
+        insert = sa.text(f"INSERT INTO {table} ({column}, approver_id, verdict, decided_at) "  # noqa: S608
+                         "VALUES (:ballot, :approver, 'approve', :now)")
+        values = {"ballot": ballot, "approver": approver, "now": now}
+        with plant.session() as session:
+            session.execute(insert, values)
+            with pytest.raises(sa.exc.IntegrityError):
+                session.execute(insert, values)
