@@ -1,7 +1,6 @@
 """``gatepass admin asset add|set``: the machines in a site, their services, credentials and policy."""
 
 # The operator commands talk to a terminal: printing is their job.
-# ruff: noqa: T201
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """``gatepass admin gateway add``: issue the credential a separately run SSH gateway signs in to the broker with."""
 
 # The operator commands talk to a terminal: printing is their job.
-# ruff: noqa: T201
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """``gatepass admin site add|set|lockdown|lift``: sites (plants), their access policy and their lockdown."""
 
 # The operator commands talk to a terminal: printing is their job.
-# ruff: noqa: T201
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """``gatepass admin user add|set|reset-totp|disable|enable``: people, service accounts and AI agents."""
 
 # The operator commands talk to a terminal: printing is their job.
-# ruff: noqa: T201
 
 from __future__ import annotations
 
