@@ -1,7 +1,5 @@
 """``gatepass admin asset add|set``: the machines in a site, their services, credentials and policy."""
 
-# The operator commands talk to a terminal: printing is their job.
-
 from __future__ import annotations
 
 import argparse

@@ -1,7 +1,5 @@
 """``gatepass admin gateway add``: issue the credential a separately run SSH gateway signs in to the broker with."""
 
-# The operator commands talk to a terminal: printing is their job.
-
 from __future__ import annotations
 
 import argparse

@@ -1,7 +1,5 @@
 """``gatepass admin site add|set|lockdown|lift``: sites (plants), their access policy and their lockdown."""
 
-# The operator commands talk to a terminal: printing is their job.
-
 from __future__ import annotations
 
 import argparse

@@ -1,7 +1,5 @@
 """``gatepass admin user add|set|reset-totp|disable|enable``: people, service accounts and AI agents."""
 
-# The operator commands talk to a terminal: printing is their job.
-
 from __future__ import annotations
 
 import argparse

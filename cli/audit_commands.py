@@ -1,7 +1,5 @@
 """``gatepass audit verify`` and ``audit forward``: check the audit trail on the data directory, send it to syslog."""
 
-# The operator commands talk to a terminal: printing is their job.
-
 from __future__ import annotations
 
 import argparse

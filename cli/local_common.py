@@ -1,7 +1,5 @@
 """What the local commands on the data directory share: the --data option, their settings, the error guard, notes."""
 
-# The operator commands talk to a terminal: printing is their job.
-
 from __future__ import annotations
 
 import argparse

@@ -1,7 +1,5 @@
 """``gatepass init``, ``serve``, ``broker`` and ``gateway``: make the data directory, run the services on it."""
 
-# The operator commands talk to a terminal: printing is their job.
-
 from __future__ import annotations
 
 import argparse
