@@ -15,12 +15,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from tests.gateway.waiting import eventually
+
+T = TypeVar("T")
 
 TOKEN = "gpg_test-gateway-token"
 
@@ -60,6 +64,7 @@ class FakeBroker:
     login_refusals: list[dict[str, Any]] = field(default_factory=list)
     status_calls: list[list[str]] = field(default_factory=list)
     down: bool = False  # True: every call answers 503 and event streams close
+    refused_while_down: int = 0  # calls answered 503 because of ``down``: a test sees the gateway retry
     port: int = 0
     _streams: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
     _server: uvicorn.Server | None = None
@@ -126,15 +131,11 @@ class FakeBroker:
         )
         return grant, cert
 
-    async def until(self, condition: Callable[[], bool], *, timeout: float = 5.0, what: str = "") -> None:
-        """Wait until ``condition()`` holds: the gateway reports in the background, so a test waits on what it
-        expects to see instead of sleeping a guessed time."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the gateway did not report {what or 'what the test waits for'} "
-                                     f"within {timeout:g} s")
-            await asyncio.sleep(0.01)
+    async def until(self, condition: Callable[[], T], *, timeout: float = 5.0, what: str = "") -> T:
+        """Wait until ``condition()`` holds and return its value: the gateway reports in the background, so a test
+        waits on what it expects to see instead of sleeping a guessed time."""
+        report = what or "what the test waits for"
+        return await eventually(condition, timeout=timeout, what=f"the gateway to report {report}")
 
     def publish(self, event: dict[str, Any]) -> None:
         for queue in self._streams:
@@ -172,6 +173,7 @@ class FakeBroker:
 
         def guard(request: Request) -> JSONResponse | None:
             if self.down:
+                self.refused_while_down += 1
                 return JSONResponse({"error": "unavailable", "message": "down"}, status_code=503)
             if request.headers.get("authorization") != f"Bearer {TOKEN}":
                 return refused(401, "not_authenticated", "this gateway credential is not known to the broker")
@@ -312,10 +314,12 @@ class FakeBroker:
 
     async def start(self) -> None:
         config = uvicorn.Config(self.app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.ensure_future(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
+        server = self._server = uvicorn.Server(config)
+        task = self._task = asyncio.ensure_future(server.serve())
+        await eventually(lambda: server.started or task.done(), timeout=10, what="the fake broker to listen")
+        if not server.started:
+            task.result()  # serve() ended before it listened: its exception, if any, says why
+            raise AssertionError("the fake broker's server stopped before it listened")
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import ClassVar
 
@@ -11,6 +10,7 @@ import pytest
 
 from gateway.certificates import CertificateWatch, GrantCertificate, parse_key_id, read_grant_certificate
 from gateway.errors import CertificateRefused
+from tests.gateway.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -83,7 +83,8 @@ async def test_hook_records_the_certificate_asyncssh_accepted() -> None:
             "127.0.0.1", port, username="hmi-01", client_keys=[(key, decoy), (key, good)], known_hosts=None,
             config=None, agent_path=None,
         ):  # fmt: skip
-            await asyncio.sleep(0.05)
+            # The client's login is done; the server's auth_completed hook runs in its own time.
+            await eventually(lambda: _Server.accepted, what="the server to complete the login")
         (accepted,) = _Server.accepted
         assert accepted is not None
         assert (accepted.grant_id, accepted.serial) == ("grt-1a2b", 2**62 + 7)

@@ -15,6 +15,7 @@ from gateway import Gateway
 from tests.fixtures.sshd import OpenSSHServer
 from tests.gateway.conftest import Clock, GrantFactory, sshd_credential
 from tests.gateway.fake_broker import FakeBroker
+from tests.gateway.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -27,9 +28,7 @@ async def _long_command(conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClien
 
 async def _ended(fake_broker: FakeBroker, count: int = 1, timeout: float = 5) -> list[dict[str, Any]]:
     """The session ends the broker heard of, once there are ``count`` (a cut command's end waits for its stop)."""
-    deadline = time.monotonic() + timeout
-    while len(fake_broker.ended) < count and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    await fake_broker.until(lambda: len(fake_broker.ended) >= count, timeout=timeout, what=f"{count} session end(s)")
     return list(fake_broker.ended.values())
 
 
@@ -138,8 +137,7 @@ async def test_revocation_missed_while_disconnected_is_caught_by_resync(
     process = await _long_command(conn)
     fake_broker.down = True
     fake_broker.drop_streams()
-    while gateway.events_connected.is_set():
-        await asyncio.sleep(0.01)
+    await eventually(lambda: not gateway.events_connected.is_set(), what="the gateway to lose its event stream")
     fake_broker.grants[vendor.grant.grant_id].status = "revoked"  # no event: the stream is down
     fake_broker.down = False
     _, stderr, _ = await _wait_cut(process, limit=5)

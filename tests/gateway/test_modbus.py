@@ -148,10 +148,7 @@ async def test_a_hidden_write_never_reaches_a_real_plc(
         assert [int.from_bytes(data[i : i + 2], "big") for i in range(0, 20, 2)] == REGISTERS
         writer.close()
     assert await asyncio.to_thread(plc.registers) == REGISTERS
-    for _ in range(100):
-        if fake_broker.session_events:
-            break
-        await asyncio.sleep(0.02)
+    await fake_broker.until(lambda: fake_broker.session_events, what="the refused write")
     ((_, event),) = fake_broker.session_events
     assert event["kind"] == "modbus_write_refused"
     assert (event["detail"]["function_code"], event["detail"]["exception_code"]) == (3, ILLEGAL_DATA_VALUE)

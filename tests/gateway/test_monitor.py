@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +9,7 @@ import pytest
 
 from gateway.models import GrantState
 from gateway.monitor import GrantMonitor, cut_message
+from tests.gateway.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -120,9 +119,7 @@ async def test_real_timer_fires_from_the_loop() -> None:
     monitor = GrantMonitor(clock=lambda: datetime.now(UTC))
     conn = Recorder()
     monitor.watch("grt-1", asset="hmi-01", ends_at=datetime.now(UTC) + timedelta(milliseconds=50), connection=conn)
-    deadline = time.monotonic() + 2
-    while not conn.cuts and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: conn.cuts, timeout=2, what="the monitor's own timer to cut at the end")
     assert [cut[0] for cut in conn.cuts] == ["expired"]
 
 

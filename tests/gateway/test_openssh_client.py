@@ -41,6 +41,30 @@ async def _ssh(argv: list[str], stdin: bytes = b"", timeout: float = 10) -> tupl
     return process.returncode, stdout, stderr
 
 
+async def _ssh_running(argv: list[str], first_line: bytes = b"started\n") -> asyncio.subprocess.Process:
+    """The stock ssh, returned once the remote command's first line came back through the gateway: from then on
+    the session runs (and what it printed is recorded), so a test can cut it without guessing when."""
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), 10)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    assert line == first_line, f"the session did not start: ssh printed {line!r} first"
+    return process
+
+
+async def _ssh_finished(process: asyncio.subprocess.Process, timeout: float) -> tuple[int, bytes, bytes]:
+    """What an ``_ssh_running`` ssh printed after its first line, and its exit code."""
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return process.returncode, stdout, stderr
+
+
 async def test_command_output_and_exit_code(
     grant_for: GrantFactory, sshd_target: OpenSSHServer, tmp_path: Path
 ) -> None:
@@ -60,13 +84,10 @@ async def test_revocation_message_is_printed_and_ssh_exits_255(
     grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
-    run = asyncio.ensure_future(_ssh(_ssh_argv(vendor, tmp_path, "echo started; sleep 30")))
-    while not fake_broker.sessions:
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.2)
+    process = await _ssh_running(_ssh_argv(vendor, tmp_path, "echo started; sleep 30"))
     fake_broker.revoke(vendor.grant.grant_id)
-    code, stdout, stderr = await asyncio.wait_for(run, 2)
-    assert stdout == b"started\n"
+    code, stdout, stderr = await _ssh_finished(process, 2)
+    assert stdout == b""  # nothing after "started"
     assert b"gatepass: access to hmi-01 ended: the grant was revoked by the plant" in stderr
     assert code == 255
 
@@ -99,12 +120,17 @@ async def test_local_forward_with_ssh_L(grant_for: GrantFactory, plc_port: int, 
     )
     ssh = await asyncio.create_subprocess_exec(*argv, stderr=asyncio.subprocess.PIPE)
     try:
-        for _ in range(200):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while True:  # ssh -N prints nothing once its forward listens: connecting is the only way to know
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", local)
                 break
-            except OSError:
-                await asyncio.sleep(0.02)
+            except OSError as exc:
+                refused = exc
+            assert ssh.returncode is None, f"ssh -L exited ({refused})"
+            assert loop.time() < deadline, f"ssh -L did not listen on port {local} within 5 s ({refused})"
+            await asyncio.sleep(0.02)
         writer.write(b"read holding registers")
         assert await asyncio.wait_for(reader.readexactly(22), 5) == b"read holding registers"
         writer.close()

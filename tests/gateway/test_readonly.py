@@ -32,13 +32,6 @@ async def _client(conn: asyncssh.SSHClientConnection, asset: str) -> tuple[Async
     return client, listener
 
 
-async def _settled(fake_broker: FakeBroker, count: int) -> None:
-    for _ in range(100):
-        if len(fake_broker.session_events) >= count and fake_broker.ended:
-            return
-        await asyncio.sleep(0.02)
-
-
 async def test_read_only_grant_reads_and_refuses_writes(
     grant_for: GrantFactory, fake_broker: FakeBroker, plc: ModbusPlc
 ) -> None:
@@ -57,11 +50,12 @@ async def test_read_only_grant_reads_and_refuses_writes(
             assert refused.exception_code == 1  # ILLEGAL FUNCTION
         again = await client.read_holding_registers(0, count=3, device_id=UNIT)  # the stream is still in step
         assert again.registers == REGISTERS[:3]
+        # The refusals are reported in the background while the tunnel is still up.
+        await fake_broker.until(lambda: len(fake_broker.session_events) >= 3, what="the three refused writes")
         client.close()
         listener.close()
-        await asyncio.sleep(0.2)
     assert await asyncio.to_thread(plc.registers) == REGISTERS
-    await _settled(fake_broker, 3)
+    await fake_broker.until(lambda: fake_broker.ended, what="the tunnel's end")
     codes = [event["detail"]["function_code"] for _, event in fake_broker.session_events]
     assert sorted(codes) == [5, 6, 16]  # reported in the background, in any order
     session_id, event = next(e for e in fake_broker.session_events if e[1]["detail"]["function_code"] == 6)
@@ -123,6 +117,7 @@ async def test_gateway_answer_waits_for_the_end_of_the_assets_frame(
         writer.write(answer[:4])
         await writer.drain()
         half_sent.set()
+        # Pacing of this fake PLC, not a guess: the rest of its answer comes while the refused write is in flight.
         await asyncio.sleep(0.3)
         writer.write(answer[4:])
         await writer.drain()
@@ -136,9 +131,10 @@ async def test_gateway_answer_waits_for_the_end_of_the_assets_frame(
             reader, writer = await conn.open_connection("hmi-01", 502)
             writer.write(read)
             await asyncio.wait_for(half_sent.wait(), 5)
-            await asyncio.sleep(0.1)
+            # The half answer has come through the gateway: it is in the middle of the asset's frame now.
+            received = await asyncio.wait_for(reader.readexactly(4), 5)
             writer.write(write)
-            received = await asyncio.wait_for(reader.readexactly(len(answer) + 9), 5)
+            received += await asyncio.wait_for(reader.readexactly(len(answer) + 9 - 4), 5)
             writer.close()
     finally:
         server.close()

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from tests.fixtures.disks import small_tmpfs
 from tests.fixtures.sshd import OpenSSHServer
 from tests.gateway.conftest import GrantFactory, Vendor, sshd_credential
 from tests.gateway.fake_broker import FakeBroker
-from tests.gateway.test_openssh_client import _ssh, _ssh_argv
+from tests.gateway.test_openssh_client import _ssh, _ssh_argv, _ssh_finished, _ssh_running
+from tests.gateway.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -174,12 +176,9 @@ async def test_gateway_notice_is_recorded(
     gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
     vendor = grant_for(sshd_credential(sshd_target))
-    run = asyncio.ensure_future(_ssh(_ssh_argv(vendor, tmp_path, "echo started; sleep 30")))
-    while not fake_broker.sessions:
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.3)
+    process = await _ssh_running(_ssh_argv(vendor, tmp_path, "echo started; sleep 30"))
     fake_broker.revoke(vendor.grant.grant_id)
-    code, _, _ = await asyncio.wait_for(run, 5)
+    code, _, _ = await _ssh_finished(process, 5)
     assert code == 255
     end = await ended(fake_broker)
     assert end["reason"] == "revoked"
@@ -204,6 +203,11 @@ def _fill(directory: Path) -> Path:
                 if exc.errno != errno.ENOSPC:
                     raise
                 return filler
+
+
+def _with_output(directory: Path) -> list[Path]:
+    """The recordings in ``directory`` whose file already holds the command's first output event."""
+    return [path for path in directory.glob("*.cast") if b'"o", "started' in path.read_bytes()]
 
 
 class TestFullDisk:
@@ -254,7 +258,9 @@ class TestFullDisk:
 
         # Space freed: the next attempt after the probe interval probes the store and runs.
         filler.unlink()
-        await asyncio.sleep(0.6)
+        interval = gateway.settings.recording_probe_interval
+        await eventually(lambda: time.monotonic() - gateway.ctx.blocked_sites["plant-a"].last_probe >= interval,
+                         what="the probe interval to pass since the site's last probe")
         code, stdout, _ = await _ssh(_ssh_argv(vendor, keys, f"touch {marker}; echo back"))
         assert (code, stdout) == (0, b"back\n")
         assert marker.exists()
@@ -273,9 +279,9 @@ class TestFullDisk:
         loud = "echo started; while :; do echo some-output-from-the-machine-$RANDOM; sleep 0.01; done"
         busy_run = asyncio.ensure_future(_ssh(_ssh_argv(busy, busy_keys, loud), timeout=15))
         idle_run = asyncio.ensure_future(_ssh(_ssh_argv(idle, idle_keys, "echo started; sleep 30"), timeout=15))
-        while len(fake_broker.sessions) < 2:
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(1.2)  # both have flushed something already
+        # Both recordings have their first output on disk (the recorder's timed flush), not only the header.
+        await eventually(lambda: len(_with_output(recordings_dir)) == 2, timeout=10,
+                         what="both recordings to flush their first output")
         assert not busy_run.done()
         assert not idle_run.done()
         _fill(recordings_dir)

@@ -16,6 +16,7 @@ from gateway.server import raise_open_files_limit
 from tests.fixtures.sshd import OpenSSHServer
 from tests.gateway.conftest import GrantFactory, sshd_credential
 from tests.gateway.fake_broker import TOKEN, FakeBroker
+from tests.gateway.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -80,11 +81,11 @@ async def test_run_gateway_waits_for_the_broker_and_stops_when_cancelled(fake_br
         listen_port=0,
     )
     task = asyncio.ensure_future(run_gateway(settings, retry_backoff=0.05))
-    await asyncio.sleep(0.2)
+    # Refused once and back again after its backoff: the gateway keeps trying while the broker is down.
+    await eventually(lambda: fake_broker.refused_while_down >= 2, what="the gateway to try the down broker twice")
     assert fake_broker.registrations == []
     fake_broker.down = False
-    while not fake_broker.stream_count:
-        await asyncio.sleep(0.02)
+    await fake_broker.until(lambda: fake_broker.stream_count, what="its registration and event stream")
     assert len(fake_broker.registrations) == 1
     port = fake_broker.registrations[0]["ssh_port"]
     task.cancel()

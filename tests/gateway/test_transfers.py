@@ -62,15 +62,22 @@ async def scp(vendor: Vendor, directory: Path, *args: str) -> tuple[int, str, st
     return await _run(["scp", *_client_files(vendor, directory / "client"), *(a.format(asset=login) for a in args)])
 
 
+def _details(fake_broker: FakeBroker, kind: str) -> list[dict[str, Any]]:
+    return [body["detail"] for _, body in fake_broker.session_events if body["kind"] == kind]
+
+
 async def events(fake_broker: FakeBroker, kind: str, count: int, timeout: float = 5) -> list[dict[str, Any]]:
-    """The details of the first ``count`` session events of ``kind`` (waiting for background reports)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        found = [body["detail"] for _, body in fake_broker.session_events if body["kind"] == kind]
-        if len(found) >= count or loop.time() > deadline:
-            return found
-        await asyncio.sleep(0.05)
+    """The details of the session events of ``kind``, once there are ``count`` (waiting for background reports)."""
+    await fake_broker.until(lambda: len(_details(fake_broker, kind)) >= count, timeout=timeout,
+                            what=f"{count} {kind} event(s)")
+    return _details(fake_broker, kind)
+
+
+async def no_events(fake_broker: FakeBroker, kind: str, pause: float = 0.2) -> list[dict[str, Any]]:
+    """The session events of ``kind`` after a short bounded pause: for a report that must NOT come there is no
+    condition to wait on, so the pause is what gives a wrong report the time to arrive."""
+    await asyncio.sleep(pause)
+    return _details(fake_broker, kind)
 
 
 def random_file(path: Path, size: int) -> str:
@@ -188,7 +195,7 @@ async def test_download_only_site_refuses_uploads_and_changes_but_allows_downloa
     assert refused[0]["open_flags"] == "write,creat,trunc"
     (download,) = await events(fake_broker, "file_transferred", 1)
     assert (download["mode"], download["bytes_read"], download["sha256_read"]) == ("read", MIB, config_sha)
-    assert await events(fake_broker, "file_changed", 1, timeout=0.2) == []
+    assert await no_events(fake_broker, "file_changed") == []
 
 
 async def test_sftp_server_run_as_a_command_is_inspected_the_same(

@@ -47,10 +47,7 @@ async def test_a_client_that_vanishes_closed_its_own_tunnel(
     writer.write(b"ping")
     assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
     conn.abort()  # no channel close, no disconnect message: the TCP connection just goes
-    for _ in range(50):
-        if fake_broker.ended:
-            break
-        await asyncio.sleep(0.05)
+    await fake_broker.until(lambda: fake_broker.ended, what="the tunnel's end")
     ((_, ended),) = fake_broker.ended.items()
     assert ended["reason"] == "client_closed"
     assert ended["detail"]
@@ -84,10 +81,8 @@ async def test_a_forward_the_gateway_refuses_reaches_the_audit_trail(
                 await conn.open_connection("hmi-01", plc_port + 1)
         with pytest.raises(asyncssh.ChannelOpenError):
             await conn.open_connection("10.9.9.9", plc_port)
-        for _ in range(50):
-            if len(fake_broker.refusals) >= MAX_AUDITED_REFUSALS:
-                break
-            await asyncio.sleep(0.05)
+        await fake_broker.until(lambda: len(fake_broker.refusals) >= MAX_AUDITED_REFUSALS,
+                                what=f"{MAX_AUDITED_REFUSALS} refused forwards")
     (grant_id,) = fake_broker.grants
     assert len(fake_broker.refusals) == MAX_AUDITED_REFUSALS
     first = fake_broker.refusals[0]
