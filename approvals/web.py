@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from approvals.notifier import NotifierSettings
+from broker.api.errors import answer_for
 from broker.api.state import BrokerState
 from broker.audit.refusals import Refusal, unrecorded_refusal
 from broker.audit.siem_escaping import visible
@@ -172,21 +173,16 @@ async def signed_in(request: Request, work: Work) -> Response:
         response = redirect("/sign-in")
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
-    except BrokerError as error:
-        if unrecorded_refusal(error):
+    except (BrokerError, IntegrityError, DataError) as error:
+        if isinstance(error, BrokerError) and unrecorded_refusal(error):
             # A page or action refused to a signed-in person (a vendor opening the review pages, a supervisor
             # ending another site's session, approving twice): in the trail, like the API's (broker.refusals).
             await run_in_threadpool(web.state.refusals.record, Refusal(
                 action=Action.WEB_REFUSED, reason=error.message, actor=actor[0] if actor else None,
                 source=client_address(request, web.state.settings), subject=request.url.path[:128],
                 details={"method": request.method, "status": error.status_code}))
-        return error_page(web, error.status_code, error.message)
-    except IntegrityError:
-        # Two people changed the same thing at once (e.g. both approved): nothing of this request was kept.
-        return error_page(web, 409, "This change conflicts with another one made at the same moment; nothing "
-                          "was changed. Reload the page to see the current state.")
-    except DataError:
-        return error_page(web, 400, "The form holds a value that cannot be stored; nothing was changed.")
+        answer = answer_for(error)
+        return error_page(web, answer.status, answer.message)
 
 
 async def read_form(request: Request) -> dict[str, str]:

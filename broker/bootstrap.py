@@ -20,6 +20,7 @@ from broker.keys import authorities
 from broker.keys.vault import Vault
 from broker.models import Authority
 from broker.settings import Settings
+from broker.vocabulary import Role
 
 ADMIN_USERNAME = "admin"
 EMBEDDED_GATEWAY = "embedded"
@@ -53,7 +54,7 @@ def initialise(settings: Settings, *, create_schema: Callable[[Engine], None]) -
                          details={"data_dir": str(data)})
             authorities.create_authority(session, vault=vault, now=now)
             admin = create_identity(session, vault=vault, now=now, actor="gatepass-init",
-                                    username=ADMIN_USERNAME, role="admin",
+                                    username=ADMIN_USERNAME, role=Role.ADMIN,
                                     enrolment_code_ttl=settings.enrolment_code_ttl)
             token = gateways.create_gateway(session, now=now, actor="gatepass-init", name=EMBEDDED_GATEWAY)
     finally:

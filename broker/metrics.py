@@ -6,13 +6,14 @@ from sqlalchemy import func, select
 
 from broker.api.state import BrokerState
 from broker.models import AccessRequest, AccessSession, Grant, Site
+from broker.vocabulary import RequestStatus
 
 
 def render_metrics(state: BrokerState) -> str:
     now = state.settings.clock.now()
     with state.sessions() as session:
         pending = session.scalar(select(func.count()).select_from(AccessRequest)
-                                 .where(AccessRequest.status == "pending"))
+                                 .where(AccessRequest.status == RequestStatus.PENDING))
         active = session.scalar(select(func.count()).select_from(Grant).where(
             Grant.revoked_at.is_(None), Grant.starts_at <= now, Grant.ends_at > now))
         live = session.scalar(select(func.count()).select_from(AccessSession).where(AccessSession.ended_at.is_(None)))

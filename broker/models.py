@@ -20,10 +20,27 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from broker.db import Base, UTCDateTime
+from broker.vocabulary import (
+    CredentialKind,
+    Criticality,
+    ExtensionStatus,
+    GrantChangeStatus,
+    IdentityKind,
+    NotificationChannel,
+    NotificationStatus,
+    RequestStatus,
+    Role,
+    SessionKind,
+    ThrottleScope,
+    Transfers,
+    Verdict,
+    one_of,
+)
 
 
 class Site(Base):
     __tablename__ = "sites"
+    __table_args__ = (one_of("sites", "transfers", Transfers),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -47,6 +64,10 @@ class Site(Base):
 
 class Asset(Base):
     __tablename__ = "assets"
+    __table_args__ = (
+        one_of("assets", "criticality", Criticality),
+        one_of("assets", "credential_kind", CredentialKind, nullable=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Globally unique: the SSH login name at the gateway is the asset name.
@@ -69,6 +90,7 @@ class Asset(Base):
 
 class Identity(Base):
     __tablename__ = "identities"
+    __table_args__ = (one_of("identities", "kind", IdentityKind),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -102,7 +124,7 @@ class SignInThrottle(Base):
     the database so that every broker replica throttles alike."""
 
     __tablename__ = "sign_in_throttles"
-    __table_args__ = (UniqueConstraint("scope", "key"),)
+    __table_args__ = (UniqueConstraint("scope", "key"), one_of("sign_in_throttles", "scope", ThrottleScope),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     scope: Mapped[str] = mapped_column(String(16))
@@ -118,7 +140,7 @@ class RoleAssignment(Base):
     """A role, optionally scoped to one site (a supervisor approves for the sites they are assigned)."""
 
     __tablename__ = "role_assignments"
-    __table_args__ = (UniqueConstraint("identity_id", "role", "site_id"),)
+    __table_args__ = (UniqueConstraint("identity_id", "role", "site_id"), one_of("role_assignments", "role", Role),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
@@ -145,6 +167,7 @@ class ApiToken(Base):
 
 class AccessRequest(Base):
     __tablename__ = "access_requests"
+    __table_args__ = (one_of("access_requests", "status", RequestStatus),)
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     requester_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
@@ -175,7 +198,7 @@ class Decision(Base):
     """One approver's approval or denial; the unique constraint makes 'two distinct approvers' a schema fact."""
 
     __tablename__ = "decisions"
-    __table_args__ = (UniqueConstraint("request_id", "approver_id"),)
+    __table_args__ = (UniqueConstraint("request_id", "approver_id"), one_of("decisions", "verdict", Verdict),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("access_requests.id"))
@@ -229,6 +252,7 @@ class AccessSession(Base):
     """A live connection under a grant, as reported by the gateway that carries it."""
 
     __tablename__ = "sessions"
+    __table_args__ = (one_of("sessions", "kind", SessionKind),)
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"))
@@ -315,6 +339,7 @@ class GrantChange(Base):
     """
 
     __tablename__ = "grant_changes"
+    __table_args__ = (one_of("grant_changes", "status", GrantChangeStatus),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
@@ -328,6 +353,7 @@ class GrantExtension(Base):
     """The grantee's ask to move an active grant's end; approved by the site's approvers like a request."""
 
     __tablename__ = "grant_extensions"
+    __table_args__ = (one_of("grant_extensions", "status", ExtensionStatus),)
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
@@ -352,7 +378,10 @@ class ExtensionDecision(Base):
     """One approver's approval or denial of an extension: the same shape, and the same rule, as a Decision."""
 
     __tablename__ = "extension_decisions"
-    __table_args__ = (UniqueConstraint("extension_id", "approver_id"),)
+    __table_args__ = (
+        UniqueConstraint("extension_id", "approver_id"),
+        one_of("extension_decisions", "verdict", Verdict),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     extension_id: Mapped[str] = mapped_column(ForeignKey("grant_extensions.id"))
@@ -386,6 +415,8 @@ class Notification(Base):
         UniqueConstraint("request_id", "channel", "target", name="uq_notifications_request_channel_target"),
         # The relay's query: what is due now.
         Index("ix_notifications_due", "status", "next_attempt_at"),
+        one_of("notifications", "channel", NotificationChannel),
+        one_of("notifications", "status", NotificationStatus),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -19,10 +21,13 @@ from broker.models import Base
 
 
 def _to(engine: sa.Engine, revision: str, *, down: bool = False) -> None:
+    if not down:
+        upgrade(engine, revision)
+        return
     config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        (command.downgrade if down else command.upgrade)(config, revision)
+        command.downgrade(config, revision)
 
 
 def _inserter(db: sa.Connection) -> Callable[..., None]:
@@ -100,5 +105,37 @@ def test_extension_decisions_move_from_the_json_list_into_rows_and_back(database
         first = json.loads(back[0][1]) if isinstance(back[0][1], str) else back[0][1]
         assert [(a["approver"], a["approver_id"], a["comment"]) for a in first] == [("sup-a1", 2, "ok")]
         assert (back[1][2], back[1][3]) == ("sup-a2", "no")
+    finally:
+        engine.dispose()
+
+
+def _checks_in_models() -> dict[tuple[str, str], str]:
+    return {(table.name, constraint.name): str(constraint.sqltext)
+            for table in Base.metadata.tables.values() for constraint in table.constraints
+            if isinstance(constraint, sa.CheckConstraint) and isinstance(constraint.name, str)}
+
+
+def test_every_closed_set_of_values_is_a_check_in_the_migrated_database(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        inspector = sa.inspect(engine)
+        in_database = {(table, check["name"]): check["sqltext"]
+                       for table in inspector.get_table_names() for check in inspector.get_check_constraints(table)
+                       if check["name"]}
+        expected = _checks_in_models()
+        assert len(expected) >= 14
+        assert set(expected) <= set(in_database), "a model's CHECK is missing from the migrations"
+        for key, condition in expected.items():
+            # The same values, however the database writes the condition back (PostgreSQL: = ANY (ARRAY[...])).
+            assert set(re.findall(r"'([^']*)'", condition)) == set(re.findall(r"'([^']*)'", in_database[key])), key
+        # And it holds: a role outside the set is refused by the database itself.
+        with engine.begin() as db:
+            db.execute(sa.text("INSERT INTO identities (username, kind, disabled, totp_last_step, failed_logins, "
+                               "created_at) VALUES ('someone', 'human', false, 0, 0, CURRENT_TIMESTAMP)"))
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as db:
+            db.execute(sa.text("INSERT INTO role_assignments (identity_id, role) SELECT id, 'root' FROM identities"))
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as db:
+            db.execute(sa.text("UPDATE identities SET kind = 'robot'"))
     finally:
         engine.dispose()

@@ -21,6 +21,7 @@ from broker.audit.trail import Action
 from broker.errors import Conflict, Forbidden, InvalidInput, audited
 from broker.identity.identities import may_act_for_site
 from broker.models import Identity, Site
+from broker.vocabulary import Verdict
 
 # Reasons and comments: long enough for a paragraph, short enough to read in a queue.
 MAX_REASON = 1000
@@ -62,7 +63,7 @@ EXTENSION = Wording("extension", "extensions", "extending access")
 
 
 def approvals_so_far(ballot: Ballot) -> int:
-    return sum(1 for decision in ballot.decisions if decision.verdict == "approve")
+    return sum(1 for decision in ballot.decisions if decision.verdict == Verdict.APPROVE)
 
 
 def is_approved(ballot: Ballot) -> bool:

@@ -34,6 +34,7 @@ from broker.inventory.sites import approvals_needed
 from broker.keys.authorities import CertificateSpec, issue_user_certificate, load_signing_key
 from broker.keys.vault import Vault
 from broker.models import Asset, ExtensionDecision, Grant, GrantExtension, Identity
+from broker.vocabulary import ExtensionStatus, GrantChangeStatus, IdentityKind, Verdict
 
 
 def _refuse(session: Session, now: dt.datetime, actor: Identity, grant: Grant, action: Action, why: str,
@@ -84,12 +85,12 @@ def request_extension(session: Session, *, now: dt.datetime, requester: Identity
         raise InvalidInput(f"the reason is too long ({len(reason)} characters, at most {MAX_REASON})")
     _check_window(grant, grant.ends_at + extra)
     pending = session.scalars(select(GrantExtension.id).where(
-        GrantExtension.grant_id == grant.id, GrantExtension.status == "pending")).first()
+        GrantExtension.grant_id == grant.id, GrantExtension.status == ExtensionStatus.PENDING)).first()
     if pending is not None:
         raise Conflict(f"extension {pending} of grant {grant.id} is still waiting for a decision")
     extension = GrantExtension(
         id=new_id("ext"), grant_id=grant.id, grant=grant, requester_id=requester.id, requester=requester,
-        duration_seconds=int(extra.total_seconds()), reason=reason, status="pending",
+        duration_seconds=int(extra.total_seconds()), reason=reason, status=ExtensionStatus.PENDING,
         approvals_required=approvals_needed(grant.asset), previous_ends_at=grant.ends_at,
         created_at=now,
     )
@@ -103,11 +104,11 @@ def request_extension(session: Session, *, now: dt.datetime, requester: Identity
 
 def lapse_stale(session: Session, *, now: dt.datetime) -> None:
     """Pending extensions of grants that ended or were revoked can no longer be decided: they lapse."""
-    pending = session.scalars(select(GrantExtension).where(GrantExtension.status == "pending")).all()
+    pending = session.scalars(select(GrantExtension).where(GrantExtension.status == ExtensionStatus.PENDING)).all()
     for extension in pending:
         status = grant_status(extension.grant, now)
         if status != "active":
-            extension.status, extension.decided_at = "lapsed", now
+            extension.status, extension.decided_at = ExtensionStatus.LAPSED, now
             trail.record(session, now=now, action=Action.EXTENSION_LAPSED, subject=extension.id,
                          site=extension.grant.asset.site.name,
                          details={"grant": extension.grant_id, "grant_status": status})
@@ -118,7 +119,7 @@ def visible_extensions(session: Session, *, viewer: Identity, pending_only: bool
     query = select(GrantExtension).join(Grant).join(Asset)
     query = restrict_to_viewer(query, viewer=viewer, owner=GrantExtension.requester_id)
     if pending_only:
-        query = query.where(GrantExtension.status == "pending")
+        query = query.where(GrantExtension.status == ExtensionStatus.PENDING)
     return list(session.scalars(query.order_by(GrantExtension.created_at.desc()).limit(500)))
 
 
@@ -142,7 +143,7 @@ def approve_extension(session: Session, *, vault: Vault, now: dt.datetime, event
     comment = clean_comment(comment)
     grant = extension.grant
     site = grant.asset.site.name
-    extension.decisions.append(ExtensionDecision(approver_id=approver.id, approver=approver, verdict="approve",
+    extension.decisions.append(ExtensionDecision(approver_id=approver.id, approver=approver, verdict=Verdict.APPROVE,
                                                  comment=comment, decided_at=now))
     trail.record(session, now=now, action=Action.EXTENSION_APPROVAL, actor=approver.username,
                  subject=extension.id, site=site,
@@ -165,7 +166,7 @@ def approve_extension(session: Session, *, vault: Vault, now: dt.datetime, event
                  subject=grant.id, site=site,
                  details={"serial": grant.serial, "principals": [grant.asset.name],
                           "valid_before": new_end.isoformat(), "reissued_for": extension.id})
-    announce(session, now=now, events=events, grant=grant, status="active", reason="extended")
+    announce(session, now=now, events=events, grant=grant, status=GrantChangeStatus.ACTIVE, reason="extended")
     return extension
 
 
@@ -175,7 +176,7 @@ def _reissue_certificate(session: Session, *, vault: Vault, grant: Grant) -> Non
     spec = CertificateSpec(
         grant_id=grant.id, username=grant.identity.username, asset=grant.asset.name, serial=grant.serial,
         starts_at=grant.starts_at, ends_at=grant.ends_at,
-        allow_pty=grant.ssh and grant.identity.kind == "human",
+        allow_pty=grant.ssh and grant.identity.kind == IdentityKind.HUMAN,
         allow_port_forwarding=bool(grant.ports),
     )
     grant.certificate = issue_user_certificate(load_signing_key(session, vault=vault), grant.request.public_key,
@@ -187,9 +188,9 @@ def deny_extension(session: Session, *, now: dt.datetime, approver: Identity, ex
     # Authority first, so an outsider's attempt is audited whatever the comment says.
     extension = _decidable(session, now=now, approver=approver, extension_id=extension_id, verb="deny")
     comment = denial_comment(comment)
-    extension.decisions.append(ExtensionDecision(approver_id=approver.id, approver=approver, verdict="deny",
+    extension.decisions.append(ExtensionDecision(approver_id=approver.id, approver=approver, verdict=Verdict.DENY,
                                                  comment=comment, decided_at=now))
-    extension.status, extension.decided_at = "denied", now
+    extension.status, extension.decided_at = ExtensionStatus.DENIED, now
     trail.record(session, now=now, action=Action.EXTENSION_DENIED, actor=approver.username, subject=extension.id,
                  site=extension.grant.asset.site.name, details={"grant": extension.grant_id, "comment": comment})
     return extension

@@ -22,6 +22,7 @@ from broker.audit import trail
 from broker.audit.trail import Action
 from broker.durations import format_duration
 from broker.models import AccessRequest, Asset, Identity, Notification, RoleAssignment, Site
+from broker.vocabulary import NotificationStatus, RequestStatus
 
 MAX_ATTEMPTS = 6
 FIRST_RETRY = dt.timedelta(seconds=2)
@@ -99,7 +100,7 @@ def enqueue_new_requests(session: Session, *, now: dt.datetime, targets: Targets
         return 0
     approvers = approver_addresses(session, now=now) if targets.approver_emails else ApproverAddresses({}, [])
     query = select(AccessRequest).join(Asset).join(Site).where(
-        AccessRequest.status == "pending", AccessRequest.created_at >= now - within,
+        AccessRequest.status == RequestStatus.PENDING, AccessRequest.created_at >= now - within,
         ~exists().where(Notification.request_id == AccessRequest.id))
     if not targets.webhook_url and not approvers.everywhere:
         # Only sites with a target: requests elsewhere would stay "new" and crowd out the ones that count.
@@ -110,8 +111,9 @@ def enqueue_new_requests(session: Session, *, now: dt.datetime, targets: Targets
         for channel, target in targets.for_site(request.asset.site.name, approvers.for_request(request)):
             try:
                 with session.begin_nested():  # a savepoint: another replica may have made the same row
-                    session.add(Notification(request_id=request.id, channel=channel, target=target, status="pending",
-                                             attempts=0, next_attempt_at=now, created_at=now))
+                    session.add(Notification(request_id=request.id, channel=channel, target=target,
+                                             status=NotificationStatus.PENDING, attempts=0, next_attempt_at=now,
+                                             created_at=now))
                 made += 1
             except IntegrityError:
                 continue
@@ -121,7 +123,8 @@ def enqueue_new_requests(session: Session, *, now: dt.datetime, targets: Targets
 def claim_due(session: Session, *, now: dt.datetime, public_url: str) -> list[Delivery]:
     """Take up to BATCH due deliveries for this process (a lease, so a crashed claimer's rows come back)."""
     rows = session.scalars(
-        select(Notification).where(Notification.status == "pending", Notification.next_attempt_at <= now)
+        select(Notification)
+        .where(Notification.status == NotificationStatus.PENDING, Notification.next_attempt_at <= now)
         .order_by(Notification.id).limit(BATCH).with_for_update(skip_locked=True)
     ).all()
     deliveries = []
@@ -175,7 +178,7 @@ def record_result(session: Session, *, now: dt.datetime, delivery_id: int, error
         return
     row.last_error = error[:1000]
     if row.attempts >= MAX_ATTEMPTS:
-        row.status = "failed"
+        row.status = NotificationStatus.FAILED
         trail.record(session, now=now, action=Action.NOTIFICATION_GAVE_UP, outcome="failure",
                      subject=row.request_id, site=site, details={**details, "error": error[:300]})
         return

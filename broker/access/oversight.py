@@ -19,6 +19,7 @@ from broker.identity.identities import has_role, site_ids_for_role
 from broker.inventory.sites import within_maintenance_windows
 from broker.models import AccessRequest, AccessSession, Asset, AuditEvent, Grant, Identity, Site
 from broker.recordings import asciicast, store, verification
+from broker.vocabulary import RequestStatus, SessionKind
 
 T = TypeVar("T")
 
@@ -59,7 +60,7 @@ def pending_queue(session: Session, *, supervisor: Identity, now: dt.datetime) -
     scope = scoped_site_ids(supervisor, "supervisor")
     if scope is not None and not scope:
         return []
-    query = select(AccessRequest).join(Asset).where(AccessRequest.status == "pending")
+    query = select(AccessRequest).join(Asset).where(AccessRequest.status == RequestStatus.PENDING)
     if scope is not None:
         query = query.where(Asset.site_id.in_(scope))
     items = []
@@ -227,7 +228,7 @@ def review_events(session: Session, flt: ReviewFilter) -> list[AuditEvent]:
 
 # A transcript search reads recording files: it looks at this many sessions (newest first) at most.
 TRANSCRIPT_SCAN_LIMIT = 200
-SESSION_KINDS = ("shell", "exec", "sftp", "tcp")
+SESSION_KINDS = tuple(SessionKind)
 
 
 @dataclass(frozen=True)

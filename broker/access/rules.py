@@ -5,17 +5,18 @@ from __future__ import annotations
 import datetime as dt
 
 from broker.models import AccessRequest, Grant
+from broker.vocabulary import GrantStatus
 
 
-def grant_status(grant: Grant, now: dt.datetime) -> str:
+def grant_status(grant: Grant, now: dt.datetime) -> GrantStatus:
     """scheduled → active → expired, or revoked at any point."""
     if grant.revoked_at is not None:
-        return "revoked"
+        return GrantStatus.REVOKED
     if now < grant.starts_at:
-        return "scheduled"
+        return GrantStatus.SCHEDULED
     if now < grant.ends_at:
-        return "active"
-    return "expired"
+        return GrantStatus.ACTIVE
+    return GrantStatus.EXPIRED
 
 
 def grant_window(request: AccessRequest, *, now: dt.datetime, shorten_to: dt.timedelta | None) -> tuple[

@@ -32,6 +32,7 @@ from broker.inventory.sites import approvals_needed, get_asset
 from broker.keys.authorities import CertificateSpec, issue_user_certificate, load_signing_key, new_serial
 from broker.keys.vault import Vault
 from broker.models import AccessRequest, Asset, Decision, Grant, Identity
+from broker.vocabulary import GrantChangeStatus, IdentityKind, RequestStatus, Verdict
 
 T = TypeVar("T")
 
@@ -102,7 +103,7 @@ def create_request(
     request = AccessRequest(
         id=new_id("req"), requester_id=requester.id, asset_id=asset.id, ssh=ssh, ports=ports, read_only=read_only,
         duration_seconds=int(window.total_seconds()), start_at=start, reason=reason, public_key=key,
-        status="pending", approvals_required=approvals_needed(asset), created_at=now, decide_by=decide_by,
+        status=RequestStatus.PENDING, approvals_required=approvals_needed(asset), created_at=now, decide_by=decide_by,
     )
     session.add(request)
     trail.record(session, now=now, action=Action.REQUEST_CREATED, actor=requester.username, subject=request.id,
@@ -152,10 +153,10 @@ def _refuse(session: Session, now: dt.datetime, actor: Identity, asset: Asset, a
 def expire_overdue(session: Session, *, now: dt.datetime) -> None:
     """Undecided requests past their decide-by time expire (lazily, whenever requests are read or decided)."""
     overdue = session.scalars(
-        select(AccessRequest).where(AccessRequest.status == "pending", AccessRequest.decide_by <= now)
+        select(AccessRequest).where(AccessRequest.status == RequestStatus.PENDING, AccessRequest.decide_by <= now)
     ).all()
     for request in overdue:
-        request.status = "expired"
+        request.status = RequestStatus.EXPIRED
         request.decided_at = now
         trail.record(session, now=now, action=Action.REQUEST_EXPIRED, subject=request.id,
                      site=request.asset.site.name, details={"decide_by": request.decide_by.isoformat()})
@@ -180,7 +181,7 @@ def visible_requests(session: Session, *, now: dt.datetime, viewer: Identity,
     query = select(AccessRequest).join(Asset)
     query = restrict_to_viewer(query, viewer=viewer, owner=AccessRequest.requester_id)
     if pending_only:
-        query = query.where(AccessRequest.status == "pending")
+        query = query.where(AccessRequest.status == RequestStatus.PENDING)
     return list(session.scalars(query.order_by(AccessRequest.created_at.desc()).limit(500)))
 
 
@@ -220,14 +221,14 @@ def approve(
 ) -> AccessRequest:
     shorter = parse_duration(shorten_to) if shorten_to is not None else None
     request = _decidable(session, now=now, approver=approver, request_id=request_id, verb="approve")
-    request.decisions.append(Decision(approver_id=approver.id, approver=approver, verdict="approve",
+    request.decisions.append(Decision(approver_id=approver.id, approver=approver, verdict=Verdict.APPROVE,
                                       comment=clean_comment(comment), decided_at=now))
     site = request.asset.site.name
     trail.record(session, now=now, action=Action.REQUEST_APPROVAL, actor=approver.username, subject=request.id,
                  site=site, details={"approvals": approvals_so_far(request),
                                      "required": request.approvals_required, "comment": comment})
     if is_approved(request):
-        request.status, request.decided_at = "approved", now
+        request.status, request.decided_at = RequestStatus.APPROVED, now
         trail.record(session, now=now, action=Action.REQUEST_APPROVED, actor=approver.username,
                      subject=request.id, site=site)
         _create_grant(session, vault=vault, now=now, request=request, shorten_to=shorter)
@@ -238,9 +239,9 @@ def deny(session: Session, *, now: dt.datetime, approver: Identity, request_id: 
     # Authority first, so an outsider's attempt is audited whatever the comment says.
     request = _decidable(session, now=now, approver=approver, request_id=request_id, verb="deny")
     comment = denial_comment(comment)
-    request.decisions.append(Decision(approver_id=approver.id, approver=approver, verdict="deny",
+    request.decisions.append(Decision(approver_id=approver.id, approver=approver, verdict=Verdict.DENY,
                                       comment=comment, decided_at=now))
-    request.status = "denied"
+    request.status = RequestStatus.DENIED
     request.decided_at = now
     trail.record(session, now=now, action=Action.REQUEST_DENIED, actor=approver.username, subject=request.id,
                  site=request.asset.site.name, details={"comment": comment})
@@ -253,7 +254,7 @@ def cancel(session: Session, *, now: dt.datetime, requester: Identity, request_i
         raise Forbidden(f"only the requester can cancel request {request_id}")
     if request.status != "pending":
         raise Conflict(f"request {request_id} is already {request.status}; only pending requests can be cancelled")
-    request.status = "cancelled"
+    request.status = RequestStatus.CANCELLED
     request.decided_at = now
     trail.record(session, now=now, action=Action.REQUEST_CANCELLED, actor=requester.username, subject=request.id,
                  site=request.asset.site.name)
@@ -274,7 +275,7 @@ def _create_grant(session: Session, *, vault: Vault, now: dt.datetime, request: 
         grant_id=grant.id, username=requester.username, asset=asset.name, serial=grant.serial,
         starts_at=starts_at, ends_at=ends_at,
         # DESIGN invariant 5: no interactive shell for service and AI-agent identities.
-        allow_pty=request.ssh and requester.kind == "human",
+        allow_pty=request.ssh and requester.kind == IdentityKind.HUMAN,
         allow_port_forwarding=bool(request.ports),
     )
     grant.certificate = issue_user_certificate(load_signing_key(session, vault=vault), request.public_key, spec)
@@ -333,5 +334,5 @@ def revoke_grant(
     grant.revoked_at, grant.revoked_by, grant.revoke_reason = now, actor.username, reason
     trail.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor.username, subject=grant.id,
                  site=grant.asset.site.name, details={"reason": reason, "was": status})
-    announce(session, now=now, events=events, grant=grant, status="revoked", reason="revoked")
+    announce(session, now=now, events=events, grant=grant, status=GrantChangeStatus.REVOKED, reason="revoked")
     return grant

@@ -1,8 +1,11 @@
-"""Domain errors become HTTP answers here, in one place: ``{"error": code, "message": why}``."""
+"""Failures become HTTP answers here, in one place: ``answer_for`` maps a domain error, or a database refusal
+that got past the checks, to a status, a code and a message; the API renders it as ``{"error": code,
+"message": why}`` and the web pages (approvals.web) as an error page."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +23,27 @@ log = logging.getLogger("gatepass.broker")
 
 _HTTP_CODES = {401: "not_authenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                409: "conflict", 413: "too_large", 415: "unsupported_media_type"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    code: str
+    message: str
+
+
+def answer_for(error: BrokerError | IntegrityError | DataError) -> Answer:
+    """The one mapping of a failure to an HTTP answer, for the API and the pages alike."""
+    if isinstance(error, BrokerError):
+        return Answer(error.status_code, error.code, error.message)
+    if isinstance(error, IntegrityError):
+        # Two requests raced for the same unique thing (e.g. the same approver twice); nothing was changed.
+        log.info("integrity error turned into 409: %s", error.orig.__class__.__name__)
+        return Answer(409, "conflict", "this change conflicts with another one made at the same time; nothing was "
+                      "changed: look again and retry")
+    # A backstop: a value the database itself cannot hold (bounds are meant to catch these first).
+    log.info("data error turned into 400: %s", error.orig.__class__.__name__)
+    return Answer(400, "invalid_input", "the request holds a value that cannot be stored; nothing was changed")
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -60,7 +84,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _broker_error(request: Request, error: BrokerError) -> JSONResponse:
         if _worth_recording(request, error):
             await run_in_threadpool(_audit_refusal, request, error)
-        return error_response(error.status_code, error.code, error.message)
+        return _render(answer_for(error))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -75,15 +99,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(error.status_code, code, message)
 
     @app.exception_handler(DataError)
-    async def _data_error(_request: Request, error: DataError) -> JSONResponse:
-        # A backstop: a value the database itself cannot hold (bounds are meant to catch these first).
-        log.info("data error turned into 400: %s", error.orig.__class__.__name__)
-        return error_response(400, "invalid_input", "the request holds a value that cannot be stored; "
-                              "nothing was changed")
-
     @app.exception_handler(IntegrityError)
-    async def _integrity_error(_request: Request, error: IntegrityError) -> JSONResponse:
-        # Two requests raced for the same unique thing (e.g. the same approver twice); nothing was changed.
-        log.info("integrity error turned into 409: %s", error.orig.__class__.__name__)
-        return error_response(409, "conflict", "this change conflicts with another one made at the same time; "
-                              "nothing was changed, look again and retry")
+    async def _database_refusal(_request: Request, error: DataError | IntegrityError) -> JSONResponse:
+        return _render(answer_for(error))
+
+
+def _render(answer: Answer) -> JSONResponse:
+    return error_response(answer.status, answer.code, answer.message)

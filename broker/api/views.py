@@ -7,6 +7,7 @@ from typing import Any
 
 from broker.access.rules import grant_status
 from broker.models import AccessRequest, Gateway, Grant, GrantExtension, Identity
+from broker.vocabulary import Verdict
 
 
 def identity_view(identity: Identity) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def request_view(request: AccessRequest, now: dt.datetime) -> dict[str, Any]:
         "approvals_required": request.approvals_required,
         "approvals": [
             {"approver": d.approver.username, "comment": d.comment, "decided_at": d.decided_at.isoformat()}
-            for d in request.decisions if d.verdict == "approve"
+            for d in request.decisions if d.verdict == Verdict.APPROVE
         ],
         "denial": {"approver": denial.approver.username, "comment": denial.comment,
                    "decided_at": denial.decided_at.isoformat()} if denial else None,
@@ -88,7 +89,7 @@ def extension_view(extension: GrantExtension, now: dt.datetime) -> dict[str, Any
         "new_ends_at": extension.new_ends_at.isoformat() if extension.new_ends_at else None,
         "approvals_required": extension.approvals_required,
         "approvals": [{"approver": d.approver.username, "comment": d.comment, "decided_at": d.decided_at.isoformat()}
-                      for d in extension.decisions if d.verdict == "approve"],
+                      for d in extension.decisions if d.verdict == Verdict.APPROVE],
         "denial": next(({"approver": d.approver.username, "comment": d.comment,
                          "decided_at": d.decided_at.isoformat()}
                         for d in extension.decisions if d.verdict == "deny"), None),

@@ -14,6 +14,7 @@ from broker.errors import Conflict, Forbidden, NotFound, audited
 from broker.identity.identities import has_role, may_act_for_site
 from broker.inventory.gateway_events import EventPublisher, announce
 from broker.models import ApiToken, Asset, Grant, Identity, Site
+from broker.vocabulary import GrantChangeStatus
 
 
 def _open_grants(session: Session, now: dt.datetime, *conditions: object) -> list[Grant]:
@@ -28,7 +29,7 @@ def _revoke_all(session: Session, *, now: dt.datetime, events: EventPublisher, g
         grant.revoked_at, grant.revoked_by, grant.revoke_reason = now, actor, why
         trail.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor, subject=grant.id,
                      site=grant.asset.site.name, details={"reason": why, "cause": reason})
-        announce(session, now=now, events=events, grant=grant, status="revoked", reason=reason)
+        announce(session, now=now, events=events, grant=grant, status=GrantChangeStatus.REVOKED, reason=reason)
     return [grant.id for grant in grants]
 
 

@@ -25,10 +25,11 @@ from broker.audit import trail
 from broker.audit.trail import Action
 from broker.errors import InvalidLoginName, LoginFailed, LoginThrottled, NotAuthenticated
 from broker.identity import passwords, sign_in_throttles, totp
-from broker.identity.identities import enrolment_code_digest, is_usable, totp_purpose
+from broker.identity.identities import enrolment_code_digest, totp_purpose, why_unusable
 from broker.keys.vault import Vault
 from broker.models import ApiToken, Identity
 from broker.settings import Settings, ThrottlePolicy
+from broker.vocabulary import IdentityKind
 
 _GENERIC_FAILURE = "sign-in refused: wrong username, password or one-time code"
 _ENROLMENT_EXPIRED = ("the enrolment step expired or was already used: sign in again with your username, "
@@ -140,7 +141,8 @@ def _verify(
     _refuse_if_throttled(session, now=now, policy=policy, username=username, source=source, where=where)
 
     identity = session.scalar(select(Identity).where(Identity.username == username))
-    person = identity if (identity is not None and identity.kind == "human" and identity.password_hash is not None
+    person = identity if (identity is not None and identity.kind == IdentityKind.HUMAN
+                          and identity.password_hash is not None
                           and identity.totp_secret_ciphertext is not None) else None
     # The same work whatever the outcome — one scrypt check, one TOTP check, one comparison of enrolment code
     # hashes — so the answer's timing does not tell an unknown name, a service identity or a locked account.
@@ -157,7 +159,7 @@ def _verify(
                   else f"{identity.kind} identities cannot sign in with a password")
         _refuse(session, now=now, policy=policy, identity=identity, username=username, source=source,
                 action=Action.LOGIN_FAILED, reason=reason, where=where)
-    unusable = is_usable(person, now)
+    unusable = why_unusable(person, now)
     if person.locked_until is not None and person.locked_until > now:
         _refuse(session, now=now, policy=policy, identity=person, username=username, source=source,
                 action=Action.LOGIN_FAILED, reason="account locked", where=where)
@@ -333,7 +335,7 @@ def complete_enrolment(
     username = identity.username
     _refuse_if_throttled(session, now=now, policy=policy, username=username, source=source, where=where)
     problem = ("account locked" if identity.locked_until is not None and identity.locked_until > now
-               else is_usable(identity, now))
+               else why_unusable(identity, now))
     if problem:
         _refuse(session, now=now, policy=policy, identity=identity, username=username, source=source,
                 action=Action.LOGIN_FAILED, reason=problem, where={**where, "step": "enrolment"})
@@ -369,7 +371,7 @@ def authenticate_token(session: Session, *, now: dt.datetime, token: str) -> Ide
         raise NotAuthenticated("not signed in: the token is unknown or was signed out; sign in again")
     if row.expires_at <= now:
         raise NotAuthenticated("not signed in: the session expired; sign in again")
-    unusable = is_usable(row.identity, now)
+    unusable = why_unusable(row.identity, now)
     if unusable:
         raise NotAuthenticated(f"not signed in: {unusable}")
     return row.identity

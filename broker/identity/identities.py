@@ -17,9 +17,10 @@ from broker.errors import Conflict, InvalidInput, NotFound
 from broker.identity import passwords, totp
 from broker.keys.vault import Vault
 from broker.models import ApiToken, Identity, RoleAssignment, Site
+from broker.vocabulary import IdentityKind, Role
 
-ROLES = ("vendor", "supervisor", "security", "admin")
-KINDS = ("human", "service", "ai_agent")
+ROLES = tuple(Role)
+KINDS = tuple(IdentityKind)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 # A deliberately plain subset of RFC 5321 addresses: dot-atom local part, a host name with at least one dot.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -110,7 +111,7 @@ def create_identity(
     actor: str,
     username: str,
     role: str,
-    kind: str = "human",
+    kind: str = IdentityKind.HUMAN,
     site_names: list[str] | None = None,
     organisation: str | None = None,
     owner: str | None = None,
@@ -135,11 +136,11 @@ def create_identity(
     if session.scalar(select(Identity).where(Identity.username == username)) is not None:
         raise Conflict(f"a user named '{username}' already exists")
     owner_identity = None
-    if kind != "human":
+    if kind != IdentityKind.HUMAN:
         if not owner:
             raise InvalidInput(f"a {kind} identity needs an owner: the person accountable for it")
         owner_identity = session.scalar(select(Identity).where(Identity.username == owner))
-        if owner_identity is None or owner_identity.kind != "human":
+        if owner_identity is None or owner_identity.kind != IdentityKind.HUMAN:
             raise InvalidInput(f"owner '{owner}' is not an existing human user")
     if role == "supervisor" and not site_names:
         raise InvalidInput("a supervisor approves for named sites: give at least one --site")
@@ -151,7 +152,7 @@ def create_identity(
         totp_last_step=0, failed_logins=0, disabled=False, email=email, totp_confirmed_at=None,
     )
     password = secret = None
-    if kind == "human":
+    if kind == IdentityKind.HUMAN:
         password, secret = passwords.generate_password(), totp.new_secret()
         identity.password_hash = passwords.hash_password(password)
         identity.totp_secret_ciphertext = vault.seal(secret.encode(), purpose=totp_purpose(username))
@@ -194,7 +195,7 @@ def reset_totp(session: Session, *, vault: Vault, now: dt.datetime, actor: str, 
     session of theirs is revoked so that nothing signed in with the old factor stays in. Returns the new
     secret and enrolment code, shown once."""
     identity = get_identity(session, username)
-    if identity.kind != "human" or identity.password_hash is None:
+    if identity.kind != IdentityKind.HUMAN or identity.password_hash is None:
         raise InvalidInput(f"'{username}' is a {identity.kind} identity: it has no one-time codes to reset")
     secret = totp.new_secret()
     identity.totp_secret_ciphertext = vault.seal(secret.encode(), purpose=totp_purpose(username))
@@ -234,7 +235,7 @@ def may_act_for_site(identity: Identity, role: str, site_id: int) -> bool:
     return None in scopes or site_id in scopes
 
 
-def is_usable(identity: Identity, now: dt.datetime) -> str | None:
+def why_unusable(identity: Identity, now: dt.datetime) -> str | None:
     """Why this identity may not act right now, or None when it may."""
     if identity.disabled:
         return f"the account '{identity.username}' is disabled"

@@ -15,15 +15,16 @@ from broker.audit.refusals import Refusal
 from broker.audit.trail import Action
 from broker.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, audited
 from broker.identity.authentication import token_digest
-from broker.identity.identities import check_name, is_usable
+from broker.identity.identities import check_name, why_unusable
 from broker.ids import new_id
 from broker.inventory.sites import credential_purpose, normalise_public_key
 from broker.keys.authorities import public_key as ca_public_key
 from broker.keys.vault import Vault
 from broker.models import AccessSession, Gateway, Grant
 from broker.recordings.store import RECORDING_NAME
+from broker.vocabulary import CredentialKind, GrantStatus, IdentityKind, SessionKind
 
-SESSION_KINDS = ("shell", "exec", "sftp", "tcp")
+SESSION_KINDS = tuple(SessionKind)
 END_REASONS = ("client_closed", "expired", "revoked", "idle", "lockdown", "gateway_lost", "error")
 
 
@@ -91,7 +92,7 @@ def authorize(
         raise refuse(f"the grant for {asset.name} was revoked")
     if status == "expired":
         raise refuse(f"the grant for {asset.name} ended at {grant.ends_at:%Y-%m-%d %H:%M} UTC")
-    unusable = is_usable(grant.identity, now)
+    unusable = why_unusable(grant.identity, now)
     if unusable:
         raise refuse(unusable)
     if asset.site.locked_down:
@@ -103,8 +104,8 @@ def authorize(
         secret = vault.open(asset.credential_ciphertext, purpose=credential_purpose(asset.name)).decode()
         target = {
             "host": asset.host, "ssh_port": asset.ssh_port, "username": asset.ssh_user,
-            "password": secret if asset.credential_kind == "password" else None,
-            "private_key": secret if asset.credential_kind == "private_key" else None,
+            "password": secret if asset.credential_kind == CredentialKind.PASSWORD else None,
+            "private_key": secret if asset.credential_kind == CredentialKind.PRIVATE_KEY else None,
             "host_key": asset.host_key,
         }
     trail.record(session, now=now, action=Action.GATEWAY_AUTHORIZED, actor=grant.identity.username,
@@ -113,7 +114,8 @@ def authorize(
     return {
         "grant_id": grant.id, "identity": grant.identity.username, "identity_kind": grant.identity.kind,
         "asset": asset.name, "site": asset.site.name, "starts_at": grant.starts_at.isoformat(),
-        "ends_at": grant.ends_at.isoformat(), "ssh": grant.ssh, "interactive": grant.identity.kind == "human",
+        "ends_at": grant.ends_at.isoformat(), "ssh": grant.ssh,
+        "interactive": grant.identity.kind == IdentityKind.HUMAN,
         "ports": list(grant.ports), "read_only": grant.read_only, "asset_host": asset.host, "target": target,
         # The site's recording and transfer policy, enforced by the gateway for this connection.
         "record_input": asset.site.record_input, "transfers": asset.site.transfers,
@@ -133,12 +135,12 @@ def grants_status(session: Session, *, now: dt.datetime, grant_ids: list[str]) -
     result = {}
     for grant in rows:
         status, reason = grant_status(grant, now), None
-        if status == "revoked":
+        if status == GrantStatus.REVOKED:
             reason = "revoked"
-        if status == "active" and grant.asset.site.locked_down:
-            status, reason = "revoked", "lockdown"
-        if status == "active" and is_usable(grant.identity, now):
-            status, reason = "revoked", "identity_disabled"
+        if status == GrantStatus.ACTIVE and grant.asset.site.locked_down:
+            status, reason = GrantStatus.REVOKED, "lockdown"
+        if status == GrantStatus.ACTIVE and why_unusable(grant.identity, now):
+            status, reason = GrantStatus.REVOKED, "identity_disabled"
         result[grant.id] = {"status": status, "ends_at": grant.ends_at.isoformat(), "reason": reason}
     return result
 
@@ -175,16 +177,16 @@ def _session_refusal(grant: Grant, *, now: dt.datetime, kind: str, port: int | N
         return f"the grant for {asset.name} is {status}"
     if asset.site.locked_down:
         return f"site {asset.site.name} is locked down"
-    unusable = is_usable(grant.identity, now)
+    unusable = why_unusable(grant.identity, now)
     if unusable:
         return unusable
-    if kind == "tcp":
+    if kind == SessionKind.TCP:
         if port is None or port not in grant.ports:
             granted = ", ".join(map(str, grant.ports)) or "none"
             return f"port {port} of {asset.name} is not part of this grant (granted: {granted})"
     elif not grant.ssh:
         return f"the grant for {asset.name} covers TCP ports only, not SSH {kind} sessions"
-    elif kind == "shell" and grant.identity.kind != "human":
+    elif kind == SessionKind.SHELL and grant.identity.kind != IdentityKind.HUMAN:
         return f"{grant.identity.kind} identities never get an interactive shell"
     return None
 

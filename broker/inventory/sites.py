@@ -18,13 +18,14 @@ from broker.errors import Conflict, InvalidInput, NotFound
 from broker.identity.identities import check_name
 from broker.keys.vault import Vault
 from broker.models import Asset, Site
+from broker.vocabulary import Criticality, Transfers
 
-CRITICALITIES = ("low", "high")
+CRITICALITIES = tuple(Criticality)
 # An asset of high criticality always needs two distinct approvers (DESIGN invariant 3).
 HIGH_CRITICALITY_APPROVALS = 2
 
 
-TRANSFERS = ("both", "download_only")
+TRANSFERS = tuple(Transfers)
 # Download-only sites: what a command without a PTY may take from the client (bytes). More than 1 GiB is no
 # longer a limit on uploads at all; 0 is allowed (no input at all for such commands).
 DEFAULT_EXEC_UPLOAD_LIMIT = 65536
