@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from broker.audit import trail
 from broker.containment import lockdown
 from broker.db import make_engine, make_session_factory, read_only_unit, unit_of_work
-from broker.identity import identities
+from broker.identity import identities, lifecycle
 from broker.identity.identities import NewCredentials, NewFactor
 from broker.inventory import gateways, sites
 from broker.inventory.gateway_events import NullPublisher
@@ -137,6 +137,6 @@ def lift_lockdown(settings: Settings, *, name: str) -> None:
 
 
 def set_user_disabled(settings: Settings, *, name: str, disabled: bool) -> list[str]:
-    return run(settings, lambda session, _vault: lockdown.set_identity_disabled(
+    return run(settings, lambda session, _vault: lifecycle.set_disabled(
         session, now=settings.clock.now(), events=NullPublisher(), actor=operator_name(), username=name,
         disabled=disabled))

@@ -21,13 +21,17 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from broker.db import Base, UTCDateTime
 from broker.vocabulary import (
+    AttestationOutcome,
     CredentialKind,
     Criticality,
     ExtensionStatus,
     GrantChangeStatus,
     IdentityKind,
+    IdentityStatus,
+    InstanceStatus,
     NotificationChannel,
     NotificationStatus,
+    OverdueAttestation,
     RequestStatus,
     Role,
     SessionKind,
@@ -40,7 +44,10 @@ from broker.vocabulary import (
 
 class Site(Base):
     __tablename__ = "sites"
-    __table_args__ = (one_of("sites", "transfers", Transfers),)
+    __table_args__ = (
+        one_of("sites", "transfers", Transfers),
+        one_of("sites", "attestation_overdue", OverdueAttestation),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -57,6 +64,15 @@ class Site(Base):
     exec_upload_limit: Mapped[int] = mapped_column(Integer, default=65536)
     # On a cut, how long the gateway waits after asking the target to TERM a command before it sends KILL.
     cut_grace_ms: Mapped[int] = mapped_column(Integer, default=2000)
+    # Identity governance (issue 11): how often each identity using the site is re-confirmed, what happens when
+    # that is overdue, how long an identity may outlive its owner's departure, how old a credential may grow,
+    # how long a service or AI identity's key-bound credential lives, and whether AI agents may ever write.
+    attestation_days: Mapped[int] = mapped_column(Integer, default=90)
+    attestation_overdue: Mapped[str] = mapped_column(String(8), default="suspend")
+    owner_grace_days: Mapped[int] = mapped_column(Integer, default=7)
+    credential_max_age_days: Mapped[int] = mapped_column(Integer, default=365)
+    workload_credential_seconds: Mapped[int] = mapped_column(Integer, default=3600)
+    agent_writes: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     assets: Mapped[list[Asset]] = relationship(back_populates="site")
@@ -90,7 +106,10 @@ class Asset(Base):
 
 class Identity(Base):
     __tablename__ = "identities"
-    __table_args__ = (one_of("identities", "kind", IdentityKind),)
+    __table_args__ = (
+        one_of("identities", "kind", IdentityKind),
+        one_of("identities", "status", IdentityStatus),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -99,7 +118,21 @@ class Identity(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id"), nullable=True)
     purpose: Mapped[str | None] = mapped_column(Text, nullable=True)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The lifecycle (vocabulary.IdentityStatus) and its last transition: who, when, why.
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    status_changed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The human an AI agent acts for: it only ever holds subsets of this person's grants.
+    sponsor_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id"), nullable=True)
+    # The last sign-in, grant or session: "unused for 90 days" is computed from it.
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When the password/TOTP (or, for services and AI agents, the newest key) was set: the credential's age.
+    credential_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attestation_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Since when the owner is gone (suspended, retired, expired): after the site's grace, this one is suspended.
+    owner_lost_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     totp_secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     # RFC 6238 §5.2: a one-time code is accepted once; we keep the last time step that was used.
@@ -158,11 +191,92 @@ class ApiToken(Base):
     # Only the SHA-256 of the bearer token is stored: a database leak does not leak live sessions.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    # A service or AI identity's short-lived credential names the machine (key) it was issued to.
+    instance_id: Mapped[str | None] = mapped_column(ForeignKey("workload_instances.id"), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     identity: Mapped[Identity] = relationship()
+
+
+class JoinToken(Base):
+    """A single-use invitation for a service or AI identity to join from its machine (`gatepass join`)."""
+
+    __tablename__ = "join_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    # SHA-256 only: the token is shown once, to the admin who made it.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    identity: Mapped[Identity] = relationship()
+
+
+class WorkloadInstance(Base):
+    """One machine of a service or AI identity: the public key it made at join (the private key never leaves
+    that machine) and the counter of its renewals, so a second copy of its credential shows itself."""
+
+    __tablename__ = "workload_instances"
+    __table_args__ = (one_of("workload_instances", "status", InstanceStatus),)
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"), index=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    renewals: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_renewed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    locked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    locked_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    identity: Mapped[Identity] = relationship()
+
+
+class Attestation(Base):
+    """One access review of one identity: kept, or revoked, by whom, why, and when."""
+
+    __tablename__ = "attestations"
+    __table_args__ = (one_of("attestations", "outcome", AttestationOutcome),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    outcome: Mapped[str] = mapped_column(String(8))
+    comment: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    identity: Mapped[Identity] = relationship(foreign_keys=[identity_id])
+    reviewer: Mapped[Identity] = relationship(foreign_keys=[reviewer_id])
+
+
+class StandingPolicy(Base):
+    """Standing access for automation, still bounded: approved once by the site for one identity and asset,
+    each use still a short-lived grant, audited like a human session, and part of the identity's review."""
+
+    __tablename__ = "standing_policies"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"), index=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id"))
+    ssh: Mapped[bool] = mapped_column(Boolean)
+    ports: Mapped[list[int]] = mapped_column(JSON, default=list)
+    read_only: Mapped[bool] = mapped_column(Boolean, default=True)
+    # ["Mon-Fri 06:00-18:00", ...] in UTC; empty means at any time.
+    windows: Mapped[list[str]] = mapped_column(JSON, default=list)
+    ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    approved_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    identity: Mapped[Identity] = relationship()
+    asset: Mapped[Asset] = relationship()
 
 
 class AccessRequest(Base):
@@ -229,6 +343,12 @@ class Grant(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     revoke_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # An AI agent's grant is delegated from its sponsor's live grant: never wider, and it ends with it.
+    parent_grant_id: Mapped[str | None] = mapped_column(ForeignKey("grants.id"), nullable=True, index=True)
+    # Exec only of these argv lists (exact, parsed; an AI agent's delegation); None means no such limit.
+    allowed_commands: Mapped[list[list[str]] | None] = mapped_column(JSON, nullable=True)
+    # The standing policy this grant is one use of (automation), if any.
+    standing_policy_id: Mapped[str | None] = mapped_column(ForeignKey("standing_policies.id"), nullable=True)
 
     request: Mapped[AccessRequest] = relationship(back_populates="grant")
     identity: Mapped[Identity] = relationship()

@@ -23,6 +23,34 @@ class IdentityKind(StrEnum):
     AI_AGENT = "ai_agent"
 
 
+class IdentityStatus(StrEnum):
+    """active → suspended ⇄ active → retired (final; the name is never reused); expired once its end date passed."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    RETIRED = "retired"
+    EXPIRED = "expired"
+
+
+class InstanceStatus(StrEnum):
+    """One machine's key-bound credential of a service or AI identity; locked on its own when copied."""
+
+    ACTIVE = "active"
+    LOCKED = "locked"
+
+
+class AttestationOutcome(StrEnum):
+    KEEP = "keep"
+    REVOKE = "revoke"
+
+
+class OverdueAttestation(StrEnum):
+    """What a site does with an identity whose review is overdue."""
+
+    SUSPEND = "suspend"
+    FLAG = "flag"
+
+
 class Role(StrEnum):
     VENDOR = "vendor"
     SUPERVISOR = "supervisor"

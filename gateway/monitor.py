@@ -42,6 +42,10 @@ def cut_message(asset: str, reason: str, ends_at: datetime) -> str:
         "revoked": "the grant was revoked by the plant",
         "lockdown": "the plant was locked down",
         "identity_disabled": "your identity was disabled",
+        "identity_suspended": "your identity was suspended",
+        "identity_retired": "your identity was retired",
+        "identity_expired": "your identity reached its end date",
+        "owner_gone": "your identity's owner left and nobody took it over",
         "gateway_lost": "the gateway is shutting down",
     }.get(reason, "the grant is no longer valid")
     return f"gatepass: access to {asset} ended: {why}"
@@ -55,7 +59,9 @@ def _warning(asset: str, remaining: timedelta, ends_at: datetime) -> str:
 
 
 # Broker reasons (docs/API.md, grant events) -> session end reasons the broker records.
-_END_REASON = {"revoked": "revoked", "lockdown": "lockdown", "identity_disabled": "revoked"}
+_END_REASON = {"revoked": "revoked", "lockdown": "lockdown", "identity_disabled": "revoked",
+               "identity_suspended": "revoked", "identity_retired": "revoked", "identity_expired": "revoked",
+               "owner_gone": "revoked"}
 
 
 @dataclass(eq=False)

@@ -131,8 +131,8 @@ def test_every_closed_set_of_values_is_a_check_in_the_migrated_database(database
             assert set(re.findall(r"'([^']*)'", condition)) == set(re.findall(r"'([^']*)'", in_database[key])), key
         # And it holds: a role outside the set is refused by the database itself.
         with engine.begin() as db:
-            db.execute(sa.text("INSERT INTO identities (username, kind, disabled, totp_last_step, failed_logins, "
-                               "created_at) VALUES ('someone', 'human', false, 0, 0, CURRENT_TIMESTAMP)"))
+            db.execute(sa.text("INSERT INTO identities (username, kind, status, totp_last_step, failed_logins, "
+                               "created_at) VALUES ('someone', 'human', 'active', 0, 0, CURRENT_TIMESTAMP)"))
         with pytest.raises(sa.exc.IntegrityError), engine.begin() as db:
             db.execute(sa.text("INSERT INTO role_assignments (identity_id, role) SELECT id, 'root' FROM identities"))
         with pytest.raises(sa.exc.IntegrityError), engine.begin() as db:

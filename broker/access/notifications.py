@@ -22,7 +22,7 @@ from broker.audit import trail
 from broker.audit.trail import Action
 from broker.durations import format_duration
 from broker.models import AccessRequest, Asset, Identity, Notification, RoleAssignment, Site
-from broker.vocabulary import NotificationStatus, RequestStatus
+from broker.vocabulary import IdentityStatus, NotificationStatus, RequestStatus
 
 MAX_ATTEMPTS = 6
 FIRST_RETRY = dt.timedelta(seconds=2)
@@ -70,7 +70,8 @@ class ApproverAddresses:
 def approver_addresses(session: Session, *, now: dt.datetime) -> ApproverAddresses:
     rows = session.execute(
         select(RoleAssignment.site_id, Identity.id, Identity.email).join(Identity)
-        .where(RoleAssignment.role == "supervisor", Identity.email.is_not(None), Identity.disabled.is_(False),
+        .where(RoleAssignment.role == "supervisor", Identity.email.is_not(None),
+               Identity.status == IdentityStatus.ACTIVE,
                (Identity.expires_at.is_(None)) | (Identity.expires_at > now))
         .order_by(Identity.username)
     ).all()

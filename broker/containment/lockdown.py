@@ -1,4 +1,4 @@
-"""Containment: lock a plant down, disable an identity — and cut what they had open, at once."""
+"""Containment: lock a plant down, cut what an identity has open — at once, delegations included."""
 
 from __future__ import annotations
 
@@ -25,12 +25,24 @@ def _open_grants(session: Session, now: dt.datetime, *conditions: object) -> lis
 
 def _revoke_all(session: Session, *, now: dt.datetime, events: EventPublisher, grants: list[Grant], actor: str,
                 reason: str, why: str) -> list[str]:
+    grants = _with_delegations(session, now, grants)
     for grant in grants:
         grant.revoked_at, grant.revoked_by, grant.revoke_reason = now, actor, why
         trail.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor, subject=grant.id,
                      site=grant.asset.site.name, details={"reason": why, "cause": reason})
         announce(session, now=now, events=events, grant=grant, status=GrantChangeStatus.REVOKED, reason=reason)
     return [grant.id for grant in grants]
+
+
+def _with_delegations(session: Session, now: dt.datetime, grants: list[Grant]) -> list[Grant]:
+    """The grants and every open grant delegated from them (an AI agent's grant ends with its sponsor's)."""
+    found = {grant.id: grant for grant in grants}
+    frontier = list(found)
+    while frontier:
+        children = _open_grants(session, now, Grant.parent_grant_id.in_(frontier))
+        frontier = [child.id for child in children if child.id not in found]
+        found.update((child.id, child) for child in children)
+    return list(found.values())
 
 
 def check_site_authority(session: Session, *, now: dt.datetime, actor: Identity, site_name: str) -> None:
@@ -97,21 +109,12 @@ def lift_lockdown(session: Session, *, now: dt.datetime, actor: Actor, site_name
                  site=site.name)
 
 
-def set_identity_disabled(session: Session, *, now: dt.datetime, events: EventPublisher, actor: str, username: str,
-                          disabled: bool) -> list[str]:
-    """Disabling an identity signs it out everywhere and revokes its open grants (their sessions end at once)."""
-    identity = session.scalar(select(Identity).where(Identity.username == username))
-    if identity is None:
-        raise NotFound(f"there is no user named '{username}'")
-    if identity.disabled == disabled:
-        raise Conflict(f"the account '{username}' is already {'disabled' if disabled else 'enabled'}")
-    identity.disabled = disabled
-    action = Action.IDENTITY_DISABLED if disabled else Action.IDENTITY_ENABLED
-    trail.record(session, now=now, action=action, actor=actor, subject=username)
-    if not disabled:
-        return []
+def cut_identity(session: Session, *, now: dt.datetime, events: EventPublisher, identity: Identity, actor: str,
+                 cause: str, why: str) -> list[str]:
+    """Everything an identity has open, ended at once: its API tokens and web sessions revoked, its grants (and
+    any grant delegated from them) revoked, and the gateways told, so its live sessions end within a second."""
     session.execute(update(ApiToken).where(ApiToken.identity_id == identity.id, ApiToken.revoked_at.is_(None))
                     .values(revoked_at=now))
     return _revoke_all(session, now=now, events=events,
                        grants=_open_grants(session, now, Grant.identity_id == identity.id), actor=actor,
-                       reason="identity_disabled", why=f"the account '{username}' was disabled")
+                       reason=cause, why=why)

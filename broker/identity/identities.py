@@ -17,9 +17,11 @@ from broker.errors import Conflict, InvalidInput, NotFound
 from broker.identity import passwords, totp
 from broker.keys.vault import Vault
 from broker.models import ApiToken, Identity, RoleAssignment, Site
-from broker.vocabulary import IdentityKind, Role
+from broker.vocabulary import IdentityKind, IdentityStatus, Role
 
 ROLES = tuple(Role)
+# "disabled" is what the contract has always said of a suspended account (`gatepass admin user disable`).
+_SHOWN_STATUS: dict[str, str] = {IdentityStatus.SUSPENDED: "disabled"}
 KINDS = tuple(IdentityKind)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 # A deliberately plain subset of RFC 5321 addresses: dot-atom local part, a host name with at least one dot.
@@ -149,7 +151,7 @@ def create_identity(
     identity = Identity(
         username=username, kind=kind, organisation=organisation, purpose=purpose,
         owner_id=owner_identity.id if owner_identity else None, created_at=now,
-        totp_last_step=0, failed_logins=0, disabled=False, email=email, totp_confirmed_at=None,
+        totp_last_step=0, failed_logins=0, status=IdentityStatus.ACTIVE, email=email, totp_confirmed_at=None,
     )
     password = secret = None
     if kind == IdentityKind.HUMAN:
@@ -237,8 +239,8 @@ def may_act_for_site(identity: Identity, role: str, site_id: int) -> bool:
 
 def why_unusable(identity: Identity, now: dt.datetime) -> str | None:
     """Why this identity may not act right now, or None when it may."""
-    if identity.disabled:
-        return f"the account '{identity.username}' is disabled"
+    if identity.status != IdentityStatus.ACTIVE:
+        return f"the account '{identity.username}' is {_SHOWN_STATUS.get(identity.status, identity.status)}"
     if identity.expires_at is not None and identity.expires_at <= now:
         return f"the account '{identity.username}' expired on {identity.expires_at:%Y-%m-%d %H:%M} UTC"
     return None

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from broker.containment import lockdown
-from broker.identity import identities
+from broker.identity import identities, lifecycle
 from broker.inventory.gateway_events import NullPublisher
 from tests.fixtures.broker import Api, Plant
 
@@ -37,7 +36,7 @@ def test_disabling_by_a_clock_that_runs_ahead_still_signs_the_person_out(api: Ap
     token = api.login("vendor1")
 
     with plant.session() as session:
-        lockdown.set_identity_disabled(session, now=plant.clock.now() + dt.timedelta(days=1),
+        lifecycle.set_disabled(session, now=plant.clock.now() + dt.timedelta(days=1),
                                           events=NullPublisher(), actor="cli:ops", username="vendor1", disabled=True)
 
     assert _live_tokens(plant, "vendor1") == 0
