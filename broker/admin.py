@@ -3,6 +3,7 @@ run locally like an operator on the control-plane host, each in one audited tran
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 from broker.audit import trail
 from broker.containment import lockdown
 from broker.db import make_engine, make_session_factory, read_only_unit, unit_of_work
-from broker.identity import identities, lifecycle
+from broker.identity import attestation, identities, inventory, lifecycle
 from broker.identity.identities import NewCredentials, NewFactor
 from broker.inventory import gateways, sites
 from broker.inventory.gateway_events import NullPublisher
@@ -140,3 +141,59 @@ def set_user_disabled(settings: Settings, *, name: str, disabled: bool) -> list[
     return run(settings, lambda session, _vault: lifecycle.set_disabled(
         session, now=settings.clock.now(), events=NullPublisher(), actor=operator_name(), username=name,
         disabled=disabled))
+
+
+# --- identities (issue 11): the inventory, its lifecycle, the review report ------------------------------------
+
+
+def list_identities(settings: Settings, *, kind: str | None = None, flag: str | None = None,
+                    status: str | None = None) -> list[inventory.IdentityRecord]:
+    with local_session(settings, read_only=True) as session:
+        return inventory.list_identities(session, now=settings.clock.now(), kind=kind, flag=flag, status=status)
+
+
+def show_identity(settings: Settings, *, name: str) -> inventory.IdentityRecord:
+    with local_session(settings, read_only=True) as session:
+        return inventory.show_identity(session, now=settings.clock.now(), username=name)
+
+
+def change_identity_state(settings: Settings, *, name: str, verb: str, reason: str | None) -> lifecycle.Transition:
+    """suspend | resume | retire, by the local operator (trusted like the host's administrator)."""
+    def act(session: Session, _vault: Vault) -> lifecycle.Transition:
+        now, actor = settings.clock.now(), operator_name()
+        if verb == "suspend":
+            return lifecycle.suspend(session, now=now, events=NullPublisher(), actor=actor, username=name,
+                                     reason=reason)
+        if verb == "retire":
+            return lifecycle.retire(session, now=now, events=NullPublisher(), actor=actor, username=name,
+                                    reason=reason)
+        return lifecycle.resume(session, now=now, actor=actor, username=name, reason=reason)
+    return run(settings, act)
+
+
+def set_identity(settings: Settings, *, name: str, owner: str | None = None,
+                 expires_at: dt.datetime | None = None, clear_expiry: bool = False) -> None:
+    def act(session: Session, _vault: Vault) -> None:
+        now, actor = settings.clock.now(), operator_name()
+        if owner is not None:
+            lifecycle.set_owner(session, now=now, actor=actor, username=name, owner=owner)
+        if expires_at is not None or clear_expiry:
+            lifecycle.set_end_date(session, now=now, actor=actor, username=name, expires_at=expires_at)
+    run(settings, act)
+
+
+def review_report(settings: Settings) -> list[dict[str, Any]]:
+    with local_session(settings, read_only=True) as session:
+        return attestation.report(session)
+
+
+def sweep_identities(settings: Settings) -> list[str]:
+    """What the broker's periodic sweep does, run now: expiries, orphans past their grace, overdue reviews."""
+    def act(session: Session, _vault: Vault) -> list[str]:
+        now = settings.clock.now()
+        changed = [f"{t.username}: {t.was} -> {t.now}" for t in
+                   lifecycle.sweep(session, now=now, events=NullPublisher())]
+        changed += [f"{name}: review overdue -> suspended" for name in
+                    attestation.sweep_overdue(session, now=now, events=NullPublisher())]
+        return changed
+    return run(settings, act)

@@ -22,6 +22,7 @@ from broker.api import (
     auth_routes,
     extension_routes,
     gateway_routes,
+    identity_routes,
     site_routes,
 )
 from broker.api.errors import error_response, install_error_handlers
@@ -77,7 +78,8 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
     install_error_handlers(app)
     app.add_middleware(ControlCharacterGuard)
     app.add_middleware(SecurityHeaders)  # outermost: also on the guard's own refusals
-    for module in (auth_routes, access_routes, extension_routes, site_routes, gateway_routes, audit_routes):
+    for module in (auth_routes, access_routes, extension_routes, site_routes, gateway_routes, audit_routes,
+                   identity_routes):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["health"])

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from cli.admin_identity_commands import parse_end_date
 from cli.local_common import data_option, enrolment_note, guarded, local_settings
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ def add_user_commands(objects: Subparsers) -> None:
     user_add.add_argument("--owner", help="the accountable person (required for service and AI-agent identities)")
     user_add.add_argument("--purpose")
     user_add.add_argument("--email", help="where this person's notifications go (new requests at their sites)")
+    user_add.add_argument("--expires", type=parse_end_date, metavar="DATE",
+                          help="its end date (default: a year for vendors, service and AI identities)")
     user_add.add_argument("--json", action="store_true")
     data_option(user_add)
     user_add.set_defaults(func=guarded(_user_add))
@@ -55,7 +58,7 @@ def _user_add(args: argparse.Namespace) -> int:
     settings = local_settings(args)
     creds = admin.add_user(settings, username=args.name, role=args.role, kind=args.kind,
                            site_names=args.sites, organisation=args.org, owner=args.owner, purpose=args.purpose,
-                           email=args.email)
+                           email=args.email, expires_at=args.expires)
     if args.json:
         print(json.dumps(creds.as_dict() if creds else {"username": args.name}))
         return 0

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import NoReturn, cast
 
-from cli import client_access, client_audit, client_connect, client_extensions, client_session, server_commands
+from cli import (
+    client_access,
+    client_audit,
+    client_connect,
+    client_extensions,
+    client_reviews,
+    client_session,
+    server_commands,
+)
 from cli.context import Context
 from cli.errors import ClientError
 
@@ -81,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_session.add_subcommands(subparsers)
     client_access.add_subcommands(subparsers)
     client_extensions.add_subcommands(subparsers)
+    client_reviews.add_subcommands(subparsers)
     client_connect.add_subcommands(subparsers)
     client_audit.add_export(_audit_subparsers(subparsers))
     return parser

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from cli import (
     admin_asset_commands,
     admin_gateway_commands,
+    admin_identity_commands,
     admin_site_commands,
     admin_user_commands,
     audit_commands,
@@ -31,4 +32,5 @@ def _add_admin(subparsers: Subparsers) -> None:
     admin_site_commands.add_site_commands(objects)
     admin_asset_commands.add_asset_commands(objects)
     admin_user_commands.add_user_commands(objects)
+    admin_identity_commands.add_identity_commands(objects)
     admin_gateway_commands.add_gateway_commands(objects)

@@ -15,6 +15,7 @@ from broker.audit import trail
 from broker.audit.trail import Action
 from broker.errors import Conflict, InvalidInput, NotFound
 from broker.identity import passwords, totp
+from broker.identity.policy import attestation_period, end_date
 from broker.keys.vault import Vault
 from broker.models import ApiToken, Identity, RoleAssignment, Site
 from broker.vocabulary import IdentityKind, IdentityStatus, Role
@@ -120,6 +121,7 @@ def create_identity(
     purpose: str | None = None,
     email: str | None = None,
     enrolment_code_ttl: dt.timedelta = ENROLMENT_CODE_TTL,
+    expires_at: dt.datetime | None = None,
 ) -> NewCredentials | None:
     """Create an identity with one role (scoped to sites where given). Humans get a password and a TOTP
     secret, returned once; service and AI-agent identities get neither (they never sign in with a
@@ -148,10 +150,15 @@ def create_identity(
         raise InvalidInput("a supervisor approves for named sites: give at least one --site")
     sites = [_site_by_name(session, name) for name in site_names or []]
 
+    if kind != IdentityKind.HUMAN and not (purpose or "").strip():
+        raise InvalidInput(f"a {kind} identity needs a purpose (--purpose): what it does, for the reviewers")
     identity = Identity(
         username=username, kind=kind, organisation=organisation, purpose=purpose,
         owner_id=owner_identity.id if owner_identity else None, created_at=now,
         totp_last_step=0, failed_logins=0, status=IdentityStatus.ACTIVE, email=email, totp_confirmed_at=None,
+        expires_at=end_date(kind=kind, role=role, now=now, requested=expires_at),
+        attestation_due_at=now + attestation_period(session, (site.id for site in sites)),
+        credential_changed_at=now if kind == IdentityKind.HUMAN else None,
     )
     password = secret = None
     if kind == IdentityKind.HUMAN:
@@ -164,6 +171,7 @@ def create_identity(
     trail.record(
         session, now=now, action=Action.IDENTITY_CREATED, actor=actor, subject=username,
         details={"role": role, "kind": kind, "sites": [s.name for s in sites], "organisation": organisation,
+                 "expires_at": identity.expires_at.isoformat() if identity.expires_at else None,
                  **({"email": email} if email else {})},
     )
     if password is None or secret is None:
@@ -202,6 +210,7 @@ def reset_totp(session: Session, *, vault: Vault, now: dt.datetime, actor: str, 
     secret = totp.new_secret()
     identity.totp_secret_ciphertext = vault.seal(secret.encode(), purpose=totp_purpose(username))
     identity.totp_confirmed_at = None
+    identity.credential_changed_at = now
     # Every token not yet revoked, whatever its expiry says: revoking "all of them" must not depend on a
     # clock (one that runs behind would leave a live token in; an expired one stays unusable either way).
     revoked = 0

@@ -17,33 +17,15 @@ from sqlalchemy.orm import Session
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.containment.lockdown import cut_identity
-from broker.errors import Conflict, InvalidInput
-from broker.identity.identities import get_identity
+from broker.errors import Conflict, Forbidden, InvalidInput, audited
+from broker.identity.identities import get_identity, has_role
+from broker.identity.policy import end_date
 from broker.inventory.gateway_events import EventPublisher
 from broker.models import Identity, Site
 from broker.vocabulary import IdentityKind, IdentityStatus, Role
 
-# Policy: a service or AI identity lives at most a year before someone renews its end date; vendors default to
-# a year too (people at the plant's own staff have no default end).
-MAX_NON_HUMAN_TERM = dt.timedelta(days=365)
-DEFAULT_TERM = dt.timedelta(days=365)
 DEFAULT_OWNER_GRACE = dt.timedelta(days=7)
 MAX_REASON = 1000
-
-
-def end_date(*, kind: str, role: str, now: dt.datetime, requested: dt.datetime | None) -> dt.datetime | None:
-    """The end date a new identity gets: non-humans must have one (at most a year ahead; a year when none is
-    given), vendors default to a year, the plant's own staff have none unless given."""
-    if requested is not None and requested <= now:
-        raise InvalidInput(f"the end date {requested:%Y-%m-%d %H:%M} UTC has already passed")
-    if kind != IdentityKind.HUMAN:
-        if requested is not None and requested - now > MAX_NON_HUMAN_TERM:
-            raise InvalidInput(f"a {kind} identity may be given at most a year at a time (until "
-                               f"{now + MAX_NON_HUMAN_TERM:%Y-%m-%d}); renew its end date before then")
-        return requested or now + MAX_NON_HUMAN_TERM
-    if requested is None and role == Role.VENDOR:
-        return now + DEFAULT_TERM
-    return requested
 
 
 @dataclass(frozen=True)
@@ -63,8 +45,20 @@ def _reason(reason: str | None, *, required: bool) -> str | None:
     return reason or None
 
 
+def _keep_an_admin(session: Session, identity: Identity) -> None:
+    """Nobody could run the plant's Gatepass again: the last active admin is never stopped."""
+    if identity.status != IdentityStatus.ACTIVE or not has_role(identity, Role.ADMIN):
+        return
+    others = session.scalars(select(Identity).where(Identity.status == IdentityStatus.ACTIVE,
+                                                    Identity.id != identity.id)).all()
+    if not any(has_role(other, Role.ADMIN) for other in others):
+        raise Conflict(f"'{identity.username}' is the last active admin: add another admin first")
+
+
 def _move(session: Session, *, now: dt.datetime, identity: Identity, to: IdentityStatus, actor: str,
           reason: str | None, action: Action) -> str:
+    if to != IdentityStatus.ACTIVE:
+        _keep_an_admin(session, identity)
     was = identity.status
     identity.status, identity.status_reason = to, reason
     identity.status_changed_at, identity.status_changed_by = now, actor
@@ -244,3 +238,23 @@ def touch(identity: Identity, now: dt.datetime) -> None:
     """Record a use (sign-in, grant, session): "unused for 90 days" is computed from it."""
     if identity.last_used_at is None or identity.last_used_at < now:
         identity.last_used_at = now
+
+
+def check_authority(session: Session, *, now: dt.datetime, person: Identity, username: str, verb: str) -> None:
+    """Who may change an identity's state through the API: admins anything; security may suspend anyone (the
+    kill switch belongs to whoever watches); the owner or sponsor of a service or AI identity may suspend or
+    retire it. Nobody changes their own state. Refusals are audited."""
+    identity = get_identity(session, username)
+    allowed = person.id != identity.id and (
+        has_role(person, Role.ADMIN)
+        or (verb == "suspend" and has_role(person, Role.SECURITY))
+        or (verb in ("suspend", "retire") and identity.kind != IdentityKind.HUMAN
+            and person.id in (identity.owner_id, identity.sponsor_id)))
+    if allowed:
+        return
+    why = (f"you cannot {verb} yourself" if person.id == identity.id else
+           f"only an admin{', security' if verb == 'suspend' else ''} or the owner of a service or AI identity "
+           f"can {verb} '{username}'" if verb != "resume" else f"only an admin can resume '{username}'")
+    trail.record(session, now=now, action=Action.IDENTITY_LIFECYCLE_REFUSED, outcome="refused",
+                 actor=person.username, subject=username, details={"verb": verb, "reason": why})
+    raise audited(Forbidden(why))
