@@ -20,10 +20,12 @@ from broker.api import (
     access_routes,
     audit_routes,
     auth_routes,
+    delegation_routes,
     extension_routes,
     gateway_routes,
     identity_routes,
     site_routes,
+    workload_routes,
 )
 from broker.api.errors import error_response, install_error_handlers
 from broker.api.input_guard import ControlCharacterGuard
@@ -31,7 +33,8 @@ from broker.api.security_headers import SecurityHeaders
 from broker.api.state import BrokerState
 from broker.audit.refusals import Refusal, RefusalRecorder
 from broker.audit.trail import Action
-from broker.db import make_engine, make_session_factory
+from broker.db import make_engine, make_session_factory, unit_of_work
+from broker.identity import attestation, lifecycle
 from broker.inventory.gateway_events import RELAY_INTERVAL_SECONDS, EventHub, GrantEvent, recent_changes
 from broker.keys.vault import Vault
 from broker.metrics import render_metrics
@@ -40,6 +43,8 @@ from broker.sources import client_address
 
 API_PREFIX = "/api/v1"
 REFUSAL_FLUSH_SECONDS = 15.0
+# End dates and review deadlines are days long: a minute late is on time.
+IDENTITY_SWEEP_SECONDS = 60.0
 
 
 # A background job of the broker's process: started by the lifespan with the app, cancelled when it stops.
@@ -57,7 +62,8 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.hub.attach(asyncio.get_running_loop())
-        tasks = [asyncio.create_task(relay_outbox(state)), asyncio.create_task(summarise_refusals(state))]
+        tasks = [asyncio.create_task(relay_outbox(state)), asyncio.create_task(summarise_refusals(state)),
+                 asyncio.create_task(govern_identities(state))]
         for jobs in background:
             tasks += jobs(_app)
         try:
@@ -78,8 +84,8 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
     install_error_handlers(app)
     app.add_middleware(ControlCharacterGuard)
     app.add_middleware(SecurityHeaders)  # outermost: also on the guard's own refusals
-    for module in (auth_routes, access_routes, extension_routes, site_routes, gateway_routes, audit_routes,
-                   identity_routes):
+    for module in (auth_routes, access_routes, delegation_routes, extension_routes, site_routes, gateway_routes,
+                   audit_routes, identity_routes, workload_routes):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["health"])
@@ -115,6 +121,25 @@ async def summarise_refusals(state: BrokerState) -> None:
     while True:
         await asyncio.sleep(REFUSAL_FLUSH_SECONDS)
         await run_in_threadpool(state.refusals.flush)
+
+
+async def govern_identities(state: BrokerState) -> None:
+    """The clock's part of identity governance: end dates, owners gone past their grace, overdue reviews (each
+    replica may run it; the changes are idempotent and row-locked by the database)."""
+    log = logging.getLogger("gatepass.broker.identities")
+
+    def sweep() -> None:
+        with unit_of_work(state.sessions) as session:
+            now = state.settings.clock.now()
+            lifecycle.sweep(session, now=now, events=state.hub)
+            attestation.sweep_overdue(session, now=now, events=state.hub)
+
+    while True:
+        await asyncio.sleep(IDENTITY_SWEEP_SECONDS)
+        try:
+            await run_in_threadpool(sweep)
+        except SQLAlchemyError as error:  # the next round retries
+            log.warning("could not sweep identities: %s", error.__class__.__name__)
 
 
 async def relay_outbox(state: BrokerState) -> None:

@@ -23,9 +23,11 @@ from broker.access.approval import (
 from broker.access.rules import grant_status, grant_window
 from broker.audit import trail
 from broker.audit.trail import Action
+from broker.containment.lockdown import revoke_delegated
 from broker.durations import format_duration, parse_duration
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
 from broker.identity.identities import has_role, may_act_for_site, site_ids_for_role
+from broker.identity.usage import touch
 from broker.ids import new_id
 from broker.inventory.gateway_events import EventPublisher, announce
 from broker.inventory.sites import approvals_needed, get_asset
@@ -281,6 +283,7 @@ def _create_grant(session: Session, *, vault: Vault, now: dt.datetime, request: 
     grant.certificate = issue_user_certificate(load_signing_key(session, vault=vault), request.public_key, spec)
     request.grant = grant
     session.add(grant)
+    touch(requester, now)
     site = asset.site.name
     trail.record(session, now=now, action=Action.GRANT_CREATED, actor=requester.username, subject=grant.id,
                  site=site, details={"request": request.id, "asset": asset.name, "ssh": grant.ssh,
@@ -335,4 +338,7 @@ def revoke_grant(
     trail.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor.username, subject=grant.id,
                  site=grant.asset.site.name, details={"reason": reason, "was": status})
     announce(session, now=now, events=events, grant=grant, status=GrantChangeStatus.REVOKED, reason="revoked")
+    # An AI agent's grant delegated from this one ends with it (broker.access.delegation).
+    revoke_delegated(session, now=now, events=events, grant=grant, actor=actor.username,
+                     why=f"grant {grant.id}, which it was delegated from, was revoked by {actor.username}")
     return grant

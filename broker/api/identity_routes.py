@@ -54,6 +54,17 @@ def show_identity(username: str, identity: CurrentIdentity, session: SessionDep,
     return inventory.show_identity(session, now=now, username=username).as_dict()
 
 
+# Before the lifecycle verbs: a path's first match wins.
+@router.post("/identities/{username}/attest")
+def attest(username: str, body: AttestIn, identity: CurrentIdentity, session: SessionDep, now: NowDep,
+           state: StateDep) -> dict[str, Any]:
+    record = attestation.attest(session, now=now, events=state.hub, reviewer=identity, username=username,
+                                outcome=body.outcome, comment=body.comment)
+    reviewed = inventory.show_identity(session, now=now, username=username)
+    return {"identity": username, "outcome": record.outcome, "decided_at": record.decided_at.isoformat(),
+            "status": reviewed.status, "attestation_due_at": reviewed.attestation_due_at}
+
+
 @router.post("/identities/{username}/{verb}")
 def change_state(username: str, verb: Literal["suspend", "resume", "retire"], body: ReasonIn,
                  identity: CurrentIdentity, session: SessionDep, now: NowDep, state: StateDep) -> dict[str, Any]:
@@ -74,16 +85,6 @@ def my_reviews(identity: CurrentIdentity, session: SessionDep, now: NowDep,
                all: bool = False) -> list[dict[str, Any]]:
     return [review.as_dict() for review in attestation.pending_reviews(session, now=now, reviewer=identity,
                                                                         everything=all)]
-
-
-@router.post("/identities/{username}/attest")
-def attest(username: str, body: AttestIn, identity: CurrentIdentity, session: SessionDep, now: NowDep,
-           state: StateDep) -> dict[str, Any]:
-    record = attestation.attest(session, now=now, events=state.hub, reviewer=identity, username=username,
-                                outcome=body.outcome, comment=body.comment)
-    reviewed = inventory.show_identity(session, now=now, username=username)
-    return {"identity": username, "outcome": record.outcome, "decided_at": record.decided_at.isoformat(),
-            "status": reviewed.status, "attestation_due_at": reviewed.attestation_due_at}
 
 
 @router.get("/reviews/report")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from broker.audit import trail
 from broker.audit.trail import Action
-from broker.errors import Forbidden, InvalidInput, audited
+from broker.errors import Conflict, Forbidden, InvalidInput, audited
 from broker.identity import lifecycle
 from broker.identity.identities import get_identity, has_role, may_act_for_site
 from broker.identity.policy import attestation_period
@@ -175,8 +175,12 @@ def sweep_overdue(session: Session, *, now: dt.datetime, events: EventPublisher)
         trail.record(session, now=now, action=Action.IDENTITY_ATTESTATION_OVERDUE, actor="system",
                      subject=identity.username, details={"due_at": due.isoformat() if due else None,
                                                          "policy": str(OverdueAttestation.SUSPEND)})
-        lifecycle.suspend(session, now=now, events=events, actor="system", username=identity.username,
-                          reason=f"access review overdue since {due:%Y-%m-%d} UTC")
+        try:
+            with session.begin_nested():  # one identity that cannot be suspended must not stop the others
+                lifecycle.suspend(session, now=now, events=events, actor="system", username=identity.username,
+                                  reason=f"access review overdue since {due:%Y-%m-%d} UTC")
+        except Conflict:
+            continue
         suspended.append(identity.username)
     return suspended
 

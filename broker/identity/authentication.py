@@ -26,6 +26,7 @@ from broker.audit.trail import Action
 from broker.errors import InvalidLoginName, LoginFailed, LoginThrottled, NotAuthenticated
 from broker.identity import passwords, sign_in_throttles, totp
 from broker.identity.identities import enrolment_code_digest, totp_purpose, why_unusable
+from broker.identity.usage import touch
 from broker.keys.vault import Vault
 from broker.models import ApiToken, Identity
 from broker.settings import Settings, ThrottlePolicy
@@ -267,6 +268,7 @@ def _issue(session: Session, *, identity: Identity, now: dt.datetime, policy: Lo
     expires_at = now + policy.token_ttl
     session.add(ApiToken(token_hash=token_digest(token), identity_id=identity.id, created_at=now,
                          expires_at=expires_at))
+    touch(identity, now)
     trail.record(session, now=now, action=Action.LOGIN_SUCCEEDED, actor=identity.username, details=where)
     # Last, like a failure's count: every sign-in takes its locks in one order (identity, audit head, throttle
     # rows), so a success and a failure at once on PostgreSQL never deadlock.

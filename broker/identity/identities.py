@@ -122,6 +122,7 @@ def create_identity(
     email: str | None = None,
     enrolment_code_ttl: dt.timedelta = ENROLMENT_CODE_TTL,
     expires_at: dt.datetime | None = None,
+    sponsor: str | None = None,
 ) -> NewCredentials | None:
     """Create an identity with one role (scoped to sites where given). Humans get a password and a TOTP
     secret, returned once; service and AI-agent identities get neither (they never sign in with a
@@ -146,6 +147,17 @@ def create_identity(
         owner_identity = session.scalar(select(Identity).where(Identity.username == owner))
         if owner_identity is None or owner_identity.kind != IdentityKind.HUMAN:
             raise InvalidInput(f"owner '{owner}' is not an existing human user")
+    # An AI agent acts only on delegation from its sponsor, an active person: it holds subsets of their grants.
+    sponsor_identity = None
+    if kind == IdentityKind.AI_AGENT:
+        if not sponsor:
+            raise InvalidInput("an AI agent needs a sponsor (--sponsor): the person whose grants it may be delegated")
+        sponsor_identity = session.scalar(select(Identity).where(Identity.username == sponsor))
+        if (sponsor_identity is None or sponsor_identity.kind != IdentityKind.HUMAN
+                or sponsor_identity.status != IdentityStatus.ACTIVE):
+            raise InvalidInput(f"sponsor '{sponsor}' is not an active human user")
+    elif sponsor:
+        raise InvalidInput(f"only an AI agent has a sponsor, not a {kind} identity")
     if role == "supervisor" and not site_names:
         raise InvalidInput("a supervisor approves for named sites: give at least one --site")
     sites = [_site_by_name(session, name) for name in site_names or []]
@@ -155,9 +167,13 @@ def create_identity(
     identity = Identity(
         username=username, kind=kind, organisation=organisation, purpose=purpose,
         owner_id=owner_identity.id if owner_identity else None, created_at=now,
+        sponsor_id=sponsor_identity.id if sponsor_identity else None,
         totp_last_step=0, failed_logins=0, status=IdentityStatus.ACTIVE, email=email, totp_confirmed_at=None,
         expires_at=end_date(kind=kind, role=role, now=now, requested=expires_at),
-        attestation_due_at=now + attestation_period(session, (site.id for site in sites)),
+        # Reviewed: what the plant does not employ itself (vendors, services, AI agents); its own staff are
+        # governed by its own HR process.
+        attestation_due_at=now + attestation_period(session, (site.id for site in sites))
+        if kind != IdentityKind.HUMAN or role == Role.VENDOR else None,
         credential_changed_at=now if kind == IdentityKind.HUMAN else None,
     )
     password = secret = None
@@ -172,6 +188,7 @@ def create_identity(
         session, now=now, action=Action.IDENTITY_CREATED, actor=actor, subject=username,
         details={"role": role, "kind": kind, "sites": [s.name for s in sites], "organisation": organisation,
                  "expires_at": identity.expires_at.isoformat() if identity.expires_at else None,
+                 **({"sponsor": sponsor} if sponsor_identity else {}),
                  **({"email": email} if email else {})},
     )
     if password is None or secret is None:

@@ -111,7 +111,7 @@ class _Context:
         # Sessions count as use too (a gateway reports them; last_used_at is also kept, this is the backstop).
         self.last_session = dict(session.execute(
             select(Grant.identity_id, func.max(AccessSession.started_at)).join(Grant).group_by(Grant.identity_id)
-        ).tuples().all())
+        ).all())
 
 
 def _record(identity: Identity, context: _Context) -> IdentityRecord:

@@ -234,12 +234,6 @@ def sweep(session: Session, *, now: dt.datetime, events: EventPublisher) -> list
     return done
 
 
-def touch(identity: Identity, now: dt.datetime) -> None:
-    """Record a use (sign-in, grant, session): "unused for 90 days" is computed from it."""
-    if identity.last_used_at is None or identity.last_used_at < now:
-        identity.last_used_at = now
-
-
 def check_authority(session: Session, *, now: dt.datetime, person: Identity, username: str, verb: str) -> None:
     """Who may change an identity's state through the API: admins anything; security may suspend anyone (the
     kill switch belongs to whoever watches); the owner or sponsor of a service or AI identity may suspend or

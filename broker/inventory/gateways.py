@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from broker.access.delegation import delegation_details, delegation_refusal
 from broker.access.rules import grant_status
 from broker.audit import trail
 from broker.audit.refusals import Refusal
@@ -16,13 +17,14 @@ from broker.audit.trail import Action
 from broker.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, audited
 from broker.identity.authentication import token_digest
 from broker.identity.identities import check_name, why_unusable
+from broker.identity.usage import touch
 from broker.ids import new_id
 from broker.inventory.sites import credential_purpose, normalise_public_key
 from broker.keys.authorities import public_key as ca_public_key
 from broker.keys.vault import Vault
 from broker.models import AccessSession, Gateway, Grant
 from broker.recordings.store import RECORDING_NAME
-from broker.vocabulary import CredentialKind, GrantStatus, IdentityKind, SessionKind
+from broker.vocabulary import CredentialKind, GrantStatus, IdentityKind, SessionKind, Transfers
 
 SESSION_KINDS = tuple(SessionKind)
 END_REASONS = ("client_closed", "expired", "revoked", "idle", "lockdown", "gateway_lost", "error")
@@ -77,7 +79,8 @@ def authorize(
         trail.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused",
                      actor=grant.identity.username if grant else None, subject=grant_id,
                      site=grant.asset.site.name if grant else None,
-                     details={"reason": why, "asset": asset_name, "peer": peer, "gateway": gateway.name})
+                     details={"reason": why, "asset": asset_name, "peer": peer, "gateway": gateway.name,
+                              **(delegation_details(session, grant) if grant else {})})
         return audited(Forbidden(why))
 
     if grant is None or grant.serial != serial:
@@ -97,6 +100,9 @@ def authorize(
         raise refuse(unusable)
     if asset.site.locked_down:
         raise refuse(f"site {asset.site.name} is locked down")
+    ended = delegation_refusal(session, grant, now)
+    if ended:
+        raise refuse(f"this delegated grant can no longer be used: {ended}")
     target = None
     if grant.ssh:
         if asset.ssh_port is None or asset.credential_ciphertext is None or asset.host_key is None:
@@ -108,17 +114,27 @@ def authorize(
             "private_key": secret if asset.credential_kind == CredentialKind.PRIVATE_KEY else None,
             "host_key": asset.host_key,
         }
+    delegated = delegation_details(session, grant)
     trail.record(session, now=now, action=Action.GATEWAY_AUTHORIZED, actor=grant.identity.username,
                  subject=grant.id, site=asset.site.name, details={"asset": asset.name, "peer": peer,
-                                                                  "gateway": gateway.name})
+                                                                  "gateway": gateway.name, **delegated})
+    # An AI agent writes nothing (no Modbus writes, no uploads) unless its grant allows writes and the site's
+    # policy lets agents write: both are checked again here, so turning the policy off holds at the next login.
+    is_agent = grant.identity.kind == IdentityKind.AI_AGENT
+    agent_reads_only = is_agent and (grant.read_only or not asset.site.agent_writes)
     return {
         "grant_id": grant.id, "identity": grant.identity.username, "identity_kind": grant.identity.kind,
         "asset": asset.name, "site": asset.site.name, "starts_at": grant.starts_at.isoformat(),
         "ends_at": grant.ends_at.isoformat(), "ssh": grant.ssh,
         "interactive": grant.identity.kind == IdentityKind.HUMAN,
-        "ports": list(grant.ports), "read_only": grant.read_only, "asset_host": asset.host, "target": target,
+        "ports": list(grant.ports), "read_only": grant.read_only or agent_reads_only, "asset_host": asset.host,
+        "target": target,
         # The site's recording and transfer policy, enforced by the gateway for this connection.
-        "record_input": asset.site.record_input, "transfers": asset.site.transfers,
+        "record_input": asset.site.record_input,
+        "transfers": Transfers.DOWNLOAD_ONLY if agent_reads_only else asset.site.transfers,
+        # Exec only of these argv lists, compared exactly with the client's parsed command (an AI agent's
+        # delegation; an AI agent's grant that lists none runs no command); null: no such limit.
+        "allowed_commands": [] if grant.allowed_commands is None and is_agent else grant.allowed_commands,
         # How long a cut command has between TERM and KILL on the target (site policy, milliseconds).
         "cut_grace_ms": asset.site.cut_grace_ms,
         # Download-only sites: input a command without a PTY may take before the gateway cuts it (an upload).
@@ -152,19 +168,21 @@ def start_session(session: Session, *, now: dt.datetime, gateway: Gateway, grant
     grant = session.get(Grant, grant_id)
     if grant is None:
         raise NotFound(f"there is no grant {grant_id}")
-    why = _session_refusal(grant, now=now, kind=kind, port=port)
+    why = _session_refusal(grant, now=now, kind=kind, port=port) or delegation_refusal(session, grant, now)
+    delegated = delegation_details(session, grant)
     if why is not None:
         trail.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused",
                      actor=grant.identity.username, subject=grant.id, site=grant.asset.site.name,
-                     details={"reason": why, "kind": kind, "port": port, "gateway": gateway.name})
+                     details={"reason": why, "kind": kind, "port": port, "gateway": gateway.name, **delegated})
         raise audited(Forbidden(why))
     record = AccessSession(id=new_id("ses"), grant_id=grant.id, gateway_id=gateway.id, kind=kind, peer=peer,
                            command=command, port=port, started_at=now, bytes_in=0, bytes_out=0)
     session.add(record)
+    touch(grant.identity, now)
     trail.record(session, now=now, action=Action.SESSION_STARTED, actor=grant.identity.username, subject=record.id,
                  site=grant.asset.site.name, details={"grant": grant.id, "asset": grant.asset.name, "kind": kind,
                                                       "command": command, "port": port, "peer": peer,
-                                                      "gateway": gateway.name})
+                                                      "gateway": gateway.name, **delegated})
     return record
 
 
@@ -224,13 +242,14 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
         details["recording"] = {"name": recording["name"], "sha256": recording["sha256"], "bytes": recording["bytes"]}
     if stop is not None:
         details["stop"] = stop
+    details.update(delegation_details(session, grant))
     trail.record(session, now=now, action=Action.SESSION_ENDED, actor=grant.identity.username, subject=record.id,
                  site=grant.asset.site.name, details=details)
     return record
 
 
 # What a gateway refuses on its own, before any session exists (it knows the grant, not a session).
-REFUSAL_KINDS = ("forward", "remote_forward", "subsystem")
+REFUSAL_KINDS = ("forward", "remote_forward", "subsystem", "exec")
 
 
 def login_refusal(*, gateway: Gateway, peer: str, username: str, attempts: list[dict[str, Any]],
@@ -259,7 +278,7 @@ def record_refusal(session: Session, *, now: dt.datetime, gateway: Gateway, gran
     trail.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused", actor=grant.identity.username,
                  subject=grant.id, site=grant.asset.site.name,
                  details={"reason": reason, "kind": kind, "asset": grant.asset.name, "host": host, "port": port,
-                          "gateway": gateway.name})
+                          "gateway": gateway.name, **delegation_details(session, grant)})
 
 
 # What a gateway may report about a live session; each maps to one stable audit code and its outcome.
@@ -289,4 +308,5 @@ def record_session_event(session: Session, *, now: dt.datetime, gateway: Gateway
     grant = record.grant
     trail.record(session, now=now, action=action, outcome=outcome, actor=grant.identity.username,
                  subject=record.id, site=grant.asset.site.name,
-                 details={"grant": grant.id, "asset": grant.asset.name, "port": record.port, **detail})
+                 details={"grant": grant.id, "asset": grant.asset.name, "port": record.port, **detail,
+                          **delegation_details(session, grant)})
