@@ -49,7 +49,7 @@ def test_suspending_cuts_within_a_second_and_resume_brings_the_identity_back(sta
 
 
 def test_a_retired_identity_is_cut_final_and_its_name_never_reused(stack: Stack) -> None:
-    grant_id, session = _live_session(stack, "vendor2")
+    _grant_id, session = _live_session(stack, "vendor2")
 
     stack.gatepass("admin", "identity", "retire", "vendor2", "--reason", "contract ended")
     committed = time.monotonic()
