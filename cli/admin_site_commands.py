@@ -27,6 +27,9 @@ def add_site_commands(objects: Subparsers) -> None:
     site_set.add_argument("--approvals-required", type=int)
     site_set.add_argument("--max-window")
     _site_policy_options(site_set)
+    site_set.add_argument("--agent-writes", choices=["on", "off"],
+                          help="whether AI agents' delegated grants may write (Modbus writes, uploads) when their "
+                               "sponsor allows it (default off: agents read only)")
     site_set.add_argument("--no-maintenance-window", action="store_true",
                           help="remove every maintenance window (no request is then flagged as outside one)")
     data_option(site_set)
@@ -89,7 +92,7 @@ def _site_set(args: argparse.Namespace) -> int:
         maintenance_windows=windows,
         record_input=None if args.record_input is None else args.record_input == "on",
         transfers=None if args.transfers is None else args.transfers.replace("-", "_"), exec_upload_limit=limit,
-        cut_grace=args.cut_grace)
+        cut_grace=args.cut_grace, agent_writes=None if args.agent_writes is None else args.agent_writes == "on")
     print_policy_changes("Site", args.name, changes)
     return 0
 

@@ -24,6 +24,8 @@ def add_user_commands(objects: Subparsers) -> None:
     user_add.add_argument("--org")
     user_add.add_argument("--kind", choices=["human", "service", "ai_agent"], default="human")
     user_add.add_argument("--owner", help="the accountable person (required for service and AI-agent identities)")
+    user_add.add_argument("--sponsor", help="for an AI agent (required): the person whose grants it may be "
+                          "delegated (`gatepass delegate`)")
     user_add.add_argument("--purpose")
     user_add.add_argument("--email", help="where this person's notifications go (new requests at their sites)")
     user_add.add_argument("--expires", type=parse_end_date, metavar="DATE",
@@ -58,7 +60,7 @@ def _user_add(args: argparse.Namespace) -> int:
     settings = local_settings(args)
     creds = admin.add_user(settings, username=args.name, role=args.role, kind=args.kind,
                            site_names=args.sites, organisation=args.org, owner=args.owner, purpose=args.purpose,
-                           email=args.email, expires_at=args.expires)
+                           email=args.email, expires_at=args.expires, sponsor=args.sponsor)
     if args.json:
         print(json.dumps(creds.as_dict() if creds else {"username": args.name}))
         return 0

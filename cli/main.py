@@ -17,6 +17,7 @@ from cli import (
     client_access,
     client_audit,
     client_connect,
+    client_delegate,
     client_extensions,
     client_reviews,
     client_session,
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_session.add_subcommands(subparsers)
     client_access.add_subcommands(subparsers)
     client_extensions.add_subcommands(subparsers)
+    client_delegate.add_subcommands(subparsers)
     client_reviews.add_subcommands(subparsers)
     client_connect.add_subcommands(subparsers)
     client_audit.add_export(_audit_subparsers(subparsers))

@@ -113,6 +113,18 @@ def _env_names(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _allowed_commands(value: Any, identity_kind: str) -> tuple[tuple[str, ...], ...] | None:
+    """The argv lists an exec must match exactly (an AI agent's delegation), or None for no such limit. Deny by
+    default: an AI agent's authorization that lists none (an older broker) runs no command."""
+    if value is None:
+        return () if identity_kind == "ai_agent" else None
+    if not isinstance(value, list) or not all(
+        isinstance(argv, list) and argv and all(isinstance(arg, str) for arg in argv) for argv in value
+    ):
+        raise BrokerProtocolError("the broker's authorization has invalid 'allowed_commands'")
+    return tuple(tuple(argv) for argv in value)
+
+
 @dataclass(frozen=True)
 class Authorization:
     grant_id: str
@@ -142,6 +154,8 @@ class Authorization:
     passed_env: tuple[str, ...] = ()
     # Seconds a cut command has between TERM and KILL (site policy "cut grace"; gateway/stopping.py).
     cut_grace: float = DEFAULT_CUT_GRACE
+    # Exec only of these argv lists, compared exactly (gateway/command_policy.py); None: any command.
+    allowed_commands: tuple[tuple[str, ...], ...] | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> Authorization:
@@ -150,10 +164,11 @@ class Authorization:
         if not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
             raise BrokerProtocolError("the broker's authorization has invalid 'ports'")
         target = obj.get("target")
+        identity_kind = _field(obj, "identity_kind", str)
         return cls(
             grant_id=_field(obj, "grant_id", str),
             identity=_field(obj, "identity", str),
-            identity_kind=_field(obj, "identity_kind", str),
+            identity_kind=identity_kind,
             asset=_field(obj, "asset", str),
             site=_field(obj, "site", str),
             starts_at=parse_time(obj.get("starts_at"), "starts_at"),
@@ -170,6 +185,7 @@ class Authorization:
             exec_upload_limit=_upload_limit(obj.get("exec_upload_limit")),
             passed_env=_env_names(obj.get("passed_env")),
             cut_grace=_cut_grace(obj.get("cut_grace_ms")),
+            allowed_commands=_allowed_commands(obj.get("allowed_commands"), identity_kind),
         )
 
 

@@ -16,6 +16,7 @@ from typing import Protocol
 import asyncssh
 from asyncssh.misc import TermModes, TermSize
 
+from gateway.command_policy import judge_exec
 from gateway.context import GatewayContext, report_end
 from gateway.errors import BrokerCallFailed, BrokerRefused
 from gateway.models import Authorization
@@ -67,6 +68,8 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         self._exit_status: int | None = None
         self._exit_signal: tuple[str, bool, str] | None = None
         self._closed = False
+        # Why this channel's exec is refused (a command an AI agent was not delegated); nothing reaches the target.
+        self._refused: str | None = None
         self._error: str | None = None
         self._pty_newline = b"\n"
         # The recorder or transfer inspector; set once the broker has recorded the session's start.
@@ -102,7 +105,13 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def exec_requested(self, command: str) -> bool:
-        self.kind, self.command = "exec", command
+        verdict = judge_exec(self._auth, command)
+        self.kind, self.command = "exec", verdict.command
+        if verdict.refusal is not None:
+            # Accepted, then answered with the reason and exit status 1 at session start: a refused exec request
+            # shows the user only "exec request failed", without why.
+            self._refused = verdict.refusal
+            self._host.report_refusal(self._auth, "exec", verdict.refusal)
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
@@ -114,6 +123,9 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def session_started(self) -> None:
+        if self._refused is not None:
+            self.terminate(f"gatepass: {self._refused}", REFUSED_EXIT_STATUS)
+            return
         self._start_task = asyncio.ensure_future(self._start())
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:

@@ -34,6 +34,14 @@ def _revoke_all(session: Session, *, now: dt.datetime, events: EventPublisher, g
     return [grant.id for grant in grants]
 
 
+def revoke_delegated(session: Session, *, now: dt.datetime, events: EventPublisher, grant: Grant, actor: str,
+                     why: str) -> list[str]:
+    """Every open grant delegated from ``grant`` (recursively) revoked with it, the gateways told: the revoke
+    path of one grant (its grantee, a supervisor) ends its AI agents' grants the way a lockdown does."""
+    children = [child for child in _with_delegations(session, now, [grant]) if child.id != grant.id]
+    return _revoke_all(session, now=now, events=events, grants=children, actor=actor, reason="revoked", why=why)
+
+
 def _with_delegations(session: Session, now: dt.datetime, grants: list[Grant]) -> list[Grant]:
     """The grants and every open grant delegated from them (an AI agent's grant ends with its sponsor's)."""
     found = {grant.id: grant for grant in grants}

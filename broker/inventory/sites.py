@@ -278,6 +278,7 @@ def update_site(
     session: Session, *, now: dt.datetime, actor: str, name: str, approvals_required: int | None = None,
     max_window: str | None = None, maintenance_windows: list[str] | None = None, record_input: bool | None = None,
     transfers: str | None = None, exec_upload_limit: int | None = None, cut_grace: str | None = None,
+    agent_writes: bool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Change a site's policy; fields left as None stay. Audited with each changed field's old and new value
     (returned too); a call that changes nothing writes no event."""
@@ -297,6 +298,8 @@ def update_site(
         "transfers": transfers,
         "exec_upload_limit": exec_upload_limit,
         "cut_grace_ms": grace_ms,
+        # Whether an AI agent's grant may ever write (Modbus writes, uploads): off unless the plant says so.
+        "agent_writes": agent_writes,
     }
     changes: dict[str, dict[str, Any]] = {}
     for field_name, new in wanted.items():

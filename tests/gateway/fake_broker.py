@@ -49,6 +49,9 @@ class FakeGrant:
     cut_grace_ms: int | None = None  # None: not sent, as an older broker would not
     exec_upload_limit: int | None = None  # None: not sent, as an older broker (the gateway then uses 64 KiB)
     passed_env: list[str] = field(default_factory=list)
+    # An AI agent's delegated grant: its kind, and the argv lists it may exec (None: not sent, no limit).
+    identity_kind: str | None = None
+    allowed_commands: list[list[str]] | None = None
 
 
 @dataclass
@@ -203,7 +206,7 @@ class FakeBroker:
                 {
                     "grant_id": grant.grant_id,
                     "identity": grant.identity,
-                    "identity_kind": "human" if grant.interactive else "service",
+                    "identity_kind": grant.identity_kind or ("human" if grant.interactive else "service"),
                     "asset": grant.asset,
                     "site": grant.site,
                     "starts_at": datetime.now(UTC).isoformat(),
@@ -219,6 +222,7 @@ class FakeBroker:
                     **({} if grant.exec_upload_limit is None else {"exec_upload_limit": grant.exec_upload_limit}),
                     "passed_env": grant.passed_env,
                     **({} if grant.cut_grace_ms is None else {"cut_grace_ms": grant.cut_grace_ms}),
+                    **({} if grant.allowed_commands is None else {"allowed_commands": grant.allowed_commands}),
                 }
             )
 
