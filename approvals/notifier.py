@@ -65,10 +65,12 @@ def send(settings: NotifierSettings, delivery: Delivery) -> str | None:
 
 
 def deliver_round(state: BrokerState, settings: NotifierSettings) -> int:
-    """One pass: enqueue new requests, claim what is due, send, record. Returns how many were attempted."""
+    """One pass: enqueue new requests and review reminders, claim what is due, send, record. Returns how many
+    were attempted."""
     with unit_of_work(state.sessions) as session:
         notifications.enqueue_new_requests(session, now=state.settings.clock.now(), targets=settings.targets,
                                            within=state.settings.decide_within)
+        notifications.enqueue_review_reminders(session, now=state.settings.clock.now(), targets=settings.targets)
     with unit_of_work(state.sessions) as session:
         due = notifications.claim_due(session, now=state.settings.clock.now(), public_url=settings.public_url)
     for delivery in due:

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     ForeignKey,
     Index,
     Integer,
@@ -537,10 +538,17 @@ class Notification(Base):
         Index("ix_notifications_due", "status", "next_attempt_at"),
         one_of("notifications", "channel", NotificationChannel),
         one_of("notifications", "status", NotificationStatus),
+        # A review reminder: one per identity, due date and target (issue 11).
+        UniqueConstraint("identity_id", "review_due_at", "channel", "target",
+                         name="uq_notifications_review_channel_target"),
+        # About a request or about an identity's review, never both, never neither.
+        CheckConstraint("(request_id IS NULL) <> (identity_id IS NULL)", name="ck_notifications_subject"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    request_id: Mapped[str] = mapped_column(String(16), ForeignKey("access_requests.id"))
+    request_id: Mapped[str | None] = mapped_column(String(16), ForeignKey("access_requests.id"), nullable=True)
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id"), nullable=True)
+    review_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     channel: Mapped[str] = mapped_column(String(8))  # webhook | email
     target: Mapped[str] = mapped_column(String(512))
     status: Mapped[str] = mapped_column(String(8))  # pending | sent | failed

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.durations import format_duration
+from broker.identity import attestation
 from broker.models import AccessRequest, Asset, Identity, Notification, RoleAssignment, Site
 from broker.vocabulary import IdentityStatus, NotificationStatus, RequestStatus
 
@@ -121,6 +122,34 @@ def enqueue_new_requests(session: Session, *, now: dt.datetime, targets: Targets
     return made
 
 
+def enqueue_review_reminders(session: Session, *, now: dt.datetime, targets: Targets) -> int:
+    """One reminder per identity and due date, from 14 days before its access review is due (issue 11): to the
+    webhook, and by e-mail to the people accountable for it (when approver e-mails are on)."""
+    if not targets.any:
+        return 0
+    due = session.scalars(select(Identity).where(
+        Identity.status.in_([IdentityStatus.ACTIVE, IdentityStatus.SUSPENDED]),
+        Identity.attestation_due_at.is_not(None), Identity.attestation_due_at <= now + attestation.DUE_SOON,
+        ~exists().where(Notification.identity_id == Identity.id,
+                        Notification.review_due_at == Identity.attestation_due_at)).order_by(Identity.id).limit(100))
+    made = 0
+    for identity in due:
+        emails = [p.email for p in attestation.reviewers(session, identity) if p.email] \
+            if targets.approver_emails else []
+        channels = ([("webhook", targets.webhook_url)] if targets.webhook_url else []) + \
+            [("email", address) for address in dict.fromkeys(emails)]
+        for channel, target in channels:
+            try:
+                with session.begin_nested():
+                    session.add(Notification(identity_id=identity.id, review_due_at=identity.attestation_due_at,
+                                             channel=channel, target=target, status=NotificationStatus.PENDING,
+                                             attempts=0, next_attempt_at=now, created_at=now))
+                made += 1
+            except IntegrityError:
+                continue
+    return made
+
+
 def claim_due(session: Session, *, now: dt.datetime, public_url: str) -> list[Delivery]:
     """Take up to BATCH due deliveries for this process (a lease, so a crashed claimer's rows come back)."""
     rows = session.scalars(
@@ -131,6 +160,13 @@ def claim_due(session: Session, *, now: dt.datetime, public_url: str) -> list[De
     deliveries = []
     for row in rows:
         row.next_attempt_at = now + LEASE
+        if row.identity_id is not None:
+            identity = session.get(Identity, row.identity_id)
+            if identity is None:
+                continue
+            subject, text, payload = describe_review(identity, public_url=public_url)
+            deliveries.append(Delivery(row.id, row.channel, row.target, row.attempts + 1, subject, text, payload))
+            continue
         request = session.get(AccessRequest, row.request_id)
         if request is None:
             continue
@@ -159,6 +195,19 @@ def describe(request: AccessRequest, *, public_url: str) -> tuple[str, str, dict
     return subject, text, payload
 
 
+def describe_review(identity: Identity, *, public_url: str) -> tuple[str, str, dict[str, Any]]:
+    """Subject, plain text and JSON body of a review reminder."""
+    due = identity.attestation_due_at
+    when = f"{due:%Y-%m-%d}" if due else "now"
+    link = f"{public_url.rstrip('/')}/reviews"
+    subject = f"Gatepass: access review of {identity.username} due {when}"
+    text = (f"The access of {identity.username} ({identity.kind}{', ' + identity.purpose if identity.purpose else ''}) "
+            f"is due for review on {when} UTC. Keep or revoke it: {link}")
+    payload = {"text": text, "review": {"identity": identity.username, "kind": identity.kind,
+                                        "due_at": due.isoformat() if due else None, "link": link}}
+    return subject, text, payload
+
+
 def where(channel: str, target: str) -> str:
     """What the audit trail names: an e-mail address, or only the webhook's host (its path may hold a secret)."""
     return target if channel == "email" else (urlsplit(target).hostname or "webhook")
@@ -169,21 +218,25 @@ def record_result(session: Session, *, now: dt.datetime, delivery_id: int, error
     if row is None or row.status != "pending":
         return
     row.attempts += 1
-    request = session.get(AccessRequest, row.request_id)
+    request = session.get(AccessRequest, row.request_id) if row.request_id else None
     site = request.asset.site.name if request else None
+    about = row.request_id
+    if row.identity_id is not None:
+        reviewed = session.get(Identity, row.identity_id)
+        about = f"review:{reviewed.username}" if reviewed else None
     details: dict[str, Any] = {"channel": row.channel, "to": where(row.channel, row.target), "attempt": row.attempts}
     if error is None:
         row.status, row.sent_at, row.last_error = "sent", now, None
-        trail.record(session, now=now, action=Action.NOTIFICATION_SENT, subject=row.request_id, site=site,
+        trail.record(session, now=now, action=Action.NOTIFICATION_SENT, subject=about, site=site,
                      details=details)
         return
     row.last_error = error[:1000]
     if row.attempts >= MAX_ATTEMPTS:
         row.status = NotificationStatus.FAILED
         trail.record(session, now=now, action=Action.NOTIFICATION_GAVE_UP, outcome="failure",
-                     subject=row.request_id, site=site, details={**details, "error": error[:300]})
+                     subject=about, site=site, details={**details, "error": error[:300]})
         return
     row.next_attempt_at = now + FIRST_RETRY * (2 ** (row.attempts - 1))
     trail.record(session, now=now, action=Action.NOTIFICATION_FAILED, outcome="failure",
-                 subject=row.request_id, site=site,
+                 subject=about, site=site,
                  details={**details, "error": error[:300], "retry_at": row.next_attempt_at.isoformat()})

@@ -64,6 +64,20 @@ def _sites_used(session: Session, identity: Identity) -> set[int]:
     return scoped | used
 
 
+def reviewers(session: Session, identity: Identity) -> list[Identity]:
+    """Who is reminded of a review: the owner and sponsor, and for a vendor the supervisors of the sites it uses
+    (admins may review anyone, but are not reminded of everyone)."""
+    found = [session.get(Identity, person_id) for person_id in (identity.owner_id, identity.sponsor_id) if person_id]
+    if has_role(identity, Role.VENDOR):
+        site_ids = _sites_used(session, identity)
+        for person in session.scalars(select(Identity).where(Identity.status == IdentityStatus.ACTIVE)):
+            if person.id != identity.id and any(may_act_for_site(person, Role.SUPERVISOR, site_id)
+                                                for site_id in site_ids):
+                found.append(person)
+    unique = {person.id: person for person in found if person is not None and person.status == IdentityStatus.ACTIVE}
+    return [unique[key] for key in sorted(unique)]
+
+
 def why_reviewer(session: Session, reviewer: Identity, identity: Identity) -> str | None:
     """Why ``reviewer`` is accountable for ``identity`` (shown on the review), or None when they are not."""
     if reviewer.id == identity.id:

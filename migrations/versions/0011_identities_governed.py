@@ -120,6 +120,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id'),
     )
     op.create_index('ix_standing_policies_identity_id', 'standing_policies', ['identity_id'])
+    # Review reminders go through the notification outbox: a row is about a request or about an identity.
+    with op.batch_alter_table('notifications') as batch:
+        batch.alter_column('request_id', existing_type=sa.String(length=16), nullable=True)
+        batch.add_column(sa.Column('identity_id', sa.Integer(), nullable=True))
+        batch.add_column(sa.Column('review_due_at', sa.DateTime(timezone=True), nullable=True))
+        batch.create_foreign_key('fk_notifications_identity_id', 'identities', ['identity_id'], ['id'])
+        batch.create_unique_constraint('uq_notifications_review_channel_target',
+                                       ['identity_id', 'review_due_at', 'channel', 'target'])
+        batch.create_check_constraint('ck_notifications_subject', '(request_id IS NULL) <> (identity_id IS NULL)')
     with op.batch_alter_table('grants') as batch:
         batch.add_column(sa.Column('parent_grant_id', sa.String(length=16), nullable=True))
         batch.add_column(sa.Column('allowed_commands', sa.JSON(), nullable=True))
@@ -138,6 +147,14 @@ def downgrade() -> None:
         batch.drop_column('standing_policy_id')
         batch.drop_column('allowed_commands')
         batch.drop_column('parent_grant_id')
+    op.execute("DELETE FROM notifications WHERE request_id IS NULL")
+    with op.batch_alter_table('notifications') as batch:
+        batch.drop_constraint('ck_notifications_subject', type_='check')
+        batch.drop_constraint('uq_notifications_review_channel_target', type_='unique')
+        batch.drop_constraint('fk_notifications_identity_id', type_='foreignkey')
+        batch.drop_column('review_due_at')
+        batch.drop_column('identity_id')
+        batch.alter_column('request_id', existing_type=sa.String(length=16), nullable=False)
     op.drop_index('ix_standing_policies_identity_id', table_name='standing_policies')
     op.drop_table('standing_policies')
     op.drop_index('ix_attestations_identity_id', table_name='attestations')

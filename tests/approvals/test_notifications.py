@@ -218,3 +218,29 @@ def test_a_mail_relay_in_the_environment_turns_approver_emails_on() -> None:
     assert settings.targets.approver_emails
     assert settings.targets.any
     assert (settings.smtp_host, settings.smtp_port) == ("mail.plant.example", 587)
+
+
+def test_a_review_due_within_14_days_reminds_its_owner_once(web_plant: Plant, smtp: tuple[Mailbox, int],
+                                                          webhook: WebhookReceiver) -> None:
+    from sqlalchemy import update
+
+    from broker.models import Identity
+
+    mailbox, port = smtp
+    set_email(web_plant, "sup-a1", "sup-a1@plant-a.example")
+    web_plant.add_user("historian-export", role="vendor", kind="service", owner="sup-a1")
+    with web_plant.session() as session:
+        session.execute(update(Identity).where(Identity.username == "historian-export").values(
+            attestation_due_at=web_plant.clock.now() + dt.timedelta(days=10)))
+    settings = NotifierSettings(targets=Targets(webhook_url=webhook.url, approver_emails=True), smtp_port=port)
+    assert deliver_round(state_of(web_plant), settings) == 2
+    [(recipients, message)] = mailbox.messages
+    assert recipients == ["sup-a1@plant-a.example"]
+    assert message["Subject"].startswith("Gatepass: access review of historian-export due")
+    [body] = webhook.bodies
+    assert body["review"]["identity"] == "historian-export"
+    assert body["review"]["link"].endswith("/reviews")
+    # Once per identity and due date: the next round sends nothing new.
+    assert deliver_round(state_of(web_plant), settings) == 0
+    sent = web_plant.audit("notify:delivery:sent")
+    assert any(e["subject"] == "review:historian-export" for e in sent)
