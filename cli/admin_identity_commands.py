@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from cli.admin_workload_commands import add_workload_admin_commands
 from cli.local_common import data_option, guarded, local_settings
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ FLAGS = ("no_owner", "owner_inactive", "unused_90_days", "attestation_overdue", 
 STATUSES = ("active", "suspended", "retired", "expired")
 
 # Other slices of the identity work attach their verbs here (join tokens and workload instances).
-EXTRA_VERBS: list[Callable[[Subparsers], None]] = []
+EXTRA_VERBS: list[Callable[[Subparsers], None]] = [add_workload_admin_commands]
 
 
 def parse_end_date(text: str) -> dt.datetime:

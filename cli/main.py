@@ -19,6 +19,7 @@ from cli import (
     client_connect,
     client_delegate,
     client_extensions,
+    client_join,
     client_reviews,
     client_session,
     server_commands,
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server_commands.add_subcommands(subparsers)
     client_session.add_subcommands(subparsers)
+    client_join.add_subcommands(subparsers)
     client_access.add_subcommands(subparsers)
     client_extensions.add_subcommands(subparsers)
     client_delegate.add_subcommands(subparsers)
@@ -103,6 +105,7 @@ def main(argv: Sequence[str] | None = None, *, context: Context | None = None) -
     ctx = context or Context.from_process()
     args.client_context = ctx
     try:
+        client_join.renew_if_due(args)  # a workload's credential, past its half-life
         return int(args.func(args))
     except ClientError as exc:
         print(f"gatepass: {exc.message}", file=ctx.err)
