@@ -30,6 +30,7 @@ def add_site_commands(objects: Subparsers) -> None:
     site_set.add_argument("--agent-writes", choices=["on", "off"],
                           help="whether AI agents' delegated grants may write (Modbus writes, uploads) when their "
                                "sponsor allows it (default off: agents read only)")
+    _governance_options(site_set)
     site_set.add_argument("--no-maintenance-window", action="store_true",
                           help="remove every maintenance window (no request is then flagged as outside one)")
     data_option(site_set)
@@ -62,6 +63,23 @@ def _site_policy_options(parser: argparse.ArgumentParser) -> None:
                              "KILL, e.g. 2s, 500ms or 0 (at most 30s; default 2s)")
 
 
+def _governance_options(parser: argparse.ArgumentParser) -> None:
+    """How the identities using the site are governed (issue 11)."""
+    parser.add_argument("--attestation-days", type=int, metavar="N",
+                        help="re-confirm each vendor, service and AI identity using the site every N days "
+                             "(7-365; default 90)")
+    parser.add_argument("--attestation-overdue", choices=["suspend", "flag"],
+                        help="what an overdue review does: suspend the identity (default) or only flag it")
+    parser.add_argument("--owner-grace-days", type=int, metavar="N",
+                        help="days a service or AI identity may outlive its owner's departure before it is "
+                             "suspended (0-90; default 7)")
+    parser.add_argument("--credential-max-age-days", type=int, metavar="N",
+                        help="flag a password or key older than N days (1-3650; default 365)")
+    parser.add_argument("--workload-credential", metavar="DURATION",
+                        help="how long a service or AI identity's credential lives before it renews it, e.g. 1h "
+                             "(5m-24h; default 1h)")
+
+
 def _site_add(args: argparse.Namespace) -> int:
     from broker import admin
     from broker.inventory.sites import DEFAULT_EXEC_UPLOAD_LIMIT, parse_size
@@ -92,7 +110,10 @@ def _site_set(args: argparse.Namespace) -> int:
         maintenance_windows=windows,
         record_input=None if args.record_input is None else args.record_input == "on",
         transfers=None if args.transfers is None else args.transfers.replace("-", "_"), exec_upload_limit=limit,
-        cut_grace=args.cut_grace, agent_writes=None if args.agent_writes is None else args.agent_writes == "on")
+        cut_grace=args.cut_grace, agent_writes=None if args.agent_writes is None else args.agent_writes == "on",
+        attestation_days=args.attestation_days, attestation_overdue=args.attestation_overdue,
+        owner_grace_days=args.owner_grace_days, credential_max_age_days=args.credential_max_age_days,
+        workload_credential=args.workload_credential)
     print_policy_changes("Site", args.name, changes)
     return 0
 

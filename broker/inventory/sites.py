@@ -18,7 +18,7 @@ from broker.errors import Conflict, InvalidInput, NotFound
 from broker.identity.identities import check_name
 from broker.keys.vault import Vault
 from broker.models import Asset, Site
-from broker.vocabulary import Criticality, Transfers
+from broker.vocabulary import Criticality, OverdueAttestation, Transfers
 
 CRITICALITIES = tuple(Criticality)
 # An asset of high criticality always needs two distinct approvers (DESIGN invariant 3).
@@ -278,7 +278,9 @@ def update_site(
     session: Session, *, now: dt.datetime, actor: str, name: str, approvals_required: int | None = None,
     max_window: str | None = None, maintenance_windows: list[str] | None = None, record_input: bool | None = None,
     transfers: str | None = None, exec_upload_limit: int | None = None, cut_grace: str | None = None,
-    agent_writes: bool | None = None,
+    agent_writes: bool | None = None, attestation_days: int | None = None, attestation_overdue: str | None = None,
+    owner_grace_days: int | None = None, credential_max_age_days: int | None = None,
+    workload_credential: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Change a site's policy; fields left as None stay. Audited with each changed field's old and new value
     (returned too); a call that changes nothing writes no event."""
@@ -289,6 +291,9 @@ def update_site(
                        exec_upload_limit=exec_upload_limit)
     window = _max_window(max_window) if max_window is not None else None
     grace_ms = parse_cut_grace(cut_grace) if cut_grace is not None else None
+    governance = check_governance(attestation_days=attestation_days, attestation_overdue=attestation_overdue,
+                                  owner_grace_days=owner_grace_days, credential_max_age_days=credential_max_age_days,
+                                  workload_credential=workload_credential)
     wanted: dict[str, Any] = {
         "approvals_required": approvals_required,
         "max_window_seconds": int(window.total_seconds()) if window is not None else None,
@@ -300,6 +305,7 @@ def update_site(
         "cut_grace_ms": grace_ms,
         # Whether an AI agent's grant may ever write (Modbus writes, uploads): off unless the plant says so.
         "agent_writes": agent_writes,
+        **governance,
     }
     changes: dict[str, dict[str, Any]] = {}
     for field_name, new in wanted.items():
@@ -312,12 +318,43 @@ def update_site(
                                      "new": format_duration(dt.timedelta(seconds=new))}
         elif field_name == "cut_grace_ms":
             changes["cut_grace"] = {"old": format_cut_grace(old), "new": format_cut_grace(new)}
+        elif field_name == "workload_credential_seconds":
+            changes["workload_credential"] = {"old": format_duration(dt.timedelta(seconds=old)),
+                                              "new": format_duration(dt.timedelta(seconds=new))}
         else:
             changes[field_name] = {"old": list(old) if isinstance(old, list) else old, "new": new}
     if changes:
         trail.record(session, now=now, action=Action.SITE_UPDATED, actor=actor, subject=name, site=name,
                      details=changes)
     return changes
+
+
+def _within(value: int | None, low: int, high: int, what: str) -> int | None:
+    if value is not None and not low <= value <= high:
+        raise InvalidInput(f"{what} must be from {low} to {high}, not {value}")
+    return value
+
+
+def check_governance(*, attestation_days: int | None, attestation_overdue: str | None,
+                     owner_grace_days: int | None, credential_max_age_days: int | None,
+                     workload_credential: str | None) -> dict[str, Any]:
+    """The identity-governance fields of a site's policy, checked (None: unchanged)."""
+    if attestation_overdue is not None and attestation_overdue not in tuple(OverdueAttestation):
+        raise InvalidInput(f"'{attestation_overdue[:20]}' is not what an overdue review does: suspend or flag")
+    seconds = None
+    if workload_credential is not None:
+        lifetime = parse_duration(workload_credential)
+        if not dt.timedelta(minutes=5) <= lifetime <= dt.timedelta(hours=24):
+            raise InvalidInput("a workload credential lives from 5m to 24h: long enough to work, short enough that a "
+                               "copy soon stops working")
+        seconds = int(lifetime.total_seconds())
+    return {
+        "attestation_days": _within(attestation_days, 7, 365, "the review period in days"),
+        "attestation_overdue": attestation_overdue,
+        "owner_grace_days": _within(owner_grace_days, 0, 90, "the owner grace in days"),
+        "credential_max_age_days": _within(credential_max_age_days, 1, 3650, "the credential age limit in days"),
+        "workload_credential_seconds": seconds,
+    }
 
 
 def create_asset(

@@ -5,6 +5,7 @@ for who may do what."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -279,3 +280,18 @@ def test_an_owner_may_stop_their_own_service_identity(api: Api, plant: Plant) ->
     assert "historian" in [r["username"] for r in reviews]
     kept = api.as_user("sup-a1").post("/identities/historian/attest", json={"outcome": "keep", "comment": "ok"})
     assert kept.status_code == 200, kept.text
+
+
+def test_a_site_sets_how_its_identities_are_governed_within_bounds(admin_cli: Any, plant: Plant) -> None:
+    code, out, _ = admin_cli("admin", "site", "set", "plant-a", "--attestation-days", "30", "--attestation-overdue",
+                             "flag", "--owner-grace-days", "3", "--credential-max-age-days", "180",
+                             "--workload-credential", "2h")
+    assert code == 0
+    assert "workload credential 1h -> 2h" in out
+    assert plant.row("SELECT attestation_days, attestation_overdue, owner_grace_days, credential_max_age_days, "
+                     "workload_credential_seconds FROM sites WHERE name = 'plant-a'") == (30, "flag", 3, 180, 7200)
+    for bad, why in ((("--attestation-days", "1"), "from 7 to 365"), (("--workload-credential", "2d"), "5m to 24h")):
+        code, _, err = admin_cli("admin", "site", "set", "plant-a", *bad)
+        assert code == 1
+        assert why in err
+    assert plant.row("SELECT attestation_days FROM sites WHERE name = 'plant-a'") == (30,)
