@@ -46,6 +46,8 @@ def cut_message(asset: str, reason: str, ends_at: datetime) -> str:
         "identity_retired": "your identity was retired",
         "identity_expired": "your identity reached its end date",
         "owner_gone": "your identity's owner left and nobody took it over",
+        "playbook": "the plant ran a containment playbook",
+        "delegation_ended": "the grant it was delegated from ended",
         "gateway_lost": "the gateway is shutting down",
     }.get(reason, "the grant is no longer valid")
     return f"gatepass: access to {asset} ended: {why}"
@@ -61,7 +63,7 @@ def _warning(asset: str, remaining: timedelta, ends_at: datetime) -> str:
 # Broker reasons (docs/API.md, grant events) -> session end reasons the broker records.
 _END_REASON = {"revoked": "revoked", "lockdown": "lockdown", "identity_disabled": "revoked",
                "identity_suspended": "revoked", "identity_retired": "revoked", "identity_expired": "revoked",
-               "owner_gone": "revoked"}
+               "owner_gone": "revoked", "delegation_ended": "revoked", "playbook": "revoked"}
 
 
 @dataclass(eq=False)

@@ -69,6 +69,8 @@ class TransferReporter:
         self._ctx = ctx
         self.session_id = info.session_id
         self.site = info.auth.site
+        # An AI agent's grant is download-only whatever the site allows people (unless the site lets agents write).
+        self._agent = info.auth.identity_kind == "ai_agent"
         self.refusals = 0
         self._queue: deque[tuple[str, Detail]] = deque()
         self._sending = False
@@ -101,6 +103,8 @@ class TransferReporter:
 
     def download_only_message(self, what: str) -> str:
         """What the vendor reads when a download-only site refuses ``what`` ("writing /tmp/x")."""
+        if self._agent:
+            return f"site {self.site} allows AI agents downloads only: {what} is refused"
         return f"site {self.site} allows downloads only: {what} is refused"
 
 

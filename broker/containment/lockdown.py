@@ -25,13 +25,23 @@ def _open_grants(session: Session, now: dt.datetime, *conditions: object) -> lis
 
 def _revoke_all(session: Session, *, now: dt.datetime, events: EventPublisher, grants: list[Grant], actor: str,
                 reason: str, why: str) -> list[str]:
+    roots = {grant.id for grant in grants}
     grants = _with_delegations(session, now, grants)
     for grant in grants:
+        # An AI agent's grant ends because the grant it came from ended, not for its sponsor's reason (the
+        # agent's screen must not say "your identity was suspended" when its sponsor was).
+        cause = reason if grant.id in roots else "delegation_ended"
         grant.revoked_at, grant.revoked_by, grant.revoke_reason = now, actor, why
         trail.record(session, now=now, action=Action.GRANT_REVOKED, actor=actor, subject=grant.id,
-                     site=grant.asset.site.name, details={"reason": why, "cause": reason})
-        announce(session, now=now, events=events, grant=grant, status=GrantChangeStatus.REVOKED, reason=reason)
+                     site=grant.asset.site.name, details={"reason": why, "cause": cause})
+        announce(session, now=now, events=events, grant=grant, status=GrantChangeStatus.REVOKED, reason=cause)
     return [grant.id for grant in grants]
+
+
+def revoke_grants(session: Session, *, now: dt.datetime, events: EventPublisher, grants: list[Grant], actor: str,
+                  reason: str, why: str) -> list[str]:
+    """Revoke these grants (and what was delegated from them) and tell the gateways: a playbook's revoke step."""
+    return _revoke_all(session, now=now, events=events, grants=grants, actor=actor, reason=reason, why=why)
 
 
 def revoke_delegated(session: Session, *, now: dt.datetime, events: EventPublisher, grant: Grant, actor: str,
@@ -39,7 +49,8 @@ def revoke_delegated(session: Session, *, now: dt.datetime, events: EventPublish
     """Every open grant delegated from ``grant`` (recursively) revoked with it, the gateways told: the revoke
     path of one grant (its grantee, a supervisor) ends its AI agents' grants the way a lockdown does."""
     children = [child for child in _with_delegations(session, now, [grant]) if child.id != grant.id]
-    return _revoke_all(session, now=now, events=events, grants=children, actor=actor, reason="revoked", why=why)
+    return _revoke_all(session, now=now, events=events, grants=children, actor=actor, reason="delegation_ended",
+                       why=why)
 
 
 def _with_delegations(session: Session, now: dt.datetime, grants: list[Grant]) -> list[Grant]:

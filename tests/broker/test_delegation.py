@@ -186,8 +186,9 @@ def test_revoking_the_sponsors_grant_or_suspending_the_sponsor_ends_the_agents(
     assert set(revoked) == {first["id"], child["id"]}
     assert revoked[child["id"]]["details"]["reason"] == (
         f"grant {first['id']}, which it was delegated from, was revoked by vendor1")
-    changes = plant.column("SELECT grant_id FROM grant_changes WHERE status = 'revoked'")
-    assert set(changes) == {first["id"], child["id"]}
+    changes = plant.column("SELECT grant_id || ':' || reason FROM grant_changes WHERE status = 'revoked'")
+    # The agent's gateway line says its grant ended with the one it came from.
+    assert set(changes) == {f"{first['id']}:revoked", f"{child['id']}:delegation_ended"}
 
     second = api.grant("vendor1", "sup-a1")
     again = _delegated(api, second["id"])
@@ -195,6 +196,9 @@ def test_revoking_the_sponsors_grant_or_suspending_the_sponsor_ends_the_agents(
         lifecycle.suspend(session, now=plant.clock.now(), events=NullPublisher(), actor="test", username="vendor1",
                           reason="left the company")
     assert plant.row("SELECT revoked_at IS NOT NULL FROM grants WHERE id = :id", id=again["id"])[0]
+    # Not "your identity was suspended" on the agent's screen: its sponsor was.
+    assert plant.row("SELECT reason FROM grant_changes WHERE grant_id = :id", id=again["id"])[0] == (
+        "delegation_ended")
 
 
 def test_the_gateway_gets_the_list_download_only_and_reads_only_and_hears_the_sponsor(
