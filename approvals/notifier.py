@@ -71,6 +71,7 @@ def deliver_round(state: BrokerState, settings: NotifierSettings) -> int:
         notifications.enqueue_new_requests(session, now=state.settings.clock.now(), targets=settings.targets,
                                            within=state.settings.decide_within)
         notifications.enqueue_review_reminders(session, now=state.settings.clock.now(), targets=settings.targets)
+        notifications.enqueue_playbook_messages(session, now=state.settings.clock.now(), targets=settings.targets)
     with unit_of_work(state.sessions) as session:
         due = notifications.claim_due(session, now=state.settings.clock.now(), public_url=settings.public_url)
     for delivery in due:

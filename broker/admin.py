@@ -197,3 +197,12 @@ def sweep_identities(settings: Settings) -> list[str]:
                     attestation.sweep_overdue(session, now=now, events=NullPublisher())]
         return changed
     return run(settings, act)
+
+
+def edit_playbook(settings: Settings, *, name: str, steps: list[str], description: str | None) -> int:
+    """A new version of a playbook (``respond.playbooks.edit_playbook``); returns its number."""
+    from broker.respond import playbooks
+
+    return run(settings, lambda session, _vault: playbooks.edit_playbook(
+        session, now=settings.clock.now(), actor=operator_name(), name=name, steps=steps,
+        description=description).version)

@@ -24,6 +24,7 @@ from broker.api import (
     extension_routes,
     gateway_routes,
     identity_routes,
+    playbook_routes,
     site_routes,
     workload_routes,
 )
@@ -85,7 +86,7 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
     app.add_middleware(ControlCharacterGuard)
     app.add_middleware(SecurityHeaders)  # outermost: also on the guard's own refusals
     for module in (auth_routes, access_routes, delegation_routes, extension_routes, site_routes, gateway_routes,
-                   audit_routes, identity_routes, workload_routes):
+                   audit_routes, identity_routes, playbook_routes, workload_routes):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["health"])

@@ -74,6 +74,8 @@ class Site(Base):
     credential_max_age_days: Mapped[int] = mapped_column(Integer, default=365)
     workload_credential_seconds: Mapped[int] = mapped_column(Integer, default=3600)
     agent_writes: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A site kept for rehearsals: a drill may really run a playbook here (`playbook drill --execute-on-drill-site`).
+    drill_site: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     assets: Mapped[list[Asset]] = relationship(back_populates="site")
@@ -110,6 +112,7 @@ class Identity(Base):
     __table_args__ = (
         one_of("identities", "kind", IdentityKind),
         one_of("identities", "status", IdentityStatus),
+        UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_identities_oidc_subject"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -148,6 +151,10 @@ class Identity(Base):
     # second factor is shown or bound: a password alone never is (DESIGN invariant 4).
     enrolment_code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     enrolment_code_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Staff who sign in with their company account (OpenID Connect): the provider and its subject for them, the
+    # one link (a name or an address can be given to someone else at the provider, `sub` never is: Core §5.7).
+    oidc_issuer: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     roles: Mapped[list[RoleAssignment]] = relationship(back_populates="identity", cascade="all, delete-orphan")
@@ -194,6 +201,9 @@ class ApiToken(Base):
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
     # A service or AI identity's short-lived credential names the machine (key) it was issued to.
     instance_id: Mapped[str | None] = mapped_column(ForeignKey("workload_instances.id"), nullable=True)
+    # A company sign-in whose provider reported no second factor: this session may look, not decide
+    # (broker.identity.assurance). Password and one-time code are two factors, so local sign-ins never are.
+    without_mfa: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -541,14 +551,21 @@ class Notification(Base):
         # A review reminder: one per identity, due date and target (issue 11).
         UniqueConstraint("identity_id", "review_due_at", "channel", "target",
                          name="uq_notifications_review_channel_target"),
-        # About a request or about an identity's review, never both, never neither.
-        CheckConstraint("(request_id IS NULL) <> (identity_id IS NULL)", name="ck_notifications_subject"),
+        UniqueConstraint("run_id", "channel", "target", name="uq_notifications_run_channel_target"),
+        # About one thing: a request, an identity's review, or a playbook run.
+        CheckConstraint("(CASE WHEN request_id IS NULL THEN 0 ELSE 1 END) + (CASE WHEN identity_id IS NULL THEN 0 "
+                        "ELSE 1 END) + (CASE WHEN run_id IS NULL THEN 0 ELSE 1 END) = 1",
+                        name="ck_notifications_subject"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[str | None] = mapped_column(String(16), ForeignKey("access_requests.id"), nullable=True)
     identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id"), nullable=True)
     review_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # A playbook run's message: its id, and the subject and text written when it ran (issue 12).
+    run_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    message_subject: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    message_text: Mapped[str | None] = mapped_column(Text, nullable=True)
     channel: Mapped[str] = mapped_column(String(8))  # webhook | email
     target: Mapped[str] = mapped_column(String(512))
     status: Mapped[str] = mapped_column(String(8))  # pending | sent | failed
@@ -557,3 +574,18 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class PlaybookVersion(Base):
+    """An edited version of a playbook (the built-in ones live in broker/respond/playbooks.py); the newest wins."""
+
+    __tablename__ = "playbook_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text)
+    steps: Mapped[list[str]] = mapped_column(JSON)
+    edited_by: Mapped[str] = mapped_column(String(64))
+    edited_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -75,6 +75,8 @@ def _governance_options(parser: argparse.ArgumentParser) -> None:
                              "suspended (0-90; default 7)")
     parser.add_argument("--credential-max-age-days", type=int, metavar="N",
                         help="flag a password or key older than N days (1-3650; default 365)")
+    parser.add_argument("--drill-site", choices=["on", "off"],
+                        help="mark the site as kept for rehearsals: a playbook drill may really run there")
     parser.add_argument("--workload-credential", metavar="DURATION",
                         help="how long a service or AI identity's credential lives before it renews it, e.g. 1h "
                              "(5m-24h; default 1h)")
@@ -113,7 +115,8 @@ def _site_set(args: argparse.Namespace) -> int:
         cut_grace=args.cut_grace, agent_writes=None if args.agent_writes is None else args.agent_writes == "on",
         attestation_days=args.attestation_days, attestation_overdue=args.attestation_overdue,
         owner_grace_days=args.owner_grace_days, credential_max_age_days=args.credential_max_age_days,
-        workload_credential=args.workload_credential)
+        workload_credential=args.workload_credential,
+        drill_site=None if args.drill_site is None else args.drill_site == "on")
     print_policy_changes("Site", args.name, changes)
     return 0
 

@@ -20,6 +20,7 @@ from cli import (
     client_delegate,
     client_extensions,
     client_join,
+    client_playbooks,
     client_reviews,
     client_session,
     server_commands,
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_extensions.add_subcommands(subparsers)
     client_delegate.add_subcommands(subparsers)
     client_reviews.add_subcommands(subparsers)
+    client_playbooks.add_subcommands(subparsers)
     client_connect.add_subcommands(subparsers)
     client_audit.add_export(_audit_subparsers(subparsers))
     return parser

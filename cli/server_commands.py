@@ -8,6 +8,7 @@ from cli import (
     admin_asset_commands,
     admin_gateway_commands,
     admin_identity_commands,
+    admin_playbook_commands,
     admin_site_commands,
     admin_user_commands,
     audit_commands,
@@ -34,3 +35,4 @@ def _add_admin(subparsers: Subparsers) -> None:
     admin_user_commands.add_user_commands(objects)
     admin_identity_commands.add_identity_commands(objects)
     admin_gateway_commands.add_gateway_commands(objects)
+    admin_playbook_commands.add_playbook_commands(objects)

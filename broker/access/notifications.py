@@ -9,6 +9,7 @@ attempt and final give-up is audited. Delivery never blocks or rolls back the re
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from broker.audit import trail
 from broker.audit.trail import Action
 from broker.durations import format_duration
 from broker.identity import attestation
-from broker.models import AccessRequest, Asset, Identity, Notification, RoleAssignment, Site
+from broker.models import AccessRequest, Asset, AuditEvent, Identity, Notification, RoleAssignment, Site
 from broker.vocabulary import IdentityStatus, NotificationStatus, RequestStatus
 
 MAX_ATTEMPTS = 6
@@ -150,6 +151,38 @@ def enqueue_review_reminders(session: Session, *, now: dt.datetime, targets: Tar
     return made
 
 
+def enqueue_playbook_messages(session: Session, *, now: dt.datetime, targets: Targets,
+                               within: dt.timedelta = dt.timedelta(hours=1)) -> int:
+    """A finished playbook run's message (issue 12), to the webhook and by e-mail to the people it names: read
+    from the run's ``respond:playbook:finished`` event, once per run and target."""
+    if not targets.any:
+        return 0
+    finished = session.scalars(select(AuditEvent).where(
+        AuditEvent.action == Action.PLAYBOOK_FINISHED, AuditEvent.occurred_at >= now - within)
+        .order_by(AuditEvent.seq).limit(100)).all()
+    made = 0
+    for event in finished:
+        details = json.loads(event.details)
+        run_id = str(event.subject)
+        if session.scalar(select(Notification.id).where(Notification.run_id == run_id).limit(1)) is not None:
+            continue
+        emails = [x for x in details.get("notify", []) if "@" in x] if targets.approver_emails else []
+        channels = ([("webhook", targets.webhook_url)] if targets.webhook_url else []) + \
+            [("email", address) for address in dict.fromkeys(emails)]
+        subject = f"Gatepass: playbook {details.get('playbook')} ran ({run_id})"
+        for channel, target in channels:
+            try:
+                with session.begin_nested():
+                    session.add(Notification(run_id=run_id, message_subject=subject[:200],
+                                             message_text=str(details.get("message", "")), channel=channel,
+                                             target=target, status=NotificationStatus.PENDING, attempts=0,
+                                             next_attempt_at=now, created_at=now))
+                made += 1
+            except IntegrityError:
+                continue
+    return made
+
+
 def claim_due(session: Session, *, now: dt.datetime, public_url: str) -> list[Delivery]:
     """Take up to BATCH due deliveries for this process (a lease, so a crashed claimer's rows come back)."""
     rows = session.scalars(
@@ -160,6 +193,12 @@ def claim_due(session: Session, *, now: dt.datetime, public_url: str) -> list[De
     deliveries = []
     for row in rows:
         row.next_attempt_at = now + LEASE
+        if row.run_id is not None:
+            text = row.message_text or ""
+            deliveries.append(Delivery(row.id, row.channel, row.target, row.attempts + 1,
+                                       row.message_subject or "Gatepass", text,
+                                       {"text": text, "playbook_run": {"id": row.run_id}}))
+            continue
         if row.identity_id is not None:
             identity = session.get(Identity, row.identity_id)
             if identity is None:
@@ -220,7 +259,7 @@ def record_result(session: Session, *, now: dt.datetime, delivery_id: int, error
     row.attempts += 1
     request = session.get(AccessRequest, row.request_id) if row.request_id else None
     site = request.asset.site.name if request else None
-    about = row.request_id
+    about = row.request_id or row.run_id
     if row.identity_id is not None:
         reviewed = session.get(Identity, row.identity_id)
         about = f"review:{reviewed.username}" if reviewed else None

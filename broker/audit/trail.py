@@ -57,6 +57,14 @@ class Action(StrEnum):
     STANDING_POLICY_APPROVED = "access:standing_policy:approved"
     STANDING_POLICY_REVOKED = "access:standing_policy:revoked"
     STANDING_POLICY_USED = "access:standing_policy:used"
+    # Respond: containment playbooks (issue 12).
+    PLAYBOOK_EDITED = "respond:playbook:edited"
+    PLAYBOOK_STARTED = "respond:playbook:started"
+    PLAYBOOK_STEP = "respond:playbook:step"
+    PLAYBOOK_FINISHED = "respond:playbook:finished"
+    PLAYBOOK_REFUSED = "respond:playbook:refused"
+    PLAYBOOK_DRILL_PLANNED = "respond:drill:planned"
+    EVIDENCE_PRESERVED = "respond:evidence:preserved"
     TOTP_RESET = "admin:identity:totp_reset"
     SITE_UPDATED = "admin:site:updated"
     SITE_LOCKED_DOWN = "containment:site:locked_down"
@@ -122,6 +130,8 @@ class Action(StrEnum):
     NOTIFICATION_SENT = "notify:delivery:sent"
     NOTIFICATION_FAILED = "notify:delivery:failed"
     NOTIFICATION_GAVE_UP = "notify:delivery:gave_up"
+    # A company sign-in (OpenID Connect) changed the person's roles to what their directory groups give now.
+    OIDC_ROLES_CHANGED = "auth:oidc:roles_changed"
 
 
 # Canonical form of an event, the input of its hash. The definition is the JSON text of

@@ -280,7 +280,7 @@ def update_site(
     transfers: str | None = None, exec_upload_limit: int | None = None, cut_grace: str | None = None,
     agent_writes: bool | None = None, attestation_days: int | None = None, attestation_overdue: str | None = None,
     owner_grace_days: int | None = None, credential_max_age_days: int | None = None,
-    workload_credential: str | None = None,
+    workload_credential: str | None = None, drill_site: bool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Change a site's policy; fields left as None stay. Audited with each changed field's old and new value
     (returned too); a call that changes nothing writes no event."""
@@ -306,6 +306,8 @@ def update_site(
         # Whether an AI agent's grant may ever write (Modbus writes, uploads): off unless the plant says so.
         "agent_writes": agent_writes,
         **governance,
+        # Kept for rehearsals: `gatepass playbook drill --execute-on-drill-site` really runs there.
+        "drill_site": drill_site,
     }
     changes: dict[str, dict[str, Any]] = {}
     for field_name, new in wanted.items():

@@ -1,0 +1,63 @@
+"""Containment playbooks over the API: list them, run one, rehearse one (a drill), and read past runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from broker.api.deps import CurrentIdentity, NowDep, SessionDep, StateDep
+from broker.api.schemas import Body
+from broker.errors import Forbidden
+from broker.identity.identities import has_role
+from broker.respond import playbooks, reports, runner
+from broker.respond.playbooks import STEP_TEXT
+from broker.vocabulary import Role
+
+router = APIRouter(tags=["playbooks"])
+
+
+class RunIn(Body):
+    site: str | None = None
+    identity: str | None = None
+    reason: str
+    execute: bool = False
+
+
+def _shown(playbook: playbooks.Playbook) -> dict[str, Any]:
+    return {"name": playbook.name, "version": playbook.version, "description": playbook.description,
+            "needs_site": playbook.needs_site, "needs_identity": playbook.needs_identity,
+            "steps": [{"step": str(step), "text": STEP_TEXT[step]} for step in playbook.steps]}
+
+
+@router.get("/playbooks")
+def list_playbooks(_identity: CurrentIdentity, session: SessionDep) -> list[dict[str, Any]]:
+    return [_shown(p) for p in playbooks.list_playbooks(session)]
+
+
+@router.post("/playbooks/{name}/run")
+def run_playbook(name: str, body: RunIn, identity: CurrentIdentity, session: SessionDep, now: NowDep,
+                 state: StateDep) -> dict[str, Any]:
+    playbook = playbooks.get_playbook(session, name)
+    runner.check_authority(session, now=now, person=identity, playbook=playbook, site_name=body.site,
+                           username=body.identity)
+    return runner.run(session, now=now, vault=state.vault, events=state.hub, actor=identity.username,
+                      playbook=playbook, site_name=body.site, username=body.identity, reason=body.reason).as_dict()
+
+
+@router.post("/playbooks/{name}/drill")
+def drill_playbook(name: str, body: RunIn, identity: CurrentIdentity, session: SessionDep, now: NowDep,
+                   state: StateDep) -> dict[str, Any]:
+    playbook = playbooks.get_playbook(session, name)
+    runner.check_authority(session, now=now, person=identity, playbook=playbook, site_name=body.site,
+                           username=body.identity)
+    return runner.run(session, now=now, vault=state.vault, events=state.hub, actor=identity.username,
+                      playbook=playbook, site_name=body.site, username=body.identity, reason=body.reason,
+                      drill=True, execute=body.execute).as_dict()
+
+
+@router.get("/playbooks/runs")
+def past_runs(identity: CurrentIdentity, session: SessionDep) -> list[dict[str, Any]]:
+    if not (has_role(identity, Role.SECURITY) or has_role(identity, Role.ADMIN)):
+        raise Forbidden("only security reviewers and admins can read the playbook runs")
+    return [summary.as_dict() for summary in reports.recent_runs(session)]

@@ -1,0 +1,101 @@
+"""``gatepass playbook list|run|drill|runs``: the plant's rehearsed, one-action responses, over the API."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import Any
+
+from cli.context import Context
+from cli.errors import UsageError
+from cli.output import table, to_json
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    playbook = subparsers.add_parser("playbook", help="containment playbooks: list, run, rehearse")
+    verbs = playbook.add_subparsers(dest="playbook_verb", metavar="VERB", required=True)
+
+    listing = verbs.add_parser("list", help="the playbooks and their steps")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=run_list)
+
+    for verb, text in (("run", "run a playbook now (every step audited under the run's id)"),
+                       ("drill", "rehearse a playbook: plan it against the live state without changing anything")):
+        command = verbs.add_parser(verb, help=text)
+        command.add_argument("name", metavar="NAME")
+        command.add_argument("--site", help="the site it acts on")
+        command.add_argument("--identity", help="the identity it acts on")
+        command.add_argument("--reason", required=True, help="why: the people cut off and the trail read it")
+        command.add_argument("--json", action="store_true", help="print the run report as JSON")
+        if verb == "drill":
+            command.add_argument("--execute-on-drill-site", action="store_true",
+                                 help="really run it, timed, on a site marked as a drill site")
+        command.set_defaults(func=run_playbook, verb_name=verb)
+
+    runs = verbs.add_parser("runs", help="past runs and drills with their time to contain (security, admins)")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=run_runs)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    ctx: Context = args.client_context
+    with ctx.api() as api:
+        found = api.get("/playbooks")
+    if args.json:
+        ctx.say(to_json(found))
+        return 0
+    for playbook in found:
+        ctx.say(f"{playbook['name']} (v{playbook['version']}): {playbook['description']}")
+        for number, step in enumerate(playbook["steps"], 1):
+            ctx.say(f"  {number}. {step['text']}")
+    return 0
+
+
+def report_text(report: Mapping[str, Any]) -> str:
+    planned = report.get("drill") and not report.get("executed")
+    lines = [f"{'Drill (nothing changed)' if planned else 'Ran'} {report.get('playbook')} "
+             f"v{report.get('version')} ({report.get('run_id')})"
+             + (f" at {report['site']}" if report.get("site") else "")
+             + (f" on {report['identity']}" if report.get("identity") else "")
+             + (f" in {report.get('elapsed_ms')} ms" if not planned else "") + ":"]
+    for number, step in enumerate(report.get("steps") or [], 1):
+        touched = [f"{len(step[key])} {key}" for key in ("grants", "sessions", "identities", "recordings",
+                                                         "recipients") if step.get(key)]
+        lines.append(f"  {number}. {step['text']}" + (f" — {', '.join(touched)}" if touched else ""))
+        for key in ("identities", "sessions", "recipients"):
+            if step.get(key):
+                lines.append(f"       {key}: {', '.join(step[key][:20])}{' …' if len(step[key]) > 20 else ''}")
+        if step.get("skipped"):
+            lines.append(f"       skipped: {step['skipped']}")
+    return "\n".join(lines)
+
+
+def run_playbook(args: argparse.Namespace) -> int:
+    ctx: Context = args.client_context
+    if not args.reason.strip():
+        raise UsageError("--reason must say why: the people cut off and the audit trail read it")
+    body: dict[str, Any] = {"site": args.site, "identity": args.identity, "reason": args.reason.strip()}
+    if args.verb_name == "drill":
+        body["execute"] = args.execute_on_drill_site
+    with ctx.api() as api:
+        report: dict[str, Any] = api.post(f"/playbooks/{args.name}/{args.verb_name}", body)
+    ctx.say(to_json(report) if args.json else report_text(report))
+    return 0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    ctx: Context = args.client_context
+    with ctx.api() as api:
+        runs = api.get("/playbooks/runs")
+    if args.json:
+        ctx.say(to_json(runs))
+        return 0
+    if not runs:
+        ctx.say("No playbook runs yet.")
+        return 0
+    rows = [[r["run_id"], r["at"][:19], r["playbook"], "drill" if r["drill"] else "run",
+             r.get("site") or r.get("identity") or "-", str(r["sessions_cut"]),
+             "-" if r["seconds_to_contain"] is None else f"{r['seconds_to_contain']:.2f} s"]
+            for r in runs]
+    ctx.say(table(["RUN", "AT (UTC)", "PLAYBOOK", "KIND", "TARGET", "SESSIONS CUT", "TO CONTAIN"], rows))
+    return 0
