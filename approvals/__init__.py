@@ -22,12 +22,21 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 def mount(app: FastAPI, state: BrokerState, settings: WebSettings, notifier: NotifierSettings) -> None:
     """Add the web pages and their static files to the broker's app (assembly.app does, with its settings)."""
-    from approvals import identity_routes, review_routes, signin_routes, supervisor_routes, vendor_routes
+    from approvals import (
+        identity_routes,
+        oidc_routes,
+        playbook_routes,
+        review_routes,
+        signin_routes,
+        supervisor_routes,
+        vendor_routes,
+    )
 
     app.state.approvals = Web(state=state, settings=settings,
                               csrf_key=web_sessions.derive_csrf_key(state.settings.master_key_path),
                               templates=make_templates(), notifier=notifier)
-    for module in (signin_routes, supervisor_routes, vendor_routes, review_routes, identity_routes):
+    for module in (signin_routes, oidc_routes, supervisor_routes, vendor_routes, review_routes, identity_routes,
+                   playbook_routes):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -17,6 +17,7 @@ from broker.containment import lockdown
 from broker.errors import Forbidden
 from broker.identity.identities import has_role
 from broker.models import Identity
+from broker.respond import playbooks
 
 router = APIRouter(include_in_schema=False)
 
@@ -30,6 +31,7 @@ DONE_MESSAGES = {
     "granted-first": "Your approval is recorded; this asset needs a second approver before access is granted.",
     "extended": "Extension approved (or your approval recorded): live sessions keep running until the new end.",
     "extension-denied": "Extension denied; the vendor sees your comment.",
+    "playbook": "Playbook run: every step is in the audit trail under its run id; live sessions end within a second.",
 }
 
 
@@ -47,6 +49,7 @@ def _lists(session: Session, identity: Identity, viewer: Viewer,
         "sessions": oversight.live_sessions(session, supervisor=identity, now=now),
         "grants": oversight.open_grants(session, supervisor=identity, now=now),
         "sites": oversight.sites_for(session, identity, "supervisor"),
+        "playbooks": [p for p in playbooks.list_playbooks(session) if p.needs_site],
         "assets": oversight.requestable_assets(session, vendor=identity, role="supervisor"),
         "now": now,
     }
