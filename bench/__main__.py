@@ -1,8 +1,9 @@
-"""`python -m bench` (what `make bench` runs): revocation, connection set-up, throughput and tunnels, then a summary.
+"""`python -m bench` (what `make bench` runs): revocation, connection set-up, throughput, tunnels and the AI-agent
+kill switch, then a summary.
 
   python -m bench                 full sizes (each benchmark about a minute or two on 2 cores)
   python -m bench --quick         smaller counts and sizes, for a smoke check
-  python -m bench --only connect  one benchmark (revoke, connect, throughput, tunnels; repeatable)
+  python -m bench --only connect  one benchmark (revoke, connect, throughput, tunnels, suspend; repeatable)
   python -m bench --json FILE     also write every figure as JSON
 """
 
@@ -18,11 +19,11 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bench_connect, bench_revoke, bench_throughput, bench_tunnels
+from bench import bench_connect, bench_revoke, bench_suspend, bench_throughput, bench_tunnels
 from bench.harness import heading, table
 
 BENCHMARKS = {"revoke": bench_revoke.main, "connect": bench_connect.main, "throughput": bench_throughput.main,
-              "tunnels": bench_tunnels.main}
+              "tunnels": bench_tunnels.main, "suspend": bench_suspend.main}
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -78,6 +79,14 @@ def summary(results: dict[str, Any]) -> list[list[str]]:
             rows.append([f"revoke -> all {tunnels['connections']} tunnel connections closed",
                          f"{s['cut_s'] * 1000:.0f} ms ({s['closed']} closed)", "< 1000 ms",
                          "MET" if s["closed"] == tunnels["connections"] and s["cut_s"] < 1 else "NOT MET"])
+    suspend = results.get("suspend")
+    if suspend:
+        for mode, label in (("api", "suspend AI agent (API) -> its last session closed"),
+                            ("cli-commit", "`gatepass admin identity suspend` done -> last session closed")):
+            r = suspend.get(mode)
+            if r:
+                rows.append([label, f"median {_fmt(r['median_ms'])} ms, worst {_fmt(r['worst_ms'])} ms", "< 1000 ms",
+                             "MET" if r["met"] else "NOT MET"])
     return rows
 
 

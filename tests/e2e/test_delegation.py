@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from tests.e2e.stack import Stack
+from tests.e2e.stack import GATEPASS, Stack
 from tests.fixtures.ports import free_port
 from tests.gateway.modbus_plc import REGISTERS, UNIT, ModbusPlc
 
@@ -203,6 +203,28 @@ def test_the_agents_modbus_access_reads_but_never_writes(stack: Stack, agent: Ag
     assert plc.registers() == REGISTERS
     event = stack.grant_event("gateway:modbus:write_refused", grant["id"])
     assert (event["actor"], event["details"]["sponsor"], event["details"]["function_code"]) == (AGENT, "vendor1", 6)
+
+
+def test_a_joined_agent_gets_its_certificate_itself_and_uses_gatepass_ssh(stack: Stack) -> None:
+    """The whole flow with a joined machine: no key changes hands, the agent fetches its own certificate."""
+    stack.gatepass("admin", "user", "add", "agent-joined", "--role", "vendor", "--site", "plant-a", "--kind",
+                   "ai_agent", "--owner", "vendor1", "--sponsor", "vendor1", "--purpose", "reads the bridge")
+    token = json.loads(stack.gatepass("admin", "identity", "join-token", "agent-joined", "--json").stdout)["token"]
+    stack.gatepass("join", "--server", stack.base_url, "--token", token, user="agent-joined")
+    parent = _sponsor_grant(stack, "hmi-01")
+    delegated = json.loads(stack.gatepass("delegate", parent["id"], "--to", "agent-joined", "--for", "10m",
+                                          "--command", "uname -n", "--json", user="vendor1").stdout)
+
+    def agent_ssh(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([GATEPASS, "ssh", "hmi-01", "--", *command], env=stack.env(stack.home("agent-joined")),
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+
+    ran, refused = agent_ssh("uname", "-n"), agent_ssh("id")
+    assert (ran.returncode, ran.stdout) == (0, socket.gethostname() + "\n"), ran.stderr
+    assert refused.returncode == 1
+    assert "agent-joined may run only the commands its sponsor delegated on hmi-01" in refused.stderr
+    started = stack.grant_event("gateway:session:started", delegated["id"])
+    assert (started["actor"], started["details"]["sponsor"]) == ("agent-joined", "vendor1")
 
 
 def test_revoking_the_sponsors_grant_ends_the_agents_session(stack: Stack, agent: Agent) -> None:
