@@ -23,10 +23,11 @@ from broker.audit.refusals import Refusal, unrecorded_refusal
 from broker.audit.siem_escaping import visible
 from broker.audit.trail import Action
 from broker.db import unit_of_work
-from broker.errors import BrokerError, InvalidInput, NotAuthenticated
+from broker.errors import BrokerError, Forbidden, InvalidInput, NotAuthenticated
 from broker.identity import authentication, web_sessions
 from broker.models import Identity
 from broker.sources import client_address
+from broker.vocabulary import IdentityKind
 
 SESSION_COOKIE = "gatepass_session"
 SIGNIN_COOKIE = "gatepass_signin"
@@ -165,6 +166,10 @@ async def signed_in(request: Request, work: Work) -> Response:
             now = web.state.settings.clock.now()
             identity = authentication.authenticate_token(session, now=now, token=token)
             actor.append(identity.username)
+            if identity.kind != IdentityKind.HUMAN:
+                # A service's or AI agent's credential in the session cookie: the pages are for people
+                # (DESIGN invariant 5), whatever token reached them.
+                raise Forbidden("the web pages are for people; a service account or AI agent uses the API")
             return work(session, identity, viewer_of(identity, csrf), now)
 
     try:

@@ -561,3 +561,19 @@ def test_admin_join_token_shows_the_token_once_with_the_command_to_run(plant: Pl
     assert token is not None
     assert f"--token {token.group()}" in out
     assert "shown once" in out
+
+
+def test_a_workload_credential_in_the_session_cookie_opens_no_page_and_is_recorded(
+        api: Api, plant: Plant, broker: BrokerServer) -> None:
+    """The pages are for people: a joined service's credential, put in the web session cookie by hand, gets a
+    403 page (not the vendor page), and the refusal is in the trail."""
+    add_workload(plant)
+    machine = Machine.new()
+    join(api, plant, machine)
+    with httpx.Client(base_url=broker.url, follow_redirects=False, timeout=10,
+                      cookies={SESSION_COOKIE: machine.credential}) as client:
+        answer = client.get("/vendor")
+    assert answer.status_code == 403
+    assert "a service account or AI agent uses the API" in answer.text
+    refused = [e for e in plant.audit("web:page:refused") if e["actor"] == "historian"]
+    assert refused[-1]["subject"] == "/vendor"
