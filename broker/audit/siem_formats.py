@@ -129,6 +129,9 @@ def to_cef(event: Mapping[str, Any]) -> str:
         extensions.append(("dpt", str(details["port"])))
     if details.get("reason"):
         extensions.append(("reason", _text(details["reason"])))
+    if details.get("sponsor"):
+        # An AI agent's action (suser) names the person it acted for: a SIEM rule keys on both.
+        extensions += [("cs5Label", "sponsor"), ("cs5", _text(details["sponsor"]))]
     extensions += [
         ("cs1Label", "site"), ("cs1", _text(event.get("site"))),
         ("cs2Label", "subject"), ("cs2", _text(event.get("subject"))),
