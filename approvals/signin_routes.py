@@ -74,15 +74,16 @@ async def account(request: Request) -> Response:
     return await signed_in(request, work)
 
 
-def _sign_in_page(request: Request, *, status: int = 200, message: str | None = None,
-                  username: str = "", retry_after: int | None = None) -> Response:
+def sign_in_page(request: Request, *, status: int = 200, message: str | None = None,
+                 username: str = "", retry_after: int | None = None) -> Response:
     """The form carries a token bound to a random per-attempt cookie: a forged cross-site sign-in (login
     CSRF, which would sign the victim into the attacker's account) has neither."""
     web = web_of(request)
     nonce = secrets.token_urlsafe(24)
     response = render(web, "sign_in.html", status=status, viewer=None, title="Sign in",
                       notice=web.settings.use_notice, message=message, username=username,
-                      csrf=web_sessions.csrf_token(web.csrf_key, "sign-in:" + nonce))
+                      csrf=web_sessions.csrf_token(web.csrf_key, "sign-in:" + nonce),
+                      company_sign_in=web.state.settings.oidc is not None)
     response.set_cookie(SIGNIN_COOKIE, nonce, max_age=SIGNIN_NONCE_TTL, path="/", httponly=True,
                         samesite="strict", secure=is_https(request))
     if retry_after is not None:
@@ -92,7 +93,7 @@ def _sign_in_page(request: Request, *, status: int = 200, message: str | None = 
 
 @router.get("/sign-in")
 async def sign_in_form(request: Request) -> Response:
-    return _sign_in_page(request)
+    return sign_in_page(request)
 
 
 @router.post("/sign-in")
@@ -108,8 +109,8 @@ async def sign_in(request: Request) -> Response:
     code = form.get("code", "").strip()
     enrolment_code = form.get("enrolment_code", "").strip()
     if not username or not password:
-        return _sign_in_page(request, status=400, username=username[:64],
-                             message="Enter your username, password and the one-time code from your authenticator.")
+        return sign_in_page(request, status=400, username=username[:64],
+                            message="Enter your username, password and the one-time code from your authenticator.")
 
     def run() -> tuple[authentication.IssuedToken | authentication.PendingEnrolment, frozenset[str]]:
         with unit_of_work(web.state.sessions) as session:
@@ -124,15 +125,15 @@ async def sign_in(request: Request) -> Response:
     try:
         result, roles = await run_in_threadpool(run)
     except LoginThrottled as error:
-        return _sign_in_page(request, status=error.status_code, message=_sentence(error.message),
-                             username=username[:64], retry_after=error.retry_after)
+        return sign_in_page(request, status=error.status_code, message=_sentence(error.message),
+                            username=username[:64], retry_after=error.retry_after)
     except InvalidLoginName as error:
-        return _sign_in_page(request, status=error.status_code, message=_sentence(error.message))
+        return sign_in_page(request, status=error.status_code, message=_sentence(error.message))
     except BrokerError as error:
-        return _sign_in_page(request, status=error.status_code, message=error.message, username=username[:64])
+        return sign_in_page(request, status=error.status_code, message=error.message, username=username[:64])
     if isinstance(result, authentication.PendingEnrolment):
         return _to_enrolment(request, result.token)
-    return _signed_in_response(request, result, roles)
+    return signed_in_response(request, result, roles)
 
 
 async def _refused_user_name(request: Request, nonce: str) -> Response | None:
@@ -158,10 +159,10 @@ async def _refused_user_name(request: Request, nonce: str) -> Response | None:
     try:
         await run_in_threadpool(run)
     except LoginThrottled as error:
-        return _sign_in_page(request, status=error.status_code, message=_sentence(error.message),
-                             retry_after=error.retry_after)
+        return sign_in_page(request, status=error.status_code, message=_sentence(error.message),
+                            retry_after=error.retry_after)
     except InvalidLoginName as error:
-        return _sign_in_page(request, status=error.status_code, message=_sentence(error.message))
+        return sign_in_page(request, status=error.status_code, message=_sentence(error.message))
     return None  # no control character in the user name: the form reader's own 400 stands
 
 
@@ -178,9 +179,11 @@ def _to_enrolment(request: Request, token: str) -> Response:
     return response
 
 
-def _signed_in_response(request: Request, issued: authentication.IssuedToken, roles: frozenset[str]) -> Response:
+def signed_in_response(request: Request, issued: authentication.IssuedToken, roles: frozenset[str], *,
+                       response: Response | None = None) -> Response:
+    """``response`` (by default a redirect to the person's home page) with the new session's cookie."""
     web = web_of(request)
-    response = redirect(home_for(roles))
+    response = response or redirect(home_for(roles))
     max_age = int((issued.expires_at - web.state.settings.clock.now()).total_seconds())
     # HttpOnly: page scripts never see the token; SameSite=Strict: other sites' forms do not carry it.
     response.set_cookie(SESSION_COOKIE, issued.token, max_age=max(max_age, 1), path="/", httponly=True,
@@ -196,7 +199,7 @@ def qr_code_data_uri(uri: str) -> str:
 
 
 def _enrolment_gone(request: Request, message: str, *, status: int = 401) -> Response:
-    response = _sign_in_page(request, status=status, message=message)
+    response = sign_in_page(request, status=status, message=message)
     response.delete_cookie(ENROL_COOKIE, path=ENROL_PATH)
     return response
 
@@ -261,7 +264,7 @@ async def enrol(request: Request) -> Response:
         return response
     except BrokerError as error:
         return _enrolment_gone(request, _sentence(error.message))
-    return _signed_in_response(request, issued, roles)
+    return signed_in_response(request, issued, roles)
 
 
 @router.post("/sign-out")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from broker.identity.oidc_config import DEFAULT_MFA_METHODS, OidcSettings, parse_groups, parse_methods
 from broker.settings import DEFAULT_HTTP, DEFAULT_SSH, Settings, split_address
 from broker.sources import parse_trusted_proxies
 
@@ -22,6 +23,21 @@ def broker_settings(environ: Mapping[str, str], *, data_dir: str | None = None, 
         "ssh_port": ssh_port,
         "trusted_proxies": parse_trusted_proxies(environ.get("GATEPASS_TRUSTED_PROXIES", "")),
         "metrics_token": environ.get("GATEPASS_METRICS_TOKEN") or None,
+        "oidc": oidc_settings(environ),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def oidc_settings(environ: Mapping[str, str]) -> OidcSettings | None:
+    """Staff sign-in through the plant's identity provider, when GATEPASS_OIDC_ISSUER names one (checked here:
+    a group mapped to vendor, or a supervisor without a site, stops the broker from starting)."""
+    issuer = environ.get("GATEPASS_OIDC_ISSUER", "").strip()
+    if not issuer:
+        return None
+    return OidcSettings(
+        issuer=issuer, client_id=environ.get("GATEPASS_OIDC_CLIENT_ID", "").strip(),
+        client_secret=environ.get("GATEPASS_OIDC_CLIENT_SECRET") or None,
+        groups=parse_groups(environ.get("GATEPASS_OIDC_GROUPS", "")),
+        mfa_methods=parse_methods(environ.get("GATEPASS_OIDC_MFA", ",".join(DEFAULT_MFA_METHODS))),
+        public_url=environ.get("GATEPASS_PUBLIC_URL", "").strip().rstrip("/") or None)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.clock import Clock, SystemClock
+from broker.identity.oidc_config import OidcSettings
 from broker.sources import Network
 
 DEFAULT_HTTP = "127.0.0.1:8080"
@@ -66,6 +67,8 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     # A `/metrics` scrape needs this bearer token (GATEPASS_METRICS_TOKEN); without one, /metrics answers 404.
     metrics_token: str | None = field(default=None, repr=False)
+    # Staff sign-in through the plant's identity provider (GATEPASS_OIDC_*); None: local accounts only.
+    oidc: OidcSettings | None = None
 
     @property
     def effective_database_url(self) -> str:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli import client_oidc
 from cli.context import Context
 from cli.durations import parse_api_time
 from cli.errors import ApiError, ClientError, NotLoggedIn, ServerUnreachable, UsageError
@@ -36,6 +37,13 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
              "one-time codes were reset, ignored otherwise",
     )
     login.add_argument("--json", action="store_true", help="print the session (never the token) as JSON")
+    login.add_argument(
+        "--oidc", action="store_true",
+        help="plant staff: sign in with your company account in your browser (the broker's identity provider) "
+             "instead of a password and one-time code",
+    )
+    login.add_argument("--no-browser", action="store_true",
+                       help="with --oidc: only print the sign-in address, do not open a browser")
     login.set_defaults(func=run_login)
 
     logout = subparsers.add_parser("logout", help="revoke the session token and forget it")
@@ -70,6 +78,14 @@ def _prompt(label: str, *, secret: bool) -> str:
 def run_login(args: argparse.Namespace) -> int:
     ctx: Context = args.client_context
     server = normalize_server(args.server) if args.server else default_server(ctx.environ)
+    if args.oidc:
+        if args.user or args.password_file or args.totp or args.enrolment_code:
+            raise UsageError("--oidc signs in with your company account: leave out --user, --password-file, --totp "
+                             "and --enrolment-code")
+        return _signed_in(ctx, args, server, client_oidc.company_sign_in(ctx, server,
+                                                                         open_browser=not args.no_browser), "")
+    if args.no_browser:
+        raise UsageError("--no-browser goes with --oidc")
     username = args.user or _prompt("Username", secret=False)
     password = _read_password(args.password_file) if args.password_file else _prompt("Password", secret=True)
     totp = args.totp or _prompt("One-time code", secret=False)
@@ -85,6 +101,11 @@ def run_login(args: argparse.Namespace) -> int:
             ctx.note("gatepass: first sign-in, or your one-time codes were reset? Add --enrolment-code CODE (the "
                      "code you were given with your password).")
         raise
+    return _signed_in(ctx, args, server, answer, username)
+
+
+def _signed_in(ctx: Context, args: argparse.Namespace, server: str, answer: Any, username: str) -> int:
+    """Keep the broker's session in the state directory and say who is signed in, until when."""
     try:
         session = Session(
             server=server,

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.errors import Conflict, Forbidden, InvalidInput, audited
+from broker.identity.assurance import require_mfa
 from broker.identity.identities import may_act_for_site
 from broker.models import Identity, Site
 from broker.vocabulary import Verdict
@@ -95,6 +96,8 @@ def check_may_decide(session: Session, *, now: dt.datetime, approver: Identity, 
         raise _refuse(session, now=now, approver=approver, ballot=ballot, site=site, action=refused,
                       details=details, why=f"only approvers of site {site.name} can {verb} {wording.plural} for "
                                            f"{asset_name}")
+    require_mfa(session, now=now, actor=approver, what=f"{verb} {wording.plural}", action=refused, subject=ballot.id,
+                site=site.name)
     if ballot.status != "pending":
         raise Conflict(f"{wording.noun} {ballot.id} is already {ballot.status}; only pending {wording.plural} "
                        "can be decided")

@@ -13,6 +13,7 @@ from broker.access import oversight, workflow
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
+from broker.identity.assurance import require_mfa
 from broker.identity.identities import has_role, may_act_for_site
 from broker.inventory.sites import get_asset
 from broker.keys.vault import Vault
@@ -31,6 +32,8 @@ def grant_now(
         trail.record(session, now=now, action=Action.DECISION_REFUSED, outcome="refused", actor=approver.username,
                      subject=asset.name, site=asset.site.name, details={"reason": why, "vendor": vendor_name})
         raise audited(Forbidden(why))
+    require_mfa(session, now=now, actor=approver, what="grant access", action=Action.DECISION_REFUSED,
+                subject=asset.name, site=asset.site.name)
     vendor = session.scalar(select(Identity).where(Identity.username == vendor_name))
     if vendor is None:
         raise NotFound(f"there is no user named '{vendor_name}'")

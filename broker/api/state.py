@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker.audit.refusals import RefusalRecorder
 from broker.identity.authentication import LoginPolicy
+from broker.identity.oidc_provider import RelyingParty
 from broker.inventory.gateway_events import EventHub
 from broker.keys.vault import Vault
 from broker.settings import Settings
@@ -27,3 +29,8 @@ class BrokerState:
     @property
     def login_policy(self) -> LoginPolicy:
         return LoginPolicy.from_settings(self.settings)
+
+    @cached_property
+    def oidc(self) -> RelyingParty | None:
+        """The plant's identity provider, if staff sign in with it: one per process, so its keys are cached."""
+        return RelyingParty(self.settings.oidc) if self.settings.oidc is not None else None

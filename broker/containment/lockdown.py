@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.errors import Conflict, Forbidden, NotFound, audited
+from broker.identity.assurance import require_mfa
 from broker.identity.identities import has_role, may_act_for_site
 from broker.inventory.gateway_events import EventPublisher, announce
 from broker.models import ApiToken, Asset, Grant, Identity, Site
@@ -98,6 +99,8 @@ def _checked_actor(session: Session, *, now: dt.datetime, actor: Actor, site_nam
     if isinstance(actor, LocalOperator):
         return actor.name
     check_site_authority(session, now=now, actor=actor, site_name=site_name)
+    require_mfa(session, now=now, actor=actor, what=f"lock down or lift {site_name}", action=Action.CONTAINMENT_REFUSED,
+                subject=site_name, site=site_name)
     return actor.username
 
 

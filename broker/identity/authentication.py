@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.errors import InvalidLoginName, LoginFailed, LoginThrottled, NotAuthenticated
-from broker.identity import passwords, sign_in_throttles, totp
+from broker.identity import assurance, passwords, sign_in_throttles, totp
 from broker.identity.identities import enrolment_code_digest, totp_purpose, why_unusable
 from broker.identity.usage import touch
 from broker.keys.vault import Vault
@@ -376,6 +376,7 @@ def authenticate_token(session: Session, *, now: dt.datetime, token: str) -> Ide
     unusable = why_unusable(row.identity, now)
     if unusable:
         raise NotAuthenticated(f"not signed in: {unusable}")
+    assurance.note_session(session, row)  # whether this session may decide (a second factor), for this request
     return row.identity
 
 
