@@ -477,7 +477,10 @@ class Bench:
             if server is not None:
                 server.stop()
         reap_orphans()
-        shutil.rmtree(self.root, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):  # keep serve.log and the sshd logs to look at a run
+            print(f"kept {self.root}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     # -- negotiated ciphers ------------------------------------------------------------------------
 
