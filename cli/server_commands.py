@@ -10,6 +10,7 @@ from cli import (
     admin_identity_commands,
     admin_playbook_commands,
     admin_site_commands,
+    admin_standing_commands,
     admin_user_commands,
     audit_commands,
     run_commands,
@@ -34,5 +35,6 @@ def _add_admin(subparsers: Subparsers) -> None:
     admin_asset_commands.add_asset_commands(objects)
     admin_user_commands.add_user_commands(objects)
     admin_identity_commands.add_identity_commands(objects)
+    admin_standing_commands.add_standing_commands(objects)
     admin_gateway_commands.add_gateway_commands(objects)
     admin_playbook_commands.add_playbook_commands(objects)

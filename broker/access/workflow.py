@@ -51,8 +51,10 @@ ALLOWED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384"
 def create_request(
     session: Session, *, now: dt.datetime, decide_within: dt.timedelta, requester: Identity, asset_name: str,
     duration: str, reason: str, ssh: bool, ports: list[int], start: dt.datetime | None, public_key: str,
-    read_only: bool = False,
+    read_only: bool = False, vault: Vault | None = None,
 ) -> AccessRequest:
+    """A new request for the plant to decide; with ``vault``, one that a service identity's standing policy covers
+    is granted at once (broker.access.standing)."""
     asset = get_asset(session, asset_name)
     site = asset.site
     if not has_role(requester, "vendor"):
@@ -111,6 +113,10 @@ def create_request(
     trail.record(session, now=now, action=Action.REQUEST_CREATED, actor=requester.username, subject=request.id,
                  site=site.name, details={"asset": asset.name, "ssh": ssh, "ports": ports, "read_only": read_only,
                                           "duration": format_duration(window), "reason": reason})
+    if vault is not None:
+        from broker.access import standing  # imported here: standing builds on this module
+
+        standing.use_if_covered(session, vault=vault, now=now, request=request)
     return request
 
 

@@ -22,7 +22,7 @@ def create_request(body: RequestIn, identity: CurrentIdentity, state: StateDep, 
         session, now=now, decide_within=state.settings.decide_within, requester=identity, asset_name=body.asset,
         duration=body.duration, reason=body.reason, ssh=body.ssh, ports=body.ports, read_only=body.read_only,
         start=body.start,
-        public_key=body.public_key,
+        public_key=body.public_key, vault=state.vault,
     )
     return request_view(request, now)
 
