@@ -5,12 +5,14 @@
     │   └── InvalidLoginName 400     a user name with control characters at the sign-in door (audited)
     ├── NotAuthenticated     401     no valid token (missing, expired, revoked)
     ├── LoginFailed          401     wrong username, password or one-time code (audited)
+    │   └── SignInRefused (oidc_provider)  a company sign-in whose answer proves nothing (audited)
     ├── Forbidden            403     authenticated, but not allowed to do this (audited)
     ├── NotFound             404     no such object, or not visible to the caller
     ├── Conflict             409     the object is in a state that does not allow this
     ├── AccountLocked        423     (no longer raised: a sign-in refusal never tells a locked account apart)
     ├── LoginThrottled       429     too many failed sign-ins from this source (audited; Retry-After)
     ├── VaultError (vault)           the master key is missing or wrong, or a sealed value was tampered with
+    ├── ProviderUnavailable (oidc_provider) 502  the plant's identity provider cannot be reached or makes no sense
     ├── ForwardError (siem_forward)  the SIEM forwarder cannot deliver (bad destination, lease held, refused)
     └── RecordingFormatError (recordings)  a file that is not an asciicast v2 recording
 
