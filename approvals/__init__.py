@@ -23,6 +23,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 def mount(app: FastAPI, state: BrokerState, settings: WebSettings, notifier: NotifierSettings) -> None:
     """Add the web pages and their static files to the broker's app (assembly.app does, with its settings)."""
     from approvals import (
+        flag_routes,
         identity_routes,
         oidc_routes,
         playbook_routes,
@@ -36,7 +37,7 @@ def mount(app: FastAPI, state: BrokerState, settings: WebSettings, notifier: Not
                               csrf_key=web_sessions.derive_csrf_key(state.settings.master_key_path),
                               templates=make_templates(), notifier=notifier)
     for module in (signin_routes, oidc_routes, supervisor_routes, vendor_routes, review_routes, identity_routes,
-                   playbook_routes):
+                   playbook_routes, flag_routes):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

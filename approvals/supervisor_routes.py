@@ -18,6 +18,7 @@ from broker.errors import Forbidden
 from broker.identity.identities import has_role
 from broker.models import Identity
 from broker.respond import playbooks
+from broker.watch import flags
 
 router = APIRouter(include_in_schema=False)
 
@@ -42,11 +43,14 @@ def _require_supervisor(identity: Identity) -> None:
 
 def _lists(session: Session, identity: Identity, viewer: Viewer,
            now: dt.datetime) -> dict[str, Any]:
+    live = oversight.live_sessions(session, supervisor=identity, now=now)
     return {
         "viewer": viewer,
         "queue": oversight.pending_queue(session, supervisor=identity, now=now),
         "extensions": extensions.pending_for_approver(session, approver=identity, now=now),
-        "sessions": oversight.live_sessions(session, supervisor=identity, now=now),
+        "sessions": live,
+        # Open flags next to the live session they are about (the watcher raises them within a second or two).
+        "session_flags": flags.flags_by_session(session, [s.id for s in live]),
         "grants": oversight.open_grants(session, supervisor=identity, now=now),
         "sites": oversight.sites_for(session, identity, "supervisor"),
         "playbooks": [p for p in playbooks.list_playbooks(session) if p.needs_site],

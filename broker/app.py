@@ -22,6 +22,7 @@ from broker.api import (
     auth_routes,
     delegation_routes,
     extension_routes,
+    flag_routes,
     gateway_routes,
     identity_routes,
     oidc_routes,
@@ -35,18 +36,20 @@ from broker.api.security_headers import SecurityHeaders
 from broker.api.state import BrokerState
 from broker.audit.refusals import Refusal, RefusalRecorder
 from broker.audit.trail import Action
-from broker.db import make_engine, make_session_factory, unit_of_work
+from broker.db import make_engine, make_session_factory, read_only_unit, unit_of_work
 from broker.identity import attestation, lifecycle
 from broker.inventory.gateway_events import RELAY_INTERVAL_SECONDS, EventHub, GrantEvent, recent_changes
 from broker.keys.vault import Vault
 from broker.metrics import render_metrics
 from broker.settings import Settings
 from broker.sources import client_address
+from broker.watch import watcher
 
 API_PREFIX = "/api/v1"
 REFUSAL_FLUSH_SECONDS = 15.0
 # End dates and review deadlines are days long: a minute late is on time.
 IDENTITY_SWEEP_SECONDS = 60.0
+WATCH_INTERVAL_SECONDS = 0.5
 
 
 # A background job of the broker's process: started by the lifespan with the app, cancelled when it stops.
@@ -65,7 +68,7 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.hub.attach(asyncio.get_running_loop())
         tasks = [asyncio.create_task(relay_outbox(state)), asyncio.create_task(summarise_refusals(state)),
-                 asyncio.create_task(govern_identities(state))]
+                 asyncio.create_task(govern_identities(state)), asyncio.create_task(watch_trail(state))]
         for jobs in background:
             tasks += jobs(_app)
         try:
@@ -87,7 +90,7 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
     app.add_middleware(ControlCharacterGuard)
     app.add_middleware(SecurityHeaders)  # outermost: also on the guard's own refusals
     for module in (auth_routes, oidc_routes, access_routes, delegation_routes, extension_routes, site_routes,
-                   gateway_routes, audit_routes, identity_routes, playbook_routes, workload_routes):
+                   gateway_routes, audit_routes, identity_routes, playbook_routes, flag_routes, workload_routes):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["health"])
@@ -123,6 +126,29 @@ async def summarise_refusals(state: BrokerState) -> None:
     while True:
         await asyncio.sleep(REFUSAL_FLUSH_SECONDS)
         await run_in_threadpool(state.refusals.flush)
+
+
+async def watch_trail(state: BrokerState) -> None:
+    """Baselines and flags, from the audit trail as it grows: often enough that a flag on a live session
+    reaches the supervisor's page (which refreshes every 2 s) within about 2 s of its event."""
+    log = logging.getLogger("gatepass.broker.watch")
+
+    def one_pass() -> int:
+        # Look first in a read-only transaction: on SQLite a write transaction every half second would make
+        # every request wait behind the watcher, mostly for nothing.
+        with read_only_unit(state.sessions) as session:
+            if not watcher.has_new_events(session):
+                return 0
+        with unit_of_work(state.sessions) as session:
+            return watcher.watch_once(session, now=state.settings.clock.now(), events=state.hub, vault=state.vault)
+
+    while True:
+        await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+        try:
+            while await run_in_threadpool(one_pass) >= watcher.BATCH:
+                pass  # a backlog (a restart, a burst): read on until caught up
+        except SQLAlchemyError as error:  # the next round retries from the same cursor
+            log.warning("could not watch the trail: %s", error.__class__.__name__)
 
 
 async def govern_identities(state: BrokerState) -> None:

@@ -26,6 +26,8 @@ from broker.vocabulary import (
     CredentialKind,
     Criticality,
     ExtensionStatus,
+    FlagSeverity,
+    FlagStatus,
     GrantChangeStatus,
     IdentityKind,
     IdentityStatus,
@@ -76,6 +78,11 @@ class Site(Base):
     agent_writes: Mapped[bool] = mapped_column(Boolean, default=False)
     # A site kept for rehearsals: a drill may really run a playbook here (`playbook drill --execute-on-drill-site`).
     drill_site: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Watch (issue 12): how long baselines learn before their flags may act, and the playbook a flag of at
+    # least ``auto_response_severity`` runs by itself (None: never; the default).
+    learning_days: Mapped[int] = mapped_column(Integer, default=14)
+    auto_response: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    auto_response_severity: Mapped[str] = mapped_column(String(8), default="high")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     assets: Mapped[list[Asset]] = relationship(back_populates="site")
@@ -589,3 +596,61 @@ class PlaybookVersion(Base):
     steps: Mapped[list[str]] = mapped_column(JSON)
     edited_by: Mapped[str] = mapped_column(String(64))
     edited_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Baseline(Base):
+    """What one identity usually does at one site (site None: what it does outside any site, e.g. sign-ins), as
+    the JSON profile broker/watch/profile.py keeps up to date."""
+
+    __tablename__ = "baselines"
+    __table_args__ = (UniqueConstraint("identity_id", "site_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), nullable=True)
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON)
+    observations: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class Flag(Base):
+    """An identity behaving unlike itself (or an always-high event), with the signals that fired and what they
+    were compared with; open until a reviewer marks it benign or confirmed."""
+
+    __tablename__ = "flags"
+    __table_args__ = (one_of("flags", "severity", FlagSeverity), one_of("flags", "status", FlagStatus))
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id"), index=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), nullable=True)
+    session_id: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    severity: Mapped[str] = mapped_column(String(8))
+    signals: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    summary: Mapped[str] = mapped_column(Text)
+    # Raised while the site's baselines still learn: shown, never acted on.
+    learning: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What was observed, kept out of the baseline until a reviewer calls it benign.
+    observations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(12), default="open")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    identity: Mapped[Identity] = relationship()
+    site: Mapped[Site | None] = relationship()
+
+
+class WatchCursor(Base):
+    """How far the watcher has read the audit trail; the lease keeps two broker replicas from both reading."""
+
+    __tablename__ = "watch_cursors"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+

@@ -51,6 +51,20 @@ class OverdueAttestation(StrEnum):
     FLAG = "flag"
 
 
+class FlagSeverity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class FlagStatus(StrEnum):
+    """A reviewer marks a flag benign (it then feeds the baseline) or confirmed (it never does)."""
+
+    OPEN = "open"
+    BENIGN = "benign"
+    CONFIRMED = "confirmed"
+
+
 class Role(StrEnum):
     VENDOR = "vendor"
     SUPERVISOR = "supervisor"

@@ -75,6 +75,13 @@ def _governance_options(parser: argparse.ArgumentParser) -> None:
                              "suspended (0-90; default 7)")
     parser.add_argument("--credential-max-age-days", type=int, metavar="N",
                         help="flag a password or key older than N days (1-3650; default 365)")
+    parser.add_argument("--learning-days", type=int, metavar="N",
+                        help="days the site's behaviour baselines learn before their flags may act (0-90; "
+                             "default 14)")
+    parser.add_argument("--auto-response", metavar="PLAYBOOK",
+                        help='run this playbook by itself on a flag of --auto-response-severity or above ("off": '
+                             "never, the default)")
+    parser.add_argument("--auto-response-severity", choices=["low", "medium", "high"])
     parser.add_argument("--drill-site", choices=["on", "off"],
                         help="mark the site as kept for rehearsals: a playbook drill may really run there")
     parser.add_argument("--workload-credential", metavar="DURATION",
@@ -116,7 +123,9 @@ def _site_set(args: argparse.Namespace) -> int:
         attestation_days=args.attestation_days, attestation_overdue=args.attestation_overdue,
         owner_grace_days=args.owner_grace_days, credential_max_age_days=args.credential_max_age_days,
         workload_credential=args.workload_credential,
-        drill_site=None if args.drill_site is None else args.drill_site == "on")
+        drill_site=None if args.drill_site is None else args.drill_site == "on",
+        learning_days=args.learning_days, auto_response=args.auto_response,
+        auto_response_severity=args.auto_response_severity)
     print_policy_changes("Site", args.name, changes)
     return 0
 

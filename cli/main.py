@@ -19,6 +19,7 @@ from cli import (
     client_connect,
     client_delegate,
     client_extensions,
+    client_flags,
     client_join,
     client_playbooks,
     client_reviews,
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_delegate.add_subcommands(subparsers)
     client_reviews.add_subcommands(subparsers)
     client_playbooks.add_subcommands(subparsers)
+    client_flags.add_subcommands(subparsers)
     client_connect.add_subcommands(subparsers)
     client_audit.add_export(_audit_subparsers(subparsers))
     return parser

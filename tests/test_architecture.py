@@ -78,7 +78,7 @@ def test_only_the_assembly_and_the_command_line_read_the_environment(package: st
 BROKER_KERNEL = {"__init__", "admin", "app", "bootstrap", "clock", "db", "demo", "durations", "errors", "ids",
                  "metrics", "models", "settings", "sources", "vocabulary"}
 BROKER_DOMAINS = {"access", "api", "audit", "containment", "identity", "inventory", "keys", "recordings",
-                  "respond"}
+                  "respond", "watch"}
 
 
 def test_the_broker_is_grouped_by_domain() -> None:

@@ -65,6 +65,10 @@ class Action(StrEnum):
     PLAYBOOK_REFUSED = "respond:playbook:refused"
     PLAYBOOK_DRILL_PLANNED = "respond:drill:planned"
     EVIDENCE_PRESERVED = "respond:evidence:preserved"
+    # Watch (issue 12).
+    FLAG_RAISED = "watch:flag:raised"
+    FLAG_DECIDED = "watch:flag:decided"
+    FLAG_REFUSED = "watch:flag:refused"
     TOTP_RESET = "admin:identity:totp_reset"
     SITE_UPDATED = "admin:site:updated"
     SITE_LOCKED_DOWN = "containment:site:locked_down"

@@ -18,7 +18,7 @@ from broker.errors import Conflict, InvalidInput, NotFound
 from broker.identity.identities import check_name
 from broker.keys.vault import Vault
 from broker.models import Asset, Site
-from broker.vocabulary import Criticality, OverdueAttestation, Transfers
+from broker.vocabulary import Criticality, FlagSeverity, OverdueAttestation, Transfers
 
 CRITICALITIES = tuple(Criticality)
 # An asset of high criticality always needs two distinct approvers (DESIGN invariant 3).
@@ -280,7 +280,8 @@ def update_site(
     transfers: str | None = None, exec_upload_limit: int | None = None, cut_grace: str | None = None,
     agent_writes: bool | None = None, attestation_days: int | None = None, attestation_overdue: str | None = None,
     owner_grace_days: int | None = None, credential_max_age_days: int | None = None,
-    workload_credential: str | None = None, drill_site: bool | None = None,
+    workload_credential: str | None = None, drill_site: bool | None = None, learning_days: int | None = None,
+    auto_response: str | None = None, auto_response_severity: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Change a site's policy; fields left as None stay. Audited with each changed field's old and new value
     (returned too); a call that changes nothing writes no event."""
@@ -308,11 +309,16 @@ def update_site(
         **governance,
         # Kept for rehearsals: `gatepass playbook drill --execute-on-drill-site` really runs there.
         "drill_site": drill_site,
+        **check_watch_policy(session, learning_days=learning_days, auto_response=auto_response,
+                             auto_response_severity=auto_response_severity),
     }
     changes: dict[str, dict[str, Any]] = {}
-    for field_name, new in wanted.items():
+    for field_name, wanted_value in wanted.items():
         old = getattr(site, field_name)
-        if new is None or new == old:
+        if wanted_value is None:
+            continue
+        new: Any = None if wanted_value is CLEAR else wanted_value
+        if new == old:
             continue
         setattr(site, field_name, new)
         if field_name == "max_window_seconds":
@@ -357,6 +363,29 @@ def check_governance(*, attestation_days: int | None, attestation_overdue: str |
         "credential_max_age_days": _within(credential_max_age_days, 1, 3650, "the credential age limit in days"),
         "workload_credential_seconds": seconds,
     }
+
+
+# "Set this field to nothing", where None already means "leave it as it is".
+CLEAR = object()
+
+
+def check_watch_policy(session: Session, *, learning_days: int | None, auto_response: str | None,
+                       auto_response_severity: str | None) -> dict[str, Any]:
+    """The watch fields of a site's policy, checked (None: unchanged; an auto-response of "off" clears it)."""
+    from broker.respond.playbooks import list_names
+
+    if auto_response is not None and auto_response != "off" and auto_response not in list_names(session):
+        raise InvalidInput(f"there is no playbook '{auto_response[:64]}': choose one of "
+                           f"{', '.join(list_names(session))}, or off")
+    if auto_response_severity is not None and auto_response_severity not in tuple(FlagSeverity):
+        raise InvalidInput(f"'{auto_response_severity[:20]}' is not a flag severity: low, medium or high")
+    wanted: dict[str, Any] = {
+        "learning_days": _within(learning_days, 0, 90, "the learning period in days"),
+        "auto_response_severity": auto_response_severity,
+    }
+    if auto_response is not None:
+        wanted["auto_response"] = CLEAR if auto_response == "off" else auto_response
+    return wanted
 
 
 def create_asset(

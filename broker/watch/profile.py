@@ -1,0 +1,175 @@
+"""A behaviour profile as plain data, updated one observation at a time (never by re-reading the trail), and
+the comparison of a new observation with it. Pure: no database, no clock; the watcher stores the JSON.
+
+Running means and variances use Welford's online algorithm (Knuth, TAOCP vol. 2, 4.2.2), so a profile holds
+a handful of numbers per measure however long its history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Before this many sessions there is no "usual": novelty signals stay quiet (always-high ones do not).
+MIN_HISTORY = 5
+# An amount this many times the usual mean (and above the floor) is a spike.
+SPIKE_FACTOR = 10.0
+SPIKE_FLOOR_BYTES = 1024 * 1024
+LONG_FACTOR = 5.0
+LONG_FLOOR_SECONDS = 3600.0
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+# The measures kept as running statistics.
+MEASURES = ("upload_bytes", "download_bytes", "duration_seconds", "bytes_in", "bytes_out")
+
+
+@dataclass
+class Observation:
+    """What one event says about an identity's behaviour at a site."""
+
+    at: dt.datetime
+    kind: str  # "session" (a start), "session_end", "transfer", "signin_failed"
+    asset: str | None = None
+    port: int | None = None
+    protocol: str | None = None  # shell, exec, sftp, tcp
+    command: str | None = None  # an exec's program (argv[0]), when the gateway reports it
+    source: str | None = None  # the client's address, without its port
+    amounts: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "kind": self.kind, "asset": self.asset, "port": self.port,
+                "protocol": self.protocol, "command": self.command, "source": self.source,
+                "amounts": dict(self.amounts)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Observation:
+        return cls(at=dt.datetime.fromisoformat(data["at"]), kind=data["kind"], asset=data.get("asset"),
+                   port=data.get("port"), protocol=data.get("protocol"), command=data.get("command"),
+                   source=data.get("source"), amounts=dict(data.get("amounts") or {}))
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One reason a flag fired, in words: what was seen, and what it was compared with."""
+
+    name: str
+    observed: str
+    usual: str
+
+    def text(self) -> str:
+        return f"{self.observed}, {self.usual}" if self.usual else self.observed
+
+    def as_dict(self) -> dict[str, str]:
+        return {"signal": self.name, "observed": self.observed, "usual": self.usual}
+
+
+def empty() -> dict[str, Any]:
+    return {"sessions": 0, "hours": {}, "assets": {}, "ports": {}, "protocols": {}, "commands": {}, "sources": {},
+            "measures": {}, "failed_signins": 0}
+
+
+def _bump(table: dict[str, int], key: object) -> None:
+    if key is not None:
+        table[str(key)] = table.get(str(key), 0) + 1
+
+
+def hour_key(at: dt.datetime) -> str:
+    moment = at.astimezone(dt.UTC)
+    return f"{moment.weekday()}-{moment.hour}"
+
+
+def _welford(stats: dict[str, float], value: float) -> None:
+    n = stats.get("n", 0.0) + 1
+    mean = stats.get("mean", 0.0)
+    delta = value - mean
+    mean += delta / n
+    stats.update(n=n, mean=mean, m2=stats.get("m2", 0.0) + delta * (value - mean), max=max(stats.get("max", 0.0),
+                                                                                             value))
+
+
+def learn(profile: dict[str, Any], observation: Observation) -> None:
+    """Fold one observation into the profile (in place)."""
+    if observation.kind == "session":
+        profile["sessions"] += 1
+        _bump(profile["hours"], hour_key(observation.at))
+        _bump(profile["assets"], observation.asset)
+        _bump(profile["ports"], observation.port)
+        _bump(profile["protocols"], observation.protocol)
+        _bump(profile["commands"], observation.command)
+        _bump(profile["sources"], observation.source)
+    elif observation.kind == "signin_failed":
+        profile["failed_signins"] += 1
+    for measure, value in observation.amounts.items():
+        _welford(profile["measures"].setdefault(measure, {}), float(value))
+
+
+def usual_hours(profile: dict[str, Any]) -> str:
+    """The usual working time in words, from the hour-of-week histogram: "Mon-Fri 06:00-18:00"."""
+    hours = profile["hours"]
+    if not hours:
+        return "no usual hours yet"
+    days = sorted({int(key.split("-")[0]) for key in hours})
+    clock = sorted({int(key.split("-")[1]) for key in hours})
+    if days == list(range(days[0], days[-1] + 1)) and len(days) > 1:
+        day_text = f"{DAYS[days[0]]}-{DAYS[days[-1]]}"
+    else:
+        day_text = ", ".join(DAYS[d] for d in days)
+    return f"{day_text} {clock[0]:02d}:00-{clock[-1] + 1:02d}:00"
+
+
+def _near_usual_hour(profile: dict[str, Any], at: dt.datetime) -> bool:
+    """Worked within an hour of this time on this weekday before (so 18:20 after a 17:00-18:00 habit is fine)."""
+    moment = at.astimezone(dt.UTC)
+    for shift in (-1, 0, 1):
+        other = moment + dt.timedelta(hours=shift)
+        if profile["hours"].get(f"{other.weekday()}-{other.hour}"):
+            return True
+    return False
+
+
+def _size(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def compare(profile: dict[str, Any], observation: Observation) -> list[Signal]:
+    """The novelty signals of one observation against the profile (empty while there is no usual yet)."""
+    if profile["sessions"] < MIN_HISTORY:
+        return []
+    signals: list[Signal] = []
+    if observation.kind == "session":
+        if observation.asset and observation.asset not in profile["assets"]:
+            known = ", ".join(sorted(profile["assets"])[:5])
+            signals.append(Signal("first_asset", f"first access to {observation.asset} by this identity",
+                                  f"usually {known}"))
+        if not _near_usual_hour(profile, observation.at):
+            moment = observation.at.astimezone(dt.UTC)
+            signals.append(Signal("unusual_time", f"{DAYS[moment.weekday()]} {moment:%H:%M} UTC",
+                                  f"outside its usual {usual_hours(profile)}"))
+        if observation.source and observation.source not in profile["sources"]:
+            signals.append(Signal("new_source", f"connected from {observation.source}",
+                                  f"usually from {', '.join(sorted(profile['sources'])[:3])}"))
+        if observation.port is not None and str(observation.port) not in profile["ports"] and profile["ports"]:
+            signals.append(Signal("new_port", f"first use of port {observation.port}",
+                                  f"usually {', '.join(sorted(profile['ports']))}"))
+        if observation.command and observation.command not in profile["commands"] and profile["commands"]:
+            signals.append(Signal("new_command", f"first run of {observation.command}",
+                                  f"usually {', '.join(sorted(profile['commands'])[:5])}"))
+    for measure, value in observation.amounts.items():
+        stats = profile["measures"].get(measure)
+        if not stats or stats.get("n", 0) < MIN_HISTORY:
+            continue
+        mean = stats["mean"]
+        if measure in ("upload_bytes", "bytes_in") and value > max(SPIKE_FACTOR * mean, SPIKE_FLOOR_BYTES):
+            times = value / mean if mean else math.inf
+            signals.append(Signal("upload_spike", f"{_size(value)} sent to the plant",
+                                  f"{times:.0f}x its usual {_size(mean)}" if math.isfinite(times)
+                                  else "it usually sends nothing"))
+        elif measure == "duration_seconds" and value > max(LONG_FACTOR * mean, LONG_FLOOR_SECONDS):
+            signals.append(Signal("long_session", f"a session of {value / 3600:.1f} h",
+                                  f"{value / mean:.0f}x its usual {mean / 60:.0f} min"))
+    return signals

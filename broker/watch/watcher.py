@@ -1,0 +1,299 @@
+"""The watcher: reads the audit trail from its cursor as events arrive (the trail is the queue, as for the
+SIEM forwarder), keeps each identity's baseline up to date, and raises explainable flags — within a second or
+two of the event, so a flag on a live session reaches the supervisor's page while the session runs.
+
+Always-high, whatever the baseline: a download-only violation attempt, a burst of refused Modbus writes, a
+service or AI identity refused by the gateway (outside its delegation or policy), and one credential in two
+places (a copied workload credential, or one identity connected from two addresses at once). While a site's
+baselines learn (the site's ``learning_days``, default 14), baseline flags are shown but never act.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from broker.audit import trail
+from broker.audit.trail import Action
+from broker.errors import BrokerError
+from broker.ids import new_id
+from broker.inventory.gateway_events import EventPublisher
+from broker.keys.vault import Vault
+from broker.models import AccessSession, AuditEvent, Baseline, Flag, Grant, Identity, Site, WatchCursor
+from broker.vocabulary import FlagSeverity, FlagStatus, IdentityKind
+from broker.watch import profile
+from broker.watch.profile import Observation, Signal
+
+CURSOR = "baselines"
+BATCH = 500
+# A burst: this many refused Modbus writes by one identity within the window.
+WRITE_BURST = 3
+WRITE_BURST_WINDOW = dt.timedelta(seconds=60)
+DEFAULT_LEARNING = dt.timedelta(days=14)
+RANK = {FlagSeverity.LOW: 0, FlagSeverity.MEDIUM: 1, FlagSeverity.HIGH: 2}
+WATCHED = (Action.SESSION_STARTED, Action.SESSION_ENDED, Action.FILE_TRANSFERRED, Action.FILE_REFUSED,
+           Action.MODBUS_WRITE_REFUSED, Action.GATEWAY_REFUSED, Action.LOGIN_FAILED,
+           Action.WORKLOAD_INSTANCE_LOCKED)
+
+
+@dataclass
+class Finding:
+    """What one event tells: signals (novelty and always-high), and the observation for the baseline."""
+
+    identity: Identity
+    site: Site | None
+    session_id: str | None
+    novelty: list[Signal]
+    always_high: list[Signal]
+    observation: Observation | None
+
+
+def _source(peer: object) -> str | None:
+    """The client's address without its port ("10.0.0.5:50122" -> "10.0.0.5"; IPv6 in brackets kept whole)."""
+    if not isinstance(peer, str) or not peer:
+        return None
+    if peer.startswith("["):
+        return peer.split("]")[0] + "]"
+    return peer.rsplit(":", 1)[0] if peer.count(":") == 1 else peer
+
+
+def _program(command: object) -> str | None:
+    if not isinstance(command, str) or not command.strip():
+        return None
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    return words[0].rsplit("/", 1)[-1][:64] if words else None
+
+
+class Watcher:
+    """One pass over new audit events, in the caller's transaction."""
+
+    def __init__(self, session: Session, *, now: dt.datetime, events: EventPublisher, vault: Vault | None) -> None:
+        self.session, self.now, self.events, self.vault = session, now, events, vault
+        self._identities: dict[str, Identity | None] = {}
+        self._sites: dict[str, Site | None] = {}
+
+    # --- lookups ----------------------------------------------------------------------------------------
+
+    def identity(self, username: str | None) -> Identity | None:
+        if not username:
+            return None
+        if username not in self._identities:
+            self._identities[username] = self.session.scalar(select(Identity).where(Identity.username == username))
+        return self._identities[username]
+
+    def site(self, name: str | None) -> Site | None:
+        if not name:
+            return None
+        if name not in self._sites:
+            self._sites[name] = self.session.scalar(select(Site).where(Site.name == name))
+        return self._sites[name]
+
+    def baseline(self, identity: Identity, site: Site | None, at: dt.datetime) -> Baseline:
+        row = self.session.scalar(select(Baseline).where(
+            Baseline.identity_id == identity.id,
+            Baseline.site_id == site.id if site is not None else Baseline.site_id.is_(None)))
+        if row is None:
+            row = Baseline(identity_id=identity.id, site_id=site.id if site else None, profile=profile.empty(),
+                           observations=0, started_at=at, updated_at=at)
+            self.session.add(row)
+            self.session.flush()  # one row per (identity, site): the next event of this batch must find it
+        return row
+
+    # --- reading events ---------------------------------------------------------------------------------
+
+    def run(self, *, limit: int = BATCH) -> int:
+        cursor = self.session.get(WatchCursor, CURSOR, with_for_update={"skip_locked": True})
+        if cursor is None:
+            if self.session.get(WatchCursor, CURSOR) is not None:
+                return 0  # another replica holds it this round
+            cursor = WatchCursor(name=CURSOR, last_seq=0, updated_at=self.now)
+            self.session.add(cursor)
+        rows = self.session.scalars(select(AuditEvent).where(AuditEvent.seq > cursor.last_seq)
+                                    .order_by(AuditEvent.seq).limit(limit)).all()
+        for event in rows:
+            if event.action in WATCHED:
+                self.consider(event)
+        if rows:
+            cursor.last_seq, cursor.updated_at = rows[-1].seq, self.now
+        return len(rows)
+
+    def consider(self, event: AuditEvent) -> None:
+        details: dict[str, Any] = json.loads(event.details)
+        finding = self.read(event, details)
+        if finding is None:
+            return
+        baseline = self.baseline(finding.identity, finding.site, event.occurred_at) \
+            if finding.observation is not None else None
+        novelty = profile.compare(baseline.profile, finding.observation) \
+            if baseline is not None and finding.observation is not None else []
+        signals = finding.always_high + novelty
+        if baseline is not None and finding.observation is not None and not novelty:
+            # Learn only what raised nothing: a flagged observation waits for a reviewer's "benign".
+            updated = json.loads(json.dumps(baseline.profile))
+            profile.learn(updated, finding.observation)
+            baseline.profile, baseline.observations = updated, baseline.observations + 1
+            baseline.updated_at = event.occurred_at
+        if signals:
+            learning = not finding.always_high and baseline is not None and self._learning(baseline, finding.site)
+            self.raise_flag(finding, signals, learning=learning,
+                            observation=finding.observation if novelty else None, event=event)
+
+    def read(self, event: AuditEvent, details: dict[str, Any]) -> Finding | None:
+        if event.action == Action.WORKLOAD_INSTANCE_LOCKED:
+            identity = self.identity(details.get("identity"))
+            if identity is None:
+                return None
+            return Finding(identity, None, None, [], [Signal(
+                "credential_two_places", f"a copy of instance {event.subject}'s credential was used",
+                f"cause: {details.get('cause')}")], None)
+        identity = self.identity(event.actor)
+        if identity is None:
+            return None
+        site = self.site(event.site)
+        session_id = event.subject if event.action != Action.GATEWAY_REFUSED else None
+        at = event.occurred_at
+        if event.action == Action.SESSION_STARTED:
+            source = _source(details.get("peer"))
+            always = self._two_places(identity, event.subject, source, at)
+            observation = Observation(at=at, kind="session", asset=details.get("asset"), port=details.get("port"),
+                                      protocol=details.get("kind"), command=_program(details.get("command")),
+                                      source=source)
+            return Finding(identity, site, session_id, [], always, observation)
+        if event.action == Action.SESSION_ENDED:
+            amounts = {key: float(details[key]) for key in ("duration_seconds", "bytes_in", "bytes_out")
+                       if isinstance(details.get(key), int | float)}
+            return Finding(identity, site, session_id, [], [],
+                           Observation(at=at, kind="session_end", asset=details.get("asset"), amounts=amounts))
+        if event.action == Action.FILE_TRANSFERRED:
+            amounts = {"upload_bytes": float(details.get("bytes_written") or 0),
+                       "download_bytes": float(details.get("bytes_read") or 0)}
+            return Finding(identity, site, session_id, [], [],
+                           Observation(at=at, kind="transfer", asset=details.get("asset"), amounts=amounts))
+        if event.action == Action.FILE_REFUSED:
+            what = details.get("path") or details.get("operation") or "a file"
+            return Finding(identity, site, session_id, [], [Signal(
+                "download_only_violation", f"tried to write {str(what)[:120]} on a download-only site",
+                "downloads only are allowed there")], None)
+        if event.action == Action.MODBUS_WRITE_REFUSED:
+            burst = self._writes_refused(event)
+            if burst < WRITE_BURST:
+                return None
+            return Finding(identity, site, session_id, [], [Signal(
+                "modbus_write_burst", f"{burst} Modbus writes refused within a minute",
+                f"the grant is read-only; {WRITE_BURST} or more is a burst")], None)
+        if event.action == Action.GATEWAY_REFUSED and identity.kind != IdentityKind.HUMAN:
+            what = details.get("kind") or "a connection"
+            return Finding(identity, site, None, [], [Signal(
+                "outside_delegation", f"the gateway refused {what}: {str(details.get('reason', ''))[:160]}",
+                f"a {identity.kind} acts only within its delegation and policy")], None)
+        if event.action == Action.LOGIN_FAILED:
+            return Finding(identity, None, None, [], [], Observation(at=at, kind="signin_failed"))
+        return None
+
+    def _two_places(self, identity: Identity, session_id: str | None, source: str | None,
+                    at: dt.datetime) -> list[Signal]:
+        """The same identity connected from two addresses at once: one credential in two hands."""
+        if source is None:
+            return []
+        others = self.session.execute(select(AccessSession.id, AccessSession.peer).join(Grant).where(
+            Grant.identity_id == identity.id, AccessSession.id != session_id,
+            # Open when this one started (the watcher may read the event later, when more have opened).
+            AccessSession.started_at < at,
+            (AccessSession.ended_at.is_(None)) | (AccessSession.ended_at > at))).all()
+        elsewhere = sorted({address for _id, peer in others if (address := _source(peer)) not in (None, source)
+                            and address is not None})
+        if not elsewhere:
+            return []
+        return [Signal("credential_two_places", f"connected from {source}",
+                       f"while also connected from {', '.join(str(x) for x in elsewhere)}")]
+
+    def _writes_refused(self, event: AuditEvent) -> int:
+        return int(self.session.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == Action.MODBUS_WRITE_REFUSED, AuditEvent.actor == event.actor,
+            AuditEvent.seq <= event.seq, AuditEvent.occurred_at >= event.occurred_at - WRITE_BURST_WINDOW)) or 0)
+
+    def _learning(self, baseline: Baseline, site: Site | None) -> bool:
+        days = dt.timedelta(days=site.learning_days) if site is not None else DEFAULT_LEARNING
+        return baseline.started_at + days > self.now
+
+    # --- flags --------------------------------------------------------------------------------------------
+
+    def raise_flag(self, finding: Finding, signals: list[Signal], *, learning: bool, observation: Observation | None,
+                   event: AuditEvent) -> Flag:
+        severity = (FlagSeverity.HIGH if finding.always_high else
+                    FlagSeverity.MEDIUM if len(signals) >= 2 else FlagSeverity.LOW)
+        flag = None
+        if finding.session_id is not None:
+            flag = self.session.scalar(select(Flag).where(Flag.session_id == finding.session_id,
+                                                          Flag.status == FlagStatus.OPEN))
+        if flag is not None and any(s["signal"] == signals[0].name for s in flag.signals) and finding.always_high:
+            return flag  # a burst already flagged: one flag, not one per refused write
+        if flag is None:
+            flag = Flag(id=new_id("flg"), identity_id=finding.identity.id, identity=finding.identity,
+                        site_id=finding.site.id if finding.site else None, site=finding.site,
+                        session_id=finding.session_id, severity=severity, signals=[], summary="", learning=learning,
+                        observations=[], status=FlagStatus.OPEN, created_at=self.now, updated_at=self.now)
+            self.session.add(flag)
+        elif RANK[FlagSeverity(flag.severity)] < RANK[severity]:
+            flag.severity = severity
+        flag.signals = [*flag.signals, *(s.as_dict() for s in signals)]
+        if observation is not None:
+            flag.observations = [*flag.observations, observation.as_dict()]
+        flag.learning = flag.learning and learning
+        flag.updated_at = self.now
+        flag.summary = summary(finding.identity.username, flag.signals)
+        trail.record(self.session, now=self.now, action=Action.FLAG_RAISED, actor="watch",
+                     subject=flag.id, site=finding.site.name if finding.site else None,
+                     details={"identity": finding.identity.username, "session": finding.session_id,
+                              "severity": flag.severity, "learning": flag.learning,
+                              "signals": [s.as_dict() for s in signals], "event": event.seq})
+        self.respond(flag, finding)
+        return flag
+
+    def respond(self, flag: Flag, finding: Finding) -> None:
+        """The site's automatic response, if it chose one for flags this severe (off by default; never while
+        learning)."""
+        site = finding.site
+        if site is None or not site.auto_response or flag.learning or self.vault is None:
+            return
+        if RANK[FlagSeverity(flag.severity)] < RANK[FlagSeverity(site.auto_response_severity)]:
+            return
+        from broker.respond import playbooks, runner
+
+        try:
+            playbook = playbooks.get_playbook(self.session, site.auto_response)
+            with self.session.begin_nested():
+                runner.run(self.session, now=self.now, vault=self.vault, events=self.events, actor="watch",
+                           playbook=playbook, site_name=site.name if playbook.needs_site else None,
+                           username=finding.identity.username if playbook.needs_identity else None,
+                           reason=f"flag {flag.id}: {flag.summary}")
+        except BrokerError as refused:
+            trail.record(self.session, now=self.now, action=Action.FLAG_RAISED, actor="watch", outcome="failure",
+                         subject=flag.id, site=site.name,
+                         details={"auto_response": site.auto_response, "not_run": refused.message})
+
+
+def summary(username: str, signals: list[dict[str, str]]) -> str:
+    parts = [f"{s['observed']}, {s['usual']}" if s.get("usual") else s["observed"] for s in signals]
+    return f"{username}: " + "; ".join(parts)
+
+
+def has_new_events(session: Session) -> bool:
+    """Whether the trail has grown past the watcher's cursor (a cheap read, no lock)."""
+    last = session.scalar(select(WatchCursor.last_seq).where(WatchCursor.name == CURSOR)) or 0
+    return session.scalar(select(AuditEvent.seq).where(AuditEvent.seq > last).limit(1)) is not None
+
+
+def watch_once(session: Session, *, now: dt.datetime, events: EventPublisher, vault: Vault | None,
+               limit: int = BATCH) -> int:
+    """Read up to ``limit`` new audit events; returns how many were read."""
+    return Watcher(session, now=now, events=events, vault=vault).run(limit=limit)
