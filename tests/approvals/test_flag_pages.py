@@ -1,0 +1,67 @@
+"""Flags live on the web: with the real broker running (its watcher reading the trail every half second), a
+flag on a live session shows next to that session on the supervisor's page within 2 s of the event; security
+decides it on /flags in Chromium."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from playwright.sync_api import expect
+
+from broker.inventory import gateways
+from tests.approvals.conftest import confirm_totp, screenshot
+from tests.approvals.test_pages import sign_in
+from tests.fixtures.broker import BrokerServer, Plant
+
+SignIn = Callable[[Any, str], None]
+
+
+def _two_places(plant: Plant) -> str:
+    """vendor-a connected from two addresses at once; returns the second session's id."""
+    grant_id = plant.request_and_approve("vendor-a", "sup-a1", asset="hmi-01")
+    with plant.session() as session:
+        gateway = gateways.authenticate_gateway(session, plant.gateway_token)
+        gateways.start_session(session, now=plant.clock.now(), gateway=gateway, grant_id=grant_id, kind="shell",
+                               peer="10.0.0.5:50000", command=None, port=None)
+    plant.clock.advance(dt.timedelta(seconds=1))
+    with plant.session() as session:
+        gateway = gateways.authenticate_gateway(session, plant.gateway_token)
+        return gateways.start_session(session, now=plant.clock.now(), gateway=gateway, grant_id=grant_id,
+                                      kind="shell", peer="198.51.100.7:40000", command=None, port=None).id
+
+
+def test_a_flag_on_a_live_session_reaches_the_supervisors_page_within_two_seconds(
+        web_plant: Plant, web_server: BrokerServer) -> None:
+    with httpx.Client(base_url=web_server.url, follow_redirects=False, timeout=10) as client:
+        sign_in(client, web_plant, "sup-a1")
+        session_id = _two_places(web_plant)
+        started = time.monotonic()
+        while time.monotonic() - started < 5:
+            sessions = client.get("/approvals/live").json()["sessions"]
+            if "credential_two_places" in sessions or "while also connected from" in sessions:
+                break
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+    assert "while also connected from 10.0.0.5" in sessions
+    assert session_id in sessions
+    assert elapsed < 2.0, f"the flag took {elapsed:.2f} s to reach the page"
+
+
+def test_security_confirms_a_flag_on_the_flags_page(page: Any, web_plant: Plant, web_server: BrokerServer,
+                                                    signed_in: SignIn) -> None:
+    _two_places(web_plant)
+    confirm_totp(web_plant, "sec1")
+    signed_in(page, "sec1")
+    page.get_by_role("link", name="Flags").click()
+    card = page.locator("section.flag-card").first
+    expect(card).to_contain_text("credential_two_places", timeout=5000)
+    expect(card).to_contain_text("while also connected from 10.0.0.5")
+    screenshot(page, "flags")
+    card.get_by_label("Why").fill("the vendor shared the laptop; account reset")
+    card.get_by_role("button", name="Confirmed").click()
+    expect(page.get_by_role("status")).to_contain_text("confirmed")
+    assert web_plant.row("SELECT status, decided_by FROM flags") == ("confirmed", "sec1")
