@@ -3,7 +3,8 @@ kill switch, then a summary.
 
   python -m bench                 full sizes (each benchmark about a minute or two on 2 cores)
   python -m bench --quick         smaller counts and sizes, for a smoke check
-  python -m bench --only connect  one benchmark (revoke, connect, throughput, tunnels, suspend; repeatable)
+  python -m bench --only connect  one benchmark (revoke, connect, throughput, tunnels, suspend, contain, watch;
+                                  repeatable)
   python -m bench --json FILE     also write every figure as JSON
 """
 
@@ -19,11 +20,20 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bench_connect, bench_revoke, bench_suspend, bench_throughput, bench_tunnels
+from bench import (
+    bench_connect,
+    bench_contain,
+    bench_revoke,
+    bench_suspend,
+    bench_throughput,
+    bench_tunnels,
+    bench_watch,
+)
 from bench.harness import heading, table
 
 BENCHMARKS = {"revoke": bench_revoke.main, "connect": bench_connect.main, "throughput": bench_throughput.main,
-              "tunnels": bench_tunnels.main, "suspend": bench_suspend.main}
+              "tunnels": bench_tunnels.main, "suspend": bench_suspend.main, "contain": bench_contain.main,
+              "watch": bench_watch.main}
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -87,6 +97,19 @@ def summary(results: dict[str, Any]) -> list[list[str]]:
             if r:
                 rows.append([label, f"median {_fmt(r['median_ms'])} ms, worst {_fmt(r['worst_ms'])} ms", "< 1000 ms",
                              "MET" if r["met"] else "NOT MET"])
+    contain = results.get("contain")
+    if contain and contain.get("playbook"):
+        r = contain["playbook"]
+        rows.append([f"ransomware-suspected with {contain['sessions']} live sessions -> last closed",
+                     f"median {_fmt(r['median_ms'])} ms, worst {_fmt(r['worst_ms'])} ms "
+                     f"(x{_fmt(contain.get('playbook_vs_revoke'), 2)} a single revoke)", "< 1000 ms",
+                     "MET" if r["met"] else "NOT MET"])
+    watch = results.get("watch")
+    if watch:
+        rows.append(["watch: injected cases flagged", f"{watch['caught']} of {watch['cases']}", "all",
+                     "MET" if watch["caught"] == watch["cases"] else "NOT MET"])
+        rows.append(["watch: false flags per 1,000 benign sessions", f"{watch['false_per_1000']:.1f}", "<= 5",
+                     "MET" if watch["false_per_1000"] <= 5 else "NOT MET"])
     return rows
 
 

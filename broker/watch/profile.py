@@ -14,6 +14,10 @@ from typing import Any
 
 # Before this many sessions there is no "usual": novelty signals stay quiet (always-high ones do not).
 MIN_HISTORY = 5
+# Hours are judged on a kind of day (weekday, weekend) only after this many sessions on it, with this margin.
+TIME_HISTORY = 10
+TIME_MARGIN = 2
+AROUND_THE_CLOCK_HOURS = 18
 # An amount this many times the usual mean (and above the floor) is a spike.
 SPIKE_FACTOR = 10.0
 SPIKE_FLOOR_BYTES = 1024 * 1024
@@ -109,6 +113,8 @@ def usual_hours(profile: dict[str, Any]) -> str:
     hours = profile["hours"]
     if not hours:
         return "no usual hours yet"
+    if _around_the_clock(profile):
+        return "round the clock"
     days = sorted({int(key.split("-")[0]) for key in hours})
     clock = sorted({int(key.split("-")[1]) for key in hours})
     if days == list(range(days[0], days[-1] + 1)) and len(days) > 1:
@@ -118,14 +124,27 @@ def usual_hours(profile: dict[str, Any]) -> str:
     return f"{day_text} {clock[0]:02d}:00-{clock[-1] + 1:02d}:00"
 
 
-def _near_usual_hour(profile: dict[str, Any], at: dt.datetime) -> bool:
-    """Worked within an hour of this time on this weekday before (so 18:20 after a 17:00-18:00 habit is fine)."""
+def _usual_time(profile: dict[str, Any], at: dt.datetime) -> bool:
+    """Within the identity's usual working time: a kind of day it works on (weekday or weekend) and, on that
+    kind of day, between its earliest and latest hour so far, give or take an hour. Coarser than the hour of the
+    week on purpose: a habit of "weekdays 09:00-14:00" is learnt in days, not months, and a 24-hour service
+    never looks odd at night."""
     moment = at.astimezone(dt.UTC)
-    for shift in (-1, 0, 1):
-        other = moment + dt.timedelta(hours=shift)
-        if profile["hours"].get(f"{other.weekday()}-{other.hour}"):
-            return True
-    return False
+    weekend = moment.weekday() >= 5
+    seen = {int(key.split("-")[1]): count for key, count in profile["hours"].items()
+            if (int(key.split("-")[0]) >= 5) == weekend}
+    if not seen:
+        return False
+    if sum(seen.values()) < TIME_HISTORY:
+        return True  # too few sessions on this kind of day to know its hours: only a new kind of day counts
+    if _around_the_clock(profile):
+        return True
+    return min(seen) - TIME_MARGIN <= moment.hour <= max(seen) + TIME_MARGIN
+
+
+def _around_the_clock(profile: dict[str, Any]) -> bool:
+    """An identity seen in most hours of the day (a service, a batch agent) has no off-hours to leave."""
+    return len({int(key.split("-")[1]) for key in profile["hours"]}) >= AROUND_THE_CLOCK_HOURS
 
 
 def _size(value: float) -> str:
@@ -146,7 +165,7 @@ def compare(profile: dict[str, Any], observation: Observation) -> list[Signal]:
             known = ", ".join(sorted(profile["assets"])[:5])
             signals.append(Signal("first_asset", f"first access to {observation.asset} by this identity",
                                   f"usually {known}"))
-        if not _near_usual_hour(profile, observation.at):
+        if not _usual_time(profile, observation.at):
             moment = observation.at.astimezone(dt.UTC)
             signals.append(Signal("unusual_time", f"{DAYS[moment.weekday()]} {moment:%H:%M} UTC",
                                   f"outside its usual {usual_hours(profile)}"))

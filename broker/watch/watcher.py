@@ -136,16 +136,17 @@ class Watcher:
         novelty = profile.compare(baseline.profile, finding.observation) \
             if baseline is not None and finding.observation is not None else []
         signals = finding.always_high + novelty
-        if baseline is not None and finding.observation is not None and not novelty:
-            # Learn only what raised nothing: a flagged observation waits for a reviewer's "benign".
+        learning = baseline is not None and self._learning(baseline, finding.site, event.occurred_at)
+        if baseline is not None and finding.observation is not None and (not novelty or learning):
+            # Learn what raised nothing — and, while the site's baselines still learn, everything. After that a
+            # flagged observation waits for a reviewer's "benign" (a confirmed one never enters the baseline).
             updated = json.loads(json.dumps(baseline.profile))
             profile.learn(updated, finding.observation)
             baseline.profile, baseline.observations = updated, baseline.observations + 1
             baseline.updated_at = event.occurred_at
         if signals:
-            learning = not finding.always_high and baseline is not None and self._learning(baseline, finding.site)
-            self.raise_flag(finding, signals, learning=learning,
-                            observation=finding.observation if novelty else None, event=event)
+            self.raise_flag(finding, signals, learning=learning and not finding.always_high,
+                            observation=finding.observation if novelty and not learning else None, event=event)
 
     def read(self, event: AuditEvent, details: dict[str, Any]) -> Finding | None:
         if event.action == Action.WORKLOAD_INSTANCE_LOCKED:
@@ -221,9 +222,11 @@ class Watcher:
             AuditEvent.action == Action.MODBUS_WRITE_REFUSED, AuditEvent.actor == event.actor,
             AuditEvent.seq <= event.seq, AuditEvent.occurred_at >= event.occurred_at - WRITE_BURST_WINDOW)) or 0)
 
-    def _learning(self, baseline: Baseline, site: Site | None) -> bool:
+    def _learning(self, baseline: Baseline, site: Site | None, at: dt.datetime) -> bool:
+        """Whether the event happened while the baseline still learnt (the event's time, not the watcher's: a
+        backlog read late is judged as it happened)."""
         days = dt.timedelta(days=site.learning_days) if site is not None else DEFAULT_LEARNING
-        return baseline.started_at + days > self.now
+        return baseline.started_at + days > at
 
     # --- flags --------------------------------------------------------------------------------------------
 
