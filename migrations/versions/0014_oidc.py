@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0014'
-# The chain of issue 11's migrations is 0012, 0013, 0014; until the revisions before this one are settled this
-# follows the newest one present.
+# Numbers were taken by work done in parallel: the chain is 0012 (respond), this one, then 0013 (watch).
 down_revision = '0012'
 branch_labels = None
 depends_on = None
