@@ -92,7 +92,7 @@ def summary(results: dict[str, Any]) -> list[list[str]]:
     suspend = results.get("suspend")
     if suspend:
         for mode, label in (("api", "suspend AI agent (API) -> its last session closed"),
-                            ("cli-commit", "`gatepass admin identity suspend` done -> last session closed")):
+                            ("cli-recorded", "`gatepass admin identity suspend` recorded -> last session closed")):
             r = suspend.get(mode)
             if r:
                 rows.append([label, f"median {_fmt(r['median_ms'])} ms, worst {_fmt(r['worst_ms'])} ms", "< 1000 ms",

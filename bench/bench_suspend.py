@@ -11,6 +11,9 @@ the LAST of the two ssh processes exits is taken:
   cli   the clock starts just before `gatepass admin identity suspend AGENT` is forked (a separate process on the
         control-plane host: it commits, and the running broker relays the change from the outbox, every 250 ms);
         also shown from the moment that command exited (its transaction committed)
+  recorded  for both: from the suspension's audit event (``identity:lifecycle:suspended``, stamped by the broker's
+        clock when the suspending transaction began, so just before its commit) to the last ssh exit, both on the
+        wall clock: how long the cut takes once the suspension exists, whoever made it
 
 Target: median and worst under 1 s (the issue: "all its sessions are cut within 1 s").
 """
@@ -18,6 +21,7 @@ Target: median and worst under 1 s (the issue: "all its sessions are cut within 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import select
 import subprocess
@@ -48,6 +52,7 @@ class Sample:
     first_exit: float | None
     answered: float  # API answer (api) or `gatepass admin identity suspend` exit (cli)
     exit_codes: list[int | None]
+    recorded: float | None  # seconds from the suspension's audit time to the last ssh exit (wall clock)
 
 
 class _Session:
@@ -57,12 +62,13 @@ class _Session:
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE)
         self.exited_at: float | None = None
+        self.exited_wall: float | None = None
         self._exited = threading.Event()
         threading.Thread(target=self._wait, daemon=True).start()
 
     def _wait(self) -> None:
         self.process.wait()
-        self.exited_at = time.perf_counter()
+        self.exited_at, self.exited_wall = time.perf_counter(), time.time()
         self._exited.set()
 
     def wait_ready(self) -> None:
@@ -119,6 +125,13 @@ class Agent:
                 "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
                 f"{ASSET}@127.0.0.1", COMMAND]
 
+    def suspended_at(self, since: dt.datetime) -> float | None:
+        """Wall-clock time of the agent's latest suspension in the audit trail (the admin reads the trail)."""
+        events = self.inst.api("admin").get("/audit/events", params={"since": since.isoformat()}).json()
+        times = [dt.datetime.fromisoformat(e["occurred_at"]).timestamp() for e in events
+                 if e["action"] == "identity:lifecycle:suspended" and e["subject"] == AGENT]
+        return max(times) if times else None
+
     def resume(self) -> None:
         if self.suspended:
             self.inst.call("admin", "POST", f"/identities/{AGENT}/resume", {"reason": "bench: next run"})
@@ -133,6 +146,7 @@ def one_run(agent: Agent, mode: str) -> Sample:
     try:
         for session in sessions:
             session.wait_ready()
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
         start = time.perf_counter()
         if mode == "api":
             inst.call("admin", "POST", f"/identities/{AGENT}/suspend", {"reason": "bench: kill switch"})
@@ -144,9 +158,12 @@ def one_run(agent: Agent, mode: str) -> Sample:
         agent.suspended = True
         exited = all(session.wait_exit(EXIT_TIMEOUT) for session in sessions)
         times = [session.exited_at - start for session in sessions if session.exited_at is not None]
+        walls = [session.exited_wall for session in sessions if session.exited_wall is not None]
+        suspended = agent.suspended_at(since)
         return Sample(mode=mode, last_exit=max(times) if exited and times else None,
                       first_exit=min(times) if times else None, answered=answered,
-                      exit_codes=[session.process.returncode for session in sessions])
+                      exit_codes=[session.process.returncode for session in sessions],
+                      recorded=max(walls) - suspended if exited and walls and suspended is not None else None)
     finally:
         for session in sessions:
             session.kill()
@@ -168,13 +185,18 @@ def run(*, runs: int = 20, cli_runs: int = 20) -> dict[str, Any]:
         results: dict[str, Any] = {"target_ms": TARGET_SECONDS * 1000, "sessions_per_run": SESSIONS}
         rows = []
         for mode, label in (("api", "suspend API call -> last ssh exit"),
+                            ("api-recorded", "  suspension recorded (audit time) -> last ssh exit"),
                             ("cli", "`gatepass admin identity suspend` forked -> last ssh exit"),
-                            ("cli-commit", "that command's exit (committed) -> last ssh exit")):
-            chosen = [s for s in samples if s.mode == mode.removesuffix("-commit")]
+                            ("cli-commit", "  that command's exit (committed) -> last ssh exit"),
+                            ("cli-recorded", "  suspension recorded (audit time) -> last ssh exit")):
+            chosen = [s for s in samples if s.mode == mode.split("-")[0]]
             if not chosen:
                 continue
-            offset = (lambda s: s.answered) if mode == "cli-commit" else (lambda _s: 0.0)
-            exits = [s.last_exit - offset(s) for s in chosen if s.last_exit is not None]
+            if mode.endswith("-recorded"):
+                exits = [s.recorded for s in chosen if s.recorded is not None]
+            else:
+                offset = (lambda s: s.answered) if mode == "cli-commit" else (lambda _s: 0.0)
+                exits = [s.last_exit - offset(s) for s in chosen if s.last_exit is not None]
             missed = len(chosen) - len(exits)
             worst = max(exits) if exits and not missed else None
             med = median(exits) if exits else None
@@ -195,8 +217,8 @@ def run(*, runs: int = 20, cli_runs: int = 20) -> dict[str, Any]:
               "sessions were cut before the command had finished exiting (it commits, then tears down).")
         codes = sorted({code for s in samples for code in s.exit_codes if code is not None})
         print(f"ssh exit codes seen: {codes}")
-        results["met"] = bool(results.get("api", {}).get("met")) and bool(results.get("cli-commit", {}).get("met",
-                                                                                                          True))
+        results["met"] = bool(results.get("api", {}).get("met")) and bool(results.get("cli-recorded", {}).get(
+            "met", True))
         return results
 
 
