@@ -82,7 +82,7 @@ async def reviews_page(request: Request) -> Response:
 
     def work(session: Session, identity: Identity, viewer: Viewer, now: dt.datetime) -> Response:
         reviews = attestation.pending_reviews(session, now=now, reviewer=identity, everything=everything)
-        return render(web_of(request), "reviews.html", title="Access reviews", viewer=viewer, reviews=reviews,
+        return render(web_of(request), "access_reviews.html", title="Access reviews", viewer=viewer, reviews=reviews,
                       everything=everything, done=done)
 
     return await signed_in(request, work)

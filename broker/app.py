@@ -9,6 +9,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -46,6 +47,7 @@ from broker.sources import client_address
 from broker.watch import watcher
 
 API_PREFIX = "/api/v1"
+T = TypeVar("T")
 REFUSAL_FLUSH_SECONDS = 15.0
 # End dates and review deadlines are days long: a minute late is on time.
 IDENTITY_SWEEP_SECONDS = 60.0
@@ -78,7 +80,7 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await run_in_threadpool(state.refusals.flush)
+            await finish_in_thread(state.refusals.flush)
             engine.dispose()
 
     # No /docs or /redoc: FastAPI's pages load their script from a CDN, which a plant network does not reach
@@ -125,7 +127,19 @@ async def summarise_refusals(state: BrokerState) -> None:
     """Close the refusal-flood windows that are over, so a flood's summary lands even if the flood stopped."""
     while True:
         await asyncio.sleep(REFUSAL_FLUSH_SECONDS)
-        await run_in_threadpool(state.refusals.flush)
+        await finish_in_thread(state.refusals.flush)
+
+
+async def finish_in_thread(work: Callable[[], T]) -> T:
+    """Run database work in the thread pool and let it finish even if the job is cancelled (at shutdown): a
+    thread cannot be stopped, and the engine must not be disposed under its open connection."""
+    running = asyncio.ensure_future(run_in_threadpool(work))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await running
+        raise
 
 
 async def watch_trail(state: BrokerState) -> None:
@@ -145,7 +159,7 @@ async def watch_trail(state: BrokerState) -> None:
     while True:
         await asyncio.sleep(WATCH_INTERVAL_SECONDS)
         try:
-            while await run_in_threadpool(one_pass) >= watcher.BATCH:
+            while await finish_in_thread(one_pass) >= watcher.BATCH:
                 pass  # a backlog (a restart, a burst): read on until caught up
         except SQLAlchemyError as error:  # the next round retries from the same cursor
             log.warning("could not watch the trail: %s", error.__class__.__name__)
@@ -165,7 +179,7 @@ async def govern_identities(state: BrokerState) -> None:
     while True:
         await asyncio.sleep(IDENTITY_SWEEP_SECONDS)
         try:
-            await run_in_threadpool(sweep)
+            await finish_in_thread(sweep)
         except SQLAlchemyError as error:  # the next round retries
             log.warning("could not sweep identities: %s", error.__class__.__name__)
 
@@ -183,7 +197,7 @@ async def relay_outbox(state: BrokerState) -> None:
         if not state.hub.subscriber_count:
             continue  # gateways resync when they connect; nobody to tell now
         try:
-            for event in await run_in_threadpool(fetch):
+            for event in await finish_in_thread(fetch):
                 state.hub.publish(event)
         except SQLAlchemyError as error:  # a database hiccup must not end the relay; the next round retries
             log.warning("could not read grant changes: %s", error.__class__.__name__)

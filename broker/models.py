@@ -78,6 +78,8 @@ class Site(Base):
     agent_writes: Mapped[bool] = mapped_column(Boolean, default=False)
     # A site kept for rehearsals: a drill may really run a playbook here (`playbook drill --execute-on-drill-site`).
     drill_site: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Read-only mode (a playbook step): only read-only protocol grants (Modbus reads) are requested or approved.
+    read_only_mode: Mapped[bool] = mapped_column(Boolean, default=False)
     # Watch (issue 12): how long baselines learn before their flags may act, and the playbook a flag of at
     # least ``auto_response_severity`` runs by itself (None: never; the default).
     learning_days: Mapped[int] = mapped_column(Integer, default=14)

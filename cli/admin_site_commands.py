@@ -82,6 +82,8 @@ def _governance_options(parser: argparse.ArgumentParser) -> None:
                         help='run this playbook by itself on a flag of --auto-response-severity or above ("off": '
                              "never, the default)")
     parser.add_argument("--auto-response-severity", choices=["low", "medium", "high"])
+    parser.add_argument("--read-only-mode", choices=["on", "off"],
+                        help="only read-only protocol access (Modbus reads) may be requested or approved there")
     parser.add_argument("--drill-site", choices=["on", "off"],
                         help="mark the site as kept for rehearsals: a playbook drill may really run there")
     parser.add_argument("--workload-credential", metavar="DURATION",
@@ -125,7 +127,8 @@ def _site_set(args: argparse.Namespace) -> int:
         workload_credential=args.workload_credential,
         drill_site=None if args.drill_site is None else args.drill_site == "on",
         learning_days=args.learning_days, auto_response=args.auto_response,
-        auto_response_severity=args.auto_response_severity)
+        auto_response_severity=args.auto_response_severity,
+        read_only_mode=None if args.read_only_mode is None else args.read_only_mode == "on")
     print_policy_changes("Site", args.name, changes)
     return 0
 

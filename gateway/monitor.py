@@ -47,6 +47,7 @@ def cut_message(asset: str, reason: str, ends_at: datetime) -> str:
         "identity_expired": "your identity reached its end date",
         "owner_gone": "your identity's owner left and nobody took it over",
         "playbook": "the plant ran a containment playbook",
+        "read_only_mode": "the plant switched the site to read-only",
         "delegation_ended": "the grant it was delegated from ended",
         "gateway_lost": "the gateway is shutting down",
     }.get(reason, "the grant is no longer valid")
@@ -63,7 +64,8 @@ def _warning(asset: str, remaining: timedelta, ends_at: datetime) -> str:
 # Broker reasons (docs/API.md, grant events) -> session end reasons the broker records.
 _END_REASON = {"revoked": "revoked", "lockdown": "lockdown", "identity_disabled": "revoked",
                "identity_suspended": "revoked", "identity_retired": "revoked", "identity_expired": "revoked",
-               "owner_gone": "revoked", "delegation_ended": "revoked", "playbook": "revoked"}
+               "owner_gone": "revoked", "delegation_ended": "revoked", "playbook": "revoked",
+               "read_only_mode": "revoked"}
 
 
 @dataclass(eq=False)

@@ -105,6 +105,14 @@ def check_may_decide(session: Session, *, now: dt.datetime, approver: Identity, 
         raise Conflict(f"you already approved {wording.noun} {ballot.id}; it needs a different second approver")
     if site.locked_down:
         raise Conflict(f"site {site.name} is locked down: lift the lockdown before {wording.blocked_by_lockdown}")
+    if site.read_only_mode and wording is REQUEST and not _read_only_ballot(ballot):
+        raise Conflict(f"site {site.name} is in read-only mode: only read-only protocol access can be approved "
+                       "until the plant switches it back")
+
+
+def _read_only_ballot(ballot: Ballot) -> bool:
+    """A request for read-only protocol access only (no SSH), the one kind a read-only site still approves."""
+    return bool(getattr(ballot, "read_only", False)) and not getattr(ballot, "ssh", True)
 
 
 def _refuse(session: Session, *, now: dt.datetime, approver: Identity, ballot: Ballot, site: Site,

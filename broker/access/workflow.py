@@ -48,6 +48,11 @@ MIN_RSA_BITS = 2048
 ALLOWED_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
 
 
+def read_only_mode_refusal(site: str) -> str:
+    return (f"site {site} is in read-only mode: only read-only protocol access (Modbus reads, --read-only "
+            "--port 502) is allowed until the plant switches it back")
+
+
 def create_request(
     session: Session, *, now: dt.datetime, decide_within: dt.timedelta, requester: Identity, asset_name: str,
     duration: str, reason: str, ssh: bool, ports: list[int], start: dt.datetime | None, public_key: str,
@@ -70,6 +75,8 @@ def create_request(
     if site.locked_down:
         raise _refuse(session, now, requester, asset, Action.REQUEST_REFUSED,
                       f"site {site.name} is locked down: no new access until the plant lifts the lockdown")
+    if site.read_only_mode and (ssh or not read_only):
+        raise _refuse(session, now, requester, asset, Action.REQUEST_REFUSED, read_only_mode_refusal(site.name))
     window = parse_duration(duration)
     if window > dt.timedelta(seconds=site.max_window_seconds):
         raise InvalidInput(f"a window of {duration} is longer than {site.name} allows "

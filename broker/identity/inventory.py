@@ -77,6 +77,9 @@ def _iso(moment: dt.datetime | None) -> str | None:
 
 def _credential(identity: Identity, instances: list[WorkloadInstance]) -> tuple[str, dt.datetime | None]:
     """What the identity signs in with, and since when."""
+    if identity.kind == IdentityKind.HUMAN and identity.oidc_issuer:
+        # Signed in by the company's identity provider: its credential (and its age) is the provider's to govern.
+        return f"company sign-in ({identity.oidc_issuer})", None
     if identity.kind == IdentityKind.HUMAN:
         return "password+totp", identity.credential_changed_at or identity.created_at
     active = [i for i in instances if i.status == InstanceStatus.ACTIVE]

@@ -281,7 +281,7 @@ def update_site(
     agent_writes: bool | None = None, attestation_days: int | None = None, attestation_overdue: str | None = None,
     owner_grace_days: int | None = None, credential_max_age_days: int | None = None,
     workload_credential: str | None = None, drill_site: bool | None = None, learning_days: int | None = None,
-    auto_response: str | None = None, auto_response_severity: str | None = None,
+    auto_response: str | None = None, auto_response_severity: str | None = None, read_only_mode: bool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Change a site's policy; fields left as None stay. Audited with each changed field's old and new value
     (returned too); a call that changes nothing writes no event."""
@@ -309,6 +309,8 @@ def update_site(
         **governance,
         # Kept for rehearsals: `gatepass playbook drill --execute-on-drill-site` really runs there.
         "drill_site": drill_site,
+        # Only read-only protocol access while on (a playbook step turns it on; switching it off is a decision).
+        "read_only_mode": read_only_mode,
         **check_watch_policy(session, learning_days=learning_days, auto_response=auto_response,
                              auto_response_severity=auto_response_severity),
     }

@@ -23,6 +23,7 @@ class Step(StrEnum):
 
     LOCK_DOWN_SITE = "lock_down_site"
     REVOKE_SITE_GRANTS = "revoke_site_grants"
+    SITE_READ_ONLY = "site_read_only"
     SUSPEND_RECENT_IDENTITIES = "suspend_recent_identities"
     SUSPEND_IDENTITY = "suspend_identity"
     RESET_SECOND_FACTOR = "reset_second_factor"
@@ -33,6 +34,8 @@ class Step(StrEnum):
 STEP_TEXT = {
     Step.LOCK_DOWN_SITE: "lock the site down (every open grant there revoked, new access refused until lifted)",
     Step.REVOKE_SITE_GRANTS: "revoke every open grant at the site (no lockdown)",
+    Step.SITE_READ_ONLY: "switch the site to read-only: grants that could change anything end, only read-only "
+                         "protocol access (Modbus reads) stays possible",
     Step.SUSPEND_RECENT_IDENTITIES: "suspend every identity with a session at the site in the last 24 h, pending "
                                     "review",
     Step.SUSPEND_IDENTITY: "suspend the identity and everything it owns or sponsors (their sessions cut)",
@@ -40,7 +43,7 @@ STEP_TEXT = {
     Step.PRESERVE_EVIDENCE: "keep the recordings concerned as evidence (their SHA-256 in the trail)",
     Step.NOTIFY: "notify the people concerned (webhook and e-mail)",
 }
-SITE_STEPS = {Step.LOCK_DOWN_SITE, Step.REVOKE_SITE_GRANTS, Step.SUSPEND_RECENT_IDENTITIES}
+SITE_STEPS = {Step.LOCK_DOWN_SITE, Step.REVOKE_SITE_GRANTS, Step.SITE_READ_ONLY, Step.SUSPEND_RECENT_IDENTITIES}
 IDENTITY_STEPS = {Step.SUSPEND_IDENTITY, Step.RESET_SECOND_FACTOR}
 
 

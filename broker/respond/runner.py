@@ -181,6 +181,11 @@ def plan(session: Session, *, now: dt.datetime, playbook: Playbook, target: Targ
             item.grants, item.sessions = [g.id for g in grants], _live_sessions(session, grants)
             if step == Step.LOCK_DOWN_SITE and target.site.locked_down:
                 item.skipped = f"site {target.site.name} is already locked down"
+        elif step == Step.SITE_READ_ONLY and target.site is not None:
+            grants = [g for g in _open_grants_at(session, now, target.site) if g.ssh or not g.read_only]
+            item.grants, item.sessions = [g.id for g in grants], _live_sessions(session, grants)
+            if target.site.read_only_mode:
+                item.skipped = f"site {target.site.name} is already in read-only mode"
         elif step == Step.SUSPEND_RECENT_IDENTITIES and target.site is not None:
             people = [p for p in _recent_identities(session, now, target.site)
                       if p.status == IdentityStatus.ACTIVE and p.username != actor]
@@ -229,6 +234,13 @@ def _execute(session: Session, *, now: dt.datetime, vault: Vault, events: EventP
     elif step == Step.REVOKE_SITE_GRANTS and target.site is not None:
         lockdown.revoke_grants(session, now=now, events=events, grants=_open_grants_at(session, now, target.site),
                                actor=actor, reason="playbook", why=why)
+    elif step == Step.SITE_READ_ONLY and target.site is not None:
+        target.site.read_only_mode = True
+        trail.record(session, now=now, action=Action.SITE_UPDATED, actor=actor, subject=target.site.name,
+                     site=target.site.name, details={"read_only_mode": {"old": False, "new": True}, "run": run_id})
+        writable = [g for g in _open_grants_at(session, now, target.site) if g.ssh or not g.read_only]
+        lockdown.revoke_grants(session, now=now, events=events, grants=writable, actor=actor,
+                               reason="read_only_mode", why=why)
     elif step in (Step.SUSPEND_RECENT_IDENTITIES, Step.SUSPEND_IDENTITY):
         notes = [f"{name}: {note}" for name in item.identities
                  if (note := _suspend(session, now=now, events=events, actor=actor, username=name,

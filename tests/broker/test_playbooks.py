@@ -145,3 +145,22 @@ def test_the_message_of_a_run_is_queued_for_the_webhook_and_the_people_concerned
         deliveries = claim_due(session, now=plant.clock.now(), public_url="http://gatepass.example")
     assert sorted(d.target for d in deliveries) == ["http://127.0.0.1:9/hook", "sup-a1@plant.example"]
     assert all(run_id in d.subject and "ransomware-suspected" in d.text for d in deliveries)
+
+
+def test_a_site_switched_to_read_only_keeps_modbus_reads_and_ends_the_rest(admin_cli: Any, api: Api,
+                                                                          plant: Plant) -> None:
+    code, _, err = admin_cli("admin", "playbook", "edit", "plc-tampering", "--steps", "site_read_only,notify",
+                             "--description", "someone writes to PLCs: keep reads, stop everything else")
+    assert code == 0, err
+    shell, _ = _live(plant, "vendor1")
+    reads = plant.request_and_approve("vendor2", "sup-a1", asset="plc-01", ssh=False, ports=[502], read_only=True)
+    done = _run(api, "sup-a1", "plc-tampering", site="plant-a")
+    assert done.status_code == 200, done.text
+    assert plant.row("SELECT read_only_mode FROM sites WHERE name = 'plant-a'")[0]
+    assert plant.row("SELECT revoked_at IS NOT NULL FROM grants WHERE id = :id", id=shell)[0]
+    assert plant.row("SELECT revoked_at IS NULL FROM grants WHERE id = :id", id=reads)[0]
+    refused = api.as_user("vendor1").post("/requests", json={
+        "asset": "hmi-01", "duration": "1h", "reason": "again", "ssh": True, "ports": [],
+        "public_key": plant.row("SELECT public_key FROM access_requests LIMIT 1")[0]})
+    assert refused.status_code == 403
+    assert "read-only mode" in refused.json()["message"]
