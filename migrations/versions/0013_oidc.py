@@ -1,7 +1,7 @@
 """Staff sign-in through the plant's identity provider (issue 11): identities linked to an OpenID provider's
 subject (issuer and subject, unique together), and API tokens that remember a sign-in without a second factor.
 
-Revision ID: 0014
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-04 04:00:00
 """
@@ -11,8 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0014'
-# Numbers were taken by work done in parallel: the chain is 0012 (respond), this one, then 0013 (watch).
+revision = '0013'
 down_revision = '0012'
 branch_labels = None
 depends_on = None

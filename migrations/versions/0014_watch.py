@@ -1,8 +1,8 @@
 """Watch (issue 12): behaviour baselines per identity and site, flags with their signals, the watcher's cursor
 over the audit trail, and each site's learning period and optional automatic response.
 
-Revision ID: 0013
-Revises: 0014
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-04 03:30:00
 """
 
@@ -11,9 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0013'
-# After 0014 (company sign-in), which landed in the chain first; the numbers are names, the chain is the order.
-down_revision = '0014'
+revision = '0014'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
