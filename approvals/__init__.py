@@ -27,6 +27,7 @@ def mount(app: FastAPI, state: BrokerState, settings: WebSettings, notifier: Not
         identity_routes,
         oidc_routes,
         playbook_routes,
+        posture_routes,
         review_routes,
         signin_routes,
         supervisor_routes,
@@ -37,7 +38,7 @@ def mount(app: FastAPI, state: BrokerState, settings: WebSettings, notifier: Not
                               csrf_key=web_sessions.derive_csrf_key(state.settings.master_key_path),
                               templates=make_templates(), notifier=notifier)
     for module in (signin_routes, oidc_routes, supervisor_routes, vendor_routes, review_routes, identity_routes,
-                   playbook_routes, flag_routes):
+                   playbook_routes, flag_routes, posture_routes):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

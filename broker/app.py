@@ -28,6 +28,7 @@ from broker.api import (
     identity_routes,
     oidc_routes,
     playbook_routes,
+    posture_routes,
     site_routes,
     workload_routes,
 )
@@ -92,7 +93,8 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
     app.add_middleware(ControlCharacterGuard)
     app.add_middleware(SecurityHeaders)  # outermost: also on the guard's own refusals
     for module in (auth_routes, oidc_routes, access_routes, delegation_routes, extension_routes, site_routes,
-                   gateway_routes, audit_routes, identity_routes, playbook_routes, flag_routes, workload_routes):
+                   gateway_routes, audit_routes, identity_routes, playbook_routes, flag_routes, posture_routes,
+                   workload_routes):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["health"])

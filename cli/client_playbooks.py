@@ -99,3 +99,36 @@ def run_runs(args: argparse.Namespace) -> int:
             for r in runs]
     ctx.say(table(["RUN", "AT (UTC)", "PLAYBOOK", "KIND", "TARGET", "SESSIONS CUT", "TO CONTAIN"], rows))
     return 0
+
+
+def add_posture_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    posture = subparsers.add_parser("posture", help="the posture report: this period beside the previous one "
+                                                    "(security, admins)")
+    posture.add_argument("--days", type=int, default=30, help="the period, in days (default 30)")
+    posture.add_argument("--json", action="store_true")
+    posture.set_defaults(func=run_posture)
+
+
+def run_posture(args: argparse.Namespace) -> int:
+    ctx: Context = args.client_context
+    with ctx.api() as api:
+        report: dict[str, Any] = api.get("/posture", params={"days": str(args.days)})
+    if args.json:
+        ctx.say(to_json(report))
+        return 0
+    now, before = report["current"], report["previous"]
+    rows = [
+        ["access reviews on time / overdue (now)", f"{now['reviews_on_time']} / {now['reviews_overdue']}", "-"],
+        ["people with a second factor (now)", f"{now['people_with_second_factor']} of {now['people']}", "-"],
+        ["grants", str(sum(now["grants_by_site"].values())), str(sum(before["grants_by_site"].values()))],
+        ["sessions outside maintenance windows", f"{now['sessions_outside_windows']} of {now['sessions']}",
+         f"{before['sessions_outside_windows']} of {before['sessions']}"],
+        ["flags", str(sum(now["flags_by_outcome"].values())), str(sum(before["flags_by_outcome"].values()))],
+        ["revoke to cut, median ms", str(now["revoke_to_cut_ms"].get("median")),
+         str(before["revoke_to_cut_ms"].get("median"))],
+        ["playbook runs / drills", f"{now['playbook_runs']} / {now['drills']}",
+         f"{before['playbook_runs']} / {before['drills']}"],
+    ]
+    ctx.say(f"Posture, the last {report['days']} days (previous period beside it):")
+    ctx.say(table(["figure", "this period", "previous"], rows))
+    return 0
