@@ -42,3 +42,17 @@ def test_a_supervisor_runs_the_ransomware_playbook_and_security_reads_the_run(
         screenshot(security, "playbooks")
     finally:
         context.close()
+
+
+def test_security_reads_the_posture_report_with_its_charts(page: Any, web_plant: Plant, web_server: BrokerServer,
+                                                           signed_in: SignIn) -> None:
+    for vendor in ("vendor-a", "vendor1"):
+        grant_id = web_plant.request_and_approve(vendor, "sup-a1", asset="hmi-01")
+        open_session(web_plant, grant_id)
+    confirm_totp(web_plant, "sec1")
+    signed_in(page, "sec1")
+    page.goto(web_server.url + "/review/posture?days=30")
+    expect(page.get_by_role("heading", name="Posture: the last 30 days")).to_be_visible()
+    expect(page.get_by_role("img", name="Grants per site")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("Sessions outside maintenance windows")
+    screenshot(page, "posture")
