@@ -20,7 +20,7 @@ from broker.identity import lifecycle
 from broker.identity.identities import get_identity, has_role, may_act_for_site
 from broker.identity.policy import attestation_period
 from broker.inventory.gateway_events import EventPublisher
-from broker.models import AccessSession, Asset, Attestation, Grant, Identity, Site
+from broker.models import AccessSession, Asset, Attestation, Grant, Identity, Site, StandingPolicy
 from broker.vocabulary import AttestationOutcome, IdentityStatus, OverdueAttestation, Role
 
 # Reviews show up in a reviewer's list from this long before they are due (and the reminder goes out).
@@ -37,6 +37,8 @@ class Usage:
     sessions: int
     assets: list[str]
     last_used_at: str | None
+    # Standing access for automation is part of the review: kept with the identity, or ended with a revoke.
+    standing_policies: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,12 @@ def _usage(session: Session, identity: Identity) -> Usage:
         Grant.identity_id == identity.id, AccessSession.started_at >= since)) or 0
     assets = sorted(set(session.scalars(select(Asset.name).join(Grant, Grant.asset_id == Asset.id).where(
         Grant.identity_id == identity.id, Grant.created_at >= since))))
+    standing = [f"{p.id} ({p.asset.name}, until {p.ends_at:%Y-%m-%d})" for p in session.scalars(
+        select(StandingPolicy).where(StandingPolicy.identity_id == identity.id, StandingPolicy.revoked_at.is_(None),
+                                     StandingPolicy.ends_at > since).order_by(StandingPolicy.id))]
     return Usage(since=since.isoformat(), grants=grants, sessions=sessions, assets=assets,
-                 last_used_at=identity.last_used_at.isoformat() if identity.last_used_at else None)
+                 last_used_at=identity.last_used_at.isoformat() if identity.last_used_at else None,
+                 standing_policies=standing)
 
 
 def pending_reviews(session: Session, *, now: dt.datetime, reviewer: Identity,
@@ -159,9 +165,16 @@ def attest(session: Session, *, now: dt.datetime, events: EventPublisher, review
     if outcome == AttestationOutcome.KEEP:
         identity.attested_at = now
         identity.attestation_due_at = now + attestation_period(session, _sites_used(session, identity))
-    elif identity.status == IdentityStatus.ACTIVE:
-        lifecycle.suspend(session, now=now, events=events, actor=reviewer.username, username=username,
-                          reason=f"access review: revoked ({text})")
+    else:
+        from broker.access.standing import revoke_policy  # access builds on identity, not the reverse
+
+        for policy in session.scalars(select(StandingPolicy).where(StandingPolicy.identity_id == identity.id,
+                                                                   StandingPolicy.revoked_at.is_(None))):
+            revoke_policy(session, now=now, events=events, actor=reviewer.username, policy_id=policy.id,
+                          reason=f"access review of {username}: revoked ({text})")
+        if identity.status == IdentityStatus.ACTIVE:
+            lifecycle.suspend(session, now=now, events=events, actor=reviewer.username, username=username,
+                              reason=f"access review: revoked ({text})")
     return record
 
 

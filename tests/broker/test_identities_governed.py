@@ -295,3 +295,20 @@ def test_a_site_sets_how_its_identities_are_governed_within_bounds(admin_cli: An
         assert code == 1
         assert why in err
     assert plant.row("SELECT attestation_days FROM sites WHERE name = 'plant-a'") == (30,)
+
+
+def test_standing_access_is_part_of_the_review_and_ends_with_a_revoke(plant: Plant) -> None:
+    from broker.access import standing
+
+    _service(plant, owner="sup-a1", sites=["plant-a"])
+    with plant.session() as session:
+        policy = standing.approve_policy(session, now=plant.clock.now(), actor="cli:ops", username="historian",
+                                         asset_name="plc-01", ssh=False, ports=[502], read_only=True, windows=[],
+                                         ends_at=plant.clock.now() + 30 * DAY)
+        policy_id = policy.id
+        owner = identities.get_identity(session, "sup-a1")
+        [review] = [r for r in attestation.pending_reviews(session, now=plant.clock.now(), reviewer=owner,
+                                                           everything=True) if r.username == "historian"]
+    assert review.usage.standing_policies[0].startswith(f"{policy_id} (plc-01, until ")
+    _attest(plant, "sup-a1", "historian", "revoke", "the export moved to the new historian")
+    assert plant.row("SELECT revoked_by FROM standing_policies WHERE id = :id", id=policy_id) == ("sup-a1",)
