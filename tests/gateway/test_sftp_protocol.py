@@ -22,6 +22,7 @@ class Reporter(TransferReporter):
 
     def __init__(self) -> None:  # no context: nothing is sent
         self.session_id, self.site, self.refusals = "ses-1", "plant-a", 0
+        self._agent = False  # a person's session (the agents' wording is tested with the gateway)
         self.events: list[tuple[str, Detail]] = []
 
     def report(self, kind: str, detail: Detail) -> None:
