@@ -3,8 +3,8 @@ kill switch, then a summary.
 
   python -m bench                 full sizes (each benchmark about a minute or two on 2 cores)
   python -m bench --quick         smaller counts and sizes, for a smoke check
-  python -m bench --only connect  one benchmark (revoke, connect, throughput, tunnels, suspend, contain, watch;
-                                  repeatable)
+  python -m bench --only connect  one benchmark (revoke, connect, throughput, tunnels, suspend, contain, watch,
+                                  cli; repeatable)
   python -m bench --json FILE     also write every figure as JSON
 """
 
@@ -21,6 +21,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import (
+    bench_cli,
     bench_connect,
     bench_contain,
     bench_revoke,
@@ -33,7 +34,7 @@ from bench.harness import heading, table
 
 BENCHMARKS = {"revoke": bench_revoke.main, "connect": bench_connect.main, "throughput": bench_throughput.main,
               "tunnels": bench_tunnels.main, "suspend": bench_suspend.main, "contain": bench_contain.main,
-              "watch": bench_watch.main}
+              "watch": bench_watch.main, "cli": bench_cli.main}
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -110,6 +111,15 @@ def summary(results: dict[str, Any]) -> list[list[str]]:
                      "MET" if watch["caught"] == watch["cases"] else "NOT MET"])
         rows.append(["watch: false flags per 1,000 benign sessions", f"{watch['false_per_1000']:.1f}", "<= 5",
                      "MET" if watch["false_per_1000"] <= 5 else "NOT MET"])
+    cli = results.get("cli")
+    if cli:
+        medians = cli["medians_ms"]
+        rows.append(["CLI start-up: `gatepass --version`",
+                     f"median {_fmt(medians['gatepass --version'])} ms (x{cli['version_vs_python']:.2f} `python -c "
+                     f"pass`, x{cli['version_vs_ssh']:.1f} `ssh -V`)", "<= 60 ms", "MET" if cli["met"] else "NOT MET"])
+        rows.append(["CLI start-up: `gatepass ssh --help`",
+                     f"median {_fmt(medians['gatepass ssh --help'])} ms (x{cli['ssh_help_vs_python']:.2f} `python -c "
+                     "pass`)", "-", ""])
     return rows
 
 

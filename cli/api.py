@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from types import TracebackType
 from typing import Any
+
+# httpx's __init__ imports its optional command-line tool, httpx._main (click, pygments and rich; without rich it
+# fails, after paying for the other two): about a third of httpx's import time, on every command that talks to the
+# broker, for a tool the CLI never uses. A None entry in sys.modules makes that import fail at once, which httpx
+# expects: it catches the ImportError and leaves a stub httpx.main. Only while httpx is not imported yet, so nothing
+# else in this process can have asked for the tool.
+if "httpx" not in sys.modules:
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]
 
 import httpx
 

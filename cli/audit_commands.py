@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +39,8 @@ def add_audit_commands(subparsers: Subparsers) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    import json
+
     from broker import admin
     from broker.audit.trail import Anchor
 

@@ -8,32 +8,16 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from cli.client_access import _argument
+from cli.client_commands import AUDIT_FORMATS as FORMATS
 from cli.context import Context
 from cli.durations import parse_since
 from cli.errors import ServerUnreachable, UsageError
 
-FORMATS = ("jsonl", "cef", "syslog", "ocsf")
 PAGE_SIZE = 1000  # the broker allows up to 5000 per page
 
 
-def add_export(audit_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    export = audit_subparsers.add_parser(
-        "export",
-        help="write audit events for a SIEM (security and admin roles)",
-        description="Print the audit trail from the broker, oldest first, one event per line.",
-    )
-    export.add_argument("--format", choices=FORMATS, default="jsonl", help="output format (default: jsonl)")
-    export.add_argument(
-        "--since",
-        metavar="T",
-        type=_argument(_since_text),
-        help="ISO 8601 time (no offset means UTC) or a duration back from now, like 1d",
-    )
-    export.set_defaults(func=run_export)
-
-
-def _since_text(text: str) -> str:
+def check_since(text: str) -> str:
+    """``--since``, checked as the command line is parsed (cli.client_commands)."""
     # Validated here for a clear usage error; resolved against the context's clock when the command runs.
     parse_since(text, now=dt.datetime.now(dt.UTC))
     return text

@@ -10,8 +10,8 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from cli.client_access import _argument, parse_port
 from cli.context import Context
 from cli.errors import ClientError, LocalSetupError, NoUsableGrant
 from cli.sshargs import (
@@ -28,48 +28,10 @@ from cli.sshargs import (
     tunnel_options,
     usable_grants,
 )
-from cli.state import check_asset_name
-from cli.tunnel_keeper import GrantEnd, TunnelKeeper, check_local_port, grant_end
 
-
-def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    ssh = subparsers.add_parser(
-        "ssh",
-        help="connect to an asset with stock ssh and your grant certificate",
-        description="Run ssh to ASSET through its gateway; anything after -- is the remote command.",
-    )
-    ssh.add_argument("asset", metavar="ASSET", type=_argument(check_asset_name))
-    ssh.add_argument(
-        "command", metavar="COMMAND", nargs=argparse.REMAINDER, help="after --: the remote command"
-    )
-    ssh.set_defaults(func=run_ssh)
-
-    tunnel = subparsers.add_parser(
-        "tunnel",
-        help="forward a granted TCP port of an asset to this machine",
-        description="Forward 127.0.0.1:LOCAL to ASSET:REMOTE through the gateway until Ctrl-C or the grant "
-        "ends; reconnects after a network drop while the grant lasts. Exit status 0 when stopped or when "
-        "the grant ended on time, 1 when it was revoked.",
-    )
-    tunnel.add_argument("asset", metavar="ASSET", type=_argument(check_asset_name))
-    tunnel.add_argument(
-        "--port", dest="remote_port", metavar="REMOTE", type=_argument(parse_port), required=True
-    )
-    tunnel.add_argument(
-        "--local-port",
-        metavar="L",
-        type=_argument(parse_port),
-        help="local port (default: REMOTE when it is 1024 or above, else a free port)",
-    )
-    tunnel.set_defaults(func=run_tunnel)
-
-    config = subparsers.add_parser(
-        "ssh-config",
-        help="print an OpenSSH config block, one `Host ASSET.gatepass` per usable grant",
-        description="Write each usable grant's certificate and print a config for "
-        "`ssh -F FILE ASSET.gatepass` or an Include; run it again after each approval.",
-    )
-    config.set_defaults(func=run_ssh_config)
+if TYPE_CHECKING:
+    # Imported by `gatepass tunnel` alone: `gatepass ssh` becomes ssh with as little imported as it can.
+    from cli.tunnel_keeper import GrantEnd
 
 
 def _grants(ctx: Context, *, asset: str | None) -> tuple[list[UsableGrant], str, str]:
@@ -162,6 +124,8 @@ def _free_local_port() -> int:
 
 
 def run_tunnel(args: argparse.Namespace) -> int:
+    from cli.tunnel_keeper import TunnelKeeper, check_local_port, grant_end
+
     ctx: Context = args.client_context
     grants, _, _ = _grants(ctx, asset=args.asset)
     grant = choose_grant(grants, asset=args.asset, now=ctx.clock(), port=args.remote_port)

@@ -6,43 +6,11 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cli.client_access import _argument, object_id
 from cli.context import Context
-from cli.durations import format_duration, parse_api_time, parse_duration
+from cli.durations import format_duration, parse_api_time
 from cli.errors import UsageError
 from cli.output import table, to_json
 from cli.sshargs import format_time
-
-
-def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    extend = subparsers.add_parser(
-        "extend",
-        help="ask the plant for more time on an active grant",
-        description="Ask to extend GRANT_ID; once approved, live sessions keep running until the new end.",
-    )
-    extend.add_argument("grant_id", metavar="GRANT_ID", type=_argument(object_id))
-    extend.add_argument("--for", dest="duration", metavar="DURATION", required=True, type=_argument(parse_duration),
-                        help="how much longer: 30s, 10m, 2h or 1d")
-    extend.add_argument("--reason", required=True, metavar="TEXT", help="why more time is needed, for the approvers")
-    extend.add_argument("--json", action="store_true", help="print the Extension object from the API")
-    extend.set_defaults(func=run_extend)
-
-    listing = subparsers.add_parser("extensions", help="list the grant extensions you may see")
-    listing.add_argument("--pending", action="store_true", help="only those waiting for a decision")
-    listing.add_argument("--json", action="store_true", help="print a JSON list of Extension objects")
-    listing.set_defaults(func=run_extensions)
-
-    approve = subparsers.add_parser("approve-extension", help="approve a pending extension for your site")
-    approve.add_argument("extension_id", metavar="EXTENSION_ID", type=_argument(object_id))
-    approve.add_argument("--comment", metavar="TEXT")
-    approve.add_argument("--json", action="store_true", help="print the Extension object from the API")
-    approve.set_defaults(func=run_approve_extension)
-
-    deny = subparsers.add_parser("deny-extension", help="deny a pending extension (a comment is required)")
-    deny.add_argument("extension_id", metavar="EXTENSION_ID", type=_argument(object_id))
-    deny.add_argument("--comment", metavar="TEXT", required=True, help="why, for the requester")
-    deny.add_argument("--json", action="store_true", help="print the Extension object from the API")
-    deny.set_defaults(func=run_deny_extension)
 
 
 def _time(value: Any) -> str:

@@ -11,20 +11,6 @@ from cli.errors import UsageError
 from cli.output import to_json
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    listing = subparsers.add_parser("flags", help="open flags: who behaved unlike themselves, and why")
-    listing.add_argument("--status", choices=["open", "benign", "confirmed", "all"], default="open")
-    listing.add_argument("--json", action="store_true", help="print a JSON list of Flag objects")
-    listing.set_defaults(func=run_flags)
-
-    decide = subparsers.add_parser("flag", help="decide a flag: benign (feeds the baseline) or confirmed")
-    decide.add_argument("verdict", choices=["benign", "confirmed"])
-    decide.add_argument("flag_id", metavar="FLAG_ID")
-    decide.add_argument("--comment", required=True, metavar="TEXT", help="why, kept with the flag")
-    decide.add_argument("--json", action="store_true")
-    decide.set_defaults(func=run_decide)
-
-
 def flag_lines(found: Sequence[Mapping[str, Any]]) -> str:
     if not found:
         return "No flags."

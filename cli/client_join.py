@@ -48,32 +48,6 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    join = subparsers.add_parser(
-        "join",
-        help="join this machine as a service or AI identity, with a key made here",
-        description="Make an Ed25519 key in the state directory (the private key never leaves it), prove it to "
-        "the broker with the join token an admin gave you, and keep the short-lived credential it issues; "
-        "every gatepass command renews it at half-life.",
-    )
-    join.add_argument(
-        "--server", metavar="URL", help="broker URL (default: $GATEPASS_SERVER or http://127.0.0.1:8080)"
-    )
-    join.add_argument(
-        "--token", metavar="T", required=True,
-        help="the join token from `gatepass admin identity join-token NAME` ('-' reads it from stdin)",
-    )
-    join.add_argument("--json", action="store_true", help="print the instance and the credential's end as JSON")
-    join.set_defaults(func=run_join)
-
-    renew = subparsers.add_parser(
-        "renew",
-        help="renew this machine's workload credential now (done at half-life by every command anyway)",
-    )
-    renew.add_argument("--json", action="store_true", help="print the instance and the credential's end as JSON")
-    renew.set_defaults(func=run_renew)
-
-
 @dataclasses.dataclass(frozen=True)
 class Workload:
     """A joined machine's credential: the session, plus the instance and the counter of its last renewal."""

@@ -11,32 +11,6 @@ from cli.errors import UsageError
 from cli.output import table, to_json
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    playbook = subparsers.add_parser("playbook", help="containment playbooks: list, run, rehearse")
-    verbs = playbook.add_subparsers(dest="playbook_verb", metavar="VERB", required=True)
-
-    listing = verbs.add_parser("list", help="the playbooks and their steps")
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(func=run_list)
-
-    for verb, text in (("run", "run a playbook now (every step audited under the run's id)"),
-                       ("drill", "rehearse a playbook: plan it against the live state without changing anything")):
-        command = verbs.add_parser(verb, help=text)
-        command.add_argument("name", metavar="NAME")
-        command.add_argument("--site", help="the site it acts on")
-        command.add_argument("--identity", help="the identity it acts on")
-        command.add_argument("--reason", required=True, help="why: the people cut off and the trail read it")
-        command.add_argument("--json", action="store_true", help="print the run report as JSON")
-        if verb == "drill":
-            command.add_argument("--execute-on-drill-site", action="store_true",
-                                 help="really run it, timed, on a site marked as a drill site")
-        command.set_defaults(func=run_playbook, verb_name=verb)
-
-    runs = verbs.add_parser("runs", help="past runs and drills with their time to contain (security, admins)")
-    runs.add_argument("--json", action="store_true")
-    runs.set_defaults(func=run_runs)
-
-
 def run_list(args: argparse.Namespace) -> int:
     ctx: Context = args.client_context
     with ctx.api() as api:
@@ -99,14 +73,6 @@ def run_runs(args: argparse.Namespace) -> int:
             for r in runs]
     ctx.say(table(["RUN", "AT (UTC)", "PLAYBOOK", "KIND", "TARGET", "SESSIONS CUT", "TO CONTAIN"], rows))
     return 0
-
-
-def add_posture_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    posture = subparsers.add_parser("posture", help="the posture report: this period beside the previous one "
-                                                    "(security, admins)")
-    posture.add_argument("--days", type=int, default=30, help="the period, in days (default 30)")
-    posture.add_argument("--json", action="store_true")
-    posture.set_defaults(func=run_posture)
 
 
 def run_posture(args: argparse.Namespace) -> int:

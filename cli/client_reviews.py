@@ -11,27 +11,6 @@ from cli.errors import UsageError
 from cli.output import table, to_json
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    reviews = subparsers.add_parser(
-        "reviews", help="the access reviews you owe (identities you own, sponsor or whose sites you supervise)",
-        description="Lists the identities due for review within 14 days or overdue, with what each did since its "
-                    "last review.")
-    reviews.add_argument("--all", action="store_true", help="every identity you may review, not only those due")
-    reviews.add_argument("--json", action="store_true", help="print a JSON list of Review objects")
-    reviews.set_defaults(func=run_reviews)
-
-    attest = subparsers.add_parser("attest", help="keep or revoke an identity after reviewing it")
-    attest.add_argument("name", metavar="NAME")
-    decision = attest.add_mutually_exclusive_group(required=True)
-    decision.add_argument("--keep", action="store_const", const="keep", dest="outcome",
-                          help="it still needs its access: the next review is due one period from now")
-    decision.add_argument("--revoke", action="store_const", const="revoke", dest="outcome",
-                          help="it does not: it is suspended, its grants end and its sessions are cut")
-    attest.add_argument("--comment", required=True, metavar="TEXT", help="what you checked, for the record")
-    attest.add_argument("--json", action="store_true", help="print the API's answer as JSON")
-    attest.set_defaults(func=run_attest)
-
-
 def reviews_table(reviews: Sequence[Mapping[str, Any]]) -> str:
     if not reviews:
         return "No reviews due."

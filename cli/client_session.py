@@ -17,43 +17,6 @@ from cli.sshargs import format_time
 from cli.state import Session, default_server, normalize_server
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    login = subparsers.add_parser(
-        "login",
-        help="sign in to the broker and keep the session in the state directory",
-        description="Sign in with password and one-time code; what no option gives is prompted for.",
-    )
-    login.add_argument(
-        "--server", metavar="URL", help="broker URL (default: $GATEPASS_SERVER or http://127.0.0.1:8080)"
-    )
-    login.add_argument("--user", metavar="NAME", help="your username")
-    login.add_argument(
-        "--password-file", metavar="F", help="read the password from this file ('-' for stdin)"
-    )
-    login.add_argument("--totp", metavar="CODE", help="the current one-time code from your authenticator")
-    login.add_argument(
-        "--enrolment-code", metavar="CODE",
-        help="the enrolment code you were given with your password: needed at the first sign-in and after your "
-             "one-time codes were reset, ignored otherwise",
-    )
-    login.add_argument("--json", action="store_true", help="print the session (never the token) as JSON")
-    login.add_argument(
-        "--oidc", action="store_true",
-        help="plant staff: sign in with your company account in your browser (the broker's identity provider) "
-             "instead of a password and one-time code",
-    )
-    login.add_argument("--no-browser", action="store_true",
-                       help="with --oidc: only print the sign-in address, do not open a browser")
-    login.set_defaults(func=run_login)
-
-    logout = subparsers.add_parser("logout", help="revoke the session token and forget it")
-    logout.set_defaults(func=run_logout)
-
-    whoami = subparsers.add_parser("whoami", help="show who the saved session signs in as")
-    whoami.add_argument("--json", action="store_true", help="print the Identity object from the API")
-    whoami.set_defaults(func=run_whoami)
-
-
 def _read_password(path: str) -> str:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")

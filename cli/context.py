@@ -8,12 +8,16 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import httpx
-
-from cli.api import ApiClient
 from cli.state import ClientState, Session
+
+if TYPE_CHECKING:
+    # httpx (with cli.api) is imported when a command first asks for an API client: it is the largest part of the
+    # CLI's start-up, and commands that never talk to the broker (admin, serve) do not pay for it.
+    import httpx
+
+    from cli.api import ApiClient
 
 
 def _utc_now() -> dt.datetime:
@@ -45,12 +49,16 @@ class Context:
 
     def api(self, session: Session | None = None) -> ApiClient:
         """A client authenticated with the saved session (``NotLoggedIn`` when there is none)."""
+        from cli.api import ApiClient
+
         session = session or self.session()
         return ApiClient(
             session.server, token=session.token, username=session.username, transport=self.transport
         )
 
     def anonymous_api(self, server: str) -> ApiClient:
+        from cli.api import ApiClient
+
         return ApiClient(server, transport=self.transport)
 
     def say(self, line: str) -> None:

@@ -9,25 +9,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
-from importlib import metadata
-from typing import NoReturn, cast
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, NoReturn, cast
 
-from cli import (
-    client_access,
-    client_audit,
-    client_connect,
-    client_delegate,
-    client_extensions,
-    client_flags,
-    client_join,
-    client_playbooks,
-    client_reviews,
-    client_session,
-    server_commands,
-)
-from cli.context import Context
+from cli import client_commands, server_commands
 from cli.errors import ClientError
+from cli.lazy import Commands
+from cli.version import __version__
+
+if TYPE_CHECKING:
+    from cli.context import Context
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,13 +27,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(2, f"gatepass: {message}\n")
-
-
-def _version() -> str:
-    try:
-        return metadata.version("gatepass")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def _subparsers_of(
@@ -68,44 +52,45 @@ def _audit_subparsers(
 
 
 class _VersionAction(argparse.Action):
-    """Look the version up only when asked: importlib.metadata costs tens of ms on every command."""
+    """``gatepass VERSION`` on stderr, exit 0 (argparse's own "version" action would print it on stdout)."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
         super().__init__(option_strings, dest, nargs=0, help=str(kwargs.get("help", "")))
 
     def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
-        parser.exit(0, f"gatepass {_version()}\n")
+        parser.exit(0, f"gatepass {__version__}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(named: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``gatepass`` command line. With ``named`` (the words of the command line to parse), only the commands
+    among them get their arguments; the others are listed with their help, which is all argparse reads of them."""
     parser = Parser(
         prog="gatepass",
         description="Just-in-time, time-bound remote access to plant machines, approved by the plant.",
         epilog="State (session, SSH key, certificates) lives in $GATEPASS_HOME or ~/.gatepass.",
     )
     parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
-    # Subparsers are built with the parent's class (Parser); the cast matches server_commands' signature.
+    # Subparsers are built with the parent's class (Parser); the cast gives Commands' own attributes.
     subparsers = cast(
-        "argparse._SubParsersAction[argparse.ArgumentParser]",
-        parser.add_subparsers(dest="command", metavar="COMMAND", required=True),
+        Commands, parser.add_subparsers(action=Commands, dest="command", metavar="COMMAND", required=True)
     )
+    subparsers.named = named
     server_commands.add_subcommands(subparsers)
-    client_session.add_subcommands(subparsers)
-    client_join.add_subcommands(subparsers)
-    client_access.add_subcommands(subparsers)
-    client_extensions.add_subcommands(subparsers)
-    client_delegate.add_subcommands(subparsers)
-    client_reviews.add_subcommands(subparsers)
-    client_playbooks.add_subcommands(subparsers)
-    client_flags.add_subcommands(subparsers)
-    client_connect.add_subcommands(subparsers)
-    client_audit.add_export(_audit_subparsers(subparsers))
+    client_commands.add_subcommands(subparsers)
+    if subparsers.builds("audit"):
+        client_commands.add_audit_export(_audit_subparsers(subparsers))
     return parser
 
 
 def main(argv: Sequence[str] | None = None, *, context: Context | None = None) -> int:
     """Run one ``gatepass`` command and return its exit code (the console script exits with it)."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(named=set(words)).parse_args(words)
+    # Imported once the command line is known to be a command to run (not --version, --help or a usage error):
+    # the parser itself imports none of what the commands do.
+    from cli import client_join
+    from cli.context import Context
+
     ctx = context or Context.from_process()
     args.client_context = ctx
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,6 +51,8 @@ def add_run_commands(subparsers: Subparsers) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
+    import json
+
     from assembly.database import initialise
     from broker.identity.totp import provisioning_uri
 

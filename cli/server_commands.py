@@ -4,23 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cli import (
-    admin_asset_commands,
-    admin_gateway_commands,
-    admin_identity_commands,
-    admin_playbook_commands,
-    admin_site_commands,
-    admin_standing_commands,
-    admin_user_commands,
-    audit_commands,
-    run_commands,
-)
+from cli import audit_commands, run_commands
 
 if TYPE_CHECKING:
-    from cli.local_common import Subparsers
+    from cli.lazy import Commands
 
 
-def add_subcommands(subparsers: Subparsers) -> None:
+def add_subcommands(subparsers: Commands) -> None:
     """Register the server-side subcommands; each sets ``func`` to a callable taking the parsed args."""
     # The order here is the order `gatepass --help` lists them in.
     run_commands.add_run_commands(subparsers)
@@ -28,8 +18,20 @@ def add_subcommands(subparsers: Subparsers) -> None:
     audit_commands.add_audit_commands(subparsers)
 
 
-def _add_admin(subparsers: Subparsers) -> None:
+def _add_admin(subparsers: Commands) -> None:
     admin_parser = subparsers.add_parser("admin", help="manage sites, assets, users and gateways (local)")
+    if not subparsers.builds("admin"):
+        return  # listed only: the admin modules are imported for `gatepass admin …` alone
+    from cli import (
+        admin_asset_commands,
+        admin_gateway_commands,
+        admin_identity_commands,
+        admin_playbook_commands,
+        admin_site_commands,
+        admin_standing_commands,
+        admin_user_commands,
+    )
+
     objects = admin_parser.add_subparsers(dest="admin_object", metavar="OBJECT", required=True)
     admin_site_commands.add_site_commands(objects)
     admin_asset_commands.add_asset_commands(objects)
