@@ -53,6 +53,9 @@ REFUSAL_FLUSH_SECONDS = 15.0
 # End dates and review deadlines are days long: a minute late is on time.
 IDENTITY_SWEEP_SECONDS = 60.0
 WATCH_INTERVAL_SECONDS = 0.5
+# About 50 ms of work per transaction at the watcher's measured rate (bench/bench_watch.py).
+WATCH_BATCH = 25
+WATCH_BREATH_SECONDS = 0.05
 
 
 # A background job of the broker's process: started by the lifespan with the app, cancelled when it stops.
@@ -156,13 +159,17 @@ async def watch_trail(state: BrokerState) -> None:
             if not watcher.has_new_events(session):
                 return 0
         with unit_of_work(state.sessions) as session:
-            return watcher.watch_once(session, now=state.settings.clock.now(), events=state.hub, vault=state.vault)
+            return watcher.watch_once(session, now=state.settings.clock.now(), events=state.hub, vault=state.vault,
+                                      limit=WATCH_BATCH)
 
     while True:
         await asyncio.sleep(WATCH_INTERVAL_SECONDS)
         try:
-            while await finish_in_thread(one_pass) >= watcher.BATCH:
-                pass  # a backlog (a restart, a burst): read on until caught up
+            while await finish_in_thread(one_pass) >= WATCH_BATCH:
+                # A backlog (a burst of session ends, a restart): read on in short transactions with a breath
+                # between them, so a revoke or a playbook never waits behind the watcher for the write lock
+                # (SQLite has one) — containment comes before keeping baselines current.
+                await asyncio.sleep(WATCH_BREATH_SECONDS)
         except SQLAlchemyError as error:  # the next round retries from the same cursor
             log.warning("could not watch the trail: %s", error.__class__.__name__)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from broker.api.deps import CurrentIdentity, NowDep, SessionDep, StateDep
 from broker.api.schemas import Body
@@ -35,14 +36,17 @@ def list_playbooks(_identity: CurrentIdentity, session: SessionDep) -> list[dict
     return [_shown(p) for p in playbooks.list_playbooks(session)]
 
 
-@router.post("/playbooks/{name}/run")
+# The answer is returned as it is (response_model=None): a run can end a hundred sessions at once, and their
+# ends, reported by the gateways, fill the thread pool that FastAPI would otherwise serialise this answer in.
+@router.post("/playbooks/{name}/run", response_model=None)
 def run_playbook(name: str, body: RunIn, identity: CurrentIdentity, session: SessionDep, now: NowDep,
-                 state: StateDep) -> dict[str, Any]:
+                 state: StateDep) -> JSONResponse:
     playbook = playbooks.get_playbook(session, name)
     runner.check_authority(session, now=now, person=identity, playbook=playbook, site_name=body.site,
                            username=body.identity)
-    return runner.run(session, now=now, vault=state.vault, events=state.hub, actor=identity.username,
-                      playbook=playbook, site_name=body.site, username=body.identity, reason=body.reason).as_dict()
+    return JSONResponse(runner.run(session, now=now, vault=state.vault, events=state.hub, actor=identity.username,
+                                   playbook=playbook, site_name=body.site, username=body.identity,
+                                   reason=body.reason).as_dict())
 
 
 @router.post("/playbooks/{name}/drill")
