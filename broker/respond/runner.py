@@ -21,6 +21,7 @@ from broker.audit.trail import Action
 from broker.containment import lockdown
 from broker.errors import Conflict, Forbidden, InvalidInput, audited
 from broker.identity import identities, lifecycle
+from broker.identity.assurance import require_mfa
 from broker.identity.identities import has_role, may_act_for_site
 from broker.ids import new_id
 from broker.inventory.gateway_events import EventPublisher
@@ -94,6 +95,9 @@ def check_authority(session: Session, *, now: dt.datetime, person: Identity, pla
     """Security and admins anywhere. A site's supervisors for their site — and, for an identity, when it has
     held access at one of their sites. The owner or sponsor of a service or AI identity for that identity.
     Refusals are audited."""
+    # A playbook acts at once on a whole site or identity: like approving, it needs a second factor at sign-in.
+    require_mfa(session, now=now, actor=person, what=f"run {playbook.name}", action=Action.PLAYBOOK_REFUSED,
+                subject=playbook.name, site=site_name)
     if has_role(person, Role.SECURITY) or has_role(person, Role.ADMIN):
         return
     target = _resolve(session, playbook, site_name, username)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from broker.access.notifications import Targets, claim_due, enqueue_playbook_messages
 from broker.inventory import gateways
@@ -164,3 +164,17 @@ def test_a_site_switched_to_read_only_keeps_modbus_reads_and_ends_the_rest(admin
         "public_key": plant.row("SELECT public_key FROM access_requests LIMIT 1")[0]})
     assert refused.status_code == 403
     assert "read-only mode" in refused.json()["message"]
+
+
+def test_a_playbook_needs_a_second_factor_at_sign_in_like_approving(api: Api, plant: Plant) -> None:
+    """Someone signed in by the company's provider without multi-factor may look, not run a playbook."""
+    api.as_user("sec1").get("/playbooks")  # signed in
+    with plant.session() as session:
+        session.execute(update(Identity.__table__.metadata.tables["api_tokens"]).where(
+            Identity.__table__.metadata.tables["api_tokens"].c.identity_id == select(Identity.id).where(
+                Identity.username == "sec1").scalar_subquery()).values(without_mfa=True))
+    refused = _run(api, "sec1", "ransomware-suspected", site="plant-a")
+    assert refused.status_code == 403
+    assert "second factor" in refused.json()["message"]
+    assert plant.audit("respond:playbook:refused")[-1]["details"]["mfa"] is False
+    assert not plant.row("SELECT locked_down FROM sites WHERE name = 'plant-a'")[0]
