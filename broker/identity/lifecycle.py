@@ -67,6 +67,16 @@ def _move(session: Session, *, now: dt.datetime, identity: Identity, to: Identit
     return was
 
 
+def _stop(session: Session, *, now: dt.datetime, events: EventPublisher, identity: Identity, to: IdentityStatus,
+          actor: str, reason: str | None, action: Action, cause: str, why: str) -> Transition:
+    """Every way an identity stops (suspend, disable, retire, expire, orphaned): the move, the cut of what it had
+    open (``cause`` is what the gateways tell its sessions), and the owner clock of what it owns or sponsors."""
+    was = _move(session, now=now, identity=identity, to=to, actor=actor, reason=reason, action=action)
+    revoked = cut_identity(session, now=now, events=events, identity=identity, actor=actor, cause=cause, why=why)
+    _owner_gone(session, now=now, owner=identity)
+    return Transition(identity.username, was, to, revoked)
+
+
 def suspend(session: Session, *, now: dt.datetime, events: EventPublisher, actor: str, username: str,
             reason: str | None) -> Transition:
     """Stop an identity for now: signed out everywhere, its grants ended, its live sessions cut within a second.
@@ -75,12 +85,9 @@ def suspend(session: Session, *, now: dt.datetime, events: EventPublisher, actor
     why = _reason(reason, required=True)
     if identity.status != IdentityStatus.ACTIVE:
         raise Conflict(f"'{username}' is {identity.status}; only an active identity can be suspended")
-    was = _move(session, now=now, identity=identity, to=IdentityStatus.SUSPENDED, actor=actor, reason=why,
-                action=Action.IDENTITY_SUSPENDED)
-    revoked = cut_identity(session, now=now, events=events, identity=identity, actor=actor, cause="identity_suspended",
-                           why=f"the identity '{username}' was suspended: {why}")
-    _owner_gone(session, now=now, owner=identity)
-    return Transition(username, was, IdentityStatus.SUSPENDED, revoked)
+    return _stop(session, now=now, events=events, identity=identity, to=IdentityStatus.SUSPENDED, actor=actor,
+                 reason=why, action=Action.IDENTITY_SUSPENDED, cause="identity_suspended",
+                 why=f"the identity '{username}' was suspended: {why}")
 
 
 def resume(session: Session, *, now: dt.datetime, actor: str, username: str, reason: str | None) -> Transition:
@@ -105,12 +112,9 @@ def retire(session: Session, *, now: dt.datetime, events: EventPublisher, actor:
     why = _reason(reason, required=True)
     if identity.status == IdentityStatus.RETIRED:
         raise Conflict(f"'{username}' is already retired")
-    was = _move(session, now=now, identity=identity, to=IdentityStatus.RETIRED, actor=actor, reason=why,
-                action=Action.IDENTITY_RETIRED)
-    revoked = cut_identity(session, now=now, events=events, identity=identity, actor=actor, cause="identity_retired",
-                           why=f"the identity '{username}' was retired: {why}")
-    _owner_gone(session, now=now, owner=identity)
-    return Transition(username, was, IdentityStatus.RETIRED, revoked)
+    return _stop(session, now=now, events=events, identity=identity, to=IdentityStatus.RETIRED, actor=actor,
+                 reason=why, action=Action.IDENTITY_RETIRED, cause="identity_retired",
+                 why=f"the identity '{username}' was retired: {why}")
 
 
 def set_disabled(session: Session, *, now: dt.datetime, events: EventPublisher, actor: str, username: str,
@@ -121,12 +125,9 @@ def set_disabled(session: Session, *, now: dt.datetime, events: EventPublisher, 
     if disabled:
         if identity.status != IdentityStatus.ACTIVE:
             raise Conflict(f"the account '{username}' is already disabled")
-        _move(session, now=now, identity=identity, to=IdentityStatus.SUSPENDED, actor=actor,
-              reason="disabled by an admin", action=Action.IDENTITY_DISABLED)
-        revoked = cut_identity(session, now=now, events=events, identity=identity, actor=actor,
-                               cause="identity_disabled", why=f"the account '{username}' was disabled")
-        _owner_gone(session, now=now, owner=identity)
-        return revoked
+        return _stop(session, now=now, events=events, identity=identity, to=IdentityStatus.SUSPENDED, actor=actor,
+                     reason="disabled by an admin", action=Action.IDENTITY_DISABLED, cause="identity_disabled",
+                     why=f"the account '{username}' was disabled").grants_revoked
     if identity.status != IdentityStatus.SUSPENDED:
         raise Conflict(f"the account '{username}' is already enabled" if identity.status == IdentityStatus.ACTIVE
                        else f"the account '{username}' is {identity.status}; it cannot be enabled")
@@ -138,15 +139,15 @@ def set_disabled(session: Session, *, now: dt.datetime, events: EventPublisher, 
 
 def set_end_date(session: Session, *, now: dt.datetime, actor: str, username: str,
                  expires_at: dt.datetime | None) -> Identity:
-    """Move an identity's end date (within its kind's limit); an expired identity becomes active again only
-    through ``resume``-like review, so this only changes the date."""
+    """Move an identity's end date (within its kind's limit; a person's may be removed). An expired identity
+    given a later date is active again."""
     identity = get_identity(session, username)
     if identity.status == IdentityStatus.RETIRED:
         raise Conflict(f"'{username}' is retired; a retired identity does not come back")
-    role = identity.roles[0].role if identity.roles else Role.VENDOR
-    new = end_date(kind=identity.kind, role=role, now=now, requested=expires_at)
-    if identity.kind == IdentityKind.HUMAN and expires_at is None:
-        new = None
+    # A change, not a creation: no default term is given here, only the kind's limits checked (a person's
+    # role does not matter once a date is asked for; a service or AI identity always keeps one).
+    new = None if identity.kind == IdentityKind.HUMAN and expires_at is None else \
+        end_date(kind=identity.kind, role="", now=now, requested=expires_at)
     old = identity.expires_at
     identity.expires_at = new
     if identity.status == IdentityStatus.EXPIRED and new is not None and new > now:
@@ -213,24 +214,20 @@ def sweep(session: Session, *, now: dt.datetime, events: EventPublisher) -> list
         Identity.status.in_([IdentityStatus.ACTIVE, IdentityStatus.SUSPENDED]),
         Identity.expires_at.is_not(None), Identity.expires_at <= now).order_by(Identity.id)).all()
     for identity in due:
-        was = _move(session, now=now, identity=identity, to=IdentityStatus.EXPIRED, actor="system",
-                    reason=f"its end date {identity.expires_at:%Y-%m-%d %H:%M} UTC passed",
-                    action=Action.IDENTITY_EXPIRED)
-        revoked = cut_identity(session, now=now, events=events, identity=identity, actor="system",
-                               cause="identity_expired", why=f"the identity '{identity.username}' expired")
-        _owner_gone(session, now=now, owner=identity)
-        done.append(Transition(identity.username, was, IdentityStatus.EXPIRED, revoked))
+        done.append(_stop(session, now=now, events=events, identity=identity, to=IdentityStatus.EXPIRED,
+                          actor="system", reason=f"its end date {identity.expires_at:%Y-%m-%d %H:%M} UTC passed",
+                          action=Action.IDENTITY_EXPIRED, cause="identity_expired",
+                          why=f"the identity '{identity.username}' expired"))
     orphans = session.scalars(select(Identity).where(
         Identity.status == IdentityStatus.ACTIVE, Identity.owner_lost_at.is_not(None)).order_by(Identity.id)).all()
     for identity in orphans:
         if identity.owner_lost_at is None or identity.owner_lost_at + owner_grace(session, identity) > now:
             continue
-        was = _move(session, now=now, identity=identity, to=IdentityStatus.SUSPENDED, actor="system",
-                    reason="its owner left and nobody took it over within the grace period",
-                    action=Action.IDENTITY_SUSPENDED)
-        revoked = cut_identity(session, now=now, events=events, identity=identity, actor="system",
-                               cause="owner_gone", why=f"the identity '{identity.username}' lost its owner")
-        done.append(Transition(identity.username, was, IdentityStatus.SUSPENDED, revoked))
+        # What it owns or sponsors starts its own clock too (a service or AI identity owns nothing today).
+        done.append(_stop(session, now=now, events=events, identity=identity, to=IdentityStatus.SUSPENDED,
+                          actor="system", reason="its owner left and nobody took it over within the grace period",
+                          action=Action.IDENTITY_SUSPENDED, cause="owner_gone",
+                          why=f"the identity '{identity.username}' lost its owner"))
     return done
 
 
