@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -208,27 +209,36 @@ def owner_grace(session: Session, identity: Identity) -> dt.timedelta:
 
 def sweep(session: Session, *, now: dt.datetime, events: EventPublisher) -> list[Transition]:
     """The clock's part of the lifecycle, run periodically by the broker: identities past their end date
-    expire (and are cut), and identities whose owner has been gone longer than the grace are suspended."""
+    expire (and are cut), and identities whose owner has been gone longer than the grace are suspended. One
+    that may not stop (the last active admin) stays as it is and does not hold up the others."""
     done: list[Transition] = []
     due = session.scalars(select(Identity).where(
         Identity.status.in_([IdentityStatus.ACTIVE, IdentityStatus.SUSPENDED]),
         Identity.expires_at.is_not(None), Identity.expires_at <= now).order_by(Identity.id)).all()
     for identity in due:
-        done.append(_stop(session, now=now, events=events, identity=identity, to=IdentityStatus.EXPIRED,
-                          actor="system", reason=f"its end date {identity.expires_at:%Y-%m-%d %H:%M} UTC passed",
-                          action=Action.IDENTITY_EXPIRED, cause="identity_expired",
-                          why=f"the identity '{identity.username}' expired"))
+        _stop_if_allowed(session, done, now=now, events=events, identity=identity, to=IdentityStatus.EXPIRED,
+                         actor="system", reason=f"its end date {identity.expires_at:%Y-%m-%d %H:%M} UTC passed",
+                         action=Action.IDENTITY_EXPIRED, cause="identity_expired",
+                         why=f"the identity '{identity.username}' expired")
     orphans = session.scalars(select(Identity).where(
         Identity.status == IdentityStatus.ACTIVE, Identity.owner_lost_at.is_not(None)).order_by(Identity.id)).all()
     for identity in orphans:
         if identity.owner_lost_at is None or identity.owner_lost_at + owner_grace(session, identity) > now:
             continue
         # What it owns or sponsors starts its own clock too (a service or AI identity owns nothing today).
-        done.append(_stop(session, now=now, events=events, identity=identity, to=IdentityStatus.SUSPENDED,
-                          actor="system", reason="its owner left and nobody took it over within the grace period",
-                          action=Action.IDENTITY_SUSPENDED, cause="owner_gone",
-                          why=f"the identity '{identity.username}' lost its owner"))
+        _stop_if_allowed(session, done, now=now, events=events, identity=identity, to=IdentityStatus.SUSPENDED,
+                         actor="system", reason="its owner left and nobody took it over within the grace period",
+                         action=Action.IDENTITY_SUSPENDED, cause="owner_gone",
+                         why=f"the identity '{identity.username}' lost its owner")
     return done
+
+
+def _stop_if_allowed(session: Session, done: list[Transition], **stop: Any) -> None:
+    try:
+        with session.begin_nested():
+            done.append(_stop(session, **stop))
+    except Conflict:
+        return
 
 
 def check_authority(session: Session, *, now: dt.datetime, person: Identity, username: str, verb: str) -> None:

@@ -312,3 +312,16 @@ def test_standing_access_is_part_of_the_review_and_ends_with_a_revoke(plant: Pla
     assert review.usage.standing_policies[0].startswith(f"{policy_id} (plc-01, until ")
     _attest(plant, "sup-a1", "historian", "revoke", "the export moved to the new historian")
     assert plant.row("SELECT revoked_by FROM standing_policies WHERE id = :id", id=policy_id) == ("sup-a1",)
+
+
+def test_the_sweep_keeps_the_last_admin_and_still_expires_the_others(plant: Plant) -> None:
+    """An end date on the only admin must not stop the sweep for everyone else every minute."""
+    plant.ensure("vendor1")
+    with plant.session() as session:
+        session.execute(update(Identity).where(Identity.username.in_(["admin", "vendor1"])).values(
+            expires_at=plant.clock.now() + DAY))
+    plant.clock.advance(2 * DAY)
+    with plant.session() as session:
+        done = lifecycle.sweep(session, now=plant.clock.now(), events=NullPublisher())
+    assert [(t.username, t.now) for t in done] == [("vendor1", "expired")]
+    assert _identity(plant, "admin").status == "active"
