@@ -19,6 +19,7 @@ from broker.errors import Conflict, Forbidden, InvalidInput, audited
 from broker.identity import lifecycle
 from broker.identity.identities import get_identity, has_role, may_act_for_site
 from broker.identity.policy import attestation_period
+from broker.identity.usage import sites_granted
 from broker.inventory.gateway_events import EventPublisher
 from broker.models import AccessSession, Asset, Attestation, Grant, Identity, Site, StandingPolicy
 from broker.vocabulary import AttestationOutcome, IdentityStatus, OverdueAttestation, Role
@@ -60,10 +61,7 @@ class Review:
 
 def _sites_used(session: Session, identity: Identity) -> set[int]:
     """The sites an identity is scoped to or has held grants at."""
-    scoped = {a.site_id for a in identity.roles if a.site_id is not None}
-    used = set(session.scalars(select(Asset.site_id).join(Grant, Grant.asset_id == Asset.id)
-                               .where(Grant.identity_id == identity.id).distinct()))
-    return scoped | used
+    return {a.site_id for a in identity.roles if a.site_id is not None} | sites_granted(session, identity)
 
 
 def reviewers(session: Session, identity: Identity) -> list[Identity]:

@@ -177,7 +177,7 @@ def set_owner(session: Session, *, now: dt.datetime, actor: str, username: str, 
 
 def _owner_gone(session: Session, *, now: dt.datetime, owner: Identity) -> None:
     """What ``owner`` owns or sponsors is flagged now and suspended after its sites' grace period."""
-    for owned in _owned_by(session, owner):
+    for owned in owned_or_sponsored(session, owner):
         if owned.owner_lost_at is None and owned.status == IdentityStatus.ACTIVE:
             owned.owner_lost_at = now
             trail.record(session, now=now, action=Action.IDENTITY_OWNER_LOST, actor="system", subject=owned.username,
@@ -186,14 +186,15 @@ def _owner_gone(session: Session, *, now: dt.datetime, owner: Identity) -> None:
 
 
 def _owner_back(session: Session, *, now: dt.datetime, owner: Identity, actor: str) -> None:
-    for owned in _owned_by(session, owner):
+    for owned in owned_or_sponsored(session, owner):
         if owned.owner_lost_at is not None:
             owned.owner_lost_at = None
             trail.record(session, now=now, action=Action.IDENTITY_OWNER_CHANGED, actor=actor, subject=owned.username,
                          details={"old": owner.username, "new": owner.username, "reason": "owner resumed"})
 
 
-def _owned_by(session: Session, owner: Identity) -> list[Identity]:
+def owned_or_sponsored(session: Session, owner: Identity) -> list[Identity]:
+    """The service and AI identities ``owner`` owns or sponsors (any status)."""
     return list(session.scalars(select(Identity).where(
         (Identity.owner_id == owner.id) | (Identity.sponsor_id == owner.id)).order_by(Identity.id)))
 

@@ -23,6 +23,7 @@ from broker.errors import Conflict, Forbidden, InvalidInput, audited
 from broker.identity import identities, lifecycle
 from broker.identity.assurance import require_mfa
 from broker.identity.identities import has_role, may_act_for_site
+from broker.identity.usage import sites_granted
 from broker.ids import new_id
 from broker.inventory.gateway_events import EventPublisher
 from broker.keys.vault import Vault
@@ -108,8 +109,7 @@ def check_authority(session: Session, *, now: dt.datetime, person: Identity, pla
         owned = target.identity.kind != IdentityKind.HUMAN and person.id in (target.identity.owner_id,
                                                                             target.identity.sponsor_id)
         at_my_site = any(may_act_for_site(person, Role.SUPERVISOR, site_id)
-                         for site_id in session.scalars(select(Asset.site_id).join(Grant, Grant.asset_id == Asset.id)
-                                                        .where(Grant.identity_id == target.identity.id).distinct()))
+                         for site_id in sites_granted(session, target.identity))
         allowed = owned or at_my_site
     if allowed:
         return
@@ -146,9 +146,9 @@ def _recent_identities(session: Session, now: dt.datetime, site: Site) -> list[I
 
 
 def _owned(session: Session, identity: Identity) -> list[Identity]:
-    return list(session.scalars(select(Identity).where(
-        (Identity.owner_id == identity.id) | (Identity.sponsor_id == identity.id),
-        Identity.status == IdentityStatus.ACTIVE).order_by(Identity.username)))
+    """What the identity owns or sponsors that is still active, by name (the suspension takes it along)."""
+    return sorted((owned for owned in lifecycle.owned_or_sponsored(session, identity)
+                   if owned.status == IdentityStatus.ACTIVE), key=lambda owned: owned.username)
 
 
 def _recordings(session: Session, now: dt.datetime, target: Target) -> list[dict[str, Any]]:
