@@ -3,7 +3,6 @@ marked benign feeds the identity's baseline with what it held back, a confirmed 
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from typing import Any
 
@@ -14,9 +13,10 @@ from broker.audit import trail
 from broker.audit.trail import Action
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
 from broker.identity.identities import has_role, may_act_for_site, site_ids_for_role
-from broker.models import Baseline, Flag, Identity
+from broker.models import Flag, Identity
 from broker.vocabulary import FlagStatus, Role
 from broker.watch import profile
+from broker.watch.watcher import find_baseline, learn_into
 
 MAX_COMMENT = 1000
 
@@ -78,15 +78,10 @@ def decide(session: Session, *, now: dt.datetime, reviewer: Identity, flag_id: s
     flag.updated_at = now
     learned = 0
     if verdict == FlagStatus.BENIGN and flag.observations:
-        baseline = session.scalar(select(Baseline).where(
-            Baseline.identity_id == flag.identity_id,
-            Baseline.site_id == flag.site_id if flag.site_id is not None else Baseline.site_id.is_(None)))
+        baseline = find_baseline(session, flag.identity_id, flag.site_id)
         if baseline is not None:
-            updated = copy.deepcopy(baseline.profile)  # a new value, so the JSON column is written
-            for data in flag.observations:
-                profile.learn(updated, profile.Observation.from_dict(data))
-                learned += 1
-            baseline.profile, baseline.observations, baseline.updated_at = updated, baseline.observations + learned, now
+            learn_into(baseline, [profile.Observation.from_dict(data) for data in flag.observations], at=now)
+            learned = len(flag.observations)
     trail.record(session, now=now, action=Action.FLAG_DECIDED, actor=reviewer.username, subject=flag.id,
                  site=flag.site.name if flag.site else None,
                  details={"verdict": verdict, "comment": text, "identity": flag.identity.username,

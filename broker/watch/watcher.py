@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from broker.audit import trail
 from broker.audit.trail import Action
@@ -98,9 +99,7 @@ class Watcher:
         return self._sites[name]
 
     def baseline(self, identity: Identity, site: Site | None, at: dt.datetime) -> Baseline:
-        row = self.session.scalar(select(Baseline).where(
-            Baseline.identity_id == identity.id,
-            Baseline.site_id == site.id if site is not None else Baseline.site_id.is_(None)))
+        row = find_baseline(self.session, identity.id, site.id if site is not None else None)
         if row is None:
             row = Baseline(identity_id=identity.id, site_id=site.id if site else None, profile=profile.empty(),
                            observations=0, started_at=at, updated_at=at)
@@ -140,10 +139,7 @@ class Watcher:
         if baseline is not None and finding.observation is not None and (not novelty or learning):
             # Learn what raised nothing — and, while the site's baselines still learn, everything. After that a
             # flagged observation waits for a reviewer's "benign" (a confirmed one never enters the baseline).
-            updated = json.loads(json.dumps(baseline.profile))
-            profile.learn(updated, finding.observation)
-            baseline.profile, baseline.observations = updated, baseline.observations + 1
-            baseline.updated_at = event.occurred_at
+            learn_into(baseline, [finding.observation], at=event.occurred_at)
         if signals:
             self.raise_flag(finding, signals, learning=learning and not finding.always_high,
                             observation=finding.observation if novelty and not learning else None, event=event)
@@ -283,6 +279,21 @@ class Watcher:
             trail.record(self.session, now=self.now, action=Action.FLAG_RAISED, actor="watch", outcome="failure",
                          subject=flag.id, site=site.name,
                          details={"auto_response": site.auto_response, "not_run": refused.message})
+
+
+def find_baseline(session: Session, identity_id: int, site_id: int | None) -> Baseline | None:
+    return session.scalar(select(Baseline).where(
+        Baseline.identity_id == identity_id,
+        Baseline.site_id == site_id if site_id is not None else Baseline.site_id.is_(None)))
+
+
+def learn_into(baseline: Baseline, observations: list[Observation], *, at: dt.datetime) -> None:
+    """Fold observations into a stored baseline (in place; the JSON column is marked changed)."""
+    for observation in observations:
+        profile.learn(baseline.profile, observation)
+    flag_modified(baseline, "profile")
+    baseline.observations += len(observations)
+    baseline.updated_at = at
 
 
 def summary(username: str, signals: list[dict[str, str]]) -> str:
