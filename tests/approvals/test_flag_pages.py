@@ -57,8 +57,13 @@ def test_security_confirms_a_flag_on_the_flags_page(page: Any, web_plant: Plant,
     confirm_totp(web_plant, "sec1")
     signed_in(page, "sec1")
     page.get_by_role("link", name="Flags").click()
+    # The page shows what the watcher has raised when it loads: look again until it has caught up (bounded).
+    deadline = time.monotonic() + 10
+    while not page.locator("section.flag-card").count() and time.monotonic() < deadline:
+        time.sleep(0.2)
+        page.reload()
     card = page.locator("section.flag-card").first
-    expect(card).to_contain_text("credential_two_places", timeout=5000)
+    expect(card).to_contain_text("credential_two_places")
     expect(card).to_contain_text("while also connected from 10.0.0.5")
     screenshot(page, "flags")
     card.get_by_label("Why").fill("the vendor shared the laptop; account reset")
