@@ -18,10 +18,11 @@ from gateway.context import GatewayContext
 from gateway.errors import BrokerCallFailed, BrokerRefused, TargetError
 from gateway.login import CertificateLogin
 from gateway.login_refusals import Attempt, LoginAttempts
+from gateway.modbus_activity import ModbusObservedTunnel, ModbusReadOnlyObservedTunnel
 from gateway.models import Authorization, Target
 from gateway.monitor import clock_time
 from gateway.notice import NoticeSession
-from gateway.readonly import ModbusReadOnlyTunnel
+from gateway.protocols import MODBUS_TCP, protocol_of
 from gateway.sessions import ProxySession
 from gateway.stopping import TargetStop, sweep_connection
 from gateway.tunnels import TunnelSession, check_forward, open_tunnel
@@ -201,8 +202,11 @@ class GatewayConnection(CertificateLogin):
         except asyncssh.ChannelOpenError as exc:
             self._report_refusal(auth, "forward", exc.reason, dest_host, dest_port)
             raise
-        # check_forward let a read-only grant through only to a port whose protocol the gateway filters.
-        make_session = ModbusReadOnlyTunnel if auth.read_only else None
+        # check_forward let a read-only grant through only to a port whose protocol the gateway filters. A Modbus
+        # port is tallied either way (function codes, registers) for the watcher's baselines.
+        modbus = protocol_of(dest_port) == MODBUS_TCP
+        make_session = (ModbusReadOnlyObservedTunnel if auth.read_only else
+                        ModbusObservedTunnel if modbus else None)
         tunnel = await open_tunnel(self, auth, address, dest_port, make_session)
         if self._cut is not None:
             tunnel.terminate()

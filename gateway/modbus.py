@@ -150,7 +150,7 @@ def exception_response(transaction_id: int, unit_id: int, function_code: int, ex
     )
 
 
-def _frame_length(header: bytes | bytearray, direction: str) -> int:
+def frame_length(header: bytes | bytearray, direction: str) -> int:
     """The whole ADU's size from its first 6 bytes, or MalformedFrame."""
     protocol_id = int.from_bytes(header[2:4], "big")
     if protocol_id != 0:
@@ -180,7 +180,7 @@ class RequestFilter:
         refused: list[RefusedRequest] = []
         offset, end = 0, len(buffer)
         while end - offset >= 6:
-            size = _frame_length(buffer[offset : offset + 6], "request")
+            size = frame_length(buffer[offset : offset + 6], "request")
             if end - offset < size:
                 break
             frame = bytes(buffer[offset : offset + size])
@@ -227,6 +227,6 @@ class ResponseFrames:
             self._header += data[offset : offset + need]
             offset += min(need, end - offset)
             if len(self._header) == 6:
-                self._left = _frame_length(self._header, "response") - 6
+                self._left = frame_length(self._header, "response") - 6
                 self._header.clear()
         return last

@@ -260,6 +260,7 @@ _ACCESS_ACTIVITY = {
 # includes/network/network_activities.json).
 _NETWORK_ACTIVITY = {"gateway:session:started": (1, "Open"), "gateway:session:ended": (2, "Close"),
                      "gateway:connection:refused": (5, "Refuse"), "gateway:modbus:write_refused": (5, "Refuse"),
+                     "gateway:modbus:activity": (6, "Traffic"),
                      "gateway:connection:authorized": (OTHER, "Authorize"),
                      "gateway:file:transferred": (6, "Traffic"), "gateway:file:changed": (6, "Traffic"),
                      "gateway:file:refused": (5, "Refuse")}

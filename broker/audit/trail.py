@@ -117,6 +117,8 @@ class Action(StrEnum):
     SESSION_STARTED = "gateway:session:started"
     SESSION_ENDED = "gateway:session:ended"
     MODBUS_WRITE_REFUSED = "gateway:modbus:write_refused"
+    # What a Modbus/TCP connection asked (function codes and register ranges), once at its end: the baselines.
+    MODBUS_ACTIVITY = "gateway:modbus:activity"
     FILE_TRANSFERRED = "gateway:file:transferred"
     FILE_CHANGED = "gateway:file:changed"
     FILE_REFUSED = "gateway:file:refused"

@@ -284,6 +284,8 @@ def record_refusal(session: Session, *, now: dt.datetime, gateway: Gateway, gran
 # What a gateway may report about a live session; each maps to one stable audit code and its outcome.
 SESSION_EVENT_ACTIONS = {
     "modbus_write_refused": (Action.MODBUS_WRITE_REFUSED, "refused"),
+    # What a Modbus/TCP connection asked, at its end: "functions" ("3:12,6:2"), "registers" ("3:0-9;6:40").
+    "modbus_activity": (Action.MODBUS_ACTIVITY, "ok"),
     # A file opened over SFTP/scp and closed again: path, mode, bytes read/written, SHA-256 of what was written.
     "file_transferred": (Action.FILE_TRANSFERRED, "ok"),
     # A rename, removal, directory or attribute change on the target.

@@ -25,7 +25,20 @@ LONG_FACTOR = 5.0
 LONG_FLOOR_SECONDS = 3600.0
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 # The measures kept as running statistics.
-MEASURES = ("upload_bytes", "download_bytes", "duration_seconds", "bytes_in", "bytes_out")
+MEASURES = ("upload_bytes", "download_bytes", "duration_seconds", "bytes_in", "bytes_out", "concurrent_sessions")
+# More sessions at once than ever before counts only from this many (two at once is ordinary).
+CONCURRENT_FLOOR = 3
+# Registers this close to a usual range are not "new" (a tool reading one block further along).
+REGISTER_MARGIN = 16
+# Register ranges kept per asset and function code; past this the closest two are joined (coarser, never lost).
+MAX_RANGES = 32
+# Names of the Modbus function codes (Modbus Application Protocol Specification V1.1b3, §6).
+MODBUS_FUNCTIONS = {1: "Read Coils", 2: "Read Discrete Inputs", 3: "Read Holding Registers",
+                    4: "Read Input Registers", 5: "Write Single Coil", 6: "Write Single Register",
+                    7: "Read Exception Status", 8: "Diagnostics", 11: "Get Comm Event Counter",
+                    12: "Get Comm Event Log", 15: "Write Multiple Coils", 16: "Write Multiple Registers",
+                    17: "Report Server ID", 20: "Read File Record", 21: "Write File Record", 22: "Mask Write Register",
+                    23: "Read/Write Multiple Registers", 24: "Read FIFO Queue", 43: "Encapsulated Interface Transport"}
 
 
 @dataclass
@@ -40,17 +53,28 @@ class Observation:
     command: str | None = None  # an exec's program (argv[0]), when the gateway reports it
     source: str | None = None  # the client's address, without its port
     amounts: dict[str, float] = field(default_factory=dict)
+    # A Modbus connection ("modbus"): requests per function code, and the register ranges per function code.
+    modbus_functions: dict[int, int] = field(default_factory=dict)
+    modbus_ranges: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at.isoformat(), "kind": self.kind, "asset": self.asset, "port": self.port,
-                "protocol": self.protocol, "command": self.command, "source": self.source,
-                "amounts": dict(self.amounts)}
+        data: dict[str, Any] = {"at": self.at.isoformat(), "kind": self.kind, "asset": self.asset, "port": self.port,
+                                "protocol": self.protocol, "command": self.command, "source": self.source,
+                                "amounts": dict(self.amounts)}
+        if self.modbus_functions:
+            data["modbus_functions"] = {str(code): n for code, n in self.modbus_functions.items()}
+            data["modbus_ranges"] = {str(code): [list(span) for span in spans]
+                                     for code, spans in self.modbus_ranges.items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Observation:
         return cls(at=dt.datetime.fromisoformat(data["at"]), kind=data["kind"], asset=data.get("asset"),
                    port=data.get("port"), protocol=data.get("protocol"), command=data.get("command"),
-                   source=data.get("source"), amounts=dict(data.get("amounts") or {}))
+                   source=data.get("source"), amounts=dict(data.get("amounts") or {}),
+                   modbus_functions={int(code): int(n) for code, n in (data.get("modbus_functions") or {}).items()},
+                   modbus_ranges={int(code): [(int(low), int(high)) for low, high in spans]
+                                  for code, spans in (data.get("modbus_ranges") or {}).items()})
 
 
 @dataclass(frozen=True)
@@ -70,7 +94,43 @@ class Signal:
 
 def empty() -> dict[str, Any]:
     return {"sessions": 0, "hours": {}, "assets": {}, "ports": {}, "protocols": {}, "commands": {}, "sources": {},
-            "measures": {}, "failed_signins": 0}
+            "measures": {}, "failed_signins": 0, "modbus": _empty_modbus()}
+
+
+def _empty_modbus() -> dict[str, Any]:
+    # Keyed by "asset/function code": register maps differ from one PLC to the next.
+    return {"connections": 0, "functions": {}, "ranges": {}}
+
+
+def _modbus(profile: dict[str, Any]) -> dict[str, Any]:
+    """The profile's Modbus part (profiles stored before it existed get an empty one)."""
+    modbus: dict[str, Any] = profile.setdefault("modbus", _empty_modbus())
+    return modbus
+
+
+def function_name(code: int) -> str:
+    return f"{MODBUS_FUNCTIONS.get(code, 'function')} ({code})"
+
+
+def merge_ranges(ranges: list[list[int]], low: int, high: int) -> list[list[int]]:
+    """Sorted, disjoint ranges with [low, high] added: touching or overlapping ranges become one, and past
+    ``MAX_RANGES`` the two with the smallest gap between them are joined."""
+    spans = sorted([*ranges, [low, high]])
+    joined: list[list[int]] = [list(spans[0])]
+    for start, end in spans[1:]:
+        if start <= joined[-1][1] + 1:
+            joined[-1][1] = max(joined[-1][1], end)
+        else:
+            joined.append([start, end])
+    while len(joined) > MAX_RANGES:
+        at = min(range(len(joined) - 1), key=lambda i: joined[i + 1][0] - joined[i][1])
+        joined[at : at + 2] = [[joined[at][0], joined[at + 1][1]]]
+    return joined
+
+
+def ranges_text(ranges: list[list[int]] | list[tuple[int, int]]) -> str:
+    return ", ".join(f"{low}-{high}" if low != high else str(low) for low, high in ranges[:6]) + \
+        (", …" if len(ranges) > 6 else "")
 
 
 def _bump(table: dict[str, int], key: object) -> None:
@@ -104,6 +164,16 @@ def learn(profile: dict[str, Any], observation: Observation) -> None:
         _bump(profile["sources"], observation.source)
     elif observation.kind == "signin_failed":
         profile["failed_signins"] += 1
+    elif observation.kind == "modbus":
+        modbus = _modbus(profile)
+        modbus["connections"] += 1
+        for code, count in observation.modbus_functions.items():
+            key = f"{observation.asset}/{code}"
+            modbus["functions"][key] = modbus["functions"].get(key, 0) + count
+        for code, spans in observation.modbus_ranges.items():
+            key = f"{observation.asset}/{code}"
+            for low, high in spans:
+                modbus["ranges"][key] = merge_ranges(modbus["ranges"].get(key, []), low, high)
     for measure, value in observation.amounts.items():
         _welford(profile["measures"].setdefault(measure, {}), float(value))
 
@@ -155,8 +225,39 @@ def _size(value: float) -> str:
     return f"{value:.1f} GiB"
 
 
+def _compare_modbus(profile: dict[str, Any], observation: Observation) -> list[Signal]:
+    """A Modbus function this identity never used on the asset, or registers far from its usual ones."""
+    modbus = _modbus(profile)
+    if modbus["connections"] < MIN_HISTORY:
+        return []
+    asset = observation.asset or "the asset"
+    usual_here = sorted(int(key.rsplit("/", 1)[1]) for key in modbus["functions"]
+                        if key.rsplit("/", 1)[0] == observation.asset)
+    signals: list[Signal] = []
+    new = [code for code in sorted(observation.modbus_functions) if f"{observation.asset}/{code}" not in
+           modbus["functions"]]
+    if new:
+        usual = ", ".join(function_name(code) for code in usual_here) or "nothing on it yet"
+        signals.append(Signal("new_modbus_function",
+                              f"first Modbus {', '.join(function_name(code) for code in new)} on {asset} by this "
+                              "identity", f"usually {usual}"))
+    for code, spans in sorted(observation.modbus_ranges.items()):
+        known = modbus["ranges"].get(f"{observation.asset}/{code}")
+        if not known:
+            continue  # a new function: said above
+        outside = [(low, high) for low, high in spans
+                   if not any(start - REGISTER_MARGIN <= low and high <= end + REGISTER_MARGIN for start, end in known)]
+        if outside:
+            signals.append(Signal("new_registers",
+                                  f"{function_name(code)} on registers {ranges_text(outside)} of {asset}",
+                                  f"usually {ranges_text(known)}"))
+    return signals
+
+
 def compare(profile: dict[str, Any], observation: Observation) -> list[Signal]:
     """The novelty signals of one observation against the profile (empty while there is no usual yet)."""
+    if observation.kind == "modbus":
+        return _compare_modbus(profile, observation)
     if profile["sessions"] < MIN_HISTORY:
         return []
     signals: list[Signal] = []
@@ -191,4 +292,7 @@ def compare(profile: dict[str, Any], observation: Observation) -> list[Signal]:
         elif measure == "duration_seconds" and value > max(LONG_FACTOR * mean, LONG_FLOOR_SECONDS):
             signals.append(Signal("long_session", f"a session of {value / 3600:.1f} h",
                                   f"{value / mean:.0f}x its usual {mean / 60:.0f} min"))
+        elif measure == "concurrent_sessions" and value > max(stats.get("max", 0.0), CONCURRENT_FLOOR - 1):
+            signals.append(Signal("many_sessions", f"{value:.0f} sessions open at once",
+                                  f"never more than {stats.get('max', 0.0):.0f} before"))
     return signals

@@ -39,7 +39,7 @@ WRITE_BURST_WINDOW = dt.timedelta(seconds=60)
 DEFAULT_LEARNING = dt.timedelta(days=14)
 RANK = {FlagSeverity.LOW: 0, FlagSeverity.MEDIUM: 1, FlagSeverity.HIGH: 2}
 WATCHED = (Action.SESSION_STARTED, Action.SESSION_ENDED, Action.FILE_TRANSFERRED, Action.FILE_REFUSED,
-           Action.MODBUS_WRITE_REFUSED, Action.GATEWAY_REFUSED, Action.LOGIN_FAILED,
+           Action.MODBUS_WRITE_REFUSED, Action.MODBUS_ACTIVITY, Action.GATEWAY_REFUSED, Action.LOGIN_FAILED,
            Action.WORKLOAD_INSTANCE_LOCKED)
 
 
@@ -62,6 +62,26 @@ def _source(peer: object) -> str | None:
     if peer.startswith("["):
         return peer.split("]")[0] + "]"
     return peer.rsplit(":", 1)[0] if peer.count(":") == 1 else peer
+
+
+def _modbus_activity(details: dict[str, Any]) -> tuple[dict[int, int], dict[int, list[tuple[int, int]]]]:
+    """The gateway's "3:12,6:2" and "3:0-9,100-109;6:40" as numbers; what does not parse is left out (the
+    trail keeps the text as the gateway sent it)."""
+    functions: dict[int, int] = {}
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for part in str(details.get("functions") or "").split(","):
+        code, _, count = part.partition(":")
+        if code.strip().isdigit() and count.strip().isdigit():
+            functions[int(code)] = int(count)
+    for part in str(details.get("registers") or "").split(";"):
+        code, _, spans = part.partition(":")
+        if not code.strip().isdigit():
+            continue
+        for span in spans.split(","):
+            low, _, high = span.partition("-")
+            if low.strip().isdigit() and (not high or high.strip().isdigit()):
+                ranges.setdefault(int(code), []).append((int(low), int(high or low)))
+    return functions, ranges
 
 
 def _program(command: object) -> str | None:
@@ -160,11 +180,19 @@ class Watcher:
         at = event.occurred_at
         if event.action == Action.SESSION_STARTED:
             source = _source(details.get("peer"))
-            always = self._two_places(identity, event.subject, source, at)
+            open_elsewhere = self._open_sessions(identity, event.subject, at)
+            always = self._two_places(source, open_elsewhere)
             observation = Observation(at=at, kind="session", asset=details.get("asset"), port=details.get("port"),
                                       protocol=details.get("kind"), command=_program(details.get("command")),
-                                      source=source)
+                                      source=source, amounts={"concurrent_sessions": float(len(open_elsewhere) + 1)})
             return Finding(identity, site, session_id, [], always, observation)
+        if event.action == Action.MODBUS_ACTIVITY:
+            functions, ranges = _modbus_activity(details)
+            if not functions:
+                return None
+            return Finding(identity, site, session_id, [], [],
+                           Observation(at=at, kind="modbus", asset=details.get("asset"), port=details.get("port"),
+                                       protocol="modbus", modbus_functions=functions, modbus_ranges=ranges))
         if event.action == Action.SESSION_ENDED:
             amounts = {key: float(details[key]) for key in ("duration_seconds", "bytes_in", "bytes_out")
                        if isinstance(details.get(key), int | float)}
@@ -196,22 +224,24 @@ class Watcher:
             return Finding(identity, None, None, [], [], Observation(at=at, kind="signin_failed"))
         return None
 
-    def _two_places(self, identity: Identity, session_id: str | None, source: str | None,
-                    at: dt.datetime) -> list[Signal]:
+    def _open_sessions(self, identity: Identity, session_id: str | None, at: dt.datetime) -> list[str | None]:
+        """The peers of the identity's other sessions open when this one started (the watcher may read the event
+        later, when more have opened)."""
+        return list(self.session.scalars(select(AccessSession.peer).join(Grant).where(
+            Grant.identity_id == identity.id, AccessSession.id != session_id, AccessSession.started_at < at,
+            (AccessSession.ended_at.is_(None)) | (AccessSession.ended_at > at))))
+
+    @staticmethod
+    def _two_places(source: str | None, open_elsewhere: list[str | None]) -> list[Signal]:
         """The same identity connected from two addresses at once: one credential in two hands."""
         if source is None:
             return []
-        others = self.session.execute(select(AccessSession.id, AccessSession.peer).join(Grant).where(
-            Grant.identity_id == identity.id, AccessSession.id != session_id,
-            # Open when this one started (the watcher may read the event later, when more have opened).
-            AccessSession.started_at < at,
-            (AccessSession.ended_at.is_(None)) | (AccessSession.ended_at > at))).all()
-        elsewhere = sorted({address for _id, peer in others if (address := _source(peer)) not in (None, source)
-                            and address is not None})
+        elsewhere = sorted({address for peer in open_elsewhere
+                            if (address := _source(peer)) is not None and address != source})
         if not elsewhere:
             return []
         return [Signal("credential_two_places", f"connected from {source}",
-                       f"while also connected from {', '.join(str(x) for x in elsewhere)}")]
+                       f"while also connected from {', '.join(elsewhere)}")]
 
     def _writes_refused(self, event: AuditEvent) -> int:
         return int(self.session.scalar(select(func.count()).select_from(AuditEvent).where(

@@ -130,6 +130,65 @@ def test_an_upload_forty_times_the_usual_is_flagged_with_the_factor(plant: Plant
     assert spike["usual"] == "40000x its usual 2.0 KiB"
 
 
+def _modbus_session(plant: Plant, grant_id: str, functions: str, registers: str) -> str:
+    """A tunnel session whose Modbus connection asked ``functions`` on ``registers`` (as the gateway reports)."""
+    with plant.session() as session:
+        session_id = gateways.start_session(session, now=plant.clock.now(), gateway=_gateway(session, plant),
+                                            grant_id=grant_id, kind="tcp", peer="10.0.0.5:50000", command=None,
+                                            port=502).id
+    _event(plant, session_id, "modbus_activity", {"requests": 10, "functions": functions, "registers": registers})
+    plant.clock.advance(dt.timedelta(minutes=20))
+    with plant.session() as session:
+        gateways.end_session(session, now=plant.clock.now(), gateway=_gateway(session, plant), session_id=session_id,
+                             reason="client_closed", bytes_in=2000, bytes_out=5000, detail=None)
+    return session_id
+
+
+def test_a_first_modbus_write_and_registers_far_from_the_usual_are_flagged(plant: Plant) -> None:
+    _history(plant)
+    plant.clock.set(MONDAY_9 + dt.timedelta(days=7))
+    grant_id = plant.request_and_approve("vendor1", "sup-a1", asset="hmi-01", duration="8h", ssh=False, ports=[502])
+    with plant.session() as session:
+        session.execute(update(Site.__table__.metadata.tables["grants"]).values(
+            ends_at=MONDAY_9 + dt.timedelta(days=60)))
+    for day in range(5):  # a week of reading holding registers 0-9 of hmi-01
+        plant.clock.set(MONDAY_9 + dt.timedelta(days=7 + day))
+        _modbus_session(plant, grant_id, "3:10", "3:0-9")
+    plant.clock.set(MONDAY_9 + dt.timedelta(days=14))
+    _modbus_session(plant, grant_id, "3:4", "3:2-12")  # within the margin of the usual block: quiet
+    _watch(plant)
+    assert _open_flags(plant) == []
+
+    write_session = _modbus_session(plant, grant_id, "3:2,6:1", "3:0-9;6:40")
+    plant.clock.advance(dt.timedelta(hours=1))
+    far_session = _modbus_session(plant, grant_id, "3:1", "3:4000-4009")
+    _watch(plant)
+    by_session = {flag["session"]: flag for flag in _open_flags(plant)}
+    [write] = by_session[write_session]["signals"]
+    assert (write["signal"], write["observed"], write["usual"]) == (
+        "new_modbus_function", "first Modbus Write Single Register (6) on hmi-01 by this identity",
+        "usually Read Holding Registers (3)")
+    [far] = by_session[far_session]["signals"]
+    assert (far["signal"], far["observed"], far["usual"]) == (
+        "new_registers", "Read Holding Registers (3) on registers 4000-4009 of hmi-01", "usually 0-12")
+    assert plant.audit("gateway:modbus:activity")[-1]["details"]["registers"] == "3:4000-4009"
+
+
+def test_more_sessions_at_once_than_ever_before_are_flagged(plant: Plant) -> None:
+    grant_id = _history(plant)
+    plant.clock.set(MONDAY_9 + dt.timedelta(days=14))
+    opened = []
+    for _ in range(3):
+        opened.append(_session(plant, grant_id, ends=False))
+        plant.clock.advance(dt.timedelta(seconds=30))
+    _watch(plant)
+    [flag] = _open_flags(plant)
+    assert flag["session"] == opened[2]  # two at once is ordinary (and learnt); the third is more than ever
+    [signal] = flag["signals"]
+    assert (signal["signal"], signal["observed"], signal["usual"]) == (
+        "many_sessions", "3 sessions open at once", "never more than 2 before")
+
+
 def test_always_high_flags_need_no_history(plant: Plant) -> None:
     plant.ensure("vendor1", "sup-a1")
     grant_id = plant.request_and_approve("vendor1", "sup-a1", asset="hmi-01")

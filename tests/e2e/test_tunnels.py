@@ -170,6 +170,10 @@ def test_read_and_write_through_gatepass_tunnel(stack: Stack, plc: ModbusPlc, pl
     with_bytes = [e for e in ended if e["details"]["bytes_in"] > 0 and e["details"]["bytes_out"] > 0]
     assert len(with_bytes) == 2
     assert {e["details"]["reason"] for e in ended} == {"client_closed"}
+    # What each Modbus connection asked, for the watcher's baselines (the probe asked nothing: no event).
+    activity = stack.grant_events("gateway:modbus:activity", grant["id"], count=2, timeout=10)
+    assert sorted((e["details"]["functions"], e["details"]["registers"]) for e in activity) == sorted([
+        ("3:1,6:1", f"3:0-{len(REGISTERS) - 1};6:4"), ("3:1", "3:4")])
 
 
 def test_read_only_grant_through_stock_ssh(stack: Stack, plc: ModbusPlc, plc_asset: str) -> None:
@@ -191,6 +195,10 @@ def test_read_only_grant_through_stock_ssh(stack: Stack, plc: ModbusPlc, plc_ass
     assert event["outcome"] == "refused"
     assert (event["details"]["function_code"], event["details"]["unit_id"]) == (6, UNIT)
     assert event["details"]["port"] == 502
+    # The refused write is part of what the connection asked.
+    (activity,) = stack.grant_events("gateway:modbus:activity", grant["id"], timeout=10)
+    assert (activity["details"]["functions"], activity["details"]["registers"]) == (
+        "3:2,6:1", f"3:0-{len(REGISTERS) - 1};6:2")
 
 
 def test_other_ports_and_hosts_are_refused_with_the_reason(stack: Stack, echo: EchoServer, plc_asset: str) -> None:

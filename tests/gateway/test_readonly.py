@@ -56,9 +56,16 @@ async def test_read_only_grant_reads_and_refuses_writes(
         listener.close()
     assert await asyncio.to_thread(plc.registers) == REGISTERS
     await fake_broker.until(lambda: fake_broker.ended, what="the tunnel's end")
-    codes = [event["detail"]["function_code"] for _, event in fake_broker.session_events]
+    refusals = [e for e in fake_broker.session_events if e[1]["kind"] == "modbus_write_refused"]
+    codes = [event["detail"]["function_code"] for _, event in refusals]
     assert sorted(codes) == [5, 6, 16]  # reported in the background, in any order
-    session_id, event = next(e for e in fake_broker.session_events if e[1]["detail"]["function_code"] == 6)
+    session_id, event = next(e for e in refusals if e[1]["detail"]["function_code"] == 6)
+    # At the end, what the connection asked (refused writes included), for the watcher's baselines.
+    await fake_broker.until(lambda: any(e["kind"] == "modbus_activity" for _, e in fake_broker.session_events),
+                            what="the connection's Modbus activity")
+    [(_, activity)] = [e for e in fake_broker.session_events if e[1]["kind"] == "modbus_activity"]
+    assert activity["detail"] == {"requests": 5, "functions": "3:2,5:1,6:1,16:1",
+                                  "registers": f"3:0-{len(REGISTERS) - 1};5:0;6:2;16:0-2"}
     assert event["kind"] == "modbus_write_refused"
     assert event["detail"]["reason"] == "Write Single Register is not a read and the grant is read-only"
     assert fake_broker.ended[session_id]["reason"] == "client_closed"
@@ -73,7 +80,10 @@ async def test_full_grant_writes(grant_for: GrantFactory, fake_broker: FakeBroke
         client.close()
         listener.close()
     assert (await asyncio.to_thread(plc.registers))[2] == 42
-    assert fake_broker.session_events == []
+    # Nothing refused on a full grant; what the connection asked is reported once, at its end.
+    await fake_broker.until(lambda: fake_broker.session_events, what="the connection's Modbus activity")
+    [(_, activity)] = fake_broker.session_events
+    assert activity == {"kind": "modbus_activity", "detail": {"requests": 1, "functions": "6:1", "registers": "6:2"}}
 
 
 async def test_read_only_grant_on_a_port_without_a_filter_is_refused(grant_for: GrantFactory, plc_port: int) -> None:

@@ -1,0 +1,126 @@
+"""What a Modbus/TCP connection asked of the asset: function codes and register ranges, tallied as the client's
+bytes pass and reported to the broker once when the connection ends (the watcher learns each identity's usual
+Modbus use from it: a first write, or registers far from the usual ones, is a signal).
+
+Passive: the bytes are relayed unchanged by the tunnel; this only reads the MBAP headers and the address fields of
+the requests (Modbus Application Protocol Specification V1.1b3, §6). A stream that turns out not to be Modbus is
+no longer tallied (on a read-write grant that is the client's business; a read-only grant closes on it in
+``readonly.py``). Bounded: at most ``MAX_RANGES`` merged ranges per function code, however long the connection.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import asyncssh
+
+from gateway.modbus import MBAP_HEADER, MalformedFrame, frame_length
+from gateway.readonly import ModbusReadOnlyTunnel
+from gateway.tunnels import TunnelHost, TunnelSession
+
+MAX_RANGES = 16
+MAX_ADDRESS = 0xFFFF
+# The address fields of a request PDU by function code (Application Protocol §6): (offset of the starting
+# address, offset of the quantity or None for a single item). 23 (Read/Write Multiple) is tallied by what it writes.
+_ADDRESSES: dict[int, tuple[int, int | None]] = {
+    1: (1, 3), 2: (1, 3), 3: (1, 3), 4: (1, 3),  # reads: address, quantity
+    5: (1, None), 6: (1, None), 22: (1, None),  # one coil or register
+    15: (1, 3), 16: (1, 3),  # writes of several
+    23: (5, 7),  # its write half: write address, write quantity
+}
+
+
+def _merge(ranges: list[list[int]], low: int, high: int) -> list[list[int]]:
+    """``ranges`` (sorted, disjoint) with [low, high] added; adjacent or overlapping ranges become one, and past
+    ``MAX_RANGES`` the two closest are joined (coarser, never lost)."""
+    merged: list[list[int]] = []
+    for start, end in sorted([*ranges, [low, high]]):
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    while len(merged) > MAX_RANGES:
+        _gap, at = min((merged[i + 1][0] - merged[i][1], i) for i in range(len(merged) - 1))
+        merged[at : at + 2] = [[merged[at][0], merged[at + 1][1]]]
+    return merged
+
+
+class ModbusActivity:
+    """The running tally of one connection's requests."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self.functions: Counter[int] = Counter()
+        self.ranges: dict[int, list[list[int]]] = {}
+        self.not_modbus: str | None = None
+
+    def observe(self, data: bytes) -> None:
+        if self.not_modbus is not None:
+            return
+        buffer = self._partial + data if self._partial else data
+        offset, end = 0, len(buffer)
+        try:
+            while end - offset >= 6:
+                size = frame_length(buffer[offset : offset + 6], "request")
+                if end - offset < size:
+                    break
+                self._request(buffer[offset + MBAP_HEADER : offset + size])
+                offset += size
+        except MalformedFrame as exc:
+            self.not_modbus, self._partial = str(exc), b""
+            return
+        self._partial = bytes(buffer[offset:])
+
+    def _request(self, pdu: bytes) -> None:
+        code = pdu[0]
+        self.functions[code] += 1
+        fields = _ADDRESSES.get(code)
+        if fields is None:
+            return
+        address_at, quantity_at = fields
+        if len(pdu) < address_at + 2 or (quantity_at is not None and len(pdu) < quantity_at + 2):
+            return  # a short frame: its function is counted, it names no registers
+        low = int.from_bytes(pdu[address_at : address_at + 2], "big")
+        quantity = int.from_bytes(pdu[quantity_at : quantity_at + 2], "big") if quantity_at is not None else 1
+        high = min(low + max(quantity, 1) - 1, MAX_ADDRESS)
+        self.ranges[code] = _merge(self.ranges.get(code, []), low, high)
+
+    def detail(self) -> dict[str, int | str]:
+        """The flat facts the broker's session event carries: "3:12,6:2" and "3:0-9,100-109;6:40".
+
+        Ranges are written as the address in the PDU (0-based), as the refusals and the protocol analysers show."""
+        detail: dict[str, int | str] = {
+            "requests": sum(self.functions.values()),
+            "functions": ",".join(f"{code}:{count}" for code, count in sorted(self.functions.items())),
+            "registers": ";".join(
+                f"{code}:" + ",".join(f"{low}-{high}" if high != low else str(low) for low, high in spans)
+                for code, spans in sorted(self.ranges.items())),
+        }
+        if self.not_modbus is not None:
+            detail["not_modbus"] = self.not_modbus[:200]
+        return detail
+
+
+class ModbusObservedTunnel(TunnelSession):
+    """A tunnel to a Modbus/TCP port whose requests are tallied: relayed unchanged on a read-write grant; with
+    the read-only filter (``ModbusReadOnlyObservedTunnel``) refused requests are tallied too."""
+
+    def __init__(self, host: TunnelHost, session_id: str | None) -> None:
+        super().__init__(host, session_id)
+        self.activity = ModbusActivity()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.activity.observe(data)
+        super().data_received(data, datatype)
+
+    def _report(self) -> None:
+        if not self._reported and self._session_id is not None and self.activity.functions:
+            # Once, at the end, in the background: one event per connection, however many requests it made.
+            ctx, session_id = self._host.ctx, self._session_id
+            report = ctx.broker.session_event(session_id, kind="modbus_activity", detail=self.activity.detail())
+            ctx.spawn(report, f"reporting the Modbus activity of session {session_id}")
+        super()._report()
+
+
+class ModbusReadOnlyObservedTunnel(ModbusObservedTunnel, ModbusReadOnlyTunnel):
+    """The read-only filter (``readonly.py``) with the tally in front of it (method order: tally, filter, relay)."""
