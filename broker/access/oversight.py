@@ -17,13 +17,14 @@ from broker.access.workflow import expire_overdue
 from broker.errors import InvalidInput
 from broker.identity.identities import has_role, site_ids_for_role
 from broker.inventory.sites import within_maintenance_windows
-from broker.models import AccessRequest, AccessSession, Asset, AuditEvent, Grant, Identity, Site
+from broker.models import AccessRequest, AccessSession, Asset, AuditEvent, Flag, Grant, Identity, Site
 from broker.recordings import asciicast, store, verification
-from broker.vocabulary import RequestStatus, SessionKind
+from broker.vocabulary import FlagStatus, RequestStatus, SessionKind
 
 T = TypeVar("T")
 
 HISTORY_LENGTH = 5
+MAX_WATCH_FLAGS = 5
 REVIEW_LIMIT = 200
 
 
@@ -50,6 +51,8 @@ class QueueItem:
     flags: list[str] = field(default_factory=list)
     # Why this supervisor cannot decide it (own request, already approved, lockdown), or None.
     blocked: str | None = None
+    # The watcher's open flags on the requester at this plant (or on the identity itself): asked while flagged.
+    watch_flags: list[Flag] = field(default_factory=list)
 
 
 def pending_queue(session: Session, *, supervisor: Identity, now: dt.datetime) -> list[QueueItem]:
@@ -105,7 +108,10 @@ def _queue_item(session: Session, request: AccessRequest, supervisor: Identity, 
         blocked = "you already approved it: a different second approver must decide"
     elif asset.site.locked_down:
         blocked = f"{asset.site.name} is locked down: lift the lockdown before approving"
-    return QueueItem(request=request, history=history, flags=flags, blocked=blocked)
+    watch_flags = list(session.scalars(select(Flag).where(
+        Flag.identity_id == request.requester_id, Flag.status == FlagStatus.OPEN,
+        (Flag.site_id == asset.site_id) | Flag.site_id.is_(None)).order_by(Flag.created_at).limit(MAX_WATCH_FLAGS)))
+    return QueueItem(request=request, history=history, flags=flags, blocked=blocked, watch_flags=watch_flags)
 
 
 def live_sessions(session: Session, *, supervisor: Identity, now: dt.datetime) -> list[AccessSession]:

@@ -12,10 +12,12 @@ from typing import Any
 import httpx
 from playwright.sync_api import expect
 
+from broker.access import workflow
 from broker.inventory import gateways
+from broker.models import Identity
 from tests.approvals.conftest import confirm_totp, screenshot
 from tests.approvals.test_pages import sign_in
-from tests.fixtures.broker import BrokerServer, Plant
+from tests.fixtures.broker import BrokerServer, Plant, new_public_key
 
 SignIn = Callable[[Any, str], None]
 
@@ -70,3 +72,25 @@ def test_security_confirms_a_flag_on_the_flags_page(page: Any, web_plant: Plant,
     card.get_by_role("button", name="Confirmed").click()
     expect(page.get_by_role("status")).to_contain_text("confirmed")
     assert web_plant.row("SELECT status, decided_by FROM flags") == ("confirmed", "sec1")
+
+
+def test_a_flagged_identitys_new_request_shows_its_open_flags_in_the_queue(
+        web_plant: Plant, web_server: BrokerServer) -> None:
+    _two_places(web_plant)
+    with web_plant.session() as session:
+        requester = session.query(Identity).filter_by(username="vendor-a").one()
+        request_id = workflow.create_request(
+            session, now=web_plant.clock.now(), decide_within=web_plant.settings.decide_within, requester=requester,
+            asset_name="hmi-01", duration="1h", reason="one more look", ssh=True, ports=[], start=None,
+            public_key=new_public_key(), read_only=False).id
+    with httpx.Client(base_url=web_server.url, follow_redirects=False, timeout=10) as client:
+        sign_in(client, web_plant, "sup-a1")
+        deadline = time.monotonic() + 10  # until the watcher (every half second) has read the sessions
+        while "flag on vendor-a" not in (queue := client.get("/approvals/live").json()["queue"]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+    card = queue[queue.index(f'id="{request_id}"'):]
+    assert "high flag on vendor-a" in card
+    assert "connected from 198.51.100.7" in card
+    assert "while also connected from 10.0.0.5" in card
+    assert 'href="/flags#flag-flg' in card

@@ -34,7 +34,7 @@ def test_ranges_stay_bounded_by_joining_the_closest() -> None:
         activity.observe(_read(block * 100, 1))
     spans = activity.ranges[3]
     assert len(spans) == MAX_RANGES
-    assert spans[0][0] == 0 and spans[-1][1] == (MAX_RANGES + 4) * 100  # nothing lost, only coarser
+    assert (spans[0][0], spans[-1][1]) == (0, (MAX_RANGES + 4) * 100)  # nothing lost, only coarser
 
 
 def test_a_stream_that_is_not_modbus_stops_the_tally_and_says_why() -> None:
