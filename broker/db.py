@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 
@@ -90,21 +90,45 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
     """Run ``callback`` once this session's transaction has committed (never on rollback).
 
-    Used to push revocations to gateways only when the revocation is durable.
+    Used to push revocations to gateways only when the revocation is durable: inside a savepoint
+    (``begin_nested``) the callback waits for the outermost commit, and is dropped if that savepoint is
+    rolled back (SQLAlchemy's own ``after_commit`` event also fires when a savepoint is released, and
+    ``after_soft_rollback`` when one is rolled back: both are sorted out here).
     """
-    session.info.setdefault("after_commit", []).append(callback)
+    session.info.setdefault("after_commit", []).append((session.get_nested_transaction(), callback))
 
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: nothing is durable until the outermost transaction commits
     callbacks = session.info.pop("after_commit", [])
-    for callback in callbacks:
+    for _registered_in, callback in callbacks:
         callback()
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_after_commit(session: Session) -> None:
-    session.info.pop("after_commit", None)
+def _within(transaction: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    """Whether ``transaction`` is ``ended`` or nested inside it."""
+    while transaction is not None:
+        if transaction is ended:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_after_commit(session: Session, previous_transaction: SessionTransaction) -> None:
+    if not previous_transaction.nested:
+        session.info.pop("after_commit", None)
+        return
+    # A savepoint rolled back: only what was registered inside it goes; the outer transaction's stay.
+    kept = [(where, callback) for where, callback in session.info.get("after_commit", [])
+            if not _within(where, previous_transaction)]
+    session.info["after_commit"] = kept
+
+
+# session.info key: a callable(error) -> bool deciding whether a refused transaction keeps its audit event.
+REFUSAL_GATE = "refusal_gate"
 
 
 @contextmanager
@@ -117,7 +141,10 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
         session.commit()
     except BrokerError as error:
-        if error.keep_changes:
+        # A refusal's own audit event is kept, unless the caller's gate says the source's flood is over its cap
+        # (broker.audit.refusals: then it is counted in a summary instead).
+        gate = session.info.get(REFUSAL_GATE)
+        if error.keep_changes and (gate is None or gate(error)):
             session.commit()
         else:
             session.rollback()
