@@ -163,6 +163,7 @@ async def signed_in(request: Request, work: Work) -> Response:
 
     def run() -> Response:
         with unit_of_work(web.state.sessions) as session:
+            web.state.refusals.gate(session, client_address(request, web.state.settings))
             now = web.state.settings.clock.now()
             identity = authentication.authenticate_token(session, now=now, token=token)
             actor.append(identity.username)

@@ -10,7 +10,8 @@ from cli.local_common import data_option, guarded, local_settings
 if TYPE_CHECKING:
     from cli.local_common import Subparsers
 
-STEPS = ("lock_down_site", "revoke_site_grants", "suspend_recent_identities", "suspend_identity",
+# The broker's respond.playbooks.Step, written out so `--help` does not import the broker (a test keeps them equal).
+STEPS = ("lock_down_site", "revoke_site_grants", "site_read_only", "suspend_recent_identities", "suspend_identity",
          "reset_second_factor", "preserve_evidence", "notify")
 
 

@@ -10,12 +10,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from broker.api.errors import from_gateway
 from broker.api.state import BrokerState
 from broker.db import unit_of_work
 from broker.errors import NotAuthenticated
 from broker.identity import authentication
 from broker.inventory import gateways
 from broker.models import Gateway, Identity
+from broker.sources import client_address
 
 
 def get_state(request: Request) -> BrokerState:
@@ -26,9 +28,13 @@ def get_state(request: Request) -> BrokerState:
 StateDep = Annotated[BrokerState, Depends(get_state)]
 
 
-def get_db(state: StateDep) -> Iterator[Session]:
-    # unit_of_work commits when the endpoint returns and rolls back on error (keeping audited refusals).
+def get_db(request: Request, state: StateDep) -> Iterator[Session]:
+    # unit_of_work commits when the endpoint returns and rolls back on error (keeping audited refusals, up to the
+    # source's cap per minute).
     with unit_of_work(state.sessions) as session:
+        if not from_gateway(request):
+            # Not the gateway's reports: it speaks for many vendors from one address and caps its own reports.
+            state.refusals.gate(session, client_address(request, state.settings))
         yield session
 
 

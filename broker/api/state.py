@@ -23,7 +23,8 @@ class BrokerState:
     sessions: sessionmaker[Session]
     vault: Vault
     hub: EventHub
-    # Refusals the domain did not audit itself, written afterwards and capped per source (broker.refusals).
+    # Refusals the domain did not audit itself, written afterwards and capped per source (broker.refusals); it also
+    # caps, per source, the ones the domain audits itself (its gate on each request's transaction).
     refusals: RefusalRecorder
 
     @property

@@ -8,6 +8,11 @@ session, an approval of a request already decided. The refused request's own tra
 A flood must not fill the trail: per source address and minute, the first ``cap`` refusals are recorded one
 by one; the rest are counted, and one ``audit:refusals:summarised`` event says how many there were, what kinds
 and from where, once that minute is over (when the next refusal from the source arrives, or at ``flush``).
+
+The refusals the domain audits itself (``Forbidden`` raised with its event, in the refused request's own
+transaction: an attestation, a playbook run, a flag decision by someone not allowed) share the same cap: the API
+and the pages put a ``gate`` on their transaction, and past the cap the refused transaction is rolled back whole
+and counted in the summary instead of committing its event.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.clock import Clock
-from broker.db import unit_of_work
-from broker.errors import BrokerError
+from broker.db import REFUSAL_GATE, unit_of_work
+from broker.errors import BrokerError, Forbidden
 
 log = logging.getLogger("gatepass.broker.refusals")
 
@@ -93,7 +98,13 @@ class RefusalRecorder:
         return write
 
     def _count(self, now: dt.datetime, refusal: Refusal) -> tuple[list[dict[str, Any]], bool]:
-        key = refusal.source or "unknown"
+        summaries, write = self._admit(now, refusal.source, str(refusal.action))
+        return [*summaries, *([self._event(refusal)] if write else [])], write
+
+    def _admit(self, now: dt.datetime, source: str | None, action: str) -> tuple[list[dict[str, Any]], bool]:
+        """Count one refusal in its source's minute: whether it is written one by one, and the summaries of the
+        source's minute that just ended (only ever when it is written: a new minute starts with none recorded)."""
+        key = source or "unknown"
         with self._lock:
             summaries = self._close_windows(now, only=key)
             window = self._windows.setdefault(key, _Window(started_at=now))
@@ -101,8 +112,22 @@ class RefusalRecorder:
             if write:
                 window.recorded += 1
             else:
-                window.suppressed[str(refusal.action)] += 1
-        return [*summaries, *([self._event(refusal)] if write else [])], write
+                window.suppressed[action] += 1
+        return summaries, write
+
+    def gate(self, session: Session, source: str | None) -> None:
+        """Cap, on this transaction, the refusals the domain audits itself (see the module's docstring)."""
+
+        def admit(error: BrokerError) -> bool:
+            if not isinstance(error, Forbidden) or not error.audited:
+                return True  # sign-in failures keep their counters whatever happens: the throttles need them
+            now = self._clock.now()
+            summaries, write = self._admit(now, source, f"{error.code} (audited by the domain)")
+            for event in summaries:
+                trail.record(session, now=now, **event)
+            return write
+
+        session.info[REFUSAL_GATE] = admit
 
     def flush(self) -> None:
         """Summarise every window that is over (a background task calls this once in a while)."""

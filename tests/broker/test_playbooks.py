@@ -178,3 +178,10 @@ def test_a_playbook_needs_a_second_factor_at_sign_in_like_approving(api: Api, pl
     assert "second factor" in refused.json()["message"]
     assert plant.audit("respond:playbook:refused")[-1]["details"]["mfa"] is False
     assert not plant.row("SELECT locked_down FROM sites WHERE name = 'plant-a'")[0]
+
+
+def test_the_commands_help_names_every_step_the_broker_knows() -> None:
+    from broker.respond.playbooks import Step
+    from cli.admin_playbook_commands import STEPS
+
+    assert STEPS == tuple(Step)

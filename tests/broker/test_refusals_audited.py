@@ -147,3 +147,41 @@ def test_a_login_the_gateway_refused_is_audited_with_the_client_as_source(api: A
     assert api.as_user("vendor1").post("/gateway/login-refusals", json={
         "peer": "192.0.2.7", "username": "x", "attempts": [attempt]}).status_code == 401
     assert len(plant.audit("gateway:auth:refused", after_seq=seq)) == 1
+
+
+def test_a_flood_of_refusals_the_domain_audits_itself_is_capped_too(api: Api, plant: Plant) -> None:
+    """A vendor running a containment playbook is refused with its own audit event (in the refused request's
+    transaction); hammered, those share the source's cap and the rest become one summary."""
+    client = api.as_user("vendor1")
+    seq = plant.last_seq()
+    flood = DEFAULT_CAP_PER_MINUTE + 7
+    body = {"site": "plant-a", "reason": "I think there is ransomware"}
+    for _ in range(flood):
+        answer = client.post("/playbooks/ransomware-suspected/run", json=body)
+        assert answer.status_code == 403
+        assert "may run ransomware-suspected" in answer.json()["message"]
+
+    assert len(plant.audit("respond:playbook:refused", after_seq=seq)) == DEFAULT_CAP_PER_MINUTE
+    plant.clock.advance(dt.timedelta(seconds=61))
+    assert client.post("/playbooks/ransomware-suspected/run", json=body).status_code == 403
+
+    [summary] = plant.audit("audit:refusals:summarised", after_seq=seq)
+    assert summary["details"]["refusals"] == 7
+    assert summary["details"]["by_action"] == {"forbidden (audited by the domain)": 7}
+    assert len(plant.audit("respond:playbook:refused", after_seq=seq)) == DEFAULT_CAP_PER_MINUTE + 1
+    # Nothing of the refused runs happened.
+    assert plant.audit("respond:playbook:run", after_seq=seq) == []
+
+
+def test_what_the_gateway_refused_for_many_vendors_is_never_summarised_away(api: Api, plant: Plant) -> None:
+    """The gateway speaks for every vendor from one address (and caps its own reports per client connection):
+    each refusal it reports stays in the trail one by one."""
+    grant = api.grant("vendor1", "sup-a1")
+    seq = plant.last_seq()
+    flood = DEFAULT_CAP_PER_MINUTE + 5
+    for _ in range(flood):
+        answer = api.gateway().post("/gateway/sessions", json={"grant_id": grant["id"], "kind": "tcp",
+                                                               "peer": "10.0.0.5:50000", "port": 3389})
+        assert answer.status_code == 403
+    assert len(plant.audit("gateway:connection:refused", after_seq=seq)) == flood
+    assert plant.audit("audit:refusals:summarised", after_seq=seq) == []
