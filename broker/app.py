@@ -43,6 +43,7 @@ from broker.identity import attestation, lifecycle
 from broker.inventory.gateway_events import RELAY_INTERVAL_SECONDS, EventHub, GrantEvent, recent_changes
 from broker.keys.vault import Vault
 from broker.metrics import render_metrics
+from broker.recordings.store import recordings_dir
 from broker.settings import Settings
 from broker.sources import client_address
 from broker.watch import watcher
@@ -158,9 +159,11 @@ async def watch_trail(state: BrokerState) -> None:
         with read_only_unit(state.sessions) as session:
             if not watcher.has_new_events(session):
                 return 0
+            # Typed programs are read from the recordings here, outside the write transaction below.
+            typed = watcher.typed_ahead(session, recordings_dir(state.settings), limit=WATCH_BATCH)
         with unit_of_work(state.sessions) as session:
             return watcher.watch_once(session, now=state.settings.clock.now(), events=state.hub, vault=state.vault,
-                                      limit=WATCH_BATCH)
+                                      limit=WATCH_BATCH, typed_programs=typed)
 
     while True:
         await asyncio.sleep(WATCH_INTERVAL_SECONDS)

@@ -56,11 +56,15 @@ class Observation:
     # A Modbus connection ("modbus"): requests per function code, and the register ranges per function code.
     modbus_functions: dict[int, int] = field(default_factory=dict)
     modbus_ranges: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    # A recorded shell session's typed programs ("typed"), where the site records input.
+    programs: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"at": self.at.isoformat(), "kind": self.kind, "asset": self.asset, "port": self.port,
                                 "protocol": self.protocol, "command": self.command, "source": self.source,
                                 "amounts": dict(self.amounts)}
+        if self.programs:
+            data["programs"] = list(self.programs)
         if self.modbus_functions:
             data["modbus_functions"] = {str(code): n for code, n in self.modbus_functions.items()}
             data["modbus_ranges"] = {str(code): [list(span) for span in spans]
@@ -74,7 +78,8 @@ class Observation:
                    source=data.get("source"), amounts=dict(data.get("amounts") or {}),
                    modbus_functions={int(code): int(n) for code, n in (data.get("modbus_functions") or {}).items()},
                    modbus_ranges={int(code): [(int(low), int(high)) for low, high in spans]
-                                  for code, spans in (data.get("modbus_ranges") or {}).items()})
+                                  for code, spans in (data.get("modbus_ranges") or {}).items()},
+                   programs=[str(program) for program in data.get("programs") or []])
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,10 @@ def learn(profile: dict[str, Any], observation: Observation) -> None:
         _bump(profile["sources"], observation.source)
     elif observation.kind == "signin_failed":
         profile["failed_signins"] += 1
+    elif observation.kind == "typed":
+        profile["typed_sessions"] = profile.get("typed_sessions", 0) + 1
+        for program in observation.programs:
+            _bump(profile["commands"], program)
     elif observation.kind == "modbus":
         modbus = _modbus(profile)
         modbus["connections"] += 1
@@ -254,10 +263,25 @@ def _compare_modbus(profile: dict[str, Any], observation: Observation) -> list[S
     return signals
 
 
+def _compare_typed(profile: dict[str, Any], observation: Observation) -> list[Signal]:
+    """Programs typed for the first time, once the identity has a history of typed sessions."""
+    if profile.get("typed_sessions", 0) < MIN_HISTORY or not profile["commands"]:
+        return []
+    new = [program for program in observation.programs if program not in profile["commands"]]
+    if not new:
+        return []
+    more = f" and {len(new) - 5} more" if len(new) > 5 else ""
+    usual = sorted(profile["commands"], key=lambda name: (-profile["commands"][name], name))[:6]
+    return [Signal("new_command", f"first run of {', '.join(new[:5])}{more} (typed)",
+                   f"usually {', '.join(usual)}")]
+
+
 def compare(profile: dict[str, Any], observation: Observation) -> list[Signal]:
     """The novelty signals of one observation against the profile (empty while there is no usual yet)."""
     if observation.kind == "modbus":
         return _compare_modbus(profile, observation)
+    if observation.kind == "typed":
+        return _compare_typed(profile, observation)
     if profile["sessions"] < MIN_HISTORY:
         return []
     signals: list[Signal] = []

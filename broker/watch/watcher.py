@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -27,8 +28,8 @@ from broker.ids import new_id
 from broker.inventory.gateway_events import EventPublisher
 from broker.keys.vault import Vault
 from broker.models import AccessSession, AuditEvent, Baseline, Flag, Grant, Identity, Site, WatchCursor
-from broker.vocabulary import FlagSeverity, FlagStatus, IdentityKind
-from broker.watch import profile
+from broker.vocabulary import FlagSeverity, FlagStatus, IdentityKind, SessionKind
+from broker.watch import profile, typed
 from broker.watch.profile import Observation, Signal
 
 CURSOR = "baselines"
@@ -97,8 +98,11 @@ def _program(command: object) -> str | None:
 class Watcher:
     """One pass over new audit events, in the caller's transaction."""
 
-    def __init__(self, session: Session, *, now: dt.datetime, events: EventPublisher, vault: Vault | None) -> None:
+    def __init__(self, session: Session, *, now: dt.datetime, events: EventPublisher, vault: Vault | None,
+                 typed: dict[str, list[str]] | None = None) -> None:
         self.session, self.now, self.events, self.vault = session, now, events, vault
+        # Programs typed in recorded sessions, read from the recordings before this transaction (``typed_ahead``).
+        self.typed = typed or {}
         self._identities: dict[str, Identity | None] = {}
         self._sites: dict[str, Site | None] = {}
 
@@ -150,6 +154,14 @@ class Watcher:
         finding = self.read(event, details)
         if finding is None:
             return
+        self.weigh(finding, event)
+        programs = self.typed.get(event.subject or "") if event.action == Action.SESSION_ENDED else None
+        if programs:
+            self.weigh(Finding(finding.identity, finding.site, finding.session_id, [], [], Observation(
+                at=event.occurred_at, kind="typed", asset=details.get("asset"), programs=programs)), event)
+
+    def weigh(self, finding: Finding, event: AuditEvent) -> None:
+        """Compare what was seen with the baseline, learn it (or hold it back for a reviewer), flag it."""
         baseline = self.baseline(finding.identity, finding.site, event.occurred_at) \
             if finding.observation is not None else None
         novelty = profile.compare(baseline.profile, finding.observation) \
@@ -337,7 +349,27 @@ def has_new_events(session: Session) -> bool:
     return session.scalar(select(AuditEvent.seq).where(AuditEvent.seq > last).limit(1)) is not None
 
 
+def typed_ahead(session: Session, recordings: Path, *, limit: int = BATCH) -> dict[str, list[str]]:
+    """The programs typed in the recorded sessions among the next ``limit`` events, read from their recordings
+    (before the watcher's write transaction: reading files must not hold the database's write lock)."""
+    last = session.scalar(select(WatchCursor.last_seq).where(WatchCursor.name == CURSOR)) or 0
+    # The same events the watcher will read next (sequence numbers may have gaps: not "last + limit").
+    ended = [subject for action, subject in session.execute(
+        select(AuditEvent.action, AuditEvent.subject).where(AuditEvent.seq > last).order_by(AuditEvent.seq)
+        .limit(limit)) if action == Action.SESSION_ENDED]
+    if not ended:
+        return {}
+    found: dict[str, list[str]] = {}
+    for session_id, name in session.execute(select(AccessSession.id, AccessSession.recording_name).where(
+            AccessSession.id.in_([s for s in ended if s]), AccessSession.recording_name.is_not(None),
+            AccessSession.kind == SessionKind.SHELL)):
+        path = recordings / str(name)
+        if path.parent == recordings and (programs := typed.typed_programs(path)):
+            found[session_id] = programs
+    return found
+
+
 def watch_once(session: Session, *, now: dt.datetime, events: EventPublisher, vault: Vault | None,
-               limit: int = BATCH) -> int:
+               limit: int = BATCH, typed_programs: dict[str, list[str]] | None = None) -> int:
     """Read up to ``limit`` new audit events; returns how many were read."""
-    return Watcher(session, now=now, events=events, vault=vault).run(limit=limit)
+    return Watcher(session, now=now, events=events, vault=vault, typed=typed_programs).run(limit=limit)

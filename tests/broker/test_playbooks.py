@@ -184,4 +184,4 @@ def test_the_commands_help_names_every_step_the_broker_knows() -> None:
     from broker.respond.playbooks import Step
     from cli.admin_playbook_commands import STEPS
 
-    assert STEPS == tuple(Step)
+    assert tuple(Step) == STEPS

