@@ -1,11 +1,12 @@
 """Watch: a replayable scenario through the real watcher on a real database (SQLite), with a fixed seed.
 
 Four weeks of benign history for twelve identities (six vendors, three service accounts, three AI agents), each
-with its own habits (weekdays and hours, assets, source address, transfer sizes), then four held-out benign weeks,
-then injected misbehaviour: off-hours access, a first access to a new asset, an upload spike, a burst of
-refused Modbus writes, an AI agent refused a command outside its delegation, and one credential used from two
-addresses at once. Everything goes through the broker's own functions (grants, the gateway API's session and
-event reports), so the watcher reads the audit trail exactly as in production.
+with its own habits (weekdays and hours, assets, source address, transfer sizes, the Modbus registers read on
+PLCs), then four held-out benign weeks, then injected misbehaviour: off-hours access, a first access to a new
+asset, an upload spike, a burst of refused Modbus writes, a first Modbus write on a PLC, an AI agent refused a
+command outside its delegation, and one credential used from two addresses at once. Everything goes through the
+broker's own functions (grants, the gateway API's session and event reports), so the watcher reads the audit
+trail exactly as in production.
 
 Figures: the share of injected cases flagged with the expected signal (target: all), false flags per 1,000
 benign sessions in the held-out week (target: at most 5), and the watcher's rate in events per second beside
@@ -179,6 +180,19 @@ def habits(rng: random.Random) -> list[Habit]:
     return made
 
 
+def plc_reads(world: World, asset: str) -> list[tuple[str, dict[str, Any]]]:
+    """On a PLC, what a benign connection asks (as the gateway reports it at the end): holding registers read
+    from the block 0-19, now and then input registers too."""
+    if not asset.startswith("plc"):
+        return []
+    start = world.random.randrange(0, 10)
+    reads = world.random.randint(5, 50)
+    functions, registers = f"3:{reads}", f"3:{start}-{start + 9}"
+    if world.random.random() < 0.3:
+        functions, registers = f"{functions},4:{reads // 2 + 1}", f"{registers};4:0-3"
+    return [("modbus_activity", {"requests": reads, "functions": functions, "registers": registers})]
+
+
 def day_of(world: World, habits_: list[Habit], day: int) -> int:
     """One day of benign behaviour for everyone; returns how many sessions it made."""
     made = 0
@@ -191,8 +205,9 @@ def day_of(world: World, habits_: list[Habit], day: int) -> int:
                 else habit.hours[0]
             at = date + dt.timedelta(hours=hour, minutes=world.random.randrange(0, 60))
             upload = max(0, int(world.random.lognormvariate(0, 0.5) * habit.upload))
-            world.session(habit.name, world.random.choice(habit.assets), at=at, source=habit.source, upload=upload,
-                          minutes=world.random.uniform(10, 90))
+            asset = world.random.choice(habit.assets)
+            world.session(habit.name, asset, at=at, source=habit.source, upload=upload,
+                          minutes=world.random.uniform(10, 90), events=plc_reads(world, asset))
             made += 1
     return made
 
@@ -202,9 +217,8 @@ def run(*, weeks: int = 4, held_out: int = 4, seed: int = 20270201) -> dict[str,
     world = World(root, seed)
     people = habits(world.random)
     world.set_up(people)
-    heading(f"watch: {len(people)} identities, {weeks} weeks of history, {held_out} held-out weeks, six injected "
-            f"cases, "
-            f"seed {seed} ({machine_line()})")
+    heading(f"watch: {len(people)} identities, {weeks} weeks of history, {held_out} held-out weeks, seven injected "
+            f"cases, seed {seed} ({machine_line()})")
     history = sum(day_of(world, people, day) for day in range(7 * weeks))
     events_read, watch_seconds = world.watch()
     history_flags = len(world.flags())
@@ -236,6 +250,15 @@ def run(*, weeks: int = 4, held_out: int = 4, seed: int = 20270201) -> dict[str,
                                                  at=monday + dt.timedelta(hours=people[2].hours[0] + 1),
                                                  source=people[2].source, upload=people[2].upload, minutes=20,
                                                  events=burst), {"modbus_write_burst"})
+    # Someone who reads a PLC every day (a vendor if there is one; the burst case above has its own identity).
+    plc_users = [h for h in people if h is not people[2] and any(a.startswith("plc") for a in h.assets)]
+    plc_user = next((h for h in plc_users if h.kind == "human"), plc_users[0])
+    plc = next(a for a in plc_user.assets if a.startswith("plc"))
+    write = [("modbus_activity", {"requests": 12, "functions": "3:10,16:2", "registers": "3:0-9;16:500-509"})]
+    cases["first Modbus write on a PLC"] = (world.session(plc_user.name, plc,
+                                                          at=monday + dt.timedelta(hours=plc_user.hours[0] + 2),
+                                                          source=plc_user.source, upload=plc_user.upload, minutes=20,
+                                                          events=write), {"new_modbus_function"})
     with world.unit() as session:
         gateway = gateways.authenticate_gateway(session, world.gateway_token)
         world.clock.set(monday + dt.timedelta(hours=11))
