@@ -60,6 +60,9 @@ class ApiClient:
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._send("POST", path, body=body)
 
+    def put(self, path: str, body: dict[str, Any]) -> Any:
+        return self._send("PUT", path, body=body)
+
     def _send(
         self,
         method: str,

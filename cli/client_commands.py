@@ -319,7 +319,7 @@ def _reviews(subparsers: Subparsers) -> None:
 
 
 def _playbooks(subparsers: Subparsers) -> None:
-    """playbook list|run|drill|runs: cli.client_playbooks."""
+    """playbook list|edit|run|drill|runs: cli.client_playbooks."""
     playbook = subparsers.add_parser("playbook", help="containment playbooks: list, run, rehearse")
     verbs = playbook.add_subparsers(dest="playbook_verb", metavar="VERB", required=True)
 
@@ -339,6 +339,14 @@ def _playbooks(subparsers: Subparsers) -> None:
             command.add_argument("--execute-on-drill-site", action="store_true",
                                  help="really run it, timed, on a site marked as a drill site")
         command.set_defaults(func=Later("cli.client_playbooks", "run_playbook"), verb_name=verb)
+
+    edit = verbs.add_parser("edit", help="give a playbook new steps: a new version (security, admins)")
+    edit.add_argument("name", metavar="NAME")
+    edit.add_argument("--steps", required=True, metavar="STEP,STEP,…",
+                      help="the steps in order (`gatepass playbook list --json` names them)")
+    edit.add_argument("--description", help="when to run it (required for a new playbook)")
+    edit.add_argument("--json", action="store_true", help="print the new version as JSON")
+    edit.set_defaults(func=Later("cli.client_playbooks", "run_edit"))
 
     runs = verbs.add_parser("runs", help="past runs and drills with their time to contain (security, admins)")
     runs.add_argument("--json", action="store_true")

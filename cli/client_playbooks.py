@@ -1,4 +1,4 @@
-"""``gatepass playbook list|run|drill|runs``: the plant's rehearsed, one-action responses, over the API."""
+"""``gatepass playbook list|edit|run|drill|runs``: the plant's rehearsed, one-action responses, over the API."""
 
 from __future__ import annotations
 
@@ -22,6 +22,23 @@ def run_list(args: argparse.Namespace) -> int:
         ctx.say(f"{playbook['name']} (v{playbook['version']}): {playbook['description']}")
         for number, step in enumerate(playbook["steps"], 1):
             ctx.say(f"  {number}. {step['text']}")
+    return 0
+
+
+def run_edit(args: argparse.Namespace) -> int:
+    ctx: Context = args.client_context
+    steps = [step.strip() for step in args.steps.split(",") if step.strip()]
+    if not steps:
+        raise UsageError("--steps names at least one step, e.g. --steps lock_down_site,notify")
+    body: dict[str, Any] = {"steps": steps, "description": args.description}
+    with ctx.api() as api:
+        playbook: dict[str, Any] = api.put(f"/playbooks/{args.name}", body)
+    if args.json:
+        ctx.say(to_json(playbook))
+        return 0
+    ctx.say(f"Playbook {playbook['name']} is now version {playbook['version']}:")
+    for number, step in enumerate(playbook["steps"], 1):
+        ctx.say(f"  {number}. {step['text']}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Containment playbooks over the API: list them, run one, rehearse one (a drill), and read past runs."""
+"""Containment playbooks over the API: list them, edit one (a new version), run one, rehearse one (a drill), and
+read past runs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import Field
 
 from broker.api.deps import CurrentIdentity, NowDep, SessionDep, StateDep
 from broker.api.schemas import Body
@@ -16,6 +18,11 @@ from broker.respond.playbooks import STEP_TEXT
 from broker.vocabulary import Role
 
 router = APIRouter(tags=["playbooks"])
+
+
+class EditIn(Body):
+    steps: list[str] = Field(min_length=1, max_length=20)
+    description: str | None = Field(default=None, max_length=1000)
 
 
 class RunIn(Body):
@@ -34,6 +41,16 @@ def _shown(playbook: playbooks.Playbook) -> dict[str, Any]:
 @router.get("/playbooks")
 def list_playbooks(_identity: CurrentIdentity, session: SessionDep) -> list[dict[str, Any]]:
     return [_shown(p) for p in playbooks.list_playbooks(session)]
+
+
+@router.put("/playbooks/{name}")
+def edit_playbook(name: str, body: EditIn, identity: CurrentIdentity, session: SessionDep,
+                  now: NowDep) -> dict[str, Any]:
+    """A new version of a playbook (the old ones stay, and the trail says who changed what): security and admins,
+    signed in with a second factor — weakening a containment playbook is itself an attack."""
+    runner.check_editor(session, now=now, person=identity, name=name)
+    return _shown(playbooks.edit_playbook(session, now=now, actor=identity.username, name=name, steps=body.steps,
+                                          description=body.description))
 
 
 # The answer is returned as it is (response_model=None): a run can end a hundred sessions at once, and their

@@ -91,6 +91,18 @@ def _resolve(session: Session, playbook: Playbook, site_name: str | None, userna
     return Target(site, identity)
 
 
+def check_editor(session: Session, *, now: dt.datetime, person: Identity, name: str) -> None:
+    """Who may change a playbook: security and admins, with a second factor. Refusals are audited."""
+    require_mfa(session, now=now, actor=person, what=f"edit {name[:60]}", action=Action.PLAYBOOK_REFUSED,
+                subject=name[:128], site=None)
+    if has_role(person, Role.SECURITY) or has_role(person, Role.ADMIN):
+        return
+    why = "only security reviewers and admins can change a playbook"
+    trail.record(session, now=now, action=Action.PLAYBOOK_REFUSED, outcome="refused", actor=person.username,
+                 subject=name[:128], details={"reason": why, "edit": True})
+    raise audited(Forbidden(why))
+
+
 def check_authority(session: Session, *, now: dt.datetime, person: Identity, playbook: Playbook,
                     site_name: str | None, username: str | None) -> None:
     """Security and admins anywhere. A site's supervisors for their site — and, for an identity, when it has

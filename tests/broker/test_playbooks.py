@@ -185,3 +185,37 @@ def test_the_commands_help_names_every_step_the_broker_knows() -> None:
     from cli.admin_playbook_commands import STEPS
 
     assert tuple(Step) == STEPS
+
+
+def test_security_edits_a_playbook_over_the_api_and_others_may_not(api: Api, plant: Plant) -> None:
+    body = {"steps": ["lock_down_site", "preserve_evidence", "notify"]}
+    for who in ("sup-a1", "vendor1"):
+        refused = api.as_user(who).put("/playbooks/ransomware-suspected", json=body)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["message"] == "only security reviewers and admins can change a playbook"
+    assert [e["actor"] for e in plant.audit("respond:playbook:refused")] == ["sup-a1", "vendor1"]
+
+    bad = api.as_user("sec1").put("/playbooks/ransomware-suspected", json={"steps": ["lock_down_site", "wipe"]})
+    assert bad.status_code == 400
+    assert "unknown step(s) wipe" in bad.json()["message"]
+    edited = api.as_user("sec1").put("/playbooks/ransomware-suspected", json=body)
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["version"] == 2
+    assert [s["step"] for s in edited.json()["steps"]] == body["steps"]
+    [event] = plant.audit("respond:playbook:edited")
+    assert (event["actor"], event["details"]["steps"]) == ("sec1", body["steps"])
+    assert "suspend_recent_identities" in event["details"]["previous"]
+    listed = {p["name"]: p for p in api.as_user("sup-a1").get("/playbooks").json()}
+    assert listed["ransomware-suspected"]["version"] == 2
+
+
+def test_an_edit_needs_a_second_factor_too(api: Api, plant: Plant) -> None:
+    api.as_user("sec1").get("/playbooks")
+    with plant.session() as session:
+        session.execute(update(Identity.__table__.metadata.tables["api_tokens"]).where(
+            Identity.__table__.metadata.tables["api_tokens"].c.identity_id == select(Identity.id).where(
+                Identity.username == "sec1").scalar_subquery()).values(without_mfa=True))
+    refused = api.as_user("sec1").put("/playbooks/ransomware-suspected", json={"steps": ["notify"]})
+    assert refused.status_code == 403
+    assert "second factor" in refused.json()["message"]
+    assert plant.audit("respond:playbook:edited") == []

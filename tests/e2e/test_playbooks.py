@@ -49,3 +49,23 @@ def test_ransomware_playbook_cuts_the_site_within_a_second_and_reports_the_time_
     assert latest["seconds_to_contain"] is not None
     assert latest["seconds_to_contain"] < 1.0
     stack.gatepass("admin", "site", "lift", "plant-a")
+
+
+def test_security_edits_a_playbook_from_the_command_line_and_a_supervisor_may_not(stack: Stack) -> None:
+    original = json.loads(stack.gatepass("playbook", "list", "--json", user="security1").stdout)
+    steps = next(p for p in original if p["name"] == "rogue-ai-agent")["steps"]
+    refused = stack.gatepass("playbook", "edit", "rogue-ai-agent", "--steps", "notify", user="sup-a1", check=False)
+    assert refused.returncode != 0
+    assert "only security reviewers and admins can change a playbook" in refused.stderr
+
+    edited = stack.gatepass("playbook", "edit", "rogue-ai-agent", "--steps",
+                            "suspend_identity,preserve_evidence,reset_second_factor,notify", user="security1")
+    assert "is now version" in edited.stdout
+    assert "reset the identity's second factor" in edited.stdout
+    listed = json.loads(stack.gatepass("playbook", "list", "--json", user="sup-a1").stdout)
+    now = next(p for p in listed if p["name"] == "rogue-ai-agent")
+    assert [s["step"] for s in now["steps"]] == ["suspend_identity", "preserve_evidence", "reset_second_factor",
+                                                 "notify"]
+    # Back as it was, for whatever runs next (a new version again: the trail keeps every one).
+    stack.gatepass("playbook", "edit", "rogue-ai-agent", "--steps", ",".join(s["step"] for s in steps),
+                   user="security1")
