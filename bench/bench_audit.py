@@ -8,6 +8,11 @@ then `trail.record` exactly as the API calls it, timed two ways, interleaved in 
 With `--postgres URL` (a server URL without a database, as GATEPASS_TEST_POSTGRES) the same on a scratch
 PostgreSQL database, created and dropped here.
 
+Concurrent append: `--clients` writers (32 by default) at once, one event per unit of work, each unit in its own
+transaction (as the API's requests commit) beside the group commit (`broker.db.GroupCommit`, as the gateways'
+reports commit: the units waiting for the writer share one COMMIT, each in its own savepoint), interleaved in
+rounds, with the events per COMMIT the group reached; every trail verified afterwards.
+
 Verify: a second data directory filled with N events (1,000,000 by default) by a bulk writer that builds rows
 with the product's own hash and canonical form (`trail.event_hash`) and inserts them in big transactions. It
 is shown to be faithful before it is used: the same 2,000 events written once with `trail.record` and once with
@@ -33,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,7 +55,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from assembly.database import initialise, upgrade
 from bench.harness import GATEPASS, heading, machine_line, median, table
 from broker.audit import trail
-from broker.db import make_engine, make_session_factory, unit_of_work
+from broker.db import GroupCommit, make_engine, make_session_factory, unit_of_work
 from broker.models import AuditEvent, AuditHead
 from broker.settings import Settings
 
@@ -97,6 +103,60 @@ def append(factory: sessionmaker[Session], *, start: int, count: int, per_transa
             for _ in range(min(per_transaction, start + count - index)):
                 trail.record(session, **sample(index))
                 index += 1
+
+
+def append_concurrently(engine: Engine, *, start: int, count: int, clients: int,
+                        group: GroupCommit | None) -> float:
+    """``count`` events from ``clients`` threads, one event per unit of work each: every unit its own transaction
+    (``group`` None), or through the group commit; returns the seconds it took."""
+    factory = make_session_factory(engine)
+    share = count // clients
+    barrier = threading.Barrier(clients + 1)
+
+    def client(number: int) -> None:
+        barrier.wait()
+        for index in range(start + number * share, start + (number + 1) * share):
+            with (group.unit() if group is not None else unit_of_work(factory)) as session:
+                trail.record(session, **sample(index))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def measure_concurrent(engine: Engine, label: str, *, events: int, clients: int, rounds: int) -> dict[str, Any]:
+    """Events/s with ``clients`` concurrent writers, one event per unit of work: each in its own transaction (as
+    the API's requests are) beside the group commit (as the gateways' reports are); the trail must verify."""
+    factory = make_session_factory(engine)
+    with unit_of_work(factory) as session:
+        index = int(session.execute(select(AuditHead.seq)).scalar_one()) + 10_000_000
+    rates: dict[str, list[float]] = {"own": [], "group": []}
+    sizes: list[float] = []
+    for number in range(rounds):
+        for mode in ("own", "group") if number % 2 == 0 else ("group", "own"):
+            group = GroupCommit(engine) if mode == "group" else None
+            elapsed = append_concurrently(engine, start=index, count=events, clients=clients, group=group)
+            if group is not None:
+                sizes.append(group.units / max(group.groups, 1))
+                group.close()
+            rates[mode].append((events // clients * clients) / elapsed)
+            index += events
+    with unit_of_work(factory) as session:
+        result = trail.verify_chain(session)
+    if not result.ok:
+        raise RuntimeError(f"{label}: the trail written concurrently does not verify: {result.problem}")
+    own, grouped = median(rates["own"]), median(rates["group"])
+    rows = [[label, f"{clients}, each its own transaction", f"{own:,.0f}", f"{min(rates['own']):,.0f}", "1", "",
+             f"{own / APPEND_TARGET:.2f}"],
+            [label, f"{clients}, group commit", f"{grouped:,.0f}", f"{min(rates['group']):,.0f}",
+             f"{median(sizes):.1f}", f"{grouped / own:.2f}", f"{grouped / APPEND_TARGET:.2f}"]]
+    return {"label": label, "clients": clients, "own": own, "group": grouped, "ratio": grouped / own,
+            "mean_group": median(sizes), "rows": rows, "verified": result.events_checked}
 
 
 def bulk_rows(prev_hash: str, first_seq: int, first_index: int, count: int) -> tuple[list[dict[str, Any]], str]:
@@ -360,7 +420,7 @@ def measure_verify(root: Path, *, events: int, runs: int, profile: bool) -> dict
 
 
 def run(*, events: int, append_events: int, rounds: int, runs: int, postgres: str | None, profile: bool,
-        budget: float, directory: Path | None) -> dict[str, Any]:
+        budget: float, directory: Path | None, clients: int = 32) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="gatepass-bench-audit-", dir=directory))
     results: dict[str, Any] = {}
     try:
@@ -391,6 +451,25 @@ def run(*, events: int, append_events: int, rounds: int, runs: int, postgres: st
         results["append_met"] = rate >= APPEND_TARGET
         print(f"\nappend, 1 event per transaction, SQLite: {rate:,.0f} events/s  target >= {APPEND_TARGET:,.0f}  "
               f"{'MET' if results['append_met'] else 'NOT MET'}")
+
+        heading(f"audit append with {clients} concurrent clients, one event per unit of work, {rounds} interleaved "
+                f"rounds of {append_events:,} events per mode (load average {os.getloadavg()[0]:.2f})")
+        engine = make_engine(settings.effective_database_url)
+        try:
+            results["concurrent_sqlite"] = measure_concurrent(engine, "SQLite", events=append_events,
+                                                              clients=clients, rounds=rounds)
+        finally:
+            engine.dispose()
+        rows = list(results["concurrent_sqlite"]["rows"])
+        if postgres:
+            with scratch_postgres(postgres) as pg_engine:
+                results["concurrent_postgres"] = measure_concurrent(pg_engine, "PostgreSQL", events=append_events,
+                                                                    clients=clients, rounds=rounds)
+            rows += results["concurrent_postgres"]["rows"]
+        print(table(["backend", "clients", "events/s (median)", "events/s (worst)", "events per commit",
+                     "group / own", "vs target (>= 1)"], rows))
+        print("(group commit: the units waiting for the writer share one COMMIT, each in its own savepoint, each "
+              "caller answered once that COMMIT is durable — broker.db.GroupCommit, used for the gateways' reports)")
         heading(f"filling {events:,} events for `audit verify`")
         results["verify"] = measure_verify(root, events=events, runs=runs, profile=profile)
         per_million = results["verify"]["cli_s_per_million"]
@@ -412,17 +491,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=int, default=3, help="verify runs, in process and CLI (default 3)")
     parser.add_argument("--postgres", metavar="URL", help="also append on PostgreSQL: a server URL such as "
                         "postgresql+psycopg://postgres@127.0.0.1:5432 (a scratch database is created and dropped)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent writers for the group commit figure "
+                        "(default 32)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the first verify_chain")
     parser.add_argument("--dir", type=Path, help="where the temporary data directories go (default: $TMPDIR)")
     parser.add_argument("--quick", action="store_true", help="100,000 events, 2,000 per append round, 1 verify run")
     args = parser.parse_args(argv)
     if args.quick:
         return run(events=100_000, append_events=2000, rounds=2, runs=1, postgres=args.postgres,
-                   profile=args.profile, budget=20, directory=args.dir)
+                   profile=args.profile, budget=20, directory=args.dir, clients=max(1, min(args.clients, 256)))
     return run(events=max(EQUIVALENCE_EVENTS, min(args.events, 20_000_000)),
                append_events=max(100, min(args.append_events, 1_000_000)), rounds=max(1, min(args.rounds, 10)),
                runs=max(1, min(args.runs, 10)), postgres=args.postgres, profile=args.profile, budget=60,
-               directory=args.dir)
+               directory=args.dir, clients=max(1, min(args.clients, 256)))
 
 
 if __name__ == "__main__":

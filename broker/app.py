@@ -38,7 +38,7 @@ from broker.api.security_headers import SecurityHeaders
 from broker.api.state import BrokerState
 from broker.audit.refusals import Refusal, RefusalRecorder
 from broker.audit.trail import Action
-from broker.db import make_engine, make_session_factory, read_only_unit, unit_of_work
+from broker.db import GroupCommit, make_engine, make_session_factory, read_only_unit, unit_of_work
 from broker.identity import attestation, lifecycle
 from broker.inventory.gateway_events import RELAY_INTERVAL_SECONDS, EventHub, GrantEvent, recent_changes
 from broker.keys.vault import Vault
@@ -69,7 +69,7 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
     sessions = make_session_factory(engine)
     state = BrokerState(settings=settings, engine=engine, sessions=sessions,
                         vault=Vault.from_key_file(settings.master_key_path), hub=hub or EventHub(),
-                        refusals=RefusalRecorder(sessions, settings.clock))
+                        refusals=RefusalRecorder(sessions, settings.clock), group=GroupCommit(engine))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -86,6 +86,7 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await finish_in_thread(state.refusals.flush)
+            await finish_in_thread(state.group.close)
             engine.dispose()
 
     # No /docs or /redoc: FastAPI's pages load their script from a CDN, which a plant network does not reach

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker.audit.refusals import RefusalRecorder
+from broker.db import GroupCommit
 from broker.identity.authentication import LoginPolicy
 from broker.identity.oidc_provider import RelyingParty
 from broker.inventory.gateway_events import EventHub
@@ -26,6 +27,8 @@ class BrokerState:
     # Refusals the domain did not audit itself, written afterwards and capped per source (broker.refusals); it also
     # caps, per source, the ones the domain audits itself (its gate on each request's transaction).
     refusals: RefusalRecorder
+    # The gateways' reports (sessions starting and ending, their events) share commits (broker.db.GroupCommit).
+    group: GroupCommit
 
     @property
     def login_policy(self) -> LoginPolicy:

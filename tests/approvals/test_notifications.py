@@ -22,7 +22,7 @@ from broker.access.notifications import MAX_ATTEMPTS, Targets
 from broker.api.state import BrokerState
 from broker.audit.refusals import RefusalRecorder
 from broker.clock import SystemClock
-from broker.db import make_session_factory
+from broker.db import GroupCommit, make_session_factory
 from broker.identity import identities
 from broker.inventory.gateway_events import EventHub
 from broker.keys.vault import Vault
@@ -96,7 +96,7 @@ def state_of(plant: Plant) -> BrokerState:
     sessions = make_session_factory(plant.engine)
     return BrokerState(settings=plant.settings, engine=plant.engine, sessions=sessions,
                        vault=Vault.from_key_file(plant.settings.master_key_path), hub=EventHub(),
-                       refusals=RefusalRecorder(sessions, plant.settings.clock))
+                       refusals=RefusalRecorder(sessions, plant.settings.clock), group=GroupCommit(plant.engine))
 
 
 def test_new_request_reaches_webhook_and_email(web_plant: Plant, webhook: WebhookReceiver,
