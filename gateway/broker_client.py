@@ -12,6 +12,7 @@ import httpx
 
 from gateway.errors import BrokerProtocolError, BrokerRefused, BrokerUnavailable
 from gateway.models import Authorization, BrokerEvent, GrantState, RecordingInfo, Registration
+from gateway.start_batch import StartBatcher
 
 logger = logging.getLogger("gatepass.gateway.broker")
 
@@ -46,6 +47,9 @@ class BrokerClient:
             timeout=timeout,
             transport=transport,
         )
+        # Starts that wait at the same time share one call (gateway/start_batch.py): 1,000 tunnel connections
+        # opened at once are then a few dozen calls and commits on the broker, not 1,000.
+        self.starts = StartBatcher(self._start_one, self._start_many)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -70,12 +74,34 @@ class BrokerClient:
     async def session_start(
         self, *, grant_id: str, kind: str, peer: str, command: str | None = None, port: int | None = None
     ) -> str:
-        body = {"grant_id": grant_id, "kind": kind, "peer": peer, "command": command, "port": port}
+        """The id of the session the broker recorded; BrokerRefused if it may not start, BrokerCallFailed if it
+        could not be recorded (the caller refuses the connection either way)."""
+        return await self.starts.start({"grant_id": grant_id, "kind": kind, "peer": peer, "command": command,
+                                        "port": port})
+
+    async def _start_one(self, body: Mapping[str, Any]) -> str:
         data = await self._post("/gateway/sessions", body)
         session_id = data.get("session_id") if isinstance(data, Mapping) else None
         if not isinstance(session_id, str):
             raise BrokerProtocolError("the broker's session answer has no 'session_id'")
         return session_id
+
+    async def _start_many(self, bodies: list[Mapping[str, Any]]) -> list[str | BrokerRefused]:
+        data = await self._post("/gateway/sessions/batch", {"starts": bodies})
+        results = data.get("results") if isinstance(data, Mapping) else None
+        if not isinstance(results, list):
+            raise BrokerProtocolError("the broker's batch session answer has no 'results' list")
+        answers: list[str | BrokerRefused] = []
+        for item in results:
+            session_id = item.get("session_id") if isinstance(item, Mapping) else None
+            if isinstance(session_id, str):
+                answers.append(session_id)
+            elif isinstance(item, Mapping) and isinstance(item.get("status"), int) and item["status"] < 500:
+                answers.append(BrokerRefused(item["status"], str(item.get("error") or "refused"),
+                                             str(item.get("message") or "the broker refused this session")))
+            else:
+                raise BrokerProtocolError("a batch session answer has neither a 'session_id' nor a refusal")
+        return answers
 
     async def session_end(
         self, session_id: str, *, reason: str, bytes_in: int, bytes_out: int, detail: str | None = None,

@@ -9,11 +9,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from broker.api.deps import CurrentGateway, NowDep, SessionDep, StateDep, bearer_token
 from broker.api.schemas import (
     AuthorizeIn,
+    Body,
     GrantsStatusIn,
     LoginRefusalIn,
     RefusalIn,
@@ -24,7 +26,7 @@ from broker.api.schemas import (
 )
 from broker.db import unit_of_work
 from broker.errors import NotAuthenticated
-from broker.inventory import gateways
+from broker.inventory import gateways, session_starts
 
 router = APIRouter(prefix="/gateway", tags=["gateway"])
 
@@ -57,6 +59,23 @@ def start_session(body: SessionStartIn, gateway: CurrentGateway, session: Sessio
     record = gateways.start_session(session, now=now, gateway=gateway, grant_id=body.grant_id, kind=body.kind,
                                     peer=body.peer, command=body.command, port=body.port)
     return {"session_id": record.id}
+
+
+class SessionStartBatchIn(Body):
+    starts: list[SessionStartIn] = Field(min_length=1, max_length=session_starts.MAX_STARTS_PER_CALL)
+
+
+@router.post("/sessions/batch")
+def start_sessions(body: SessionStartBatchIn, gateway: CurrentGateway, session: SessionDep,
+                   now: NowDep) -> dict[str, list[dict[str, Any]]]:
+    """The starts a gateway had waiting, in one transaction; each answered as ``POST /sessions`` would answer
+    it alone: ``{"session_id"}``, or ``{"status", "error", "message"}`` for a start refused on its own."""
+    outcomes = session_starts.start_sessions(session, now=now, gateway=gateway, starts=[
+        session_starts.StartRequest(grant_id=start.grant_id, kind=start.kind, peer=start.peer,
+                                    command=start.command, port=start.port) for start in body.starts])
+    return {"results": [{"session_id": outcome.session_id} if outcome.error is None else
+                        {"status": outcome.error.status_code, "error": outcome.error.code,
+                         "message": outcome.error.message} for outcome in outcomes]}
 
 
 @router.post("/sessions/{session_id}/end", status_code=204)

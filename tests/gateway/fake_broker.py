@@ -66,6 +66,8 @@ class FakeBroker:
     refusals: list[dict[str, Any]] = field(default_factory=list)
     login_refusals: list[dict[str, Any]] = field(default_factory=list)
     status_calls: list[list[str]] = field(default_factory=list)
+    batch_starts: bool = True  # False: answer POST /gateway/sessions/batch as an older broker would (404)
+    start_calls: int = 0  # HTTP calls that carried session starts (one carries many when they wait together)
     down: bool = False  # True: every call answers 503 and event streams close
     refused_while_down: int = 0  # calls answered 503 because of ``down``: a test sees the gateway retry
     port: int = 0
@@ -250,12 +252,28 @@ class FakeBroker:
             if (error := guard(request)) is not None:
                 return error
             body = await request.json()
+            self.start_calls += 1
+            answer = start(body)
+            if "session_id" not in answer:
+                return refused(answer["status"], answer["error"], answer["message"])
+            return JSONResponse(answer, status_code=201)
+
+        def start(body: dict[str, Any]) -> dict[str, Any]:
             grant = self.grants.get(body["grant_id"])
             if grant is None or grant.status != "active":
-                return refused(403, "forbidden", "the grant is not active")
+                return {"status": 403, "error": "forbidden", "message": "the grant is not active"}
             session_id = f"ses-{len(self.sessions) + 1:08x}"
             self.sessions[session_id] = body
-            return JSONResponse({"session_id": session_id}, status_code=201)
+            return {"session_id": session_id}
+
+        @app.post("/api/v1/gateway/sessions/batch")
+        async def start_sessions(request: Request) -> Response:
+            if (error := guard(request)) is not None:
+                return error
+            if not self.batch_starts:  # what a broker from before the batch endpoint answers
+                return refused(404, "not_found", "there is no such page or API endpoint")
+            self.start_calls += 1
+            return JSONResponse({"results": [start(body) for body in (await request.json())["starts"]]})
 
         @app.post("/api/v1/gateway/sessions/{session_id}/end")
         async def end_session(session_id: str, request: Request) -> Response:

@@ -4,6 +4,7 @@ must give the same answers — or the gateway tests that run on the fake prove n
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -134,3 +135,28 @@ async def test_reports_on_unknown_things_are_404(side: Side) -> None:
     with pytest.raises(BrokerRefused) as refused:
         await side.client.session_end("ses-00000000", reason="client_closed", bytes_in=0, bytes_out=0)
     assert refused.value.status == 404
+
+
+async def test_starts_sent_together_are_each_answered_as_alone(side: Side) -> None:
+    """Starts waiting at the same time share one call (gateway/start_batch.py); each gets its own session or
+    its own refusal, as a call of its own would."""
+    grant_id, _ = side.make_grant()
+    revoked, _ = side.make_grant()
+    side.revoke(revoked)
+    calls = side.client.starts.calls
+
+    answers = await asyncio.gather(
+        *(side.client.session_start(grant_id=gid, kind="exec", peer=PEER, command="uptime")
+          for gid in (grant_id, revoked, grant_id, grant_id)), return_exceptions=True)
+
+    assert side.client.starts.calls == calls + 1
+    first, refused, *others = answers
+    assert isinstance(refused, BrokerRefused)
+    assert refused.status == 403
+    assert refused.message
+    ids = [first, *others]
+    assert all(isinstance(session_id, str) and session_id.startswith("ses-") for session_id in ids)
+    assert len(set(ids)) == 3
+    for session_id in ids:
+        assert isinstance(session_id, str)
+        await side.client.session_end(session_id, reason="client_closed", bytes_in=0, bytes_out=0)

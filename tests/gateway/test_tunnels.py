@@ -113,3 +113,56 @@ def test_check_forward_without_ports() -> None:
     with pytest.raises(asyncssh.ChannelOpenError, match="TCP forwarding is not part of this grant"):
         check_forward(auth, "hmi-01", 502)
     assert check_forward(replace(auth, ports=(502,)), "hmi-01", 502) == "10.0.0.5"
+
+
+async def _open_at_once(conn: asyncssh.SSHClientConnection, port: int, count: int) -> list[object]:
+    """``count`` forwarded connections requested together, each checked with an echo (or the refusal)."""
+
+    async def one() -> bytes:
+        reader, writer = await conn.open_connection("hmi-01", port)
+        writer.write(b"p")
+        try:
+            return await asyncio.wait_for(reader.readexactly(1), 10)
+        finally:
+            writer.close()
+
+    return await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+
+
+async def test_connections_opened_at_once_are_each_recorded_in_a_few_broker_calls(
+    grant_for: GrantFactory, fake_broker: FakeBroker, plc_port: int
+) -> None:
+    vendor = grant_for(None, ssh=False, ports=[plc_port])
+    async with await vendor.connect() as conn:
+        answers = await _open_at_once(conn, plc_port, 60)
+    assert answers == [b"p"] * 60
+    assert len(fake_broker.sessions) == 60
+    assert all(body["port"] == plc_port for body in fake_broker.sessions.values())
+    assert fake_broker.start_calls <= 10, "the starts waiting together were not sent together"
+    await fake_broker.until(lambda: len(fake_broker.ended) == 60, what="every tunnel's end")
+
+
+async def test_connections_opened_at_once_are_refused_when_the_broker_cannot_record_them(
+    grant_for: GrantFactory, fake_broker: FakeBroker, plc_port: int
+) -> None:
+    vendor = grant_for(None, ssh=False, ports=[plc_port])
+    async with await vendor.connect() as conn:
+        assert await _open_at_once(conn, plc_port, 1) == [b"p"]  # authorized, and the broker records
+        fake_broker.down = True  # the broker cannot record what comes next
+        answers = await _open_at_once(conn, plc_port, 20)
+    refusals = [answer for answer in answers if isinstance(answer, asyncssh.ChannelOpenError)]
+    assert len(refusals) == 20, answers
+    assert all("cannot be recorded" in refusal.reason for refusal in refusals)
+    assert len(fake_broker.sessions) == 1
+
+
+async def test_a_broker_without_the_batch_endpoint_records_each_start_alone(
+    grant_for: GrantFactory, fake_broker: FakeBroker, plc_port: int
+) -> None:
+    fake_broker.batch_starts = False
+    vendor = grant_for(None, ssh=False, ports=[plc_port])
+    async with await vendor.connect() as conn:
+        answers = await _open_at_once(conn, plc_port, 20)
+    assert answers == [b"p"] * 20
+    assert len(fake_broker.sessions) == 20
+    assert fake_broker.start_calls == 20
