@@ -85,6 +85,9 @@ class Site(Base):
     learning_days: Mapped[int] = mapped_column(Integer, default=14)
     auto_response: Mapped[str | None] = mapped_column(String(64), nullable=True)
     auto_response_severity: Mapped[str] = mapped_column(String(8), default="high")
+    # Retention of session recordings (issue 12): days after a session's end before its recording may be purged;
+    # None follows the broker's default (settings), 0 keeps them forever. A recording on hold is never purged.
+    recording_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     assets: Mapped[list[Asset]] = relationship(back_populates="site")
@@ -411,6 +414,8 @@ class AccessSession(Base):
     recording_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     recording_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     recording_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # When the retention purge deleted the recording file (its name and hash stay: the trail says what existed).
+    recording_purged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     grant: Mapped[Grant] = relationship()
 
@@ -656,3 +661,20 @@ class WatchCursor(Base):
     lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
+
+
+class EvidenceHold(Base):
+    """A session's recording kept as evidence, past any retention: by a playbook run (its id) or by hand; held
+    while ``released_at`` is None. Rows are never deleted: a release is recorded on the row (and in the trail)."""
+
+    __tablename__ = "evidence_holds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    held_by: Mapped[str] = mapped_column(String(64))
+    held_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    released_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    released_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    release_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
