@@ -24,9 +24,20 @@ def broker_settings(environ: Mapping[str, str], *, data_dir: str | None = None, 
         "trusted_proxies": parse_trusted_proxies(environ.get("GATEPASS_TRUSTED_PROXIES", "")),
         "metrics_token": environ.get("GATEPASS_METRICS_TOKEN") or None,
         "oidc": oidc_settings(environ),
+        "recording_retention_days": _retention_days(environ.get("GATEPASS_RECORDING_RETENTION_DAYS", "")),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _retention_days(text: str) -> int:
+    """GATEPASS_RECORDING_RETENTION_DAYS: a number of days, or 0 / "forever" / unset (keep forever)."""
+    value = text.strip().lower()
+    if value in ("", "0", "forever"):
+        return 0
+    if not value.isdigit():
+        raise ValueError(f"GATEPASS_RECORDING_RETENTION_DAYS '{text[:20]}' is not a number of days (or 'forever')")
+    return int(value)
 
 
 def oidc_settings(environ: Mapping[str, str]) -> OidcSettings | None:

@@ -14,6 +14,8 @@ from broker.sources import Network
 DEFAULT_HTTP = "127.0.0.1:8080"
 DEFAULT_SSH = "127.0.0.1:2222"
 MIN_METRICS_TOKEN = 16
+# A retention longer than this (about 100 years) is "forever" written as a number: refused, say 0 or forever.
+MAX_RETENTION_DAYS = 36500
 
 
 def split_address(text: str, *, what: str) -> tuple[str, int]:
@@ -69,6 +71,11 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     # Staff sign-in through the plant's identity provider (GATEPASS_OIDC_*); None: local accounts only.
     oidc: OidcSettings | None = None
+    # Recordings (issue 12): days after a session's end before its recording may be purged, for sites that set
+    # none themselves (GATEPASS_RECORDING_RETENTION_DAYS); 0 keeps them forever, the safe default: deleting
+    # evidence is a decision the plant takes, never one made for it. How often the purge job looks.
+    recording_retention_days: int = 0
+    retention_sweep_interval: dt.timedelta = dt.timedelta(minutes=10)
 
     @property
     def effective_database_url(self) -> str:
@@ -92,6 +99,9 @@ class Settings:
         return self.data_dir / "recordings"
 
     def __post_init__(self) -> None:
+        if not 0 <= self.recording_retention_days <= MAX_RETENTION_DAYS:
+            raise ValueError(f"GATEPASS_RECORDING_RETENTION_DAYS must be from 0 (keep forever) to {MAX_RETENTION_DAYS} "
+                             f"days, not {self.recording_retention_days}")
         if self.metrics_token is not None and len(self.metrics_token) < MIN_METRICS_TOKEN:
             raise ValueError(f"GATEPASS_METRICS_TOKEN is too short to be a secret: use at least {MIN_METRICS_TOKEN} "
                              "random characters (for example `openssl rand -hex 24`)")

@@ -125,6 +125,12 @@ class Action(StrEnum):
     RECORDING_FAILED = "gateway:recording:failed"
     # A reviewer opened a session's recording or transcript (who watched whom is itself worth a trail).
     RECORDING_VIEWED = "review:recording:viewed"
+    # Retention and evidence holds (issue 12): a recording kept as evidence, let go, or purged under retention
+    # (one event per file, with its SHA-256 and size, so the trail still says what existed).
+    RECORDING_HELD = "review:recording:held"
+    RECORDING_RELEASED = "review:recording:released"
+    RECORDING_HOLD_REFUSED = "review:recording:hold_refused"
+    RECORDING_PURGED = "retention:recording:purged"
 
     CSRF_REFUSED = "web:form:csrf_refused"
     # Refusals that changed nothing, written by broker.refusals in a transaction of their own (SR 2.8, SR 6.2).
