@@ -125,6 +125,11 @@ class Action(StrEnum):
     RECORDING_FAILED = "gateway:recording:failed"
     # A reviewer opened a session's recording or transcript (who watched whom is itself worth a trail).
     RECORDING_VIEWED = "review:recording:viewed"
+    # Live supervision (issue 13): who watched a session as it ran, who was refused, what they told the vendor.
+    LIVE_WATCH_JOINED = "live:watch:joined"
+    LIVE_WATCH_LEFT = "live:watch:left"
+    LIVE_WATCH_REFUSED = "live:watch:refused"
+    LIVE_MESSAGE_SENT = "live:message:sent"
     # Retention and evidence holds (issue 12): a recording kept as evidence, let go, or purged under retention
     # (one event per file, with its SHA-256 and size, so the trail still says what existed).
     RECORDING_HELD = "review:recording:held"
