@@ -30,6 +30,7 @@ from broker.api import (
     playbook_routes,
     posture_routes,
     site_routes,
+    watch_routes,
     workload_routes,
 )
 from broker.api.errors import error_response, install_error_handlers
@@ -42,7 +43,9 @@ from broker.db import GroupCommit, make_engine, make_session_factory, read_only_
 from broker.identity import attestation, lifecycle
 from broker.inventory.gateway_events import RELAY_INTERVAL_SECONDS, EventHub, GrantEvent, recent_changes
 from broker.keys.vault import Vault
+from broker.live.hub import LiveHub
 from broker.metrics import render_metrics
+from broker.recordings import purge
 from broker.recordings.store import recordings_dir
 from broker.settings import Settings
 from broker.sources import client_address
@@ -70,12 +73,15 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
     state = BrokerState(settings=settings, engine=engine, sessions=sessions,
                         vault=Vault.from_key_file(settings.master_key_path), hub=hub or EventHub(),
                         refusals=RefusalRecorder(sessions, settings.clock), group=GroupCommit(engine))
+    live = LiveHub()  # who watches which live session (broker.live), in this process
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.hub.attach(asyncio.get_running_loop())
+        live.attach(asyncio.get_running_loop())
         tasks = [asyncio.create_task(relay_outbox(state)), asyncio.create_task(summarise_refusals(state)),
-                 asyncio.create_task(govern_identities(state)), asyncio.create_task(watch_trail(state))]
+                 asyncio.create_task(govern_identities(state)), asyncio.create_task(watch_trail(state)),
+                 asyncio.create_task(purge_recordings(state))]
         for jobs in background:
             tasks += jobs(_app)
         try:
@@ -94,12 +100,13 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
     app = FastAPI(title="Gatepass broker", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Just-in-time, plant-approved, time-bound remote access to OT assets.")
     app.state.broker = state
+    app.state.live = live
     install_error_handlers(app)
     app.add_middleware(ControlCharacterGuard)
     app.add_middleware(SecurityHeaders)  # outermost: also on the guard's own refusals
     for module in (auth_routes, oidc_routes, access_routes, delegation_routes, extension_routes, site_routes,
                    gateway_routes, audit_routes, identity_routes, playbook_routes, flag_routes, posture_routes,
-                   workload_routes):
+                   workload_routes, watch_routes):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["health"])
@@ -195,6 +202,24 @@ async def govern_identities(state: BrokerState) -> None:
             await finish_in_thread(sweep)
         except SQLAlchemyError as error:  # the next round retries
             log.warning("could not sweep identities: %s", error.__class__.__name__)
+
+
+async def purge_recordings(state: BrokerState) -> None:
+    """Recordings past their site's retention and not on hold are deleted, one audit event each (each replica
+    may run it: a recording is claimed by one conditional update, broker.recordings.retention)."""
+    log = logging.getLogger("gatepass.broker.retention")
+    settings = state.settings
+
+    def sweep() -> None:
+        purge.purge(state.sessions, now=settings.clock.now(), default_days=settings.recording_retention_days,
+                    directory=recordings_dir(settings))
+
+    while True:
+        await asyncio.sleep(settings.retention_sweep_interval.total_seconds())
+        try:
+            await finish_in_thread(sweep)
+        except (SQLAlchemyError, OSError) as error:  # the next round retries
+            log.warning("could not purge recordings: %s", error.__class__.__name__)
 
 
 async def relay_outbox(state: BrokerState) -> None:

@@ -31,6 +31,10 @@ def add_site_commands(objects: Subparsers) -> None:
                           help="whether AI agents' delegated grants may write (Modbus writes, uploads) when their "
                                "sponsor allows it (default off: agents read only)")
     _governance_options(site_set)
+    site_set.add_argument("--recording-retention-days", metavar="N|forever|default",
+                          help="days a session's recording is kept after the session ends, then purged unless held "
+                               "as evidence; 0 or 'forever' keeps them forever; 'default' follows the broker's "
+                               "GATEPASS_RECORDING_RETENTION_DAYS (itself forever unless set)")
     site_set.add_argument("--no-maintenance-window", action="store_true",
                           help="remove every maintenance window (no request is then flagged as outside one)")
     data_option(site_set)
@@ -109,8 +113,13 @@ def _site_add(args: argparse.Namespace) -> int:
 
 def _site_set(args: argparse.Namespace) -> int:
     from broker import admin
-    from broker.inventory.sites import parse_size
+    from broker.inventory.sites import CLEAR, parse_size
+    from broker.recordings.retention import parse_retention
 
+    retention: object = None
+    if args.recording_retention_days is not None:
+        days = parse_retention(args.recording_retention_days)
+        retention = CLEAR if days is None else days
     if args.no_maintenance_window and args.maintenance_windows:
         print("gatepass: give either --maintenance-window or --no-maintenance-window, not both", file=sys.stderr)
         return 2
@@ -128,7 +137,8 @@ def _site_set(args: argparse.Namespace) -> int:
         drill_site=None if args.drill_site is None else args.drill_site == "on",
         learning_days=args.learning_days, auto_response=args.auto_response,
         auto_response_severity=args.auto_response_severity,
-        read_only_mode=None if args.read_only_mode is None else args.read_only_mode == "on")
+        read_only_mode=None if args.read_only_mode is None else args.read_only_mode == "on",
+        recording_retention_days=retention)
     print_policy_changes("Site", args.name, changes)
     return 0
 

@@ -50,7 +50,8 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"ok": verification.ok, "chain_ok": result.ok, "events_checked": result.events_checked,
                           "problem": result.problem, "first_bad_seq": result.first_bad_seq, "anchor": result.anchor,
-                          "recordings_checked": recordings.checked, "recording_problems": recordings.problems}))
+                          "recordings_checked": recordings.checked, "recording_problems": recordings.problems,
+                          "recordings_purged": recordings.purged}))
         return 0 if verification.ok else 1
     if result.ok:
         print(f"Audit trail intact: {result.events_checked} events, hash chain verified"
@@ -63,6 +64,9 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"gatepass: RECORDING FAILED: {problem}", file=sys.stderr)
     if recordings.ok:
         print(f"Recordings intact: {recordings.checked} recordings checked against their recorded hashes.")
+    if recordings.purged:
+        print(f"{recordings.purged} of them purged under retention, each proved by its audit event "
+              "(retention:recording:purged, with the file's SHA-256 and size).")
     else:
         print(f"gatepass: {recordings.checked} recordings checked, {len(recordings.problems)} problem(s) found",
               file=sys.stderr)

@@ -27,6 +27,7 @@ def _add_admin(subparsers: Commands) -> None:
         admin_gateway_commands,
         admin_identity_commands,
         admin_playbook_commands,
+        admin_recording_commands,
         admin_site_commands,
         admin_standing_commands,
         admin_user_commands,
@@ -40,3 +41,4 @@ def _add_admin(subparsers: Commands) -> None:
     admin_standing_commands.add_standing_commands(objects)
     admin_gateway_commands.add_gateway_commands(objects)
     admin_playbook_commands.add_playbook_commands(objects)
+    admin_recording_commands.add_recording_commands(objects)

@@ -18,6 +18,7 @@ from broker.errors import Conflict, InvalidInput, NotFound
 from broker.identity.identities import check_name
 from broker.keys.vault import Vault
 from broker.models import Asset, Site
+from broker.settings import MAX_RETENTION_DAYS
 from broker.vocabulary import Criticality, FlagSeverity, OverdueAttestation, Transfers
 
 CRITICALITIES = tuple(Criticality)
@@ -282,6 +283,7 @@ def update_site(
     owner_grace_days: int | None = None, credential_max_age_days: int | None = None,
     workload_credential: str | None = None, drill_site: bool | None = None, learning_days: int | None = None,
     auto_response: str | None = None, auto_response_severity: str | None = None, read_only_mode: bool | None = None,
+    recording_retention_days: int | object | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Change a site's policy; fields left as None stay. Audited with each changed field's old and new value
     (returned too); a call that changes nothing writes no event."""
@@ -313,6 +315,8 @@ def update_site(
         "read_only_mode": read_only_mode,
         **check_watch_policy(session, learning_days=learning_days, auto_response=auto_response,
                              auto_response_severity=auto_response_severity),
+        # Days a session's recording is kept after its end (0: forever; CLEAR: the broker's default).
+        "recording_retention_days": _retention(recording_retention_days),
     }
     changes: dict[str, dict[str, Any]] = {}
     for field_name, wanted_value in wanted.items():
@@ -331,12 +335,26 @@ def update_site(
         elif field_name == "workload_credential_seconds":
             changes["workload_credential"] = {"old": format_duration(dt.timedelta(seconds=old)),
                                               "new": format_duration(dt.timedelta(seconds=new))}
+        elif field_name == "recording_retention_days":
+            changes["recording_retention"] = {"old": format_retention(old), "new": format_retention(new)}
         else:
             changes[field_name] = {"old": list(old) if isinstance(old, list) else old, "new": new}
     if changes:
         trail.record(session, now=now, action=Action.SITE_UPDATED, actor=actor, subject=name, site=name,
                      details=changes)
     return changes
+
+
+def format_retention(days: int | None) -> str:
+    """A site's recording retention as the trail and the command line say it."""
+    return "default" if days is None else "forever" if days == 0 else f"{days} days"
+
+
+def _retention(value: int | object | None) -> int | object | None:
+    if isinstance(value, int) and not 0 <= value <= MAX_RETENTION_DAYS:
+        raise InvalidInput(f"a recording retention is from 1 to {MAX_RETENTION_DAYS} days, or 0 (keep forever), "
+                           f"not {value}")
+    return value
 
 
 def _within(value: int | None, low: int, high: int, what: str) -> int | None:

@@ -28,6 +28,7 @@ from broker.ids import new_id
 from broker.inventory.gateway_events import EventPublisher
 from broker.keys.vault import Vault
 from broker.models import AccessSession, Asset, Grant, Identity, Site
+from broker.recordings import holds
 from broker.respond.playbooks import STEP_TEXT, Playbook, Step
 from broker.vocabulary import IdentityKind, IdentityStatus, Role
 
@@ -265,8 +266,15 @@ def _execute(session: Session, *, now: dt.datetime, vault: Vault, events: EventP
     elif step == Step.RESET_SECOND_FACTOR and target.identity is not None:
         identities.reset_totp(session, vault=vault, now=now, actor=actor, username=target.identity.username)
     elif step == Step.PRESERVE_EVIDENCE:
+        # On hold under the run's id: never purged by retention until security releases them. Live sessions
+        # (being cut by this run) are held too: their recordings arrive when their gateway reports the end.
+        concerned = [r["session"] for r in item.recordings] + holds.sessions_of_target(
+            session, site_id=target.site.id if target.site else None,
+            identity_id=target.identity.id if target.identity else None, since=now - RECENT)
+        held = holds.hold_for_run(session, now=now, actor=actor, run_id=run_id, session_ids=concerned, reason=why)
         trail.record(session, now=now, action=Action.EVIDENCE_PRESERVED, actor=actor, subject=run_id,
-                     site=target.site.name if target.site else None, details={"recordings": item.recordings})
+                     site=target.site.name if target.site else None,
+                     details={"recordings": item.recordings, "held": held})
 
 
 def run(session: Session, *, now: dt.datetime, vault: Vault, events: EventPublisher, actor: str,

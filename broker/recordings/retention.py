@@ -1,0 +1,199 @@
+"""Recording retention: how long a site keeps its sessions' recordings, which ones are due, and the purge that
+deletes them — never one on hold, never one whose file no longer matches its reported hash (that is tampering
+for `gatepass audit verify` to show, not a file to tidy away), one ``retention:recording:purged`` event each.
+
+Order of a purge, so that the trail never lacks an event for a file that is gone: the event and the row's
+``recording_purged_at`` commit first; the file is deleted after the commit. If the deletion fails (or the
+process dies in between) the file stays with its event, and the next purge deletes it (``leftovers``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import exists, or_, select, update
+from sqlalchemy.orm import Session
+
+from broker.audit import trail
+from broker.audit.trail import Action
+from broker.errors import InvalidInput
+from broker.models import AccessSession, Asset, EvidenceHold, Grant, Site
+from broker.recordings.store import file_digest, resolve
+from broker.settings import MAX_RETENTION_DAYS
+
+log = logging.getLogger("gatepass.broker.retention")
+# One purge transaction handles at most this many recordings; the job comes back for the rest.
+PURGE_BATCH = 200
+
+
+@dataclass(frozen=True)
+class Retention:
+    """A site's retention in force: ``days`` (0: forever) and where it comes from ("site" or "default")."""
+
+    days: int
+    source: str
+
+    @property
+    def forever(self) -> bool:
+        return self.days == 0
+
+    def until(self, ended_at: dt.datetime | None) -> dt.datetime | None:
+        """When a recording of a session that ended at ``ended_at`` may go (None: kept forever, or still live)."""
+        if self.forever or ended_at is None:
+            return None
+        return ended_at + dt.timedelta(days=self.days)
+
+    def describe(self) -> str:
+        kept = "kept forever" if self.forever else f"{self.days} days"
+        return f"{kept} ({'site policy' if self.source == 'site' else 'broker default'})"
+
+
+def parse_retention(text: str) -> int | None:
+    """``--recording-retention-days``: N days (1-36500), ``0``/``forever`` (keep forever), or ``default`` (None:
+    follow the broker's default)."""
+    value = text.strip().lower()
+    if value == "default":
+        return None
+    if value == "forever":
+        return 0
+    if not value.isdigit() or int(value) > MAX_RETENTION_DAYS:
+        raise InvalidInput(f"'{text[:20]}' is not a recording retention: give a number of days (1 to "
+                           f"{MAX_RETENTION_DAYS}), 0 or 'forever' to keep recordings forever, or 'default' for the "
+                           "broker's default")
+    return int(value)
+
+
+def site_retention(site: Site, default_days: int) -> Retention:
+    if site.recording_retention_days is None:
+        return Retention(days=default_days, source="default")
+    return Retention(days=site.recording_retention_days, source="site")
+
+
+def retention_of(record: AccessSession, default_days: int) -> Retention:
+    return site_retention(record.grant.asset.site, default_days)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A recording past its site's retention, not on hold (what a purge would delete, or skip and say why)."""
+
+    session_id: str
+    site: str
+    name: str
+    sha256: str
+    size: int
+    ended_at: dt.datetime
+    retention: Retention
+    problem: str | None = None  # why it is kept after all (file missing or changed: for audit verify to report)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"session": self.session_id, "site": self.site, "name": self.name, "sha256": self.sha256,
+                "bytes": self.size, "ended_at": self.ended_at.isoformat(), "retention_days": self.retention.days,
+                "policy": self.retention.source, "kept_because": self.problem}
+
+
+def _not_held() -> object:
+    return ~exists().where(EvidenceHold.session_id == AccessSession.id, EvidenceHold.released_at.is_(None))
+
+
+def due(session: Session, *, now: dt.datetime, default_days: int, directory: Path,
+        limit: int = PURGE_BATCH) -> list[Candidate]:
+    """Recordings of ended sessions older than their site's retention and not on hold, oldest first, each with
+    its file checked against the hash its gateway reported."""
+    retentions = {site.id: (site, site_retention(site, default_days)) for site in session.scalars(select(Site))}
+    # One cut-off per site that does not keep forever (sites are few; a date expression would differ per dialect).
+    cutoffs = [(Asset.site_id == site_id) & (AccessSession.ended_at <= now - dt.timedelta(days=kept.days))
+               for site_id, (_site, kept) in retentions.items() if not kept.forever]
+    if not cutoffs:
+        return []
+    query = (select(AccessSession, Asset.site_id)
+             .join(Grant, AccessSession.grant_id == Grant.id).join(Asset, Grant.asset_id == Asset.id)
+             .where(AccessSession.recording_sha256.is_not(None), AccessSession.recording_purged_at.is_(None),
+                    AccessSession.ended_at.is_not(None), or_(*cutoffs), _not_held())  # type: ignore[arg-type]
+             .order_by(AccessSession.ended_at, AccessSession.id).limit(limit))
+    found: list[Candidate] = []
+    for record, site_id in session.execute(query):
+        site, retention = retentions[site_id]
+        assert record.ended_at is not None  # noqa: S101 (the query's own condition; for the type checker)
+        found.append(Candidate(session_id=record.id, site=site.name, name=str(record.recording_name),
+                               sha256=str(record.recording_sha256), size=int(record.recording_bytes or 0),
+                               ended_at=record.ended_at, retention=retention,
+                               problem=_file_problem(directory, record)))
+    return found
+
+
+def _file_problem(directory: Path, record: AccessSession) -> str | None:
+    try:
+        path = resolve(directory, str(record.recording_name))
+    except InvalidInput:
+        return "its name is not a recording name"
+    if not path.is_file():
+        return f"{path} is missing (not purged by retention: audit verify reports it)"
+    digest, size = file_digest(path)
+    if (digest, size) != (record.recording_sha256, record.recording_bytes):
+        return f"{path} no longer matches the SHA-256 its gateway reported (kept for audit verify to report)"
+    return None
+
+
+def mark_purged(session: Session, *, now: dt.datetime, actor: str, candidates: list[Candidate]) -> list[Candidate]:
+    """In the caller's transaction: mark each intact candidate purged and write its event. The row is claimed
+    with a conditional UPDATE that also re-checks holds, so two purges (two replicas) never both claim one, and
+    a hold committed since ``due`` read keeps its recording. Returns the ones claimed (their files go after the
+    commit: ``delete_files``)."""
+    claimed = []
+    for item in candidates:
+        if item.problem is not None:
+            continue
+        # Locked first: a concurrent hold (which locks the same row) commits before we look at holds again.
+        locked = session.scalar(select(AccessSession.id).where(AccessSession.id == item.session_id)
+                                .with_for_update())
+        if locked is None:
+            continue
+        result = session.execute(
+            update(AccessSession)
+            .where(AccessSession.id == item.session_id, AccessSession.recording_purged_at.is_(None),
+                   _not_held())  # type: ignore[arg-type]
+            .values(recording_purged_at=now)
+            .execution_options(synchronize_session=False))
+        if getattr(result, "rowcount", 0) != 1:
+            continue
+        trail.record(session, now=now, action=Action.RECORDING_PURGED, actor=actor, subject=item.session_id,
+                     site=item.site,
+                     details={"recording": {"name": item.name, "sha256": item.sha256, "bytes": item.size},
+                              "ended_at": item.ended_at.isoformat(), "retention_days": item.retention.days,
+                              "policy": item.retention.source})
+        claimed.append(item)
+    return claimed
+
+
+def delete_files(directory: Path, purged: list[Candidate]) -> list[str]:
+    """After the commit: delete the purged files; returns problems (a file that could not be deleted stays, and
+    the next purge retries it)."""
+    problems = []
+    for item in purged:
+        try:
+            resolve(directory, item.name).unlink(missing_ok=True)
+        except (OSError, InvalidInput) as error:
+            problems.append(f"could not delete {item.name}: {error}")
+            log.warning("could not delete purged recording %s: %s", item.name, error.__class__.__name__)
+    return problems
+
+
+def leftovers(session: Session, *, directory: Path, limit: int = PURGE_BATCH) -> list[Candidate]:
+    """Recordings marked purged whose file is still there, unchanged (a deletion that failed after its commit)."""
+    query = (select(AccessSession).where(AccessSession.recording_purged_at.is_not(None))
+             .order_by(AccessSession.recording_purged_at.desc()).limit(limit))
+    found = []
+    for record in session.scalars(query):
+        try:
+            path = resolve(directory, str(record.recording_name))
+        except InvalidInput:
+            continue
+        if path.is_file() and _file_problem(directory, record) is None:
+            found.append(Candidate(session_id=record.id, site="", name=str(record.recording_name),
+                                   sha256=str(record.recording_sha256), size=int(record.recording_bytes or 0),
+                                   ended_at=record.ended_at or record.started_at, retention=Retention(0, "site")))
+    return found
