@@ -29,6 +29,7 @@ from broker.api import (
     oidc_routes,
     playbook_routes,
     posture_routes,
+    recording_routes,
     site_routes,
     watch_routes,
     workload_routes,
@@ -106,7 +107,7 @@ def create_api(settings: Settings, *, hub: EventHub | None = None,
     app.add_middleware(SecurityHeaders)  # outermost: also on the guard's own refusals
     for module in (auth_routes, oidc_routes, access_routes, delegation_routes, extension_routes, site_routes,
                    gateway_routes, audit_routes, identity_routes, playbook_routes, flag_routes, posture_routes,
-                   workload_routes, watch_routes):
+                   workload_routes, watch_routes, recording_routes):
         app.include_router(module.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["health"])

@@ -19,6 +19,7 @@ from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
 from broker.identity.assurance import require_mfa
 from broker.identity.identities import has_role
 from broker.models import AccessSession, Asset, EvidenceHold, Grant, Identity
+from broker.recordings.retention import retention_of
 from broker.vocabulary import Role
 
 MAX_REASON = 1000
@@ -174,3 +175,42 @@ def sessions_of_target(session: Session, *, site_id: int | None, identity_id: in
         if since is not None:
             query = query.where((AccessSession.started_at >= since) | AccessSession.ended_at.is_(None))
     return list(session.scalars(query.order_by(AccessSession.started_at).limit(MAX_SESSIONS)))
+
+
+def all_holds(session: Session, session_id: str) -> list[EvidenceHold]:
+    """Every hold on one session's recording, released ones included, oldest first."""
+    return list(session.scalars(select(EvidenceHold).where(EvidenceHold.session_id == session_id)
+                                .order_by(EvidenceHold.id)))
+
+
+def hold_line(item: EvidenceHold) -> str:
+    """How a hold reads on the review page and the command line: "run X / by Y: reason"."""
+    source = f"run {item.run_id} / by {item.held_by}" if item.run_id else f"by {item.held_by}"
+    return f"{source}: {item.reason}"
+
+
+def evidence_state(session: Session, *, now: dt.datetime, actor: Actor, session_id: str,
+                   default_days: int) -> dict[str, object]:
+    """A session's recording as retention sees it: its retention and the date it may go, whether it went, and its
+    holds (security and admins only, like the recordings themselves; refusals audited)."""
+    record = session.get(AccessSession, session_id)
+    if record is None:
+        raise NotFound(f"there is no session {session_id[:40]}: give a session id as the review page or "
+                       "`gatepass reviews` shows it (ses-…)")
+    check_authority(session, now=now, actor=actor, verb="see", subject=record.id, site=_site_of(record))
+    kept = retention_of(record, default_days)
+    until = kept.until(record.ended_at)
+    items = all_holds(session, record.id)
+    return {
+        "session": record.id, "site": _site_of(record),
+        "recording": {"name": record.recording_name, "sha256": record.recording_sha256,
+                      "bytes": record.recording_bytes} if record.recording_name else None,
+        "retention": {"days": kept.days, "policy": kept.source, "forever": kept.forever,
+                      "purge_after": until.isoformat() if until else None},
+        "purged_at": record.recording_purged_at.isoformat() if record.recording_purged_at else None,
+        "on_hold": any(h.released_at is None for h in items),
+        "holds": [{"run": h.run_id, "held_by": h.held_by, "reason": h.reason, "held_at": h.held_at.isoformat(),
+                   "released_at": h.released_at.isoformat() if h.released_at else None,
+                   "released_by": h.released_by, "release_reason": h.release_reason, "text": hold_line(h)}
+                  for h in items],
+    }
