@@ -64,12 +64,12 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"gatepass: RECORDING FAILED: {problem}", file=sys.stderr)
     if recordings.ok:
         print(f"Recordings intact: {recordings.checked} recordings checked against their recorded hashes.")
-    if recordings.purged:
-        print(f"{recordings.purged} of them purged under retention, each proved by its audit event "
-              "(retention:recording:purged, with the file's SHA-256 and size).")
     else:
         print(f"gatepass: {recordings.checked} recordings checked, {len(recordings.problems)} problem(s) found",
               file=sys.stderr)
+    if recordings.purged:
+        print(f"{recordings.purged} of them purged under retention, each proved by its audit event "
+              "(retention:recording:purged, with the file's SHA-256 and size).")
     return 0 if verification.ok else 1
 
 
