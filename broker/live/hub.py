@@ -1,0 +1,178 @@
+"""The in-memory fan-out of live sessions: each gateway's control links, one feed per watched session, and a
+bounded queue per observer. Everything here runs on the broker's event loop; ``tell_threadsafe`` is the one way
+in from a worker thread (a domain function whose transaction has just committed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+# Frames an observer may fall behind by before the oldest are dropped (and it is told how many): about a screen
+# or two of output at the gateway's batch sizes, a few hundred KiB at most per observer.
+OBSERVER_QUEUE = 512
+# Control messages waiting for one gateway link: a gateway that stops reading loses them, not the broker memory.
+LINK_QUEUE = 1000
+
+
+@dataclass(eq=False)
+class Observer:
+    """One person watching one session: frames waiting for them, and how many they lost by being slow."""
+
+    username: str
+    label: str  # "bob (supervisor, plant-a)": how the vendor's terminal names them
+    frames: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=OBSERVER_QUEUE))
+    dropped: int = 0
+    ended: str | None = None  # why the feed ended (the session is over), once it has
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, frames: list[list[Any]], dropped: int = 0) -> None:
+        """Queue ``frames``; when full the oldest go (drop-oldest: the newest screen matters most)."""
+        self.dropped += dropped
+        for frame in frames:
+            if len(self.frames) == self.frames.maxlen:
+                self.dropped += 1
+            self.frames.append(frame)
+        self.wake.set()
+
+    def finish(self, why: str) -> None:
+        self.ended = why
+        self.wake.set()
+
+    def take(self) -> tuple[list[list[Any]], int]:
+        """What is waiting and how many frames were lost since the last take; clears both."""
+        frames, dropped = list(self.frames), self.dropped
+        self.frames.clear()
+        self.dropped = 0
+        self.wake.clear()
+        return frames, dropped
+
+    async def wait(self, timeout: float) -> bool:
+        """True when something is waiting (or the feed ended); False after ``timeout`` seconds of nothing."""
+        if self.frames or self.dropped or self.ended:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout)
+        return bool(self.frames or self.dropped or self.ended)
+
+
+@dataclass(eq=False)
+class Feed:
+    """A watched session: which gateway carries it, the token its frames must carry, who watches."""
+
+    session_id: str
+    gateway_id: int
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    observers: set[Observer] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class GatewayLink:
+    """One open ``GET /gateway/live`` stream of a gateway: control messages for it, in order."""
+
+    gateway_id: int
+    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=LINK_QUEUE))
+
+    def send(self, event: str, data: dict[str, Any]) -> bool:
+        if self.queue.full():
+            return False
+        self.queue.put_nowait((event, data))
+        return True
+
+
+class LiveHub:
+    """Who watches which session, and the way to the gateway that carries it."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._links: dict[int, set[GatewayLink]] = {}
+        self._feeds: dict[str, Feed] = {}
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    # -- gateways ---------------------------------------------------------------------------------
+
+    def connect(self, gateway_id: int) -> GatewayLink:
+        """A gateway opened its live stream: it is asked again for every session of its that is watched (it
+        may have restarted, or the stream broke while an observer joined)."""
+        link = GatewayLink(gateway_id)
+        self._links.setdefault(gateway_id, set()).add(link)
+        for feed in self._feeds.values():
+            if feed.gateway_id == gateway_id:
+                link.send("watch", self._watch_message(feed))
+        return link
+
+    def disconnect(self, link: GatewayLink) -> None:
+        links = self._links.get(link.gateway_id)
+        if links is not None:
+            links.discard(link)
+            if not links:
+                del self._links[link.gateway_id]
+
+    def gateway_connected(self, gateway_id: int) -> bool:
+        return bool(self._links.get(gateway_id))
+
+    def tell(self, gateway_id: int, event: str, data: dict[str, Any]) -> bool:
+        """Send a control message to the gateway (every open link: a reconnect may overlap the old one; the
+        gateway ignores what it has no session for). False when no link took it."""
+        delivered = False
+        for link in list(self._links.get(gateway_id, ())):
+            delivered = link.send(event, data) or delivered
+        return delivered
+
+    def tell_threadsafe(self, gateway_id: int, event: str, data: dict[str, Any]) -> None:
+        """``tell`` from a worker thread (after a commit): handed to the event loop, in call order."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.tell, gateway_id, event, data)
+
+    # -- observers --------------------------------------------------------------------------------
+
+    def join(self, *, session_id: str, gateway_id: int, observer: Observer) -> None:
+        """Start following ``session_id``; the first observer asks the gateway for the feed."""
+        feed = self._feeds.get(session_id)
+        if feed is None:
+            feed = self._feeds[session_id] = Feed(session_id=session_id, gateway_id=gateway_id)
+            self.tell(gateway_id, "watch", self._watch_message(feed))
+        feed.observers.add(observer)
+
+    def leave(self, *, session_id: str, observer: Observer) -> None:
+        """Stop following; the last observer to leave tells the gateway to stop sending (an unwatched session
+        costs nothing)."""
+        feed = self._feeds.get(session_id)
+        if feed is None:
+            return
+        feed.observers.discard(observer)
+        if not feed.observers:
+            del self._feeds[session_id]
+            self.tell(feed.gateway_id, "unwatch", {"session_id": session_id})
+
+    def observers(self, session_id: str) -> list[Observer]:
+        feed = self._feeds.get(session_id)
+        return list(feed.observers) if feed is not None else []
+
+    def frames(self, *, session_id: str, token: str, frames: list[list[Any]], dropped: int,
+               ended: bool) -> bool | None:
+        """Frames from the gateway: fanned out to every observer. Returns whether anybody still watches, or
+        None when ``token`` is not this feed's (the caller refuses the call)."""
+        feed = self._feeds.get(session_id)
+        if feed is None:
+            return False
+        if not secrets.compare_digest(token.encode(), feed.token.encode()):
+            return None
+        for observer in feed.observers:
+            observer.offer(frames, dropped)
+            if ended:
+                observer.finish("the session ended")
+        if ended:
+            del self._feeds[session_id]
+        return not ended and bool(feed.observers)
+
+    @staticmethod
+    def _watch_message(feed: Feed) -> dict[str, Any]:
+        return {"session_id": feed.session_id, "feed": feed.token}

@@ -1,0 +1,135 @@
+"""Who may watch a live session, and the audit trail of watching: join, leave, refusal, message, end.
+
+Supervisors watch their own sites' sessions, security reviewers any site's; nobody else (an admin, a vendor, a
+supervisor of another plant) is refused, and the refusal is audited. Every function checks that itself, in the
+caller's transaction (a domain function enforces its own preconditions).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from broker.access import workflow
+from broker.audit import trail
+from broker.audit.trail import Action
+from broker.db import after_commit
+from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
+from broker.identity.identities import has_role, may_act_for_site
+from broker.inventory.gateway_events import EventPublisher
+from broker.models import AccessSession, Identity
+
+# A line on the vendor's terminal: one line, short enough to read at a glance.
+MAX_MESSAGE = 300
+MAX_REASON = 300
+# Session kinds with a terminal stream to follow (a tunnel's watch view is a later slice of issue 13).
+WATCHABLE_KINDS = frozenset({"shell", "exec"})
+
+
+@dataclass(frozen=True)
+class WatchTarget:
+    """A session someone may watch, as plain values (nothing of the database leaves the transaction)."""
+
+    session_id: str
+    gateway_id: int
+    grant_id: str
+    vendor: str
+    asset: str
+    site: str
+    kind: str
+    command: str | None
+    observer: str
+    label: str  # "bob (supervisor, plant-a)"
+
+
+def observer_label(identity: Identity, site_id: int, site: str) -> str:
+    """How the vendor's terminal names an observer: their name, and why they may watch."""
+    if may_act_for_site(identity, "supervisor", site_id):
+        return f"{identity.username} (supervisor, {site})"
+    return f"{identity.username} (security)"
+
+
+def find_watchable(session: Session, *, now: dt.datetime, viewer: Identity, session_id: str) -> WatchTarget:
+    """The session ``viewer`` asks to watch, if they may; else Forbidden (audited), NotFound or Conflict."""
+    record = session.get(AccessSession, session_id[:16])
+    if record is None:
+        raise NotFound(f"session {session_id[:16]} does not exist")
+    asset = record.grant.asset
+    site = asset.site
+    if not (has_role(viewer, "security") or may_act_for_site(viewer, "supervisor", site.id)):
+        why = (f"only supervisors of {site.name} and security reviewers may watch session {record.id}; "
+               f"{viewer.username} is neither")
+        trail.record(session, now=now, action=Action.LIVE_WATCH_REFUSED, outcome="refused", actor=viewer.username,
+                     subject=record.id, site=site.name, details={"reason": why, "grant": record.grant_id})
+        raise audited(Forbidden(why))
+    if record.ended_at is not None:
+        raise Conflict(f"session {record.id} has ended ({record.end_reason}); its recording is on the review "
+                       "pages")
+    if record.kind not in WATCHABLE_KINDS:
+        raise Conflict(f"session {record.id} is a {record.kind} session: only shell and exec sessions can be "
+                       "watched live")
+    return WatchTarget(session_id=record.id, gateway_id=record.gateway_id, grant_id=record.grant_id,
+                       vendor=record.grant.identity.username, asset=asset.name, site=site.name, kind=record.kind,
+                       command=record.command, observer=viewer.username,
+                       label=observer_label(viewer, site.id, site.name))
+
+
+def join(session: Session, *, now: dt.datetime, viewer: Identity, session_id: str, via: str) -> WatchTarget:
+    """``viewer`` starts watching (audited); ``via`` says where from (``web``, ``cli``)."""
+    target = find_watchable(session, now=now, viewer=viewer, session_id=session_id)
+    trail.record(session, now=now, action=Action.LIVE_WATCH_JOINED, actor=viewer.username, subject=target.session_id,
+                 site=target.site, details={"grant": target.grant_id, "vendor": target.vendor, "via": via})
+    return target
+
+
+def leave(session: Session, *, now: dt.datetime, target: WatchTarget, seconds: float, dropped: int) -> None:
+    """The observer stopped watching (closed the page, lost the connection, the session ended): audited."""
+    trail.record(session, now=now, action=Action.LIVE_WATCH_LEFT, actor=target.observer, subject=target.session_id,
+                 site=target.site, details={"grant": target.grant_id, "seconds": round(seconds, 1),
+                                            "frames_dropped": dropped})
+
+
+def one_line(text: str, *, label: str, limit: int) -> str:
+    """A line for the vendor's terminal: no control or formatting characters (an escape sequence from a web
+    form must not drive the vendor's terminal), trimmed, not empty, not too long."""
+    text = text.strip()
+    if not text:
+        raise InvalidInput(f"{label} is empty")
+    if len(text) > limit:
+        raise InvalidInput(f"{label} is too long ({len(text)} characters, at most {limit})")
+    if any(unicodedata.category(char)[0] == "C" for char in text):
+        raise InvalidInput(f"{label} holds control characters; it must be one line of plain text")
+    return text
+
+
+def send_message(session: Session, *, now: dt.datetime, viewer: Identity, session_id: str, text: str,
+                 deliver: Callable[[int, str, str], None]) -> str:
+    """A line from ``viewer`` on the vendor's terminal (recorded there, audited here). ``deliver(gateway_id,
+    session_id, line)`` runs once the audit event has committed. Returns the line."""
+    target = find_watchable(session, now=now, viewer=viewer, session_id=session_id)
+    message = one_line(text, label="The message", limit=MAX_MESSAGE)
+    line = f"gatepass: message from {target.label}: {message}"
+    trail.record(session, now=now, action=Action.LIVE_MESSAGE_SENT, actor=viewer.username, subject=target.session_id,
+                 site=target.site, details={"grant": target.grant_id, "vendor": target.vendor, "message": message})
+    after_commit(session, lambda: deliver(target.gateway_id, target.session_id, line))
+    return line
+
+
+def end_session(session: Session, *, now: dt.datetime, events: EventPublisher, viewer: Identity, session_id: str,
+                reason: str, cut: Callable[[int, str, str], None]) -> str:
+    """End the session from the watch view: the grant is revoked (the cut path every revocation takes: audited,
+    every connection of the grant cut within a second, no new one), and the gateway is told first to cut this
+    session with the observer's reason on the vendor's screen. Returns that line."""
+    target = find_watchable(session, now=now, viewer=viewer, session_id=session_id)
+    why = one_line(reason, label="The reason", limit=MAX_REASON)
+    line = f"gatepass: {target.label} ended this session: {why}"
+    # Registered before the revocation's own push, so the gateway hears this one first (after_commit keeps the
+    # order, and both reach the event loop in that order): the vendor reads the observer's reason.
+    after_commit(session, lambda: cut(target.gateway_id, target.session_id, line))
+    workflow.revoke_grant(session, now=now, events=events, actor=viewer, grant_id=target.grant_id,
+                          reason=f"session {target.session_id} ended from the watch view: {why}")
+    return line
