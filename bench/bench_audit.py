@@ -40,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -432,40 +432,40 @@ def run(*, events: int, append_events: int, rounds: int, runs: int, postgres: st
             with engine.connect() as connection:
                 pragmas = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
                            for name in ("journal_mode", "synchronous")}
-            sqlite = measure_append(engine, "SQLite", events=append_events, rounds=rounds, budget=budget)
         finally:
             engine.dispose()
-        sqlite["pragmas"] = pragmas
-        results["append_sqlite"] = sqlite
-        rows = list(sqlite["rows"])
-        if postgres:
-            with scratch_postgres(postgres) as pg_engine:
-                results["append_postgres"] = measure_append(pg_engine, "PostgreSQL", events=append_events,
-                                                            rounds=rounds, budget=budget)
-            rows += results["append_postgres"]["rows"]
+
+        def on_each_backend(key: str, measure: Callable[[Engine, str], dict[str, Any]]) -> list[list[Any]]:
+            """``measure`` on the SQLite data directory and, with --postgres, on a scratch PostgreSQL database;
+            results under ``key``_sqlite / ``key``_postgres; returns their table rows."""
+            sqlite_engine = make_engine(settings.effective_database_url)
+            try:
+                results[f"{key}_sqlite"] = measure(sqlite_engine, "SQLite")
+            finally:
+                sqlite_engine.dispose()
+            rows = list(results[f"{key}_sqlite"]["rows"])
+            if postgres:
+                with scratch_postgres(postgres) as pg_engine:
+                    results[f"{key}_postgres"] = measure(pg_engine, "PostgreSQL")
+                rows += results[f"{key}_postgres"]["rows"]
+            return rows
+
+        rows = on_each_backend("append", lambda engine, label: measure_append(
+            engine, label, events=append_events, rounds=rounds, budget=budget))
+        results["append_sqlite"]["pragmas"] = pragmas
         print(table(["backend", "events per transaction", "rounds", "events/s (median)", "events/s (worst)",
                      "CPU us/event", "events per CPU s", "vs target (>= 1)"], rows))
         print(f"(SQLite pragmas: journal_mode={pragmas['journal_mode']}, synchronous={pragmas['synchronous']} "
               "[0 OFF, 1 NORMAL, 2 FULL]; every appended trail verified afterwards)")
-        rate = sqlite["median"]["1"]
+        rate = results["append_sqlite"]["median"]["1"]
         results["append_met"] = rate >= APPEND_TARGET
         print(f"\nappend, 1 event per transaction, SQLite: {rate:,.0f} events/s  target >= {APPEND_TARGET:,.0f}  "
               f"{'MET' if results['append_met'] else 'NOT MET'}")
 
         heading(f"audit append with {clients} concurrent clients, one event per unit of work, {rounds} interleaved "
                 f"rounds of {append_events:,} events per mode (load average {os.getloadavg()[0]:.2f})")
-        engine = make_engine(settings.effective_database_url)
-        try:
-            results["concurrent_sqlite"] = measure_concurrent(engine, "SQLite", events=append_events,
-                                                              clients=clients, rounds=rounds)
-        finally:
-            engine.dispose()
-        rows = list(results["concurrent_sqlite"]["rows"])
-        if postgres:
-            with scratch_postgres(postgres) as pg_engine:
-                results["concurrent_postgres"] = measure_concurrent(pg_engine, "PostgreSQL", events=append_events,
-                                                                    clients=clients, rounds=rounds)
-            rows += results["concurrent_postgres"]["rows"]
+        rows = on_each_backend("concurrent", lambda engine, label: measure_concurrent(
+            engine, label, events=append_events, clients=clients, rounds=rounds))
         print(table(["backend", "clients", "events/s (median)", "events/s (worst)", "events per commit",
                      "group / own", "vs target (>= 1)"], rows))
         print("(group commit: the units waiting for the writer share one COMMIT, each in its own savepoint, each "

@@ -114,6 +114,15 @@ class Stack:
     def approve(self, user: str, request_id: str) -> None:
         self.gatepass("approve", request_id, "--comment", "ok from the plant", user=user)
 
+    def fresh_grant(self, asset: str, *args: str, approver: str = "sup-a1") -> dict[str, Any]:
+        """vendor1's only usable grant on ``asset``: the ones before revoked, then requested with ``args``
+        (``--for``, ``--reason``, ``--port`` …) and approved by ``approver``."""
+        for old in self.api_get("vendor1", f"/grants?asset={asset}&usable=true"):
+            self.gatepass("revoke", old["id"], user="vendor1")
+        request = self.request("vendor1", asset, *args)
+        self.approve(approver, request["id"])
+        return self.grant_of("vendor1", request["id"])
+
     def grant_of(self, user: str, request_id: str) -> dict[str, Any]:
         requests = json.loads(self.gatepass("requests", "--json", user=user).stdout)
         grant: dict[str, Any] = next(r for r in requests if r["id"] == request_id)["grant"]

@@ -43,11 +43,7 @@ def login_machine(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Ite
 
 
 def fresh_grant(stack: Stack, duration: str = "10m") -> str:
-    for old in stack.api_get("vendor1", f"/grants?asset={ASSET}&usable=true"):
-        stack.gatepass("revoke", old["id"], user="vendor1")
-    request = stack.request("vendor1", ASSET, "--for", duration, "--reason", "issue 15: what a cut stops")
-    stack.approve("sup-a1", request["id"])
-    grant_id: str = stack.grant_of("vendor1", request["id"])["id"]
+    grant_id: str = stack.fresh_grant(ASSET, "--for", duration, "--reason", "issue 15: what a cut stops")["id"]
     return grant_id
 
 

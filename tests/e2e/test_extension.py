@@ -16,11 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_an_approved_extension_moves_the_cut_off_of_a_live_session(stack: Stack) -> None:
-    for old in stack.api_get("vendor1", "/grants?asset=hmi-01&usable=true"):
-        stack.gatepass("revoke", old["id"], user="vendor1")
-    request = stack.request("vendor1", "hmi-01", "--for", "10s", "--reason", "e2e: short job that runs long")
-    stack.approve("sup-a1", request["id"])
-    grant = stack.grant_of("vendor1", request["id"])
+    grant = stack.fresh_grant("hmi-01", "--for", "10s", "--reason", "e2e: short job that runs long")
     old_end = dt.datetime.fromisoformat(grant["ends_at"])
     process = subprocess.Popen([GATEPASS, "ssh", "hmi-01", "--", "echo ready; sleep 60"],
                                env=stack.env(stack.home("vendor1")), stdout=subprocess.PIPE,

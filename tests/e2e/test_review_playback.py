@@ -32,11 +32,7 @@ def browser() -> Iterator[Any]:
 
 
 def _approved_grant(stack: Stack) -> dict[str, Any]:
-    for old in stack.api_get("vendor1", "/grants?asset=hmi-01&usable=true"):
-        stack.gatepass("revoke", old["id"], user="vendor1")
-    request = stack.request("vendor1", "hmi-01", "--for", "10m", "--reason", "e2e recorded maintenance")
-    stack.approve("sup-a1", request["id"])
-    return stack.grant_of("vendor1", request["id"])
+    return stack.fresh_grant("hmi-01", "--for", "10m", "--reason", "e2e recorded maintenance")
 
 
 def _ssh_tt(stack: Stack, command: str) -> subprocess.CompletedProcess[bytes]:

@@ -24,11 +24,7 @@ pytestmark = pytest.mark.slow
 
 def _approved_grant(stack: Stack, asset: str = "hmi-01", duration: str = "10m", *extra: str) -> dict[str, str]:
     """A fresh grant for vendor1; earlier ones for the asset are revoked so this is the one `gatepass ssh` uses."""
-    for old in stack.api_get("vendor1", f"/grants?asset={asset}&usable=true"):
-        stack.gatepass("revoke", old["id"], user="vendor1")
-    request = stack.request("vendor1", asset, "--for", duration, "--reason", "e2e maintenance", *extra)
-    stack.approve("sup-a1", request["id"])
-    return stack.grant_of("vendor1", request["id"])
+    return stack.fresh_grant(asset, "--for", duration, "--reason", "e2e maintenance", *extra)
 
 
 def _ssh_args(stack: Stack, user: str, asset: str, *, cert: Path | None = None) -> list[str]:

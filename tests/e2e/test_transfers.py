@@ -18,12 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 def _approved_grant(stack: Stack, asset: str, approver: str) -> dict[str, Any]:
-    for old in stack.api_get("vendor1", f"/grants?asset={asset}&usable=true"):
-        stack.gatepass("revoke", old["id"], user="vendor1")
-    request = stack.request("vendor1", asset, "--for", "10m", "--reason", "firmware update")
-    stack.approve(approver, request["id"])
+    grant = stack.fresh_grant(asset, "--for", "10m", "--reason", "firmware update", approver=approver)
     stack.gatepass("ssh-config", user="vendor1")  # writes the certificate and pins the gateway's key
-    return stack.grant_of("vendor1", request["id"])
+    return grant
 
 
 def _sftp(stack: Stack, asset: str, directory: Path, *commands: str) -> subprocess.CompletedProcess[str]:

@@ -36,11 +36,7 @@ def _baseline_commands(stack: Stack) -> dict[str, Any]:
 
 
 def test_programs_typed_in_a_recorded_shell_reach_the_vendors_baseline(stack: Stack) -> None:
-    for old in stack.api_get("vendor1", "/grants?asset=hmi-01&usable=true"):
-        stack.gatepass("revoke", old["id"], user="vendor1")
-    request = stack.request("vendor1", "hmi-01", "--for", "10m", "--reason", "e2e typed commands")
-    stack.approve("sup-a1", request["id"])
-    grant = stack.grant_of("vendor1", request["id"])
+    grant = stack.fresh_grant("hmi-01", "--for", "10m", "--reason", "e2e typed commands")
     home = stack.home("vendor1")
     stack.gatepass("ssh-config", user="vendor1")
     args = ["ssh", "-tt", "-p", str(stack.ssh_port), "-i", str(home / "id_ed25519"),
