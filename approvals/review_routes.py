@@ -19,7 +19,7 @@ from broker.audit import trail
 from broker.db import read_only_unit
 from broker.errors import Forbidden, InvalidInput, NotFound
 from broker.models import Identity
-from broker.recordings import asciicast, store, terminal
+from broker.recordings import asciicast, holds, retention, store, terminal
 
 router = APIRouter(include_in_schema=False)
 
@@ -134,8 +134,12 @@ async def session_page(request: Request, session_id: str) -> Response:
         review = oversight.review_session(session, session_id=session_id, recordings_dir=directory)
         events = [(event, _details(event.details)) for event in review.events]
         transfers = [(event, dict(_details(event.details))) for event in review.transfers]
+        # Retention and evidence holds (issue 12): how long the recording is kept, and who keeps it past that.
+        kept = retention.retention_of(review.record, web_of(request).state.settings.recording_retention_days)
+        evidence = [(item, holds.hold_line(item)) for item in holds.active_holds(session, review.record.id)]
         return render(web_of(request), "review_session.html", title=f"Session {review.record.id} · Security review",
-                      viewer=viewer, review=review, record=review.record, events=events, transfers=transfers)
+                      viewer=viewer, review=review, record=review.record, events=events, transfers=transfers,
+                      retention=kept, purge_after=kept.until(review.record.ended_at), evidence=evidence)
 
     return await signed_in(request, work)
 
