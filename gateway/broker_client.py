@@ -181,6 +181,50 @@ class BrokerClient:
         except ValueError:
             raise BrokerProtocolError(f"the broker's answer to {path} is not JSON") from None
 
+    # -- live supervision (gateway/observers.py; broker/api/watch_routes.py) ---------------------------
+
+    async def live_events(self) -> AsyncGenerator[BrokerEvent, None]:
+        """Server-sent events from ``/gateway/live`` (watch, unwatch, notice, end) until the stream ends or breaks."""
+        timeout = httpx.Timeout(self._http.timeout.connect, read=self._event_read_timeout)
+        try:
+            async with self._http.stream(
+                "GET", "/gateway/live", timeout=timeout, headers={"Accept": "text/event-stream"}
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _error_from(response)
+                event_type, data_lines = "message", list[str]()
+                async for line in response.aiter_lines():
+                    if not line:
+                        if data_lines:
+                            yield _event(event_type, "\n".join(data_lines))
+                        event_type, data_lines = "message", []
+                        continue
+                    name, _, value = line.partition(":")
+                    if name == "event":
+                        event_type = value.removeprefix(" ")
+                    elif name == "data":
+                        data_lines.append(value.removeprefix(" "))
+        except httpx.TransportError as exc:
+            raise BrokerUnavailable(f"the broker's live link broke: {exc!r}") from exc
+
+    async def live_frames(self, session_id: str, *, feed: str, frames: list[list[Any]], dropped: int,
+                          ended: bool) -> bool:
+        """A watched session's frames; True while somebody still watches. Not in a call lane: one call at a time
+        per watched session, and nothing a login or a report waits for."""
+        try:
+            response = await self._http.post(f"/gateway/live/{session_id}/frames",
+                                              json={"frames": frames, "dropped": dropped, "ended": ended},
+                                              headers={"X-Gatepass-Feed": feed})
+        except httpx.TransportError as exc:
+            raise BrokerUnavailable(f"the broker cannot be reached ({type(exc).__name__})") from exc
+        if response.status_code >= 300:
+            raise _error_from(response)
+        try:
+            return response.json().get("watching") is True
+        except (ValueError, AttributeError):
+            raise BrokerProtocolError("the broker's answer to live frames is not a JSON object") from None
+
 
 def _event(event_type: str, data: str) -> BrokerEvent:
     try:

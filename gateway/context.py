@@ -19,6 +19,7 @@ from gateway.stopping import KILL_WAIT, SWEEP_TIMEOUT, TargetStop
 
 if TYPE_CHECKING:
     from gateway.connection import GatewayConnection
+    from gateway.observers import LiveRegistry
 
 logger = logging.getLogger("gatepass.gateway")
 
@@ -41,6 +42,8 @@ class GatewayContext:
     connections: set[GatewayConnection] = field(default_factory=set)
     # Sites whose recorded sessions are refused until a probe write to the store succeeds (fail closed).
     blocked_sites: dict[str, RecordingHealth] = field(default_factory=dict)
+    # Sessions observers may watch live (gateway/observers.py); None where nothing follows the broker's live link.
+    live: LiveRegistry | None = None
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def recording_failed(self, site: str, error: str) -> None:

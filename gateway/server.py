@@ -16,6 +16,7 @@ from gateway.context import GatewayContext
 from gateway.errors import BrokerUnavailable
 from gateway.hostkey import load_or_create_host_key, public_key_line
 from gateway.monitor import GrantMonitor
+from gateway.observers import LiveRegistry, follow_live
 from gateway.recording_store import DirectoryStore
 from gateway.settings import GatewaySettings
 from gateway.sync import follow_broker
@@ -49,13 +50,16 @@ class Gateway:
         self.monitor = GrantMonitor(clock=settings.clock, warn_before=settings.warn_before)
         self.recordings = DirectoryStore(settings.recordings_dir)
         self.ctx = GatewayContext(settings=settings, broker=self.broker, monitor=self.monitor,
-                                  recordings=self.recordings)
+                                  recordings=self.recordings, live=LiveRegistry(self.broker))
         self.host_key = load_or_create_host_key(settings.host_key_path)
         self.name: str | None = None
         # Set while the event stream is connected and live grants have been resynced.
         self.events_connected = asyncio.Event()
         self._server: asyncssh.SSHAcceptor | None = None
         self._follow_task: asyncio.Task[None] | None = None
+        self._live_task: asyncio.Task[None] | None = None
+        # Set while the live link (observers' watch requests) is connected.
+        self.live_connected = asyncio.Event()
         self._stopped = asyncio.Event()
 
     @property
@@ -115,6 +119,9 @@ class Gateway:
         self._follow_task = asyncio.ensure_future(
             follow_broker(self.broker, self.monitor, connected=self.events_connected)
         )
+        assert self.ctx.live is not None  # noqa: S101 - set in __init__
+        self._live_task = asyncio.ensure_future(follow_live(self.broker, self.ctx.live,
+                                                            connected=self.live_connected))
         logger.info("gateway %s listening on %s:%d", self.name, settings.listen_host, self.port)
 
     async def stop(self) -> None:
@@ -124,6 +131,11 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follow_task
             self._follow_task = None
+        if self._live_task is not None:
+            self._live_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._live_task
+            self._live_task = None
         for connection in list(self.ctx.connections):
             connection.cut("gateway_lost", "gatepass: the gateway is shutting down", "gateway stopped")
         self.monitor.close()

@@ -46,6 +46,8 @@ class SessionHost(Protocol):
 
     def report_refusal(self, auth: Authorization, kind: str, reason: str) -> None: ...
 
+    def cut(self, reason: str, message: str, detail: str | None = None) -> None: ...
+
 
 class ProxySession(asyncssh.SSHServerSession[bytes]):
     """Server side of one session channel: client requests in, target session out."""
@@ -231,6 +233,11 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._upstream.close()
         return stop
 
+    def _end_by_observer(self, message: str) -> None:
+        """An observer ended the session from the watch view: the connection is cut as on a revocation (the broker
+        revokes the grant as well), with the observer's reason as the line the vendor reads."""
+        self._host.cut("revoked", message, "ended by an observer")
+
     def _stop_target(self) -> TargetStop | None:
         """Ask the target to end a running shell/exec command (RFC 4254 §6.9 signal), in the background."""
         upstream = self._upstream
@@ -297,6 +304,11 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         except TapFailure as exc:
             self._tap_failed(exc)
             return
+        if ctx.live is not None and self.kind in ("shell", "exec"):
+            # Watchable (gateway/observers.py): costs one check per chunk until somebody watches.
+            self._tap = ctx.live.track(self._tap, session_id=self._session_id, record_input=auth.record_input,
+                                       width=self._term_size[0], height=self._term_size[1], tell=self.warn,
+                                       end=self._end_by_observer)
         try:
             upstream, _ = await self._upstream_conn.create_session(
                 lambda: TargetSession(self),

@@ -104,9 +104,12 @@ def open_tap(ctx: GatewayContext, info: SessionInfo) -> ChannelTap:
 
 
 def is_recorded(tap: ChannelTap) -> bool:
-    """Whether ``tap`` is the session's recorder or wraps it (an ``ExecGuard`` does): a recording failure then
-    ends the session (fail closed)."""
+    """Whether ``tap`` is the session's recorder or wraps it (an ``ExecGuard`` does, and a ``WatchTap`` wraps either):
+    a recording failure then ends the session (fail closed)."""
     from gateway.exec_guard import ExecGuard
+    from gateway.observers import WatchTap
     from gateway.recording import AsciicastRecorder
 
+    if isinstance(tap, WatchTap):  # a watchable session's tap: what it wraps decides
+        tap = tap.inner
     return isinstance(tap, AsciicastRecorder) or (isinstance(tap, ExecGuard) and tap.recorded)

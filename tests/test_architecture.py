@@ -77,7 +77,7 @@ def test_only_the_assembly_and_the_command_line_read_the_environment(package: st
 # The broker's top level is its shared kernel; every rule lives in a domain package (README, "Code").
 BROKER_KERNEL = {"__init__", "admin", "app", "bootstrap", "clock", "db", "demo", "durations", "errors", "ids",
                  "metrics", "models", "settings", "sources", "vocabulary"}
-BROKER_DOMAINS = {"access", "api", "audit", "containment", "identity", "inventory", "keys", "recordings",
+BROKER_DOMAINS = {"access", "api", "audit", "containment", "identity", "inventory", "keys", "live", "recordings",
                   "respond", "watch"}
 
 
