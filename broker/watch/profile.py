@@ -26,6 +26,8 @@ LONG_FLOOR_SECONDS = 3600.0
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 # The measures kept as running statistics.
 MEASURES = ("upload_bytes", "download_bytes", "duration_seconds", "bytes_in", "bytes_out", "concurrent_sessions")
+# Failed sign-ins within an hour that make a burst (a guessed password), unless the identity has had more before.
+FAILED_BURST = 5
 # More sessions at once than ever before counts only from this many (two at once is ordinary).
 CONCURRENT_FLOOR = 3
 # Registers this close to a usual range are not "new" (a tool reading one block further along).
@@ -169,6 +171,10 @@ def learn(profile: dict[str, Any], observation: Observation) -> None:
         _bump(profile["sources"], observation.source)
     elif observation.kind == "signin_failed":
         profile["failed_signins"] += 1
+        # Its worst hour below a burst: the tail of a burst (past the one flagged failure) never raises the bar.
+        recent = min(observation.amounts.get("failed_last_hour", 0.0), FAILED_BURST - 1.0)
+        profile["failed_hour_max"] = max(profile.get("failed_hour_max", 0.0), recent)
+        return  # the hourly count is judged against a fixed line, not kept as a running mean
     elif observation.kind == "typed":
         profile["typed_sessions"] = profile.get("typed_sessions", 0) + 1
         for program in observation.programs:
@@ -263,6 +269,17 @@ def _compare_modbus(profile: dict[str, Any], observation: Observation) -> list[S
     return signals
 
 
+def _compare_failed_signins(profile: dict[str, Any], observation: Observation) -> list[Signal]:
+    """A burst of failed sign-ins, flagged once, as it reaches ``FAILED_BURST`` within an hour (no history needed:
+    guessing a password needs none), with the identity's worst hour so far for comparison."""
+    recent = observation.amounts.get("failed_last_hour", 0.0)
+    worst = profile.get("failed_hour_max", 0.0)
+    if recent != FAILED_BURST:
+        return []
+    usual = f"never more than {worst:.0f} in an hour before" if worst else "no failed sign-in before"
+    return [Signal("failed_signins", f"{recent:.0f} failed sign-ins within an hour", usual)]
+
+
 def _compare_typed(profile: dict[str, Any], observation: Observation) -> list[Signal]:
     """Programs typed for the first time, once the identity has a history of typed sessions."""
     if profile.get("typed_sessions", 0) < MIN_HISTORY or not profile["commands"]:
@@ -282,6 +299,8 @@ def compare(profile: dict[str, Any], observation: Observation) -> list[Signal]:
         return _compare_modbus(profile, observation)
     if observation.kind == "typed":
         return _compare_typed(profile, observation)
+    if observation.kind == "signin_failed":
+        return _compare_failed_signins(profile, observation)
     if profile["sessions"] < MIN_HISTORY:
         return []
     signals: list[Signal] = []

@@ -38,6 +38,7 @@ BATCH = 500
 WRITE_BURST = 3
 WRITE_BURST_WINDOW = dt.timedelta(seconds=60)
 DEFAULT_LEARNING = dt.timedelta(days=14)
+FAILED_SIGNIN_WINDOW = dt.timedelta(hours=1)
 RANK = {FlagSeverity.LOW: 0, FlagSeverity.MEDIUM: 1, FlagSeverity.HIGH: 2}
 WATCHED = (Action.SESSION_STARTED, Action.SESSION_ENDED, Action.FILE_TRANSFERRED, Action.FILE_REFUSED,
            Action.MODBUS_WRITE_REFUSED, Action.MODBUS_ACTIVITY, Action.GATEWAY_REFUSED, Action.LOGIN_FAILED,
@@ -233,7 +234,9 @@ class Watcher:
                 "outside_delegation", f"the gateway refused {what}: {str(details.get('reason', ''))[:160]}",
                 f"a {identity.kind} acts only within its delegation and policy")], None)
         if event.action == Action.LOGIN_FAILED:
-            return Finding(identity, None, None, [], [], Observation(at=at, kind="signin_failed"))
+            recent = self._count_recent(event, FAILED_SIGNIN_WINDOW)
+            return Finding(identity, None, None, [], [], Observation(at=at, kind="signin_failed",
+                                                                     amounts={"failed_last_hour": float(recent)}))
         return None
 
     def _open_sessions(self, identity: Identity, session_id: str | None, at: dt.datetime) -> list[str | None]:
@@ -256,9 +259,13 @@ class Watcher:
                        f"while also connected from {', '.join(elsewhere)}")]
 
     def _writes_refused(self, event: AuditEvent) -> int:
+        return self._count_recent(event, WRITE_BURST_WINDOW)
+
+    def _count_recent(self, event: AuditEvent, window: dt.timedelta) -> int:
+        """Events like this one (same action, same actor) within ``window`` up to it, it included."""
         return int(self.session.scalar(select(func.count()).select_from(AuditEvent).where(
-            AuditEvent.action == Action.MODBUS_WRITE_REFUSED, AuditEvent.actor == event.actor,
-            AuditEvent.seq <= event.seq, AuditEvent.occurred_at >= event.occurred_at - WRITE_BURST_WINDOW)) or 0)
+            AuditEvent.action == event.action, AuditEvent.actor == event.actor,
+            AuditEvent.seq <= event.seq, AuditEvent.occurred_at >= event.occurred_at - window)) or 0)
 
     def _learning(self, baseline: Baseline, site: Site | None, at: dt.datetime) -> bool:
         """Whether the event happened while the baseline still learnt (the event's time, not the watcher's: a

@@ -5,6 +5,7 @@ gateway's reports made the way the gateway API makes them."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from pathlib import Path
@@ -13,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from broker.errors import Forbidden
-from broker.identity import identities
+from broker.errors import Forbidden, LoginFailed
+from broker.identity import authentication, identities
 from broker.inventory import gateways
 from broker.inventory.gateway_events import NullPublisher
 from broker.models import Site
@@ -233,6 +234,25 @@ def test_a_program_typed_for_the_first_time_is_flagged_where_input_is_recorded(p
     [signal] = flag["signals"]
     assert (signal["signal"], signal["observed"], signal["usual"]) == (
         "new_command", "first run of curl, chmod (typed)", "usually ls, tail")
+
+
+def test_a_burst_of_failed_sign_ins_is_flagged_once(plant: Plant) -> None:
+    plant.ensure("vendor1")
+    plant.clock.set(MONDAY_9)
+    policy = authentication.LoginPolicy.from_settings(plant.settings)
+    for attempt in range(7):  # someone guessing vendor1's password, from a different address each time
+        with contextlib.suppress(LoginFailed), plant.session() as session:
+            authentication.login(session, vault=plant.vault, now=plant.clock.now(), policy=policy,
+                                 username="vendor1", password=f"guess-{attempt}", code="000000",
+                                 source=f"198.51.100.{attempt + 1}")
+        plant.clock.advance(dt.timedelta(minutes=4))
+    assert len(plant.audit("auth:login:failed")) == 7
+    _watch(plant)
+    [flag] = _open_flags(plant)
+    [signal] = flag["signals"]
+    assert (signal["signal"], signal["observed"], signal["usual"]) == (
+        "failed_signins", "5 failed sign-ins within an hour", "never more than 4 in an hour before")
+    assert flag["session"] is None
 
 
 def test_always_high_flags_need_no_history(plant: Plant) -> None:
