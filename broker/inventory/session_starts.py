@@ -12,11 +12,12 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
 
 from broker.errors import BrokerError
 from broker.inventory import gateways
-from broker.models import Gateway
+from broker.models import Asset, Gateway, Grant
 
 # More than a gateway ever has waiting at once in practice (it sends what piled up during one call).
 MAX_STARTS_PER_CALL = 500
@@ -42,6 +43,10 @@ class StartOutcome:
 def start_sessions(session: Session, *, now: dt.datetime, gateway: Gateway,
                    starts: Sequence[StartRequest]) -> list[StartOutcome]:
     """Record every start it may, in the caller's transaction; one outcome per start, in order."""
+    # The grants (with asset, site and identity) in one query, held here for the whole call: the session's
+    # identity map keeps only weak references, so an unchanged grant would otherwise be loaded again, in four
+    # queries, for every start under it (1,000 starts under one grant: 4,000 queries).
+    held = _load_grants(session, {start.grant_id for start in starts})
     outcomes: list[StartOutcome] = []
     for start in starts:
         # A savepoint per start: what a refused start wrote is kept or undone as its own transaction would be
@@ -60,4 +65,11 @@ def start_sessions(session: Session, *, now: dt.datetime, gateway: Gateway,
         else:
             savepoint.commit()
             outcomes.append(StartOutcome(session_id=record.id))
+    del held
     return outcomes
+
+
+def _load_grants(session: Session, grant_ids: set[str]) -> list[Grant]:
+    return list(session.scalars(
+        select(Grant).where(Grant.id.in_(grant_ids))
+        .options(joinedload(Grant.asset).joinedload(Asset.site), joinedload(Grant.identity))).unique())
