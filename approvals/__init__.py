@@ -32,13 +32,14 @@ def mount(app: FastAPI, state: BrokerState, settings: WebSettings, notifier: Not
         signin_routes,
         supervisor_routes,
         vendor_routes,
+        watch_routes,
     )
 
     app.state.approvals = Web(state=state, settings=settings,
                               csrf_key=web_sessions.derive_csrf_key(state.settings.master_key_path),
                               templates=make_templates(), notifier=notifier)
     for module in (signin_routes, oidc_routes, supervisor_routes, vendor_routes, review_routes, identity_routes,
-                   playbook_routes, flag_routes, posture_routes):
+                   playbook_routes, flag_routes, posture_routes, watch_routes):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

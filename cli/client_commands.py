@@ -65,6 +65,7 @@ def add_subcommands(subparsers: Subparsers) -> None:
     _playbooks(subparsers)
     _posture(subparsers)
     _flags(subparsers)
+    _watch(subparsers)
     _connect(subparsers)
 
 
@@ -375,6 +376,14 @@ def _flags(subparsers: Subparsers) -> None:
     decide.add_argument("--comment", required=True, metavar="TEXT", help="why, kept with the flag")
     decide.add_argument("--json", action="store_true")
     decide.set_defaults(func=Later("cli.client_flags", "run_decide"))
+
+
+def _watch(subparsers: Subparsers) -> None:
+    """watch: cli.client_watch."""
+    watch = subparsers.add_parser("watch", help="follow a live session in this terminal, read-only (supervisors of "
+                                  "its site, security reviewers); the vendor is told who watches")
+    watch.add_argument("session_id", metavar="SESSION_ID", type=object_id)
+    watch.set_defaults(func=Later("cli.client_watch", "run_watch"))
 
 
 def _connect(subparsers: Subparsers) -> None:

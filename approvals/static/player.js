@@ -326,4 +326,6 @@
   document.addEventListener("DOMContentLoaded", () => {
     for (const root of document.querySelectorAll(".player[data-cast]")) new Player(root).load();
   });
+  // The live watch view (watch.js) draws with the same terminal.
+  window.GatepassScreen = Screen;
 })();

@@ -1,0 +1,98 @@
+"""``gatepass watch SESSION``: follow a live session in this terminal, read-only (the vendor is told who watches)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from cli.context import Context
+from cli.errors import ServerUnreachable
+
+# The broker sends a keepalive every 15 s: three missed ones mean the stream is dead.
+READ_TIMEOUT_SECONDS = 45.0
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    ctx: Context = args.client_context
+    import httpx
+
+    from cli.api import API_PREFIX, TIMEOUT_SECONDS, ApiClient
+
+    session = ctx.session()
+    api = ApiClient(session.server, token=session.token, username=session.username, transport=ctx.transport)
+    timeout = httpx.Timeout(TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS)
+    headers = {"Authorization": f"Bearer {session.token}", "Accept": "text/event-stream",
+               "User-Agent": "gatepass-cli"}
+    try:
+        with httpx.Client(base_url=session.server + API_PREFIX, headers=headers, timeout=timeout,
+                          transport=ctx.transport) as http, \
+                http.stream("GET", f"/sessions/{args.session_id}/watch") as response:
+            if response.status_code != 200:
+                response.read()
+                raise api._refusal(response)  # the API client's one reading of a refusal (cli.api)
+            for event, data in _events(response.iter_lines()):
+                if _show(ctx, event, data):
+                    return 0
+    except httpx.HTTPError as exc:
+        raise ServerUnreachable(f"the watch of session {args.session_id} broke: {exc}") from exc
+    except KeyboardInterrupt:
+        ctx.note("\nStopped watching.")
+        return 130
+    finally:
+        api.close()
+    ctx.note("The broker closed the stream.")
+    return 1
+
+
+def _events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
+    """Server-sent events (WHATWG HTML): ``event:`` names the type, ``data:`` carries JSON, a blank line ends one."""
+    event, data = "message", list[str]()
+    for line in lines:
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", list[str]()
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            if name == "event":
+                event = value.strip()
+            elif name == "data":
+                data.append(value.removeprefix(" "))
+
+
+def _show(ctx: Context, event: str, data: Any) -> bool:
+    """Print one event: the session's output on stdout as the vendor sees it, the rest on stderr. True at the end."""
+    if event == "hello":
+        others = ", ".join(data.get("also_watching") or []) or "nobody else"
+        ctx.note(f"Watching session {data['session_id']}: {data['vendor']} on {data['asset']} ({data['site']}), "
+                 f"read-only; {data['vendor']} sees that {data['observer']} is watching. Also watching: {others}. "
+                 "Ctrl-C stops.")
+        if not data.get("gateway_connected", True):
+            ctx.note("The gateway carrying this session is not connected to the broker's live link yet.")
+    elif event == "frames":
+        for _seconds, code, text in data:
+            if code == "o":
+                ctx.out.write(text)
+            elif code == "ob":
+                ctx.out.write(f"\r\n[binary output: {_binary_size(text)} bytes]\r\n")
+            elif code == "m":
+                ctx.out.write(f"\r\n[{text}]\r\n")
+        ctx.out.flush()
+    elif event == "dropped":
+        ctx.note(f"\r\n[{data['frames']} frames dropped: this terminal fell behind; the screen may be incomplete "
+                 "until it is redrawn]")
+    elif event == "ended":
+        ctx.note(f"\r\nThe watch ended: {data['why']}.")
+        return True
+    return False
+
+
+def _binary_size(text: str) -> int:
+    try:
+        return len(base64.b64decode(text))
+    except (binascii.Error, ValueError):
+        return 0

@@ -1,0 +1,292 @@
+"""Live supervision end to end (issue 13): `gatepass serve` in its own process, the stock ssh client through the real
+gateway to a real sshd, observers with `gatepass watch`, a raw HTTP client that never reads, and Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+import pyotp
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.stack import GATEPASS, Stack
+from tests.fixtures.browser import launch_chromium
+
+pytestmark = pytest.mark.slow
+
+ECHO_LOOP = 'echo ready; while read line; do echo "vendor typed: $line"; done'
+
+
+class Lines:
+    """A pipe read line by line in a thread, so a test can wait for a line with a deadline."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.seen: list[str] = []
+        self._stream = stream
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Once the writer is gone: the reader has met the end of the pipe; close it."""
+        self._thread.join(timeout=10)
+        self._stream.close()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, text: str, timeout: float = 10) -> str:
+        for line in self.seen:
+            if text in line:
+                return line
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"{text!r} did not appear within {timeout} s; seen: {self.seen[-20:]}")
+
+
+class VendorSession:
+    """vendor1's stock ssh (through `gatepass ssh`) running ``command`` on hmi-01, stdin open."""
+
+    def __init__(self, stack: Stack, command: str) -> None:
+        self.process = subprocess.Popen([GATEPASS, "ssh", "hmi-01", "--", command],
+                                        env=stack.env(stack.home("vendor1")), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        self.stdout = Lines(self.process.stdout)
+        self.stderr = Lines(self.process.stderr)
+
+    def type(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.stdout.close()
+        self.stderr.close()
+
+
+def live_session(stack: Stack, command: str = ECHO_LOOP) -> tuple[VendorSession, str, str]:
+    """A fresh grant on hmi-01 and a vendor session running ``command``: (session, its id, the grant id)."""
+    grant = stack.fresh_grant("hmi-01", "--for", "10m", "--reason", "live supervision test")
+    vendor = VendorSession(stack, command)
+    vendor.stdout.wait_for("ready", timeout=15)
+    started = stack.grant_event("gateway:session:started", grant["id"])
+    return vendor, started["subject"], grant["id"]
+
+
+def watcher(stack: Stack, user: str, session_id: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([GATEPASS, "watch", session_id], env=stack.env(stack.home(user)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, bufsize=1)
+
+
+def trail(stack: Stack, action: str, session_id: str, *, count: int = 1, timeout: float = 10) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in stack.audit_events() if e["action"] == action and e["subject"] == session_id]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_gatepass_watch_prints_the_session_and_the_vendor_sees_who_watches(stack: Stack) -> None:
+    vendor, session_id, grant_id = live_session(stack)
+    observer = watcher(stack, "sup-a1", session_id)
+    assert observer.stdout is not None
+    assert observer.stderr is not None
+    shown, notes = Lines(observer.stdout), Lines(observer.stderr)
+    try:
+        notes.wait_for(f"Watching session {session_id}: vendor1 on hmi-01 (plant-a)")
+        vendor.stderr.wait_for("gatepass: sup-a1 (supervisor, plant-a) is watching this session")
+        vendor.type("hello observer")
+        vendor.stdout.wait_for("vendor typed: hello observer")
+        shown.wait_for("vendor typed: hello observer")
+        shown.wait_for("sup-a1 (supervisor, plant-a) is watching this session")  # the notice is in the feed too
+    finally:
+        observer.terminate()
+        observer.wait(timeout=10)
+        shown.close()
+        notes.close()
+    vendor.stderr.wait_for("gatepass: sup-a1 (supervisor, plant-a) stopped watching")
+    vendor.type("still here")
+    vendor.stdout.wait_for("vendor typed: still here")  # leaving changes nothing for the vendor
+    vendor.close()
+    joined = trail(stack, "live:watch:joined", session_id)
+    assert [(e["actor"], e["details"]["grant"], e["details"]["via"]) for e in joined] == [
+        ("sup-a1", grant_id, "api")]
+    left = trail(stack, "live:watch:left", session_id)
+    assert [e["actor"] for e in left] == ["sup-a1"]
+
+
+def test_a_supervisor_of_another_site_may_not_watch_and_is_audited(stack: Stack) -> None:
+    vendor, session_id, _grant_id = live_session(stack)
+    try:
+        refused = stack.gatepass("watch", session_id, user="sup-b", check=False, timeout=30)
+        assert refused.returncode != 0
+        assert "only supervisors of plant-a and security reviewers may watch" in refused.stderr
+        # A vendor, even the one whose session it is, cannot watch either.
+        own = stack.gatepass("watch", session_id, user="vendor1", check=False, timeout=30)
+        assert own.returncode != 0
+        assert "vendor1 is neither" in own.stderr
+        assert not any("watching" in line for line in vendor.stderr.seen)
+    finally:
+        vendor.close()
+    refusals = trail(stack, "live:watch:refused", session_id, count=2)
+    assert sorted(e["actor"] for e in refusals) == ["sup-b", "vendor1"]
+    assert {e["outcome"] for e in refusals} == {"refused"}
+    assert trail(stack, "live:watch:joined", session_id, timeout=0) == []
+
+
+def stalled_observer(stack: Stack, user: str, session_id: str) -> socket.socket:
+    """An observer that asks for the stream and then never reads a byte (a stopped browser, a frozen laptop)."""
+    token = json.loads((stack.home(user) / "session.json").read_text())["token"]
+    sock = socket.create_connection(("127.0.0.1", stack.http_port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once: the broker's writes block
+    sock.sendall(f"GET /api/v1/sessions/{session_id}/watch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode())
+    return sock
+
+
+BULK_BYTES = 30_000_000
+
+
+def timed_bulk_output(stack: Stack, *, stall: int) -> float:
+    """Seconds for 30 MB of terminal text to reach vendor1's ssh, with ``stall`` observers that never read."""
+    stack.fresh_grant("hmi-01", "--for", "10m", "--reason", "bulk output under watch")
+    command = f"echo ready; read go; head -c {BULK_BYTES} /dev/zero | tr '\\0' x"
+    process = subprocess.Popen([GATEPASS, "ssh", "hmi-01", "--", command], env=stack.env(stack.home("vendor1")),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdin is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
+    notices = Lines(io.TextIOWrapper(process.stderr))
+    sockets: list[socket.socket] = []
+    try:
+        assert process.stdout.readline() == b"ready\n"
+        started_event = [e for e in stack.audit_events() if e["action"] == "gateway:session:started"][-1]
+        observers = ("sup-a1", "sup-a2", "security1")[:stall]
+        sockets = [stalled_observer(stack, user, started_event["subject"]) for user in observers]
+        for user in observers:
+            notices.wait_for(f"gatepass: {user} (")  # "... is watching this session": the feed runs
+        started = time.monotonic()
+        process.stdin.write(b"go\n")
+        process.stdin.flush()
+        received = 0
+        while chunk := process.stdout.read1(1 << 20):
+            received += len(chunk)
+        elapsed = time.monotonic() - started
+        assert received == BULK_BYTES  # everything arrived, in full
+        return elapsed
+    finally:
+        for sock in sockets:
+            sock.close()
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        process.stdin.close()
+        process.stdout.close()
+        notices.close()
+
+
+def test_stalled_observers_do_not_slow_the_session(stack: Stack) -> None:
+    unwatched = timed_bulk_output(stack, stall=0)
+    watched = timed_bulk_output(stack, stall=3)
+    # Bounded: the session never waits for an observer (each one's queue drops its oldest frames instead).
+    assert watched < unwatched * 1.5 + 1.0, f"unwatched {unwatched:.2f} s, with 3 stalled observers {watched:.2f} s"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with launch_chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    opened = context.new_page()
+    opened.on("dialog", lambda dialog: dialog.accept())  # "End the session …?" — yes
+    try:
+        yield opened
+    finally:
+        context.close()
+
+
+def sign_in(stack: Stack, page: Any, user: str) -> None:
+    stack.add_user(user, "supervisor", "plant-a")
+    creds = stack.users[user]
+    page.goto(stack.base_url + "/sign-in")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(creds["password"])
+    page.get_by_label("One-time code").fill(pyotp.TOTP(creds["totp_secret"]).now())
+    page.get_by_label("Enrolment code").fill(creds["enrolment_code"])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(stack.base_url + "/approvals")
+
+
+def test_the_watch_view_follows_the_session_sends_a_message_and_ends_it(stack: Stack, page: Any) -> None:
+    sign_in(stack, page, "sup-watch")
+    vendor, session_id, grant_id = live_session(stack)
+    try:
+        row = page.locator(f"tr[id='{session_id}']")
+        row.get_by_role("link", name="Watch").click(timeout=6_000)
+        page.wait_for_url(f"{stack.base_url}/approvals/sessions/{session_id}/watch")
+        expect(page.locator(".watch")).to_have_attribute("data-state", "live")
+        vendor.stderr.wait_for("gatepass: sup-watch (supervisor, plant-a) is watching this session")
+
+        vendor.type("reading tag TIC-101")
+        vendor.stdout.wait_for("vendor typed: reading tag TIC-101")
+        screen = page.locator("pre.terminal")
+        expect(screen).to_contain_text("vendor typed: reading tag TIC-101")
+
+        page.get_by_label("Message to the vendor").fill("please stop before touching the PLC")
+        page.get_by_role("button", name="Send message").click()
+        vendor.stderr.wait_for("gatepass: message from sup-watch (supervisor, plant-a): please stop before "
+                               "touching the PLC")
+        expect(page.locator("[data-watch=notices]")).to_contain_text("please stop before touching the PLC")
+
+        page.get_by_label("Reason (shown to the vendor)").fill("unplanned change on the boiler line")
+        with page.expect_response(lambda answer: answer.url.endswith(f"/sessions/{session_id}/end")) as posted:
+            page.get_by_role("button", name="End session").click()
+        assert posted.value.status == 303
+        committed = time.monotonic()  # the answer comes after the revocation committed
+        vendor.process.wait(timeout=10)
+        elapsed = time.monotonic() - committed
+        assert elapsed < 1.0, f"the session ended {elapsed:.2f} s after End session"
+        vendor.stderr.wait_for("gatepass: sup-watch (supervisor, plant-a) ended this session: unplanned change on "
+                               "the boiler line", timeout=2)
+    finally:
+        vendor.close()
+    ended = stack.grant_event("gateway:session:ended", grant_id)
+    assert ended["details"]["reason"] == "revoked"
+    revoked = [e for e in stack.audit_events() if e["action"] == "access:grant:revoked" and e["subject"] == grant_id]
+    assert revoked[-1]["actor"] == "sup-watch"
+    assert "unplanned change on the boiler line" in revoked[-1]["details"]["reason"]
+    sent = trail(stack, "live:message:sent", session_id)
+    assert sent[0]["details"]["message"] == "please stop before touching the PLC"
+    assert [e["details"]["via"] for e in trail(stack, "live:watch:joined", session_id)] == ["web"]
