@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cli.api import ApiClient
+from cli import quick_http
 from cli.context import Context
 from cli.durations import format_duration, parse_api_time
 from cli.errors import ClientError, ServerUnreachable, UsageError
 from cli.output import request_line, request_outcome, requests_table, to_json
 from cli.sshargs import describe_services, format_time
+
+if TYPE_CHECKING:  # httpx is imported only by the commands that use it (`gatepass revoke` must start at once)
+    from cli.api import ApiClient
 
 POLL_SECONDS = 1.0
 # Consecutive failed polls tolerated while waiting, so a broker restart does not abandon the wait.
@@ -149,8 +152,15 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     ctx: Context = args.client_context
-    with ctx.api() as api:
-        grant: dict[str, Any] = api.post(f"/grants/{args.grant_id}/revoke", {"reason": args.reason})
+    path, body = f"/grants/{args.grant_id}/revoke", {"reason": args.reason}
+    session = ctx.session()
+    grant: dict[str, Any]
+    if ctx.transport is None and quick_http.usable(session.server, ctx.environ):
+        # Access that must end now does not wait for httpx to load (cli/quick_http.py).
+        grant = quick_http.post(session.server, path, body, token=session.token, username=session.username)
+    else:
+        with ctx.api(session) as api:
+            grant = api.post(path, body)
     if args.json:
         ctx.say(to_json(grant))
     else:

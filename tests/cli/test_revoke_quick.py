@@ -1,0 +1,113 @@
+"""`gatepass revoke` on the standard library's HTTP client (cli/quick_http.py, issue 14: revoke -> ssh exits
+<= 120 ms): it answers exactly as the httpx client does, against the real broker over TCP, and does not import
+httpx at all."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from broker.audit.trail import Action
+from cli.context import Context
+from cli.main import main
+from cli.state import Session
+from tests.fixtures.broker import Api, Plant
+from tests.fixtures.ports import free_port
+
+SignIn = Callable[[str], Session]
+ROOT = Path(__file__).resolve().parents[2]
+# A proxy in the CLI's environment: quick_http steps aside and `revoke` goes through httpx (which reads the
+# process's own environment, where no proxy is set, so it still reaches the broker directly).
+THROUGH_HTTPX = {"https_proxy": "http://proxy.invalid:3128"}
+
+
+def _run(ctx: Context, argv: list[str], *, extra_environ: dict[str, str]) -> tuple[int, str, str]:
+    run = dataclasses.replace(ctx, environ={**ctx.environ, **extra_environ}, out=io.StringIO(), err=io.StringIO())
+    code = main(argv, context=run)
+    assert isinstance(run.out, io.StringIO)
+    assert isinstance(run.err, io.StringIO)
+    return code, run.out.getvalue(), run.err.getvalue()
+
+
+def test_revoke_without_httpx_ends_the_grant(ctx: Context, api: Api, plant: Plant, signed_in: SignIn) -> None:
+    grant = api.grant("vendor1", "sup-a1")
+    signed_in("sec1")
+
+    code, out, err = _run(ctx, ["revoke", grant["id"], "--reason", "laptop lost", "--json"], extra_environ={})
+
+    assert (code, err) == (0, "")
+    assert f'"id": "{grant["id"]}"' in out
+    assert '"status": "revoked"' in out
+    [revoked] = plant.audit(Action.GRANT_REVOKED)
+    assert (revoked["actor"], revoked["subject"], revoked["details"]["reason"]) == ("sec1", grant["id"],
+                                                                                     "laptop lost")
+
+
+def _again(api: Api, signed_in: SignIn) -> str:
+    grant = api.grant("vendor1", "sup-a1")
+    signed_in("sec1")
+    assert api.as_user("sec1").post(f"/grants/{grant['id']}/revoke", json={"reason": "first"}).status_code == 200
+    return str(grant["id"])
+
+
+def _unknown(_api: Api, signed_in: SignIn) -> str:
+    signed_in("sec1")
+    return "grt-00000000"
+
+
+def _signed_out(api: Api, signed_in: SignIn) -> str:
+    grant = api.grant("vendor1", "sup-a1")
+    session = signed_in("sec1")
+    assert api.client(session.token).post("/auth/logout").status_code == 204
+    return str(grant["id"])
+
+
+def _not_theirs(api: Api, signed_in: SignIn) -> str:
+    grant = api.grant("vendor1", "sup-a1")
+    signed_in("vendor2")
+    return str(grant["id"])
+
+
+@pytest.mark.parametrize("case", [_again, _unknown, _signed_out, _not_theirs],
+                         ids=["already revoked", "unknown grant", "signed out", "someone else's grant"])
+def test_a_refused_revoke_reads_as_with_httpx(ctx: Context, api: Api, signed_in: SignIn,
+                                              case: Callable[[Api, SignIn], str]) -> None:
+    grant_id = case(api, signed_in)
+
+    quick = _run(ctx, ["revoke", grant_id], extra_environ={})
+    through_httpx = _run(ctx, ["revoke", grant_id], extra_environ=THROUGH_HTTPX)
+
+    assert quick == through_httpx
+    code, out, err = quick
+    assert (code, out) == (1, "")
+    assert err.startswith("gatepass: ")
+    assert len(err) > 30  # a sentence: what was refused and why
+
+
+def test_an_unreachable_broker_is_said_so(ctx: Context, signed_in: SignIn) -> None:
+    session = signed_in("sec1")
+    ctx.state.save_session(dataclasses.replace(session, server=f"http://127.0.0.1:{free_port()}"))
+
+    code, out, err = _run(ctx, ["revoke", "grt-00000000"], extra_environ={})
+
+    assert (code, out) == (1, "")
+    assert err.startswith("gatepass: cannot reach the broker at http://127.0.0.1:")
+
+
+def test_revoke_does_not_import_httpx(tmp_path: Path) -> None:
+    script = "import sys; from cli.main import main; sys.exit(main(['revoke', 'grt-00000000']))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_", "COVERAGE_", "GATEPASS_"))}
+    env["GATEPASS_HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    modules = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "you are not logged in" in done.stderr  # it got as far as looking for the session
+    assert "cli.quick_http" in modules
+    assert not {m for m in modules if m == "httpx" or m.startswith("httpx.")}
