@@ -149,6 +149,9 @@ def _recording_path(session: Session, session_id: str, directory: Path) -> Path:
     if not record.recording_name:
         raise NotFound(f"session {record.id} has no recording (only shell and exec sessions are recorded)")
     path = store.resolve(directory, record.recording_name)
+    if not path.is_file() and record.recording_purged_at is not None:
+        raise NotFound(f"the recording of session {record.id} was purged under retention on "
+                       f"{record.recording_purged_at:%Y-%m-%d} (the audit trail keeps its SHA-256 and size)")
     if not path.is_file():
         raise NotFound(f"the recording of session {record.id} is missing from the recordings directory")
     return path

@@ -103,6 +103,10 @@ def due(session: Session, *, now: dt.datetime, default_days: int, directory: Pat
         limit: int = PURGE_BATCH) -> list[Candidate]:
     """Recordings of ended sessions older than their site's retention and not on hold, oldest first, each with
     its file checked against the hash its gateway reported."""
+    if not directory.is_dir():
+        # Recordings live on a separate gateway's disk (`gatepass gateway --recordings DIR`), not here: nothing
+        # this broker could delete, and listing every one as "missing" each round would only cost reads.
+        return []
     retentions = {site.id: (site, site_retention(site, default_days)) for site in session.scalars(select(Site))}
     # One cut-off per site that does not keep forever (sites are few; a date expression would differ per dialect).
     cutoffs = [(Asset.site_id == site_id) & (AccessSession.ended_at <= now - dt.timedelta(days=kept.days))
@@ -113,15 +117,25 @@ def due(session: Session, *, now: dt.datetime, default_days: int, directory: Pat
              .join(Grant, AccessSession.grant_id == Grant.id).join(Asset, Grant.asset_id == Asset.id)
              .where(AccessSession.recording_sha256.is_not(None), AccessSession.recording_purged_at.is_(None),
                     AccessSession.ended_at.is_not(None), or_(*cutoffs), _not_held())  # type: ignore[arg-type]
-             .order_by(AccessSession.ended_at, AccessSession.id).limit(limit))
+             .order_by(AccessSession.ended_at, AccessSession.id).execution_options(yield_per=limit))
     found: list[Candidate] = []
+    intact = kept = 0
     for record, site_id in session.execute(query):
         site, retention = retentions[site_id]
         assert record.ended_at is not None  # noqa: S101 (the query's own condition; for the type checker)
-        found.append(Candidate(session_id=record.id, site=site.name, name=str(record.recording_name),
-                               sha256=str(record.recording_sha256), size=int(record.recording_bytes or 0),
-                               ended_at=record.ended_at, retention=retention,
-                               problem=_file_problem(directory, record)))
+        item = Candidate(session_id=record.id, site=site.name, name=str(record.recording_name),
+                         sha256=str(record.recording_sha256), size=int(record.recording_bytes or 0),
+                         ended_at=record.ended_at, retention=retention, problem=_file_problem(directory, record))
+        # Changed or missing files stay due for ever (verify reports them): they must not fill the batch and stop
+        # the purge of the intact ones behind them, so the scan goes on past them (listing the first ``limit``).
+        if item.problem is None:
+            intact += 1
+            found.append(item)
+        elif kept < limit:
+            kept += 1
+            found.append(item)
+        if intact >= limit:
+            break
     return found
 
 

@@ -48,3 +48,6 @@ def test_the_session_page_shows_retention_holds_and_a_purge(page: Any, web_plant
     expect(page.get_by_text("Purged under retention on")).to_be_visible()
     expect(page.locator("#recording-evidence")).to_have_text("not on hold")
     expect(page.locator(".player")).to_have_count(0)
+    gone = page.request.get(f"{web_server.url}/review/sessions/{purged}/recording")
+    assert gone.status == 404
+    assert "was purged under retention on" in gone.text()

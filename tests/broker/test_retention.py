@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from broker.inventory import sites
-from broker.recordings import purge, store
+from broker.recordings import purge, retention, store
 from broker.recordings.retention import parse_retention
 from tests.broker.test_recordings_verify import gatepass_verify, record_session
 from tests.fixtures.broker import Api, BrokerServer, Plant, Reaper, assert_refusal
@@ -150,6 +150,14 @@ def test_a_changed_file_past_retention_is_kept_for_verify_to_report(api: Api, pl
     assert "no longer matches" in str(report.kept[0].problem)
     assert path.is_file()
     assert plant.audit(PURGED) == []
+
+    # Kept ones never fill a batch: with room for one, the intact recording behind the changed one still goes.
+    intact = record_session(api, plant, api.grant("vendor1", "sup-a1")["id"], "routine output\r\n$ ")
+    plant.clock.advance(2 * DAY)
+    with plant.session() as session:
+        found = retention.due(session, now=plant.clock.now(), default_days=0,
+                              directory=store.recordings_dir(plant.settings), limit=1)
+    assert [(c.session_id, c.problem is None) for c in found] == [(session_id, False), (intact, True)]
 
 
 def test_recordings_are_kept_forever_unless_a_retention_is_set(api: Api, plant: Plant) -> None:
