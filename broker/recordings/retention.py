@@ -120,22 +120,24 @@ def due(session: Session, *, now: dt.datetime, default_days: int, directory: Pat
              .order_by(AccessSession.ended_at, AccessSession.id).execution_options(yield_per=limit))
     found: list[Candidate] = []
     intact = kept = 0
-    for record, site_id in session.execute(query):
-        site, retention = retentions[site_id]
-        assert record.ended_at is not None  # noqa: S101 (the query's own condition; for the type checker)
-        item = Candidate(session_id=record.id, site=site.name, name=str(record.recording_name),
-                         sha256=str(record.recording_sha256), size=int(record.recording_bytes or 0),
-                         ended_at=record.ended_at, retention=retention, problem=_file_problem(directory, record))
-        # Changed or missing files stay due for ever (verify reports them): they must not fill the batch and stop
-        # the purge of the intact ones behind them, so the scan goes on past them (listing the first ``limit``).
-        if item.problem is None:
-            intact += 1
-            found.append(item)
-        elif kept < limit:
-            kept += 1
-            found.append(item)
-        if intact >= limit:
-            break
+    # Streamed (a server-side cursor on PostgreSQL), and closed when the batch is full before the rows end.
+    with session.execute(query) as rows:
+        for record, site_id in rows:
+            site, retention = retentions[site_id]
+            assert record.ended_at is not None  # noqa: S101 (the query's own condition; for the type checker)
+            item = Candidate(session_id=record.id, site=site.name, name=str(record.recording_name),
+                             sha256=str(record.recording_sha256), size=int(record.recording_bytes or 0),
+                             ended_at=record.ended_at, retention=retention, problem=_file_problem(directory, record))
+            # Changed or missing files stay due for ever (verify reports them): they must not fill the batch and
+            # stop the purge of the intact ones behind them, so the scan goes on past them (listing ``limit``).
+            if item.problem is None:
+                intact += 1
+                found.append(item)
+            elif kept < limit:
+                kept += 1
+                found.append(item)
+            if intact >= limit:
+                break
     return found
 
 
