@@ -5,7 +5,7 @@
 #   make test    the whole pytest suite on SQLite, then again on PostgreSQL (GATEPASS_TEST_POSTGRES), with branch
 #                coverage printed after each pass (COVERAGE= turns it off)
 #   make lint    ruff + mypy --strict
-#   make bench   the benchmarks in bench/
+#   make bench   every benchmark in bench/, then a summary (ratio against the peer measured in the same run, load)
 #   make screenshots  retake the README's screenshots of the web pages (browser tests)
 #
 # PostgreSQL: GATEPASS_TEST_POSTGRES is a server URL *without* a database; each test creates its own
@@ -64,21 +64,12 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# `python -m bench` runs revoke, connect, throughput and tunnels; the audit and recording benchmarks are not in
-# its list, so they run after it (drop them here once bench/__main__.py lists them).
-BENCH_EXTRA = bench/bench_audit.py bench/bench_recording.py
+# `python -m bench` runs every benchmark in bench/ (`python -m bench --list`) and ends with one summary table: each
+# figure beside its peer measured in the same run, the ratio, and the load average. The audit benchmark also appends
+# on PostgreSQL (BENCH_POSTGRES, default the test server above; BENCH_POSTGRES= skips it). BENCH_ARGS passes options
+# (e.g. BENCH_ARGS='--quick' or BENCH_ARGS='--only tunnels --only revoke').
+BENCH_POSTGRES ?= $(GATEPASS_TEST_POSTGRES)
+BENCH_ARGS ?=
 
 bench: venv
-	@if [ -f bench/__main__.py ]; then \
-		status=0; $(BIN)/python -m bench || status=$$?; \
-		for script in $(BENCH_EXTRA); do \
-			echo "== $$script"; $(BIN)/python "$$script" || status=$$?; \
-		done; \
-		exit $$status; \
-	else \
-		found=; for script in bench/bench_*.py; do \
-			[ -e "$$script" ] || continue; found=1; \
-			echo "== $$script"; $(BIN)/python "$$script" || exit $$?; \
-		done; \
-		[ -n "$$found" ] || echo "no benchmarks in bench/ yet"; \
-	fi
+	BENCH_POSTGRES='$(BENCH_POSTGRES)' $(BIN)/python -m bench $(BENCH_ARGS)

@@ -11,7 +11,9 @@ the time until the ssh process exits is taken:
         the CLI's Python start-up included
 
 Also shown per run: when the API answered, when the gateway logged the cut (serve.log, millisecond
-wall clock) and when ssh printed the gateway's "revoked" notice. Target: median and worst under 100 ms.
+wall clock) and when ssh printed the gateway's "revoked" notice. Targets: from the API call, median and worst
+under 100 ms; from `gatepass revoke`, median <= 120 ms (issue 14). The ratio of the two medians shows what the
+command line adds to the same revoke.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ if __package__ in (None, ""):
 
 from bench.harness import GATEPASS, Bench, heading, machine_line, median, ms, percentile, table
 
-TARGET_SECONDS = 0.100
+TARGET_SECONDS = 0.100  # the API call: median and worst
+CLI_TARGET_SECONDS = 0.120  # `gatepass revoke`, CLI start-up included: the median (issue 14)
 READY_TIMEOUT = 20.0
 EXIT_TIMEOUT = 10.0
 
@@ -170,10 +173,14 @@ def run(*, runs: int = 20, cli_runs: int = 10) -> dict[str, Any]:
             cuts = [s.gateway_cut for s in chosen if s.gateway_cut is not None]
             notices = [s.notice for s in chosen if s.notice is not None]
             med = median(exits) if exits else None
-            ok = med is not None and worst is not None and worst < TARGET_SECONDS
+            if mode == "api":
+                ok = med is not None and worst is not None and worst < TARGET_SECONDS
+            else:
+                ok = med is not None and not missed and med <= CLI_TARGET_SECONDS
             rows.append([label, len(chosen), missed, ms(med), ms(percentile(exits, 0.9)) if exits else "-",
                          ms(worst) if worst is not None else f">{EXIT_TIMEOUT:g}s",
-                         f"{med / TARGET_SECONDS:.2f}" if med else "-", "MET" if ok else "NOT MET",
+                         f"{med / (TARGET_SECONDS if mode == 'api' else CLI_TARGET_SECONDS):.2f}" if med else "-",
+                         "MET" if ok else "NOT MET",
                          ms(median(answered)) if answered else "-", ms(median(cuts)) if cuts else "-",
                          ms(median(notices)) if notices else "-"])
             results[mode] = {"runs": len(chosen), "no_exit": missed, "median_ms": med and med * 1000,
@@ -182,7 +189,10 @@ def run(*, runs: int = 20, cli_runs: int = 10) -> dict[str, Any]:
                              "exit_codes": sorted({s.exit_code for s in chosen if s.exit_code is not None}),
                              "met": ok}
         print(table(["measured from", "runs", "no exit", "median ms", "p90 ms", "worst ms", "median/target",
-                     "<100 ms", "answered ms", "gateway cut ms", "notice ms"], rows))
+                     "target", "answered ms", "gateway cut ms", "notice ms"], rows))
+        if results.get("api", {}).get("median_ms") and results.get("cli", {}).get("median_ms"):
+            results["cli_vs_api"] = results["cli"]["median_ms"] / results["api"]["median_ms"]
+            print(f"\n`gatepass revoke` / the API call (medians, same run): {results['cli_vs_api']:.2f}")
         print("\nanswered = API response received (api) or `gatepass revoke` exited (cli); gateway cut = serve.log "
               "line 'cutting ... of grant' (ms resolution, wall clock); notice = ssh printed the 'revoked' line.")
         codes = sorted({s.exit_code for s in samples if s.exit_code is not None})
