@@ -14,6 +14,8 @@ BENCH_SERVE_COMMAND names it, e.g.
             (Linux), so the OpenSSH client's small back-to-back handshake packets are not held by Nagle
             waiting for a delayed ACK (~40 ms each time it happens); affects every asyncssh connection
             in the process (client side to the target included)
+  --no-watch  no watcher (broker.app.watch_trail idles): what baselines and flags cost a burst, e.g. the
+            1,000 tunnel connections of bench_tunnels, whose session-start events it reads while they open
 """
 
 from __future__ import annotations
@@ -65,11 +67,23 @@ def _quickack() -> None:
     SSHConnection.data_received = data_received  # type: ignore[method-assign]
 
 
+def _no_watch() -> None:
+    import asyncio as _asyncio
+
+    import broker.app
+
+    async def idle(_state: Any) -> None:
+        await _asyncio.Event().wait()
+
+    broker.app.watch_trail = idle  # type: ignore[assignment]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--gcm", action="store_true")
     parser.add_argument("--quickack", action="store_true")
+    parser.add_argument("--no-watch", action="store_true")
     args, rest = parser.parse_known_args()
     if args.uvloop:
         import uvloop
@@ -79,6 +93,8 @@ def main() -> int:
         _prefer_gcm()
     if args.quickack:
         _quickack()
+    if args.no_watch:
+        _no_watch()
     from cli.main import main as gatepass_main
 
     return gatepass_main(["serve", *rest])
