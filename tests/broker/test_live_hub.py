@@ -1,0 +1,66 @@
+"""The broker's live fan-out on its own event loop: a slow observer loses its oldest frames (and is told how
+many) without holding up anything else; the gateway is asked for a feed while, and only while, someone watches."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.live.hub import OBSERVER_QUEUE, LiveHub, Observer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_the_first_observer_asks_for_the_feed_and_the_last_one_stops_it() -> None:
+    hub = LiveHub()
+    link = hub.connect(7)
+    alice, bob = Observer("alice", "alice (security)"), Observer("bob", "bob (supervisor, plant-a)")
+    hub.join(session_id="ses-1", gateway_id=7, observer=alice)
+    hub.join(session_id="ses-1", gateway_id=7, observer=bob)
+    event, data = link.queue.get_nowait()
+    assert event == "watch"
+    assert data["session_id"] == "ses-1"
+    assert link.queue.empty()  # one feed, however many watch
+    # A gateway that reconnects is asked again for what is watched.
+    again = hub.connect(7)
+    assert again.queue.get_nowait() == ("watch", data)
+    hub.leave(session_id="ses-1", observer=alice)
+    assert link.queue.empty()
+    hub.leave(session_id="ses-1", observer=bob)
+    assert link.queue.get_nowait() == ("unwatch", {"session_id": "ses-1"})
+    assert hub.frames(session_id="ses-1", token=data["feed"], frames=[], dropped=0, ended=False) is False
+
+
+async def test_a_stalled_observer_drops_its_oldest_frames_and_the_others_get_everything() -> None:
+    hub = LiveHub()
+    link = hub.connect(1)
+    stalled, reading = Observer("s", "s (security)"), Observer("r", "r (security)")
+    hub.join(session_id="ses-2", gateway_id=1, observer=stalled)
+    hub.join(session_id="ses-2", gateway_id=1, observer=reading)
+    token = link.queue.get_nowait()[1]["feed"]
+    got: list[list[object]] = []
+    for index in range(10 * OBSERVER_QUEUE):
+        assert hub.frames(session_id="ses-2", token=token, frames=[[0.0, "o", str(index)]], dropped=0,
+                          ended=False) is True
+        frames, dropped = reading.take()
+        assert dropped == 0
+        got += frames
+    assert len(got) == 10 * OBSERVER_QUEUE
+    frames, dropped = stalled.take()
+    assert len(frames) == OBSERVER_QUEUE  # bounded
+    assert dropped == 9 * OBSERVER_QUEUE  # and told how many went
+    assert frames[-1][2] == str(10 * OBSERVER_QUEUE - 1)  # the newest kept
+    # Frames the gateway itself had to drop reach every observer as a count.
+    hub.frames(session_id="ses-2", token=token, frames=[], dropped=5, ended=True)
+    assert reading.take() == ([], 5)
+    assert reading.ended == "the session ended"
+
+
+async def test_frames_with_another_feeds_token_are_refused() -> None:
+    hub = LiveHub()
+    hub.join(session_id="ses-3", gateway_id=1, observer=Observer("a", "a (security)"))
+    assert hub.frames(session_id="ses-3", token="guessed", frames=[[0.0, "o", "x"]], dropped=0, ended=False) is None
