@@ -5,11 +5,14 @@ httpx at all."""
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import io
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -111,3 +114,52 @@ def test_revoke_does_not_import_httpx(tmp_path: Path) -> None:
     assert "you are not logged in" in done.stderr  # it got as far as looking for the session
     assert "cli.quick_http" in modules
     assert not {m for m in modules if m == "httpx" or m.startswith("httpx.")}
+
+
+class _NotTheBroker(http.server.BaseHTTPRequestHandler):
+    """What a wrong URL or a proxy's error page looks like: stock answers, one of them chunked."""
+
+    def do_POST(self) -> None:
+        if "chunked" in self.path:
+            self.send_response(409)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            body = json.dumps({"error": "conflict", "message": "a refusal sent in chunks by something else"}).encode()
+            for part in (body[:10], body[10:]):
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_error(502, "Bad Gateway", "<html>the proxy could not reach it</html>")
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: ARG002 (quiet: no request lines in the output)
+        return
+
+
+@pytest.fixture
+def not_the_broker() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotTheBroker)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("prefix", "says"), [
+    ("", "answered HTTP 502 (Bad Gateway)"),
+    ("/chunked", "a refusal sent in chunks by something else"),
+], ids=["error page", "chunked refusal"])
+def test_answers_from_something_else_read_as_with_httpx(ctx: Context, signed_in: SignIn, not_the_broker: str,
+                                                        prefix: str, says: str) -> None:
+    session = signed_in("sec1")
+    ctx.state.save_session(dataclasses.replace(session, server=not_the_broker + prefix))
+
+    quick = _run(ctx, ["revoke", "grt-00000000"], extra_environ={})
+    through_httpx = _run(ctx, ["revoke", "grt-00000000"], extra_environ=THROUGH_HTTPX)
+
+    assert quick == through_httpx
+    assert quick[0] == 1
+    assert says in quick[2]
