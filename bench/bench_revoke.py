@@ -159,7 +159,14 @@ def run(*, runs: int = 20, cli_runs: int = 10) -> dict[str, Any]:
             modes.append("api")
             modes += ["cli"] * ((index + 1) * cli_runs // runs - index * cli_runs // runs)
         modes += ["cli"] * (cli_runs - modes.count("cli"))
-        samples = [one_run(bench, mode) for mode in modes]
+        samples: list[Sample] = []
+        floor: list[float] = []  # `python -c pass` beside each CLI run: the interpreter's own start-up
+        for mode in modes:
+            samples.append(one_run(bench, mode))
+            if mode == "cli":
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-c", "pass"], check=True)
+                floor.append(time.perf_counter() - start)
         results: dict[str, Any] = {"target_ms": TARGET_SECONDS * 1000}
         rows = []
         for mode, label in (("api", "revoke API call -> ssh exit"), ("cli", "`gatepass revoke` -> ssh exit")):
@@ -193,6 +200,10 @@ def run(*, runs: int = 20, cli_runs: int = 10) -> dict[str, Any]:
         if results.get("api", {}).get("median_ms") and results.get("cli", {}).get("median_ms"):
             results["cli_vs_api"] = results["cli"]["median_ms"] / results["api"]["median_ms"]
             print(f"\n`gatepass revoke` / the API call (medians, same run): {results['cli_vs_api']:.2f}")
+        if floor:
+            results["python_pass_ms"] = median(floor) * 1000
+            print(f"`python -c pass` beside the CLI runs (the interpreter's start-up alone): median "
+                  f"{results['python_pass_ms']:.1f} ms")
         print("\nanswered = API response received (api) or `gatepass revoke` exited (cli); gateway cut = serve.log "
               "line 'cutting ... of grant' (ms resolution, wall clock); notice = ssh printed the 'revoked' line.")
         codes = sorted({s.exit_code for s in samples if s.exit_code is not None})
