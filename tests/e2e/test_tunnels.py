@@ -309,3 +309,36 @@ def test_tunnel_notices_a_dead_link_and_comes_back(stack: Stack, plc_asset: str)
         code, stderr = _stop(tunnel)
     assert "the tunnel dropped (ssh exited with status 255)" in stderr
     assert code == 0
+
+
+def test_connections_opened_at_once_are_each_audited_and_all_cut_with_the_grant(
+        stack: Stack, echo: EchoServer, plc_asset: str) -> None:
+    """Issue 14: the gateway records the starts that arrive together in one call to the broker; every connection
+    is still its own session with its own audit event, and the revocation still cuts every one."""
+    grant = _grant(stack, str(echo.port))
+    local_port = free_port()
+    ssh = _stock_ssh(stack, f"127.0.0.1:{local_port}:{ASSET}:{echo.port}")
+    sockets: list[socket.socket] = []
+    try:
+        _wait_listening(local_port, ssh)  # a first connection (its own session), closed at once
+        sockets = [socket.create_connection(("127.0.0.1", local_port), timeout=10) for _ in range(100)]
+        for index, sock in enumerate(sockets):
+            sock.sendall(f"{index:03d}".encode())
+        assert [sock.recv(3) for sock in sockets] == [f"{index:03d}".encode() for index in range(100)]
+
+        started = stack.grant_events("gateway:session:started", grant["id"], count=101, timeout=20)
+        assert len(started) == 101
+        assert len({event["subject"] for event in started}) == 101
+        assert {event["details"]["port"] for event in started} == {echo.port}
+
+        stack.gatepass("revoke", grant["id"], user="sup-a1")
+        for sock in sockets:
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+        ended = stack.grant_events("gateway:session:ended", grant["id"], count=101, timeout=20)
+        assert len(ended) == 101
+        assert sorted(event["details"]["reason"] for event in ended) == ["client_closed"] + ["revoked"] * 100
+    finally:
+        for sock in sockets:
+            sock.close()
+        _stop(ssh)
