@@ -88,6 +88,10 @@ class Site(Base):
     # Retention of session recordings (issue 12): days after a session's end before its recording may be purged;
     # None follows the broker's default (settings), 0 keeps them forever. A recording on hold is never purged.
     recording_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Supervised sessions (issue 13): every session waits until a supervisor of the site watches it; when the last
+    # one leaves, input is held and the session is cut after the grace.
+    supervision_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    supervision_grace_seconds: Mapped[int] = mapped_column(Integer, default=60)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     assets: Mapped[list[Asset]] = relationship(back_populates="site")

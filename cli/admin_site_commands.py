@@ -35,6 +35,12 @@ def add_site_commands(objects: Subparsers) -> None:
                           help="days a session's recording is kept after the session ends, then purged unless held "
                                "as evidence; 0 or 'forever' keeps them forever; 'default' follows the broker's "
                                "GATEPASS_RECORDING_RETENTION_DAYS (itself forever unless set)")
+    site_set.add_argument("--supervision", choices=["required", "optional"],
+                          help="required: every session waits (nothing relayed) until a supervisor of the site "
+                               "watches it live, and is cut after --supervision-grace once the last one left")
+    site_set.add_argument("--supervision-grace", metavar="DURATION",
+                          help="how long a supervised session goes on, input held, after the last supervisor "
+                               "stopped watching (5s-30m; default 60s)")
     site_set.add_argument("--no-maintenance-window", action="store_true",
                           help="remove every maintenance window (no request is then flagged as outside one)")
     data_option(site_set)
@@ -138,7 +144,9 @@ def _site_set(args: argparse.Namespace) -> int:
         learning_days=args.learning_days, auto_response=args.auto_response,
         auto_response_severity=args.auto_response_severity,
         read_only_mode=None if args.read_only_mode is None else args.read_only_mode == "on",
-        recording_retention_days=retention)
+        recording_retention_days=retention,
+        supervision_required=None if args.supervision is None else args.supervision == "required",
+        supervision_grace=args.supervision_grace)
     print_policy_changes("Site", args.name, changes)
     return 0
 

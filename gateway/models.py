@@ -83,6 +83,18 @@ DEFAULT_CUT_GRACE = 2.0
 MAX_CUT_GRACE_MS = 30_000
 
 
+# Seconds a supervised session goes on, input held, after its last supervisor left (Site.supervision_grace_seconds).
+DEFAULT_SUPERVISION_GRACE = 60.0
+
+
+def _supervision_grace(value: Any) -> float:
+    if value is None:
+        return DEFAULT_SUPERVISION_GRACE
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 3_600_000:
+        raise BrokerProtocolError("the broker's authorization has an invalid 'supervision_grace_ms'")
+    return value / 1000
+
+
 def _cut_grace(value: Any) -> float:
     if value is None:
         return DEFAULT_CUT_GRACE
@@ -156,6 +168,10 @@ class Authorization:
     cut_grace: float = DEFAULT_CUT_GRACE
     # Exec only of these argv lists, compared exactly (gateway/command_policy.py); None: any command.
     allowed_commands: tuple[tuple[str, ...], ...] | None = None
+    # Issue 13: shell/exec sessions wait until a supervisor of the site watches (gateway/observers.py); when the
+    # last one leaves, input is held and the session is cut after the grace (seconds).
+    supervision_required: bool = False
+    supervision_grace: float = DEFAULT_SUPERVISION_GRACE
 
     @classmethod
     def from_json(cls, data: Any) -> Authorization:
@@ -186,6 +202,8 @@ class Authorization:
             passed_env=_env_names(obj.get("passed_env")),
             cut_grace=_cut_grace(obj.get("cut_grace_ms")),
             allowed_commands=_allowed_commands(obj.get("allowed_commands"), identity_kind),
+            supervision_required=obj.get("supervision_required") is True,
+            supervision_grace=_supervision_grace(obj.get("supervision_grace_ms")),
         )
 
 

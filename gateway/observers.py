@@ -100,6 +100,15 @@ class LiveSession:
     height: int
     feed: LiveFeed | None = None
     sender: asyncio.Task[None] | None = field(default=None, repr=False)
+    # Whether a supervisor of the site watches now, and who hears when that changes (a supervised session).
+    supervised: bool = False
+    on_supervision: Callable[[bool], None] | None = None
+
+    def set_supervised(self, supervised: bool) -> None:
+        if supervised != self.supervised:
+            self.supervised = supervised
+            if self.on_supervision is not None:
+                self.on_supervision(supervised)
 
 
 class WatchTap:
@@ -150,10 +159,13 @@ class LiveRegistry:
         self._sessions: dict[str, LiveSession] = {}
 
     def track(self, tap: ChannelTap, *, session_id: str, record_input: bool, width: int, height: int,
-              tell: Callable[[str], None], end: Callable[[str], None]) -> WatchTap:
-        """Wrap a new session's tap so that it can be watched."""
+              tell: Callable[[str], None], end: Callable[[str], None],
+              on_supervision: Callable[[bool], None] | None = None) -> WatchTap:
+        """Wrap a new session's tap so that it can be watched; ``on_supervision`` hears whether a supervisor of the
+        site watches, each time that changes."""
         live = LiveSession(session_id=session_id, record_input=record_input, tell=tell, end=end,
-                           width=width or DEFAULT_SIZE[0], height=height or DEFAULT_SIZE[1])
+                           width=width or DEFAULT_SIZE[0], height=height or DEFAULT_SIZE[1],
+                           on_supervision=on_supervision)
         self._sessions[session_id] = live
         return WatchTap(tap, live, self)
 
@@ -170,20 +182,26 @@ class LiveRegistry:
 
     # -- what the live link asks -------------------------------------------------------------------
 
-    def watch(self, session_id: str, token: str) -> None:
+    def watch(self, session_id: str, token: str, *, supervised: bool = False) -> None:
         live = self._sessions.get(session_id)
         if live is None:
             return  # not ours, or over: the broker hears so from the session's end
-        if live.feed is not None and live.feed.token == token:
-            return  # the same watch again (a reconnect): the feed goes on
-        self._stop(live)
-        live.feed = LiveFeed(token, width=live.width, height=live.height)
-        live.sender = asyncio.ensure_future(self._send(live, live.feed))
+        if live.feed is None or live.feed.token != token:  # the same watch again (a reconnect): the feed goes on
+            self._stop(live)
+            live.feed = LiveFeed(token, width=live.width, height=live.height)
+            live.sender = asyncio.ensure_future(self._send(live, live.feed))
+        live.set_supervised(supervised)
 
     def unwatch(self, session_id: str) -> None:
         live = self._sessions.get(session_id)
         if live is not None:
             self._stop(live)
+            live.set_supervised(False)
+
+    def supervision(self, session_id: str, supervised: bool) -> None:
+        live = self._sessions.get(session_id)
+        if live is not None:
+            live.set_supervised(supervised)
 
     def notice(self, session_id: str, text: str) -> None:
         live = self._sessions.get(session_id)
@@ -196,9 +214,11 @@ class LiveRegistry:
             live.end(text)
 
     def stop_feeds(self) -> None:
-        """Stop sending every feed (the live link is gone, or the gateway stops)."""
+        """Stop sending every feed (the live link is gone, or the gateway stops). Nobody can be known to watch
+        now: a supervised session counts as unsupervised (fail closed) until the broker says otherwise again."""
         for live in list(self._sessions.values()):
             self._stop(live)
+            live.set_supervised(False)
 
     def _stop(self, live: LiveSession) -> None:
         live.feed = None
@@ -241,7 +261,9 @@ def apply_live_event(registry: LiveRegistry, event_type: str, data: Mapping[str,
     if not isinstance(session_id, str):
         return
     if event_type == "watch" and isinstance(feed, str):
-        registry.watch(session_id, feed)
+        registry.watch(session_id, feed, supervised=data.get("supervised") is True)
+    elif event_type == "supervision":
+        registry.supervision(session_id, data.get("supervised") is True)
     elif event_type == "unwatch":
         registry.unwatch(session_id)
     elif event_type == "notice" and isinstance(text, str):

@@ -82,6 +82,12 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         self._target_gone = asyncio.Event()
         self.bytes_in = 0  # client -> target
         self.bytes_out = 0  # target -> client
+        # A supervised site (issue 13): released once a supervisor watches; input held while none does, cut after
+        # the site's grace.
+        self._supervised = asyncio.Event()
+        self._released = False
+        self._held = False
+        self._unsupervised_timer: asyncio.TimerHandle | None = None
 
     # -- client side -----------------------------------------------------------------------------
 
@@ -173,6 +179,9 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._unsupervised_timer is not None:
+            self._unsupervised_timer.cancel()
+            self._unsupervised_timer = None
         if self._start_task is not None and not self._start_task.done():
             self._start_task.cancel()
         if self._upstream is not None and self._stop is None:
@@ -232,6 +241,53 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         if self._upstream is not None and stop is None:
             self._upstream.close()
         return stop
+
+    async def _supervisor_joined(self) -> bool:
+        """A supervised site: nothing reaches the target until a supervisor of the site watches (a closed channel
+        or a cut cancels this wait). False if nothing may run."""
+        auth = self._auth
+        if self._host.ctx.live is None:  # no live link at all: nobody could ever supervise (fail closed)
+            self.terminate(f"gatepass: {auth.asset} requires a supervisor of {auth.site} to watch every session, "
+                           "and this gateway cannot be watched", REFUSED_EXIT_STATUS)
+            return False
+        if not self._supervised.is_set():
+            self.warn(f"gatepass: {auth.asset} is supervised: this session starts when a supervisor of {auth.site} "
+                      "watches it; waiting for one (nothing runs until then)")
+            await self._supervised.wait()
+            self.warn(f"gatepass: a supervisor of {auth.site} is watching: the session starts")
+        self._released = True
+        return not self._closed and self._host.cut_reason() is None
+
+    def _supervision_changed(self, supervised: bool) -> None:
+        """Whether a supervisor of the site watches changed (gateway/observers.py)."""
+        auth = self._auth
+        if supervised:
+            self._supervised.set()
+            if self._unsupervised_timer is not None:
+                self._unsupervised_timer.cancel()
+                self._unsupervised_timer = None
+            if self._held:
+                self._held = False
+                self.warn(f"gatepass: a supervisor of {auth.site} is watching again: your input goes through")
+                if self._chan is not None and not self._closed:
+                    self._chan.resume_reading()
+            return
+        self._supervised.clear()
+        if not self._released or self._closed or self._held:
+            return  # still waiting for the first one, or already held
+        # Held, not relayed: what is typed stays in the client's window until a supervisor is back (SSH flow control).
+        self._held = True
+        if self._chan is not None:
+            self._chan.pause_reading()
+        self.warn(f"gatepass: no supervisor of {auth.site} is watching: your input is held, and the session ends in "
+                  f"{auth.supervision_grace:g} s unless one watches again")
+        self._unsupervised_timer = asyncio.get_running_loop().call_later(auth.supervision_grace, self._unsupervised)
+
+    def _unsupervised(self) -> None:
+        self._unsupervised_timer = None
+        auth = self._auth
+        self._host.cut("revoked", f"gatepass: the session on {auth.asset} was ended: no supervisor of {auth.site} "
+                       f"watched it for {auth.supervision_grace:g} s, and the site requires one", "unsupervised")
 
     def _end_by_observer(self, message: str) -> None:
         """An observer ended the session from the watch view: the connection is cut as on a revocation (the broker
@@ -308,7 +364,11 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             # Watchable (gateway/observers.py): costs one check per chunk until somebody watches.
             self._tap = ctx.live.track(self._tap, session_id=self._session_id, record_input=auth.record_input,
                                        width=self._term_size[0], height=self._term_size[1], tell=self.warn,
-                                       end=self._end_by_observer)
+                                       end=self._end_by_observer,
+                                       on_supervision=self._supervision_changed if auth.supervision_required
+                                       else None)
+        if auth.supervision_required and not await self._supervisor_joined():
+            return
         try:
             upstream, _ = await self._upstream_conn.create_session(
                 lambda: TargetSession(self),
@@ -335,7 +395,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._to_target(data, datatype)
         if self._pending_eof:
             upstream.write_eof()
-        if self._chan is not None:
+        if self._chan is not None and not self._held:
             self._chan.resume_reading()
 
     def _environment(self) -> dict[str | bytes, str | bytes]:
@@ -445,5 +505,5 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._chan.pause_reading()
 
     def target_resumed(self) -> None:
-        if self._chan is not None and not self._closed:
+        if self._chan is not None and not self._closed and not self._held:
             self._chan.resume_reading()

@@ -123,7 +123,7 @@ def observe(request: Request, state: BrokerState, target: WatchTarget) -> Stream
     """The observer's stream: ``hello``, then ``frames`` as they come, ``dropped`` when this observer fell
     behind (the oldest frames went), ``ended`` when the session is over. Joining and leaving tell the vendor."""
     hub = hub_of(request)
-    observer = Observer(username=target.observer, label=target.label)
+    observer = Observer(username=target.observer, label=target.label, supervises=target.supervises)
     others = [o.label for o in hub.observers(target.session_id)]
     hub.join(session_id=target.session_id, gateway_id=target.gateway_id, observer=observer)
     hub.tell(target.gateway_id, "notice", {"session_id": target.session_id,

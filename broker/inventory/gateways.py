@@ -137,6 +137,9 @@ def authorize(
         "allowed_commands": [] if grant.allowed_commands is None and is_agent else grant.allowed_commands,
         # How long a cut command has between TERM and KILL on the target (site policy, milliseconds).
         "cut_grace_ms": asset.site.cut_grace_ms,
+        # Issue 13: sessions wait for a supervisor of the site to watch (gateway/observers.py holds them).
+        "supervision_required": asset.site.supervision_required,
+        "supervision_grace_ms": asset.site.supervision_grace_seconds * 1000,
         # Download-only sites: input a command without a PTY may take before the gateway cuts it (an upload).
         "exec_upload_limit": asset.site.exec_upload_limit,
         # Client environment variables the asset accepts, by exact name (none unless the admin listed them).

@@ -283,7 +283,8 @@ def update_site(
     owner_grace_days: int | None = None, credential_max_age_days: int | None = None,
     workload_credential: str | None = None, drill_site: bool | None = None, learning_days: int | None = None,
     auto_response: str | None = None, auto_response_severity: str | None = None, read_only_mode: bool | None = None,
-    recording_retention_days: int | object | None = None,
+    recording_retention_days: int | object | None = None, supervision_required: bool | None = None,
+    supervision_grace: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Change a site's policy; fields left as None stay. Audited with each changed field's old and new value
     (returned too); a call that changes nothing writes no event."""
@@ -317,6 +318,9 @@ def update_site(
                              auto_response_severity=auto_response_severity),
         # Days a session's recording is kept after its end (0: forever; CLEAR: the broker's default).
         "recording_retention_days": _retention(recording_retention_days),
+        # Sessions wait for a supervisor of the site to watch; cut this long after the last one left (issue 13).
+        "supervision_required": supervision_required,
+        "supervision_grace_seconds": _supervision_grace(supervision_grace),
     }
     changes: dict[str, dict[str, Any]] = {}
     for field_name, wanted_value in wanted.items():
@@ -343,6 +347,16 @@ def update_site(
         trail.record(session, now=now, action=Action.SITE_UPDATED, actor=actor, subject=name, site=name,
                      details=changes)
     return changes
+
+
+def _supervision_grace(value: str | None) -> int | None:
+    if value is None:
+        return None
+    grace = parse_duration(value)
+    if not dt.timedelta(seconds=5) <= grace <= dt.timedelta(minutes=30):
+        raise InvalidInput("a supervision grace is from 5s to 30m: time for a supervisor to come back, not an "
+                           "unwatched session")
+    return int(grace.total_seconds())
 
 
 def format_retention(days: int | None) -> str:

@@ -24,6 +24,7 @@ class Observer:
 
     username: str
     label: str  # "bob (supervisor, plant-a)": how the vendor's terminal names them
+    supervises: bool = False  # a supervisor of the session's site (what a supervised session waits for)
     frames: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=OBSERVER_QUEUE))
     dropped: int = 0
     ended: str | None = None  # why the feed ended (the session is over), once it has
@@ -138,8 +139,13 @@ class LiveHub:
         feed = self._feeds.get(session_id)
         if feed is None:
             feed = self._feeds[session_id] = Feed(session_id=session_id, gateway_id=gateway_id)
+            feed.observers.add(observer)
             self.tell(gateway_id, "watch", self._watch_message(feed))
+            return
+        supervised = self._supervised(feed)
         feed.observers.add(observer)
+        if self._supervised(feed) != supervised:
+            self.tell(gateway_id, "supervision", {"session_id": session_id, "supervised": True})
 
     def leave(self, *, session_id: str, observer: Observer) -> None:
         """Stop following; the last observer to leave tells the gateway to stop sending (an unwatched session
@@ -147,10 +153,13 @@ class LiveHub:
         feed = self._feeds.get(session_id)
         if feed is None:
             return
+        supervised = self._supervised(feed)
         feed.observers.discard(observer)
         if not feed.observers:
             del self._feeds[session_id]
             self.tell(feed.gateway_id, "unwatch", {"session_id": session_id})
+        elif supervised and not self._supervised(feed):
+            self.tell(feed.gateway_id, "supervision", {"session_id": session_id, "supervised": False})
 
     def observers(self, session_id: str) -> list[Observer]:
         feed = self._feeds.get(session_id)
@@ -174,5 +183,9 @@ class LiveHub:
         return not ended and bool(feed.observers)
 
     @staticmethod
-    def _watch_message(feed: Feed) -> dict[str, Any]:
-        return {"session_id": feed.session_id, "feed": feed.token}
+    def _supervised(feed: Feed) -> bool:
+        return any(observer.supervises for observer in feed.observers)
+
+    def _watch_message(self, feed: Feed) -> dict[str, Any]:
+        # "supervised": a supervisor of the site is among the observers (a supervised session runs only then).
+        return {"session_id": feed.session_id, "feed": feed.token, "supervised": self._supervised(feed)}

@@ -44,6 +44,7 @@ class WatchTarget:
     command: str | None
     observer: str
     label: str  # "bob (supervisor, plant-a)"
+    supervises: bool = False  # a supervisor of the site: what a site that requires supervision waits for
 
 
 def observer_label(identity: Identity, site_id: int, site: str) -> str:
@@ -75,7 +76,8 @@ def find_watchable(session: Session, *, now: dt.datetime, viewer: Identity, sess
     return WatchTarget(session_id=record.id, gateway_id=record.gateway_id, grant_id=record.grant_id,
                        vendor=record.grant.identity.username, asset=asset.name, site=site.name, kind=record.kind,
                        command=record.command, observer=viewer.username,
-                       label=observer_label(viewer, site.id, site.name))
+                       label=observer_label(viewer, site.id, site.name),
+                       supervises=may_act_for_site(viewer, "supervisor", site.id))
 
 
 def join(session: Session, *, now: dt.datetime, viewer: Identity, session_id: str, via: str) -> WatchTarget:

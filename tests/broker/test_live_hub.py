@@ -64,3 +64,19 @@ async def test_frames_with_another_feeds_token_are_refused() -> None:
     hub = LiveHub()
     hub.join(session_id="ses-3", gateway_id=1, observer=Observer("a", "a (security)"))
     assert hub.frames(session_id="ses-3", token="guessed", frames=[[0.0, "o", "x"]], dropped=0, ended=False) is None
+
+
+async def test_the_gateway_hears_when_a_supervisor_of_the_site_starts_and_stops_watching() -> None:
+    hub = LiveHub()
+    link = hub.connect(3)
+    reviewer = Observer("alice", "alice (security)")
+    supervisor = Observer("bob", "bob (supervisor, plant-s)", supervises=True)
+    hub.join(session_id="ses-4", gateway_id=3, observer=reviewer)
+    assert link.queue.get_nowait()[1]["supervised"] is False  # a security reviewer is no plant supervisor
+    hub.join(session_id="ses-4", gateway_id=3, observer=supervisor)
+    assert link.queue.get_nowait() == ("supervision", {"session_id": "ses-4", "supervised": True})
+    assert hub.connect(3).queue.get_nowait()[1]["supervised"] is True  # a reconnect hears it with the watch
+    hub.leave(session_id="ses-4", observer=supervisor)
+    assert link.queue.get_nowait() == ("supervision", {"session_id": "ses-4", "supervised": False})
+    hub.leave(session_id="ses-4", observer=reviewer)
+    assert link.queue.get_nowait() == ("unwatch", {"session_id": "ses-4"})

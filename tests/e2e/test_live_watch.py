@@ -19,6 +19,7 @@ from playwright.sync_api import expect
 
 from tests.e2e.stack import GATEPASS, Stack
 from tests.fixtures.browser import launch_chromium
+from tests.fixtures.sshd import OpenSSHServer
 
 pytestmark = pytest.mark.slow
 
@@ -64,10 +65,10 @@ class Lines:
 
 
 class VendorSession:
-    """vendor1's stock ssh (through `gatepass ssh`) running ``command`` on hmi-01, stdin open."""
+    """vendor1's stock ssh (through `gatepass ssh`) running ``command`` on ``asset``, stdin open."""
 
-    def __init__(self, stack: Stack, command: str) -> None:
-        self.process = subprocess.Popen([GATEPASS, "ssh", "hmi-01", "--", command],
+    def __init__(self, stack: Stack, command: str, asset: str = "hmi-01") -> None:
+        self.process = subprocess.Popen([GATEPASS, "ssh", asset, "--", command],
                                         env=stack.env(stack.home("vendor1")), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
         assert self.process.stdout is not None
@@ -290,3 +291,54 @@ def test_the_watch_view_follows_the_session_sends_a_message_and_ends_it(stack: S
     sent = trail(stack, "live:message:sent", session_id)
     assert sent[0]["details"]["message"] == "please stop before touching the PLC"
     assert [e["details"]["via"] for e in trail(stack, "live:watch:joined", session_id)] == ["web"]
+
+
+def test_a_supervised_site_holds_sessions_until_a_supervisor_watches_and_cuts_them_after_the_last_left(
+        stack: Stack, plant_machine: OpenSSHServer) -> None:
+    stack.gatepass("admin", "site", "add", "plant-s")
+    changed = stack.gatepass("admin", "site", "set", "plant-s", "--supervision", "required", "--supervision-grace",
+                             "5s").stdout
+    assert "supervision required off -> on" in changed
+    stack.gatepass("admin", "asset", "add", "hmi-s", "--site", "plant-s", "--host", plant_machine.host,
+                   "--ssh-port", str(plant_machine.port), "--ssh-user", plant_machine.username,
+                   "--ssh-key-file", str(plant_machine.client_private_key), "--host-key", plant_machine.host_key)
+    stack.add_user("sup-s", "supervisor", "plant-s")
+    stack.login("sup-s")
+    grant = stack.fresh_grant("hmi-s", "--for", "10m", "--reason", "supervised work", approver="sup-s")
+    vendor = VendorSession(stack, ECHO_LOOP, asset="hmi-s")
+    reviewer = supervisor = None
+    try:
+        vendor.stderr.wait_for("gatepass: hmi-s is supervised: this session starts when a supervisor of plant-s "
+                               "watches it", timeout=15)
+        session_id = stack.grant_event("gateway:session:started", grant["id"])["subject"]
+        # A security reviewer may watch, but is not the plant's supervisor: the session still waits.
+        reviewer = watcher(stack, "security1", session_id)
+        vendor.stderr.wait_for("gatepass: security1 (security) is watching this session")
+        supervisor = watcher(stack, "sup-s", session_id)
+        vendor.stderr.wait_for("gatepass: a supervisor of plant-s is watching: the session starts")
+        started = vendor.stdout.wait_for("ready")
+        assert vendor.stdout.seen.index(started) == 0  # nothing ran before: "ready" is the command's first line
+        vendor.type("one")
+        vendor.stdout.wait_for("vendor typed: one")
+
+        supervisor.terminate()
+        supervisor.wait(timeout=10)
+        vendor.stderr.wait_for("gatepass: no supervisor of plant-s is watching: your input is held, and the "
+                               "session ends in 5 s unless one watches again")
+        held = time.monotonic()
+        vendor.type("two")
+        vendor.process.wait(timeout=15)
+        waited = time.monotonic() - held
+        assert 4.0 < waited < 7.0, f"cut {waited:.1f} s after the last supervisor left (grace 5 s)"
+        vendor.stderr.wait_for("no supervisor of plant-s watched it for 5 s, and the site requires one", timeout=2)
+        assert not any("vendor typed: two" in line for line in vendor.stdout.seen)  # held input never ran
+    finally:
+        for process in (reviewer, supervisor):
+            if process is not None:
+                process.terminate()
+                process.communicate(timeout=10)
+        vendor.close()
+    ended = stack.grant_event("gateway:session:ended", grant["id"])
+    assert (ended["details"]["reason"], ended["details"]["detail"]) == ("revoked", "unsupervised")
+    updated = [e for e in stack.audit_events() if e["action"] == "admin:site:updated" and e["subject"] == "plant-s"]
+    assert updated[-1]["details"]["supervision_required"] == {"old": False, "new": True}
