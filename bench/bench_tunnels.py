@@ -9,7 +9,7 @@ bytes and is closed. Paths, interleaved run by run, each one stock `ssh -N -L` l
   openssh    `ssh -L L:127.0.0.1:PORT` to the target sshd (OpenSSH's own forwarding; the reference)
   no tunnel  straight to the asset server (reference: what the two endpoints manage without any tunnel)
 MB/s = bytes / 10^6 / seconds from the request to the last byte, read by this process. Target: gateway /
-openssh >= 0.9 (medians).
+openssh >= 0.95 (medians; issue 14).
 
 Scale: 1,000 local connections to the gateway path's forwarded port (one SSH connection multiplexes them,
 each one a channel and an asset-side socket in the gateway), opened at once as far as the client's listener
@@ -40,7 +40,7 @@ if __package__ in (None, ""):
 
 from bench.harness import Bench, free_port, heading, machine_line, median, table
 
-TARGET_RATIO = 0.9
+TARGET_RATIO = 0.95  # issue 14: `ssh -L` through the gateway / OpenSSH `ssh -L`
 TARGET_KIB_PER_CONNECTION = 64
 TARGET_CUT_S = 1.0
 TARGET_OPEN_S = 3.0  # issue 14: 1,000 opened at once in <= 3 s
