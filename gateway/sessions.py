@@ -367,6 +367,11 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
                                        end=self._end_by_observer,
                                        on_supervision=self._supervision_changed if auth.supervision_required
                                        else None)
+        if auth.supervision_required and self.kind not in ("shell", "exec"):
+            # An SFTP session cannot be watched yet, so on a supervised site it does not run (fail closed).
+            self.terminate(f"gatepass: {auth.site} requires a supervisor to watch every session, and an SFTP "
+                           "session cannot be watched; use scp, which can", REFUSED_EXIT_STATUS)
+            return
         if auth.supervision_required and not await self._supervisor_joined():
             return
         try:

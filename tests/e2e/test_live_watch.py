@@ -342,3 +342,16 @@ def test_a_supervised_site_holds_sessions_until_a_supervisor_watches_and_cuts_th
     assert (ended["details"]["reason"], ended["details"]["detail"]) == ("revoked", "unsupervised")
     updated = [e for e in stack.audit_events() if e["action"] == "admin:site:updated" and e["subject"] == "plant-s"]
     assert updated[-1]["details"]["supervision_required"] == {"old": False, "new": True}
+
+    # SFTP cannot be watched yet: on a supervised site it does not run at all (fail closed).
+    stack.fresh_grant("hmi-s", "--for", "10m", "--reason", "supervised transfer", approver="sup-s")
+    stack.gatepass("ssh-config", user="vendor1")  # writes the certificate and pins the gateway's key
+    home = stack.home("vendor1")
+    sftp = subprocess.run([
+        "sftp", "-P", str(stack.ssh_port), "-i", str(home / "id_ed25519"),
+        "-o", f"CertificateFile={home / 'certs' / 'hmi-s-cert.pub'}", "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={home / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes", "-b", "-", "hmi-s@127.0.0.1",
+    ], input="ls\n", capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert sftp.returncode != 0
+    assert "an SFTP session cannot be watched" in sftp.stderr
