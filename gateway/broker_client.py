@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import BrokerProtocolError, BrokerRefused, BrokerUnavailable
+from gateway.errors import BrokerCallFailed, BrokerProtocolError, BrokerRefused, BrokerUnavailable
 from gateway.models import Authorization, BrokerEvent, GrantState, RecordingInfo, Registration
 from gateway.start_batch import StartBatcher
 
@@ -49,7 +49,8 @@ class BrokerClient:
         )
         # Starts that wait at the same time share one call (gateway/start_batch.py): 1,000 tunnel connections
         # opened at once are then a few dozen calls and commits on the broker, not 1,000.
-        self.starts = StartBatcher(self._start_one, self._start_many)
+        self.starts = StartBatcher(self._start_one, self._start_many, orphaned=self._end_orphan)
+        self._orphan_reports: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -85,6 +86,21 @@ class BrokerClient:
         if not isinstance(session_id, str):
             raise BrokerProtocolError("the broker's session answer has no 'session_id'")
         return session_id
+
+    def _end_orphan(self, session_id: str) -> None:
+        """A start recorded after its caller went away (the client closed the channel while it was being
+        recorded): report it ended at once, so the trail holds no session that never ends."""
+
+        async def report() -> None:
+            try:
+                await self.session_end(session_id, reason="client_closed", bytes_in=0, bytes_out=0,
+                                       detail="the client went away before the connection was set up")
+            except (BrokerCallFailed, RuntimeError) as exc:  # RuntimeError: the client closed meanwhile
+                logger.warning("reporting the end of session %s failed: %s", session_id, exc)
+
+        task = asyncio.create_task(report())
+        self._orphan_reports.add(task)
+        task.add_done_callback(self._orphan_reports.discard)
 
     async def _start_many(self, bodies: list[Mapping[str, Any]]) -> list[str | BrokerRefused]:
         data = await self._post("/gateway/sessions/batch", {"starts": bodies})

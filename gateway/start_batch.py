@@ -27,15 +27,19 @@ MAX_BATCH = 100
 Body = Mapping[str, Any]
 SendOne = Callable[[Body], Awaitable[str]]
 SendMany = Callable[[list[Body]], Awaitable[list[str | BrokerRefused]]]
+Orphaned = Callable[[str], None]
 
 
 class StartBatcher:
     """Coalesces concurrent ``session_start`` calls of one gateway."""
 
     def __init__(self, send_one: SendOne, send_many: SendMany, *, senders: int = SENDERS,
-                 max_batch: int = MAX_BATCH) -> None:
+                 max_batch: int = MAX_BATCH, orphaned: Orphaned | None = None) -> None:
         self._send_one = send_one
         self._send_many = send_many
+        # Told of a session the broker recorded for a caller that had gone away meanwhile (its channel closed),
+        # so that session is reported ended instead of staying open in the trail.
+        self._orphaned = orphaned
         self._senders = senders
         self._max_batch = max_batch
         self._waiting: list[tuple[Body, asyncio.Future[str]]] = []
@@ -72,7 +76,9 @@ class StartBatcher:
                     logger.exception("sending session starts to the broker failed")
                 continue
             for (_, future), answer in zip(batch, answers, strict=True):
-                if future.done():  # its caller gave up (the channel went away); the end report covers the rest
+                if future.done():  # its caller gave up (the channel went away)
+                    if isinstance(answer, str) and self._orphaned is not None:
+                        self._orphaned(answer)
                     continue
                 if isinstance(answer, BrokerRefused):
                     future.set_exception(answer)
