@@ -11,9 +11,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-# Frames an observer may fall behind by before the oldest are dropped (and it is told how many): about a screen
-# or two of output at the gateway's batch sizes, a few hundred KiB at most per observer.
+# How far an observer may fall behind before its oldest frames are dropped (and it is told how many): frames, and
+# their text, so a stalled observer costs the broker at most about OBSERVER_BYTES (plus one frame).
 OBSERVER_QUEUE = 512
+OBSERVER_BYTES = 256 * 1024
 # Control messages waiting for one gateway link: a gateway that stops reading loses them, not the broker memory.
 LINK_QUEUE = 1000
 
@@ -25,7 +26,8 @@ class Observer:
     username: str
     label: str  # "bob (supervisor, plant-a)": how the vendor's terminal names them
     supervises: bool = False  # a supervisor of the session's site (what a supervised session waits for)
-    frames: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=OBSERVER_QUEUE))
+    frames: deque[list[Any]] = field(default_factory=deque)
+    queued_bytes: int = 0
     dropped: int = 0
     ended: str | None = None  # why the feed ended (the session is over), once it has
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -34,9 +36,11 @@ class Observer:
         """Queue ``frames``; when full the oldest go (drop-oldest: the newest screen matters most)."""
         self.dropped += dropped
         for frame in frames:
-            if len(self.frames) == self.frames.maxlen:
-                self.dropped += 1
             self.frames.append(frame)
+            self.queued_bytes += len(frame[2])
+            while len(self.frames) > 1 and (len(self.frames) > OBSERVER_QUEUE or self.queued_bytes > OBSERVER_BYTES):
+                self.queued_bytes -= len(self.frames.popleft()[2])
+                self.dropped += 1
         self.wake.set()
 
     def finish(self, why: str) -> None:
@@ -47,7 +51,7 @@ class Observer:
         """What is waiting and how many frames were lost since the last take; clears both."""
         frames, dropped = list(self.frames), self.dropped
         self.frames.clear()
-        self.dropped = 0
+        self.dropped = self.queued_bytes = 0
         self.wake.clear()
         return frames, dropped
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.live.hub import OBSERVER_QUEUE, LiveHub, Observer
+from broker.live.hub import OBSERVER_BYTES, OBSERVER_QUEUE, LiveHub, Observer
 
 pytestmark = pytest.mark.anyio
 
@@ -55,6 +55,13 @@ async def test_a_stalled_observer_drops_its_oldest_frames_and_the_others_get_eve
     assert dropped == 9 * OBSERVER_QUEUE  # and told how many went
     assert frames[-1][2] == str(10 * OBSERVER_QUEUE - 1)  # the newest kept
     # Frames the gateway itself had to drop reach every observer as a count.
+    # Large frames are bounded by their size as well.
+    big = [[0.0, "o", "y" * 32768] for _ in range(64)]
+    hub.frames(session_id="ses-2", token=token, frames=big, dropped=0, ended=False)
+    reading.take()
+    frames, dropped = stalled.take()
+    assert sum(len(str(frame[2])) for frame in frames) <= OBSERVER_BYTES
+    assert dropped == 64 - len(frames)
     hub.frames(session_id="ses-2", token=token, frames=[], dropped=5, ended=True)
     assert reading.take() == ([], 5)
     assert reading.ended == "the session ended"
