@@ -165,8 +165,9 @@ def test_a_supervisor_of_another_site_may_not_watch_and_is_audited(stack: Stack)
 def stalled_observer(stack: Stack, user: str, session_id: str) -> socket.socket:
     """An observer that asks for the stream and then never reads a byte (a stopped browser, a frozen laptop)."""
     token = json.loads((stack.home(user) / "session.json").read_text())["token"]
-    sock = socket.create_connection(("127.0.0.1", stack.http_port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once: the broker's writes block
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window that fills at once
+    sock.connect(("127.0.0.1", stack.http_port))
     sock.sendall(f"GET /api/v1/sessions/{session_id}/watch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode())
     return sock
