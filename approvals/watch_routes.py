@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from approvals.web import Viewer, posted, redirect, render, signed_in, text, web_of
+from approvals.web import SESSION_COOKIE, Viewer, posted, redirect, render, signed_in, text, web_of
 from broker.api.watch_routes import deliver_to, hub_of, observe
 from broker.identity.identities import has_role
 from broker.live import supervision
@@ -41,7 +41,7 @@ async def watch_feed(request: Request, session_id: str) -> Response:
     answer = await signed_in(request, work)
     if not joined:
         return answer  # the sign-in page, or the refusal (audited); EventSource gives up on either
-    return observe(request, web_of(request).state, joined[0])
+    return observe(request, web_of(request).state, joined[0], request.cookies.get(SESSION_COOKIE, ""))
 
 
 @router.post("/approvals/sessions/{session_id}/message")

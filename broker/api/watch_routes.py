@@ -28,7 +28,7 @@ from broker.api.state import BrokerState
 from broker.audit.refusals import Refusal
 from broker.audit.trail import Action
 from broker.db import unit_of_work
-from broker.errors import Forbidden, NotAuthenticated
+from broker.errors import BrokerError, Forbidden, NotAuthenticated
 from broker.identity import authentication
 from broker.inventory import gateways
 from broker.live import supervision
@@ -39,6 +39,9 @@ from broker.sources import client_address
 router = APIRouter(tags=["live"])
 
 KEEPALIVE_SECONDS = 15.0
+# A watch is an authorisation that lasts: it is asked again this often (the observer signed out or was suspended,
+# lost the site, or the session ended without its gateway saying so) and the stream ends when it no longer holds.
+RECHECK_SECONDS = 10.0
 # One call carries at most this many frames (the gateway batches what piled up while the last call was out).
 MAX_FRAMES_PER_CALL = 1024
 FEED_HEADER = "X-Gatepass-Feed"
@@ -119,9 +122,10 @@ async def gateway_frames(session_id: str, body: FramesIn, request: Request, stat
 # -- observers --------------------------------------------------------------------------------------
 
 
-def observe(request: Request, state: BrokerState, target: WatchTarget) -> StreamingResponse:
+def observe(request: Request, state: BrokerState, target: WatchTarget, token: str) -> StreamingResponse:
     """The observer's stream: ``hello``, then ``frames`` as they come, ``dropped`` when this observer fell
-    behind (the oldest frames went), ``ended`` when the session is over. Joining and leaving tell the vendor."""
+    behind (the oldest frames went), ``ended`` when the session is over or the observer may no longer watch
+    (``token`` is asked again every RECHECK_SECONDS). Joining and leaving tell the vendor."""
     hub = hub_of(request)
     observer = Observer(username=target.observer, label=target.label, supervises=target.supervises)
     others = [o.label for o in hub.observers(target.session_id)]
@@ -137,9 +141,18 @@ def observe(request: Request, state: BrokerState, target: WatchTarget) -> Stream
                                 "site": target.site, "kind": target.kind, "command": target.command,
                                 "observer": target.label, "also_watching": others,
                                 "gateway_connected": hub.gateway_connected(target.gateway_id)})
+            recheck_at = time.monotonic() + RECHECK_SECONDS
             while True:
-                if not await observer.wait(KEEPALIVE_SECONDS):
-                    yield b": keepalive\n\n"
+                if time.monotonic() >= recheck_at:
+                    why = await _refused_now(state, token, target.session_id)
+                    if why is not None:
+                        yield sse("ended", {"why": why})
+                        return
+                    recheck_at = time.monotonic() + RECHECK_SECONDS
+                wait = min(KEEPALIVE_SECONDS, max(0.0, recheck_at - time.monotonic()))
+                if not await observer.wait(wait):
+                    if wait >= KEEPALIVE_SECONDS:
+                        yield b": keepalive\n\n"
                     continue
                 frames, dropped = observer.take()
                 if dropped:
@@ -162,6 +175,22 @@ def observe(request: Request, state: BrokerState, target: WatchTarget) -> Stream
             task.add_done_callback(_pending.discard)
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _refused_now(state: BrokerState, token: str, session_id: str) -> str | None:
+    """None while the token's person may still watch the session; else why not (a refusal the domain audits)."""
+
+    def check() -> None:
+        with unit_of_work(state.sessions) as session:
+            now = state.settings.clock.now()
+            identity = authentication.authenticate_token(session, now=now, token=token)
+            supervision.find_watchable(session, now=now, viewer=identity, session_id=session_id)
+
+    try:
+        await run_in_threadpool(check)
+    except BrokerError as error:
+        return error.message
+    return None
 
 
 async def _audit_leave(state: BrokerState, target: WatchTarget, seconds: float, dropped: int) -> None:
@@ -194,7 +223,7 @@ async def watch(session_id: str, request: Request, state: StateDep) -> Streaming
     if token.startswith("gpg_"):
         raise NotAuthenticated("a gateway credential cannot be used on the user API")
     target = await join_with_token(request, state, token, session_id, via="api")
-    return observe(request, state, target)
+    return observe(request, state, target, token)
 
 
 def deliver_to(hub: LiveHub, event: str) -> Callable[[int, str, str], None]:

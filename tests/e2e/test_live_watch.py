@@ -356,3 +356,25 @@ def test_a_supervised_site_holds_sessions_until_a_supervisor_watches_and_cuts_th
     ], input="ls\n", capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert sftp.returncode != 0
     assert "an SFTP session cannot be watched" in sftp.stderr
+
+
+def test_a_watch_ends_when_the_observer_may_no_longer_watch(stack: Stack) -> None:
+    stack.add_user("sup-leaving", "supervisor", "plant-a")
+    stack.login("sup-leaving")
+    vendor, session_id, _grant_id = live_session(stack)
+    observer = watcher(stack, "sup-leaving", session_id)
+    try:
+        vendor.stderr.wait_for("gatepass: sup-leaving (supervisor, plant-a) is watching this session")
+        stack.gatepass("admin", "identity", "suspend", "sup-leaving", "--reason", "left the company")
+        # Asked again within RECHECK_SECONDS (10 s): the stream ends, the vendor is told, the session goes on.
+        _, notes = observer.communicate(timeout=20)
+        assert "The watch ended:" in notes
+        vendor.stderr.wait_for("gatepass: sup-leaving (supervisor, plant-a) stopped watching")
+        vendor.type("after")
+        vendor.stdout.wait_for("vendor typed: after")
+    finally:
+        if observer.poll() is None:
+            observer.kill()
+            observer.communicate()
+        vendor.close()
+    assert [e["actor"] for e in trail(stack, "live:watch:left", session_id)] == ["sup-leaving"]
