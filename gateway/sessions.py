@@ -23,6 +23,7 @@ from gateway.models import Authorization
 from gateway.notice import REFUSED_EXIT_STATUS
 from gateway.recording import RecordingFailure, RecordingsRefused
 from gateway.stopping import KILL_WAIT, TargetStop
+from gateway.supervised import SupervisedHold
 from gateway.taps import ChannelTap, PassThrough, SessionInfo, TapFailure, is_recorded, open_tap
 from gateway.target_session import TargetSession
 
@@ -82,12 +83,10 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         self._target_gone = asyncio.Event()
         self.bytes_in = 0  # client -> target
         self.bytes_out = 0  # target -> client
-        # A supervised site (issue 13): released once a supervisor watches; input held while none does, cut after
-        # the site's grace.
-        self._supervised = asyncio.Event()
-        self._released = False
-        self._held = False
-        self._unsupervised_timer: asyncio.TimerHandle | None = None
+        # A supervised site (issue 13): released once a supervisor watches; input held while none does.
+        self._supervision = SupervisedHold(auth, warn=self.warn, pause=self._pause_client, resume=self._resume_client,
+                                           cut=lambda line: host.cut("revoked", line, "unsupervised")) \
+            if auth.supervision_required else None
 
     # -- client side -----------------------------------------------------------------------------
 
@@ -179,9 +178,8 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        if self._unsupervised_timer is not None:
-            self._unsupervised_timer.cancel()
-            self._unsupervised_timer = None
+        if self._supervision is not None:
+            self._supervision.close()
         if self._start_task is not None and not self._start_task.done():
             self._start_task.cancel()
         if self._upstream is not None and self._stop is None:
@@ -243,51 +241,26 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         return stop
 
     async def _supervisor_joined(self) -> bool:
-        """A supervised site: nothing reaches the target until a supervisor of the site watches (a closed channel
-        or a cut cancels this wait). False if nothing may run."""
+        """A supervised site (gateway/supervised.py): nothing reaches the target until a supervisor of the site
+        watches. False if nothing may run."""
         auth = self._auth
-        if self._host.ctx.live is None:  # no live link at all: nobody could ever supervise (fail closed)
+        if self._host.ctx.live is None or self._supervision is None:  # nobody could ever supervise (fail closed)
             self.terminate(f"gatepass: {auth.asset} requires a supervisor of {auth.site} to watch every session, "
                            "and this gateway cannot be watched", REFUSED_EXIT_STATUS)
             return False
-        if not self._supervised.is_set():
-            self.warn(f"gatepass: {auth.asset} is supervised: this session starts when a supervisor of {auth.site} "
-                      "watches it; waiting for one (nothing runs until then)")
-            await self._supervised.wait()
-            self.warn(f"gatepass: a supervisor of {auth.site} is watching: the session starts")
-        self._released = True
+        await self._supervision.released()
         return not self._closed and self._host.cut_reason() is None
 
-    def _supervision_changed(self, supervised: bool) -> None:
-        """Whether a supervisor of the site watches changed (gateway/observers.py)."""
-        auth = self._auth
-        if supervised:
-            self._supervised.set()
-            if self._unsupervised_timer is not None:
-                self._unsupervised_timer.cancel()
-                self._unsupervised_timer = None
-            if self._held:
-                self._held = False
-                self.warn(f"gatepass: a supervisor of {auth.site} is watching again: your input goes through")
-                if self._chan is not None and not self._closed:
-                    self._chan.resume_reading()
-            return
-        self._supervised.clear()
-        if not self._released or self._closed or self._held:
-            return  # still waiting for the first one, or already held
-        # Held, not relayed: what is typed stays in the client's window until a supervisor is back (SSH flow control).
-        self._held = True
-        if self._chan is not None:
-            self._chan.pause_reading()
-        self.warn(f"gatepass: no supervisor of {auth.site} is watching: your input is held, and the session ends in "
-                  f"{auth.supervision_grace:g} s unless one watches again")
-        self._unsupervised_timer = asyncio.get_running_loop().call_later(auth.supervision_grace, self._unsupervised)
+    def _holds_input(self) -> bool:
+        return self._supervision is not None and self._supervision.held
 
-    def _unsupervised(self) -> None:
-        self._unsupervised_timer = None
-        auth = self._auth
-        self._host.cut("revoked", f"gatepass: the session on {auth.asset} was ended: no supervisor of {auth.site} "
-                       f"watched it for {auth.supervision_grace:g} s, and the site requires one", "unsupervised")
+    def _pause_client(self) -> None:
+        if self._chan is not None and not self._closed:
+            self._chan.pause_reading()
+
+    def _resume_client(self) -> None:
+        if self._chan is not None and not self._closed:
+            self._chan.resume_reading()
 
     def _end_by_observer(self, message: str) -> None:
         """An observer ended the session from the watch view: the connection is cut as on a revocation (the broker
@@ -365,7 +338,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._tap = ctx.live.track(self._tap, session_id=self._session_id, record_input=auth.record_input,
                                        width=self._term_size[0], height=self._term_size[1], tell=self.warn,
                                        end=self._end_by_observer,
-                                       on_supervision=self._supervision_changed if auth.supervision_required
+                                       on_supervision=self._supervision.changed if self._supervision is not None
                                        else None)
         if auth.supervision_required and self.kind not in ("shell", "exec"):
             # An SFTP session cannot be watched yet, so on a supervised site it does not run (fail closed).
@@ -400,7 +373,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._to_target(data, datatype)
         if self._pending_eof:
             upstream.write_eof()
-        if self._chan is not None and not self._held:
+        if self._chan is not None and not self._holds_input():
             self._chan.resume_reading()
 
     def _environment(self) -> dict[str | bytes, str | bytes]:
@@ -510,5 +483,5 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._chan.pause_reading()
 
     def target_resumed(self) -> None:
-        if self._chan is not None and not self._closed and not self._held:
+        if self._chan is not None and not self._closed and not self._holds_input():
             self._chan.resume_reading()
