@@ -17,6 +17,7 @@ import pyotp
 import pytest
 from playwright.sync_api import expect
 
+from tests.approvals.conftest import screenshot
 from tests.e2e.stack import GATEPASS, Stack
 from tests.fixtures.browser import launch_chromium
 from tests.fixtures.sshd import OpenSSHServer
@@ -271,6 +272,7 @@ def test_the_watch_view_follows_the_session_sends_a_message_and_ends_it(stack: S
         vendor.stderr.wait_for("gatepass: message from sup-watch (supervisor, plant-a): please stop before "
                                "touching the PLC")
         expect(page.locator("[data-watch=notices]")).to_contain_text("please stop before touching the PLC")
+        screenshot(page, "watch")
 
         page.get_by_label("Reason (shown to the vendor)").fill("unplanned change on the boiler line")
         with page.expect_response(lambda answer: answer.url.endswith(f"/sessions/{session_id}/end")) as posted:
