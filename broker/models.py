@@ -92,6 +92,9 @@ class Site(Base):
     # one leaves, input is held and the session is cut after the grace.
     supervision_required: Mapped[bool] = mapped_column(Boolean, default=False)
     supervision_grace_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    # Observers watch without the vendor's terminal saying so; then every session there starts by saying that they
+    # may (off by default: no silent observers).
+    silent_observers: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     assets: Mapped[list[Asset]] = relationship(back_populates="site")

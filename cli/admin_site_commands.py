@@ -41,6 +41,9 @@ def add_site_commands(objects: Subparsers) -> None:
     site_set.add_argument("--supervision-grace", metavar="DURATION",
                           help="how long a supervised session goes on, input held, after the last supervisor "
                                "stopped watching (5s-30m; default 60s)")
+    site_set.add_argument("--silent-observers", choices=["allowed", "no"],
+                          help="allowed: supervisors and security watch sessions without the vendor's terminal "
+                               "announcing them; every session there then starts with a line saying so (default no)")
     site_set.add_argument("--no-maintenance-window", action="store_true",
                           help="remove every maintenance window (no request is then flagged as outside one)")
     data_option(site_set)
@@ -146,7 +149,8 @@ def _site_set(args: argparse.Namespace) -> int:
         read_only_mode=None if args.read_only_mode is None else args.read_only_mode == "on",
         recording_retention_days=retention,
         supervision_required=None if args.supervision is None else args.supervision == "required",
-        supervision_grace=args.supervision_grace)
+        supervision_grace=args.supervision_grace,
+        silent_observers=None if args.silent_observers is None else args.silent_observers == "allowed")
     print_policy_changes("Site", args.name, changes)
     return 0
 

@@ -68,9 +68,10 @@ def _show(ctx: Context, event: str, data: Any) -> bool:
     """Print one event: the session's output on stdout as the vendor sees it, the rest on stderr. True at the end."""
     if event == "hello":
         others = ", ".join(data.get("also_watching") or []) or "nobody else"
+        told = (f"{data['vendor']} sees that {data['observer']} is watching" if data.get("announced", True) else
+                f"{data['site']} allows silent observers: {data['vendor']} is not told you watch")
         ctx.note(f"Watching session {data['session_id']}: {data['vendor']} on {data['asset']} ({data['site']}), "
-                 f"read-only; {data['vendor']} sees that {data['observer']} is watching. Also watching: {others}. "
-                 "Ctrl-C stops.")
+                 f"read-only; {told}. Also watching: {others}. Ctrl-C stops.")
         if not data.get("gateway_connected", True):
             ctx.note("The gateway carrying this session is not connected to the broker's live link yet.")
     elif event == "frames":

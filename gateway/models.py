@@ -172,6 +172,8 @@ class Authorization:
     # last one leaves, input is held and the session is cut after the grace (seconds).
     supervision_required: bool = False
     supervision_grace: float = DEFAULT_SUPERVISION_GRACE
+    # Observers may watch without being announced: the session says so at its start (the vendor is told the policy).
+    silent_observers: bool = False
 
     @classmethod
     def from_json(cls, data: Any) -> Authorization:
@@ -204,6 +206,7 @@ class Authorization:
             allowed_commands=_allowed_commands(obj.get("allowed_commands"), identity_kind),
             supervision_required=obj.get("supervision_required") is True,
             supervision_grace=_supervision_grace(obj.get("supervision_grace_ms")),
+            silent_observers=obj.get("silent_observers") is True,
         )
 
 

@@ -340,6 +340,10 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
                                        end=self._end_by_observer,
                                        on_supervision=self._supervision.changed if self._supervision is not None
                                        else None)
+        if auth.silent_observers and self.kind in ("shell", "exec"):
+            # The plant's policy, told before anything runs: nobody is watched silently without knowing it may be.
+            self.warn(f"gatepass: at {auth.site}, supervisors and security may watch this session without it being "
+                      "announced here (site policy)")
         if auth.supervision_required and self.kind not in ("shell", "exec"):
             # An SFTP session cannot be watched yet, so on a supervised site it does not run (fail closed).
             self.terminate(f"gatepass: {auth.site} requires a supervisor to watch every session, and an SFTP "

@@ -130,8 +130,9 @@ def observe(request: Request, state: BrokerState, target: WatchTarget, token: st
     observer = Observer(username=target.observer, label=target.label, supervises=target.supervises)
     others = [o.label for o in hub.observers(target.session_id)]
     hub.join(session_id=target.session_id, gateway_id=target.gateway_id, observer=observer)
-    hub.tell(target.gateway_id, "notice", {"session_id": target.session_id,
-                                           "text": f"gatepass: {target.label} is watching this session"})
+    if target.announced:  # else the site allows silent observers, and each session there said so at its start
+        hub.tell(target.gateway_id, "notice", {"session_id": target.session_id,
+                                               "text": f"gatepass: {target.label} is watching this session"})
     started = time.monotonic()
 
     async def stream() -> AsyncIterator[bytes]:
@@ -139,7 +140,7 @@ def observe(request: Request, state: BrokerState, target: WatchTarget, token: st
         try:
             yield sse("hello", {"session_id": target.session_id, "vendor": target.vendor, "asset": target.asset,
                                 "site": target.site, "kind": target.kind, "command": target.command,
-                                "observer": target.label, "also_watching": others,
+                                "observer": target.label, "also_watching": others, "announced": target.announced,
                                 "gateway_connected": hub.gateway_connected(target.gateway_id)})
             recheck_at = time.monotonic() + RECHECK_SECONDS
             while True:
@@ -166,7 +167,7 @@ def observe(request: Request, state: BrokerState, target: WatchTarget, token: st
         finally:
             # Also on a cancelled stream (the page closed): nothing here may await.
             hub.leave(session_id=target.session_id, observer=observer)
-            if observer.ended is None:
+            if observer.ended is None and target.announced:
                 hub.tell(target.gateway_id, "notice", {
                     "session_id": target.session_id, "text": f"gatepass: {target.label} stopped watching"})
             seconds, dropped_total = time.monotonic() - started, lost + observer.dropped

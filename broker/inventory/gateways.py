@@ -140,6 +140,7 @@ def authorize(
         # Issue 13: sessions wait for a supervisor of the site to watch (gateway/observers.py holds them).
         "supervision_required": asset.site.supervision_required,
         "supervision_grace_ms": asset.site.supervision_grace_seconds * 1000,
+        "silent_observers": asset.site.silent_observers,
         # Download-only sites: input a command without a PTY may take before the gateway cuts it (an upload).
         "exec_upload_limit": asset.site.exec_upload_limit,
         # Client environment variables the asset accepts, by exact name (none unless the admin listed them).

@@ -284,7 +284,7 @@ def update_site(
     workload_credential: str | None = None, drill_site: bool | None = None, learning_days: int | None = None,
     auto_response: str | None = None, auto_response_severity: str | None = None, read_only_mode: bool | None = None,
     recording_retention_days: int | object | None = None, supervision_required: bool | None = None,
-    supervision_grace: str | None = None,
+    supervision_grace: str | None = None, silent_observers: bool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Change a site's policy; fields left as None stay. Audited with each changed field's old and new value
     (returned too); a call that changes nothing writes no event."""
@@ -321,6 +321,8 @@ def update_site(
         # Sessions wait for a supervisor of the site to watch; cut this long after the last one left (issue 13).
         "supervision_required": supervision_required,
         "supervision_grace_seconds": _supervision_grace(supervision_grace),
+        # Observers are not announced on the vendor's terminal; each session there says so at its start instead.
+        "silent_observers": silent_observers,
     }
     changes: dict[str, dict[str, Any]] = {}
     for field_name, wanted_value in wanted.items():

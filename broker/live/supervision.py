@@ -45,6 +45,7 @@ class WatchTarget:
     observer: str
     label: str  # "bob (supervisor, plant-a)"
     supervises: bool = False  # a supervisor of the site: what a site that requires supervision waits for
+    announced: bool = True  # the vendor's terminal says who joins and leaves (False: the site allows silent observers)
 
 
 def observer_label(identity: Identity, site_id: int, site: str) -> str:
@@ -77,14 +78,16 @@ def find_watchable(session: Session, *, now: dt.datetime, viewer: Identity, sess
                        vendor=record.grant.identity.username, asset=asset.name, site=site.name, kind=record.kind,
                        command=record.command, observer=viewer.username,
                        label=observer_label(viewer, site.id, site.name),
-                       supervises=may_act_for_site(viewer, "supervisor", site.id))
+                       supervises=may_act_for_site(viewer, "supervisor", site.id),
+                       announced=not site.silent_observers)
 
 
 def join(session: Session, *, now: dt.datetime, viewer: Identity, session_id: str, via: str) -> WatchTarget:
     """``viewer`` starts watching (audited); ``via`` says where from (``web``, ``cli``)."""
     target = find_watchable(session, now=now, viewer=viewer, session_id=session_id)
     trail.record(session, now=now, action=Action.LIVE_WATCH_JOINED, actor=viewer.username, subject=target.session_id,
-                 site=target.site, details={"grant": target.grant_id, "vendor": target.vendor, "via": via})
+                 site=target.site, details={"grant": target.grant_id, "vendor": target.vendor, "via": via,
+                                            "announced": target.announced})
     return target
 
 

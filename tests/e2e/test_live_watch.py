@@ -47,6 +47,23 @@ class Lines:
             self._queue.put(line)
         self._queue.put(None)
 
+    def so_far(self) -> list[str]:
+        """Every line read until now (without waiting for more)."""
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return self.seen
+            if line is None:
+                self._queue.put(None)  # the end stays visible to wait_for
+                return self.seen
+            self.seen.append(line)
+
+    def to_the_end(self, timeout: float = 10) -> list[str]:
+        """Every line, once the writer has closed the pipe (its process ended)."""
+        self._thread.join(timeout)
+        return self.so_far()
+
     def wait_for(self, text: str, timeout: float = 10) -> str:
         for line in self.seen:
             if text in line:
@@ -154,7 +171,7 @@ def test_a_supervisor_of_another_site_may_not_watch_and_is_audited(stack: Stack)
         own = stack.gatepass("watch", session_id, user="vendor1", check=False, timeout=30)
         assert own.returncode != 0
         assert "vendor1 is neither" in own.stderr
-        assert not any("watching" in line for line in vendor.stderr.seen)
+        assert not any("watching" in line for line in vendor.stderr.so_far())
     finally:
         vendor.close()
     refusals = trail(stack, "live:watch:refused", session_id, count=2)
@@ -334,7 +351,7 @@ def test_a_supervised_site_holds_sessions_until_a_supervisor_watches_and_cuts_th
         waited = time.monotonic() - held
         assert 4.0 < waited < 7.0, f"cut {waited:.1f} s after the last supervisor left (grace 5 s)"
         vendor.stderr.wait_for("no supervisor of plant-s watched it for 5 s, and the site requires one", timeout=2)
-        assert not any("vendor typed: two" in line for line in vendor.stdout.seen)  # held input never ran
+        assert not any("vendor typed: two" in line for line in vendor.stdout.to_the_end())  # held input never ran
     finally:
         for process in (reviewer, supervisor):
             if process is not None:
@@ -380,3 +397,38 @@ def test_a_watch_ends_when_the_observer_may_no_longer_watch(stack: Stack) -> Non
             observer.communicate()
         vendor.close()
     assert [e["actor"] for e in trail(stack, "live:watch:left", session_id)] == ["sup-leaving"]
+
+
+def test_a_site_may_allow_silent_observers_and_then_every_session_says_so_at_its_start(stack: Stack) -> None:
+    stack.gatepass("admin", "site", "set", "plant-b", "--silent-observers", "allowed")
+    stack.fresh_grant("hmi-b", "--for", "10m", "--reason", "silent observers", approver="sup-b")
+    vendor = VendorSession(stack, ECHO_LOOP, asset="hmi-b")
+    observer = None
+    try:
+        vendor.stderr.wait_for("gatepass: at plant-b, supervisors and security may watch this session without it "
+                               "being announced here (site policy)", timeout=15)
+        vendor.stdout.wait_for("ready")
+        session_id = [e for e in stack.audit_events() if e["action"] == "gateway:session:started"][-1]["subject"]
+        observer = watcher(stack, "sup-b", session_id)
+        assert observer.stdout is not None
+        shown = Lines(observer.stdout)
+        # No notice to wait on here: type until a line shows in the watch (the gateway's feed starts when the
+        # broker's watch message reaches it), with a deadline.
+        deadline = time.monotonic() + 10
+        for attempt in range(1, 100):
+            vendor.type(f"quietly {attempt}")
+            try:
+                shown.wait_for(f"vendor typed: quietly {attempt}", timeout=1)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+        assert not any("is watching" in line for line in vendor.stderr.so_far())
+    finally:
+        if observer is not None:
+            observer.terminate()
+            observer.communicate(timeout=10)
+        vendor.close()
+        stack.gatepass("admin", "site", "set", "plant-b", "--silent-observers", "no")
+    joined = trail(stack, "live:watch:joined", session_id)
+    assert joined[0]["details"]["announced"] is False
