@@ -49,7 +49,7 @@ BENCHMARKS: dict[str, Callable[[list[str]], Any]] = {
     "revoke": bench_revoke.main, "connect": bench_connect.main, "throughput": bench_throughput.main,
     "tunnels": bench_tunnels.main, "approval": bench_approval.main, "recording": bench_recording.main,
     "audit": bench_audit.main, "suspend": bench_suspend.main, "contain": bench_contain.main,
-    "watch": bench_watch.main, "watch-live": bench_watch_live.main, "cli": bench_cli.main,
+    "watch": bench_watch.main, "watch_live": bench_watch_live.main, "cli": bench_cli.main,
 }
 
 
@@ -205,9 +205,9 @@ def summary(results: dict[str, Any], loads: dict[str, float] | None = None) -> l
                          watch["caught"] == watch["cases"], loads.get("watch")))
         rows.append(_row("watch: false flags per 1,000 benign sessions", f"{watch['false_per_1000']:.1f}", "-", None,
                          "<= 5", watch["false_per_1000"] <= 5, loads.get("watch")))
-    live = results.get("watch-live")
+    live = results.get("watch_live")
     if live:
-        load = loads.get("watch-live")
+        load = loads.get("watch_live")
         for r in live["latency"]:
             rows.append(_row(f"live watch: target -> observer stream, {r['observers']} observer(s)",
                              f"p50 {_fmt(r['p50_ms'])} ms, p95 {_fmt(r['p95_ms'])} ms", "-", None, "p95 <= 200 ms",
