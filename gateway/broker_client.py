@@ -151,7 +151,12 @@ class BrokerClient:
         await self._post("/gateway/login-refusals", body, lane=self._reports)
 
     async def events(self) -> AsyncGenerator[BrokerEvent, None]:
-        """Server-sent events from ``/gateway/events`` until the stream ends or breaks.
+        """Server-sent events from ``/gateway/events`` until the stream ends or breaks."""
+        async for event in self._event_stream("/gateway/events", "the broker's event stream"):
+            yield event
+
+    async def _event_stream(self, path: str, what: str) -> AsyncGenerator[BrokerEvent, None]:
+        """Server-sent events from ``path`` until the stream ends or breaks (BrokerUnavailable names ``what``).
 
         Parses the text/event-stream format (WHATWG HTML, "server-sent events"): ``event:`` names
         the type, ``data:`` lines are joined, a blank line dispatches, ``:`` lines are comments.
@@ -159,7 +164,7 @@ class BrokerClient:
         timeout = httpx.Timeout(self._http.timeout.connect, read=self._event_read_timeout)
         try:
             async with self._http.stream(
-                "GET", "/gateway/events", timeout=timeout, headers={"Accept": "text/event-stream"}
+                "GET", path, timeout=timeout, headers={"Accept": "text/event-stream"}
             ) as response:
                 if response.status_code != 200:
                     await response.aread()
@@ -180,7 +185,7 @@ class BrokerClient:
                     elif name == "data":
                         data_lines.append(value)
         except httpx.TransportError as exc:
-            raise BrokerUnavailable(f"the broker's event stream broke: {exc!r}") from exc
+            raise BrokerUnavailable(f"{what} broke: {exc!r}") from exc
 
     async def _post(self, path: str, body: Mapping[str, Any], lane: asyncio.Semaphore | None = None) -> Any:
         try:
@@ -201,28 +206,8 @@ class BrokerClient:
 
     async def live_events(self) -> AsyncGenerator[BrokerEvent, None]:
         """Server-sent events from ``/gateway/live`` (watch, unwatch, notice, end) until the stream ends or breaks."""
-        timeout = httpx.Timeout(self._http.timeout.connect, read=self._event_read_timeout)
-        try:
-            async with self._http.stream(
-                "GET", "/gateway/live", timeout=timeout, headers={"Accept": "text/event-stream"}
-            ) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise _error_from(response)
-                event_type, data_lines = "message", list[str]()
-                async for line in response.aiter_lines():
-                    if not line:
-                        if data_lines:
-                            yield _event(event_type, "\n".join(data_lines))
-                        event_type, data_lines = "message", []
-                        continue
-                    name, _, value = line.partition(":")
-                    if name == "event":
-                        event_type = value.removeprefix(" ")
-                    elif name == "data":
-                        data_lines.append(value.removeprefix(" "))
-        except httpx.TransportError as exc:
-            raise BrokerUnavailable(f"the broker's live link broke: {exc!r}") from exc
+        async for event in self._event_stream("/gateway/live", "the broker's live link"):
+            yield event
 
     async def live_frames(self, session_id: str, *, feed: str, frames: list[list[Any]], dropped: int,
                           ended: bool) -> bool:
