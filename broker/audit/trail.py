@@ -136,6 +136,9 @@ class Action(StrEnum):
     RECORDING_RELEASED = "review:recording:released"
     RECORDING_HOLD_REFUSED = "review:recording:hold_refused"
     RECORDING_PURGED = "retention:recording:purged"
+    # The broker's default retention (GATEPASS_RECORDING_RETENTION_DAYS) differs from the one last in force: a
+    # deployment setting, not a command, so the purge writes it down before it deletes anything under it.
+    RETENTION_DEFAULT_CHANGED = "retention:default:changed"
 
     CSRF_REFUSED = "web:form:csrf_refused"
     # Refusals that changed nothing, written by broker.refusals in a transaction of their own (SR 2.8, SR 6.2).

@@ -43,7 +43,13 @@ def plan(sessions: sessionmaker[Session], *, now: dt.datetime, default_days: int
 
 def purge(sessions: sessionmaker[Session], *, now: dt.datetime, default_days: int, directory: Path,
           actor: str = JOB_ACTOR) -> PurgeReport:
-    """Purge what is due (one batch): events and rows committed, then the files deleted."""
+    """Purge what is due (one batch): events and rows committed, then the files deleted. A default retention the
+    trail does not show yet is recorded first (retention.record_default)."""
+    with read_only_unit(sessions) as session:
+        default_changed = retention.default_in_force(session) != default_days
+    if default_changed:
+        with unit_of_work(sessions) as session:
+            retention.record_default(session, now=now, actor=actor, default_days=default_days)
     with read_only_unit(sessions) as session:
         # Read (and hash the files) outside the write transaction: hashing large files must not hold the lock.
         found = retention.due(session, now=now, default_days=default_days, directory=directory)

@@ -10,6 +10,7 @@ process dies in between) the file stays with its event, and the next purge delet
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.errors import InvalidInput
-from broker.models import AccessSession, Asset, EvidenceHold, Grant, Site
+from broker.models import AccessSession, Asset, AuditEvent, EvidenceHold, Grant, Site
 from broker.recordings.store import file_digest, resolve
 from broker.settings import MAX_RETENTION_DAYS
 
@@ -213,3 +214,32 @@ def leftovers(session: Session, *, directory: Path, limit: int = PURGE_BATCH) ->
                                    sha256=str(record.recording_sha256), size=int(record.recording_bytes or 0),
                                    ended_at=record.ended_at or record.started_at, retention=Retention(0, "site")))
     return found
+
+
+def default_in_force(session: Session) -> int:
+    """The broker default the trail last recorded (``retention:default:changed``); 0 (forever) before any."""
+    details = session.scalar(select(AuditEvent.details).where(AuditEvent.action == Action.RETENTION_DEFAULT_CHANGED)
+                             .order_by(AuditEvent.seq.desc()).limit(1))
+    if details is None:
+        return 0
+    days = json.loads(details).get("to_days")
+    return days if isinstance(days, int) else 0
+
+
+def record_default(session: Session, *, now: dt.datetime, actor: str, default_days: int) -> bool:
+    """Write ``retention:default:changed`` if the broker's default differs from the one in force; True if it did.
+
+    The default comes from the deployment (GATEPASS_RECORDING_RETENTION_DAYS), so no command audits it; a purge
+    calls this first, so no recording is deleted under a default the trail does not show."""
+    before = default_in_force(session)
+    if before == default_days:
+        return False
+    trail.record(session, now=now, action=Action.RETENTION_DEFAULT_CHANGED, actor=actor,
+                 details={"from_days": before, "to_days": default_days, "setting": "GATEPASS_RECORDING_RETENTION_DAYS",
+                          "summary": f"recordings at sites without a policy of their own: {_kept(before)} -> "
+                                     f"{_kept(default_days)}"})
+    return True
+
+
+def _kept(days: int) -> str:
+    return "kept forever" if days == 0 else f"kept {days} days"

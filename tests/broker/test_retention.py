@@ -181,6 +181,35 @@ def test_recordings_are_kept_forever_unless_a_retention_is_set(api: Api, plant: 
     assert plant.audit(PURGED) == []
 
 
+def test_a_changed_default_retention_is_audited_before_anything_is_purged_under_it(api: Api, plant: Plant) -> None:
+    """GATEPASS_RECORDING_RETENTION_DAYS is a deployment setting no command audits: the purge writes the change
+    down (once per change) before the first deletion under it, and the trail says it came first."""
+    from broker.db import make_session_factory
+
+    session_id = record_session(api, plant, api.grant("vendor1", "sup-a1")["id"], "old output\r\n$ ")
+    factory = make_session_factory(plant.engine)
+    directory = store.recordings_dir(plant.settings)
+    changed = "retention:default:changed"
+
+    purge.purge(factory, now=plant.clock.now(), default_days=0, directory=directory)
+    assert plant.audit(changed) == []  # the safe default (forever) in force from the start: nothing to say
+
+    plant.clock.advance(40 * DAY)
+    report = purge.purge(factory, now=plant.clock.now(), default_days=30, directory=directory)
+    assert [c.session_id for c in report.purged] == [session_id]
+    [event] = plant.audit(changed)
+    details = json.loads(event["details"]) if isinstance(event["details"], str) else event["details"]
+    assert (details["from_days"], details["to_days"]) == (0, 30)
+    assert "kept forever -> kept 30 days" in details["summary"]
+    assert event["seq"] < plant.audit(PURGED)[0]["seq"]
+
+    purge.purge(factory, now=plant.clock.now(), default_days=30, directory=directory)
+    assert len(plant.audit(changed)) == 1  # unchanged: not written again
+    purge.purge(factory, now=plant.clock.now(), default_days=0, directory=directory)
+    assert [json.loads(e["details"]) if isinstance(e["details"], str) else e["details"]
+            for e in plant.audit(changed)][-1]["to_days"] == 0
+
+
 @pytest.mark.parametrize(("given", "days"), [("30", 30), ("0", 0), ("forever", 0), ("default", None)])
 def test_retention_values(given: str, days: int | None) -> None:
     assert parse_retention(given) == days
