@@ -6,6 +6,7 @@ Passive: the bytes are relayed unchanged by the tunnel; this only reads the MBAP
 the requests (Modbus Application Protocol Specification V1.1b3, §6). A stream that turns out not to be Modbus is
 no longer tallied (on a read-write grant that is the client's business; a read-only grant closes on it in
 ``readonly.py``). Bounded: at most ``MAX_RANGES`` merged ranges per function code, however long the connection.
+While somebody watches the tunnel, each chunk's requests also go to the live feed (``gateway/tunnel_feed.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from collections import Counter
 
 import asyncssh
 
-from gateway.modbus import MBAP_HEADER, MalformedFrame, frame_length
+from gateway.modbus import MBAP_HEADER, MalformedFrame, RefusedRequest, frame_length
 from gateway.readonly import ModbusReadOnlyTunnel
+from gateway.tunnel_feed import modbus_frames
 from gateway.tunnels import TunnelHost, TunnelSession
+
+# One request as the watch view shows it: transaction id, unit id, function code, "0-9" / "40" / "-".
+SeenRequest = tuple[int, int, int, str]
 
 MAX_RANGES = 16
 MAX_ADDRESS = 0xFFFF
@@ -45,6 +50,19 @@ def _merge(ranges: list[list[int]], low: int, high: int) -> list[list[int]]:
     return merged
 
 
+def _span(code: int, pdu: bytes) -> tuple[int, int] | None:
+    """The addresses a request names (first, last), or None (a function without addresses, a short frame)."""
+    fields = _ADDRESSES.get(code)
+    if fields is None:
+        return None
+    address_at, quantity_at = fields
+    if len(pdu) < address_at + 2 or (quantity_at is not None and len(pdu) < quantity_at + 2):
+        return None  # a short frame: its function is counted, it names no registers
+    low = int.from_bytes(pdu[address_at : address_at + 2], "big")
+    quantity = int.from_bytes(pdu[quantity_at : quantity_at + 2], "big") if quantity_at is not None else 1
+    return low, min(low + max(quantity, 1) - 1, MAX_ADDRESS)
+
+
 class ModbusActivity:
     """The running tally of one connection's requests."""
 
@@ -53,6 +71,8 @@ class ModbusActivity:
         self.functions: Counter[int] = Counter()
         self.ranges: dict[int, list[list[int]]] = {}
         self.not_modbus: str | None = None
+        # Set (by a watched tunnel) for one chunk: its requests, in order, for the live feed.
+        self.seen: list[SeenRequest] | None = None
 
     def observe(self, data: bytes) -> None:
         if self.not_modbus is not None:
@@ -64,26 +84,23 @@ class ModbusActivity:
                 size = frame_length(buffer[offset : offset + 6], "request")
                 if end - offset < size:
                     break
-                self._request(buffer[offset + MBAP_HEADER : offset + size])
+                self._request(buffer[offset : offset + size])
                 offset += size
         except MalformedFrame as exc:
             self.not_modbus, self._partial = str(exc), b""
             return
         self._partial = bytes(buffer[offset:])
 
-    def _request(self, pdu: bytes) -> None:
+    def _request(self, adu: bytes) -> None:
+        pdu = adu[MBAP_HEADER:]
         code = pdu[0]
         self.functions[code] += 1
-        fields = _ADDRESSES.get(code)
-        if fields is None:
-            return
-        address_at, quantity_at = fields
-        if len(pdu) < address_at + 2 or (quantity_at is not None and len(pdu) < quantity_at + 2):
-            return  # a short frame: its function is counted, it names no registers
-        low = int.from_bytes(pdu[address_at : address_at + 2], "big")
-        quantity = int.from_bytes(pdu[quantity_at : quantity_at + 2], "big") if quantity_at is not None else 1
-        high = min(low + max(quantity, 1) - 1, MAX_ADDRESS)
-        self.ranges[code] = _merge(self.ranges.get(code, []), low, high)
+        span = _span(code, pdu)
+        if span is not None:
+            self.ranges[code] = _merge(self.ranges.get(code, []), *span)
+        if self.seen is not None:
+            where = "-" if span is None else str(span[0]) if span[0] == span[1] else f"{span[0]}-{span[1]}"
+            self.seen.append((int.from_bytes(adu[0:2], "big"), adu[6], code, where))
 
     def detail(self) -> dict[str, int | str]:
         """The flat facts the broker's session event carries: "3:12,6:2" and "3:0-9,100-109;6:40".
@@ -108,10 +125,23 @@ class ModbusObservedTunnel(TunnelSession):
     def __init__(self, host: TunnelHost, session_id: str | None) -> None:
         super().__init__(host, session_id)
         self.activity = ModbusActivity()
+        self._refusals: list[RefusedRequest] | None = None  # a watched chunk's refusals (the read-only filter's)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self.activity.observe(data)
-        super().data_received(data, datatype)
+        feed = self.watch.feed if self.watch is not None else None
+        if feed is None:  # unwatched: the tally and the relay, nothing more
+            self.activity.observe(data)
+            super().data_received(data, datatype)
+            return
+        seen: list[SeenRequest] = []
+        refusals: list[RefusedRequest] = []
+        self.activity.seen, self._refusals = seen, refusals
+        try:
+            self.activity.observe(data)
+            super().data_received(data, datatype)
+        finally:
+            self.activity.seen = self._refusals = None
+        modbus_frames(feed, seen, refusals)
 
     def _report(self) -> None:
         if not self._reported and self._session_id is not None and self.activity.functions:
@@ -124,3 +154,8 @@ class ModbusObservedTunnel(TunnelSession):
 
 class ModbusReadOnlyObservedTunnel(ModbusObservedTunnel, ModbusReadOnlyTunnel):
     """The read-only filter (``readonly.py``) with the tally in front of it (method order: tally, filter, relay)."""
+
+    def _refused(self, refused: RefusedRequest) -> None:
+        if self._refusals is not None:
+            self._refusals.append(refused)
+        super()._refused(refused)

@@ -6,6 +6,8 @@ chunk. When the broker says ``watch`` (on the live link, ``follow_live``), the s
 same events the recorder writes (output, input where the site records it, resizes, notices), as asciicast frames,
 in a buffer capped at ``FEED_BUFFER_BYTES`` that drops its oldest frames when the broker falls behind and says how
 many went. One sender task per feed posts what piled up, one call at a time: the session never waits for it.
+A TCP tunnel is tracked the same way (``track_tunnel``, frames written by ``gateway/tunnel_feed.py``): its feed starts
+with the connection's state and is sampled about once a second for its byte totals.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ FEED_BUFFER_BYTES = 64 * 1024
 BULK_BATCH_BYTES = 16 * 1024
 BULK_PAUSE = 0.05
 RETRY_PAUSE = 0.5
+# How often a watched session's ``sample`` runs (a tunnel's byte totals): a person reads a counter once a second.
+SAMPLE_INTERVAL = 1.0
 
 
 class LiveFeed:
     """A watched session's frames (``[seconds, code, text]``, as in the recording) on their way to the broker."""
 
-    def __init__(self, token: str, *, width: int, height: int) -> None:
+    def __init__(self, token: str, *, width: int | None = None, height: int | None = None) -> None:
         self.token = token
         self.wake = asyncio.Event()
         self.dropped = 0
@@ -53,7 +57,8 @@ class LiveFeed:
         self._stdout = StreamText("o")
         self._stderr = StreamText("o")
         self._input = StreamText("i")
-        self.add("r", f"{width}x{height}")  # the observer's screen starts at the vendor's size
+        if width is not None and height is not None:
+            self.add("r", f"{width}x{height}")  # the observer's screen starts at the vendor's size
 
     def output(self, data: bytes, stderr: bool) -> None:
         self.add(*(self._stderr if stderr else self._stdout).decode(data))
@@ -103,6 +108,10 @@ class LiveSession:
     # Whether a supervisor of the site watches now, and who hears when that changes (a supervised session).
     supervised: bool = False
     on_supervision: Callable[[bool], None] | None = None
+    # A session without a terminal (a tunnel): what a new feed starts with, and what is sampled about once a second
+    # while watched (its byte totals). None: a terminal, whose feed starts with its size.
+    opening: Callable[[LiveFeed], None] | None = field(default=None, repr=False)
+    sample: Callable[[LiveFeed], None] | None = field(default=None, repr=False)
 
     def set_supervised(self, supervised: bool) -> None:
         if supervised != self.supervised:
@@ -169,12 +178,24 @@ class LiveRegistry:
         self._sessions[session_id] = live
         return WatchTap(tap, live, self)
 
+    def track_tunnel(self, *, session_id: str, opening: Callable[[LiveFeed], None],
+                     sample: Callable[[LiveFeed], None], end: Callable[[str], None]) -> LiveSession:
+        """A tunnel that can be watched: ``opening`` writes a new feed's first frames, ``sample`` runs about once a
+        second while watched, ``end`` cuts it (End session). It has no terminal to tell anything."""
+        live = LiveSession(session_id=session_id, record_input=False, tell=_no_terminal, end=end, width=0, height=0,
+                           opening=opening, sample=sample)
+        self._sessions[session_id] = live
+        return live
+
     def forget(self, live: LiveSession, exit_status: int | None) -> None:
         """The session is over: its feed (if watched) sends what is left and says so."""
         if self._sessions.get(live.session_id) is live:
             del self._sessions[live.session_id]
         if live.feed is not None:
             live.feed.end(exit_status)
+
+    def session(self, session_id: str) -> LiveSession | None:
+        return self._sessions.get(session_id)
 
     def watching(self, session_id: str) -> bool:
         live = self._sessions.get(session_id)
@@ -188,7 +209,11 @@ class LiveRegistry:
             return  # not ours, or over: the broker hears so from the session's end
         if live.feed is None or live.feed.token != token:  # the same watch again (a reconnect): the feed goes on
             self._stop(live)
-            live.feed = LiveFeed(token, width=live.width, height=live.height)
+            if live.opening is None:
+                live.feed = LiveFeed(token, width=live.width, height=live.height)
+            else:
+                live.feed = LiveFeed(token)
+                live.opening(live.feed)
             live.sender = asyncio.ensure_future(self._send(live, live.feed))
         live.set_supervised(supervised)
 
@@ -229,7 +254,14 @@ class LiveRegistry:
     async def _send(self, live: LiveSession, feed: LiveFeed) -> None:
         """Post what piled up, one call at a time, until nobody watches or the session ended."""
         while True:
-            await feed.wake.wait()
+            if live.sample is None:
+                await feed.wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(feed.wake.wait(), SAMPLE_INTERVAL)
+                live.sample(feed)
+                if not feed.wake.is_set():
+                    continue
             frames, dropped, size = feed.take()
             ended = feed.ended
             try:
@@ -270,6 +302,10 @@ def apply_live_event(registry: LiveRegistry, event_type: str, data: Mapping[str,
         registry.notice(session_id, _printable(text))
     elif event_type == "end" and isinstance(text, str):
         registry.end(session_id, _printable(text))
+
+
+def _no_terminal(_text: str) -> None:
+    """A tunnel has no terminal: the broker announces nothing to it (its watch says so to the observer)."""
 
 
 def _printable(text: str) -> str:

@@ -2,7 +2,8 @@
 
 The destination host comes from the asset inventory (invariant 1), never from the client's request;
 the client's host name only has to name that asset. Bytes go channel → socket and socket → channel
-straight from the callbacks; each side pauses the other when its buffer fills.
+straight from the callbacks; each side pauses the other when its buffer fills. A tunnel the broker recorded can be
+watched live (``gateway/tunnel_feed.py``): its byte counts are read from here by the feed, not pushed per chunk.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import asyncssh
 
@@ -19,6 +20,10 @@ from gateway.context import GatewayContext, report_end
 from gateway.errors import BrokerCallFailed, BrokerRefused
 from gateway.models import Authorization
 from gateway.protocols import read_only_refusal
+from gateway.tunnel_feed import TunnelWatch
+
+if TYPE_CHECKING:
+    from gateway.observers import LiveRegistry
 
 logger = logging.getLogger("gatepass.gateway.tunnels")
 
@@ -33,6 +38,8 @@ class TunnelHost(Protocol):
     def tunnel_ended(self, tunnel: TunnelSession) -> None: ...
 
     def cut_reason(self) -> tuple[str, str | None] | None: ...
+
+    def cut(self, reason: str, message: str, detail: str | None = None) -> None: ...
 
 
 def check_forward(auth: Authorization, dest_host: str, dest_port: int) -> str:
@@ -95,6 +102,8 @@ async def open_tunnel(
         raise asyncssh.ChannelOpenError(
             asyncssh.OPEN_CONNECT_FAILED, f"{auth.asset} port {port} does not answer"
         ) from None
+    if host.ctx.live is not None and session_id is not None:
+        tunnel.watchable(host.ctx.live, session_id=session_id, peer=host.peer, port=port)
     return tunnel
 
 
@@ -111,6 +120,18 @@ class TunnelSession(asyncssh.SSHTCPSession[bytes]):
         self._reported = False
         self.bytes_in = 0
         self.bytes_out = 0
+        self.watch: TunnelWatch | None = None  # set once it can be watched (the broker recorded it)
+
+    def watchable(self, registry: LiveRegistry, *, session_id: str, peer: str, port: int) -> None:
+        self.watch = TunnelWatch(registry, session_id=session_id, peer=peer, port=port,
+                                 totals=lambda: (self.bytes_in, self.bytes_out), end=self._end_by_observer)
+
+    def _end_by_observer(self, message: str) -> None:
+        """End session from the watch view: the connection is cut as on a revocation (the broker revokes the grant
+        too); the vendor's ssh prints the observer's line as the disconnect reason."""
+        if self.watch is not None:
+            self.watch.note(message)
+        self._host.cut("revoked", message, "ended by an observer")
 
     def target_connected(self, transport: asyncio.Transport) -> None:
         self._transport = transport
@@ -193,6 +214,8 @@ class TunnelSession(asyncssh.SSHTCPSession[bytes]):
             return
         self._reported = True
         self._host.tunnel_ended(self)
+        if self.watch is not None:
+            self.watch.closed(self._error or self._client_gone)
         report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out,
                    client_gone=self._client_gone)
 
