@@ -18,7 +18,7 @@ from broker.containment import lockdown
 from broker.db import make_engine, make_session_factory, read_only_unit, unit_of_work
 from broker.identity import attestation, identities, inventory, lifecycle
 from broker.identity.identities import NewCredentials, NewFactor
-from broker.inventory import gateways, sites
+from broker.inventory import asset_listing, gateways, sites
 from broker.inventory.gateway_events import NullPublisher
 from broker.keys.vault import Vault
 from broker.recordings import store, verification
@@ -56,11 +56,12 @@ def run(settings: Settings, action: Callable[[Session, Vault], T]) -> T:
 def add_site(settings: Settings, *, name: str, approvals_required: int, max_window: str,
              maintenance_windows: list[str] | None = None, record_input: bool = True,
              transfers: str = "both", exec_upload_limit: int = sites.DEFAULT_EXEC_UPLOAD_LIMIT,
-             cut_grace: str = "2s") -> None:
+             cut_grace: str = "2s", supervise_high_criticality: bool = True) -> None:
     run(settings, lambda session, _vault: sites.create_site(
         session, now=settings.clock.now(), actor=operator_name(), name=name,
         approvals_required=approvals_required, max_window=max_window, maintenance_windows=maintenance_windows,
-        record_input=record_input, transfers=transfers, exec_upload_limit=exec_upload_limit, cut_grace=cut_grace))
+        record_input=record_input, transfers=transfers, exec_upload_limit=exec_upload_limit, cut_grace=cut_grace,
+        supervise_high_criticality=supervise_high_criticality))
 
 
 def update_site(settings: Settings, *, name: str, **policy: Any) -> dict[str, dict[str, Any]]:
@@ -78,6 +79,17 @@ def update_asset(settings: Settings, *, name: str, **policy: Any) -> dict[str, d
     """Change an asset's policy (``sites.update_asset``); returns what changed, old and new."""
     return run(settings, lambda session, _vault: sites.update_asset(
         session, now=settings.clock.now(), actor=operator_name(), name=name, **policy))
+
+
+def list_assets(settings: Settings, *, site: str | None = None) -> list[dict[str, Any]]:
+    """The assets with the supervision policy in force for each (``asset_listing.list_assets``)."""
+    with local_session(settings, read_only=True) as session:
+        return asset_listing.list_assets(session, site=site)
+
+
+def show_asset(settings: Settings, *, name: str) -> dict[str, Any]:
+    with local_session(settings, read_only=True) as session:
+        return asset_listing.show_asset(session, name=name)
 
 
 def add_user(settings: Settings, **fields: object) -> NewCredentials | None:

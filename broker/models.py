@@ -95,6 +95,9 @@ class Site(Base):
     # Observers watch without the vendor's terminal saying so; then every session there starts by saying that they
     # may (off by default: no silent observers).
     silent_observers: Mapped[bool] = mapped_column(Boolean, default=False)
+    # High-criticality assets are supervised unless the asset says otherwise (issue 13): on for sites made from
+    # migration 0018 on, off for the sites that existed before it (an upgrade must not start holding sessions).
+    supervise_high_criticality: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     assets: Mapped[list[Asset]] = relationship(back_populates="site")
@@ -121,6 +124,9 @@ class Asset(Base):
     tcp_ports: Mapped[list[int]] = mapped_column(JSON, default=list)
     # Client environment variables (exact names) the gateway passes to this asset; none by default.
     passed_env: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The asset's own supervision policy (issue 13): True required, False optional, None follows its site
+    # (broker.inventory.supervision_policy decides what is in force).
+    supervision_required: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     site: Mapped[Site] = relationship(back_populates="assets")
@@ -402,7 +408,11 @@ class AccessSession(Base):
     """A live connection under a grant, as reported by the gateway that carries it."""
 
     __tablename__ = "sessions"
-    __table_args__ = (one_of("sessions", "kind", SessionKind),)
+    __table_args__ = (
+        one_of("sessions", "kind", SessionKind),
+        # The notifier's look for sessions that started lately (a watch link each, issue 13), every second.
+        Index("ix_sessions_started_at", "started_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"))
@@ -559,6 +569,11 @@ class SiemCursor(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+NOTIFICATION_SUBJECT = ("(CASE WHEN request_id IS NULL THEN 0 ELSE 1 END) + (CASE WHEN identity_id IS NULL THEN 0 "
+                        "ELSE 1 END) + (CASE WHEN run_id IS NULL THEN 0 ELSE 1 END) + (CASE WHEN session_id IS NULL "
+                        "THEN 0 ELSE 1 END) = 1")
+
+
 class Notification(Base):
     """One message to one target (webhook or e-mail) about one request: the outbox the relay delivers."""
 
@@ -573,10 +588,10 @@ class Notification(Base):
         UniqueConstraint("identity_id", "review_due_at", "channel", "target",
                          name="uq_notifications_review_channel_target"),
         UniqueConstraint("run_id", "channel", "target", name="uq_notifications_run_channel_target"),
-        # About one thing: a request, an identity's review, or a playbook run.
-        CheckConstraint("(CASE WHEN request_id IS NULL THEN 0 ELSE 1 END) + (CASE WHEN identity_id IS NULL THEN 0 "
-                        "ELSE 1 END) + (CASE WHEN run_id IS NULL THEN 0 ELSE 1 END) = 1",
-                        name="ck_notifications_subject"),
+        # A session that started, with the link to watch it (issue 13): one per session and target.
+        UniqueConstraint("session_id", "channel", "target", name="uq_notifications_session_channel_target"),
+        # About one thing: a request, an identity's review, a playbook run, or a session's start.
+        CheckConstraint(NOTIFICATION_SUBJECT, name="ck_notifications_subject"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -585,6 +600,7 @@ class Notification(Base):
     review_due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # A playbook run's message: its id, and the subject and text written when it ran (issue 12).
     run_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    session_id: Mapped[str | None] = mapped_column(String(16), ForeignKey("sessions.id"), nullable=True)
     message_subject: Mapped[str | None] = mapped_column(String(200), nullable=True)
     message_text: Mapped[str | None] = mapped_column(Text, nullable=True)
     channel: Mapped[str] = mapped_column(String(8))  # webhook | email

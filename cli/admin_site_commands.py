@@ -20,6 +20,8 @@ def add_site_commands(objects: Subparsers) -> None:
     site_add.add_argument("--approvals-required", type=int, default=1)
     site_add.add_argument("--max-window", default="8h")
     _site_policy_options(site_add)
+    site_add.add_argument("--supervise-high-criticality", choices=["yes", "no"], default="yes",
+                          help=HIGH_CRITICALITY_HELP + " (default yes for a new site)")
     data_option(site_add)
     site_add.set_defaults(func=guarded(_site_add))
     site_set = site.add_parser("set", help="change a site's policy (only the options given change)")
@@ -41,6 +43,7 @@ def add_site_commands(objects: Subparsers) -> None:
     site_set.add_argument("--supervision-grace", metavar="DURATION",
                           help="how long a supervised session goes on, input held, after the last supervisor "
                                "stopped watching (5s-30m; default 60s)")
+    site_set.add_argument("--supervise-high-criticality", choices=["yes", "no"], help=HIGH_CRITICALITY_HELP)
     site_set.add_argument("--silent-observers", choices=["allowed", "no"],
                           help="allowed: supervisors and security watch sessions without the vendor's terminal "
                                "announcing them; every session there then starts with a line saying so (default no)")
@@ -57,6 +60,11 @@ def add_site_commands(objects: Subparsers) -> None:
     lift.add_argument("name")
     data_option(lift)
     lift.set_defaults(func=guarded(_site_lift))
+
+
+HIGH_CRITICALITY_HELP = ("yes: sessions to the site's high-criticality assets wait until a supervisor of the site "
+                         "watches, unless an asset's own --supervision says otherwise (sites that existed before "
+                         "this option have it off)")
 
 
 def _site_policy_options(parser: argparse.ArgumentParser) -> None:
@@ -113,8 +121,12 @@ def _site_add(args: argparse.Namespace) -> int:
     admin.add_site(local_settings(args), name=args.name, approvals_required=args.approvals_required,
                    max_window=args.max_window, maintenance_windows=windows,
                    record_input=args.record_input != "off", transfers=(args.transfers or "both").replace("-", "_"),
-                   exec_upload_limit=limit, cut_grace=args.cut_grace or "2s")
+                   exec_upload_limit=limit, cut_grace=args.cut_grace or "2s",
+                   supervise_high_criticality=args.supervise_high_criticality == "yes")
     print(f"Added site {args.name} ({args.approvals_required} approval(s) required, windows up to {args.max_window})")
+    if args.supervise_high_criticality == "yes":
+        print("  sessions to its high-criticality assets wait for a supervisor watching "
+              "(--supervise-high-criticality no to change)")
     if windows:
         print(f"  maintenance windows (UTC): {', '.join(windows)}")
     return 0
@@ -150,7 +162,9 @@ def _site_set(args: argparse.Namespace) -> int:
         recording_retention_days=retention,
         supervision_required=None if args.supervision is None else args.supervision == "required",
         supervision_grace=args.supervision_grace,
-        silent_observers=None if args.silent_observers is None else args.silent_observers == "allowed")
+        silent_observers=None if args.silent_observers is None else args.silent_observers == "allowed",
+        supervise_high_criticality=None if args.supervise_high_criticality is None
+        else args.supervise_high_criticality == "yes")
     print_policy_changes("Site", args.name, changes)
     return 0
 

@@ -20,6 +20,7 @@ from broker.identity.identities import check_name, why_unusable
 from broker.identity.usage import touch
 from broker.ids import new_id
 from broker.inventory.sites import credential_purpose, normalise_public_key
+from broker.inventory.supervision_policy import effective_supervision
 from broker.keys.authorities import public_key as ca_public_key
 from broker.keys.vault import Vault
 from broker.models import AccessSession, Gateway, Grant
@@ -137,8 +138,9 @@ def authorize(
         "allowed_commands": [] if grant.allowed_commands is None and is_agent else grant.allowed_commands,
         # How long a cut command has between TERM and KILL on the target (site policy, milliseconds).
         "cut_grace_ms": asset.site.cut_grace_ms,
-        # Issue 13: sessions wait for a supervisor of the site to watch (gateway/observers.py holds them).
-        "supervision_required": asset.site.supervision_required,
+        # Issue 13: sessions wait for a supervisor of the site to watch (gateway/supervised.py holds them): the
+        # asset's own policy, else its site's (broker.inventory.supervision_policy).
+        "supervision_required": effective_supervision(asset).required,
         "supervision_grace_ms": asset.site.supervision_grace_seconds * 1000,
         "silent_observers": asset.site.silent_observers,
         # Download-only sites: input a command without a PTY may take before the gateway cuts it (an upload).

@@ -16,6 +16,7 @@ from broker.audit.trail import Action
 from broker.durations import format_duration, parse_duration
 from broker.errors import Conflict, InvalidInput, NotFound
 from broker.identity.identities import check_name
+from broker.inventory.supervision_policy import asset_setting_word, effective_supervision, parse_asset_setting
 from broker.keys.vault import Vault
 from broker.models import Asset, Site
 from broker.settings import MAX_RETENTION_DAYS
@@ -254,7 +255,10 @@ def create_site(
     session: Session, *, now: dt.datetime, actor: str, name: str, approvals_required: int = 1,
     max_window: str = "8h", maintenance_windows: list[str] | None = None, record_input: bool = True,
     transfers: str = "both", exec_upload_limit: int = DEFAULT_EXEC_UPLOAD_LIMIT, cut_grace: str = "2s",
+    supervise_high_criticality: bool = True,
 ) -> Site:
+    """A new site; its high-criticality assets are supervised unless ``supervise_high_criticality`` is False
+    (issue 13: the default for new plants, while sites older than migration 0018 keep it off)."""
     check_name(name, what="site")
     grace_ms = parse_cut_grace(cut_grace)
     _check_site_policy(approvals_required=approvals_required, transfers=transfers,
@@ -266,12 +270,14 @@ def create_site(
     site = Site(name=name, approvals_required=approvals_required,
                 max_window_seconds=int(window.total_seconds()), locked_down=False, created_at=now,
                 maintenance_windows=windows, record_input=record_input, transfers=transfers,
-                exec_upload_limit=exec_upload_limit, cut_grace_ms=grace_ms)
+                exec_upload_limit=exec_upload_limit, cut_grace_ms=grace_ms,
+                supervise_high_criticality=supervise_high_criticality)
     session.add(site)
     trail.record(session, now=now, action=Action.SITE_CREATED, actor=actor, subject=name, site=name,
                  details={"approvals_required": approvals_required, "max_window": format_duration(window),
                           "maintenance_windows": windows, "record_input": record_input, "transfers": transfers,
-                          "exec_upload_limit": exec_upload_limit, "cut_grace": format_cut_grace(grace_ms)})
+                          "exec_upload_limit": exec_upload_limit, "cut_grace": format_cut_grace(grace_ms),
+                          "supervise_high_criticality": supervise_high_criticality})
     return site
 
 
@@ -285,6 +291,7 @@ def update_site(
     auto_response: str | None = None, auto_response_severity: str | None = None, read_only_mode: bool | None = None,
     recording_retention_days: int | object | None = None, supervision_required: bool | None = None,
     supervision_grace: str | None = None, silent_observers: bool | None = None,
+    supervise_high_criticality: bool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Change a site's policy; fields left as None stay. Audited with each changed field's old and new value
     (returned too); a call that changes nothing writes no event."""
@@ -323,8 +330,11 @@ def update_site(
         "supervision_grace_seconds": _supervision_grace(supervision_grace),
         # Observers are not announced on the vendor's terminal; each session there says so at its start instead.
         "silent_observers": silent_observers,
+        # High-criticality assets that follow the site are supervised (issue 13; on for new sites).
+        "supervise_high_criticality": supervise_high_criticality,
     }
     changes: dict[str, dict[str, Any]] = {}
+    supervised_before = supervised_assets(site)
     for field_name, wanted_value in wanted.items():
         old = getattr(site, field_name)
         if wanted_value is None:
@@ -345,10 +355,18 @@ def update_site(
             changes["recording_retention"] = {"old": format_retention(old), "new": format_retention(new)}
         else:
             changes[field_name] = {"old": list(old) if isinstance(old, list) else old, "new": new}
+    if changes and (supervised_after := supervised_assets(site)) != supervised_before:
+        # Which of the site's assets now hold their sessions for a supervisor (from each one's next login).
+        changes["supervised_assets"] = {"old": supervised_before, "new": supervised_after}
     if changes:
         trail.record(session, now=now, action=Action.SITE_UPDATED, actor=actor, subject=name, site=name,
                      details=changes)
     return changes
+
+
+def supervised_assets(site: Site) -> list[str]:
+    """The names of the site's assets whose sessions wait for a supervisor (broker.inventory.supervision_policy)."""
+    return sorted(asset.name for asset in site.assets if effective_supervision(asset).required)
 
 
 def _supervision_grace(value: str | None) -> int | None:
@@ -428,9 +446,11 @@ def create_asset(
     session: Session, *, vault: Vault, now: dt.datetime, actor: str, name: str, site: str, host: str,
     criticality: str = "low", ssh_port: int | None = None, ssh_user: str | None = None,
     ssh_password: str | None = None, ssh_private_key: str | None = None, host_key: str | None = None,
-    tcp_ports: list[int] | None = None, passed_env: list[str] | None = None,
+    tcp_ports: list[int] | None = None, passed_env: list[str] | None = None, supervision: str = "site",
 ) -> Asset:
+    """A new asset; ``supervision`` is its own policy (required, optional) or ``site`` (follow the site's)."""
     check_name(name, what="asset")
+    supervision_required = parse_asset_setting(supervision)
     env_names = check_passed_env(passed_env or [])
     site_row = session.scalar(select(Site).where(Site.name == site))
     if site_row is None:
@@ -447,7 +467,7 @@ def create_asset(
             raise InvalidInput(f"port {port} is out of range: ports are 1-65535")
 
     asset = Asset(name=name, site_id=site_row.id, host=host, criticality=criticality, tcp_ports=ports,
-                  passed_env=env_names, created_at=now)
+                  passed_env=env_names, supervision_required=supervision_required, created_at=now)
     if ssh_port is not None:
         if not ssh_user:
             raise InvalidInput("an SSH service needs --ssh-user: the account the gateway logs in as")
@@ -476,22 +496,29 @@ def create_asset(
         session, now=now, action=Action.ASSET_CREATED, actor=actor, subject=name, site=site,
         # Never the credential: only which kind is vaulted.
         details={"host": host, "criticality": criticality, "ssh_port": ssh_port, "tcp_ports": ports,
-                 "credential": asset.credential_kind, "passed_env": env_names},
+                 "credential": asset.credential_kind, "passed_env": env_names, "supervision": supervision},
     )
     return asset
 
 
 def update_asset(session: Session, *, now: dt.datetime, actor: str, name: str,
-                 passed_env: list[str] | None = None) -> dict[str, dict[str, Any]]:
+                 passed_env: list[str] | None = None, supervision: str | None = None) -> dict[str, dict[str, Any]]:
     """Change an asset's policy; fields left as None stay. Audited with each changed field's old and new value
-    (returned too); a call that changes nothing writes no event."""
+    (returned too); a call that changes nothing writes no event. ``supervision``: required, optional or site."""
     asset = get_asset(session, name)
+    wanted_supervision = parse_asset_setting(supervision) if supervision is not None else None
+    names = check_passed_env(passed_env) if passed_env is not None else None
     changes: dict[str, dict[str, Any]] = {}
-    if passed_env is not None:
-        names = check_passed_env(passed_env)
-        if names != list(asset.passed_env or []):
-            changes["passed_env"] = {"old": list(asset.passed_env or []), "new": names}
-            asset.passed_env = names
+    if supervision is not None and wanted_supervision != asset.supervision_required:
+        in_force = effective_supervision(asset)
+        changes["supervision"] = {"old": asset_setting_word(asset.supervision_required), "new": supervision}
+        asset.supervision_required = wanted_supervision
+        now_in_force = effective_supervision(asset)
+        if now_in_force != in_force:  # what the gateway enforces from the next login on
+            changes["supervision_in_force"] = {"old": in_force.describe(), "new": now_in_force.describe()}
+    if names is not None and names != list(asset.passed_env or []):
+        changes["passed_env"] = {"old": list(asset.passed_env or []), "new": names}
+        asset.passed_env = names
     if changes:
         trail.record(session, now=now, action=Action.ASSET_UPDATED, actor=actor, subject=name,
                      site=asset.site.name, details=changes)

@@ -33,7 +33,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, plant_machine: OpenSSHServer
     stack = Stack(root=root, http_port=free_port(), ssh_port=free_port(), database_url=database.url)
     try:
         stack.init()
-        stack.gatepass("admin", "site", "add", "plant-a", "--max-window", "8h")
+        # plc-01 is of high criticality: not supervised here (a new site's default), as these tests connect to it
+        # without anyone watching; tests/e2e/test_supervised_assets.py covers the default.
+        stack.gatepass("admin", "site", "add", "plant-a", "--max-window", "8h", "--supervise-high-criticality", "no")
         stack.gatepass("admin", "site", "add", "plant-b")
         key = str(plant_machine.client_private_key)
         for name, site, criticality in (("hmi-01", "plant-a", "low"), ("plc-01", "plant-a", "high"),
