@@ -1,4 +1,5 @@
-"""``gatepass watch SESSION``: follow a live session in this terminal, read-only (the vendor is told who watches)."""
+"""``gatepass watch SESSION``: follow a live session in this terminal, read-only (the vendor is told who watches);
+a TCP tunnel's connection, bytes and Modbus requests are printed as lines."""
 
 from __future__ import annotations
 
@@ -70,13 +71,18 @@ def _show(ctx: Context, event: str, data: Any) -> bool:
         others = ", ".join(data.get("also_watching") or []) or "nobody else"
         told = (f"{data['vendor']} sees that {data['observer']} is watching" if data.get("announced", True) else
                 f"{data['site']} allows silent observers: {data['vendor']} is not told you watch")
+        if data.get("terminal", True) is False:
+            told = f"a tunnel has no terminal: {data['vendor']} is not told you watch (the trail has it)"
+            data = {**data, "asset": f"{data['asset']} port {data.get('port')}"}
         ctx.note(f"Watching session {data['session_id']}: {data['vendor']} on {data['asset']} ({data['site']}), "
                  f"read-only; {told}. Also watching: {others}. Ctrl-C stops.")
         if not data.get("gateway_connected", True):
             ctx.note("The gateway carrying this session is not connected to the broker's live link yet.")
     elif event == "frames":
         for _seconds, code, text in data:
-            if code == "o":
+            if (line := tunnel_line(code, text)) is not None:
+                ctx.out.write(line + "\n")
+            elif code == "o":
                 ctx.out.write(text)
             elif code == "ob":
                 ctx.out.write(f"\r\n[binary output: {_binary_size(text)} bytes]\r\n")
@@ -90,6 +96,22 @@ def _show(ctx: Context, event: str, data: Any) -> bool:
         ctx.note(f"\r\nThe watch ended: {data['why']}.")
         return True
     return False
+
+
+def tunnel_line(code: str, text: str) -> str | None:
+    """A tunnel's frame as one line (codes in docs/API.md), or None for a terminal's frame."""
+    parts = text.split(" ")
+    if code == "co" and len(parts) >= 2:
+        return f"connection from {parts[0]} to port {parts[1]} open"
+    if code in ("cb", "cc") and len(parts) >= 2:
+        state = "closed" + (f": {' '.join(parts[2:])}" if len(parts) > 2 else "") if code == "cc" else "open"
+        return f"bytes: {parts[0]} to the asset, {parts[1]} from it ({state})"
+    if code in ("q", "qx") and len(parts) >= 4:
+        where = "" if parts[2] == "-" else f" addresses {parts[2]}"
+        words = " ".join(parts[3:])
+        return (f"REFUSED modbus unit {parts[0]} function {parts[1]}{where}: {words}" if code == "qx" else
+                f"modbus unit {parts[0]} function {parts[1]}{where}: {words}")
+    return None
 
 
 def _binary_size(text: str) -> int:

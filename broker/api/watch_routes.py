@@ -140,6 +140,7 @@ def observe(request: Request, state: BrokerState, target: WatchTarget, token: st
         try:
             yield sse("hello", {"session_id": target.session_id, "vendor": target.vendor, "asset": target.asset,
                                 "site": target.site, "kind": target.kind, "command": target.command,
+                                "port": target.port, "terminal": target.terminal,
                                 "observer": target.label, "also_watching": others, "announced": target.announced,
                                 "gateway_connected": hub.gateway_connected(target.gateway_id)})
             recheck_at = time.monotonic() + RECHECK_SECONDS

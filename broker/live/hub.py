@@ -17,6 +17,10 @@ OBSERVER_QUEUE = 512
 OBSERVER_BYTES = 256 * 1024
 # Control messages waiting for one gateway link: a gateway that stops reading loses them, not the broker memory.
 LINK_QUEUE = 1000
+# Frames that state where a session stands (a terminal's size; a tunnel's connection and byte totals): the latest of
+# each code is kept per feed and given first to an observer who joins a feed already running, which would otherwise
+# start without them (the gateway sends them when the feed starts, and when they change).
+STATE_CODES = frozenset({"r", "co", "cb"})
 
 
 @dataclass(eq=False)
@@ -72,6 +76,7 @@ class Feed:
     gateway_id: int
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     observers: set[Observer] = field(default_factory=set)
+    state: dict[str, list[Any]] = field(default_factory=dict)  # the latest frame of each of STATE_CODES
 
 
 @dataclass(eq=False)
@@ -147,6 +152,8 @@ class LiveHub:
             self.tell(gateway_id, "watch", self._watch_message(feed))
             return
         supervised = self._supervised(feed)
+        if feed.state:
+            observer.offer(list(feed.state.values()))
         feed.observers.add(observer)
         if self._supervised(feed) != supervised:
             self.tell(gateway_id, "supervision", {"session_id": session_id, "supervised": True})
@@ -178,6 +185,9 @@ class LiveHub:
             return False
         if not secrets.compare_digest(token.encode(), feed.token.encode()):
             return None
+        for frame in frames:
+            if frame[1] in STATE_CODES:
+                feed.state[frame[1]] = frame
         for observer in feed.observers:
             observer.offer(frames, dropped)
             if ended:

@@ -26,8 +26,9 @@ from broker.models import AccessSession, Identity
 # A line on the vendor's terminal: one line, short enough to read at a glance.
 MAX_MESSAGE = 300
 MAX_REASON = 300
-# Session kinds with a terminal stream to follow (a tunnel's watch view is a later slice of issue 13).
-WATCHABLE_KINDS = frozenset({"shell", "exec"})
+# Session kinds with a terminal stream to follow, and a TCP tunnel (its connection, bytes, Modbus requests).
+WATCHABLE_KINDS = frozenset({"shell", "exec", "tcp"})
+TERMINAL_KINDS = frozenset({"shell", "exec"})
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,11 @@ class WatchTarget:
     observer: str
     label: str  # "bob (supervisor, plant-a)"
     supervises: bool = False  # a supervisor of the site: what a site that requires supervision waits for
-    announced: bool = True  # the vendor's terminal says who joins and leaves (False: the site allows silent observers)
+    # The vendor's terminal says who joins and leaves (False: the site allows silent observers, or a tunnel, which
+    # has no terminal to say it on).
+    announced: bool = True
+    port: int | None = None  # a tunnel's port on the asset
+    terminal: bool = True  # False for a tunnel: nothing can be written to the vendor (no Send message)
 
 
 def observer_label(identity: Identity, site_id: int, site: str) -> str:
@@ -72,14 +77,15 @@ def find_watchable(session: Session, *, now: dt.datetime, viewer: Identity, sess
         raise Conflict(f"session {record.id} has ended ({record.end_reason}); its recording is on the review "
                        "pages")
     if record.kind not in WATCHABLE_KINDS:
-        raise Conflict(f"session {record.id} is a {record.kind} session: only shell and exec sessions can be "
-                       "watched live")
+        raise Conflict(f"session {record.id} is a {record.kind} session: only shell, exec and tcp (tunnel) sessions "
+                       "can be watched live")
+    terminal = record.kind in TERMINAL_KINDS
     return WatchTarget(session_id=record.id, gateway_id=record.gateway_id, grant_id=record.grant_id,
                        vendor=record.grant.identity.username, asset=asset.name, site=site.name, kind=record.kind,
                        command=record.command, observer=viewer.username,
                        label=observer_label(viewer, site.id, site.name),
                        supervises=may_act_for_site(viewer, "supervisor", site.id),
-                       announced=not site.silent_observers)
+                       announced=terminal and not site.silent_observers, port=record.port, terminal=terminal)
 
 
 def join(session: Session, *, now: dt.datetime, viewer: Identity, session_id: str, via: str) -> WatchTarget:
@@ -116,6 +122,8 @@ def send_message(session: Session, *, now: dt.datetime, viewer: Identity, sessio
     """A line from ``viewer`` on the vendor's terminal (recorded there, audited here). ``deliver(gateway_id,
     session_id, line)`` runs once the audit event has committed. Returns the line."""
     target = find_watchable(session, now=now, viewer=viewer, session_id=session_id)
+    if not target.terminal:
+        raise Conflict(f"session {target.session_id} is a TCP tunnel: it has no terminal to show a message on")
     message = one_line(text, label="The message", limit=MAX_MESSAGE)
     line = f"gatepass: message from {target.label}: {message}"
     trail.record(session, now=now, action=Action.LIVE_MESSAGE_SENT, actor=viewer.username, subject=target.session_id,

@@ -87,3 +87,18 @@ async def test_the_gateway_hears_when_a_supervisor_of_the_site_starts_and_stops_
     assert link.queue.get_nowait() == ("supervision", {"session_id": "ses-4", "supervised": False})
     hub.leave(session_id="ses-4", observer=reviewer)
     assert link.queue.get_nowait() == ("unwatch", {"session_id": "ses-4"})
+
+
+async def test_an_observer_joining_a_running_feed_starts_from_where_the_session_stands() -> None:
+    hub = LiveHub()
+    link = hub.connect(3)
+    first, later = Observer("a", "a (security)"), Observer("b", "b (supervisor, plant-a)")
+    hub.join(session_id="ses-4", gateway_id=3, observer=first)
+    token = link.queue.get_nowait()[1]["feed"]
+    hub.frames(session_id="ses-4", token=token, dropped=0, ended=False, frames=[
+        [0.0, "co", "192.0.2.7:50122 502"], [0.1, "cb", "12 29"], [0.2, "q", "1 3 0-9 Read Holding Registers"],
+        [1.1, "cb", "24 58"]])
+    hub.join(session_id="ses-4", gateway_id=3, observer=later)
+    # The connection and its latest totals, not the requests that passed before this observer came.
+    assert later.take() == ([[0.0, "co", "192.0.2.7:50122 502"], [1.1, "cb", "24 58"]], 0)
+    assert len(first.take()[0]) == 4
