@@ -1,7 +1,9 @@
 """Delivers the notifications outbox (broker.notifications): webhook JSON over HTTPS and e-mail over SMTP,
 from a background task of each broker process. Configured from the environment:
 
-    GATEPASS_NOTIFY_WEBHOOK   URL that receives {"text": …, "request": {…}} (Slack- and Teams-compatible text)
+    GATEPASS_NOTIFY_WEBHOOK   URL that receives {"text": …, "request": {…}} (Slack- and Teams-compatible text);
+                              when a shell or exec session of the grant starts, {"text": …, "watch_url": …,
+                              "session": {…}} with the link to watch it live
     GATEPASS_NOTIFY_EMAIL     site:address pairs, comma-separated: plant-a:ops@plant-a.example,plant-b:…
                               (extra addresses, on top of the approvers' own)
     GATEPASS_SMTP             host:port of the mail relay (default 127.0.0.1:25); GATEPASS_SMTP_STARTTLS=1.
@@ -65,11 +67,12 @@ def send(settings: NotifierSettings, delivery: Delivery) -> str | None:
 
 
 def deliver_round(state: BrokerState, settings: NotifierSettings) -> int:
-    """One pass: enqueue new requests and review reminders, claim what is due, send, record. Returns how many
-    were attempted."""
+    """One pass: enqueue new requests, session starts and review reminders, claim what is due, send, record.
+    Returns how many were attempted."""
     with unit_of_work(state.sessions) as session:
         notifications.enqueue_new_requests(session, now=state.settings.clock.now(), targets=settings.targets,
                                            within=state.settings.decide_within)
+        notifications.enqueue_session_starts(session, now=state.settings.clock.now(), targets=settings.targets)
         notifications.enqueue_review_reminders(session, now=state.settings.clock.now(), targets=settings.targets)
         notifications.enqueue_playbook_messages(session, now=state.settings.clock.now(), targets=settings.targets)
     with unit_of_work(state.sessions) as session:

@@ -1,5 +1,6 @@
 """Notifications outbox: a new request reaches its site's approvers by webhook and e-mail (the addresses of
-the site's supervisors, plus any per-site addresses configured for the deployment).
+the site's supervisors, plus any per-site addresses configured for the deployment); so does the start of a session
+under the grant, with the direct link to watch it live (issue 13).
 
 Rows are made for every pending request that has none yet (whoever made it: API, web, CLI), claimed with a
 lease so that one broker replica delivers each, and retried with exponential backoff; every delivery, failed
@@ -15,15 +16,27 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import exists, select
+from sqlalchemy import Select, exists, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.durations import format_duration
 from broker.identity import attestation
-from broker.models import AccessRequest, Asset, AuditEvent, Identity, Notification, RoleAssignment, Site
+from broker.inventory.supervision_policy import effective_supervision
+from broker.live.supervision import WATCHABLE_KINDS
+from broker.models import (
+    AccessRequest,
+    AccessSession,
+    Asset,
+    AuditEvent,
+    Grant,
+    Identity,
+    Notification,
+    RoleAssignment,
+    Site,
+)
 from broker.vocabulary import IdentityStatus, NotificationStatus, RequestStatus
 
 MAX_ATTEMPTS = 6
@@ -31,6 +44,15 @@ FIRST_RETRY = dt.timedelta(seconds=2)
 # A claimed delivery is retried by any replica if its claimer did not report back within this time.
 LEASE = dt.timedelta(seconds=60)
 BATCH = 20
+# Session starts announced with a watch link: a terminal someone can follow. Not a tunnel's connections, each of
+# which is a session of its own (hundreds a minute for engineering software).
+ANNOUNCED_SESSION_KINDS = WATCHABLE_KINDS & {"shell", "exec"}
+# A script running many commands (ansible: a session per task) must not flood the plant's inbox: at most this many
+# session starts of one grant are announced per hour; the supervisor's page lists every live session anyway.
+SESSION_NOTICES_PER_GRANT = 3
+SESSION_NOTICE_WINDOW = dt.timedelta(hours=1)
+# A start older than this is not announced any more (a notifier that was down does not send stale links).
+SESSION_NOTICE_WITHIN = dt.timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -65,8 +87,12 @@ class ApproverAddresses:
 
     def for_request(self, request: AccessRequest) -> list[str]:
         """The site's approvers, never the requester (who cannot approve their own request)."""
-        found = [*self.by_site.get(request.asset.site_id, []), *self.everywhere]
-        return [address for identity_id, address in found if identity_id != request.requester_id]
+        return self.for_site(request.asset.site_id, besides=request.requester_id)
+
+    def for_site(self, site_id: int, *, besides: int) -> list[str]:
+        """The site's approvers other than ``besides`` (the person the message is about)."""
+        found = [*self.by_site.get(site_id, []), *self.everywhere]
+        return [address for identity_id, address in found if identity_id != besides]
 
 
 def approver_addresses(session: Session, *, now: dt.datetime) -> ApproverAddresses:
@@ -121,6 +147,55 @@ def enqueue_new_requests(session: Session, *, now: dt.datetime, targets: Targets
             except IntegrityError:
                 continue
     return made
+
+
+def enqueue_session_starts(session: Session, *, now: dt.datetime, targets: Targets,
+                           within: dt.timedelta = SESSION_NOTICE_WITHIN) -> int:
+    """Make outbox rows for shell and exec sessions that started lately, are still running and have none yet: to
+    the same targets as their request's announcement, with the link to watch the session. At most one row per
+    session and target, and at most SESSION_NOTICES_PER_GRANT announced sessions per grant and hour."""
+    if not targets.any:
+        return 0
+    approvers = approver_addresses(session, now=now) if targets.approver_emails else ApproverAddresses({}, [])
+    query = (select(AccessSession).join(Grant, AccessSession.grant_id == Grant.id).join(Asset).join(Site)
+             .where(AccessSession.started_at >= now - within, AccessSession.ended_at.is_(None),
+                    AccessSession.kind.in_(sorted(ANNOUNCED_SESSION_KINDS)),
+                    ~exists().where(Notification.session_id == AccessSession.id),
+                    _announced(AccessSession.grant_id, now=now).correlate(AccessSession).scalar_subquery()
+                    < SESSION_NOTICES_PER_GRANT))
+    if not targets.webhook_url and not approvers.everywhere:
+        # Only sites with a target: sessions elsewhere would stay "new" and crowd out the ones that count.
+        query = query.where(Site.name.in_(sorted(targets.emails_by_site)) | Site.id.in_(sorted(approvers.by_site)))
+    fresh = session.scalars(query.order_by(AccessSession.started_at).limit(100)).all()
+    counted: dict[str, int] = {}
+    made = 0
+    for record in fresh:
+        grant = record.grant
+        if grant.id not in counted:
+            counted[grant.id] = session.scalar(_announced(grant.id, now=now)) or 0
+        if counted[grant.id] >= SESSION_NOTICES_PER_GRANT:
+            continue
+        counted[grant.id] += 1
+        asset = grant.asset
+        for channel, target in targets.for_site(asset.site.name,
+                                                approvers.for_site(asset.site_id, besides=grant.identity_id)):
+            try:
+                with session.begin_nested():  # a savepoint: another replica may have made the same row
+                    session.add(Notification(session_id=record.id, channel=channel, target=target,
+                                             status=NotificationStatus.PENDING, attempts=0, next_attempt_at=now,
+                                             created_at=now))
+                made += 1
+            except IntegrityError:
+                continue
+    return made
+
+
+def _announced(grant_id: Any, *, now: dt.datetime) -> Select[int]:
+    """How many sessions of the grant (an id, or a column to correlate with) were announced within the window."""
+    announced = aliased(AccessSession)
+    return (select(func.count(func.distinct(Notification.session_id)))
+            .join(announced, announced.id == Notification.session_id)
+            .where(announced.grant_id == grant_id, Notification.created_at >= now - SESSION_NOTICE_WINDOW))
 
 
 def enqueue_review_reminders(session: Session, *, now: dt.datetime, targets: Targets) -> int:
@@ -206,6 +281,13 @@ def claim_due(session: Session, *, now: dt.datetime, public_url: str) -> list[De
             subject, text, payload = describe_review(identity, public_url=public_url)
             deliveries.append(Delivery(row.id, row.channel, row.target, row.attempts + 1, subject, text, payload))
             continue
+        if row.session_id is not None:
+            record = session.get(AccessSession, row.session_id)
+            if record is None:
+                continue
+            subject, text, payload = describe_session(record, public_url=public_url)
+            deliveries.append(Delivery(row.id, row.channel, row.target, row.attempts + 1, subject, text, payload))
+            continue
         request = session.get(AccessRequest, row.request_id)
         if request is None:
             continue
@@ -234,6 +316,31 @@ def describe(request: AccessRequest, *, public_url: str) -> tuple[str, str, dict
     return subject, text, payload
 
 
+def watch_url(session_id: str, *, public_url: str) -> str:
+    """The supervisor's watch view of a session (approvals/watch_routes.py)."""
+    return f"{public_url.rstrip('/')}/approvals/sessions/{session_id}/watch"
+
+
+def describe_session(record: AccessSession, *, public_url: str) -> tuple[str, str, dict[str, Any]]:
+    """Subject, plain text and JSON body of a session start's announcement, with the link to watch it. Not the
+    command line: a vendor may have put a secret in it (the audit trail has it)."""
+    grant = record.grant
+    asset, vendor = grant.asset, grant.identity
+    site = asset.site.name
+    who = vendor.username + (f" ({vendor.organisation})" if vendor.organisation else "")
+    link = watch_url(record.id, public_url=public_url)
+    supervised = effective_supervision(asset).required
+    subject = f"Gatepass: {who} started a session on {asset.name} at {site}"
+    text = (f"{who} started a {record.kind} session on {asset.name} at {site} (request {grant.request_id}). "
+            + (f"It waits until a supervisor of {site} watches it. " if supervised else "")
+            + f"Watch it live: {link}")
+    payload = {"text": text, "watch_url": link, "session": {
+        "id": record.id, "kind": record.kind, "site": site, "asset": asset.name, "vendor": vendor.username,
+        "organisation": vendor.organisation, "request": grant.request_id, "grant": grant.id,
+        "started_at": record.started_at.isoformat(), "supervision_required": supervised, "watch_url": link}}
+    return subject, text, payload
+
+
 def describe_review(identity: Identity, *, public_url: str) -> tuple[str, str, dict[str, Any]]:
     """Subject, plain text and JSON body of a review reminder."""
     due = identity.attestation_due_at
@@ -258,8 +365,9 @@ def record_result(session: Session, *, now: dt.datetime, delivery_id: int, error
         return
     row.attempts += 1
     request = session.get(AccessRequest, row.request_id) if row.request_id else None
-    site = request.asset.site.name if request else None
-    about = row.request_id or row.run_id
+    started = session.get(AccessSession, row.session_id) if row.session_id else None
+    site = request.asset.site.name if request else started.grant.asset.site.name if started else None
+    about = row.request_id or row.run_id or row.session_id
     if row.identity_id is not None:
         reviewed = session.get(Identity, row.identity_id)
         about = f"review:{reviewed.username}" if reviewed else None

@@ -1,5 +1,6 @@
-"""New requests reach the site's approvers by webhook and e-mail: a real local SMTP server (aiosmtpd) and a
-real local HTTP receiver; failures are retried with backoff and audited, and never touch the request."""
+"""New requests, and the sessions that start under their grants (with the link to watch them), reach the site's
+approvers by webhook and e-mail: a real local SMTP server (aiosmtpd) and a real local HTTP receiver; failures are
+retried with backoff and audited, and never touch the request."""
 
 from __future__ import annotations
 
@@ -15,17 +16,21 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import select
 
 from approvals.notifier import NotifierSettings, deliver_round
 from assembly.settings import AppSettings, load
-from broker.access.notifications import MAX_ATTEMPTS, Targets
+from broker.access import workflow
+from broker.access.notifications import MAX_ATTEMPTS, SESSION_NOTICE_WINDOW, Targets
 from broker.api.state import BrokerState
 from broker.audit.refusals import RefusalRecorder
 from broker.clock import SystemClock
 from broker.db import GroupCommit, make_session_factory
 from broker.identity import identities
+from broker.inventory import sites
 from broker.inventory.gateway_events import EventHub
 from broker.keys.vault import Vault
+from broker.models import AccessSession, Grant, Identity
 from tests.approvals.conftest import make_request
 from tests.fixtures.broker import BrokerServer, Plant
 from tests.fixtures.ports import free_port
@@ -244,3 +249,115 @@ def test_a_review_due_within_14_days_reminds_its_owner_once(web_plant: Plant, sm
     assert deliver_round(state_of(web_plant), settings) == 0
     sent = web_plant.audit("notify:delivery:sent")
     assert any(e["subject"] == "review:historian-export" for e in sent)
+
+
+# --- a session's start, with the link to watch it (issue 13) ------------------------------------------------------
+
+
+def start(plant: Plant, grant_id: str, kind: str = "shell", *, command: str | None = None,
+          port: int | None = None) -> str:
+    """A session under the grant, reported the way the gateway reports one; returns its id."""
+    from broker.inventory import gateways
+
+    with plant.session() as session:
+        gateway = gateways.authenticate_gateway(session, plant.gateway_token)
+        return gateways.start_session(session, now=plant.clock.now(), gateway=gateway, grant_id=grant_id,
+                                      kind=kind, peer="127.0.0.1:50000", command=command, port=port).id
+
+
+def test_a_session_start_reaches_the_request_targets_with_the_link_to_watch_it(
+        web_plant: Plant, webhook: WebhookReceiver, smtp: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp
+    set_email(web_plant, "sup-a1", "sup-a1@plant-a.example")
+    set_email(web_plant, "vendor-a", "vendor-a@acme.example")  # the vendor is told nothing about their own session
+    settings = NotifierSettings(targets=Targets(webhook_url=webhook.url, approver_emails=True),
+                                smtp_port=port, public_url="https://gatepass.example/")
+    grant_id = web_plant.request_and_approve("vendor-a", "sup-a1", asset="hmi-01")
+    assert deliver_round(state_of(web_plant), settings) == 0  # approved already: no request announcement
+    session_id = start(web_plant, grant_id, command="cat /etc/motd")
+    assert deliver_round(state_of(web_plant), settings) == 2
+    link = f"https://gatepass.example/approvals/sessions/{session_id}/watch"
+    [body] = webhook.bodies
+    assert body["watch_url"] == link
+    assert (body["session"]["id"], body["session"]["asset"], body["session"]["site"], body["session"]["vendor"],
+            body["session"]["grant"], body["session"]["kind"]) == (
+        session_id, "hmi-01", "plant-a", "vendor-a", grant_id, "shell")
+    assert body["session"]["supervision_required"] is False
+    assert f"Watch it live: {link}" in body["text"]
+    assert "/etc/motd" not in json.dumps(body)  # the command line may hold a secret: only the trail has it
+    [(recipients, message)] = mailbox.messages
+    assert recipients == ["sup-a1@plant-a.example"]
+    assert " ".join(message["Subject"].split()) == (  # a long header comes folded
+        "Gatepass: vendor-a (acme-automation) started a session on hmi-01 at plant-a")
+    assert link in message.get_payload(decode=True).decode()
+    sent = web_plant.audit("notify:delivery:sent")
+    assert {(e["subject"], e["site"], e["details"]["channel"]) for e in sent} == {
+        (session_id, "plant-a", "webhook"), (session_id, "plant-a", "email")}
+    # One announcement per session start: the next rounds send nothing.
+    assert deliver_round(state_of(web_plant), settings) == 0
+    assert deliver_round(state_of(web_plant), settings) == 0
+    assert len(webhook.bodies) == 1
+
+
+def test_a_supervised_assets_session_start_says_it_waits_for_a_supervisor(web_plant: Plant,
+                                                                          webhook: WebhookReceiver) -> None:
+    with web_plant.session() as session:
+        sites.update_site(session, now=web_plant.clock.now(), actor="test", name="plant-a",
+                          supervise_high_criticality=True)
+    settings = NotifierSettings(targets=Targets(webhook_url=webhook.url))
+    request_id = make_request(web_plant, "vendor-a", asset="rtu-01")  # high criticality: two approvals
+    with web_plant.session() as session:
+        for approver in ("sup-a1", "sup-a2"):
+            person = session.scalars(select(Identity).where(Identity.username == approver)).one()
+            workflow.approve(session, vault=web_plant.vault, now=web_plant.clock.now(), approver=person,
+                             request_id=request_id, comment=None)
+        grant_id = session.scalars(select(Grant.id).where(Grant.request_id == request_id)).one()
+    deliver_round(state_of(web_plant), settings)  # the request's own announcement
+    webhook.bodies.clear()
+    session_id = start(web_plant, grant_id)
+    assert deliver_round(state_of(web_plant), settings) == 1
+    [body] = webhook.bodies
+    assert body["session"]["supervision_required"] is True
+    assert f"It waits until a supervisor of plant-a watches it. Watch it live: {body['watch_url']}" in body["text"]
+    assert body["watch_url"].endswith(f"/approvals/sessions/{session_id}/watch")
+
+
+def test_tunnels_ended_sessions_and_sites_without_targets_are_not_announced(web_plant: Plant,
+                                                                           smtp: tuple[Mailbox, int]) -> None:
+    mailbox, port = smtp
+    settings = NotifierSettings(targets=Targets(emails_by_site={"plant-b": ["ops-b@plant-b.example"]}),
+                                smtp_port=port)
+    tunnel = web_plant.request_and_approve("vendor-a", "sup-a1", asset="hmi-01", ssh=False, ports=[502])
+    start(web_plant, tunnel, "tcp", port=502)  # a tunnel's connections are sessions too: never announced
+    elsewhere = web_plant.request_and_approve("vendor-a", "sup-a1", asset="hmi-01")
+    start(web_plant, elsewhere)  # plant-a: nobody to tell
+    grant_b = web_plant.request_and_approve("vendor1", "sup-b", asset="hmi-b1")
+    ended = start(web_plant, grant_b)
+    with web_plant.session() as session:
+        session.get(AccessSession, ended).ended_at = web_plant.clock.now()  # ended before the notifier looked
+    assert deliver_round(state_of(web_plant), settings) == 0
+    assert web_plant.count("notifications") == 0
+    live = start(web_plant, grant_b, "exec", command="uptime")
+    assert deliver_round(state_of(web_plant), settings) == 1
+    [(recipients, message)] = mailbox.messages
+    assert recipients == ["ops-b@plant-b.example"]
+    assert f"/approvals/sessions/{live}/watch" in message.get_payload(decode=True).decode()
+
+
+def test_a_grant_running_many_commands_is_announced_at_most_three_times_an_hour(web_plant: Plant,
+                                                                               webhook: WebhookReceiver) -> None:
+    settings = NotifierSettings(targets=Targets(webhook_url=webhook.url))
+    grant_id = web_plant.request_and_approve("vendor-a", "sup-a1", asset="hmi-01", duration="4h")
+    other = web_plant.request_and_approve("vendor1", "sup-a1", asset="hmi-01")
+    first = [start(web_plant, grant_id, "exec", command=f"task {n}") for n in range(2)]
+    assert deliver_round(state_of(web_plant), settings) == 2
+    later = [start(web_plant, grant_id, "exec", command=f"task {n}") for n in range(2, 6)]  # an ansible run
+    others = start(web_plant, other)  # another grant's session is not held back by this one's
+    deliver_round(state_of(web_plant), settings)
+    assert [b["session"]["id"] for b in webhook.bodies] == [*first, later[0], others]
+    assert deliver_round(state_of(web_plant), settings) == 0  # the rest stay unannounced, and cost nothing more
+    web_plant.clock.advance(SESSION_NOTICE_WINDOW + dt.timedelta(minutes=1))
+    assert deliver_round(state_of(web_plant), settings) == 0  # too old to announce now
+    fresh = start(web_plant, grant_id, "exec", command="task 7")
+    assert deliver_round(state_of(web_plant), settings) == 1
+    assert webhook.bodies[-1]["session"]["id"] == fresh
