@@ -33,6 +33,9 @@ logger = logging.getLogger("gatepass.gateway.observers")
 # Text waiting for the broker, per watched session; past it the oldest frames go (a person cannot read faster,
 # and a stalled broker or observer must cost the session nothing).
 FEED_BUFFER_BYTES = 64 * 1024
+# And at most this many frames: what the broker takes in one call (many small frames, a Modbus poller's requests,
+# would otherwise make a call the broker refuses).
+FEED_MAX_FRAMES = 1024
 # A call that carried this much means bulk output: the next waits a moment, so a `cat` of a large file costs the
 # gateway a few calls a second instead of one per chunk (at most about FEED_BUFFER_BYTES / BULK_PAUSE per second).
 BULK_BATCH_BYTES = 16 * 1024
@@ -73,7 +76,7 @@ class LiveFeed:
             text = text.decode("ascii")
         self._frames.append([round(time.monotonic() - self._started, 6), code, text])
         self._bytes += len(text)
-        while self._bytes > FEED_BUFFER_BYTES and len(self._frames) > 1:
+        while (self._bytes > FEED_BUFFER_BYTES or len(self._frames) > FEED_MAX_FRAMES) and len(self._frames) > 1:
             self._bytes -= len(self._frames.popleft()[2])
             self.dropped += 1
         self.wake.set()

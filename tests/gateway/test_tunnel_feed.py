@@ -13,7 +13,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from gateway.broker_client import BrokerClient
 from gateway.modbus import RefusedRequest
-from gateway.observers import FEED_BUFFER_BYTES, SAMPLE_INTERVAL, LiveFeed, LiveRegistry
+from gateway.observers import FEED_BUFFER_BYTES, FEED_MAX_FRAMES, SAMPLE_INTERVAL, LiveFeed, LiveRegistry
 from gateway.tunnel_feed import TunnelWatch, modbus_frames
 from tests.gateway.conftest import GrantFactory
 from tests.gateway.fake_broker import FakeBroker
@@ -114,6 +114,7 @@ async def test_a_stalled_broker_costs_a_watched_tunnel_a_bounded_buffer_and_drop
         modbus_frames(feed, [(number & 0xFFFF, 1, 3, f"{number % 1000}-{number % 1000 + 9}")], [])
     frames, dropped, size = feed.take()
     assert size <= FEED_BUFFER_BYTES
+    assert len(frames) <= FEED_MAX_FRAMES  # what the broker takes in one call
     assert len(frames) + dropped == requests  # every request either waits or is counted as dropped
     assert dropped > 0
     assert frames[-1][1:] == ["q", "1 3 999-1008 Read Holding Registers"]  # the newest are kept
