@@ -4,11 +4,13 @@ Modbus/TCP PLC (pymodbus) on a read-only grant, a supervisor watching in Chromiu
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
@@ -108,6 +110,13 @@ def test_a_supervisor_watches_a_modbus_tunnel_and_ends_it(stack: Stack, plc: Mod
             lines.wait_for(f"modbus unit 1 function 3 addresses 0-{len(REGISTERS) - 1}: Read Holding Registers")
             lines.wait_for("REFUSED modbus unit 1 function 6 addresses 2: Write Single Register is not a read")
             lines.wait_for("bytes: ", timeout=15)
+
+            # A tunnel's client has no terminal: a message to the vendor is refused with the reason.
+            token = json.loads((stack.home("security1") / "session.json").read_text())["token"]
+            message = httpx.post(f"{stack.base_url}/api/v1/sessions/{session_id}/messages", json={"text": "hello"},
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert message.status_code == 409
+            assert "is a TCP tunnel: it has no terminal to show a message on" in message.text
 
             page.get_by_label("Reason (shown to the vendor)").fill("no PLC work during the batch run")
             with page.expect_response(lambda answer: answer.url.endswith(f"/sessions/{session_id}/end")) as posted:
