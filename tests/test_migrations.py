@@ -153,3 +153,23 @@ def test_this_sessions_migrations_go_down_and_up_again(database_url: str) -> Non
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_sites_that_exist_before_0018_do_not_start_supervising_their_high_criticality_assets(
+        database_url: str) -> None:
+    """An upgrade must not start holding a plant's sessions: the sites already there get the switch off, their
+    assets follow the site; only sites made afterwards (create_site) have it on."""
+    engine = make_engine(database_url)
+    try:
+        _to(engine, "0017")
+        with engine.begin() as db:
+            insert = _inserter(db)
+            insert("sites", id=1, name="plant-a", approvals_required=1)
+            insert("assets", id=1, name="plc-01", site_id=1, host="10.0.0.1", criticality="high", tcp_ports=[502],
+                   passed_env=[])
+        upgrade(engine)
+        with engine.connect() as db:
+            assert db.execute(sa.text("SELECT supervise_high_criticality FROM sites")).scalar_one() in (False, 0)
+            assert db.execute(sa.text("SELECT supervision_required FROM assets")).scalar_one() is None
+    finally:
+        engine.dispose()
