@@ -10,7 +10,9 @@ How a session's output reaches an observer, without the gateway importing anythi
       (only while watched; a capability                                                observer, drop-oldest,
        token per feed, no database)                                                    "frames dropped" marker
 
-An unwatched session costs the gateway one attribute check per chunk. A slow or stalled observer loses frames
+A shell or exec session's frames are its terminal's (asciicast codes); a TCP tunnel's are its connection, byte
+totals and Modbus requests (codes in docs/API.md). An unwatched session costs the gateway one attribute check per
+chunk. A slow or stalled observer loses frames
 from its own queue (and is told how many); it never slows the session, the gateway or the other observers.
 
 Modules: ``hub`` (the in-memory fan-out, event-loop only), ``supervision`` (who may watch, what is audited).
