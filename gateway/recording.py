@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
+import contextlib
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from gateway.cast_events import CastStream, event_line
 from gateway.models import RecordingInfo
 from gateway.recording_store import RecordingWriter
 from gateway.taps import ChannelTap, SessionInfo, TapFailure
@@ -28,8 +30,14 @@ from gateway.taps import ChannelTap, SessionInfo, TapFailure
 if TYPE_CHECKING:
     from gateway.context import GatewayContext
 
-# Buffered events reach the file at least this often (seconds), so a crash loses at most about a second.
+# Batched events reach the writer thread at least this often (seconds), so a crash loses at most about a second.
 FLUSH_INTERVAL = 1.0
+# A batch this large goes to the writer thread at once: one hand-off (and one write) per ~half a megabyte.
+BATCH_BYTES = 512 * 1024
+# Chunks of one stream this close in time (seconds) are written as one event: well under a frame of playback.
+MERGE_WINDOW = 0.005
+# The streams of a session, as the batch names them.
+INPUT, STDOUT, STDERR = 0, 1, 2
 # Terminal size written in the header when the client asked for no PTY (asciinema's own default).
 DEFAULT_SIZE = (80, 24)
 
@@ -109,7 +117,13 @@ class StreamText:
 
 
 class AsciicastRecorder:
-    """The tap on a shell or exec channel: passes every byte unchanged and writes it to the recording."""
+    """The tap on a shell or exec channel: passes every byte unchanged and records it.
+
+    On the event loop a chunk costs a time stamp and an append to the session's batch; the batch goes to the
+    gateway's writer thread (gateway.recording_queue) once it holds ``BATCH_BYTES`` or a second has passed, and
+    the thread turns it into event lines (gateway.cast_events), hashes and writes them. A write error comes back
+    through ``_store_failed``: the next chunk is refused and the site is blocked (fail closed).
+    """
 
     def __init__(self, ctx: GatewayContext, info: SessionInfo, name: str, writer: RecordingWriter) -> None:
         self._ctx = ctx
@@ -121,34 +135,49 @@ class AsciicastRecorder:
         self._timer: asyncio.TimerHandle | None = None
         self._failure: RecordingFailure | None = None
         self._closed = False
-        # One decoder per stream, so a multibyte character split across two chunks is kept whole.
-        self._input = StreamText("i")
-        self._stdout = StreamText("o")
-        self._stderr = StreamText("o")
+        # One encoder per stream, so a multibyte character split across two chunks is kept whole. Only the writer
+        # thread uses them, batch after batch in order.
+        self._streams = (CastStream("i"), CastStream("o"), CastStream("o"))
+        # (monotonic time, stream or event code, bytes or text); None as bytes: the stream's end.
+        self._batch: list[tuple[float, int | str, bytes | str | None]] = []
+        self._batch_bytes = 0
         self._started = time.monotonic()
         timestamp = int(ctx.settings.clock().timestamp())
-        self._line(header(info, timestamp))
+        writer.on_failure = self._failed_in_writer
         # The header reaches the store before anything runs: a full disk refuses the session up front.
-        self._flush_now()
+        try:
+            writer.write(json.dumps(header(info, timestamp), ensure_ascii=False).encode() + b"\n")
+            writer.flush()
+        except OSError as exc:
+            self._failure = RecordingFailure(describe(exc))
+            writer.abort()
+            raise self._failure from exc
 
     # -- the tap ---------------------------------------------------------------------------------
 
     def from_client(self, data: bytes) -> tuple[bytes, bytes]:
         self._check()
         if self._record_input:
-            self._event(*self._input.decode(data))
+            self._add(INPUT, data)
         return data, b""
 
     def from_target(self, data: bytes, stderr: bool) -> bytes:
-        self._check()
-        self._event(*(self._stderr if stderr else self._stdout).decode(data))
+        # The hot path of a recorded session: _check and _add inlined, one append per chunk.
+        if self._failure is not None or self._writer.failure is not None:
+            self._check()
+        self._batch.append((time.monotonic(), STDERR if stderr else STDOUT, data))
+        self._batch_bytes += len(data)
+        if self._batch_bytes >= BATCH_BYTES:
+            self._hand_off()
+        elif self._timer is None:
+            self._timer = self._loop.call_later(FLUSH_INTERVAL, self._timed_hand_off)
         return data
 
     def resized(self, width: int, height: int) -> None:
-        self._quietly(lambda: self._event("r", f"{width}x{height}"))
+        self._quietly(lambda: self._add("r", f"{width}x{height}"))
 
     def note(self, text: str) -> None:
-        self._quietly(lambda: self._event("m", text))
+        self._quietly(lambda: self._add("m", text))
 
     def close(self, exit_status: int | None) -> RecordingInfo | None:
         if self._closed:
@@ -159,11 +188,14 @@ class AsciicastRecorder:
             self._timer = None
         if self._failure is None:
             try:
-                for stream in (self._input, self._stdout, self._stderr):
-                    if stream is not self._input or self._record_input:
-                        self._event(*stream.decode(b"", final=True))
+                self._check()
+                for stream in (INPUT, STDOUT, STDERR):  # what a decoder still holds: an incomplete character
+                    if stream != INPUT or self._record_input:
+                        self._add(stream, None)
                 if exit_status is not None:
-                    self._event("m", f"exit {exit_status}")
+                    self._add("m", f"exit {exit_status}")
+                self._hand_off()
+                # Waits for the writer thread to write the rest, fsync and close: the hash covers everything.
                 sha256, size = self._writer.close()
             except RecordingFailure:
                 self._report()
@@ -176,50 +208,45 @@ class AsciicastRecorder:
         assert self._failure is not None  # noqa: S101 - set on every path that gets here
         raise self._failure
 
-    # -- writing ---------------------------------------------------------------------------------
+    # -- on the event loop -------------------------------------------------------------------------
 
-    def _event(self, code: str, text: str | bytes) -> None:
-        if not text:
-            return
-        elapsed = round(time.monotonic() - self._started, 6)
-        if isinstance(text, bytes):
-            # Base64 needs no JSON escaping: the line json.dumps would write, without its cost on bulk data.
-            self._write(b'[%r, "%s", "%s"]\n' % (elapsed, code.encode(), text))
-        else:
-            self._line([elapsed, code, text])
-
-    def _line(self, value: Any) -> None:
-        self._write(json.dumps(value, ensure_ascii=False).encode() + b"\n")
-
-    def _write(self, line: bytes) -> None:
-        try:
-            self._writer.write(line)
-        except OSError as exc:
-            self._failure = RecordingFailure(describe(exc))
-            raise self._failure from exc
+    def _add(self, stream: int | str, data: bytes | str | None) -> None:
+        """One chunk (or event) into the batch; the batch goes to the writer thread when it is large."""
+        self._batch.append((time.monotonic(), stream, data))
+        if data is not None:
+            self._batch_bytes += len(data)
+            if self._batch_bytes >= BATCH_BYTES:
+                self._hand_off()
+                return
         if self._timer is None and not self._closed:
-            self._timer = self._loop.call_later(FLUSH_INTERVAL, self._timed_flush)
+            self._timer = self._loop.call_later(FLUSH_INTERVAL, self._timed_hand_off)
 
-    def _flush_now(self) -> None:
+    def _hand_off(self) -> None:
+        """The batch to the writer thread (it waits while the queue is full; a stuck store fails it)."""
+        if not self._batch:
+            return
+        batch, size = self._batch, self._batch_bytes
+        self._batch, self._batch_bytes = [], 0
         try:
-            self._writer.flush()
+            self._writer.submit(lambda: self._render(batch), size)
         except OSError as exc:
             self._failure = RecordingFailure(describe(exc))
-            self._writer.abort()
             raise self._failure from exc
 
-    def _timed_flush(self) -> None:
+    def _timed_hand_off(self) -> None:
         self._timer = None
         if self._failure is not None or self._closed:
             return
         try:
-            self._writer.flush()
-        except OSError as exc:
-            self._failure = RecordingFailure(describe(exc))
+            self._hand_off()
+        except RecordingFailure:
             self._report()
 
     def _check(self) -> None:
         """Nothing passes once the recording has failed: the session is being ended."""
+        if self._failure is None and self._writer.failure is not None:
+            # The writer thread met an error its callback has not brought to this loop yet.
+            self._failure = RecordingFailure(describe(self._writer.failure))
         if self._failure is not None:
             raise self._failure
 
@@ -237,3 +264,48 @@ class AsciicastRecorder:
         if self._failure is not None:
             failure = self._failure
             self._loop.call_soon(self._ctx.recording_failed, self._site, failure.error)
+
+    def _store_failed(self, exc: OSError) -> None:
+        """A write in the writer thread failed: unless a chunk found out first, end the site's recorded sessions."""
+        if self._failure is not None:
+            return  # whoever set it first reports it
+        self._failure = RecordingFailure(describe(exc))
+        if not self._closed:
+            self._ctx.recording_failed(self._site, self._failure.error)
+
+    # -- in the writer thread ---------------------------------------------------------------------
+
+    def _failed_in_writer(self, exc: OSError) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the gateway is gone
+            self._loop.call_soon_threadsafe(self._store_failed, exc)
+
+    def _render(self, batch: list[tuple[float, int | str, bytes | str | None]]) -> bytes:
+        """A batch as event lines (``json.dumps`` output, byte for byte). Consecutive chunks of one stream that
+        arrived within ``MERGE_WINDOW`` of each other become one event, stamped with the first one's time: a
+        terminal delivers bulk output ~4 KiB at a time, and each event has a fixed cost to encode and to store."""
+        lines = []
+        started = self._started
+        streams = self._streams
+        count, index = len(batch), 0
+        while index < count:
+            at, stream, data = batch[index]
+            index += 1
+            elapsed = round(at - started, 6)
+            if isinstance(stream, str):  # "r" or "m": the gateway's own few words
+                lines.append(json.dumps([elapsed, stream, data], ensure_ascii=False).encode() + b"\n")
+                continue
+            if data is None:
+                code, payload = streams[stream].encode(b"", final=True)
+            else:
+                assert isinstance(data, bytes)  # noqa: S101 - a stream's chunks are bytes
+                last = index
+                while last < count and batch[last][1] == stream and batch[last][2] is not None \
+                        and batch[last][0] - at <= MERGE_WINDOW:
+                    last += 1
+                if last > index:
+                    data = b"".join([data, *(cast(bytes, chunk) for _, _, chunk in batch[index:last])])
+                    index = last
+                code, payload = streams[stream].encode(data)
+            if payload:
+                lines.append(event_line(elapsed, code, payload))
+        return b"".join(lines)

@@ -1,8 +1,9 @@
 """Where session recordings are kept: a directory of ``<session id>.cast`` files, hashed as they are written.
 
-The store is deliberately small: ``create(name)`` gives a writer that buffers, writes, hashes exactly the bytes
-that reached the file, and on ``close()`` fsyncs and returns (sha256, bytes). Every storage problem surfaces
-as ``OSError``; the recorder turns that into a session cut and blocks the site (fail closed).
+The store is deliberately small: ``create(name)`` gives a writer whose bytes the store's writer thread
+(gateway.recording_queue, one per store, so one per gateway) writes and hashes, exactly the bytes that reached
+the file; ``close()`` fsyncs and returns (sha256, bytes). Every storage problem surfaces as ``OSError``; the
+recorder turns that into a session cut and blocks the site (fail closed).
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+
+from gateway.recording_queue import RecordingQueue
 
 # The name the broker accepts for a recording (broker.gateways.RECORDING_NAME): no separators, no paths.
 RECORDING_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}(\.[0-9]{1,6})?\.cast")
@@ -24,12 +28,21 @@ PROBE_BYTES = 4096
 
 
 class RecordingWriter(Protocol):
+    # The first write error, once the writer thread met it; every later call raises it.
+    failure: OSError | None
+    # Called (in the writer thread) when a write fails: the recorder hands it to its event loop.
+    on_failure: Callable[[OSError], None] | None
+
     def write(self, data: bytes) -> None:
-        """Buffer ``data``; may write (and raise OSError) when the buffer is large."""
+        """Queue ``data``; raises OSError if the recording failed or the store takes nothing any more."""
+        ...
+
+    def submit(self, render: Callable[[], bytes], size: int) -> None:
+        """Queue the bytes ``render()`` gives when the writer thread gets to them (encoding off the event loop)."""
         ...
 
     def flush(self) -> None:
-        """Write everything buffered so far; raises OSError if the store cannot take it."""
+        """Wait until everything queued so far is in the file; raises OSError if the store cannot take it."""
         ...
 
     def close(self) -> tuple[str, int]:
@@ -54,8 +67,9 @@ class RecordingStore(Protocol):
 class DirectoryStore:
     """Recordings as files in one directory (mode 0700), each created once (O_EXCL), mode 0600."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, queue: RecordingQueue | None = None) -> None:
         self.path = path
+        self.queue = queue or RecordingQueue()
 
     def prepare(self) -> None:
         """Create the directory if needed and restrict it to the gateway's user."""
@@ -74,7 +88,7 @@ class DirectoryStore:
                 fd = os.open(self.path / candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             except FileExistsError:
                 continue
-            return candidate, FileWriter(fd, self.path)
+            return candidate, self.queue.open(FileWriter(fd, self.path))
         raise FileExistsError(f"no free recording name for {name} in {self.path}")
 
     def probe(self) -> None:
@@ -90,7 +104,7 @@ class DirectoryStore:
 
 
 class FileWriter:
-    """One open recording file: a write buffer, the running SHA-256 and the byte count."""
+    """One open recording file: a write buffer, the running SHA-256 and the byte count (used by one thread)."""
 
     def __init__(self, fd: int, directory: Path) -> None:
         self._fd: int | None = fd
@@ -100,23 +114,35 @@ class FileWriter:
         self._written = 0
 
     def write(self, data: bytes) -> None:
+        if not self._buffer and len(data) >= FLUSH_THRESHOLD:
+            self._write_out(data)  # a large batch goes straight to the file, without a copy into the buffer
+            return
         self._buffer += data  # a bytearray grows in place, unlike bytes +=
         if len(self._buffer) >= FLUSH_THRESHOLD:
             self.flush()
 
     def flush(self) -> None:
+        if not self._buffer:
+            if self._fd is None:
+                raise OSError("the recording is already closed")
+            return
+        data = bytes(self._buffer)
+        self._buffer.clear()  # after an error the recording is failed and aborted: the rest is not kept
+        self._write_out(data)
+
+    def _write_out(self, data: bytes) -> None:
+        """Write ``data`` whole, or raise having counted and hashed only what did reach the file."""
         if self._fd is None:
             raise OSError("the recording is already closed")
-        data = bytes(self._buffer)
+        view = memoryview(data)
         done = 0
         try:
             while done < len(data):
-                written = os.write(self._fd, data[done:])
+                written = os.write(self._fd, view[done:])
                 # Hash what reached the file, not what was meant to: the reported hash must match the file.
-                self._hash.update(data[done:done + written])
+                self._hash.update(view[done:done + written])
                 done += written
         finally:
-            del self._buffer[:done]
             self._written += done
 
     def close(self) -> tuple[str, int]:

@@ -1,0 +1,221 @@
+"""One writer thread per gateway: recordings are encoded, hashed and written off the event loop, in order.
+
+The relay hands each recording's events over in batches (``QueuedWriter.submit``); the thread renders them to
+bytes, writes them and updates the file's SHA-256, where ``hashlib`` and ``os.write`` release the GIL and run
+beside the relay. The queue is bounded in bytes: a disk that is slow makes the relay wait for room, as a
+synchronous write would; a disk that takes nothing for ``stall_timeout`` seconds fails the recording (fail
+closed, issue 5) instead of letting memory grow. A write error fails only that recording: its further batches
+are dropped, ``on_failure`` is called (in the writer thread) and ``flush``/``close`` raise the ``OSError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+# Bytes handed over and not yet written, across every recording of the gateway, before the relay waits for room.
+QUEUE_LIMIT = 32 * 1024 * 1024
+# Seconds the writer may take nothing from the queue, while the relay waits on it, before the recording fails.
+STALL_TIMEOUT = 10.0
+
+
+class SyncWriter(Protocol):
+    """What the thread writes to (gateway.recording_store.FileWriter)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> tuple[str, int]: ...
+
+    def abort(self) -> None: ...
+
+
+class _Job:
+    """One step of one recording, run by the thread: write what ``render`` gives, or flush, close or abort."""
+
+    __slots__ = ("done", "kind", "render", "result", "size", "writer")
+
+    def __init__(self, writer: QueuedWriter, kind: str, render: Callable[[], bytes] | None = None,
+                 size: int = 0) -> None:
+        self.writer = writer
+        self.kind = kind  # "write" | "flush" | "close" | "abort"
+        self.render = render
+        self.size = size
+        self.done = False
+        self.result: tuple[str, int] | None = None
+
+
+class RecordingQueue:
+    """The gateway's writer thread and its bounded queue; the thread runs while a recording is open."""
+
+    def __init__(self, *, limit: int = QUEUE_LIMIT, stall_timeout: float = STALL_TIMEOUT) -> None:
+        self.limit = limit
+        self.stall_timeout = stall_timeout
+        self._cond = threading.Condition()
+        self._jobs: deque[_Job] = deque()
+        self._queued = 0  # bytes of write jobs not yet written
+        self._progress = 0  # jobs finished: a waiter that sees it move knows the store is not stuck
+        self._open = 0  # writers neither closed nor aborted
+        self._thread: threading.Thread | None = None
+
+    @property
+    def queued_bytes(self) -> int:
+        with self._cond:
+            return self._queued
+
+    def open(self, file: SyncWriter) -> QueuedWriter:
+        """A writer for ``file``, whose writing this queue's thread does from now on."""
+        with self._cond:
+            self._open += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="gatepass-recordings", daemon=True)
+                self._thread.start()
+        return QueuedWriter(self, file)
+
+    # -- the caller's side (the event loop) --------------------------------------------------------------------
+
+    def put(self, job: _Job) -> None:
+        """Queue ``job``; waits while the queue is full (raises OSError if the writer is stuck)."""
+        with self._cond:
+            # One batch larger than the limit still goes through alone, so nothing is refused for its size.
+            self._wait(lambda: self._queued == 0 or self._queued + job.size <= self.limit)
+            self._jobs.append(job)
+            self._queued += job.size
+            self._cond.notify_all()
+
+    def put_now(self, job: _Job) -> None:
+        """Queue ``job``, which holds no data, without waiting for room (an abort must never block)."""
+        with self._cond:
+            self._jobs.append(job)
+            self._cond.notify_all()
+
+    def wait_for(self, job: _Job) -> None:
+        """Until the thread has run ``job`` (raises OSError if the writer is stuck)."""
+        with self._cond:
+            self._wait(lambda: job.done)
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        """With the lock held: wait until ``ready()``, or raise once the thread made no progress for too long."""
+        progress, since = self._progress, time.monotonic()
+        while not ready():
+            now = time.monotonic()
+            if self._progress != progress:
+                progress, since = self._progress, now
+            elif now - since >= self.stall_timeout:
+                raise OSError(errno.ETIMEDOUT, f"the recording store took nothing for {self.stall_timeout:g} s")
+            self._cond.wait(timeout=max(0.01, since + self.stall_timeout - now))
+
+    # -- the thread ----------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs:
+                    if self._open == 0:
+                        self._thread = None  # the next open() starts a new one
+                        return
+                    self._cond.wait()
+                job = self._jobs.popleft()
+            job.writer.run(job)
+            with self._cond:
+                if job.kind == "write":
+                    self._queued -= job.size
+                if job.kind in ("close", "abort") and not job.writer.finished:
+                    job.writer.finished = True
+                    self._open -= 1
+                job.done = True
+                self._progress += 1
+                self._cond.notify_all()
+
+
+class QueuedWriter:
+    """One recording's writer (gateway.recording_store.RecordingWriter): calls queue, the queue's thread writes.
+
+    ``write``/``submit`` return at once (unless the queue is full); ``flush`` and ``close`` wait for the thread.
+    A failure is kept in ``failure`` and raised by every later call.
+    """
+
+    def __init__(self, queue: RecordingQueue, file: SyncWriter) -> None:
+        self._queue = queue
+        self._file = file
+        self.failure: OSError | None = None
+        self.finished = False  # set by the thread once the file is closed or aborted
+        self._closing = False  # close() or abort() was called: nothing more may be queued
+        self._closed = False  # close() succeeded
+        self._aborted = False
+        # Called once, in the writer thread, when a write fails (the recorder passes it to its event loop).
+        self.on_failure: Callable[[OSError], None] | None = None
+
+    def write(self, data: bytes) -> None:
+        self.submit(lambda: data, len(data))
+
+    def submit(self, render: Callable[[], bytes], size: int) -> None:
+        """Queue the bytes ``render()`` will give (called in the thread, after everything queued before);
+        ``size`` is what the batch holds in memory until then, for the queue's bound."""
+        self._usable()
+        self._queue.put(_Job(self, "write", render, size))
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is in the file; raises OSError if it is not."""
+        self._usable()
+        job = _Job(self, "flush")
+        self._queue.put(job)
+        self._queue.wait_for(job)
+        self._usable()
+
+    def close(self) -> tuple[str, int]:
+        """Write what is queued, fsync and close: (hex SHA-256, size) of exactly what is in the file."""
+        self._usable()
+        self._closing = True
+        job = _Job(self, "close")
+        self._queue.put(job)
+        self._queue.wait_for(job)
+        self._usable_after_close()
+        assert job.result is not None  # noqa: S101 - the thread sets it whenever it sets no failure
+        self._closed = True
+        return job.result
+
+    def abort(self) -> None:
+        """Drop what is queued and close the file; never raises, never waits."""
+        if self._aborted or self._closed:
+            return
+        self._aborted = self._closing = True
+        self._queue.put_now(_Job(self, "abort"))
+
+    def _usable_after_close(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def _usable(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        if self._closing:
+            raise OSError(errno.EBADF, "the recording is already closed")
+
+    # -- in the thread -------------------------------------------------------------------------------------------
+
+    def run(self, job: _Job) -> None:
+        if job.kind == "abort" or (self.failure is not None and job.kind != "flush"):
+            self._file.abort()
+            return
+        if job.kind == "flush":
+            return
+        try:
+            if job.kind == "write":
+                assert job.render is not None  # noqa: S101 - every write job has one
+                self._file.write(job.render())
+                self._file.flush()  # each batch reaches the file when the thread gets to it
+            else:
+                job.result = self._file.close()
+        except Exception as exc:  # whatever stops the recording fails it (fail closed)
+            self.failure = exc if isinstance(exc, OSError) else OSError(errno.EIO, f"the recording failed: {exc}")
+            self._file.abort()
+            if self.on_failure is not None:
+                with contextlib.suppress(Exception):  # the recorder's loop may be gone; the failure stays here
+                    self.on_failure(self.failure)

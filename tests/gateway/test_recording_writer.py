@@ -1,0 +1,277 @@
+"""The recorder's writer thread and its event encoding: same bytes as json.dumps, in order, bounded, fail closed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import errno
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from gateway.cast_events import CastStream, json_string
+from gateway.recording import AsciicastRecorder, RecordingFailure, StreamText
+from gateway.recording_queue import RecordingQueue
+from gateway.recording_store import DirectoryStore, FileWriter
+from gateway.taps import SessionInfo
+from tests.gateway.waiting import eventually
+
+# -- encoding ---------------------------------------------------------------------------------------------------
+
+
+def test_json_string_writes_what_json_dumps_writes() -> None:
+    rng = random.Random(14)  # noqa: S311 - reproducible test data
+    alphabet = [chr(c) for c in range(0x20)] + ['"', "\\", "a", " ", "~", "\x7f", "é", "€", "😀", "\u2028"]
+    samples = ["", "plain", "a\r\nb", '"quoted" \\ back', "\x1b[31mred\x1b[0m\t\b\f", "bell\x07", "nul\x00"]
+    samples += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 60))) for _ in range(2000)]
+    for text in samples:
+        assert json_string(text.encode()) == json.dumps(text, ensure_ascii=False).encode(), repr(text)
+
+
+def test_cast_stream_decides_as_stream_text_and_keeps_every_byte() -> None:
+    """Text stays text (a character split across chunks kept whole), a chunk that is not UTF-8 becomes base64:
+    the same events the live watch's StreamText gives, and decoding them gives back the bytes."""
+    chunks = [b"plain\r\n", "caf\u00e9 \u20ac".encode()[:7], "caf\u00e9 \u20ac".encode()[7:], b"\xff\xfe binary",
+              b"\xe2", b"\x82\xac back to text", b"tail \xe2\x82"]
+    cast, text = CastStream("o"), StreamText("o")
+    restored = b""
+    for index, chunk in enumerate(chunks):
+        final = index == len(chunks) - 1
+        code, payload = cast.encode(chunk, final=final)
+        expected_code, expected = text.decode(chunk, final=final)
+        assert code.decode() == expected_code
+        if isinstance(expected, bytes):
+            assert payload == b'"' + expected + b'"'
+            restored += base64.b64decode(json.loads(payload))
+        else:
+            assert payload == (json.dumps(expected, ensure_ascii=False).encode() if expected else b"")
+            restored += json.loads(payload).encode() if payload else b""
+    # The incomplete "€" at the very end cannot be text: with final=True it went out as base64, whole.
+    assert restored == b"".join(chunks)
+
+
+# -- the writer thread --------------------------------------------------------------------------------------------
+
+
+class GatedFile:
+    """A SyncWriter whose writes wait for ``gate`` (a disk that has stopped) and may fail with ``error``."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.error: OSError | None = None
+        self.data = bytearray()
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.gate.wait(30)
+        if self.error is not None:
+            raise self.error
+        self.data += data
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> tuple[str, int]:
+        return hashlib.sha256(self.data).hexdigest(), len(self.data)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_writes_of_several_recordings_stay_in_order_and_hashes_match_the_files(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "recordings")
+    writers = [store.create(f"ses-{n}.cast") for n in range(3)]
+    expected: dict[str, bytes] = {name: b"" for name, _ in writers}
+    for step in range(200):
+        for name, writer in writers:
+            line = f"{name} line {step}\n".encode() * (step % 7 + 1)
+            writer.submit(lambda line=line: line, len(line))  # type: ignore[misc]
+            expected[name] += line
+    for name, writer in writers:
+        sha256, size = writer.close()
+        data = (tmp_path / "recordings" / name).read_bytes()
+        assert data == expected[name]
+        assert (sha256, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    # The thread runs only while a recording is open.
+    eventually_sync(lambda: store.queue._thread is None, "the writer thread to stop")
+
+
+def test_a_stuck_store_bounds_the_queue_and_fails_instead_of_growing() -> None:
+    queue = RecordingQueue(limit=64 * 1024, stall_timeout=0.5)
+    file = GatedFile()
+    writer = queue.open(file)
+    chunk = b"x" * 16 * 1024
+    held: list[int] = []
+
+    def write_on() -> None:
+        for _ in range(100):
+            writer.write(chunk)
+            held.append(queue.queued_bytes)
+
+    started = time.monotonic()
+    with pytest.raises(OSError, match=r"the recording store took nothing for 0.5 s") as raised:
+        write_on()
+    assert held
+    assert max(held) <= 64 * 1024
+    assert raised.value.errno == errno.ETIMEDOUT
+    assert time.monotonic() - started >= 0.5
+    assert queue.queued_bytes <= 64 * 1024
+    # The disk comes back: what was queued is written, in order, and the writer can still be closed.
+    file.gate.set()
+    assert writer.close() == (hashlib.sha256(bytes(file.data)).hexdigest(), len(file.data))
+    assert bytes(file.data) == chunk * (len(file.data) // len(chunk))
+
+
+def test_a_slow_store_makes_the_caller_wait_for_room_without_failing() -> None:
+    queue = RecordingQueue(limit=32 * 1024, stall_timeout=5)
+    file = GatedFile()
+    writer = queue.open(file)
+    opener = threading.Timer(0.3, file.gate.set)
+    opener.start()
+    try:
+        for n in range(8):
+            writer.write(bytes([65 + n]) * 16 * 1024)
+        assert writer.close()[1] == 8 * 16 * 1024
+    finally:
+        opener.cancel()
+    assert bytes(file.data) == b"".join(bytes([65 + n]) * 16 * 1024 for n in range(8))
+
+
+def test_a_write_error_fails_the_recording_once_and_close_after_it_raises() -> None:
+    queue = RecordingQueue()
+    file = GatedFile()
+    file.gate.set()
+    file.error = OSError(errno.ENOSPC, "No space left on device")
+    writer = queue.open(file)
+    failures: list[OSError] = []
+    writer.on_failure = failures.append
+    writer.write(b"first")
+    writer.write(b"second")
+    with pytest.raises(OSError, match="No space left on device"):
+        writer.flush()
+    assert failures == [file.error]  # once, for the first failed write; the second was dropped
+    assert file.aborted
+    with pytest.raises(OSError, match="No space left on device"):
+        writer.write(b"more")
+    with pytest.raises(OSError, match="No space left on device"):
+        writer.close()
+    writer.abort()  # after a failure: never raises
+    writer.abort()
+
+
+def test_file_writer_hashes_large_and_small_writes_alike(tmp_path: Path) -> None:
+    path = tmp_path / "f.cast"
+    file = FileWriter(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), tmp_path)
+    parts = [b"small\n", b"L" * 200_000, b"s" * 10, b"M" * 70_000, b"end\n"]
+    for part in parts:
+        file.write(part)
+    assert file.close() == (hashlib.sha256(b"".join(parts)).hexdigest(), sum(map(len, parts)))
+    assert path.read_bytes() == b"".join(parts)
+
+
+# -- the recorder on the writer thread ----------------------------------------------------------------------------
+
+
+def eventually_sync(condition: Any, what: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def session_info(record_input: bool = True) -> SessionInfo:
+    auth = SimpleNamespace(site="plant-a", record_input=record_input, identity="vendor1", asset="hmi-01",
+                           grant_id="grt-1")
+    return SessionInfo(session_id="ses-w", auth=auth, kind="exec", command="cat x",  # type: ignore[arg-type]
+                       term_type="xterm", term_size=(80, 24, 0, 0))
+
+
+class Context:
+    def __init__(self, store: Any) -> None:
+        self.recordings = store
+        self.settings = SimpleNamespace(clock=lambda: datetime(2026, 12, 4, tzinfo=UTC))
+        self.failed: list[tuple[str, str]] = []
+
+    def recording_failed(self, site: str, error: str) -> None:
+        self.failed.append((site, error))
+
+
+@pytest.mark.anyio
+async def test_recorder_writes_every_byte_in_order_and_reports_the_files_hash(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "recordings")
+    ctx = Context(store)
+    name, writer = store.create("ses-w.cast")
+    recorder = AsciicastRecorder(ctx, session_info(), name, writer)  # type: ignore[arg-type]
+    rng = random.Random(5)  # noqa: S311 - reproducible test data
+    sent = {"o": b"", "i": b""}
+    for step in range(3000):
+        if step % 50 == 0:
+            data = "typed é\r".encode()
+            recorder.from_client(data)
+            sent["i"] += data
+        data = bytes(rng.choice(b"abc \r\n\t\x1b\"\\") for _ in range(rng.randrange(1, 4000)))
+        if step % 700 == 0:
+            data += b"\xff\xfe not text"
+        recorder.from_target(data, stderr=False)
+        sent["o"] += data
+        if step % 500 == 0:
+            recorder.resized(100 + step % 7, 40)
+            await asyncio.sleep(0)
+    info = recorder.close(0)
+    assert info is not None
+    data = (tmp_path / "recordings" / name).read_bytes()
+    assert (info.sha256, info.bytes) == (hashlib.sha256(data).hexdigest(), len(data))
+    lines = data.decode().splitlines()
+    events = [json.loads(line) for line in lines[1:]]
+    for line, event in zip(lines[1:], events, strict=True):
+        assert line == json.dumps(event, ensure_ascii=False)  # the bytes json.dumps writes
+    assert [event[0] for event in events] == sorted(event[0] for event in events)
+    for code in ("o", "i"):
+        restored = b"".join(base64.b64decode(e[2]) if e[1] == code + "b" else e[2].encode()
+                            for e in events if e[1] in (code, code + "b"))
+        assert restored == sent[code]
+    assert [event[2] for event in events if event[1] == "r"] == [f"{100 + step % 7}x40" for step in range(0, 3000, 500)]
+    assert events[-1][1:] == ["m", "exit 0"]
+    assert ctx.failed == []
+
+
+@pytest.mark.anyio
+async def test_a_failed_write_in_the_thread_refuses_the_next_chunk_and_blocks_the_site() -> None:
+    queue = RecordingQueue()
+    file = GatedFile()
+    file.gate.set()
+    ctx = Context(None)
+    recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
+    file.error = OSError(errno.EIO, "Input/output error")
+    recorder.from_target(b"x" * 600 * 1024, stderr=False)  # a full batch: handed to the thread at once
+    # The thread's failure comes back to the loop: the site is blocked (which ends its recorded sessions).
+    await eventually(lambda: ctx.failed == [("plant-a", "Input/output error")], what="the failure on the loop")
+    with pytest.raises(RecordingFailure, match=r"the session recording cannot be written \(Input/output error\)"):
+        recorder.from_target(b"next", stderr=False)
+    with pytest.raises(RecordingFailure):
+        recorder.close(0)  # no hash is claimed for a recording that is not whole
+    assert file.aborted
+    assert recorder.close(0) is None  # closed once
+
+
+@pytest.mark.anyio
+async def test_a_failure_found_at_close_raises_and_reports_it(tmp_path: Path) -> None:
+    queue = RecordingQueue()
+    file = GatedFile()
+    file.gate.set()
+    ctx = Context(None)
+    recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
+    recorder.from_target(b"small output\r\n", stderr=False)  # still in the session's batch
+    file.error = OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(RecordingFailure, match="No space left on device"):
+        recorder.close(3)
+    await eventually(lambda: ctx.failed == [("plant-a", "No space left on device")], what="the report")
