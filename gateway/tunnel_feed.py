@@ -52,7 +52,7 @@ class TunnelWatch:
 
     def _sample(self, feed: LiveFeed, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._sampled < SAMPLE_INTERVAL:
+        if feed.ended or (not force and now - self._sampled < SAMPLE_INTERVAL):  # after "cc", no more totals
             return
         totals = self._totals()
         if totals != self._sent:

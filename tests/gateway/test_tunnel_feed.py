@@ -68,6 +68,10 @@ async def test_a_watched_tunnel_starts_with_its_connection_and_ends_with_its_tot
                              ["cc", "24 29 target connection lost: reset by peer"]]
     assert feed.ended
     assert registry.session("ses-t") is None
+    counts.bytes_out = 99
+    await asyncio.sleep(SAMPLE_INTERVAL)
+    live.sample(feed)  # the sender's last round, after the close: the closing totals stay the last word
+    assert feed.take()[0] == []
     await broker.aclose()
 
 
