@@ -334,7 +334,9 @@ def test_tunnels_ended_sessions_and_sites_without_targets_are_not_announced(web_
     grant_b = web_plant.request_and_approve("vendor1", "sup-b", asset="hmi-b1")
     ended = start(web_plant, grant_b)
     with web_plant.session() as session:
-        session.get(AccessSession, ended).ended_at = web_plant.clock.now()  # ended before the notifier looked
+        record = session.get(AccessSession, ended)
+        assert record is not None
+        record.ended_at = web_plant.clock.now()  # it ended before the notifier looked
     assert deliver_round(state_of(web_plant), settings) == 0
     assert web_plant.count("notifications") == 0
     live = start(web_plant, grant_b, "exec", command="uptime")
