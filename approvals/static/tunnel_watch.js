@@ -82,9 +82,18 @@
         const [unit, functionCode, range, words] = fields(text, 4);
         const item = document.createElement("li");
         const where = range === "-" ? "" : " addresses " + range;
-        item.textContent = new Date().toLocaleTimeString() + " unit " + unit + " function " + functionCode + where +
-                           (code === "qx" ? " — refused: " : " — ") + words;
-        if (code === "qx") item.className = "flag flag-high refused";
+        const line = new Date().toLocaleTimeString() + " unit " + unit + " function " + functionCode + where +
+                     (code === "qx" ? " — refused: " : " — ") + words;
+        if (code === "qx") {
+          // Marked in words as well as colour; the span keeps the list's numbering.
+          const mark = document.createElement("span");
+          mark.className = "flag flag-high";
+          mark.textContent = line;
+          item.className = "refused";
+          item.append(mark);
+        } else {
+          item.textContent = line;
+        }
         this.requests.append(item);
         while (this.requests.children.length > MAX_LOG) this.requests.firstElementChild.remove();
       } else if (code === "m") {
