@@ -62,6 +62,7 @@ class RecordingQueue:
         self._queued = 0  # bytes of write jobs not yet written
         self._progress = 0  # jobs finished: a waiter that sees it move knows the store is not stuck
         self._open = 0  # writers neither closed nor aborted
+        self._stalled_at: int | None = None  # the progress count at which a waiter gave up on the thread
         self._thread: threading.Thread | None = None
 
     @property
@@ -107,7 +108,10 @@ class RecordingQueue:
             now = time.monotonic()
             if self._progress != progress:
                 progress, since = self._progress, now
-            elif now - since >= self.stall_timeout:
+            elif now - since >= self.stall_timeout or self._stalled_at == progress:
+                # Once stuck, every waiter fails at once until the thread moves again: the event loop (and the
+                # gateway's other relays with it) waits out the timeout once, not once per session.
+                self._stalled_at = progress
                 raise OSError(errno.ETIMEDOUT, f"the recording store took nothing for {self.stall_timeout:g} s")
             self._cond.wait(timeout=max(0.01, since + self.stall_timeout - now))
 

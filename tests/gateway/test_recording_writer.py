@@ -125,8 +125,16 @@ def test_a_stuck_store_bounds_the_queue_and_fails_instead_of_growing() -> None:
     assert raised.value.errno == errno.ETIMEDOUT
     assert time.monotonic() - started >= 0.5
     assert queue.queued_bytes <= 64 * 1024
+    # Another recording waiting on the same stuck thread fails at once: the timeout is waited out once.
+    other = queue.open(GatedFile())
+    started = time.monotonic()
+    with pytest.raises(OSError, match="took nothing"):
+        other.write(chunk * 4)
+    assert time.monotonic() - started < 0.5
+    other.abort()
     # The disk comes back: what was queued is written, in order, and the writer can still be closed.
     file.gate.set()
+    eventually_sync(lambda: queue.queued_bytes == 0, "the thread to write what was queued")
     assert writer.close() == (hashlib.sha256(bytes(file.data)).hexdigest(), len(file.data))
     assert bytes(file.data) == chunk * (len(file.data) // len(chunk))
 
