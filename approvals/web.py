@@ -25,6 +25,7 @@ from broker.audit.trail import Action
 from broker.db import unit_of_work
 from broker.errors import BrokerError, Forbidden, InvalidInput, NotAuthenticated
 from broker.identity import authentication, web_sessions
+from broker.inventory.supervision_policy import effective_supervision
 from broker.models import Identity
 from broker.sources import client_address
 from broker.vocabulary import IdentityKind
@@ -79,6 +80,8 @@ def make_templates() -> jinja2.Environment:
     # Text from the trail and from recordings as typed: autoescaping covers HTML, this covers control
     # characters (ESC, BEL, U+2028 ... shown as \x1b, \x07, \u2028), DESIGN invariant 10.
     env.filters["visible"] = visible
+    # Whether an asset's sessions wait for a supervisor: its own policy, else its site's (issue 13).
+    env.filters["supervised"] = lambda asset: effective_supervision(asset).required
     return env
 
 
