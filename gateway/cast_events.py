@@ -64,6 +64,24 @@ class CastStream:
         return self._code, json_string(text.encode("utf-8")) if text else b""
 
 
+    def encode_group(self, chunks: list[bytes]) -> list[tuple[bytes, bytes]]:
+        """Consecutive chunks as one payload if together they are text; else each one as ``encode`` gives it
+        (so a line of text before binary output stays text): one ``(code, payload)``, or one per chunk."""
+        if len(chunks) == 1:
+            return [self.encode(chunks[0])]
+        joined = b"".join(chunks)
+        if not self._holding and joined.isascii():
+            return [(self._code, json_string(joined))]
+        state = self._decoder.getstate()
+        try:
+            text = self._decoder.decode(joined)
+        except UnicodeDecodeError:
+            self._decoder.setstate(state)
+            return [self.encode(chunk) for chunk in chunks]
+        self._holding = bool(self._decoder.getstate()[0])
+        return [(self._code, json_string(text.encode("utf-8")) if text else b"")]
+
+
 def event_line(elapsed: float, code: bytes, payload: bytes) -> bytes:
     """One event line, ``[t, "code", payload]`` and a newline, spaced as ``json.dumps`` spaces a list."""
     return b'[%r, "%s", %s]\n' % (elapsed, code, payload)

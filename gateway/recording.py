@@ -281,8 +281,9 @@ class AsciicastRecorder:
 
     def _render(self, batch: list[tuple[float, int | str, bytes | str | None]]) -> bytes:
         """A batch as event lines (``json.dumps`` output, byte for byte). Consecutive chunks of one stream that
-        arrived within ``MERGE_WINDOW`` of each other become one event, stamped with the first one's time: a
-        terminal delivers bulk output ~4 KiB at a time, and each event has a fixed cost to encode and to store."""
+        arrived within ``MERGE_WINDOW`` of each other and together are text become one event, stamped with the
+        first one's time: a terminal delivers bulk output ~4 KiB at a time, and each event has a fixed cost to
+        encode and to store. Chunks that are not text together stay one event each, as they came."""
         lines = []
         started = self._started
         streams = self._streams
@@ -296,16 +297,18 @@ class AsciicastRecorder:
                 continue
             if data is None:
                 code, payload = streams[stream].encode(b"", final=True)
-            else:
-                assert isinstance(data, bytes)  # noqa: S101 - a stream's chunks are bytes
-                last = index
-                while last < count and batch[last][1] == stream and batch[last][2] is not None \
-                        and batch[last][0] - at <= MERGE_WINDOW:
-                    last += 1
-                if last > index:
-                    data = b"".join([data, *(cast(bytes, chunk) for _, _, chunk in batch[index:last])])
-                    index = last
-                code, payload = streams[stream].encode(data)
-            if payload:
-                lines.append(event_line(elapsed, code, payload))
+                if payload:
+                    lines.append(event_line(elapsed, code, payload))
+                continue
+            first = index - 1
+            while index < count and batch[index][1] == stream and batch[index][2] is not None \
+                    and batch[index][0] - at <= MERGE_WINDOW:
+                index += 1
+            group = batch[first:index]
+            encoded = streams[stream].encode_group([cast(bytes, chunk) for _, _, chunk in group])
+            # Merged, the event has the first chunk's time; else each chunk is its own event, as it came.
+            times = [elapsed] if len(encoded) == 1 else [round(chunk_at - started, 6) for chunk_at, _, _ in group]
+            for chunk_elapsed, (code, payload) in zip(times, encoded, strict=True):
+                if payload:
+                    lines.append(event_line(chunk_elapsed, code, payload))
         return b"".join(lines)

@@ -59,6 +59,21 @@ def test_cast_stream_decides_as_stream_text_and_keeps_every_byte() -> None:
     assert restored == b"".join(chunks)
 
 
+def test_chunks_merge_only_when_together_they_are_text() -> None:
+    euro = "\u20ac".encode()
+    stream = CastStream("o")
+    # Text, a character split across the two chunks: one event.
+    assert stream.encode_group([b"price: " + euro[:1], euro[1:] + b" 5\r\n"]) == [
+        (b"o", '"price: \u20ac 5\\r\\n"'.encode())]
+    # A line of text, then binary: the text stays text, the binary chunk is base64 on its own.
+    assert stream.encode_group([b"start\n", b"\xff\x00 data", b"ok"]) == [
+        (b"o", b'"start\\n"'), (b"ob", b'"' + base64.b64encode(b"\xff\x00 data") + b'"'), (b"o", b'"ok"')]
+    # An incomplete character held from before the group travels with the group's first chunk.
+    assert stream.encode_group([euro[:2]]) == [(b"o", b"")]
+    assert stream.encode_group([euro[2:] + b"x", b"\xff"]) == [(b"o", '"\u20acx"'.encode()),
+                                                                 (b"ob", b'"' + base64.b64encode(b"\xff") + b'"')]
+
+
 # -- the writer thread --------------------------------------------------------------------------------------------
 
 
