@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.e2e.stack import Stack
 from tests.fixtures import database as test_databases
+from tests.fixtures.browser import launch_chromium
 from tests.fixtures.ports import free_port
 from tests.fixtures.sshd import OpenSSHServer, start_sshd
 
@@ -58,3 +60,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory, plant_machine: OpenSSHServer
         stack.stop()
         if server:
             test_databases.drop_postgres_database(server, database.name)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for the module's browser tests (module scope: Playwright's sync API marks an asyncio loop
+    as running in this thread while it is open)."""
+    with launch_chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context and page; confirmation dialogs ("End the session …?", "Lock down …?") are accepted."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    opened = context.new_page()
+    opened.on("dialog", lambda dialog: dialog.accept())
+    try:
+        yield opened
+    finally:
+        context.close()

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from typing import IO, Any
 
 import pyotp
@@ -19,7 +18,6 @@ from playwright.sync_api import expect
 
 from tests.approvals.conftest import screenshot
 from tests.e2e.stack import GATEPASS, Stack
-from tests.fixtures.browser import launch_chromium
 from tests.fixtures.sshd import OpenSSHServer
 
 pytestmark = pytest.mark.slow
@@ -237,24 +235,6 @@ def test_stalled_observers_do_not_slow_the_session(stack: Stack) -> None:
     watched = timed_bulk_output(stack, stall=3)
     # Bounded: the session never waits for an observer (each one's queue drops its oldest frames instead).
     assert watched < unwatched * 1.5 + 1.0, f"unwatched {unwatched:.2f} s, with 3 stalled observers {watched:.2f} s"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launch_chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    opened = context.new_page()
-    opened.on("dialog", lambda dialog: dialog.accept())  # "End the session …?" — yes
-    try:
-        yield opened
-    finally:
-        context.close()
 
 
 def sign_in(stack: Stack, page: Any, user: str) -> None:

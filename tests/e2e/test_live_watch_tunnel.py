@@ -18,7 +18,6 @@ from tests.approvals.conftest import screenshot
 from tests.e2e.stack import Stack
 from tests.e2e.test_live_watch import Lines, sign_in, trail, watcher
 from tests.e2e.test_tunnels import ASSET, _grant, _modbus, _stock_ssh, _wait_listening
-from tests.fixtures.browser import launch_chromium
 from tests.fixtures.ports import free_port
 from tests.gateway.modbus_plc import REGISTERS, UNIT, ModbusPlc
 
@@ -34,24 +33,6 @@ def plc(stack: Stack) -> Iterator[ModbusPlc]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launch_chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    opened = context.new_page()
-    opened.on("dialog", lambda dialog: dialog.accept())  # "End the session …?" — yes
-    try:
-        yield opened
-    finally:
-        context.close()
 
 
 def test_a_supervisor_watches_a_modbus_tunnel_and_ends_it(stack: Stack, plc: ModbusPlc, page: Any) -> None:

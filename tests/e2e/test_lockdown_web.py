@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pyotp
@@ -14,28 +13,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.stack import GATEPASS, Stack
-from tests.fixtures.browser import launch_chromium
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    # Module scope: Playwright's sync API marks an asyncio loop as running in this thread while it is open.
-    with launch_chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    opened = context.new_page()
-    opened.on("dialog", lambda dialog: dialog.accept())  # "Lock down plant-a?" — yes
-    try:
-        yield opened
-    finally:
-        context.close()
 
 
 def test_lockdown_button_cuts_a_live_ssh_session_within_a_second(stack: Stack, page: Any) -> None:

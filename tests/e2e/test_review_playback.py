@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +15,12 @@ from playwright.sync_api import expect
 
 from broker.recordings import asciicast, terminal
 from tests.e2e.stack import GATEPASS, Stack
-from tests.fixtures.browser import launch_chromium
 
 pytestmark = pytest.mark.slow
 
 # Cursor movement, CR overwrite and an erase, as a terminal program would draw them.
 COMMAND = ("printf 'alpha beta\\n'; printf 'progress 10%%\\rprogress 100%%\\n'; "
            "printf 'pump P-101: stale\\033[5D\\033[Kok\\n'; printf 'x\\033[1A\\033[5Cup\\n'")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with launch_chromium() as launched:
-        yield launched
 
 
 def _approved_grant(stack: Stack) -> dict[str, Any]:
