@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import asyncssh
-
 from gateway.modbus import MBAP_HEADER, MalformedFrame, RefusedRequest, frame_length
 from gateway.readonly import ModbusReadOnlyTunnel
 from gateway.tunnel_feed import modbus_frames
@@ -127,18 +125,18 @@ class ModbusObservedTunnel(TunnelSession):
         self.activity = ModbusActivity()
         self._refusals: list[RefusedRequest] | None = None  # a watched chunk's refusals (the read-only filter's)
 
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+    def from_client(self, data: bytes) -> None:
         feed = self.watch.feed if self.watch is not None else None
         if feed is None:  # unwatched: the tally and the relay, nothing more
             self.activity.observe(data)
-            super().data_received(data, datatype)
+            super().from_client(data)
             return
         seen: list[SeenRequest] = []
         refusals: list[RefusedRequest] = []
         self.activity.seen, self._refusals = seen, refusals
         try:
             self.activity.observe(data)
-            super().data_received(data, datatype)
+            super().from_client(data)
         finally:
             self.activity.seen = self._refusals = None
         modbus_frames(feed, seen, refusals)

@@ -10,8 +10,6 @@ unfiltered.
 
 from __future__ import annotations
 
-import asyncssh
-
 from gateway.modbus import MalformedFrame, RefusedRequest, RequestFilter, ResponseFrames
 from gateway.tunnels import TunnelHost, TunnelSession, logger
 
@@ -30,7 +28,7 @@ class ModbusReadOnlyTunnel(TunnelSession):
         self._pending_answers = b""  # waits for the end of the asset's frame in flight
         self.refusals = 0
 
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:  # noqa: ARG002
+    def from_client(self, data: bytes) -> None:
         self.bytes_in += len(data)
         try:
             filtered = self._requests.feed(data)

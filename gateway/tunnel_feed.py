@@ -6,6 +6,7 @@ Frames are ``[seconds, code, text]`` like a terminal's, so the broker and its bo
     co  "PEER PORT"                  the connection (the vendor's SSH address, the asset's port): a feed starts with it
     cb  "IN OUT"                     bytes so far, to the asset and from it: about once a second while they change
     cc  "IN OUT[ WHY]"               the connection closed (WHY: what went wrong, or how the client went)
+    m   "TEXT"                       a line about the session: a supervised one held or relayed, an observer's End
     q   "UNIT FC RANGE NAME"         a Modbus request as it passes (RANGE: "0-9", "40" or "-" when it names none)
     qx  "UNIT FC RANGE REASON"       a Modbus request the gateway refused (read-only grant), and why
 
@@ -30,11 +31,13 @@ class TunnelWatch:
     """One tunnel's place in the live registry, and the frames its observers get."""
 
     def __init__(self, registry: LiveRegistry, *, session_id: str, peer: str, port: int,
-                 totals: Callable[[], tuple[int, int]], end: Callable[[str], None]) -> None:
+                 totals: Callable[[], tuple[int, int]], end: Callable[[str], None],
+                 state: Callable[[], str | None] | None = None) -> None:
         self._registry = registry
         self._peer = peer
         self._port = port
         self._totals = totals
+        self._state = state  # a line a new feed starts with, if any (a supervised tunnel held: why)
         self._sent: tuple[int, int] = (0, 0)
         self._sampled = 0.0
         self.live: LiveSession = registry.track_tunnel(session_id=session_id, opening=self._opening,
@@ -49,6 +52,8 @@ class TunnelWatch:
         feed.add("co", f"{self._peer or '-'} {self._port}")
         self._sent = (0, 0)
         self._sample(feed, force=True)
+        if self._state is not None and (line := self._state()) is not None:
+            feed.add("m", line)
 
     def _sample(self, feed: LiveFeed, *, force: bool = False) -> None:
         now = time.monotonic()

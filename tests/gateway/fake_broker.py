@@ -52,6 +52,9 @@ class FakeGrant:
     # An AI agent's delegated grant: its kind, and the argv lists it may exec (None: not sent, no limit).
     identity_kind: str | None = None
     allowed_commands: list[list[str]] | None = None
+    # Issue 13: the session waits for a supervisor of the site to watch; the grace after the last one left.
+    supervision_required: bool = False
+    supervision_grace_ms: int | None = None  # None: not sent (the gateway's default, 60 s)
 
 
 @dataclass
@@ -225,6 +228,9 @@ class FakeBroker:
                     "passed_env": grant.passed_env,
                     **({} if grant.cut_grace_ms is None else {"cut_grace_ms": grant.cut_grace_ms}),
                     **({} if grant.allowed_commands is None else {"allowed_commands": grant.allowed_commands}),
+                    "supervision_required": grant.supervision_required,
+                    **({} if grant.supervision_grace_ms is None else
+                       {"supervision_grace_ms": grant.supervision_grace_ms}),
                 }
             )
 

@@ -1,0 +1,230 @@
+"""A TCP tunnel at a site that requires supervision (issue 13): the vendor's channel opens, but the asset is not even
+connected until a supervisor of the site watches; when the last one leaves (or the live link is lost) nothing passes
+either way, and the connection is cut after the grace unless one comes back.
+
+Whether a supervisor watches is set on the gateway's live registry as the broker's live link would
+(``LiveRegistry.supervision``, ``stop_feeds``); the asset is a real TCP server that counts what reaches it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncssh
+import pytest
+
+from gateway.observers import LiveRegistry
+from gateway.tunnels import MAX_HELD_BYTES, TunnelSession
+from tests.gateway.conftest import GrantFactory, Vendor
+from tests.gateway.fake_broker import FakeBroker
+from tests.gateway.waiting import eventually
+
+pytestmark = pytest.mark.anyio
+
+# How long a test watches for something that must not happen (a negative check: long next to a loopback round
+# trip, short for the suite).
+QUIET = 0.5
+
+
+class Asset:
+    """An echo server on loopback that keeps what reached it, and can speak first (a PLC pushing data)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.received = bytearray()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        with contextlib.suppress(ConnectionError):  # a cut aborts the gateway's side (a reset)
+            while data := await reader.read(65536):
+                self.received += data
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    def push(self, data: bytes) -> None:
+        self.writers[-1].write(data)
+
+    async def stop(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+
+
+@pytest.fixture
+async def asset() -> AsyncIterator[Asset]:
+    server = Asset()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def supervised(grant_for: GrantFactory, asset: Asset, grace_ms: int = 60_000) -> Vendor:
+    vendor = grant_for(None, ssh=False, ports=[asset.port])
+    vendor.grant.supervision_required = True
+    vendor.grant.supervision_grace_ms = grace_ms
+    return vendor
+
+
+def registry_of(vendor: Vendor) -> LiveRegistry:
+    registry = vendor.gateway.ctx.live
+    assert registry is not None
+    return registry
+
+
+async def tunnel_session(vendor: Vendor, fake_broker: FakeBroker) -> tuple[str, TunnelSession]:
+    """The recorded session and the gateway's tunnel object of the one tunnel open."""
+    (session_id,) = await fake_broker.until(lambda: list(fake_broker.sessions), what="the tunnel's session")
+    (connection,) = vendor.gateway.ctx.connections
+    (tunnel,) = await eventually(lambda: list(connection._tunnels), what="the tunnel on its connection")
+    return session_id, tunnel
+
+
+async def nothing_read(reader: asyncssh.SSHReader[bytes]) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(reader.read(1), QUIET)
+
+
+async def test_nothing_reaches_the_asset_before_a_supervisor_watches_and_everything_after(
+        grant_for: GrantFactory, fake_broker: FakeBroker, asset: Asset) -> None:
+    vendor = supervised(grant_for, asset)
+    registry = registry_of(vendor)
+    async with await vendor.connect() as conn:
+        reader, writer = await conn.open_connection("hmi-01", asset.port)  # the vendor's channel opens
+        session_id, _ = await tunnel_session(vendor, fake_broker)
+        assert fake_broker.sessions[session_id]["kind"] == "tcp"
+        writer.write(b"before anyone watched")
+        await nothing_read(reader)
+        assert asset.connections == 0  # not even connected
+        assert asset.received == b""
+
+        # A security reviewer's watch (supervised false) changes nothing; a supervisor's does.
+        registry.supervision(session_id, False)
+        await nothing_read(reader)
+        assert asset.connections == 0
+        registry.supervision(session_id, True)
+        assert await asyncio.wait_for(reader.readexactly(21), 5) == b"before anyone watched"
+        writer.write(b"after")
+        assert await asyncio.wait_for(reader.readexactly(5), 5) == b"after"
+        assert (asset.connections, bytes(asset.received)) == (1, b"before anyone watchedafter")
+        writer.close()
+    ended = await fake_broker.until(lambda: fake_broker.ended.get(session_id), what="the tunnel's end")
+    assert (ended["reason"], ended["bytes_in"], ended["bytes_out"]) == ("client_closed", 26, 26)
+
+
+async def test_held_both_ways_when_the_last_supervisor_leaves_and_cut_after_the_grace(
+        grant_for: GrantFactory, fake_broker: FakeBroker, asset: Asset) -> None:
+    vendor = supervised(grant_for, asset, grace_ms=1500)
+    registry = registry_of(vendor)
+    conn = await vendor.connect()
+    reader, writer = await conn.open_connection("hmi-01", asset.port)
+    session_id, _ = await tunnel_session(vendor, fake_broker)
+    registry.supervision(session_id, True)
+    writer.write(b"ping")
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+
+    registry.supervision(session_id, False)  # the last supervisor left
+    held = asyncio.get_running_loop().time()
+    writer.write(b"while held")
+    asset.push(b"plc speaks")
+    await nothing_read(reader)  # not the echo, not what the PLC said
+    assert bytes(asset.received) == b"ping"  # the vendor's bytes wait on their side
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # cut: the tunnel closes
+    await asyncio.wait_for(conn.wait_closed(), 5)
+    waited = asyncio.get_running_loop().time() - held
+    assert 1.2 < waited < 6, f"cut {waited:.1f} s after the last supervisor left (grace 1.5 s)"
+    assert bytes(asset.received) == b"ping"  # held bytes never went through
+    ended = await fake_broker.until(lambda: fake_broker.ended.get(session_id), what="the tunnel's end")
+    assert (ended["reason"], ended["detail"]) == ("revoked", "unsupervised")
+    assert ended["bytes_in"] == 4
+
+
+async def test_a_supervisor_back_within_the_grace_lets_the_held_bytes_through_in_order(
+        grant_for: GrantFactory, fake_broker: FakeBroker, asset: Asset) -> None:
+    vendor = supervised(grant_for, asset, grace_ms=60_000)
+    registry = registry_of(vendor)
+    async with await vendor.connect() as conn:
+        reader, writer = await conn.open_connection("hmi-01", asset.port)
+        session_id, tunnel = await tunnel_session(vendor, fake_broker)
+        registry.supervision(session_id, True)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+
+        registry.supervision(session_id, False)
+        payload = bytes(range(256)) * (32 * 1024)  # 8 MiB: far more than any buffer on the way may keep
+        writer.write(payload)
+        asset.push(b"plc")
+        await nothing_read(reader)
+        assert bytes(asset.received) == b"ping"
+        # Backpressure, not buffering: the gateway kept at most what arrived as reading stopped.
+        assert tunnel._held_bytes <= MAX_HELD_BYTES
+
+        registry.supervision(session_id, True)  # back within the grace
+        echoed = await asyncio.wait_for(reader.readexactly(3 + len(payload)), 30)
+        assert echoed == b"plc" + payload  # nothing lost, nothing reordered
+        assert bytes(asset.received) == b"ping" + payload
+        writer.close()
+    ended = await fake_broker.until(lambda: fake_broker.ended.get(session_id), what="the tunnel's end")
+    assert ended["reason"] == "client_closed"
+
+
+async def test_a_lost_live_link_counts_as_no_supervisor(
+        grant_for: GrantFactory, fake_broker: FakeBroker, asset: Asset) -> None:
+    vendor = supervised(grant_for, asset, grace_ms=60_000)
+    registry = registry_of(vendor)
+    async with await vendor.connect() as conn:
+        reader, writer = await conn.open_connection("hmi-01", asset.port)
+        session_id, tunnel = await tunnel_session(vendor, fake_broker)
+        registry.supervision(session_id, True)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+
+        registry.stop_feeds()  # what follow_live does when the link to the broker breaks
+        assert tunnel.hold is not None
+        assert tunnel.hold.held
+        writer.write(b"during the outage")
+        await nothing_read(reader)
+        assert bytes(asset.received) == b"ping"
+
+        registry.supervision(session_id, True)  # the link is back and the broker says a supervisor watches
+        assert await asyncio.wait_for(reader.readexactly(17), 5) == b"during the outage"
+        writer.close()
+
+
+async def test_a_supervisor_who_came_and_left_before_the_release_ran_does_not_release_it(
+        grant_for: GrantFactory, fake_broker: FakeBroker, asset: Asset) -> None:
+    vendor = supervised(grant_for, asset)
+    registry = registry_of(vendor)
+    async with await vendor.connect() as conn:
+        reader, writer = await conn.open_connection("hmi-01", asset.port)
+        session_id, _ = await tunnel_session(vendor, fake_broker)
+        writer.write(b"x")
+        registry.supervision(session_id, True)
+        registry.supervision(session_id, False)  # in the same turn of the event loop
+        await nothing_read(reader)
+        assert asset.connections == 0
+
+
+async def test_an_asset_that_does_not_answer_ends_the_released_session_with_the_reason(
+        grant_for: GrantFactory, fake_broker: FakeBroker, asset: Asset) -> None:
+    vendor = supervised(grant_for, asset)
+    registry = registry_of(vendor)
+    await asset.stop()  # the port is closed by the time a supervisor watches
+    async with await vendor.connect() as conn:
+        reader, _writer = await conn.open_connection("hmi-01", asset.port)
+        session_id, _ = await tunnel_session(vendor, fake_broker)
+        registry.supervision(session_id, True)
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    ended = await fake_broker.until(lambda: fake_broker.ended.get(session_id), what="the tunnel's end")
+    assert ended["reason"] == "error"
+    assert ended["detail"].startswith("target connection failed")
