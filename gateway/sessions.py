@@ -346,8 +346,8 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
                       "announced here (site policy)")
         if auth.supervision_required and self.kind not in ("shell", "exec"):
             # An SFTP session cannot be watched yet, so on a supervised site it does not run (fail closed).
-            self.terminate(f"gatepass: {auth.site} requires a supervisor to watch every session, and an SFTP "
-                           "session cannot be watched; use scp, which can", REFUSED_EXIT_STATUS)
+            self.terminate(f"gatepass: {auth.asset} requires a supervisor of {auth.site} to watch every session, and "
+                           "an SFTP session cannot be watched; use scp, which can", REFUSED_EXIT_STATUS)
             return
         if auth.supervision_required and not await self._supervisor_joined():
             return
