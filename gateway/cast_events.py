@@ -26,13 +26,19 @@ _OTHER_CONTROLS = tuple(bytes([code]) for code in range(0x20) if code not in b"\
 
 def json_string(text: bytes) -> bytes:
     """``text`` (valid UTF-8) as a JSON string, quotes included: the bytes ``json.dumps(str, ensure_ascii=False)``
-    gives, UTF-8 encoded. UTF-8 never uses bytes below 0x80 inside a multibyte character, so escaping bytes is safe."""
+    gives, UTF-8 encoded."""
+    return b'"' + escaped(text) + b'"'
+
+
+def escaped(text: bytes) -> bytes:
+    """What goes between the quotes of ``json_string(text)``. UTF-8 never uses bytes below 0x80 inside a multibyte
+    character, so escaping bytes is safe."""
     if any(control in text for control in _OTHER_CONTROLS):
-        return json.dumps(text.decode("utf-8"), ensure_ascii=False).encode("utf-8")
-    for plain, escaped in _REPLACEMENTS:
+        return json.dumps(text.decode("utf-8"), ensure_ascii=False).encode("utf-8")[1:-1]
+    for plain, replacement in _REPLACEMENTS:
         if plain in text:  # a memchr scan; replace would copy even when nothing matched
-            text = text.replace(plain, escaped)
-    return b'"' + text + b'"'
+            text = text.replace(plain, replacement)
+    return text
 
 
 class CastStream:
@@ -50,18 +56,19 @@ class CastStream:
         self._holding = False
 
     def encode(self, data: bytes, final: bool = False) -> tuple[bytes, bytes]:
-        """``(code, JSON string)``; the string is ``b""`` when nothing is complete yet (write no event)."""
+        """``(code, JSON string without its quotes)``: ``b""`` when nothing is complete yet (write no event).
+        Base64 needs no escaping, so for ``ob``/``ib`` that is the base64 itself."""
         if not self._holding and data.isascii():  # the common case: no decoder, no copy of the text
-            return self._code, json_string(data) if data else b""
+            return self._code, escaped(data) if data else b""
         held = self._decoder.getstate()[0]
         try:
             text = self._decoder.decode(data, final)
         except UnicodeDecodeError:
             self._decoder.reset()
             self._holding = False
-            return self._binary, b'"' + base64.b64encode(held + data) + b'"'
+            return self._binary, base64.b64encode(held + data)
         self._holding = bool(self._decoder.getstate()[0])
-        return self._code, json_string(text.encode("utf-8")) if text else b""
+        return self._code, escaped(text.encode("utf-8")) if text else b""
 
 
     def encode_group(self, chunks: list[bytes]) -> list[tuple[bytes, bytes]]:
@@ -71,7 +78,7 @@ class CastStream:
             return [self.encode(chunks[0])]
         joined = b"".join(chunks)
         if not self._holding and joined.isascii():
-            return [(self._code, json_string(joined))]
+            return [(self._code, escaped(joined))]
         state = self._decoder.getstate()
         try:
             text = self._decoder.decode(joined)
@@ -79,9 +86,10 @@ class CastStream:
             self._decoder.setstate(state)
             return [self.encode(chunk) for chunk in chunks]
         self._holding = bool(self._decoder.getstate()[0])
-        return [(self._code, json_string(text.encode("utf-8")) if text else b"")]
+        return [(self._code, escaped(text.encode("utf-8")) if text else b"")]
 
 
-def event_line(elapsed: float, code: bytes, payload: bytes) -> bytes:
-    """One event line, ``[t, "code", payload]`` and a newline, spaced as ``json.dumps`` spaces a list."""
-    return b'[%r, "%s", %s]\n' % (elapsed, code, payload)
+def event_line(elapsed: float, code: bytes, body: bytes) -> bytes:
+    """One event line, ``[t, "code", "body"]`` and a newline, spaced as ``json.dumps`` spaces a list (one copy of
+    the body: quoting it separately would be another)."""
+    return b'[%r, "%s", "%s"]\n' % (elapsed, code, body)
