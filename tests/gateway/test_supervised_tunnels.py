@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncssh
 import pytest
@@ -90,6 +91,11 @@ async def tunnel_session(vendor: Vendor, fake_broker: FakeBroker) -> tuple[str, 
     return session_id, tunnel
 
 
+async def ended_of(fake_broker: FakeBroker, session_id: str) -> dict[str, Any]:
+    await fake_broker.until(lambda: session_id in fake_broker.ended, what="the tunnel's end")
+    return fake_broker.ended[session_id]
+
+
 async def nothing_read(reader: asyncssh.SSHReader[bytes]) -> None:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(reader.read(1), QUIET)
@@ -118,7 +124,7 @@ async def test_nothing_reaches_the_asset_before_a_supervisor_watches_and_everyth
         assert await asyncio.wait_for(reader.readexactly(5), 5) == b"after"
         assert (asset.connections, bytes(asset.received)) == (1, b"before anyone watchedafter")
         writer.close()
-    ended = await fake_broker.until(lambda: fake_broker.ended.get(session_id), what="the tunnel's end")
+    ended = await ended_of(fake_broker, session_id)
     assert (ended["reason"], ended["bytes_in"], ended["bytes_out"]) == ("client_closed", 26, 26)
 
 
@@ -144,7 +150,7 @@ async def test_held_both_ways_when_the_last_supervisor_leaves_and_cut_after_the_
     waited = asyncio.get_running_loop().time() - held
     assert 1.2 < waited < 6, f"cut {waited:.1f} s after the last supervisor left (grace 1.5 s)"
     assert bytes(asset.received) == b"ping"  # held bytes never went through
-    ended = await fake_broker.until(lambda: fake_broker.ended.get(session_id), what="the tunnel's end")
+    ended = await ended_of(fake_broker, session_id)
     assert (ended["reason"], ended["detail"]) == ("revoked", "unsupervised")
     assert ended["bytes_in"] == 4
 
@@ -174,7 +180,7 @@ async def test_a_supervisor_back_within_the_grace_lets_the_held_bytes_through_in
         assert echoed == b"plc" + payload  # nothing lost, nothing reordered
         assert bytes(asset.received) == b"ping" + payload
         writer.close()
-    ended = await fake_broker.until(lambda: fake_broker.ended.get(session_id), what="the tunnel's end")
+    ended = await ended_of(fake_broker, session_id)
     assert ended["reason"] == "client_closed"
 
 
@@ -225,6 +231,6 @@ async def test_an_asset_that_does_not_answer_ends_the_released_session_with_the_
         session_id, _ = await tunnel_session(vendor, fake_broker)
         registry.supervision(session_id, True)
         assert await asyncio.wait_for(reader.read(), 10) == b""
-    ended = await fake_broker.until(lambda: fake_broker.ended.get(session_id), what="the tunnel's end")
+    ended = await ended_of(fake_broker, session_id)
     assert ended["reason"] == "error"
     assert ended["detail"].startswith("target connection failed")
