@@ -334,6 +334,8 @@ async def follow_live(broker: BrokerClient, registry: LiveRegistry, *, initial_b
         except BrokerRefused as exc:
             if exc.status == 404:  # a broker from before live supervision: nothing to follow
                 logger.info("the broker offers no live supervision (%s)", exc.message)
+                # Nobody can be watching through it: supervised sessions count as unsupervised (fail closed).
+                registry.stop_feeds()
                 return
             logger.warning("live link refused: %s; retrying in %.1f s", exc.message, backoff)
         except BrokerCallFailed as exc:

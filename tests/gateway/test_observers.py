@@ -3,6 +3,8 @@ and the watch tap changes nothing for the session it wraps (bytes, recording, fa
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gateway.observers import FEED_BUFFER_BYTES, LiveFeed, LiveSession, WatchTap, apply_live_event
@@ -81,3 +83,26 @@ async def test_the_watch_tap_passes_everything_and_copies_only_while_watched() -
 async def test_is_recorded_looks_through_the_watch_tap() -> None:
     live = LiveSession(session_id="s", record_input=True, tell=print, end=print, width=80, height=24)
     assert not is_recorded(WatchTap(PassThrough(), live, registry=None))  # type: ignore[arg-type]
+
+
+async def test_a_broker_without_live_supervision_leaves_supervised_sessions_unsupervised() -> None:
+    """A 404 on the live link (a broker from before live supervision, e.g. after a downgrade) ends the link for
+    good; a session a supervisor was watching must not stay released (fail closed)."""
+    from gateway.errors import BrokerRefused
+    from gateway.observers import LiveRegistry, follow_live
+
+    class OldBroker:
+        async def live_events(self) -> Any:
+            raise BrokerRefused(404, "not_found", "Not Found")
+            yield  # an async generator, as BrokerClient.live_events is
+
+    registry = LiveRegistry(OldBroker())  # type: ignore[arg-type]
+    heard: list[bool] = []
+    notes = Notes()
+    registry.track(PassThrough(), session_id="ses-1", record_input=False, width=0, height=0,
+                   tell=notes.told.append, end=notes.ended.append, on_supervision=heard.append)
+    registry.supervision("ses-1", True)
+    assert heard == [True]
+    await follow_live(OldBroker(), registry)  # type: ignore[arg-type]  # returns: nothing to follow
+    assert heard == [True, False]
+    assert registry.session("ses-1").supervised is False  # type: ignore[union-attr]
