@@ -5,6 +5,8 @@ The file is made once in the bench's temp dir (8 MiB of random bytes repeated). 
   gateway    stock `ssh` with the grant certificate -> gateway (asyncssh: decrypt, re-encrypt) -> target sshd
   proxyjump  stock `ssh -J`: the bytes are encrypted twice (inner session inside the jump's stdio forward)
   direct     stock `ssh` to the target sshd (reference)
+  gateway, unrecorded   the gateway path with the bench-only pass-through tap instead of the recorder
+             (bench_recording.py's serve switch; only when BENCH_SERVE_COMMAND is not set): what recording costs
 
 MB/s = bytes / 10^6 / seconds. "wall" is the whole `ssh` command (connection set-up included); "net"
 subtracts that path's median set-up time (`ssh HOST true`, measured in the same run). Target: gateway /
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -26,13 +29,18 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_recording import MARKER
 from bench.harness import Bench, heading, machine_line, median, ms, table, timed_run
 
 TARGET_RATIO = 1.5
 MIB = 1024 * 1024
 PATHS = ("gateway", "proxyjump", "direct")
+UNRECORDED = "gateway, unrecorded"
+# Each path's ssh host, and what its command carries after `cat FILE` (the unrecorded path: bench_recording's marker).
+HOSTS = {UNRECORDED: "gateway"}
+SUFFIX = {UNRECORDED: f" {MARKER}"}
 ALT_CIPHERS = "aes128-gcm@openssh.com"
-ALT_BUDGET = 100.0  # seconds: the second pass runs only if the first left time for it (about 3 min in all)
+ALT_BUDGET = 160.0  # seconds: the second pass runs only if the first left time for it (about 4 min in all)
 
 
 def make_file(path: Path, size: int) -> None:
@@ -63,22 +71,26 @@ def count_bytes(argv: list[str], timeout: float) -> int:
     return total
 
 
-def measure(bench: Bench, *, file: Path, size: int, runs: int, config: Path | None,
+def measure(bench: Bench, *, file: Path, size: int, runs: int, config: Path | None, paths: tuple[str, ...],
             warm_up: bool = True) -> dict[str, Any]:
     timeout = 300.0
-    for host in PATHS if warm_up else ():  # warm-up (page cache, first connection); every byte must arrive
-        got = count_bytes(bench.ssh(host, f"cat {file}", config=config), timeout)
+
+    def ssh(path: str, command: str) -> list[str]:
+        return bench.ssh(HOSTS.get(path, path), command + SUFFIX.get(path, ""), config=config)
+
+    for host in paths if warm_up else ():  # warm-up (page cache, first connection); every byte must arrive
+        got = count_bytes(ssh(host, f"cat {file}"), timeout)
         if got != size:
             raise RuntimeError(f"{host}: received {got} bytes of {size}")
-    setup: dict[str, list[float]] = {host: [] for host in PATHS}
-    wall: dict[str, list[float]] = {host: [] for host in PATHS}
+    setup: dict[str, list[float]] = {host: [] for host in paths}
+    wall: dict[str, list[float]] = {host: [] for host in paths}
     for index in range(runs):
-        order = PATHS if index % 2 == 0 else tuple(reversed(PATHS))
+        order = paths if index % 2 == 0 else tuple(reversed(paths))
         for host in order:
-            setup[host].append(timed_run(bench.ssh(host, "true", config=config))[0])
-            wall[host].append(timed_run(bench.ssh(host, f"cat {file}", config=config), timeout=timeout)[0])
+            setup[host].append(timed_run(ssh(host, "true"))[0])
+            wall[host].append(timed_run(ssh(host, f"cat {file}"), timeout=timeout)[0])
     result: dict[str, Any] = {}
-    for host in PATHS:
+    for host in paths:
         net = median(wall[host]) - median(setup[host])
         result[host] = {
             "wall_s": wall[host], "setup_ms": median(setup[host]) * 1000,
@@ -91,7 +103,7 @@ def measure(bench: Bench, *, file: Path, size: int, runs: int, config: Path | No
 def report(label: str, result: dict[str, Any], ciphers: dict[str, str]) -> None:
     pj = result["proxyjump"]
     rows = []
-    for host in PATHS:
+    for host in result:
         r = result[host]
         rows.append([host, len(r["wall_s"]), f"{r['mbps_wall']:.0f}", f"{r['mbps_worst']:.0f}", f"{r['mbps_net']:.0f}",
                      ms(r["setup_ms"] / 1000), f"{r['mbps_wall'] / pj['mbps_wall']:.2f}",
@@ -103,6 +115,20 @@ def report(label: str, result: dict[str, Any], ciphers: dict[str, str]) -> None:
 
 def run(*, size_mib: int = 500, runs: int = 3, alt_ciphers: bool = True) -> dict[str, Any]:
     started = time.monotonic()
+    # The unrecorded reference needs bench_recording's serve switch; a what-if serve command keeps its own.
+    switch = not os.environ.get("BENCH_SERVE_COMMAND")
+    paths = (*PATHS, UNRECORDED) if switch else PATHS
+    if switch:
+        os.environ["BENCH_SERVE_COMMAND"] = shlex.join([sys.executable, str(Path(__file__).resolve().parent /
+                                                                             "bench_recording.py"), "--serve"])
+    try:
+        return _run(size_mib=size_mib, runs=runs, alt_ciphers=alt_ciphers, paths=paths, started=started)
+    finally:
+        if switch:
+            os.environ.pop("BENCH_SERVE_COMMAND", None)
+
+
+def _run(*, size_mib: int, runs: int, alt_ciphers: bool, paths: tuple[str, ...], started: float) -> dict[str, Any]:
     with Bench("throughput") as bench:
         size = size_mib * MIB
         file = bench.root / "bulk.bin"
@@ -110,13 +136,17 @@ def run(*, size_mib: int = 500, runs: int = 3, alt_ciphers: bool = True) -> dict
         heading(f"bulk throughput, `cat` of {size_mib} MiB, {runs} runs per path, interleaved ({machine_line()}, "
                 f"load average {os.getloadavg()[0]:.2f})")
         results: dict[str, Any] = {"size_mib": size_mib, "runs": runs}
-        ciphers = {host: bench.negotiated(host) for host in PATHS}
-        default = measure(bench, file=file, size=size, runs=runs, config=None)
+        ciphers = {host: bench.negotiated(HOSTS.get(host, host)) for host in paths}
+        default = measure(bench, file=file, size=size, runs=runs, config=None, paths=paths)
         report("OpenSSH client default ciphers", default, ciphers)
         ratio = default["gateway"]["mbps_wall"] / default["proxyjump"]["mbps_wall"]
         print(f"\ngateway / proxyjump (wall medians): {ratio:.2f}  target >= {TARGET_RATIO}  "
               f"{'MET' if ratio >= TARGET_RATIO else 'NOT MET'}")
         results["default"] = {"result": default, "ciphers": ciphers, "gateway_vs_proxyjump": ratio}
+        if UNRECORDED in default:
+            recorded = default["gateway"]["mbps_wall"] / default[UNRECORDED]["mbps_wall"]
+            print(f"gateway recorded / unrecorded (wall medians): {recorded:.2f}")
+            results["default"]["recorded_vs_unrecorded"] = recorded
         results["met"] = ratio >= TARGET_RATIO
         elapsed = time.monotonic() - started
         if alt_ciphers and elapsed > ALT_BUDGET:
@@ -124,8 +154,8 @@ def run(*, size_mib: int = 500, runs: int = 3, alt_ciphers: bool = True) -> dict
                   "run with --no-alt-ciphers or on a quieter machine)")
         elif alt_ciphers:
             config = bench.config_with(f"Ciphers {ALT_CIPHERS}")
-            alt_names = {host: bench.negotiated(host, config=config) for host in PATHS}
-            alt = measure(bench, file=file, size=size, runs=runs, config=config, warm_up=False)
+            alt_names = {host: bench.negotiated(HOSTS.get(host, host), config=config) for host in paths}
+            alt = measure(bench, file=file, size=size, runs=runs, config=config, paths=paths, warm_up=False)
             report(f"client Ciphers {ALT_CIPHERS} (every OpenSSH hop)", alt, alt_names)
             alt_ratio = alt["gateway"]["mbps_wall"] / alt["proxyjump"]["mbps_wall"]
             print(f"\ngateway / proxyjump (wall medians): {alt_ratio:.2f}")
