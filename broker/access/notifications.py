@@ -24,7 +24,7 @@ from broker.audit import trail
 from broker.audit.trail import Action
 from broker.durations import format_duration
 from broker.identity import attestation
-from broker.inventory.supervision_policy import effective_supervision
+from broker.inventory.supervision_policy import effective_supervision, supervision_required_clause
 from broker.live.supervision import WATCHABLE_KINDS
 from broker.models import (
     AccessRequest,
@@ -44,9 +44,11 @@ FIRST_RETRY = dt.timedelta(seconds=2)
 # A claimed delivery is retried by any replica if its claimer did not report back within this time.
 LEASE = dt.timedelta(seconds=60)
 BATCH = 20
-# Session starts announced with a watch link: a terminal someone can follow. Not a tunnel's connections, each of
-# which is a session of its own (hundreds a minute for engineering software).
+# Session starts announced with a watch link: a terminal someone can follow. A tunnel's connections only where the
+# asset is supervised (each waits, held, for a supervisor to watch it); elsewhere each connection is a session of its
+# own (hundreds a minute for engineering software), so they are not announced.
 ANNOUNCED_SESSION_KINDS = WATCHABLE_KINDS & {"shell", "exec"}
+HELD_TUNNEL_KINDS = WATCHABLE_KINDS & {"tcp"}
 # A script running many commands (ansible: a session per task) must not flood the plant's inbox: at most this many
 # session starts of one grant are announced per hour; the supervisor's page lists every live session anyway.
 SESSION_NOTICES_PER_GRANT = 3
@@ -151,15 +153,17 @@ def enqueue_new_requests(session: Session, *, now: dt.datetime, targets: Targets
 
 def enqueue_session_starts(session: Session, *, now: dt.datetime, targets: Targets,
                            within: dt.timedelta = SESSION_NOTICE_WITHIN) -> int:
-    """Make outbox rows for shell and exec sessions that started lately, are still running and have none yet: to
-    the same targets as their request's announcement, with the link to watch the session. At most one row per
+    """Make outbox rows for shell and exec sessions (and tunnel connections to supervised assets, held until watched)
+    that started lately, are still running and have none yet: to the same targets as their request's announcement,
+    with the link to watch the session. At most one row per
     session and target, and at most SESSION_NOTICES_PER_GRANT announced sessions per grant and hour."""
     if not targets.any:
         return 0
     approvers = approver_addresses(session, now=now) if targets.approver_emails else ApproverAddresses({}, [])
     query = (select(AccessSession).join(Grant, AccessSession.grant_id == Grant.id).join(Asset).join(Site)
              .where(AccessSession.started_at >= now - within, AccessSession.ended_at.is_(None),
-                    AccessSession.kind.in_(sorted(ANNOUNCED_SESSION_KINDS)),
+                    AccessSession.kind.in_(sorted(ANNOUNCED_SESSION_KINDS))
+                    | (AccessSession.kind.in_(sorted(HELD_TUNNEL_KINDS)) & supervision_required_clause()),
                     ~exists().where(Notification.session_id == AccessSession.id),
                     _announced(AccessSession.grant_id, now=now).correlate(AccessSession).scalar_subquery()
                     < SESSION_NOTICES_PER_GRANT))

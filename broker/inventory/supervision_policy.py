@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import ColumnElement, and_, or_, true
+
 from broker.errors import InvalidInput
-from broker.models import Asset
+from broker.models import Asset, Site
 from broker.vocabulary import Criticality
 
 # What `--supervision` takes for an asset, and the value each one stores (None: follow the site).
@@ -66,3 +68,13 @@ def effective_supervision(asset: Asset) -> SupervisionPolicy:
     if asset.criticality == Criticality.HIGH and site.supervise_high_criticality:
         return SupervisionPolicy(True, "high_criticality", setting, site.name)
     return SupervisionPolicy(False, "site", setting, site.name)
+
+
+def supervision_required_clause() -> ColumnElement[bool]:
+    """effective_supervision(asset).required as a SQL condition on Asset joined with its Site (for queries that must
+    not load every asset to decide, e.g. which held tunnels to announce)."""
+    follows_site = Asset.supervision_required.is_(None)
+    return or_(Asset.supervision_required.is_(True),
+               and_(follows_site, or_(Site.supervision_required.is_(True),
+                                      and_(Asset.criticality == Criticality.HIGH,
+                                           Site.supervise_high_criticality == true()))))

@@ -346,6 +346,31 @@ def test_tunnels_ended_sessions_and_sites_without_targets_are_not_announced(web_
     assert f"/approvals/sessions/{live}/watch" in message.get_payload(decode=True).decode()
 
 
+def test_a_tunnel_to_a_supervised_asset_is_announced_as_it_waits_for_a_supervisor(
+        web_plant: Plant, webhook: WebhookReceiver) -> None:
+    """A tunnel's connection to a supervised asset is held until a supervisor watches it: unlike other tunnel
+    connections it is announced, with its watch link."""
+    settings = NotifierSettings(targets=Targets(webhook_url=webhook.url))
+    tunnel = web_plant.request_and_approve("vendor-a", "sup-a1", asset="hmi-01", ssh=False, ports=[502])
+    deliver_round(state_of(web_plant), settings)  # the request's own announcement
+    webhook.bodies.clear()
+    relayed = start(web_plant, tunnel, "tcp", port=502)
+    assert deliver_round(state_of(web_plant), settings) == 0  # hmi-01 is not supervised: not announced
+    with web_plant.session() as session:
+        record = session.get(AccessSession, relayed)
+        assert record is not None
+        record.ended_at = web_plant.clock.now()
+    with web_plant.session() as session:
+        sites.update_asset(session, now=web_plant.clock.now(), actor="test", name="hmi-01", supervision="required")
+    held = start(web_plant, tunnel, "tcp", port=502)
+    assert deliver_round(state_of(web_plant), settings) == 1
+    [body] = webhook.bodies
+    assert (body["session"]["id"], body["session"]["kind"], body["session"]["supervision_required"]) == (
+        held, "tcp", True)
+    assert body["watch_url"].endswith(f"/approvals/sessions/{held}/watch")
+    assert "It waits until a supervisor of plant-a watches it." in body["text"]
+
+
 def test_a_grant_running_many_commands_is_announced_at_most_three_times_an_hour(web_plant: Plant,
                                                                                webhook: WebhookReceiver) -> None:
     settings = NotifierSettings(targets=Targets(webhook_url=webhook.url))

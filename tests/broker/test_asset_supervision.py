@@ -43,6 +43,31 @@ def test_the_rule_asset_first_then_the_site_then_high_criticality(
     assert policy.describe().startswith("required" if required else "optional")
 
 
+def test_the_sql_form_of_the_rule_agrees_with_it_for_every_case(plant: Plant) -> None:
+    """supervision_required_clause (which held tunnels the notifier announces) is the same rule as
+    effective_supervision, on the real database, for every combination of the table above."""
+    from sqlalchemy import select
+
+    from broker.inventory.supervision_policy import supervision_required_clause
+
+    combos = [(site_requires, high_flag, criticality, own) for site_requires in (False, True)
+              for high_flag in (False, True) for criticality in ("low", "high") for own in (None, True, False)]
+    with plant.session() as session:
+        for index, (site_requires, high_flag, criticality, own) in enumerate(combos):
+            site = Site(name=f"rule-site-{index}", supervision_required=site_requires,
+                        supervise_high_criticality=high_flag, created_at=plant.clock.now())
+            session.add(site)
+            session.add(Asset(name=f"rule-{index}", site=site, host="192.0.2.10", criticality=criticality,
+                              supervision_required=own, created_at=plant.clock.now()))
+        session.flush()
+        by_sql = set(session.scalars(select(Asset.name).join(Site, Asset.site_id == Site.id)
+                                     .where(Asset.name.like("rule-%"), supervision_required_clause())))
+        by_rule = {asset.name for asset in session.scalars(select(Asset).where(Asset.name.like("rule-%")))
+                   if effective_supervision(asset).required}
+    assert by_rule
+    assert by_sql == by_rule
+
+
 def _rtu_grant(api: Api) -> str:
     request = api.create_request("vendor1", asset="rtu-01", ports=[])  # high criticality: two approvers
     api.approve("sup-a1", request["id"])
