@@ -37,24 +37,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory, plant_machine: OpenSSHServer
         stack.init()
         # plc-01 is of high criticality: not supervised here (a new site's default), as these tests connect to it
         # without anyone watching; tests/e2e/test_supervised_assets.py covers the default.
-        stack.gatepass("admin", "site", "add", "plant-a", "--max-window", "8h", "--supervise-high-criticality", "no")
-        stack.gatepass("admin", "site", "add", "plant-b")
         key = str(plant_machine.client_private_key)
-        for name, site, criticality in (("hmi-01", "plant-a", "low"), ("plc-01", "plant-a", "high"),
-                                        ("hmi-b", "plant-b", "low")):
-            stack.gatepass("admin", "asset", "add", name, "--site", site, "--host", plant_machine.host,
-                           "--criticality", criticality, "--ssh-port", str(plant_machine.port),
-                           "--ssh-user", plant_machine.username, "--ssh-key-file", key,
-                           "--host-key", plant_machine.host_key)
-        stack.add_user("vendor1", "vendor")
-        stack.add_user("vendor2", "vendor")
-        stack.add_user("sup-a1", "supervisor", "plant-a")
-        stack.add_user("sup-a2", "supervisor", "plant-a")
-        stack.add_user("sup-b", "supervisor", "plant-b")
-        stack.add_user("security1", "security")
+        stack.gatepass_many(
+            ["admin", "site", "add", "plant-a", "--max-window", "8h", "--supervise-high-criticality", "no"],
+            ["admin", "site", "add", "plant-b"],
+            *(["admin", "asset", "add", name, "--site", site, "--host", plant_machine.host, "--criticality",
+               criticality, "--ssh-port", str(plant_machine.port), "--ssh-user", plant_machine.username,
+               "--ssh-key-file", key, "--host-key", plant_machine.host_key]
+              for name, site, criticality in (("hmi-01", "plant-a", "low"), ("plc-01", "plant-a", "high"),
+                                              ("hmi-b", "plant-b", "low"))))
+        stack.add_users(("vendor1", "vendor"), ("vendor2", "vendor"), ("sup-a1", "supervisor", "plant-a"),
+                        ("sup-a2", "supervisor", "plant-a"), ("sup-b", "supervisor", "plant-b"),
+                        ("security1", "security"))
         stack.start()
-        for user in ("vendor1", "vendor2", "sup-a1", "sup-a2", "sup-b", "security1"):
-            stack.login(user)
+        stack.login_all("vendor1", "vendor2", "sup-a1", "sup-a2", "sup-b", "security1")
         yield stack
     finally:
         stack.stop()

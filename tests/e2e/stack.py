@@ -60,6 +60,24 @@ class Stack:
                                  f"{result.stderr}")
         return result
 
+    def gatepass_many(self, *commands: list[str], users: list[str | None] | None = None,
+                      timeout: float = 120) -> list[str]:
+        """Run several commands one after the other in ONE process, each through the real command line
+        (``cli.main.main``: argparse, the command, its output; ``users[i]``: command i runs with that user's
+        GATEPASS_HOME, as ``gatepass(..., user=)``), and return each one's stdout; fails like ``gatepass`` on the
+        first that exits non-zero. For set-up only: a process per command costs a Python start-up and the imports
+        each time (most of an e2e module's set-up)."""
+        homes = [str(self.home(user)) if user else None for user in (users or [None] * len(commands))]
+        result = subprocess.run([sys.executable, "-c", _MANY_COMMANDS], env=self.env(), text=True,
+                                capture_output=True, timeout=timeout, input=json.dumps(list(zip(commands, homes,
+                                                                                                strict=True))),
+                                check=False)
+        if result.returncode != 0:
+            raise AssertionError(f"gatepass (several commands) exited {result.returncode}:\n{result.stdout}\n"
+                                 f"{result.stderr}")
+        outputs: list[str] = json.loads(result.stdout)
+        return outputs
+
     def home(self, user: str) -> Path:
         path = self.root / f"home-{user}"
         path.mkdir(mode=0o700, exist_ok=True)
@@ -70,10 +88,20 @@ class Stack:
         self.users["admin"] = json.loads(self.gatepass("init", "--json").stdout)["admin"]
 
     def add_user(self, name: str, role: str, *sites: str) -> None:
+        self.users[name] = json.loads(self.gatepass(*self.add_user_args(name, role, *sites)).stdout)
+
+    @staticmethod
+    def add_user_args(name: str, role: str, *sites: str) -> list[str]:
         args = ["admin", "user", "add", name, "--role", role, "--json", "--org", "ACME Automation"]
         for site in sites:
             args += ["--site", site]
-        self.users[name] = json.loads(self.gatepass(*args).stdout)
+        return args
+
+    def add_users(self, *users: tuple[str, ...]) -> None:
+        """``add_user`` for each (name, role, *sites), in one process (gatepass_many)."""
+        outputs = self.gatepass_many(*(self.add_user_args(*user) for user in users))
+        for user, output in zip(users, outputs, strict=True):
+            self.users[user[0]] = json.loads(output)
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
@@ -99,12 +127,18 @@ class Stack:
 
     # --- what vendors and supervisors do -----------------------------------------------------------
     def login(self, name: str) -> None:
+        self.gatepass(*self._login_args(name), user=name)
+
+    def login_all(self, *names: str) -> None:
+        """``login`` for each user, in one process (gatepass_many)."""
+        self.gatepass_many(*(self._login_args(name) for name in names), users=list(names))
+
+    def _login_args(self, name: str) -> list[str]:
         creds = self.users[name]
         password_file = self.home(name) / "password"
         password_file.write_text(creds["password"] + "\n")
-        self.gatepass("login", "--server", self.base_url, "--user", name, "--password-file", str(password_file),
-                      "--totp", pyotp.TOTP(creds["totp_secret"]).now(), "--enrolment-code", creds["enrolment_code"],
-                      user=name)
+        return ["login", "--server", self.base_url, "--user", name, "--password-file", str(password_file),
+                "--totp", pyotp.TOTP(creds["totp_secret"]).now(), "--enrolment-code", creds["enrolment_code"]]
 
     def request(self, user: str, asset: str, *args: str) -> dict[str, Any]:
         result = self.gatepass("request", asset, *args, "--json", user=user)
@@ -158,3 +192,25 @@ class Stack:
         if not found:
             raise AssertionError(f"no {action} for {grant_id}: {self.log_path.read_text()[-3000:]}")
         return found[0]
+
+
+# What gatepass_many runs: argv lists as JSON on stdin, each through cli.main.main with its output captured; the
+# outputs as a JSON list on stdout, or the failing command's words and output on stderr with its exit code.
+_MANY_COMMANDS = """
+import contextlib, io, json, os, sys
+from cli.context import Context
+from cli.main import main
+from cli.state import ClientState
+outputs = []
+for argv, home in json.load(sys.stdin):
+    out, err = io.StringIO(), io.StringIO()
+    environ = dict(os.environ, GATEPASS_HOME=home) if home else dict(os.environ)
+    context = Context(environ=environ, state=ClientState.from_environ(environ), out=out, err=err)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv, context=context)
+    if code != 0:
+        sys.stderr.write(f"gatepass {' '.join(argv)} exited {code}:\\n{out.getvalue()}\\n{err.getvalue()}")
+        sys.exit(code)
+    outputs.append(out.getvalue())
+json.dump(outputs, sys.stdout)
+"""
