@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from approvals.notifier import NotifierSettings, run_notifier
+from approvals.use_notice import SilentObserversNotice
 from approvals.web import Web, WebSettings, make_templates
 from broker.api.state import BrokerState
 from broker.identity import web_sessions
@@ -37,7 +38,8 @@ def mount(app: FastAPI, state: BrokerState, settings: WebSettings, notifier: Not
 
     app.state.approvals = Web(state=state, settings=settings,
                               csrf_key=web_sessions.derive_csrf_key(state.settings.master_key_path),
-                              templates=make_templates(), notifier=notifier)
+                              templates=make_templates(), notifier=notifier,
+                              silent_observers=SilentObserversNotice(state.sessions))
     for module in (signin_routes, oidc_routes, supervisor_routes, vendor_routes, review_routes, identity_routes,
                    playbook_routes, flag_routes, posture_routes, watch_routes):
         app.include_router(module.router)

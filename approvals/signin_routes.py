@@ -81,7 +81,8 @@ def sign_in_page(request: Request, *, status: int = 200, message: str | None = N
     web = web_of(request)
     nonce = secrets.token_urlsafe(24)
     response = render(web, "sign_in.html", status=status, viewer=None, title="Sign in",
-                      notice=web.settings.use_notice, message=message, username=username,
+                      notice=web.settings.use_notice, silent_observers=web.silent_observers.line(), message=message,
+                      username=username,
                       csrf=web_sessions.csrf_token(web.csrf_key, "sign-in:" + nonce),
                       company_sign_in=web.state.settings.oidc is not None)
     response.set_cookie(SIGNIN_COOKIE, nonce, max_age=SIGNIN_NONCE_TTL, path="/", httponly=True,

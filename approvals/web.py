@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from approvals.notifier import NotifierSettings
+from approvals.use_notice import SilentObserversNotice
 from broker.api.errors import answer_for
 from broker.api.state import BrokerState
 from broker.audit.refusals import Refusal, unrecorded_refusal
@@ -70,6 +71,7 @@ class Web:
     csrf_key: bytes
     templates: jinja2.Environment
     notifier: NotifierSettings
+    silent_observers: SilentObserversNotice
 
 
 def make_templates() -> jinja2.Environment:
