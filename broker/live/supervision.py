@@ -21,7 +21,8 @@ from broker.db import after_commit
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
 from broker.identity.identities import has_role, may_act_for_site
 from broker.inventory.gateway_events import EventPublisher
-from broker.models import AccessSession, Identity
+from broker.models import AccessSession, Grant, Identity
+from broker.vocabulary import IdentityKind
 
 # A line on the vendor's terminal: one line, short enough to read at a glance.
 MAX_MESSAGE = 300
@@ -67,9 +68,21 @@ def find_watchable(session: Session, *, now: dt.datetime, viewer: Identity, sess
         raise NotFound(f"session {session_id[:16]} does not exist")
     asset = record.grant.asset
     site = asset.site
-    if not (has_role(viewer, "security") or may_act_for_site(viewer, "supervisor", site.id)):
+    why = None
+    if viewer.kind != IdentityKind.HUMAN:
+        # Watching is a person's job (DESIGN invariant 5): a service's or AI agent's role must neither let it
+        # follow a vendor's screen nor count as the plant's supervisor that a supervised session waits for.
+        why = (f"only people watch live sessions; {viewer.username} is a {viewer.kind} identity and may not watch "
+               f"session {record.id}")
+    elif not (has_role(viewer, "security") or may_act_for_site(viewer, "supervisor", site.id)):
         why = (f"only supervisors of {site.name} and security reviewers may watch session {record.id}; "
                f"{viewer.username} is neither")
+    elif viewer.id in _session_holders(session, record):
+        # Four eyes (as a requester never approves their own request): someone who also supervises the site must
+        # not watch, and so release, a session run under their own grant (or one they delegated to an AI agent).
+        why = (f"{viewer.username} may not watch session {record.id}: it runs under their own grant, and "
+               "supervision is by someone else")
+    if why is not None:
         trail.record(session, now=now, action=Action.LIVE_WATCH_REFUSED, outcome="refused", actor=viewer.username,
                      subject=record.id, site=site.name, details={"reason": why, "grant": record.grant_id})
         raise audited(Forbidden(why))
@@ -86,6 +99,19 @@ def find_watchable(session: Session, *, now: dt.datetime, viewer: Identity, sess
                        label=observer_label(viewer, site.id, site.name),
                        supervises=may_act_for_site(viewer, "supervisor", site.id),
                        announced=terminal and not site.silent_observers, port=record.port, terminal=terminal)
+
+
+def _session_holders(session: Session, record: AccessSession) -> set[int]:
+    """The identities the session's grant belongs to: its holder and, for a delegated grant, whoever it was
+    delegated from (up the chain)."""
+    holders: set[int] = set()
+    seen: set[str] = set()
+    grant: Grant | None = record.grant
+    while grant is not None and grant.id not in seen:
+        seen.add(grant.id)
+        holders.add(grant.identity_id)
+        grant = session.get(Grant, grant.parent_grant_id) if grant.parent_grant_id else None
+    return holders
 
 
 def join(session: Session, *, now: dt.datetime, viewer: Identity, session_id: str, via: str) -> WatchTarget:

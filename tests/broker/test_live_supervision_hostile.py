@@ -1,0 +1,83 @@
+"""Live supervision under attack: who may watch a session (and so count as the plant's supervisor that a supervised
+session waits for), what each refusal says and leaves in the trail — on the real domain and the real API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from broker.errors import Forbidden
+from broker.inventory import gateways
+from broker.live import supervision
+from broker.models import Identity
+from tests.fixtures.broker import Api, Plant, new_public_key
+
+
+def _start(plant: Plant, grant_id: str, kind: str = "shell") -> str:
+    with plant.session() as session:
+        gateway = gateways.authenticate_gateway(session, plant.gateway_token)
+        return gateways.start_session(session, now=plant.clock.now(), gateway=gateway, grant_id=grant_id,
+                                      kind=kind, peer="10.0.0.5:50000", command=None, port=None).id
+
+
+def _join(plant: Plant, username: str, session_id: str) -> supervision.WatchTarget:
+    with plant.session() as session:
+        viewer = session.scalars(select(Identity).where(Identity.username == username)).one()
+        return supervision.join(session, now=plant.clock.now(), viewer=viewer, session_id=session_id, via="api")
+
+
+def _refusals(plant: Plant, after: int) -> list[dict[str, Any]]:
+    return plant.audit("live:watch:refused", after_seq=after)
+
+
+@pytest.mark.parametrize(("kind", "role"), [("ai_agent", "security"), ("service", "security"),
+                                            ("ai_agent", "supervisor"), ("service", "supervisor")])
+def test_a_service_or_ai_agent_with_a_watching_role_is_refused(plant: Plant, kind: str, role: str) -> None:
+    plant.ensure("vendor1", "sup-a1")
+    session_id = _start(plant, plant.request_and_approve("vendor1", "sup-a1", asset="hmi-01"))
+    plant.add_user("bot-1", role=role, sites=["plant-a"] if role == "supervisor" else None, kind=kind,
+                   owner="sup-a1")
+    before = plant.last_seq()
+
+    with pytest.raises(Forbidden, match=f"only people watch live sessions; bot-1 is a {kind} identity"):
+        _join(plant, "bot-1", session_id)
+
+    assert plant.audit("live:watch:joined", after_seq=before) == []  # it never joined, nor released the session
+    [refusal] = _refusals(plant, before)
+    assert (refusal["actor"], refusal["subject"], refusal["outcome"]) == ("bot-1", session_id, "refused")
+
+
+def test_a_vendor_who_also_supervises_the_site_cannot_watch_their_own_session(api: Api, plant: Plant) -> None:
+    plant.ensure("vendor1", "sup-a1", "sup-a2")
+    grant = api.grant("vendor1", "sup-a1", asset="hmi-01")
+    session_id = _start(plant, grant["id"])
+    plant.add_role("vendor1", "supervisor", "plant-a")  # e.g. a company sign-in that maps both groups
+    before = plant.last_seq()
+
+    refused = api.as_user("vendor1").get(f"/sessions/{session_id}/watch")
+
+    assert refused.status_code == 403, refused.text
+    assert "runs under their own grant" in refused.json()["message"]
+    assert plant.audit("live:watch:joined", after_seq=before) == []
+    [refusal] = _refusals(plant, before)
+    assert refusal["actor"] == "vendor1"
+    # Nor can they send themselves a message or end it from the watch view; another supervisor can watch.
+    assert api.as_user("vendor1").post(f"/sessions/{session_id}/messages", json={"text": "hi"}).status_code == 403
+    assert _join(plant, "sup-a2", session_id).supervises
+
+
+def test_the_sponsor_of_an_ai_agent_cannot_supervise_the_agents_session(api: Api, plant: Plant) -> None:
+    plant.ensure("vendor1", "sup-a1")
+    plant.add_user("agent-7", role="vendor", sites=["plant-a"], kind="ai_agent", owner="vendor1", sponsor="vendor1")
+    parent = api.grant("vendor1", "sup-a1", asset="hmi-01")
+    delegated = api.as_user("vendor1").post(f"/grants/{parent['id']}/delegate", json={
+        "agent": "agent-7", "duration": "10m", "commands": [["uptime"]], "public_key": new_public_key()})
+    assert delegated.status_code == 201, delegated.text
+    session_id = _start(plant, delegated.json()["id"], kind="exec")
+    plant.add_role("vendor1", "supervisor", "plant-a")
+
+    with pytest.raises(Forbidden, match="runs under their own grant"):
+        _join(plant, "vendor1", session_id)
+    assert _join(plant, "sup-a1", session_id).supervises
