@@ -30,6 +30,8 @@ MAX_REASON = 300
 # Session kinds with a terminal stream to follow, and a TCP tunnel (its connection, bytes, Modbus requests).
 WATCHABLE_KINDS = frozenset({"shell", "exec", "tcp"})
 TERMINAL_KINDS = frozenset({"shell", "exec"})
+# Unicode's line and paragraph separators (categories Zl, Zp): a second line as surely as a newline.
+_SEPARATORS = frozenset({"Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -132,14 +134,15 @@ def leave(session: Session, *, now: dt.datetime, target: WatchTarget, seconds: f
 
 def one_line(text: str, *, label: str, limit: int) -> str:
     """A line for the vendor's terminal: no control or formatting characters (an escape sequence from a web
-    form must not drive the vendor's terminal), trimmed, not empty, not too long."""
+    form must not drive the vendor's terminal; nor a line or paragraph separator, U+2028/U+2029, which some
+    terminals and log viewers break the line at), trimmed, not empty, not too long."""
     text = text.strip()
     if not text:
         raise InvalidInput(f"{label} is empty")
     if len(text) > limit:
         raise InvalidInput(f"{label} is too long ({len(text)} characters, at most {limit})")
-    if any(unicodedata.category(char)[0] == "C" for char in text):
-        raise InvalidInput(f"{label} holds control characters; it must be one line of plain text")
+    if any(unicodedata.category(char)[0] == "C" or unicodedata.category(char) in _SEPARATORS for char in text):
+        raise InvalidInput(f"{label} holds control characters or line breaks; it must be one line of plain text")
     return text
 
 

@@ -81,3 +81,22 @@ def test_the_sponsor_of_an_ai_agent_cannot_supervise_the_agents_session(api: Api
     with pytest.raises(Forbidden, match="runs under their own grant"):
         _join(plant, "vendor1", session_id)
     assert _join(plant, "sup-a1", session_id).supervises
+
+
+@pytest.mark.parametrize("text", ["first\u2028second", "first\u2029second", "a\x9b2Jb", "bidi \u202etxt.exe",
+                                  "a\r\nb"])
+def test_a_message_or_reason_that_is_not_one_plain_line_is_refused_and_nothing_reaches_the_vendor(
+        api: Api, plant: Plant, text: str) -> None:
+    plant.ensure("vendor1", "sup-a1")
+    session_id = _start(plant, api.grant("vendor1", "sup-a1", asset="hmi-01")["id"])
+    before = plant.last_seq()
+    supervisor = api.as_user("sup-a1")
+
+    message = supervisor.post(f"/sessions/{session_id}/messages", json={"text": text})
+    end = supervisor.post(f"/sessions/{session_id}/end", json={"reason": text})
+
+    for refused in (message, end):
+        assert refused.status_code == 400, refused.text
+        assert "control characters" in refused.json()["message"]
+    assert plant.audit("live:message:sent", after_seq=before) == []
+    assert plant.audit("access:grant:revoked", after_seq=before) == []  # the session was not ended either
