@@ -146,7 +146,7 @@ def observe(request: Request, state: BrokerState, target: WatchTarget, token: st
             recheck_at = time.monotonic() + RECHECK_SECONDS
             while True:
                 if time.monotonic() >= recheck_at:
-                    why = await _refused_now(state, token, target.session_id)
+                    why = await _refused_now(state, token, target)
                     if why is not None:
                         yield sse("ended", {"why": why})
                         return
@@ -179,14 +179,15 @@ def observe(request: Request, state: BrokerState, target: WatchTarget, token: st
     return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _refused_now(state: BrokerState, token: str, session_id: str) -> str | None:
-    """None while the token's person may still watch the session; else why not (a refusal the domain audits)."""
+async def _refused_now(state: BrokerState, token: str, target: WatchTarget) -> str | None:
+    """None while the token's person may still watch the session as they joined; else why not (a refusal the
+    domain audits)."""
 
     def check() -> None:
         with unit_of_work(state.sessions) as session:
             now = state.settings.clock.now()
             identity = authentication.authenticate_token(session, now=now, token=token)
-            supervision.find_watchable(session, now=now, viewer=identity, session_id=session_id)
+            supervision.recheck(session, now=now, viewer=identity, target=target)
 
     try:
         await run_in_threadpool(check)

@@ -116,6 +116,16 @@ def _session_holders(session: Session, record: AccessSession) -> set[int]:
     return holders
 
 
+def recheck(session: Session, *, now: dt.datetime, viewer: Identity, target: WatchTarget) -> None:
+    """Raise (as find_watchable) when ``viewer`` may no longer watch ``target``, asked again while they watch. Also
+    when they joined as a supervisor of the site and are no longer one: a security reviewer may watch on, but must
+    not keep holding a supervised session open, so they join again as who they are now."""
+    current = find_watchable(session, now=now, viewer=viewer, session_id=target.session_id)
+    if target.supervises and not current.supervises:
+        raise Forbidden(f"{viewer.username} is no longer a supervisor of {target.site}; watch session "
+                        f"{target.session_id} again to follow it as {current.label}")
+
+
 def join(session: Session, *, now: dt.datetime, viewer: Identity, session_id: str, via: str) -> WatchTarget:
     """``viewer`` starts watching (audited); ``via`` says where from (``web``, ``cli``)."""
     target = find_watchable(session, now=now, viewer=viewer, session_id=session_id)

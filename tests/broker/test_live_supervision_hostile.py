@@ -3,11 +3,16 @@ session waits for), what each refusal says and leaves in the trail — on the re
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
+from broker.api.watch_routes import RECHECK_SECONDS
 from broker.errors import Forbidden
 from broker.inventory import gateways
 from broker.live import supervision
@@ -100,3 +105,60 @@ def test_a_message_or_reason_that_is_not_one_plain_line_is_refused_and_nothing_r
         assert "control characters" in refused.json()["message"]
     assert plant.audit("live:message:sent", after_seq=before) == []
     assert plant.audit("access:grant:revoked", after_seq=before) == []  # the session was not ended either
+
+
+def _drop_role(plant: Plant, username: str, role: str) -> None:
+    with plant.session() as session:
+        identity = session.scalars(select(Identity).where(Identity.username == username)).one()
+        identity.roles = [assignment for assignment in identity.roles if assignment.role != role]
+
+
+def test_a_supervisor_who_loses_the_site_but_stays_a_reviewer_no_longer_counts_as_supervising(plant: Plant) -> None:
+    plant.ensure("vendor1", "sup-a1", "sup-a2")
+    session_id = _start(plant, plant.request_and_approve("vendor1", "sup-a1", asset="hmi-01"))
+    plant.add_role("sup-a2", "security")
+    joined = _join(plant, "sup-a2", session_id)
+    assert joined.supervises
+    _drop_role(plant, "sup-a2", "supervisor")
+
+    with plant.session() as session:
+        viewer = session.scalars(select(Identity).where(Identity.username == "sup-a2")).one()
+        with pytest.raises(Forbidden, match="sup-a2 is no longer a supervisor of plant-a"):
+            supervision.recheck(session, now=plant.clock.now(), viewer=viewer, target=joined)
+        # Joining again as the reviewer they now are is fine, and does not count as supervising.
+        assert not supervision.recheck(session, now=plant.clock.now(), viewer=viewer, target=supervision.find_watchable(
+            session, now=plant.clock.now(), viewer=viewer, session_id=session_id))
+
+
+def test_the_watch_stream_ends_when_its_supervisor_is_only_a_reviewer_any_more(api: Api, plant: Plant) -> None:
+    """Through the API's stream (asked again every RECHECK_SECONDS): the watch that held a supervised session open
+    ends, and its leaving is audited."""
+    plant.ensure("vendor1", "sup-a1", "sup-a2")
+    session_id = _start(plant, api.grant("vendor1", "sup-a1", asset="hmi-01")["id"])
+    plant.add_role("sup-a2", "security")
+    client = api.as_user("sup-a2")
+    with client.stream("GET", f"/sessions/{session_id}/watch",
+                       timeout=httpx.Timeout(RECHECK_SECONDS * 4)) as stream:
+        assert stream.status_code == 200
+        events = _events(stream.iter_lines())
+        assert next(events)[0] == "hello"
+        _drop_role(plant, "sup-a2", "supervisor")
+        event, data = next(event for event in events if event[0] != "frames")
+
+    assert (event, data["why"]) == ("ended", "sup-a2 is no longer a supervisor of plant-a; watch session "
+                                              f"{session_id} again to follow it as sup-a2 (security)")
+    deadline = time.monotonic() + 10  # the leave is audited by a task of its own once the stream closed
+    while not plant.audit("live:watch:left") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [left] = plant.audit("live:watch:left")
+    assert (left["actor"], left["subject"]) == ("sup-a2", session_id)
+
+
+def _events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
+    event = None
+    for line in lines:
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event is not None:
+            yield event, json.loads(line.removeprefix("data: "))
+            event = None
