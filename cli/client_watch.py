@@ -7,6 +7,7 @@ import argparse
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,10 @@ from cli.errors import ServerUnreachable
 
 # The broker sends a keepalive every 15 s: three missed ones mean the stream is dead.
 READ_TIMEOUT_SECONDS = 45.0
+# The start of a terminal string sequence (ECMA-48 8.3.89/105/128/143/94: OSC, DCS, SOS, PM, APC), 7- and 8-bit forms,
+# and what ends one: BEL (xterm's OSC end), ST, CAN or SUB (which abort it), or any other ESC (which starts the next).
+_STRING_START = re.compile("\x1b[\\]PX^_]|[\x90\x98\x9d\x9e\x9f]")
+_STRING_END = re.compile("[\x07\x9c\x18\x1a\x1b]")
 
 
 def run_watch(args: argparse.Namespace) -> int:
@@ -35,8 +40,9 @@ def run_watch(args: argparse.Namespace) -> int:
             if response.status_code != 200:
                 response.read()
                 raise api._refusal(response)  # the API client's one reading of a refusal (cli.api)
+            screen = StringSequenceFilter()
             for event, data in _events(response.iter_lines()):
-                if _show(ctx, event, data):
+                if _show(ctx, event, data, screen):
                     return 0
     except httpx.HTTPError as exc:
         raise ServerUnreachable(f"the watch of session {args.session_id} broke: {exc}") from exc
@@ -65,7 +71,48 @@ def _events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
                 data.append(value.removeprefix(" "))
 
 
-def _show(ctx: Context, event: str, data: Any) -> bool:
+class StringSequenceFilter:
+    """Drops the terminal string sequences (OSC, DCS, SOS, PM, APC) from the vendor's output before it reaches the
+    observer's terminal: they write the clipboard (OSC 52, pasted later into the observer's shell), make links (OSC 8),
+    make the terminal answer into the observer's input (DECRQSS) or pass through tmux to the terminal outside; a
+    watch is read-only. What the screen shows (text, colours and cursor moves) passes. A sequence split across
+    frames is followed across calls."""
+
+    def __init__(self) -> None:
+        self._in_string = False
+        self._carry = ""  # a trailing ESC: what it starts is in the next frame
+
+    def feed(self, text: str) -> str:
+        text, self._carry = self._carry + text, ""
+        shown: list[str] = []
+        position = 0
+        while position < len(text):
+            if self._in_string:
+                end = _STRING_END.search(text, position)
+                if end is None:
+                    return "".join(shown)
+                if end.group() != "\x1b":
+                    self._in_string, position = False, end.end()
+                elif end.end() == len(text):
+                    self._carry = "\x1b"
+                    return "".join(shown)
+                else:  # ESC \ is ST; any other ESC ends the string and starts a sequence of its own
+                    self._in_string = False
+                    position = end.end() + 1 if text[end.end()] == "\\" else end.start()
+                continue
+            start = _STRING_START.search(text, position)
+            if start is None:
+                rest = text[position:]
+                if rest.endswith("\x1b"):
+                    rest, self._carry = rest[:-1], "\x1b"
+                shown.append(rest)
+                break
+            shown.append(text[position:start.start()])
+            self._in_string, position = True, start.end()
+        return "".join(shown)
+
+
+def _show(ctx: Context, event: str, data: Any, screen: StringSequenceFilter) -> bool:
     """Print one event: the session's output on stdout as the vendor sees it, the rest on stderr. True at the end."""
     if event == "hello":
         others = ", ".join(data.get("also_watching") or []) or "nobody else"
@@ -83,7 +130,7 @@ def _show(ctx: Context, event: str, data: Any) -> bool:
             if (line := tunnel_line(code, text)) is not None:
                 ctx.out.write(line + "\n")
             elif code == "o":
-                ctx.out.write(text)
+                ctx.out.write(screen.feed(text))
             elif code == "ob":
                 ctx.out.write(f"\r\n[binary output: {_binary_size(text)} bytes]\r\n")
             elif code == "m":
