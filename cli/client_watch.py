@@ -20,6 +20,7 @@ READ_TIMEOUT_SECONDS = 45.0
 # and what ends one: BEL (xterm's OSC end), ST, CAN or SUB (which abort it), or any other ESC (which starts the next).
 _STRING_START = re.compile("\x1b[\\]PX^_]|[\x90\x98\x9d\x9e\x9f]")
 _STRING_END = re.compile("[\x07\x9c\x18\x1a\x1b]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def run_watch(args: argparse.Namespace) -> int:
@@ -128,21 +129,27 @@ def _show(ctx: Context, event: str, data: Any, screen: StringSequenceFilter) -> 
     elif event == "frames":
         for _seconds, code, text in data:
             if (line := tunnel_line(code, text)) is not None:
-                ctx.out.write(line + "\n")
+                ctx.out.write(plain(line) + "\n")
             elif code == "o":
                 ctx.out.write(screen.feed(text))
             elif code == "ob":
                 ctx.out.write(f"\r\n[binary output: {_binary_size(text)} bytes]\r\n")
             elif code == "m":
-                ctx.out.write(f"\r\n[{text}]\r\n")
+                ctx.out.write(f"\r\n[{plain(text)}]\r\n")
         ctx.out.flush()
     elif event == "dropped":
         ctx.note(f"\r\n[{data['frames']} frames dropped: this terminal fell behind; the screen may be incomplete "
                  "until it is redrawn]")
     elif event == "ended":
-        ctx.note(f"\r\nThe watch ended: {data['why']}.")
+        ctx.note(f"\r\nThe watch ended: {plain(str(data['why']))}.")
         return True
     return False
+
+
+def plain(text: str) -> str:
+    """A notice's or a tunnel frame's text as one printable line: its control characters (a target's error message
+    may carry some) shown as escapes, never acted on by the observer's terminal."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 def tunnel_line(code: str, text: str) -> str | None:

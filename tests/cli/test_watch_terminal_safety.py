@@ -60,3 +60,11 @@ def test_the_watch_command_writes_the_filtered_output() -> None:
     screen = StringSequenceFilter()
     _show(ctx, "frames", [[0.1, "o", "$ cat notes\r\n"], [0.2, "o", CLIPBOARD + "nothing to see\r\n"]], screen)
     assert ctx.out.getvalue() == "$ cat notes\r\nnothing to see\r\n"
+
+
+def test_notices_tunnel_lines_and_the_end_reason_are_printed_as_plain_lines() -> None:
+    ctx: Any = _Context()
+    _show(ctx, "frames", [[0.1, "m", "target connection lost: \x1b]52;c;eA==\x07bye\r\nmore"],
+                          [0.2, "cc", "1 2 target connection lost: \x1b[2Jreset"]], StringSequenceFilter())
+    assert ctx.out.getvalue() == ("\r\n[target connection lost: \\x1b]52;c;eA==\\x07bye\\r\\nmore]\r\n"
+                                  "bytes: 1 to the asset, 2 from it (closed: target connection lost: \\x1b[2Jreset)\n")
