@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 from starlette.concurrency import run_in_threadpool
 
 from broker.api.deps import CurrentIdentity, NowDep, SessionDep, StateDep, bearer_token
@@ -98,7 +98,8 @@ class FramesIn(BaseModel):
     # Not schemas.Body: terminal output is full of control characters (escape sequences) by nature; it is
     # JSON-escaped on the way to observers and drawn by the player, never interpreted as markup.
     model_config = ConfigDict(extra="forbid")
-    frames: list[tuple[float, str, str]] = Field(default_factory=list, max_length=MAX_FRAMES_PER_CALL)
+    # Finite seconds: a NaN or Infinity would pass on to observers as JSON that a browser's JSON.parse rejects.
+    frames: list[tuple[FiniteFloat, str, str]] = Field(default_factory=list, max_length=MAX_FRAMES_PER_CALL)
     dropped: int = Field(default=0, ge=0)
     ended: bool = False
 

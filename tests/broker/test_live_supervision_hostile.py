@@ -162,3 +162,16 @@ def _events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
         elif line.startswith("data: ") and event is not None:
             yield event, json.loads(line.removeprefix("data: "))
             event = None
+
+
+@pytest.mark.parametrize("seconds", [b"NaN", b"Infinity", b"-Infinity"])
+def test_frames_whose_time_is_not_a_number_are_refused(api: Api, plant: Plant, seconds: bytes) -> None:
+    plant.ensure("vendor1", "sup-a1")
+    session_id = _start(plant, plant.request_and_approve("vendor1", "sup-a1", asset="hmi-01"))
+
+    refused = api.gateway().post(f"/gateway/live/{session_id}/frames",
+                                 content=b'{"frames": [[' + seconds + b', "o", "x"]]}',
+                                 headers={"content-type": "application/json"})
+
+    assert refused.status_code == 400, refused.text
+    assert "frames.0.0" in refused.json()["message"]
