@@ -139,6 +139,11 @@ def run_tunnel(args: argparse.Namespace) -> int:
         f"{grant.gateway.port} until {format_time(grant.ends_at)}: point the engineering tool at "
         f"127.0.0.1:{local_port} (Ctrl-C to stop)"
     )
+    if grant.supervision_required:
+        # The gateway cannot say so on a tunnel: the engineering tool would just get no answer.
+        ctx.note(f"{grant.asset} requires a supervisor of its site to watch every session: each connection waits, "
+                 "with nothing reaching the machine, until one watches it (the plant is told), and is cut if "
+                 "nobody watches any more")
     extra = [
         *keepalive_options(),
         *tunnel_options(asset=grant.asset, remote_port=args.remote_port, local_port=local_port),

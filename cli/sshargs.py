@@ -40,6 +40,8 @@ class UsableGrant:
     ports: tuple[int, ...]
     certificate: str | None
     gateway: Gateway
+    # Sessions wait until a supervisor of the site watches (absent from brokers before issue 13: False).
+    supervision_required: bool = False
 
     @classmethod
     def from_api(cls, grant: Mapping[str, Any]) -> UsableGrant:
@@ -65,6 +67,7 @@ class UsableGrant:
                 gateway=Gateway(
                     host=host, port=int(gateway["port"]), host_key=str(gateway["host_key"]).strip()
                 ),
+                supervision_required=grant.get("supervision_required") is True,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ServerUnreachable(f"the broker sent a grant the client cannot use ({exc})") from exc

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from broker.access.rules import grant_status
+from broker.inventory.supervision_policy import effective_supervision
 from broker.models import AccessRequest, Gateway, Grant, GrantExtension, Identity
 from broker.vocabulary import Verdict
 
@@ -63,6 +64,8 @@ def grant_view(grant: Grant, now: dt.datetime, *, viewer: Identity, gateway: Gat
         "ssh": grant.ssh,
         "ports": list(grant.ports),
         "read_only": grant.read_only,
+        # Sessions to this asset wait until a supervisor of its site watches (issue 13): the CLI says so up front.
+        "supervision_required": effective_supervision(grant.asset).required,
         "revoked_by": grant.revoked_by,
         "revoke_reason": grant.revoke_reason,
         # The certificate is the grantee's credential: only they receive it.

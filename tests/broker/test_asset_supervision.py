@@ -187,3 +187,14 @@ def test_bad_values_are_refused_with_the_reason_and_change_nothing(plant: Plant,
     assert plant.count("assets", "WHERE name = 'new-01'") == 0
     assert plant.audit("admin:asset:updated") == []
     assert plant.audit("admin:site:updated") == []
+
+
+def test_the_grant_tells_its_holder_whether_sessions_wait_for_a_supervisor(api: Api, plant: Plant) -> None:
+    """`supervision_required` on the Grant (the policy in force now), so `gatepass tunnel` can say so up front."""
+    grant = api.grant("vendor1", "sup-a1")
+    assert grant["supervision_required"] is False
+    with plant.session() as session:
+        sites.update_asset(session, now=plant.clock.now(), actor="test", name="hmi-01", supervision="required")
+    shown = api.as_user("vendor1").get(f"/grants/{grant['id']}")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["supervision_required"] is True

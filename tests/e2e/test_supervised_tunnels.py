@@ -18,7 +18,7 @@ import pyotp
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.stack import Stack
+from tests.e2e.stack import GATEPASS, Stack
 from tests.e2e.test_live_watch import Lines, trail, watcher
 from tests.fixtures.ports import free_port
 
@@ -196,3 +196,28 @@ def test_a_supervised_tunnel_relays_only_while_a_supervisor_watches_and_is_cut_a
     assert (ended["details"]["reason"], ended["details"]["detail"]) == ("revoked", "unsupervised")
     assert [e["actor"] for e in trail(stack, "live:watch:joined", session_id)] == ["sup-t"]
     assert [e["actor"] for e in trail(stack, "live:watch:left", session_id)] == ["sup-t"]
+
+
+def test_gatepass_tunnel_says_up_front_that_connections_wait_for_a_supervisor(
+        stack: Stack, service: RecordingEcho, supervised_site: str) -> None:
+    """A held tunnel gives the engineering tool no answer, and the gateway has no terminal to say why: the grant
+    says the asset is supervised, and `gatepass tunnel` tells the vendor when it starts (an unsupervised one not)."""
+    stack.fresh_grant(ASSET, "--for", "10m", "--reason", "supervised tunnel note", "--port", str(service.port),
+                      approver="sup-t")
+    assert [g["supervision_required"] for g in stack.api_get("vendor1", f"/grants?asset={ASSET}&usable=true")] == [
+        True]
+    local_port = free_port()
+    tunnel = subprocess.Popen([GATEPASS, "tunnel", ASSET, "--port", str(service.port), "--local-port",
+                               str(local_port)], env=stack.env(stack.home("vendor1")), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert tunnel.stderr is not None
+        said = ""
+        deadline = time.monotonic() + 30
+        while "requires a supervisor" not in said and time.monotonic() < deadline and tunnel.poll() is None:
+            said += tunnel.stderr.readline()
+    finally:
+        tunnel.terminate()
+        tunnel.communicate(timeout=15)
+    assert (f"{ASSET} requires a supervisor of its site to watch every session: each connection waits, with "
+            "nothing reaching the machine, until one watches it") in said
