@@ -129,14 +129,17 @@ def observe(request: Request, state: BrokerState, target: WatchTarget, token: st
     (``token`` is asked again every RECHECK_SECONDS). Joining and leaving tell the vendor."""
     hub = hub_of(request)
     observer = Observer(username=target.observer, label=target.label, supervises=target.supervises)
-    others = [o.label for o in hub.observers(target.session_id)]
-    hub.join(session_id=target.session_id, gateway_id=target.gateway_id, observer=observer)
-    if target.announced:  # else the site allows silent observers, and each session there said so at its start
-        hub.tell(target.gateway_id, "notice", {"session_id": target.session_id,
-                                               "text": f"gatepass: {target.label} is watching this session"})
-    started = time.monotonic()
 
     async def stream() -> AsyncIterator[bytes]:
+        # Joined only once the stream runs, and left in its `finally`: a response that is never streamed (the
+        # client went away before its first byte) must leave no observer behind — a supervisor's watch that never
+        # leaves would keep a supervised session released with nobody watching.
+        others = [o.label for o in hub.observers(target.session_id)]
+        hub.join(session_id=target.session_id, gateway_id=target.gateway_id, observer=observer)
+        if target.announced:  # else the site allows silent observers, and each session there said so at its start
+            hub.tell(target.gateway_id, "notice", {"session_id": target.session_id,
+                                                   "text": f"gatepass: {target.label} is watching this session"})
+        started = time.monotonic()
         lost = 0
         try:
             yield sse("hello", {"session_id": target.session_id, "vendor": target.vendor, "asset": target.asset,

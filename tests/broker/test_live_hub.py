@@ -3,6 +3,8 @@ many) without holding up anything else; the gateway is asked for a feed while, a
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from broker.live.hub import OBSERVER_BYTES, OBSERVER_QUEUE, LiveHub, Observer
@@ -102,3 +104,43 @@ async def test_an_observer_joining_a_running_feed_starts_from_where_the_session_
     # The connection and its latest totals, not the requests that passed before this observer came.
     assert later.take() == ([[0.0, "co", "192.0.2.7:50122 502"], [1.1, "cb", "24 58"]], 0)
     assert len(first.take()[0]) == 4
+
+
+async def test_an_observer_joins_only_once_its_stream_runs_and_leaves_when_it_closes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watch response that is never streamed (the client went away before its first byte) must leave nothing
+    joined: a supervisor's watch that never left would keep a supervised session released with nobody watching."""
+    from types import SimpleNamespace
+
+    from broker.api import watch_routes
+    from broker.api.watch_routes import observe
+    from broker.live.supervision import WatchTarget
+
+    audited: list[str] = []
+
+    async def audit_leave(_state: object, target: WatchTarget, _seconds: float, _dropped: int) -> None:
+        audited.append(target.observer)
+
+    monkeypatch.setattr(watch_routes, "_audit_leave", audit_leave)
+
+    hub = LiveHub()
+    link = hub.connect(7)
+    target = WatchTarget(session_id="ses-1", gateway_id=7, grant_id="grt-1", vendor="vendor1", asset="hmi-01",
+                         site="plant-a", kind="shell", command=None, observer="bob",
+                         label="bob (supervisor, plant-a)", supervises=True)
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(live=hub)))
+
+    never_streamed = observe(request, None, target, "token")  # type: ignore[arg-type]
+    assert hub.observers("ses-1") == []
+    assert link.queue.empty()  # the gateway was not asked for a feed, nor told of a supervisor
+    del never_streamed
+
+    streamed = observe(request, None, target, "token")  # type: ignore[arg-type]
+    body = streamed.body_iterator
+    assert (await body.__anext__()).startswith(b"event: hello")  # type: ignore[union-attr]
+    assert [o.label for o in hub.observers("ses-1")] == ["bob (supervisor, plant-a)"]
+    assert link.queue.get_nowait()[0] == "watch"
+    await body.aclose()  # type: ignore[union-attr]
+    assert hub.observers("ses-1") == []
+    await asyncio.sleep(0)  # the leave's audit runs as a task of its own
+    assert audited == ["bob"]
