@@ -19,6 +19,7 @@ from broker.audit import trail
 from broker.audit.trail import Action
 from broker.db import after_commit
 from broker.errors import Conflict, Forbidden, InvalidInput, NotFound, audited
+from broker.identity.assurance import signed_in_without_mfa
 from broker.identity.identities import has_role, may_act_for_site
 from broker.inventory.gateway_events import EventPublisher
 from broker.models import AccessSession, Grant, Identity
@@ -99,7 +100,10 @@ def find_watchable(session: Session, *, now: dt.datetime, viewer: Identity, sess
                        vendor=record.grant.identity.username, asset=asset.name, site=site.name, kind=record.kind,
                        command=record.command, observer=viewer.username,
                        label=observer_label(viewer, site.id, site.name),
-                       supervises=may_act_for_site(viewer, "supervisor", site.id),
+                       # Releasing a supervised session opens a plant machine to the vendor: it takes what approving
+                       # takes, a second factor at sign-in. Without one a supervisor may still watch, as an observer.
+                       supervises=may_act_for_site(viewer, "supervisor", site.id)
+                       and not signed_in_without_mfa(session, viewer),
                        announced=terminal and not site.silent_observers, port=record.port, terminal=terminal)
 
 

@@ -175,3 +175,23 @@ def test_frames_whose_time_is_not_a_number_are_refused(api: Api, plant: Plant, s
 
     assert refused.status_code == 400, refused.text
     assert "frames.0.0" in refused.json()["message"]
+
+
+def test_a_supervisor_signed_in_without_a_second_factor_watches_but_does_not_release_a_held_session(
+        plant: Plant) -> None:
+    """Releasing a supervised session opens the machine to the vendor: it takes a second factor at sign-in, as
+    approving does. A supervisor whose company sign-in reported none may watch, as an observer only."""
+    from types import SimpleNamespace
+
+    from broker.identity import assurance
+
+    plant.ensure("vendor1", "sup-a1", "sup-a2")
+    session_id = _start(plant, plant.request_and_approve("vendor1", "sup-a1", asset="hmi-01"))
+    with plant.session() as session:
+        viewer = session.scalars(select(Identity).where(Identity.username == "sup-a2")).one()
+        # What authenticate_token notes for a token issued without multi-factor (a company sign-in without amr).
+        assurance.note_session(session, SimpleNamespace(without_mfa=True, identity_id=viewer.id))  # type: ignore[arg-type]
+        weak = supervision.join(session, now=plant.clock.now(), viewer=viewer, session_id=session_id, via="web")
+    assert not weak.supervises
+    assert weak.label == "sup-a2 (supervisor, plant-a)"  # the vendor still reads who watches
+    assert _join(plant, "sup-a2", session_id).supervises  # the same person with a second factor releases it
