@@ -100,6 +100,10 @@ class TunnelKeeper:
             raise LocalSetupError(
                 f"{self.argv[0]} was not found: install the OpenSSH client (or set GATEPASS_SSH_BIN)"
             ) from exc
+        if self._stopped_by is not None:
+            # Stopped while ssh was starting (the handler saw no child yet): without this, the wait below would
+            # wait for an ssh that nothing stops, e.g. a held tunnel's, which never exits on its own.
+            self._child.terminate()
         try:
             code = self._child.wait()
         finally:

@@ -217,7 +217,12 @@ def test_gatepass_tunnel_says_up_front_that_connections_wait_for_a_supervisor(
         while "requires a supervisor" not in said and time.monotonic() < deadline and tunnel.poll() is None:
             said += tunnel.stderr.readline()
     finally:
-        tunnel.terminate()
-        tunnel.communicate(timeout=15)
+        tunnel.terminate()  # stops its ssh too, even one still starting (cli/tunnel_keeper.py)
+        try:
+            tunnel.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            tunnel.kill()
+            tunnel.communicate(timeout=15)
+            raise
     assert (f"{ASSET} requires a supervisor of its site to watch every session: each connection waits, with "
             "nothing reaching the machine, until one watches it") in said
