@@ -1,5 +1,6 @@
 """One JSON call to the broker on the standard library alone, for the commands that must act at once.
 
+`gatepass ssh` looks up its grant and then becomes ssh (issue 14: at most 0.6 of ProxyJump's set-up);
 `gatepass revoke` is what a supervisor types when access must end now (issue 14: revoke -> ssh exits in
 <= 120 ms). Importing httpx and building its client (with its SSL context) cost more than the whole revoke
 took on the broker and the gateway: about 100 ms of a 265 ms median, and several times that on a busy
@@ -19,7 +20,7 @@ import socket
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from cli.errors import ApiError, NotLoggedIn, ServerUnreachable
 from cli.state import login_hint
@@ -42,20 +43,33 @@ def usable(server: str, environ: Mapping[str, str]) -> bool:
 
 def post(server: str, path: str, body: Mapping[str, Any], *, token: str, username: str | None) -> Any:
     """POST ``body`` as JSON to ``server``/api/v1``path``; the decoded answer, or the refusal as an exception."""
+    return _call("POST", server, path, json.dumps(dict(body)).encode(), token=token, username=username)
+
+
+def get(server: str, path: str, params: Mapping[str, str], *, token: str, username: str | None) -> Any:
+    """GET ``server``/api/v1``path`` with ``params`` as the query (`gatepass ssh` finding its grant before it
+    becomes ssh); the decoded answer, or the refusal as an exception."""
+    query = f"?{urlencode(dict(params))}" if params else ""
+    return _call("GET", server, path + query, None, token=token, username=username)
+
+
+def _call(method: str, server: str, path: str, payload: bytes | None, *, token: str, username: str | None) -> Any:
     parts = urlsplit(server)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    payload = json.dumps(dict(body)).encode()
     authority = parts.netloc.rpartition("@")[2]
-    head = (f"POST {parts.path.rstrip('/')}{API_PREFIX}{path} HTTP/1.1\r\nHost: {authority}\r\n"
-            "Accept: application/json\r\nContent-Type: application/json\r\nUser-Agent: gatepass-cli\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
+    body_headers = "" if payload is None else \
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+    head = (f"{method} {parts.path.rstrip('/')}{API_PREFIX}{path} HTTP/1.1\r\nHost: {authority}\r\n"
+            f"Accept: application/json\r\n{body_headers}User-Agent: gatepass-cli\r\n"
+            f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+    what = f"{method} {path.partition('?')[0]}"
     try:
         sock = socket.create_connection((host, port), timeout=TIMEOUT_SECONDS)
         try:
             if parts.scheme == "https":
                 sock = _tls_context().wrap_socket(sock, server_hostname=host)
-            sock.sendall(head.encode() + payload)
+            sock.sendall(head.encode() + (payload or b""))
             raw = _read_all(sock)
         finally:
             sock.close()
@@ -65,14 +79,14 @@ def post(server: str, path: str, body: Mapping[str, Any], *, token: str, usernam
         raise ServerUnreachable(f"cannot reach the broker at {server}: {exc}") from exc
     answer = _parse(raw)
     if answer is None:
-        raise ServerUnreachable(f"the broker at {server} answered POST {path} with something that is not HTTP")
+        raise ServerUnreachable(f"the broker at {server} answered {what} with something that is not HTTP")
     status, content = answer
     decoded = _json(content)
     if 200 <= status < 300:
         if status == 204 or not content:
             return None
         if decoded is _NOT_JSON:
-            raise ServerUnreachable(f"the broker at {server} answered POST {path} with something that is not JSON")
+            raise ServerUnreachable(f"the broker at {server} answered {what} with something that is not JSON")
         return decoded
     code, message = _error_body(decoded)
     if status == 401 and code == "not_authenticated":

@@ -163,3 +163,55 @@ def test_answers_from_something_else_read_as_with_httpx(ctx: Context, signed_in:
     assert quick == through_httpx
     assert quick[0] == 1
     assert says in quick[2]
+
+
+# -- `gatepass ssh` looks its grant up the same way (quick_http.get) before it becomes ssh -----------------------
+
+def test_the_grant_lookup_without_httpx_reads_exactly_as_through_httpx(ctx: Context, api: Api,
+                                                                       signed_in: SignIn) -> None:
+    from cli import quick_http
+    from cli.api import ApiClient
+
+    grant = api.grant("vendor1", "sup-a1")
+    api.grant("vendor1", "sup-a1", asset="plc-01", ssh=False, ports=[502])
+    session = signed_in("vendor1")
+    for params in ({"usable": "true"}, {"usable": "true", "asset": "hmi-01"}, {"usable": "true", "asset": "nope"}):
+        quick = quick_http.get(session.server, "/grants", params, token=session.token, username=session.username)
+        with ApiClient(session.server, token=session.token, username=session.username) as client:
+            assert quick == client.get("/grants", params=params)
+    assert [g["id"] for g in quick_http.get(session.server, "/grants", {"asset": "hmi-01"}, token=session.token,
+                                            username=session.username)] == [grant["id"]]
+
+
+def test_ssh_config_without_httpx_says_the_same_as_through_httpx(ctx: Context, api: Api,
+                                                                   signed_in: SignIn) -> None:
+    """The commands built on the lookup (here `gatepass ssh-config`; `ssh` and `tunnel` alike) print the same, and
+    an expired session reads the same."""
+    grant = api.grant("vendor1", "sup-a1")
+    signed_in("vendor1")
+    quick = _run(ctx, ["ssh-config"], extra_environ={})
+    through_httpx = _run(ctx, ["ssh-config"], extra_environ=THROUGH_HTTPX)
+    assert quick == through_httpx
+    # The grant was found and read (this broker has no gateway registered, which the CLI then says).
+    assert quick[0] == 1
+    assert f"grant {grant['id']} has no gateway to connect through" in quick[2]
+
+    session = ctx.state.load_session()
+    assert session is not None
+    ctx.state.save_session(dataclasses.replace(session, token="gp_" + "0" * 40))
+    quick = _run(ctx, ["ssh-config"], extra_environ={})
+    assert quick == _run(ctx, ["ssh-config"], extra_environ=THROUGH_HTTPX)
+    assert quick[0] != 0
+    assert "expired or was revoked" in quick[2]
+
+
+def test_gatepass_ssh_does_not_import_httpx(tmp_path: Path) -> None:
+    script = "import sys; from cli.main import main; sys.exit(main(['ssh', 'hmi-01', '--', 'true']))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_", "COVERAGE_", "GATEPASS_"))}
+    env["GATEPASS_HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    modules = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "you are not logged in" in done.stderr
+    assert "cli.quick_http" in modules
+    assert not {m for m in modules if m == "httpx" or m.startswith("httpx.")}
