@@ -13,7 +13,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import Select, exists, func, select
@@ -133,22 +133,11 @@ def enqueue_new_requests(session: Session, *, now: dt.datetime, targets: Targets
     query = select(AccessRequest).join(Asset).join(Site).where(
         AccessRequest.status == RequestStatus.PENDING, AccessRequest.created_at >= now - within,
         ~exists().where(Notification.request_id == AccessRequest.id))
-    if not targets.webhook_url and not approvers.everywhere:
-        # Only sites with a target: requests elsewhere would stay "new" and crowd out the ones that count.
-        query = query.where(Site.name.in_(sorted(targets.emails_by_site)) | Site.id.in_(sorted(approvers.by_site)))
+    query = _at_sites_with_a_target(query, targets, approvers)
     fresh = session.scalars(query.order_by(AccessRequest.created_at).limit(100)).all()
-    made = 0
-    for request in fresh:
-        for channel, target in targets.for_site(request.asset.site.name, approvers.for_request(request)):
-            try:
-                with session.begin_nested():  # a savepoint: another replica may have made the same row
-                    session.add(Notification(request_id=request.id, channel=channel, target=target,
-                                             status=NotificationStatus.PENDING, attempts=0, next_attempt_at=now,
-                                             created_at=now))
-                made += 1
-            except IntegrityError:
-                continue
-    return made
+    return sum(_add_each(session, now=now, request_id=request.id,
+                         channels=targets.for_site(request.asset.site.name, approvers.for_request(request)))
+               for request in fresh)
 
 
 def enqueue_session_starts(session: Session, *, now: dt.datetime, targets: Targets,
@@ -167,9 +156,7 @@ def enqueue_session_starts(session: Session, *, now: dt.datetime, targets: Targe
                     ~exists().where(Notification.session_id == AccessSession.id),
                     _announced(AccessSession.grant_id, now=now).correlate(AccessSession).scalar_subquery()
                     < SESSION_NOTICES_PER_GRANT))
-    if not targets.webhook_url and not approvers.everywhere:
-        # Only sites with a target: sessions elsewhere would stay "new" and crowd out the ones that count.
-        query = query.where(Site.name.in_(sorted(targets.emails_by_site)) | Site.id.in_(sorted(approvers.by_site)))
+    query = _at_sites_with_a_target(query, targets, approvers)
     fresh = session.scalars(query.order_by(AccessSession.started_at).limit(100)).all()
     counted: dict[str, int] = {}
     made = 0
@@ -181,16 +168,8 @@ def enqueue_session_starts(session: Session, *, now: dt.datetime, targets: Targe
             continue
         counted[grant.id] += 1
         asset = grant.asset
-        for channel, target in targets.for_site(asset.site.name,
-                                                approvers.for_site(asset.site_id, besides=grant.identity_id)):
-            try:
-                with session.begin_nested():  # a savepoint: another replica may have made the same row
-                    session.add(Notification(session_id=record.id, channel=channel, target=target,
-                                             status=NotificationStatus.PENDING, attempts=0, next_attempt_at=now,
-                                             created_at=now))
-                made += 1
-            except IntegrityError:
-                continue
+        made += _add_each(session, now=now, session_id=record.id, channels=targets.for_site(
+            asset.site.name, approvers.for_site(asset.site_id, besides=grant.identity_id)))
     return made
 
 
@@ -216,17 +195,8 @@ def enqueue_review_reminders(session: Session, *, now: dt.datetime, targets: Tar
     for identity in due:
         emails = [p.email for p in attestation.reviewers(session, identity) if p.email] \
             if targets.approver_emails else []
-        channels = ([("webhook", targets.webhook_url)] if targets.webhook_url else []) + \
-            [("email", address) for address in dict.fromkeys(emails)]
-        for channel, target in channels:
-            try:
-                with session.begin_nested():
-                    session.add(Notification(identity_id=identity.id, review_due_at=identity.attestation_due_at,
-                                             channel=channel, target=target, status=NotificationStatus.PENDING,
-                                             attempts=0, next_attempt_at=now, created_at=now))
-                made += 1
-            except IntegrityError:
-                continue
+        made += _add_each(session, now=now, channels=_webhook_and(targets, emails), identity_id=identity.id,
+                          review_due_at=identity.attestation_due_at)
     return made
 
 
@@ -246,19 +216,42 @@ def enqueue_playbook_messages(session: Session, *, now: dt.datetime, targets: Ta
         if session.scalar(select(Notification.id).where(Notification.run_id == run_id).limit(1)) is not None:
             continue
         emails = [x for x in details.get("notify", []) if "@" in x] if targets.approver_emails else []
-        channels = ([("webhook", targets.webhook_url)] if targets.webhook_url else []) + \
-            [("email", address) for address in dict.fromkeys(emails)]
         subject = f"Gatepass: playbook {details.get('playbook')} ran ({run_id})"
-        for channel, target in channels:
-            try:
-                with session.begin_nested():
-                    session.add(Notification(run_id=run_id, message_subject=subject[:200],
-                                             message_text=str(details.get("message", "")), channel=channel,
-                                             target=target, status=NotificationStatus.PENDING, attempts=0,
-                                             next_attempt_at=now, created_at=now))
-                made += 1
-            except IntegrityError:
-                continue
+        made += _add_each(session, now=now, channels=_webhook_and(targets, emails), run_id=run_id,
+                          message_subject=subject[:200], message_text=str(details.get("message", "")))
+    return made
+
+
+# A select of outbox subjects (requests, sessions) joined with their Site.
+_Rows = TypeVar("_Rows", bound=Select[Any])
+
+
+def _at_sites_with_a_target(query: _Rows, targets: Targets, approvers: ApproverAddresses) -> _Rows:
+    """``query`` (joined with Site) kept to sites somebody would be told of: rows elsewhere would stay "new" and
+    crowd out the ones that count."""
+    if targets.webhook_url or approvers.everywhere:
+        return query
+    return query.where(Site.name.in_(sorted(targets.emails_by_site)) | Site.id.in_(sorted(approvers.by_site)))
+
+
+def _webhook_and(targets: Targets, emails: list[str]) -> list[tuple[str, str]]:
+    """The webhook (if configured) and each e-mail address once, as (channel, target)."""
+    return ([("webhook", targets.webhook_url)] if targets.webhook_url else []) + \
+        [("email", address) for address in dict.fromkeys(emails)]
+
+
+def _add_each(session: Session, *, now: dt.datetime, channels: Sequence[tuple[str, str]], **about: Any) -> int:
+    """One pending outbox row per (channel, target) about what ``about`` names (request_id, session_id, …); how
+    many were made. Each in a savepoint: another replica may have made the same row (a unique constraint)."""
+    made = 0
+    for channel, target in channels:
+        try:
+            with session.begin_nested():
+                session.add(Notification(**about, channel=channel, target=target, status=NotificationStatus.PENDING,
+                                         attempts=0, next_attempt_at=now, created_at=now))
+            made += 1
+        except IntegrityError:
+            continue
     return made
 
 
