@@ -237,8 +237,9 @@ def test_stalled_observers_do_not_slow_the_session(stack: Stack) -> None:
     assert watched < unwatched * 1.5 + 1.0, f"unwatched {unwatched:.2f} s, with 3 stalled observers {watched:.2f} s"
 
 
-def sign_in(stack: Stack, page: Any, user: str) -> None:
-    stack.add_user(user, "supervisor", "plant-a")
+def sign_in(stack: Stack, page: Any, user: str, site: str = "plant-a") -> None:
+    """A new supervisor of ``site``, signed in in the browser (first sign-in: password, code, enrolment code)."""
+    stack.add_user(user, "supervisor", site)
     creds = stack.users[user]
     page.goto(stack.base_url + "/sign-in")
     page.get_by_label("Username").fill(user)

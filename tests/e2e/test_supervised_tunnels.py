@@ -14,12 +14,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import pyotp
 import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.stack import GATEPASS, Stack
-from tests.e2e.test_live_watch import Lines, trail, watcher
+from tests.e2e.test_live_watch import Lines, sign_in, trail, watcher
 from tests.fixtures.ports import free_port
 
 pytestmark = pytest.mark.slow
@@ -117,18 +116,6 @@ def _receive(sock: socket.socket, size: int, timeout: float = 15) -> bytes:
     return data
 
 
-def _sign_in_supervisor(stack: Stack, page: Any, user: str) -> None:
-    stack.add_user(user, "supervisor", SITE)
-    creds = stack.users[user]
-    page.goto(stack.base_url + "/sign-in")
-    page.get_by_label("Username").fill(user)
-    page.get_by_label("Password").fill(creds["password"])
-    page.get_by_label("One-time code").fill(pyotp.TOTP(creds["totp_secret"]).now())
-    page.get_by_label("Enrolment code").fill(creds["enrolment_code"])
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(stack.base_url + "/approvals")
-
-
 def test_a_supervised_tunnel_relays_only_while_a_supervisor_watches_and_is_cut_after_the_grace(
         stack: Stack, service: RecordingEcho, supervised_site: str, page: Any) -> None:
     grant = stack.fresh_grant(ASSET, "--for", "10m", "--reason", "supervised tunnel", "--port", str(service.port),
@@ -148,7 +135,7 @@ def test_a_supervised_tunnel_relays_only_while_a_supervisor_watches_and_is_cut_a
             assert (service.connections, service.seen()) == (0, b"")  # the service was not even connected
 
             # The supervisor's page lists the held tunnel with Watch and says it waits for a supervisor.
-            _sign_in_supervisor(stack, page, "sup-t-web")
+            sign_in(stack, page, "sup-t-web", SITE)
             row = page.locator(f"tr[id='{session_id}']")
             expect(row).to_contain_text(NOTE)
             expect(row.get_by_role("link", name="Watch")).to_have_attribute(
