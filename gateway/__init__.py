@@ -12,20 +12,44 @@ Use it as ``await run_gateway(GatewaySettings(broker_url=..., token=..., host_ke
 The gateway never imports the broker: it speaks only the gateway API in docs/API.md.
 """
 
-from gateway.broker_client import BrokerClient
-from gateway.errors import (
-    BrokerCallFailed,
-    BrokerProtocolError,
-    BrokerRefused,
-    BrokerUnavailable,
-    CertificateRefused,
-    GatewayError,
-    TargetError,
-    TargetNotPinned,
-    TargetUnreachable,
-)
-from gateway.server import Gateway, run_gateway
-from gateway.settings import GatewaySettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.broker_client import BrokerClient
+    from gateway.errors import (
+        BrokerCallFailed,
+        BrokerProtocolError,
+        BrokerRefused,
+        BrokerUnavailable,
+        CertificateRefused,
+        GatewayError,
+        TargetError,
+        TargetNotPinned,
+        TargetUnreachable,
+    )
+    from gateway.server import Gateway, run_gateway
+    from gateway.settings import GatewaySettings
+
+# Where each public name lives. Imported on first use (PEP 562), so a process that needs one small module of the
+# package (the recording writer, gateway.recording_worker) does not pay for asyncssh and the rest on start-up.
+_HOMES = {
+    "BrokerClient": "gateway.broker_client", "Gateway": "gateway.server", "run_gateway": "gateway.server",
+    "GatewaySettings": "gateway.settings",
+    **dict.fromkeys(("BrokerCallFailed", "BrokerProtocolError", "BrokerRefused", "BrokerUnavailable",
+                     "CertificateRefused", "GatewayError", "TargetError", "TargetNotPinned", "TargetUnreachable"),
+                    "gateway.errors"),
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'gateway' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
 
 __all__ = [
     "BrokerCallFailed",

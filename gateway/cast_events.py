@@ -14,6 +14,15 @@ from __future__ import annotations
 import base64
 import codecs
 import json
+from collections.abc import Sequence
+from typing import cast
+
+# The streams of a session, as a batch names them; "r" and "m" events carry their code instead.
+INPUT, STDOUT, STDERR = 0, 1, 2
+# Chunks of one stream this close in time (seconds) are written as one event: well under a frame of playback.
+MERGE_WINDOW = 0.005
+# One entry of a batch: (monotonic time, stream or event code, bytes or text); None as data: the stream's end.
+Entry = tuple[float, int | str, bytes | str | None]
 
 # Control characters with a JSON escape the fast path writes itself, as json.dumps does (RFC 8259 §7): the short
 # forms and ESC, which every coloured terminal line carries. Backslash first, so no escape is escaped again.
@@ -95,3 +104,46 @@ def event_line(elapsed: float, code: bytes, body: bytes) -> bytes:
     """One event line, ``[t, "code", "body"]`` and a newline, spaced as ``json.dumps`` spaces a list (one copy of
     the body: quoting it separately would be another)."""
     return b'[%r, "%s", "%s"]\n' % (elapsed, code, body)
+
+
+class CastRenderer:
+    """A recording's events as asciicast event lines, batch after batch in order (one renderer per recording,
+    used by one writer: it holds the streams' decoders, so a character split across batches stays whole)."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started  # the recording's start, on the monotonic clock its entries are stamped with
+        self._streams = (CastStream("i"), CastStream("o"), CastStream("o"))
+
+    def render(self, batch: Sequence[Entry]) -> bytes:
+        """A batch as event lines (``json.dumps`` output, byte for byte). Consecutive chunks of one stream that
+        arrived within ``MERGE_WINDOW`` of each other and together are text become one event, stamped with the
+        first one's time: a terminal delivers bulk output ~4 KiB at a time, and each event has a fixed cost to
+        encode and to store. Chunks that are not text together stay one event each, as they came."""
+        lines = []
+        started = self.started
+        streams = self._streams
+        count, index = len(batch), 0
+        while index < count:
+            at, stream, data = batch[index]
+            index += 1
+            elapsed = round(at - started, 6)
+            if isinstance(stream, str):  # "r" or "m": the gateway's own few words
+                lines.append(json.dumps([elapsed, stream, data], ensure_ascii=False).encode() + b"\n")
+                continue
+            if data is None:
+                code, payload = streams[stream].encode(b"", final=True)
+                if payload:
+                    lines.append(event_line(elapsed, code, payload))
+                continue
+            first = index - 1
+            while index < count and batch[index][1] == stream and batch[index][2] is not None \
+                    and batch[index][0] - at <= MERGE_WINDOW:
+                index += 1
+            group = batch[first:index]
+            encoded = streams[stream].encode_group([cast(bytes, chunk) for _, _, chunk in group])
+            # Merged, the event has the first chunk's time; else each chunk is its own event, as it came.
+            times = [elapsed] if len(encoded) == 1 else [round(chunk_at - started, 6) for chunk_at, _, _ in group]
+            for chunk_elapsed, (code, payload) in zip(times, encoded, strict=True):
+                if payload:
+                    lines.append(event_line(chunk_elapsed, code, payload))
+        return b"".join(lines)

@@ -20,9 +20,9 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from gateway.cast_events import CastStream, event_line
+from gateway.cast_events import INPUT, STDERR, STDOUT, Entry
 from gateway.models import RecordingInfo
 from gateway.recording_store import RecordingWriter
 from gateway.taps import ChannelTap, SessionInfo, TapFailure
@@ -34,10 +34,6 @@ if TYPE_CHECKING:
 FLUSH_INTERVAL = 1.0
 # A batch this large goes to the writer thread at once: one hand-off (and one write) per ~half a megabyte.
 BATCH_BYTES = 512 * 1024
-# Chunks of one stream this close in time (seconds) are written as one event: well under a frame of playback.
-MERGE_WINDOW = 0.005
-# The streams of a session, as the batch names them.
-INPUT, STDOUT, STDERR = 0, 1, 2
 # Terminal size written in the header when the client asked for no PTY (asciinema's own default).
 DEFAULT_SIZE = (80, 24)
 
@@ -135,11 +131,9 @@ class AsciicastRecorder:
         self._timer: asyncio.TimerHandle | None = None
         self._failure: RecordingFailure | None = None
         self._closed = False
-        # One encoder per stream, so a multibyte character split across two chunks is kept whole. Only the writer
-        # thread uses them, batch after batch in order.
-        self._streams = (CastStream("i"), CastStream("o"), CastStream("o"))
-        # (monotonic time, stream or event code, bytes or text); None as bytes: the stream's end.
-        self._batch: list[tuple[float, int | str, bytes | str | None]] = []
+        # (monotonic time, stream or event code, bytes or text); None as bytes: the stream's end. The writer
+        # process renders them (gateway.cast_events.CastRenderer), batch after batch in order.
+        self._batch: list[Entry] = []
         self._batch_bytes = 0
         self._started = time.monotonic()
         timestamp = int(ctx.settings.clock().timestamp())
@@ -228,7 +222,7 @@ class AsciicastRecorder:
         batch, size = self._batch, self._batch_bytes
         self._batch, self._batch_bytes = [], 0
         try:
-            self._writer.submit(lambda: self._render(batch), size)
+            self._writer.submit_events(self._started, batch, size)
         except OSError as exc:
             self._failure = RecordingFailure(describe(exc))
             raise self._failure from exc
@@ -278,37 +272,3 @@ class AsciicastRecorder:
     def _failed_in_writer(self, exc: OSError) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the gateway is gone
             self._loop.call_soon_threadsafe(self._store_failed, exc)
-
-    def _render(self, batch: list[tuple[float, int | str, bytes | str | None]]) -> bytes:
-        """A batch as event lines (``json.dumps`` output, byte for byte). Consecutive chunks of one stream that
-        arrived within ``MERGE_WINDOW`` of each other and together are text become one event, stamped with the
-        first one's time: a terminal delivers bulk output ~4 KiB at a time, and each event has a fixed cost to
-        encode and to store. Chunks that are not text together stay one event each, as they came."""
-        lines = []
-        started = self._started
-        streams = self._streams
-        count, index = len(batch), 0
-        while index < count:
-            at, stream, data = batch[index]
-            index += 1
-            elapsed = round(at - started, 6)
-            if isinstance(stream, str):  # "r" or "m": the gateway's own few words
-                lines.append(json.dumps([elapsed, stream, data], ensure_ascii=False).encode() + b"\n")
-                continue
-            if data is None:
-                code, payload = streams[stream].encode(b"", final=True)
-                if payload:
-                    lines.append(event_line(elapsed, code, payload))
-                continue
-            first = index - 1
-            while index < count and batch[index][1] == stream and batch[index][2] is not None \
-                    and batch[index][0] - at <= MERGE_WINDOW:
-                index += 1
-            group = batch[first:index]
-            encoded = streams[stream].encode_group([cast(bytes, chunk) for _, _, chunk in group])
-            # Merged, the event has the first chunk's time; else each chunk is its own event, as it came.
-            times = [elapsed] if len(encoded) == 1 else [round(chunk_at - started, 6) for chunk_at, _, _ in group]
-            for chunk_elapsed, (code, payload) in zip(times, encoded, strict=True):
-                if payload:
-                    lines.append(event_line(chunk_elapsed, code, payload))
-        return b"".join(lines)

@@ -1,8 +1,9 @@
-"""One writer thread per gateway: recordings are encoded, hashed and written off the event loop, in order.
+"""One writer thread per gateway: recordings leave the event loop here, in order.
 
-The relay hands each recording's events over in batches (``QueuedWriter.submit``); the thread renders them to
-bytes, writes them and updates the file's SHA-256, where ``hashlib`` and ``os.write`` release the GIL and run
-beside the relay. The queue is bounded in bytes: a disk that is slow makes the relay wait for room, as a
+The relay hands each recording's events over in batches (``QueuedWriter.submit_events``); the thread passes
+them to the recording's file, which for the gateway is its writer process (gateway.recording_process: the
+thread's socket calls release the GIL, the rendering, hashing and writing run in the other process). The queue
+is bounded in bytes: a disk that is slow makes the relay wait for room, as a
 synchronous write would; a disk that takes nothing for ``stall_timeout`` seconds fails the recording (fail
 closed, issue 5) instead of letting memory grow. A write error fails only that recording: its further batches
 are dropped, ``on_failure`` is called (in the writer thread) and ``flush``/``close`` raise the ``OSError``.
@@ -15,8 +16,10 @@ import errno
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
+
+from gateway.cast_events import Entry
 
 # Bytes handed over and not yet written, across every recording of the gateway, before the relay waits for room.
 QUEUE_LIMIT = 32 * 1024 * 1024
@@ -25,9 +28,11 @@ STALL_TIMEOUT = 10.0
 
 
 class SyncWriter(Protocol):
-    """What the thread writes to (gateway.recording_store.FileWriter)."""
+    """What the thread writes to (gateway.recording_process.WorkerFile; gateway.recording_store.FileWriter)."""
 
     def write(self, data: bytes) -> None: ...
+
+    def write_events(self, started: float, batch: Sequence[Entry]) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -37,15 +42,15 @@ class SyncWriter(Protocol):
 
 
 class _Job:
-    """One step of one recording, run by the thread: write what ``render`` gives, or flush, close or abort."""
+    """One step of one recording, run by the thread: a write (``action`` on the file), flush, close or abort."""
 
-    __slots__ = ("done", "kind", "render", "result", "size", "writer")
+    __slots__ = ("action", "done", "kind", "result", "size", "writer")
 
-    def __init__(self, writer: QueuedWriter, kind: str, render: Callable[[], bytes] | None = None,
+    def __init__(self, writer: QueuedWriter, kind: str, action: Callable[[SyncWriter], None] | None = None,
                  size: int = 0) -> None:
         self.writer = writer
         self.kind = kind  # "write" | "flush" | "close" | "abort"
-        self.render = render
+        self.action = action
         self.size = size
         self.done = False
         self.result: tuple[str, int] | None = None
@@ -141,7 +146,7 @@ class RecordingQueue:
 class QueuedWriter:
     """One recording's writer (gateway.recording_store.RecordingWriter): calls queue, the queue's thread writes.
 
-    ``write``/``submit`` return at once (unless the queue is full); ``flush`` and ``close`` wait for the thread.
+    ``write``/``submit_events`` return at once (unless the queue is full); ``flush`` and ``close`` wait for the thread.
     A failure is kept in ``failure`` and raised by every later call.
     """
 
@@ -157,13 +162,14 @@ class QueuedWriter:
         self.on_failure: Callable[[OSError], None] | None = None
 
     def write(self, data: bytes) -> None:
-        self.submit(lambda: data, len(data))
+        self._usable()
+        self._queue.put(_Job(self, "write", lambda file: file.write(data), len(data)))
 
-    def submit(self, render: Callable[[], bytes], size: int) -> None:
-        """Queue the bytes ``render()`` will give (called in the thread, after everything queued before);
+    def submit_events(self, started: float, batch: Sequence[Entry], size: int) -> None:
+        """Queue a batch of the session's chunks (gateway.cast_events), written after everything queued before;
         ``size`` is what the batch holds in memory until then, for the queue's bound."""
         self._usable()
-        self._queue.put(_Job(self, "write", render, size))
+        self._queue.put(_Job(self, "write", lambda file: file.write_events(started, batch), size))
 
     def flush(self) -> None:
         """Wait until everything queued so far is in the file; raises OSError if it is not."""
@@ -212,8 +218,8 @@ class QueuedWriter:
             return
         try:
             if job.kind == "write":
-                assert job.render is not None  # noqa: S101 - every write job has one
-                self._file.write(job.render())
+                assert job.action is not None  # noqa: S101 - every write job has one
+                job.action(self._file)
                 self._file.flush()  # each batch reaches the file when the thread gets to it
             else:
                 job.result = self._file.close()

@@ -83,6 +83,15 @@ class Gateway:
         settings = self.settings
         # A gateway that cannot even create its recordings directory does not start (fail closed).
         self.recordings.prepare()
+        try:
+            await self._listen_and_register()
+        except BaseException:
+            self.recordings.close()  # the writer process prepare() started
+            raise
+        logger.info("gateway %s listening on %s:%d", self.name, settings.listen_host, self.port)
+
+    async def _listen_and_register(self) -> None:
+        settings = self.settings
         open_files = raise_open_files_limit()
         if open_files < 2 * 1024:
             logger.warning("only %d open files allowed: the gateway holds fewer than 1,000 tunnels", open_files)
@@ -122,7 +131,6 @@ class Gateway:
         assert self.ctx.live is not None  # noqa: S101 - set in __init__
         self._live_task = asyncio.ensure_future(follow_live(self.broker, self.ctx.live,
                                                             connected=self.live_connected))
-        logger.info("gateway %s listening on %s:%d", self.name, settings.listen_host, self.port)
 
     async def stop(self) -> None:
         """Cut every connection (reason gateway_lost), close the port, flush reports to the broker."""
@@ -150,6 +158,7 @@ class Gateway:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)
         await self.ctx.drain(DRAIN_TIMEOUT)
+        await asyncio.to_thread(self.recordings.close)  # the recordings are closed: the writer process may go
         if self._own_broker:
             await self.broker.aclose()
         self._stopped.set()

@@ -339,8 +339,14 @@ def test_store_refuses_names_that_are_paths(tmp_path: Path) -> None:
     assert not (tmp_path / "escape.cast").exists()
 
 
-def test_store_never_overwrites_and_hashes_exactly_what_it_wrote(tmp_path: Path) -> None:
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[DirectoryStore]:
     store = DirectoryStore(tmp_path / "recordings")
+    yield store
+    store.close()  # its writer process
+
+
+def test_store_never_overwrites_and_hashes_exactly_what_it_wrote(tmp_path: Path, store: DirectoryStore) -> None:
     first_name, first = store.create("ses-1.cast")
     second_name, second = store.create("ses-1.cast")
     assert (first_name, second_name) == ("ses-1.cast", "ses-1.1.cast")

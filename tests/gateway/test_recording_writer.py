@@ -11,6 +11,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gateway.cast_events import CastStream, json_string
+from gateway.cast_events import CastRenderer, CastStream, Entry, json_string
 from gateway.recording import AsciicastRecorder, RecordingFailure, StreamText
 from gateway.recording_queue import RecordingQueue
 from gateway.recording_store import DirectoryStore, FileWriter
@@ -85,12 +86,18 @@ class GatedFile:
         self.error: OSError | None = None
         self.data = bytearray()
         self.aborted = False
+        self.renderer: CastRenderer | None = None
 
     def write(self, data: bytes) -> None:
         self.gate.wait(30)
         if self.error is not None:
             raise self.error
         self.data += data
+
+    def write_events(self, started: float, batch: Sequence[Entry]) -> None:
+        if self.renderer is None:
+            self.renderer = CastRenderer(started)
+        self.write(self.renderer.render(batch))
 
     def flush(self) -> None:
         pass
@@ -109,7 +116,7 @@ def test_writes_of_several_recordings_stay_in_order_and_hashes_match_the_files(t
     for step in range(200):
         for name, writer in writers:
             line = f"{name} line {step}\n".encode() * (step % 7 + 1)
-            writer.submit(lambda line=line: line, len(line))  # type: ignore[misc]
+            writer.write(line)
             expected[name] += line
     for name, writer in writers:
         sha256, size = writer.close()
@@ -118,6 +125,7 @@ def test_writes_of_several_recordings_stay_in_order_and_hashes_match_the_files(t
         assert (sha256, size) == (hashlib.sha256(data).hexdigest(), len(data))
     # The thread runs only while a recording is open.
     eventually_sync(lambda: store.queue._thread is None, "the writer thread to stop")
+    store.close()
 
 
 def test_a_stuck_store_bounds_the_queue_and_fails_instead_of_growing() -> None:
@@ -265,6 +273,7 @@ async def test_recorder_writes_every_byte_in_order_and_reports_the_files_hash(tm
     assert [event[2] for event in events if event[1] == "r"] == [f"{100 + step % 7}x40" for step in range(0, 3000, 500)]
     assert events[-1][1:] == ["m", "exit 0"]
     assert ctx.failed == []
+    store.close()
 
 
 @pytest.mark.anyio
