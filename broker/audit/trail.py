@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Connection, String, Table, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from broker.db import GROUP_COMMIT, defer_to_group
 from broker.models import AuditEvent, AuditHead
 
 GENESIS_HASH = "0" * 64
@@ -228,7 +229,7 @@ _EVENT_FIELDS = ("seq", "occurred_at", "action", "outcome", "actor", "subject", 
 
 @dataclass(frozen=True)
 class _Appender:
-    """The three statements of an append as driver SQL, for one dialect.
+    """The statements of an append as driver SQL, for one dialect.
 
     Each audited API call appends an event in its own transaction, so these run once per call: through the
     driver's cursor they cost ~5 us each here, through SQLAlchemy's execution layer ~30 us (with ORM-enabled
@@ -237,10 +238,14 @@ class _Appender:
 
     dialect: Dialect
     bump_head: str
+    reserve_seqs: str
     insert_event: str
     set_head_hash: str
     bind_occurred_at: Callable[[Any], Any] | None
     driver_error: type[Exception]
+    data_error: type[Exception]
+    # What the database refuses in a row that SQLite would take: texts longer than their column, NUL characters.
+    checks_rows: bool
 
     def execute(self, cursor: Any, statement: str, parameters: tuple[Any, ...] = ()) -> None:
         try:
@@ -248,6 +253,12 @@ class _Appender:
         except self.driver_error as error:
             raise DBAPIError.instance(statement, parameters, error, self.driver_error,
                                       dialect=self.dialect) from error
+
+    def execute_many(self, cursor: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            cursor.executemany(statement, rows)
+        except self.driver_error as error:
+            raise DBAPIError.instance(statement, rows, error, self.driver_error, dialect=self.dialect) from error
 
 
 @functools.lru_cache(maxsize=8)
@@ -259,13 +270,22 @@ def _appender(dialect: Dialect) -> _Appender:
         dialect=dialect,
         # Bumping the head first takes the write lock; RETURNING gives the new seq and the *previous* hash.
         bump_head="UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, last_hash",
+        # The same for a group's N events at once: the last of their seqs, and the hash they chain from.
+        reserve_seqs=f"UPDATE audit_head SET seq = seq + {marker} WHERE id = 1 RETURNING seq, last_hash",  # noqa: S608
         # Only constants and the driver's parameter marker go into these texts; values are bound.
         insert_event=f"INSERT INTO audit_events ({', '.join(_EVENT_FIELDS)}) "  # noqa: S608
                      f"VALUES ({', '.join([marker] * len(_EVENT_FIELDS))})",
         set_head_hash=f"UPDATE audit_head SET last_hash = {marker} WHERE id = 1",  # noqa: S608
         bind_occurred_at=_events.c.occurred_at.type.dialect_impl(dialect).bind_processor(dialect),
         driver_error=dialect.loaded_dbapi.Error,
+        data_error=dialect.loaded_dbapi.DataError,
+        checks_rows=dialect.name != "sqlite",
     )
+
+
+# The text columns with a length: PostgreSQL refuses a longer value (SQLite stores it).
+_LIMITED = tuple((name, cast(int, cast(String, _events.c[name].type).length))
+                 for name in ("action", "outcome", "actor", "subject", "site"))
 
 
 def record(
@@ -278,15 +298,30 @@ def record(
     subject: str | None = None,
     site: str | None = None,
     details: dict[str, Any] | None = None,
-) -> AuditEvent:
+) -> None:
     """Append one event to the chain inside the caller's transaction (so it commits or rolls back with
     the change it describes). Never put a secret in ``details``.
 
-    The row is written at once; the returned ``AuditEvent`` is a detached copy of it (not in the session)."""
+    The row is written at once, except in a unit of a group commit (``broker.db.GroupCommit``): there it is
+    written with the rest of its group just before the group's COMMIT, in the same transaction as the unit's
+    changes (``broker.db.defer_to_group``), so the chain's head is taken once per group instead of once per
+    event, and a value the database would refuse is refused here, so that the unit fails alone. (Nothing is
+    returned: in a group the event's seq and hash are not known until its group is written.)"""
     if session.autoflush:
         # What an ORM statement here would do first (and record() used them): callers read relationships of
         # objects they added just before, which the flush loads.
         session.flush()
+    # Microsecond precision is what every backend stores; hash what will be read back.
+    occurred_at = now.astimezone(dt.UTC)
+    details_text = json.dumps(details or {}, sort_keys=True, separators=(",", ":"), default=str)
+    values = (str(action), outcome, actor, subject, site)
+    if GROUP_COMMIT in session.info:
+        appender = _appender(session.get_bind().dialect)
+        if appender.checks_rows:
+            _refuse_what_the_database_would(appender, values)
+        bound_at = appender.bind_occurred_at(occurred_at) if appender.bind_occurred_at else occurred_at
+        defer_to_group(session, _append_group, (_utc_iso(occurred_at), bound_at, *values, details_text))
+        return
     connection = session.connection()  # the session's transaction (begun here if it was not yet)
     appender = _appender(connection.dialect)
     cursor = connection.connection.cursor()
@@ -296,20 +331,53 @@ def record(
         if row is None:
             raise RuntimeError("the audit chain head is missing: the database was not set up by `gatepass init`")
         seq, prev_hash = int(row[0]), str(row[1])
-        # Microsecond precision is what every backend stores; hash what will be read back.
-        occurred_at = now.astimezone(dt.UTC)
-        details_text = json.dumps(details or {}, sort_keys=True, separators=(",", ":"), default=str)
-        action_text = str(action)
-        digest = _chain_hash(prev_hash, _canonical_text(seq, _utc_iso(occurred_at), action_text, outcome, actor,
-                                                        subject, site, details_text))
+        digest = _chain_hash(prev_hash, _canonical_text(seq, _utc_iso(occurred_at), *values, details_text))
         bound_at = appender.bind_occurred_at(occurred_at) if appender.bind_occurred_at else occurred_at
-        appender.execute(cursor, appender.insert_event, (seq, bound_at, action_text, outcome, actor, subject, site,
-                                                         details_text, prev_hash, digest))
+        appender.execute(cursor, appender.insert_event, (seq, bound_at, *values, details_text, prev_hash, digest))
         appender.execute(cursor, appender.set_head_hash, (digest,))
     finally:
         cursor.close()
-    return AuditEvent(seq=seq, occurred_at=occurred_at, action=action_text, outcome=outcome, actor=actor,
-                      subject=subject, site=site, details=details_text, prev_hash=prev_hash, hash=digest)
+
+
+def _refuse_what_the_database_would(appender: _Appender, values: tuple[str | None, ...]) -> None:
+    """Raise here, in the unit, what inserting the row would raise: written with its group, the row's refusal
+    would fail every unit of the group instead of this one. The same error class (``sqlalchemy.exc.DataError``)
+    and message as PostgreSQL's and psycopg's own. (The details are JSON with non-ASCII escaped: no NUL.)"""
+    for (column, limit), value in zip(_LIMITED, values, strict=True):
+        problem = None
+        if isinstance(value, str):
+            if len(value) > limit:  # PostgreSQL counts characters, as len() does (UTF-8 database)
+                problem = f"value too long for type character varying({limit}) (audit_events.{column})"
+            elif "\x00" in value:
+                problem = f"PostgreSQL text fields cannot contain NUL (0x00) bytes (audit_events.{column})"
+        if problem is not None:
+            raise DBAPIError.instance(appender.insert_event, values, appender.data_error(problem),
+                                      appender.driver_error, dialect=appender.dialect)
+
+
+def _append_group(connection: Connection, pending: list[tuple[Any, ...]]) -> None:
+    """A group's events (``record``'s tuples: the time as hashed, then the row's values from occurred_at to
+    details), in the order their units were released, on the group's connection just before its COMMIT: the
+    head moved on by all of them at once (which takes the write lock, as ``record``'s bump does), the events
+    chained from it in memory and inserted with one ``executemany``, the head's hash set once."""
+    appender = _appender(connection.dialect)
+    cursor = connection.connection.cursor()
+    try:
+        appender.execute(cursor, appender.reserve_seqs, (len(pending),))
+        head = cursor.fetchone()
+        if head is None:
+            raise RuntimeError("the audit chain head is missing: the database was not set up by `gatepass init`")
+        seq, prev_hash = int(head[0]) - len(pending), str(head[1])
+        rows = []
+        for when, bound_at, action, outcome, actor, subject, site, details in pending:
+            seq += 1
+            digest = _chain_hash(prev_hash, _canonical_text(seq, when, action, outcome, actor, subject, site, details))
+            rows.append((seq, bound_at, action, outcome, actor, subject, site, details, prev_hash, digest))
+            prev_hash = digest
+        appender.execute_many(cursor, appender.insert_event, rows)
+        appender.execute(cursor, appender.set_head_hash, (prev_hash,))
+    finally:
+        cursor.close()
 
 
 def ensure_head(session: Session) -> None:
