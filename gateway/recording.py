@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway.cast_events import INPUT, STDERR, STDOUT, Entry
+from gateway import recording_wire as wire
+from gateway.cast_events import INPUT, STDERR, STDOUT
 from gateway.models import RecordingInfo
 from gateway.recording_store import RecordingWriter
 from gateway.taps import ChannelTap, SessionInfo, TapFailure
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 FLUSH_INTERVAL = 1.0
 # A batch this large goes to the writer thread at once: one hand-off (and one write) per ~half a megabyte.
 BATCH_BYTES = 512 * 1024
+_CHUNK = wire.CHUNK
 # Terminal size written in the header when the client asked for no PTY (asciinema's own default).
 DEFAULT_SIZE = (80, 24)
 
@@ -131,11 +133,10 @@ class AsciicastRecorder:
         self._timer: asyncio.TimerHandle | None = None
         self._failure: RecordingFailure | None = None
         self._closed = False
-        # (monotonic time, stream or event code, bytes or text); None as bytes: the stream's end. The writer
-        # process renders them (gateway.cast_events.CastRenderer), batch after batch in order.
-        self._batch: list[Entry] = []
-        self._batch_bytes = 0
         self._started = time.monotonic()
+        # The chunks since the last hand-off, already in the form the writer process reads
+        # (gateway.recording_wire): a chunk costs its header and one copy here, and no per-chunk work later.
+        self._batch = wire.new_batch(self._started)
         timestamp = int(ctx.settings.clock().timestamp())
         writer.on_failure = self._failed_in_writer
         # The header reaches the store before anything runs: a full disk refuses the session up front.
@@ -159,9 +160,10 @@ class AsciicastRecorder:
         # The hot path of a recorded session: _check and _add inlined, one append per chunk.
         if self._failure is not None or self._writer.failure is not None:
             self._check()
-        self._batch.append((time.monotonic(), STDERR if stderr else STDOUT, data))
-        self._batch_bytes += len(data)
-        if self._batch_bytes >= BATCH_BYTES:
+        batch = self._batch
+        batch += _CHUNK.pack(time.monotonic(), STDERR if stderr else STDOUT, len(data))
+        batch += data
+        if len(batch) >= BATCH_BYTES:
             self._hand_off()
         elif self._timer is None:
             self._timer = self._loop.call_later(FLUSH_INTERVAL, self._timed_hand_off)
@@ -206,23 +208,20 @@ class AsciicastRecorder:
 
     def _add(self, stream: int | str, data: bytes | str | None) -> None:
         """One chunk (or event) into the batch; the batch goes to the writer thread when it is large."""
-        self._batch.append((time.monotonic(), stream, data))
-        if data is not None:
-            self._batch_bytes += len(data)
-            if self._batch_bytes >= BATCH_BYTES:
-                self._hand_off()
-                return
+        wire.add(self._batch, time.monotonic(), stream, data)
+        if len(self._batch) >= BATCH_BYTES:
+            self._hand_off()
+            return
         if self._timer is None and not self._closed:
             self._timer = self._loop.call_later(FLUSH_INTERVAL, self._timed_hand_off)
 
     def _hand_off(self) -> None:
         """The batch to the writer thread (it waits while the queue is full; a stuck store fails it)."""
-        if not self._batch:
+        if len(self._batch) <= wire.STARTED.size:
             return
-        batch, size = self._batch, self._batch_bytes
-        self._batch, self._batch_bytes = [], 0
+        batch, self._batch = self._batch, wire.new_batch(self._started)
         try:
-            self._writer.submit_events(self._started, batch, size)
+            self._writer.submit_events(batch)
         except OSError as exc:
             self._failure = RecordingFailure(describe(exc))
             raise self._failure from exc

@@ -17,11 +17,9 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import recording_wire as wire
-from gateway.cast_events import Entry
 
 # Seconds a stopping gateway gives its worker to finish before it is killed.
 STOP_TIMEOUT = 5.0
@@ -88,18 +86,15 @@ class RecordingProcess:
             self._numbers += 1
             return WorkerFile(self, self._numbers, fd, directory)
 
-    def call_events(self, number: int, started: float, batch: Sequence[Entry], generation: int | None) -> None:
-        """Hand a batch to the worker: through the shared memory if it fits, else through the socket."""
-        size = wire.batch_size(batch)
+    def call_events(self, number: int, batch: bytes | bytearray | memoryview, generation: int | None) -> None:
+        """Hand a batch to the worker: copied once into the shared memory if it fits, else through the socket."""
         with self._lock:
-            shared = self._shared if size <= SHARED_BYTES else None
+            shared = self._shared if len(batch) <= SHARED_BYTES else None
             if shared is not None:
-                wire.pack_batch_into(shared, started, batch)
-                payload: bytes | bytearray = wire.SHARED_LENGTH.pack(size)
-                op = wire.SHARED_EVENTS
+                shared[:len(batch)] = batch
+                self._call_locked(wire.SHARED_EVENTS, number, wire.SHARED_LENGTH.pack(len(batch)), None, generation)
             else:
-                payload, op = wire.encode_batch(started, batch), wire.EVENTS
-            self._call_locked(op, number, payload, None, generation)
+                self._call_locked(wire.EVENTS, number, batch, None, generation)
 
     def call(self, op: int, number: int, payload: bytes = b"", *, fd: int | None = None,
              generation: int | None = None) -> bytes:
@@ -107,7 +102,7 @@ class RecordingProcess:
         with self._lock:
             return self._call_locked(op, number, payload, fd, generation)
 
-    def _call_locked(self, op: int, number: int, payload: bytes | bytearray, fd: int | None,
+    def _call_locked(self, op: int, number: int, payload: bytes | bytearray | memoryview, fd: int | None,
                      generation: int | None) -> bytes:
         """With the lock held: one request and its reply (the worker's end of ``call``)."""
         sock = self._sock
@@ -193,12 +188,12 @@ class WorkerFile:
     def write(self, data: bytes) -> None:
         self._call(wire.RAW, data)
 
-    def write_events(self, started: float, batch: Sequence[Entry]) -> None:
+    def write_events(self, batch: bytes | bytearray | memoryview) -> None:
         if self._closed:
             raise OSError(errno.EBADF, "the recording is already closed")
         if self._fd is not None:
             self._open()
-        self._process.call_events(self._number, started, batch, self._generation)
+        self._process.call_events(self._number, batch, self._generation)
 
     def flush(self) -> None:
         """Nothing to do: the worker writes each request's bytes before it replies."""

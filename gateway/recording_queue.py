@@ -16,10 +16,8 @@ import errno
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol
-
-from gateway.cast_events import Entry
 
 # Bytes handed over and not yet written, across every recording of the gateway, before the relay waits for room.
 QUEUE_LIMIT = 32 * 1024 * 1024
@@ -32,7 +30,7 @@ class SyncWriter(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
-    def write_events(self, started: float, batch: Sequence[Entry]) -> None: ...
+    def write_events(self, batch: bytes | bytearray | memoryview) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -165,11 +163,11 @@ class QueuedWriter:
         self._usable()
         self._queue.put(_Job(self, "write", lambda file: file.write(data), len(data)))
 
-    def submit_events(self, started: float, batch: Sequence[Entry], size: int) -> None:
-        """Queue a batch of the session's chunks (gateway.cast_events), written after everything queued before;
-        ``size`` is what the batch holds in memory until then, for the queue's bound."""
+    def submit_events(self, batch: bytearray) -> None:
+        """Queue a batch of the session's chunks (an EVENTS payload of gateway.recording_wire), written after
+        everything queued before."""
         self._usable()
-        self._queue.put(_Job(self, "write", lambda file: file.write_events(started, batch), size))
+        self._queue.put(_Job(self, "write", lambda file: file.write_events(batch), len(batch)))
 
     def flush(self) -> None:
         """Wait until everything queued so far is in the file; raises OSError if it is not."""

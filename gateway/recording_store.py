@@ -10,15 +10,17 @@ the bytes that reached the file. ``close()`` fsyncs and returns (sha256, bytes).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from gateway.cast_events import CastRenderer, Entry
+from gateway import recording_wire as wire
+from gateway.cast_events import CastRenderer
 from gateway.recording_process import RecordingProcess
 from gateway.recording_queue import RecordingQueue
 
@@ -42,8 +44,8 @@ class RecordingWriter(Protocol):
         """Queue ``data``; raises OSError if the recording failed or the store takes nothing any more."""
         ...
 
-    def submit_events(self, started: float, batch: Sequence[Entry], size: int) -> None:
-        """Queue a batch of the session's chunks, rendered as event lines off the event loop."""
+    def submit_events(self, batch: bytearray) -> None:
+        """Queue a batch of the session's chunks (gateway.recording_wire), rendered as event lines elsewhere."""
         ...
 
     def flush(self) -> None:
@@ -127,11 +129,16 @@ class FileWriter:
         self._released = 0  # bytes up to which the page cache was last told to drop the file
         self._renderer: CastRenderer | None = None
 
-    def write_events(self, started: float, batch: Sequence[Entry]) -> None:
-        """A batch of the session's chunks as event lines (gateway.cast_events)."""
+    def write_events(self, batch: bytes | bytearray | memoryview) -> None:
+        """A batch of the session's chunks (an EVENTS payload, gateway.recording_wire) as event lines; OSError if
+        it is not one."""
+        try:
+            started, entries = wire.decode_batch(batch)
+        except ValueError as exc:
+            raise OSError(errno.EPROTO, f"the gateway sent a broken batch ({exc})") from exc
         if self._renderer is None:
             self._renderer = CastRenderer(started)
-        self.write(self._renderer.render(batch))
+        self.write(self._renderer.render(entries))
 
     def write(self, data: bytes) -> None:
         if not self._buffer and len(data) >= FLUSH_THRESHOLD:

@@ -24,7 +24,6 @@ Floats go over as they are, so the worker's ``round(at - started, 6)`` is the on
 from __future__ import annotations
 
 import errno
-import mmap
 import struct
 from collections.abc import Sequence
 
@@ -49,43 +48,32 @@ def request(op: int, recording: int, payload: bytes = b"") -> bytes:
     return REQUEST.pack(op, recording, len(payload)) + payload
 
 
-def encode_batch(started: float, batch: Sequence[Entry]) -> bytearray:
-    """An EVENTS payload: one copy of the chunks' bytes, no other work on them."""
-    buffer = bytearray(batch_size(batch))
-    pack_batch_into(buffer, started, batch)
-    return buffer
+def new_batch(started: float) -> bytearray:
+    """An empty EVENTS payload, to which the recorder appends each chunk as it crosses the gateway (``add``)."""
+    return bytearray(STARTED.pack(started))
 
 
-def batch_size(batch: Sequence[Entry]) -> int:
-    """The bytes of the EVENTS payload of ``batch``."""
-    size = STARTED.size + CHUNK.size * len(batch)
-    for _, stream, data in batch:
-        if data is not None:
-            size += len(data.encode("utf-8")) if isinstance(stream, str) and isinstance(data, str) else len(data)
-    return size
+def add(batch: bytearray, at: float, stream: int | str, data: bytes | str | None) -> None:
+    """Append one chunk (or an ``r``/``m`` event, or a stream's end) to an EVENTS payload. The recorder's hot path
+    inlines the bytes case: ``batch += CHUNK.pack(at, stream, len(data)); batch += data``."""
+    if data is None:
+        batch += CHUNK.pack(at, int(stream), END)
+        return
+    if isinstance(stream, str):
+        body = str(data).encode("utf-8")
+        batch += CHUNK.pack(at, TEXT_CODES[stream], len(body))
+    else:
+        body = data.encode("utf-8") if isinstance(data, str) else data
+        batch += CHUNK.pack(at, stream, len(body))
+    batch += body
 
 
-def pack_batch_into(buffer: bytearray | memoryview | mmap.mmap, started: float, batch: Sequence[Entry]) -> int:
-    """Write the EVENTS payload of ``batch`` at the start of ``buffer`` (``batch_size`` bytes; the shared buffer
-    of gateway.recording_process, or a new one) and return its size."""
-    STARTED.pack_into(buffer, 0, started)
-    offset = STARTED.size
-    for at, stream, data in batch:
-        if data is None:
-            CHUNK.pack_into(buffer, offset, at, stream, END)
-            offset += CHUNK.size
-            continue
-        if isinstance(stream, str):
-            body = str(data).encode("utf-8")
-            number = TEXT_CODES[stream]
-        else:
-            body = data if isinstance(data, bytes) else data.encode("utf-8")
-            number = stream
-        CHUNK.pack_into(buffer, offset, at, number, len(body))
-        offset += CHUNK.size
-        buffer[offset:offset + len(body)] = body
-        offset += len(body)
-    return offset
+def encode_batch(started: float, entries: Sequence[Entry]) -> bytearray:
+    """The EVENTS payload of ``entries`` (``decode_batch`` gives them back)."""
+    batch = new_batch(started)
+    for at, stream, data in entries:
+        add(batch, at, stream, data)
+    return batch
 
 
 def decode_batch(payload: bytes | bytearray | memoryview) -> tuple[float, list[Entry]]:

@@ -21,7 +21,6 @@ import mmap
 import os
 import signal
 import socket
-import struct
 import sys
 from pathlib import Path
 
@@ -91,18 +90,14 @@ def _handle(op: int, number: int, payload: bytearray, recordings: dict[int, File
     if op == wire.RAW:
         recording.write(bytes(payload))
         recording.flush()
-    elif op in (wire.EVENTS, wire.SHARED_EVENTS):
-        try:
-            if op == wire.SHARED_EVENTS:
-                if shared is None:
-                    raise ValueError("no memory is shared with this worker")
-                (length,) = wire.SHARED_LENGTH.unpack(payload)
-                started, batch = wire.decode_batch(memoryview(shared)[:length])
-            else:
-                started, batch = wire.decode_batch(payload)
-        except (ValueError, struct.error) as exc:
-            raise OSError(errno.EPROTO, f"the gateway sent a broken batch ({exc})") from exc
-        recording.write_events(started, batch)
+    elif op == wire.EVENTS:
+        recording.write_events(payload)
+        recording.flush()
+    elif op == wire.SHARED_EVENTS:
+        if shared is None or len(payload) != wire.SHARED_LENGTH.size:
+            raise OSError(errno.EPROTO, "the gateway sent a broken batch (no memory is shared with this worker)")
+        (length,) = wire.SHARED_LENGTH.unpack(payload)
+        recording.write_events(memoryview(shared)[:length])
         recording.flush()
     elif op == wire.CLOSE:
         del recordings[number]

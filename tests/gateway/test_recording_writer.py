@@ -11,7 +11,6 @@ import os
 import random
 import threading
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from gateway.cast_events import CastRenderer, CastStream, Entry, json_string
+from gateway import recording_wire
+from gateway.cast_events import CastRenderer, CastStream, json_string
 from gateway.recording import AsciicastRecorder, RecordingFailure, StreamText
 from gateway.recording_queue import RecordingQueue
 from gateway.recording_store import DirectoryStore, FileWriter
@@ -94,10 +94,11 @@ class GatedFile:
             raise self.error
         self.data += data
 
-    def write_events(self, started: float, batch: Sequence[Entry]) -> None:
+    def write_events(self, batch: bytes | bytearray | memoryview) -> None:
+        started, entries = recording_wire.decode_batch(batch)
         if self.renderer is None:
             self.renderer = CastRenderer(started)
-        self.write(self.renderer.render(batch))
+        self.write(self.renderer.render(entries))
 
     def flush(self) -> None:
         pass
