@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.broker_client import BrokerClient
-from gateway.models import RecordingInfo
+from gateway.models import PendingRecording, RecordingInfo, StoredRecording
 from gateway.monitor import GrantMonitor
 from gateway.recording_store import RecordingStore
 from gateway.settings import GatewaySettings
@@ -106,11 +106,14 @@ class SessionOwner(Protocol):
 
 def report_end(
     owner: SessionOwner, session_id: str | None, error: str | None, bytes_in: int, bytes_out: int,
-    recording: RecordingInfo | None = None, *, client_gone: str | None = None, stop: TargetStop | None = None,
+    recording: StoredRecording | None = None, *, client_gone: str | None = None, stop: TargetStop | None = None,
+    recording_failed: Callable[[Exception], None] | None = None,
 ) -> None:
     """Tell the broker a session ended, in the background: why (the cut, an error, or the client), bytes,
     the recording's hash and, for a session cut while its command ran, how that command was stopped (reported
-    once the stop is over: at most the grace, KILL's wait and two sweeps)."""
+    once the stop is over: at most the grace, KILL's wait and two sweeps). A recording still being finished is
+    waited for: a failure to finish it makes the end an error (unless it was cut) and goes to
+    ``recording_failed`` (the session reports it to the broker)."""
     if session_id is None:  # the broker never recorded its start
         return
     # A client that vanished (its SSH connection dropped: a closed laptop, a killed tunnel) ended its own
@@ -118,11 +121,23 @@ def report_end(
     reason, detail = owner.cut_reason() or (("error", error) if error else ("client_closed", client_gone))
 
     async def report() -> None:
+        nonlocal reason, detail
+        stored: RecordingInfo | None = None
+        if isinstance(recording, PendingRecording):
+            try:
+                stored = await recording.result()
+            except Exception as exc:
+                if recording_failed is not None:
+                    recording_failed(exc)
+                if owner.cut_reason() is None:
+                    reason, detail = "error", f"recording failed: {exc}"
+        else:
+            stored = recording
         if stop is not None:
             with contextlib.suppress(TimeoutError):  # report what is known even if a step hung past its bounds
                 await asyncio.wait_for(stop.finished.wait(), stop.grace + KILL_WAIT + 2 * SWEEP_TIMEOUT + 1)
         await owner.ctx.broker.session_end(session_id, reason=reason, bytes_in=bytes_in, bytes_out=bytes_out,
-                                           detail=detail, recording=recording,
+                                           detail=detail, recording=stored,
                                            stop=stop.as_json() if stop is not None else None)
 
     owner.ctx.spawn(report(), f"reporting the end of session {session_id}")

@@ -37,7 +37,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from gateway import sftp_protocol as wire
-from gateway.models import RecordingInfo
+from gateway.models import StoredRecording
 from gateway.notice import REFUSED_EXIT_STATUS
 from gateway.taps import ChannelTap, SessionInfo
 from gateway.transfers import TransferReporter
@@ -194,7 +194,7 @@ class ExecGuard:
         if self._recorder is not None:
             self._recorder.note(text)
 
-    def close(self, exit_status: int | None) -> RecordingInfo | None:
+    def close(self, exit_status: int | None) -> StoredRecording | None:
         if self._recorder is None or self._tap is self._recorder:
             return self._tap.close(exit_status)
         self._tap.close(exit_status)

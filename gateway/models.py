@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -220,6 +221,25 @@ class RecordingInfo:
 
     def as_json(self) -> dict[str, str | int]:
         return {"name": self.name, "sha256": self.sha256, "bytes": self.bytes}
+
+
+class PendingRecording:
+    """A recording its writer is still finishing (the rest written, fsynced, hashed) while the event loop goes on:
+    ``await result()`` gives its RecordingInfo, or raises why it failed (gateway.recording.RecordingFailure).
+    A session's end is reported once it is done, so the broker is told the hash of a durable file."""
+
+    def __init__(self, name: str, future: asyncio.Future[RecordingInfo]) -> None:
+        self.name = name
+        self._future = future
+        # A failure nobody awaits (a session the broker never recorded) is not an unhandled one: it was reported.
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def result(self) -> RecordingInfo:
+        return await asyncio.shield(self._future)
+
+
+# What a session's tap says it stored when the session ends.
+StoredRecording = RecordingInfo | PendingRecording
 
 
 @dataclass(frozen=True)

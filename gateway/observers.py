@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway.broker_client import BrokerClient
 from gateway.errors import BrokerCallFailed, BrokerRefused
-from gateway.models import RecordingInfo
+from gateway.models import StoredRecording
 from gateway.recording import DEFAULT_SIZE, StreamText
 from gateway.taps import ChannelTap
 
@@ -156,7 +156,7 @@ class WatchTap:
         if self.live.feed is not None:
             self.live.feed.add("m", text)
 
-    def close(self, exit_status: int | None) -> RecordingInfo | None:
+    def close(self, exit_status: int | None) -> StoredRecording | None:
         try:
             return self.inner.close(exit_status)
         finally:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import recording_wire as wire
 from gateway.cast_events import INPUT, STDERR, STDOUT
-from gateway.models import RecordingInfo
+from gateway.models import PendingRecording, RecordingInfo, StoredRecording
 from gateway.recording_store import RecordingWriter
 from gateway.taps import ChannelTap, SessionInfo, TapFailure
 
@@ -175,7 +175,7 @@ class AsciicastRecorder:
     def note(self, text: str) -> None:
         self._quietly(lambda: self._add("m", text))
 
-    def close(self, exit_status: int | None) -> RecordingInfo | None:
+    def close(self, exit_status: int | None) -> StoredRecording | None:
         if self._closed:
             return None
         self._closed = True
@@ -191,15 +191,19 @@ class AsciicastRecorder:
                 if exit_status is not None:
                     self._add("m", f"exit {exit_status}")
                 self._hand_off()
-                # Waits for the writer thread to write the rest, fsync and close: the hash covers everything.
-                sha256, size = self._writer.close()
+                # The writer writes the rest, fsyncs and hashes while the loop goes on (a slow disk's fsync, or
+                # other sessions' batches queued before this one, must not hold up every relay and every cut);
+                # the session's end is reported once it is done.
+                finished: asyncio.Future[RecordingInfo] = self._loop.create_future()
+                self._writer.close_soon(
+                    lambda result, error: self._from_writer(self._finished, finished, result, error))
             except RecordingFailure:
                 self._report()
             except OSError as exc:
                 self._failure = RecordingFailure(describe(exc))
                 self._report()
             else:
-                return RecordingInfo(name=self._name, sha256=sha256, bytes=size)
+                return PendingRecording(self._name, finished)
         self._writer.abort()
         assert self._failure is not None  # noqa: S101 - set on every path that gets here
         raise self._failure
@@ -267,6 +271,21 @@ class AsciicastRecorder:
             self._ctx.recording_failed(self._site, self._failure.error)
 
     # -- in the writer thread ---------------------------------------------------------------------
+
+    def _from_writer(self, call: Callable[..., None], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the gateway is gone
+            self._loop.call_soon_threadsafe(call, *args)
+
+    def _finished(self, finished: asyncio.Future[RecordingInfo], result: tuple[str, int] | None,
+                  error: OSError | None) -> None:
+        """On the loop: the writer closed the file (the hash of exactly what it holds), or failed to."""
+        if result is not None and error is None:
+            finished.set_result(RecordingInfo(name=self._name, sha256=result[0], bytes=result[1]))
+            return
+        if self._failure is None:
+            self._failure = RecordingFailure(describe(error or OSError("the recording was not closed")))
+        self._report()  # no hash is claimed for a recording that is not whole; the site is blocked
+        finished.set_exception(self._failure)
 
     def _failed_in_writer(self, exc: OSError) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the gateway is gone

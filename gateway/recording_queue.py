@@ -42,7 +42,7 @@ class SyncWriter(Protocol):
 class _Job:
     """One step of one recording, run by the thread: a write (``action`` on the file), flush, close or abort."""
 
-    __slots__ = ("action", "done", "kind", "result", "size", "writer")
+    __slots__ = ("action", "done", "finished", "kind", "result", "size", "writer")
 
     def __init__(self, writer: QueuedWriter, kind: str, action: Callable[[SyncWriter], None] | None = None,
                  size: int = 0) -> None:
@@ -52,6 +52,8 @@ class _Job:
         self.size = size
         self.done = False
         self.result: tuple[str, int] | None = None
+        # For a close that nobody waits for: called in the thread with (result, failure) once it is over.
+        self.finished: Callable[[tuple[str, int] | None, OSError | None], None] | None = None
 
 
 class RecordingQueue:
@@ -130,6 +132,9 @@ class RecordingQueue:
                     self._cond.wait()
                 job = self._jobs.popleft()
             job.writer.run(job)
+            if job.finished is not None:
+                with contextlib.suppress(Exception):  # the recorder's loop may be gone
+                    job.finished(job.result, job.writer.failure)
             with self._cond:
                 if job.kind == "write":
                     self._queued -= job.size
@@ -188,6 +193,15 @@ class QueuedWriter:
         assert job.result is not None  # noqa: S101 - the thread sets it whenever it sets no failure
         self._closed = True
         return job.result
+
+    def close_soon(self, finished: Callable[[tuple[str, int] | None, OSError | None], None]) -> None:
+        """``close`` without waiting: ``finished(result, failure)`` is called in the thread once it is over.
+        Raises OSError at once if the recording has already failed."""
+        self._usable()
+        self._closing = True
+        job = _Job(self, "close")
+        job.finished = finished
+        self._queue.put(job)
 
     def abort(self) -> None:
         """Drop what is queued and close the file; never raises, never waits."""

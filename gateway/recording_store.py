@@ -56,6 +56,10 @@ class RecordingWriter(Protocol):
         """Flush, make durable and close: (hex SHA-256, size) of exactly what was written."""
         ...
 
+    def close_soon(self, finished: Callable[[tuple[str, int] | None, OSError | None], None]) -> None:
+        """``close`` without waiting: ``finished(result, failure)`` is called (in the writer thread) when done."""
+        ...
+
     def abort(self) -> None:
         """Close without writing what is still buffered (after a failure); never raises."""
         ...

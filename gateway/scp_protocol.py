@@ -20,7 +20,7 @@ import shlex
 from dataclasses import dataclass
 from typing import NoReturn
 
-from gateway.models import RecordingInfo
+from gateway.models import StoredRecording
 from gateway.taps import TapFailure
 from gateway.transfers import TransferRecord, TransferReporter
 
@@ -169,7 +169,7 @@ class ScpInspector:
     def note(self, text: str) -> None:
         pass
 
-    def close(self, exit_status: int | None) -> RecordingInfo | None:  # noqa: ARG002 - the tap interface
+    def close(self, exit_status: int | None) -> StoredRecording | None:  # noqa: ARG002 - the tap interface
         if self._record is not None:
             self._report(self._record, "incomplete" if self._phase is _Phase.DATA else "not acknowledged")
             self._record = None

@@ -197,7 +197,8 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         # A cut session's end says how its command ended, so it waits for the stop (bounded by the grace); the
         # gateway closed that channel itself, so how the client's side went is no detail of it.
         report_end(self._host, self._session_id, self._error, self.bytes_in, self.bytes_out, recording,
-                   client_gone=client_gone if self._stop is None else None, stop=self._stop)
+                   client_gone=client_gone if self._stop is None else None, stop=self._stop,
+                   recording_failed=self._report_recording_failure)
 
     # -- what the gateway does to the session ----------------------------------------------------
 
@@ -429,7 +430,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         self._report_recording_failure(exc)
         self.terminate(f"gatepass: {exc}; the session is ended because it cannot be recorded")
 
-    def _report_recording_failure(self, exc: RecordingFailure) -> None:
+    def _report_recording_failure(self, exc: Exception) -> None:
         """Once per session: the end carries the reason, and the broker audits gateway:recording:failed."""
         self._error = f"recording failed: {exc}"
         if self._recording_failed:

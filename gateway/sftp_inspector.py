@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway import sftp_protocol as wire
-from gateway.models import RecordingInfo
+from gateway.models import StoredRecording
 from gateway.sftp_protocol import Fields, MalformedPacket, PacketStream
 from gateway.taps import TapFailure
 from gateway.transfers import Detail, TransferRecord, TransferReporter
@@ -130,7 +130,7 @@ class SftpInspector:
     def note(self, text: str) -> None:
         pass
 
-    def close(self, exit_status: int | None) -> RecordingInfo | None:  # noqa: ARG002 - the tap interface
+    def close(self, exit_status: int | None) -> StoredRecording | None:  # noqa: ARG002 - the tap interface
         """Report what never got its answer: files still open, changes the target did not confirm."""
         closing = {pending.handle for pending in self._pending.values() if isinstance(pending, _Close)}
         for handle, record in self._files.items():

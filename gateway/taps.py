@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from asyncssh.misc import TermSize
 
 from gateway.errors import GatewayError
-from gateway.models import Authorization, RecordingInfo
+from gateway.models import Authorization, StoredRecording
 
 if TYPE_CHECKING:
     from gateway.context import GatewayContext
@@ -59,7 +59,7 @@ class ChannelTap(Protocol):
         """Something the gateway told the user (a warning, the reason for a cut), for the record."""
         ...
 
-    def close(self, exit_status: int | None) -> RecordingInfo | None:
+    def close(self, exit_status: int | None) -> StoredRecording | None:
         """The session is over: finish up and say what was stored (None when nothing was)."""
         ...
 
@@ -79,7 +79,7 @@ class PassThrough:
     def note(self, text: str) -> None:
         pass
 
-    def close(self, exit_status: int | None) -> RecordingInfo | None:  # noqa: ARG002 - the tap interface
+    def close(self, exit_status: int | None) -> StoredRecording | None:  # noqa: ARG002 - the tap interface
         return None
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from gateway import recording_wire
 from gateway.cast_events import CastRenderer, CastStream, json_string
+from gateway.models import PendingRecording
 from gateway.recording import AsciicastRecorder, RecordingFailure, StreamText
 from gateway.recording_queue import RecordingQueue
 from gateway.recording_store import DirectoryStore, FileWriter
@@ -258,8 +259,9 @@ async def test_recorder_writes_every_byte_in_order_and_reports_the_files_hash(tm
         if step % 500 == 0:
             recorder.resized(100 + step % 7, 40)
             await asyncio.sleep(0)
-    info = recorder.close(0)
-    assert info is not None
+    pending = recorder.close(0)
+    assert isinstance(pending, PendingRecording)  # finished by the writer while the loop goes on
+    info = await pending.result()
     data = (tmp_path / "recordings" / name).read_bytes()
     assert (info.sha256, info.bytes) == (hashlib.sha256(data).hexdigest(), len(data))
     lines = data.decode().splitlines()
@@ -305,6 +307,34 @@ async def test_a_failure_found_at_close_raises_and_reports_it(tmp_path: Path) ->
     recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
     recorder.from_target(b"small output\r\n", stderr=False)  # still in the session's batch
     file.error = OSError(errno.ENOSPC, "No space left on device")
+    pending = recorder.close(3)
+    assert isinstance(pending, PendingRecording)
     with pytest.raises(RecordingFailure, match="No space left on device"):
-        recorder.close(3)
+        await pending.result()  # no hash is claimed for a recording that is not whole
     await eventually(lambda: ctx.failed == [("plant-a", "No space left on device")], what="the report")
+    assert file.aborted
+    assert recorder.close(3) is None  # closed once
+
+
+@pytest.mark.anyio
+async def test_closing_does_not_wait_for_a_slow_disk(tmp_path: Path) -> None:
+    """A close returns at once; the hash comes when the writer has written and closed the file."""
+    queue = RecordingQueue()
+    file = GatedFile()
+    ctx = Context(None)
+    file.gate.set()
+    recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
+    file.gate.clear()  # the disk stops taking anything
+    recorder.from_target(b"output\r\n", stderr=False)
+    started = time.monotonic()
+    pending = recorder.close(0)
+    assert time.monotonic() - started < 0.5
+    assert isinstance(pending, PendingRecording)
+    waiting = asyncio.ensure_future(pending.result())
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # the event loop ran on meanwhile
+    file.gate.set()
+    info = await waiting
+    assert (info.sha256, info.bytes) == (hashlib.sha256(bytes(file.data)).hexdigest(), len(file.data))
+    assert bytes(file.data).endswith(b'"m", "exit 0"]\n')
+    assert ctx.failed == []
