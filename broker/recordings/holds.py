@@ -49,9 +49,16 @@ def _site_of(record: AccessSession) -> str:
     return record.grant.asset.site.name
 
 
+def _locked(session: Session, session_id: str) -> AccessSession | None:
+    """The session's row, locked, as committed now: a purge of this recording that has not committed yet either
+    skips it or is waited for and seen (broker.recordings.retention.mark_purged). Read afresh even if this
+    transaction loaded it before (a playbook run's plan does): the identity map would keep the old
+    ``recording_purged_at`` and the hold would claim a file that is gone."""
+    return session.get(AccessSession, session_id, with_for_update=True, populate_existing=True)
+
+
 def _load(session: Session, session_id: str) -> AccessSession:
-    # Locked: a purge of this recording waits for the hold to commit, then sees it (broker.recordings.retention).
-    record = session.get(AccessSession, session_id, with_for_update=True)
+    record = _locked(session, session_id)
     if record is None:
         raise NotFound(f"there is no session {session_id[:40]}: give a session id as the review page or "
                        "`gatepass reviews` shows it (ses-…)")
@@ -111,7 +118,7 @@ def hold_for_run(session: Session, *, now: dt.datetime, actor: str, run_id: str,
     a session already held by this run, or whose recording was purged, is passed over. Returns the held ids."""
     held = []
     for session_id in sorted(set(session_ids))[:MAX_SESSIONS]:
-        record = session.get(AccessSession, session_id, with_for_update=True)
+        record = _locked(session, session_id)
         if record is None or record.recording_purged_at is not None:
             continue
         if any(h.run_id == run_id for h in active_holds(session, session_id)):

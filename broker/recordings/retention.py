@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.errors import InvalidInput
-from broker.models import AccessSession, Asset, AuditEvent, EvidenceHold, Grant, Site
+from broker.models import AccessSession, Asset, AuditEvent, AuditHead, EvidenceHold, Grant, Site
 from broker.recordings.store import file_digest, resolve
 from broker.settings import MAX_RETENTION_DAYS
 
@@ -159,16 +159,30 @@ def mark_purged(session: Session, *, now: dt.datetime, actor: str, candidates: l
     """In the caller's transaction: mark each intact candidate purged and write its event. The row is claimed
     with a conditional UPDATE that also re-checks holds, so two purges (two replicas) never both claim one, and
     a hold committed since ``due`` read keeps its recording. Returns the ones claimed (their files go after the
-    commit: ``delete_files``)."""
+    commit: ``delete_files``).
+
+    Lock order (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises whole transactions): the audit chain's
+    head first, then the recordings' rows, skipping any row another transaction holds. Whoever takes a hold
+    locks the row, then writes its event (the head); a playbook run holds the head from its first step and
+    locks rows in its preserve_evidence step. A purge that locked a row and then waited for the head would close
+    a cycle with either, and PostgreSQL would abort one of the two (a hold refused, a whole run failed). Taken
+    this way, the purge waits only while it holds nothing; a row locked by a hold in flight is left for the
+    next round (the hold will keep it anyway)."""
+    intact = [item for item in candidates if item.problem is None]
+    if not intact:
+        return []
+    # Every audited write holds the head's row lock from its first event to its commit (trail.record bumps it): a
+    # hold or a run that has written has committed before this returns, and none writes until this one commits.
+    session.execute(select(AuditHead.id).where(AuditHead.id == 1).with_for_update())
+    free = set(session.scalars(select(AccessSession.id)
+                               .where(AccessSession.id.in_([item.session_id for item in intact]))
+                               .order_by(AccessSession.id).with_for_update(skip_locked=True)))
     claimed = []
-    for item in candidates:
-        if item.problem is not None:
-            continue
-        # Locked first: a concurrent hold (which locks the same row) commits before we look at holds again.
-        locked = session.scalar(select(AccessSession.id).where(AccessSession.id == item.session_id)
-                                .with_for_update())
-        if locked is None:
-            continue
+    for item in intact:
+        if item.session_id not in free:
+            continue  # locked by a hold (or a session's report) in flight: the next purge looks again
+        # A statement of its own after the locks (READ COMMITTED: a fresh snapshot), so it sees every hold
+        # committed before them; a later one would have had to lock this row first.
         result = session.execute(
             update(AccessSession)
             .where(AccessSession.id == item.session_id, AccessSession.recording_purged_at.is_(None),
