@@ -156,6 +156,11 @@ class ExecGuard:
         """The session has an asciicast recording (this guard wraps the recorder)."""
         return self._recorder is not None
 
+    @property
+    def recorder(self) -> ChannelTap | None:
+        """The session's recorder, if it has one."""
+        return self._recorder
+
     # -- the tap interface ----------------------------------------------------------------------------
 
     def from_client(self, data: bytes) -> tuple[bytes, bytes]:

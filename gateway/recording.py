@@ -139,10 +139,14 @@ class AsciicastRecorder:
         self._batch = wire.new_batch(self._started)
         timestamp = int(ctx.settings.clock().timestamp())
         writer.on_failure = self._failed_in_writer
-        # The header reaches the store before anything runs: a full disk refuses the session up front.
+        # The header reaches the store before anything runs: a full disk refuses the session up front. The session
+        # waits for ``started`` (gateway.taps.until_recording) while the event loop goes on: a slow or stuck store
+        # holds up that session, not every relay of the gateway.
+        self.started: asyncio.Future[None] = self._loop.create_future()
+        self.started.add_done_callback(lambda done: done.cancelled() or done.exception())  # a failure is reported
         try:
             writer.write(json.dumps(header(info, timestamp), ensure_ascii=False).encode() + b"\n")
-            writer.flush()
+            writer.flush_soon(lambda _, error: self._from_writer(self._header_written, error))
         except OSError as exc:
             self._failure = RecordingFailure(describe(exc))
             writer.abort()
@@ -275,6 +279,15 @@ class AsciicastRecorder:
     def _from_writer(self, call: Callable[..., None], *args: object) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the gateway is gone
             self._loop.call_soon_threadsafe(call, *args)
+
+    def _header_written(self, error: OSError | None) -> None:
+        """On the loop: the header is in the file (the session may start), or the store refused it."""
+        if error is None and self._failure is None:
+            self.started.set_result(None)
+            return
+        if self._failure is None:
+            self._failure = RecordingFailure(describe(error or OSError("the recording was not started")))
+        self.started.set_exception(self._failure)
 
     def _finished(self, finished: asyncio.Future[RecordingInfo], result: tuple[str, int] | None,
                   error: OSError | None) -> None:

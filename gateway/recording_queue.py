@@ -194,6 +194,14 @@ class QueuedWriter:
         self._closed = True
         return job.result
 
+    def flush_soon(self, finished: Callable[[tuple[str, int] | None, OSError | None], None]) -> None:
+        """``flush`` without waiting: ``finished(None, failure)`` is called in the thread once everything queued
+        so far is in the file (or is not)."""
+        self._usable()
+        job = _Job(self, "flush")
+        job.finished = finished
+        self._queue.put(job)
+
     def close_soon(self, finished: Callable[[tuple[str, int] | None, OSError | None], None]) -> None:
         """``close`` without waiting: ``finished(result, failure)`` is called in the thread once it is over.
         Raises OSError at once if the recording has already failed."""

@@ -56,6 +56,10 @@ class RecordingWriter(Protocol):
         """Flush, make durable and close: (hex SHA-256, size) of exactly what was written."""
         ...
 
+    def flush_soon(self, finished: Callable[[tuple[str, int] | None, OSError | None], None]) -> None:
+        """``flush`` without waiting: ``finished(None, failure)`` is called (in the writer thread) when done."""
+        ...
+
     def close_soon(self, finished: Callable[[tuple[str, int] | None, OSError | None], None]) -> None:
         """``close`` without waiting: ``finished(result, failure)`` is called (in the writer thread) when done."""
         ...

@@ -24,7 +24,7 @@ from gateway.notice import REFUSED_EXIT_STATUS
 from gateway.recording import RecordingFailure, RecordingsRefused
 from gateway.stopping import KILL_WAIT, TargetStop
 from gateway.supervised import SupervisedHold
-from gateway.taps import ChannelTap, PassThrough, SessionInfo, TapFailure, is_recorded, open_tap
+from gateway.taps import ChannelTap, PassThrough, SessionInfo, TapFailure, is_recorded, open_tap, until_recording
 from gateway.target_session import TargetSession
 
 logger = logging.getLogger("gatepass.gateway.sessions")
@@ -331,9 +331,12 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
                 session_id=self._session_id, auth=auth, kind=self.kind or "exec", command=self.command,
                 term_type=self._term_type, term_size=self._term_size, tell_user=self.warn, cut=self.terminate,
             ))
+            await until_recording(self._tap)
         except TapFailure as exc:
             self._tap_failed(exc)
             return
+        if self._closed or self._host.cut_reason() is not None:
+            return  # ended while the recording was being started: nothing runs (the close reports the end)
         if ctx.live is not None and self.kind in ("shell", "exec"):
             # Watchable (gateway/observers.py): costs one check per chunk until somebody watches.
             self._tap = ctx.live.track(self._tap, session_id=self._session_id, record_input=auth.record_input,

@@ -103,6 +103,17 @@ def open_tap(ctx: GatewayContext, info: SessionInfo) -> ChannelTap:
                      sniff=inspector is None)
 
 
+async def until_recording(tap: ChannelTap) -> None:
+    """Wait until the session's recording, if it has one, holds its header: the store took the first write. Raises
+    TapFailure (gateway.recording.RecordingFailure) if it did not: the session must not run (fail closed)."""
+    from gateway.exec_guard import ExecGuard
+    from gateway.recording import AsciicastRecorder
+
+    recorder = tap.recorder if isinstance(tap, ExecGuard) else tap
+    if isinstance(recorder, AsciicastRecorder):
+        await recorder.started
+
+
 def is_recorded(tap: ChannelTap) -> bool:
     """Whether ``tap`` is the session's recorder or wraps it (an ``ExecGuard`` does, and a ``WatchTap`` wraps either):
     a recording failure then ends the session (fail closed)."""

@@ -338,3 +338,25 @@ async def test_closing_does_not_wait_for_a_slow_disk(tmp_path: Path) -> None:
     assert (info.sha256, info.bytes) == (hashlib.sha256(bytes(file.data)).hexdigest(), len(file.data))
     assert bytes(file.data).endswith(b'"m", "exit 0"]\n')
     assert ctx.failed == []
+
+
+@pytest.mark.anyio
+async def test_a_recording_starts_without_holding_the_loop_and_a_refused_header_refuses_the_session() -> None:
+    queue = RecordingQueue()
+    file = GatedFile()  # the disk takes nothing yet
+    ctx = Context(None)
+    started = time.monotonic()
+    recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
+    assert time.monotonic() - started < 0.5
+    await asyncio.sleep(0.1)
+    assert not recorder.started.done()  # the session waits; the event loop does not
+    file.gate.set()
+    await asyncio.wait_for(recorder.started, 5)
+    assert bytes(file.data).startswith(b'{"version": 2')
+    # A store that refuses the header refuses the session (fail closed).
+    refusing = GatedFile()
+    refusing.gate.set()
+    refusing.error = OSError(errno.ENOSPC, "No space left on device")
+    other = AsciicastRecorder(ctx, session_info(), "ses-x.cast", queue.open(refusing))  # type: ignore[arg-type]
+    with pytest.raises(RecordingFailure, match="No space left on device"):
+        await asyncio.wait_for(other.started, 5)
