@@ -17,6 +17,11 @@
   const MAX_PENDING = 512;
   const OTHER_ESCAPE = /\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[PX^_][^\x1b]*(?:\x1b\\)?|\x1b[ -/]*[0-~]|\x1b/y;
 
+  // The size of the bytes a base64 text stands for (no decoding: only the marker shows them).
+  function binarySize(text) {
+    return Math.floor(text.length / 4) * 3 - (text.slice(-2).split("=").length - 1);
+  }
+
   class Screen {
     constructor(width, height) {
       this.width = width;
@@ -126,6 +131,19 @@
       this.height = Math.max(1, height);
     }
 
+    // One asciicast event, [time, code, text], as broker/recordings/terminal.py play applies it: output, output
+    // that was not text (base64 from the gateway: a marker, as binary_marker writes it) and a resize. Other codes
+    // (input, the gateway's messages) change nothing here: the watch view shows its messages itself.
+    apply(event) {
+      const code = event[1];
+      if (code === "o") this.feed(event[2]);
+      else if (code === "ob") this.feed("\r\n[binary output: " + binarySize(event[2]) + " bytes]\r\n");
+      else if (code === "r") {
+        const match = /^(\d+)x(\d+)$/.exec(event[2]);
+        if (match) this.resize(parseInt(match[1], 10), parseInt(match[2], 10));
+      }
+    }
+
     // The visible rows, each exactly ``width`` characters.
     rows() {
       const rows = [];
@@ -136,6 +154,28 @@
         rows.push(line);
       }
       return rows;
+    }
+
+    // Draws the visible rows into ``element`` (a <pre>), the cursor a <span class="cursor">. Text nodes only:
+    // what a session printed is never markup.
+    draw(element) {
+      const rows = this.rows();
+      const cursorRow = this.row - this.top;
+      const cursorCol = Math.min(this.col, this.width - 1);
+      element.style.width = this.width + "ch";
+      element.textContent = "";
+      rows.forEach((row, index) => {
+        const line = index < rows.length - 1 ? "\n" : "";
+        if (index === cursorRow) {
+          element.append(row.slice(0, cursorCol).join(""));
+          const cursor = document.createElement("span");
+          cursor.className = "cursor";
+          cursor.textContent = row[cursorCol];
+          element.append(cursor, row.slice(cursorCol + 1).join("") + line);
+        } else {
+          element.append(row.join("") + line);
+        }
+      });
     }
   }
 
@@ -224,23 +264,10 @@
       this.render();
     }
 
-    apply(event) {
-      const code = event[1];
-      if (code === "o") this.terminal.feed(event[2]);
-      // Output that was not text (base64 from the gateway): a marker, as broker/recordings.py binary_marker.
-      else if (code === "ob") {
-        const size = Math.floor(event[2].length / 4) * 3 - (event[2].slice(-2).split("=").length - 1);
-        this.terminal.feed("\r\n[binary output: " + size + " bytes]\r\n");
-      } else if (code === "r") {
-        const match = /^(\d+)x(\d+)$/.exec(event[2]);
-        if (match) this.terminal.resize(parseInt(match[1], 10), parseInt(match[2], 10));
-      }
-    }
-
     advanceTo(position) {
       const events = this.cast.events;
       while (this.next < events.length && events[this.next][3] <= position) {
-        this.apply(events[this.next]);
+        this.terminal.apply(events[this.next]);
         this.next += 1;
       }
       this.position = Math.min(position, this.duration);
@@ -300,25 +327,7 @@
     }
 
     render() {
-      const terminal = this.terminal;
-      const rows = terminal.rows();
-      const cursorRow = terminal.row - terminal.top;
-      const cursorCol = Math.min(terminal.col, terminal.width - 1);
-      const element = this.screenElement;
-      element.style.width = terminal.width + "ch";
-      element.textContent = "";
-      rows.forEach((row, index) => {
-        const line = index < rows.length - 1 ? "\n" : "";
-        if (index === cursorRow) {
-          element.append(row.slice(0, cursorCol).join(""));
-          const cursor = document.createElement("span");
-          cursor.className = "cursor";
-          cursor.textContent = row[cursorCol];
-          element.append(cursor, row.slice(cursorCol + 1).join("") + line);
-        } else {
-          element.append(row.join("") + line);
-        }
-      });
+      this.terminal.draw(this.screenElement);
       this.clock.textContent = this.position.toFixed(1) + " s / " + this.duration.toFixed(1) + " s";
     }
   }
@@ -326,6 +335,6 @@
   document.addEventListener("DOMContentLoaded", () => {
     for (const root of document.querySelectorAll(".player[data-cast]")) new Player(root).load();
   });
-  // The live watch view (watch.js) draws with the same terminal.
+  // The live watch view (watch.js) applies its frames and draws with the same terminal (apply, draw).
   window.GatepassScreen = Screen;
 })();

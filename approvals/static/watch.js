@@ -1,15 +1,11 @@
-// Gatepass live watch view: follows a session as it runs, from the broker's server-sent events, drawn with the
-// recordings player's terminal (player.js, loaded first, exports it as window.GatepassScreen). A static file (the
-// Content-Security-Policy forbids inline script); no build step, no libraries.
+// Gatepass live watch view: follows a session as it runs, from the broker's server-sent events, applied and drawn
+// by the recordings player's terminal (player.js, loaded first, exports it as window.GatepassScreen). A static
+// file (the Content-Security-Policy forbids inline script); no build step, no libraries.
 "use strict";
 
 (function () {
   // Redraws at most this often (ms): bulk output arrives in many frames, a person reads a screen.
   const REDRAW_MS = 30;
-
-  function binarySize(text) {
-    return Math.floor(text.length / 4) * 3 - (text.slice(-2).split("=").length - 1);
-  }
 
   class Watch {
     constructor(root) {
@@ -55,17 +51,11 @@
     }
 
     apply(frame) {
-      const code = frame[1];
-      const text = frame[2];
-      if (code === "o") this.terminal.feed(text);
-      else if (code === "ob") this.terminal.feed("\r\n[binary output: " + binarySize(text) + " bytes]\r\n");
-      else if (code === "r") {
-        const match = /^(\d+)x(\d+)$/.exec(text);
-        if (match) this.terminal.resize(parseInt(match[1], 10), parseInt(match[2], 10));
-      } else if (code === "m") {
+      this.terminal.apply(frame); // output, binary output, resize: as the recordings player plays them
+      if (frame[1] === "m") {
         // What the gateway wrote on the vendor's stderr: on the screen as they see it, and in the list.
-        this.terminal.feed("\r\n" + text + "\r\n");
-        this.notice(text);
+        this.terminal.feed("\r\n" + frame[2] + "\r\n");
+        this.notice(frame[2]);
       }
     }
 
@@ -84,25 +74,7 @@
     }
 
     render() {
-      const terminal = this.terminal;
-      const rows = terminal.rows();
-      const cursorRow = terminal.row - terminal.top;
-      const cursorCol = Math.min(terminal.col, terminal.width - 1);
-      const element = this.screenElement;
-      element.style.width = terminal.width + "ch";
-      element.textContent = "";
-      rows.forEach((row, index) => {
-        const line = index < rows.length - 1 ? "\n" : "";
-        if (index === cursorRow) {
-          element.append(row.slice(0, cursorCol).join(""));
-          const cursor = document.createElement("span");
-          cursor.className = "cursor";
-          cursor.textContent = row[cursorCol];
-          element.append(cursor, row.slice(cursorCol + 1).join("") + line);
-        } else {
-          element.append(row.join("") + line);
-        }
-      });
+      this.terminal.draw(this.screenElement);
     }
   }
 
