@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -228,14 +227,12 @@ class PendingRecording:
     ``await result()`` gives its RecordingInfo, or raises why it failed (gateway.recording.RecordingFailure).
     A session's end is reported once it is done, so the broker is told the hash of a durable file."""
 
-    def __init__(self, name: str, future: asyncio.Future[RecordingInfo]) -> None:
+    def __init__(self, name: str, result: Callable[[], Awaitable[RecordingInfo]]) -> None:
         self.name = name
-        self._future = future
-        # A failure nobody awaits (a session the broker never recorded) is not an unhandled one: it was reported.
-        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._result = result
 
     async def result(self) -> RecordingInfo:
-        return await asyncio.shield(self._future)
+        return await self._result()
 
 
 # What a session's tap says it stored when the session ends.

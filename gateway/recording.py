@@ -20,7 +20,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway import recording_wire as wire
 from gateway.cast_events import INPUT, STDERR, STDOUT
@@ -36,6 +36,9 @@ FLUSH_INTERVAL = 1.0
 # A batch this large goes to the writer thread at once: one hand-off (and one write) per ~half a megabyte.
 BATCH_BYTES = 512 * 1024
 _CHUNK = wire.CHUNK
+# Seconds between checks of a stalled store while a start or a close finishes in the background.
+STALL_CHECK = 1.0
+_T = TypeVar("_T")
 # Terminal size written in the header when the client asked for no PTY (asciinema's own default).
 DEFAULT_SIZE = (80, 24)
 
@@ -142,8 +145,8 @@ class AsciicastRecorder:
         # The header reaches the store before anything runs: a full disk refuses the session up front. The session
         # waits for ``started`` (gateway.taps.until_recording) while the event loop goes on: a slow or stuck store
         # holds up that session, not every relay of the gateway.
-        self.started: asyncio.Future[None] = self._loop.create_future()
-        self.started.add_done_callback(lambda done: done.cancelled() or done.exception())  # a failure is reported
+        self._started_writing: asyncio.Future[None] = self._loop.create_future()
+        self._started_writing.add_done_callback(_retrieved)
         try:
             writer.write(json.dumps(header(info, timestamp), ensure_ascii=False).encode() + b"\n")
             writer.flush_soon(lambda _, error: self._from_writer(self._header_written, error))
@@ -199,6 +202,7 @@ class AsciicastRecorder:
                 # other sessions' batches queued before this one, must not hold up every relay and every cut);
                 # the session's end is reported once it is done.
                 finished: asyncio.Future[RecordingInfo] = self._loop.create_future()
+                finished.add_done_callback(_retrieved)
                 self._writer.close_soon(
                     lambda result, error: self._from_writer(self._finished, finished, result, error))
             except RecordingFailure:
@@ -207,7 +211,7 @@ class AsciicastRecorder:
                 self._failure = RecordingFailure(describe(exc))
                 self._report()
             else:
-                return PendingRecording(self._name, finished)
+                return PendingRecording(self._name, lambda: self._until(finished))
         self._writer.abort()
         assert self._failure is not None  # noqa: S101 - set on every path that gets here
         raise self._failure
@@ -280,18 +284,43 @@ class AsciicastRecorder:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the gateway is gone
             self._loop.call_soon_threadsafe(call, *args)
 
+    async def until_started(self) -> None:
+        """Until the header is in the file (the session may run); RecordingFailure if the store refused it or
+        took nothing for its stall timeout."""
+        await self._until(self._started_writing)
+
     def _header_written(self, error: OSError | None) -> None:
         """On the loop: the header is in the file (the session may start), or the store refused it."""
+        if self._started_writing.done():
+            return
         if error is None and self._failure is None:
-            self.started.set_result(None)
+            self._started_writing.set_result(None)
             return
         if self._failure is None:
             self._failure = RecordingFailure(describe(error or OSError("the recording was not started")))
-        self.started.set_exception(self._failure)
+        self._started_writing.set_exception(self._failure)
+
+    async def _until(self, done: asyncio.Future[_T]) -> _T:
+        """``done``'s result, waited for while the loop goes on; a store that takes nothing for its stall timeout
+        meanwhile fails the recording (as a write waiting on it would) and blocks the site."""
+        writer = self._writer
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(done), STALL_CHECK)
+            except TimeoutError:
+                if writer.stalled_for() < writer.stall_timeout:
+                    continue
+            if self._failure is None:
+                self._failure = RecordingFailure(f"the recording store took nothing for {writer.stall_timeout:g} s")
+                self._report()
+            writer.abort()
+            raise self._failure
 
     def _finished(self, finished: asyncio.Future[RecordingInfo], result: tuple[str, int] | None,
                   error: OSError | None) -> None:
         """On the loop: the writer closed the file (the hash of exactly what it holds), or failed to."""
+        if finished.done():
+            return
         if result is not None and error is None:
             finished.set_result(RecordingInfo(name=self._name, sha256=result[0], bytes=result[1]))
             return
@@ -303,3 +332,10 @@ class AsciicastRecorder:
     def _failed_in_writer(self, exc: OSError) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the gateway is gone
             self._loop.call_soon_threadsafe(self._store_failed, exc)
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    """A failure nobody awaits (a session that ended before it started, or one the broker never recorded) is not an
+    unhandled one: it was reported."""
+    if not done.cancelled():
+        done.exception()

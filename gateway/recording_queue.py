@@ -69,6 +69,16 @@ class RecordingQueue:
         self._open = 0  # writers neither closed nor aborted
         self._stalled_at: int | None = None  # the progress count at which a waiter gave up on the thread
         self._thread: threading.Thread | None = None
+        self._running = False  # the thread is in a job now
+        self._last_progress = time.monotonic()  # when the thread last finished a job (or had nothing to do)
+
+    def stalled_for(self) -> float:
+        """Seconds the thread has had work and finished none of it (0 when it is idle or moving): what a caller
+        that does not wait in ``put``/``wait_for`` (a close or start finishing in the background) checks."""
+        with self._cond:
+            if not self._jobs and not self._running:
+                return 0.0
+            return time.monotonic() - self._last_progress
 
     @property
     def queued_bytes(self) -> int:
@@ -91,6 +101,7 @@ class RecordingQueue:
         with self._cond:
             # One batch larger than the limit still goes through alone, so nothing is refused for its size.
             self._wait(lambda: self._queued == 0 or self._queued + job.size <= self.limit)
+            self._note_work()
             self._jobs.append(job)
             self._queued += job.size
             self._cond.notify_all()
@@ -98,8 +109,14 @@ class RecordingQueue:
     def put_now(self, job: _Job) -> None:
         """Queue ``job``, which holds no data, without waiting for room (an abort must never block)."""
         with self._cond:
+            self._note_work()
             self._jobs.append(job)
             self._cond.notify_all()
+
+    def _note_work(self) -> None:
+        """With the lock held, before a job is queued: an idle thread's wait for progress starts now."""
+        if not self._jobs and not self._running:
+            self._last_progress = time.monotonic()
 
     def wait_for(self, job: _Job) -> None:
         """Until the thread has run ``job`` (raises OSError if the writer is stuck)."""
@@ -131,6 +148,7 @@ class RecordingQueue:
                         return
                     self._cond.wait()
                 job = self._jobs.popleft()
+                self._running = True
             job.writer.run(job)
             if job.finished is not None:
                 with contextlib.suppress(Exception):  # the recorder's loop may be gone
@@ -142,7 +160,9 @@ class RecordingQueue:
                     job.writer.finished = True
                     self._open -= 1
                 job.done = True
+                self._running = False
                 self._progress += 1
+                self._last_progress = time.monotonic()
                 self._cond.notify_all()
 
 
@@ -163,6 +183,14 @@ class QueuedWriter:
         self._aborted = False
         # Called once, in the writer thread, when a write fails (the recorder passes it to its event loop).
         self.on_failure: Callable[[OSError], None] | None = None
+
+    @property
+    def stall_timeout(self) -> float:
+        return self._queue.stall_timeout
+
+    def stalled_for(self) -> float:
+        """Seconds the writer thread has had work and done none (RecordingQueue.stalled_for)."""
+        return self._queue.stalled_for()
 
     def write(self, data: bytes) -> None:
         self._usable()

@@ -56,6 +56,15 @@ class RecordingWriter(Protocol):
         """Flush, make durable and close: (hex SHA-256, size) of exactly what was written."""
         ...
 
+    @property
+    def stall_timeout(self) -> float:
+        """Seconds the store may take nothing while someone waits on it before the recording fails."""
+        ...
+
+    def stalled_for(self) -> float:
+        """Seconds the store has had work and done none (0 when idle or moving)."""
+        ...
+
     def flush_soon(self, finished: Callable[[tuple[str, int] | None, OSError | None], None]) -> None:
         """``flush`` without waiting: ``finished(None, failure)`` is called (in the writer thread) when done."""
         ...

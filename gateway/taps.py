@@ -111,7 +111,7 @@ async def until_recording(tap: ChannelTap) -> None:
 
     recorder = tap.recorder if isinstance(tap, ExecGuard) else tap
     if isinstance(recorder, AsciicastRecorder):
-        await recorder.started
+        await recorder.until_started()
 
 
 def is_recorded(tap: ChannelTap) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gateway import recording_wire
+from gateway import recording, recording_wire
 from gateway.cast_events import CastRenderer, CastStream, json_string
 from gateway.models import PendingRecording
 from gateway.recording import AsciicastRecorder, RecordingFailure, StreamText
@@ -348,10 +348,11 @@ async def test_a_recording_starts_without_holding_the_loop_and_a_refused_header_
     started = time.monotonic()
     recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
     assert time.monotonic() - started < 0.5
+    waiting = asyncio.ensure_future(recorder.until_started())
     await asyncio.sleep(0.1)
-    assert not recorder.started.done()  # the session waits; the event loop does not
+    assert not waiting.done()  # the session waits; the event loop does not
     file.gate.set()
-    await asyncio.wait_for(recorder.started, 5)
+    await asyncio.wait_for(waiting, 5)
     assert bytes(file.data).startswith(b'{"version": 2')
     # A store that refuses the header refuses the session (fail closed).
     refusing = GatedFile()
@@ -359,4 +360,35 @@ async def test_a_recording_starts_without_holding_the_loop_and_a_refused_header_
     refusing.error = OSError(errno.ENOSPC, "No space left on device")
     other = AsciicastRecorder(ctx, session_info(), "ses-x.cast", queue.open(refusing))  # type: ignore[arg-type]
     with pytest.raises(RecordingFailure, match="No space left on device"):
-        await asyncio.wait_for(other.started, 5)
+        await asyncio.wait_for(other.until_started(), 5)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("step", ["start", "close"])
+async def test_a_store_that_takes_nothing_fails_a_start_or_close_waiting_in_the_background(
+        step: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing waits on the loop for a start or a close; a store stuck past its stall timeout still fails them
+    (fail closed: the site is blocked) instead of leaving the session waiting for ever."""
+    monkeypatch.setattr(recording, "STALL_CHECK", 0.05)
+    queue = RecordingQueue(stall_timeout=0.5)
+    file = GatedFile()
+    if step == "close":
+        file.gate.set()
+    ctx = Context(None)
+    recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
+    started = time.monotonic()
+    if step == "close":
+        await recorder.until_started()
+        file.gate.clear()  # the disk stops now
+        recorder.from_target(b"output\r\n", stderr=False)
+        pending = recorder.close(0)
+        assert isinstance(pending, PendingRecording)
+        waiting = pending.result()
+    else:
+        waiting = recorder.until_started()
+    with pytest.raises(RecordingFailure, match=r"the recording store took nothing for 0.5 s"):
+        await asyncio.wait_for(waiting, 5)
+    assert 0.5 <= time.monotonic() - started < 4
+    await eventually(lambda: ctx.failed == [("plant-a", "the recording store took nothing for 0.5 s")],
+                     what="the site blocked")
+    file.gate.set()  # let the thread finish
