@@ -31,9 +31,9 @@ from gateway.taps import ChannelTap, SessionInfo, TapFailure
 if TYPE_CHECKING:
     from gateway.context import GatewayContext
 
-# Batched events reach the writer thread at least this often (seconds), so a crash loses at most about a second.
+# Batched events reach the writer at least this often (seconds), so a crash loses at most about a second.
 FLUSH_INTERVAL = 1.0
-# A batch this large goes to the writer thread at once: one hand-off (and one write) per ~half a megabyte.
+# A batch this large goes to the writer at once: one hand-off (and one write) per ~half a megabyte.
 BATCH_BYTES = 512 * 1024
 _CHUNK = wire.CHUNK
 # Seconds between checks of a stalled store while a start or a close finishes in the background.
@@ -120,10 +120,12 @@ class StreamText:
 class AsciicastRecorder:
     """The tap on a shell or exec channel: passes every byte unchanged and records it.
 
-    On the event loop a chunk costs a time stamp and an append to the session's batch; the batch goes to the
-    gateway's writer thread (gateway.recording_queue) once it holds ``BATCH_BYTES`` or a second has passed, and
-    the thread turns it into event lines (gateway.cast_events), hashes and writes them. A write error comes back
-    through ``_store_failed``: the next chunk is refused and the site is blocked (fail closed).
+    On the event loop a chunk costs a time stamp and an append to the session's batch (gateway.recording_wire);
+    the batch goes to the gateway's writer thread (gateway.recording_queue) once it holds ``BATCH_BYTES`` or a
+    second has passed, and on to the gateway's writer process, which turns it into event lines
+    (gateway.cast_events), hashes and writes them. A write error comes back through ``_store_failed``: the next
+    chunk is refused and the site is blocked (fail closed). The session's start (``until_started``: the header
+    is in the file) and its close (a ``PendingRecording``) finish in the background, for that session alone.
     """
 
     def __init__(self, ctx: GatewayContext, info: SessionInfo, name: str, writer: RecordingWriter) -> None:

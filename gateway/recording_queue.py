@@ -3,10 +3,11 @@
 The relay hands each recording's events over in batches (``QueuedWriter.submit_events``); the thread passes
 them to the recording's file, which for the gateway is its writer process (gateway.recording_process: the
 thread's socket calls release the GIL, the rendering, hashing and writing run in the other process). The queue
-is bounded in bytes: a disk that is slow makes the relay wait for room, as a
-synchronous write would; a disk that takes nothing for ``stall_timeout`` seconds fails the recording (fail
-closed, issue 5) instead of letting memory grow. A write error fails only that recording: its further batches
-are dropped, ``on_failure`` is called (in the writer thread) and ``flush``/``close`` raise the ``OSError``.
+is bounded in bytes: a disk that is slow makes the relay wait for room, as a synchronous write would; a disk
+that takes nothing for ``stall_timeout`` seconds fails the recording (fail closed, issue 5) instead of letting
+memory grow (``put``/``wait_for`` raise; a caller that waits in the background asks ``stalled_for``). A write
+error fails only that recording: its further batches are dropped, ``on_failure`` is called (in the writer
+thread) and ``flush``/``close`` raise the ``OSError``; ``flush_soon``/``close_soon`` hand it to their callback.
 """
 
 from __future__ import annotations
