@@ -31,7 +31,7 @@ async def run_playbook(request: Request) -> Response:
                                username=username)
         runner.run(session, now=now, vault=web_of(request).state.vault, events=web_of(request).state.hub,
                    actor=identity.username, playbook=playbook, site_name=site, username=username,
-                   reason=text(form, "reason", label="Why you run it"))
+                   reason=text(form, "reason", label="Why you run it"), commit=session.commit)
         return redirect(BACK.get(form.get("back", ""), "/review/playbooks?done=1"))
 
     return await posted(request, work)

@@ -63,7 +63,7 @@ def run_playbook(name: str, body: RunIn, identity: CurrentIdentity, session: Ses
                            username=body.identity)
     return JSONResponse(runner.run(session, now=now, vault=state.vault, events=state.hub, actor=identity.username,
                                    playbook=playbook, site_name=body.site, username=body.identity,
-                                   reason=body.reason).as_dict())
+                                   reason=body.reason, commit=session.commit).as_dict())
 
 
 @router.post("/playbooks/{name}/drill")

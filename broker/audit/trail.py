@@ -380,6 +380,13 @@ def _append_group(connection: Connection, pending: list[tuple[Any, ...]]) -> Non
         cursor.close()
 
 
+def lock_head(session: Session) -> None:
+    """Take the chain head's row lock in the caller's transaction now, as the first ``record()`` outside a group
+    would: for a writer that must take it before other rows, so two writers never wait on each other in a cycle
+    (broker.recordings.retention.mark_purged). Released at commit or rollback."""
+    session.execute(select(AuditHead.id).where(AuditHead.id == 1).with_for_update())
+
+
 def ensure_head(session: Session) -> None:
     if session.get(AuditHead, 1) is None:
         session.add(AuditHead(id=1, seq=0, last_hash=GENESIS_HASH))

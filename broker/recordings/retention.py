@@ -15,15 +15,16 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import exists, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.errors import InvalidInput
-from broker.models import AccessSession, Asset, AuditEvent, AuditHead, EvidenceHold, Grant, Site
+from broker.models import AccessSession, Asset, AuditEvent, EvidenceHold, Grant, Identity, Site
 from broker.recordings.store import file_digest, resolve
 from broker.settings import MAX_RETENTION_DAYS
+from broker.vocabulary import IdentityStatus
 
 log = logging.getLogger("gatepass.broker.retention")
 # One purge transaction handles at most this many recordings; the job comes back for the rest.
@@ -100,6 +101,20 @@ def _not_held() -> object:
     return ~exists().where(EvidenceHold.session_id == AccessSession.id, EvidenceHold.released_at.is_(None))
 
 
+def _not_under_incident() -> ColumnElement[bool]:
+    """Not at a locked-down site, not of a suspended identity: while an incident is open (a lockdown or a
+    suspension pending review, as a playbook leaves them) its recordings wait, whatever their retention. This
+    also closes the gap between a playbook's containment, which it commits at once (broker.respond.runner), and
+    its preserve_evidence step, which holds them."""
+    # Aliases of their own: the purge's query joins these tables too, and must not correlate them away.
+    grant, asset, site, identity = aliased(Grant), aliased(Asset), aliased(Site), aliased(Identity)
+    suspended = select(identity.id).where(identity.status == IdentityStatus.SUSPENDED).scalar_subquery()
+    locked = (select(asset.id).join(site, asset.site_id == site.id).where(site.locked_down.is_(True))
+              .scalar_subquery())
+    return ~exists(select(grant.id).where(grant.id == AccessSession.grant_id,
+                                          or_(grant.identity_id.in_(suspended), grant.asset_id.in_(locked))))
+
+
 def due(session: Session, *, now: dt.datetime, default_days: int, directory: Path,
         limit: int = PURGE_BATCH) -> list[Candidate]:
     """Recordings of ended sessions older than their site's retention and not on hold, oldest first, each with
@@ -117,7 +132,8 @@ def due(session: Session, *, now: dt.datetime, default_days: int, directory: Pat
     query = (select(AccessSession, Asset.site_id)
              .join(Grant, AccessSession.grant_id == Grant.id).join(Asset, Grant.asset_id == Asset.id)
              .where(AccessSession.recording_sha256.is_not(None), AccessSession.recording_purged_at.is_(None),
-                    AccessSession.ended_at.is_not(None), or_(*cutoffs), _not_held())  # type: ignore[arg-type]
+                    AccessSession.ended_at.is_not(None), or_(*cutoffs), _not_held(),  # type: ignore[arg-type]
+                    _not_under_incident())
              .order_by(AccessSession.ended_at, AccessSession.id).execution_options(yield_per=limit))
     found: list[Candidate] = []
     intact = kept = 0
@@ -173,7 +189,7 @@ def mark_purged(session: Session, *, now: dt.datetime, actor: str, candidates: l
         return []
     # Every audited write holds the head's row lock from its first event to its commit (trail.record bumps it): a
     # hold or a run that has written has committed before this returns, and none writes until this one commits.
-    session.execute(select(AuditHead.id).where(AuditHead.id == 1).with_for_update())
+    trail.lock_head(session)
     free = set(session.scalars(select(AccessSession.id)
                                .where(AccessSession.id.in_([item.session_id for item in intact]))
                                .order_by(AccessSession.id).with_for_update(skip_locked=True)))
@@ -186,7 +202,7 @@ def mark_purged(session: Session, *, now: dt.datetime, actor: str, candidates: l
         result = session.execute(
             update(AccessSession)
             .where(AccessSession.id == item.session_id, AccessSession.recording_purged_at.is_(None),
-                   _not_held())  # type: ignore[arg-type]
+                   _not_held(), _not_under_incident())  # type: ignore[arg-type]
             .values(recording_purged_at=now)
             .execution_options(synchronize_session=False))
         if getattr(result, "rowcount", 0) != 1:

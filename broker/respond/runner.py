@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -229,6 +230,11 @@ def plan(session: Session, *, now: dt.datetime, playbook: Playbook, target: Targ
 # --- run ----------------------------------------------------------------------------------------------------
 
 
+# The steps that cut access: committed one by one when the caller allows it (see ``run``).
+CONTAINMENT = frozenset({Step.LOCK_DOWN_SITE, Step.REVOKE_SITE_GRANTS, Step.SITE_READ_ONLY,
+                         Step.SUSPEND_RECENT_IDENTITIES, Step.SUSPEND_IDENTITY, Step.RESET_SECOND_FACTOR})
+
+
 def _suspend(session: Session, *, now: dt.datetime, events: EventPublisher, actor: str, username: str,
              reason: str) -> str | None:
     """Suspend, or say why not (already stopped, the last admin): a playbook goes on with its other steps."""
@@ -279,9 +285,16 @@ def _execute(session: Session, *, now: dt.datetime, vault: Vault, events: EventP
 
 def run(session: Session, *, now: dt.datetime, vault: Vault, events: EventPublisher, actor: str,
         playbook: Playbook, site_name: str | None, username: str | None, reason: str | None,
-        drill: bool = False, execute: bool = True) -> RunReport:
+        drill: bool = False, execute: bool = True, commit: Callable[[], None] | None = None) -> RunReport:
     """Run ``playbook`` (the caller checked authority, see ``check_authority``); with ``drill``, plan only —
-    unless ``execute`` and the site is a drill site, where the drill really runs and is timed."""
+    unless ``execute`` and the site is a drill site, where the drill really runs and is timed.
+
+    With ``commit`` (the caller's transaction's commit), each step that cuts access (a lockdown, revocations,
+    suspensions, a reset second factor) is committed, with its audit events, as soon as it is done: the gateways
+    act on committed changes only, so they cut the sessions then, not after the evidence of a busy site (a hold
+    and an event per recording of the last 24 h) is written too; and a later step that fails leaves the
+    containment in place. Without it (the watcher's automatic response, inside its own transaction), the run
+    commits as one."""
     why_given = (reason or "").strip()
     if not why_given:
         raise InvalidInput("give a reason (--reason): it is what the people cut off and the trail will read")
@@ -314,6 +327,8 @@ def run(session: Session, *, now: dt.datetime, vault: Vault, events: EventPublis
             trail.record(session, now=now, action=Action.PLAYBOOK_STEP, actor=actor, subject=run_id,
                          site=report.site, details={k: v for k, v in asdict(item).items() if k != "recordings"}
                          | {"recordings": len(item.recordings)})
+            if commit is not None and Step(item.step) in CONTAINMENT and not item.skipped:
+                commit()
     report.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
     notify = next((s for s in steps if s.step == Step.NOTIFY), None)
     if executed:

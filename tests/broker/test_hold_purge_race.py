@@ -230,12 +230,11 @@ def run_playbook(api: Api) -> Background:
 
 
 def test_a_playbook_run_holding_a_recording_the_purge_is_claiming_is_not_aborted(
-        api: Api, postgres: Plant, deadlock_timeout: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run writes its trail from its first step on, so it holds the chain's head until it commits; its
-    preserve_evidence step then locks the recordings. A purge that locked a recording and then waits for the head
-    would close a cycle, and PostgreSQL would abort one of the two: the run, when the purge had already waited
-    longer than deadlock_timeout (the later waiter finds the cycle). The purge takes the head before any
-    recording, so it simply waits, and the run's hold wins."""
+        api: Api, postgres: Plant, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run commits its containment at once (the gateways cut on committed changes) and holds the evidence after
+    it. A purge that comes in between must neither deadlock with the run nor take the evidence: the identity is
+    suspended by then, and the recordings of a suspended identity (or of a locked-down site) are not purged while
+    that lasts. The run's hold then keeps the recording."""
     plant = postgres
     [held] = due_recordings(api, plant, 1)
     at_evidence, go_on = threading.Event(), threading.Event()
@@ -249,14 +248,15 @@ def test_a_playbook_run_holding_a_recording_the_purge_is_claiming_is_not_aborted
     monkeypatch.setattr(holds, "sessions_of_target", pause_before_holding)
     running = run_playbook(api)
     assert at_evidence.wait(30)
-    purging = Background(lambda: run_purge(plant))
-    purging.start()
-    # The purge waits for the run; once it has waited past deadlock_timeout, a cycle would be the run's to find.
-    wait_for_lock_wait(plant, purging, longer_than=deadlock_timeout * 1.5)
-    go_on.set()
+    try:
+        assert plant.row("SELECT status FROM identities WHERE username = 'vendor1'") == ("suspended",)  # committed
+        purging = Background(lambda: run_purge(plant))
+        purging.start()
+        assert purging.outcome().purged == []  # done without waiting for the run, and without the evidence
+    finally:
+        go_on.set()
     answer = running.outcome()
     assert answer.status_code == 200, answer.text
-    assert purging.outcome().purged == []
     assert holds_on(plant, held) == 1
     assert path_of(plant, held).is_file()
     assert purged_subjects(plant) == []
@@ -292,3 +292,27 @@ def test_a_recording_purged_while_a_playbook_planned_is_passed_over_not_held(
     assert sorted(e["subject"] for e in plant.audit(HELD)) == sorted(preserved["details"]["held"])
     assert purged_subjects(plant) == [gone]
 
+
+
+def test_an_open_incident_keeps_its_recordings_from_the_purge_until_it_is_closed(api: Api, plant: Plant) -> None:
+    """A locked-down site's recordings and a suspended identity's wait, whatever their retention, until the
+    lockdown is lifted or the identity resumed (the purge after that takes them as usual)."""
+    from broker.containment import lockdown
+    from broker.identity import lifecycle
+    from broker.inventory.gateway_events import NullPublisher
+
+    at_site, of_vendor = due_recordings(api, plant, 1)[0], due_recordings(api, plant, 1, identity="vendor2")[0]
+    now = plant.clock.now()
+    with plant.session() as session:
+        lockdown.lock_down_site(session, now=now, events=NullPublisher(), actor=lockdown.LocalOperator("test"),
+                                site_name="plant-a", reason="incident 4711")
+    assert run_purge(plant).purged == []
+    with plant.session() as session:
+        lockdown.lift_lockdown(session, now=now, actor=lockdown.LocalOperator("test"), site_name="plant-a")
+        lifecycle.suspend(session, now=now, events=NullPublisher(), actor="test", username="vendor2",
+                          reason="incident 4712")
+    assert [c.session_id for c in run_purge(plant).purged] == [at_site]
+    assert path_of(plant, of_vendor).is_file()
+    with plant.session() as session:
+        lifecycle.resume(session, now=now, actor="test", username="vendor2", reason="cleared")
+    assert [c.session_id for c in run_purge(plant).purged] == [of_vendor]

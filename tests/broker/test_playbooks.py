@@ -4,14 +4,17 @@ versions; the runs read back with their time to contain; the message queued for 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from broker.access.notifications import Targets, claim_due, enqueue_playbook_messages
+from broker.db import READ_ONLY_OPTION
 from broker.inventory import gateways
 from broker.models import Identity, Site
+from broker.recordings import holds
 from tests.approvals.conftest import open_session
 from tests.fixtures.broker import Api, Plant
 
@@ -219,3 +222,32 @@ def test_an_edit_needs_a_second_factor_too(api: Api, plant: Plant) -> None:
     assert refused.status_code == 403
     assert "second factor" in refused.json()["message"]
     assert plant.audit("respond:playbook:edited") == []
+
+
+def test_the_containment_is_committed_before_the_evidence_is_written_and_stays_if_that_fails(
+        api: Api, plant: Plant, monkeypatch: Any) -> None:
+    """The gateways act on committed changes only: the lockdown and the suspension must be committed (so the
+    sessions are cut) before a busy site's evidence (a hold and an event per recording) is written, and a failure
+    after them must not roll the containment back."""
+    _, session_a = _live(plant, "vendor1")
+    seen: dict[str, Any] = {}
+
+    def failing_hold(*_: Any, **__: Any) -> list[str]:
+        # Another connection, a reader (the run holds SQLite's write lock again): what is committed now, which is
+        # what the gateways' event stream acts on.
+        with plant.engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as reader:
+            seen["locked_down"] = reader.execute(text("SELECT locked_down FROM sites WHERE name = 'plant-a'")).one()[0]
+            seen["vendor1"] = reader.execute(text("SELECT status FROM identities WHERE username = 'vendor1'")).one()[0]
+        raise RuntimeError("the evidence could not be held")
+
+    monkeypatch.setattr(holds, "hold_for_run", failing_hold)
+    with contextlib.suppress(RuntimeError):  # the test client re-raises the server's error
+        answer = _run(api, "sup-a1", "ransomware-suspected", site="plant-a")
+        assert answer.status_code == 500
+    assert seen == {"locked_down": True, "vendor1": "suspended"}
+    assert plant.row("SELECT locked_down FROM sites WHERE name = 'plant-a'")[0]
+    assert plant.row("SELECT status FROM identities WHERE username = 'vendor1'") == ("suspended",)
+    actions = [e["action"] for e in plant.audit()]
+    assert "containment:site:locked_down" in actions
+    assert "respond:playbook:finished" not in actions  # the run did not finish, and the trail says so
+    assert session_a
