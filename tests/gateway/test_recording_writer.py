@@ -238,6 +238,18 @@ class Context:
         self.failed.append((site, error))
 
 
+def gated_recorder(*, disk_open: bool = True, stall_timeout: float = 10.0,
+                   ) -> tuple[AsciicastRecorder, GatedFile, Context]:
+    """A recorder on a GatedFile through a queue of its own; ``disk_open=False``: the store takes nothing yet."""
+    file = GatedFile()
+    if disk_open:
+        file.gate.set()
+    ctx = Context(None)
+    queue = RecordingQueue(stall_timeout=stall_timeout)
+    recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
+    return recorder, file, ctx
+
+
 @pytest.mark.anyio
 async def test_recorder_writes_every_byte_in_order_and_reports_the_files_hash(tmp_path: Path) -> None:
     store = DirectoryStore(tmp_path / "recordings")
@@ -281,11 +293,7 @@ async def test_recorder_writes_every_byte_in_order_and_reports_the_files_hash(tm
 
 @pytest.mark.anyio
 async def test_a_failed_write_in_the_thread_refuses_the_next_chunk_and_blocks_the_site() -> None:
-    queue = RecordingQueue()
-    file = GatedFile()
-    file.gate.set()
-    ctx = Context(None)
-    recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
+    recorder, file, ctx = gated_recorder()
     file.error = OSError(errno.EIO, "Input/output error")
     recorder.from_target(b"x" * 600 * 1024, stderr=False)  # a full batch: handed to the thread at once
     # The thread's failure comes back to the loop: the site is blocked (which ends its recorded sessions).
@@ -300,11 +308,7 @@ async def test_a_failed_write_in_the_thread_refuses_the_next_chunk_and_blocks_th
 
 @pytest.mark.anyio
 async def test_a_failure_found_at_close_raises_and_reports_it(tmp_path: Path) -> None:
-    queue = RecordingQueue()
-    file = GatedFile()
-    file.gate.set()
-    ctx = Context(None)
-    recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
+    recorder, file, ctx = gated_recorder()
     recorder.from_target(b"small output\r\n", stderr=False)  # still in the session's batch
     file.error = OSError(errno.ENOSPC, "No space left on device")
     pending = recorder.close(3)
@@ -319,11 +323,7 @@ async def test_a_failure_found_at_close_raises_and_reports_it(tmp_path: Path) ->
 @pytest.mark.anyio
 async def test_closing_does_not_wait_for_a_slow_disk(tmp_path: Path) -> None:
     """A close returns at once; the hash comes when the writer has written and closed the file."""
-    queue = RecordingQueue()
-    file = GatedFile()
-    ctx = Context(None)
-    file.gate.set()
-    recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
+    recorder, file, ctx = gated_recorder()
     file.gate.clear()  # the disk stops taking anything
     recorder.from_target(b"output\r\n", stderr=False)
     started = time.monotonic()
@@ -342,11 +342,8 @@ async def test_closing_does_not_wait_for_a_slow_disk(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_a_recording_starts_without_holding_the_loop_and_a_refused_header_refuses_the_session() -> None:
-    queue = RecordingQueue()
-    file = GatedFile()  # the disk takes nothing yet
-    ctx = Context(None)
     started = time.monotonic()
-    recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
+    recorder, file, ctx = gated_recorder(disk_open=False)
     assert time.monotonic() - started < 0.5
     waiting = asyncio.ensure_future(recorder.until_started())
     await asyncio.sleep(0.1)
@@ -358,7 +355,8 @@ async def test_a_recording_starts_without_holding_the_loop_and_a_refused_header_
     refusing = GatedFile()
     refusing.gate.set()
     refusing.error = OSError(errno.ENOSPC, "No space left on device")
-    other = AsciicastRecorder(ctx, session_info(), "ses-x.cast", queue.open(refusing))  # type: ignore[arg-type]
+    other = AsciicastRecorder(ctx, session_info(), "ses-x.cast",  # type: ignore[arg-type]
+                              RecordingQueue().open(refusing))
     with pytest.raises(RecordingFailure, match="No space left on device"):
         await asyncio.wait_for(other.until_started(), 5)
 
@@ -370,12 +368,7 @@ async def test_a_store_that_takes_nothing_fails_a_start_or_close_waiting_in_the_
     """Nothing waits on the loop for a start or a close; a store stuck past its stall timeout still fails them
     (fail closed: the site is blocked) instead of leaving the session waiting for ever."""
     monkeypatch.setattr(recording, "STALL_CHECK", 0.05)
-    queue = RecordingQueue(stall_timeout=0.5)
-    file = GatedFile()
-    if step == "close":
-        file.gate.set()
-    ctx = Context(None)
-    recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
+    recorder, file, ctx = gated_recorder(disk_open=step == "close", stall_timeout=0.5)
     started = time.monotonic()
     if step == "close":
         await recorder.until_started()
