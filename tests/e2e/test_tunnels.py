@@ -138,7 +138,13 @@ def _stock_ssh(stack: Stack, *forwards: str) -> subprocess.Popen[str]:
 def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=15)
+    try:
+        _, stderr = process.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        # Killed and reaped here, so a hang fails this test alone (a Popen left running fails the next one's set-up).
+        process.kill()
+        _, stderr = process.communicate()
+        raise AssertionError(f"ssh did not exit within 15 s of SIGTERM; it said: {stderr}") from None
     return process.returncode, stderr
 
 
