@@ -298,9 +298,7 @@ class AsciicastRecorder:
         if error is None and self._failure is None:
             self._started_writing.set_result(None)
             return
-        if self._failure is None:
-            self._failure = RecordingFailure(describe(error or OSError("the recording was not started")))
-        self._started_writing.set_exception(self._failure)
+        self._started_writing.set_exception(self._failed_with(error, "the recording was not started"))
 
     async def _until(self, done: asyncio.Future[_T]) -> _T:
         """``done``'s result, waited for while the loop goes on; a store that takes nothing for its stall timeout
@@ -326,14 +324,18 @@ class AsciicastRecorder:
         if result is not None and error is None:
             finished.set_result(RecordingInfo(name=self._name, sha256=result[0], bytes=result[1]))
             return
-        if self._failure is None:
-            self._failure = RecordingFailure(describe(error or OSError("the recording was not closed")))
+        failure = self._failed_with(error, "the recording was not closed")
         self._report()  # no hash is claimed for a recording that is not whole; the site is blocked
-        finished.set_exception(self._failure)
+        finished.set_exception(failure)
+
+    def _failed_with(self, error: OSError | None, otherwise: str) -> RecordingFailure:
+        """The recording's failure: the first one met, else ``error`` (or ``otherwise`` in words)."""
+        if self._failure is None:
+            self._failure = RecordingFailure(describe(error or OSError(otherwise)))
+        return self._failure
 
     def _failed_in_writer(self, exc: OSError) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the gateway is gone
-            self._loop.call_soon_threadsafe(self._store_failed, exc)
+        self._from_writer(self._store_failed, exc)
 
 
 def _retrieved(done: asyncio.Future[Any]) -> None:

@@ -189,10 +189,7 @@ class WorkerFile:
         self._call(wire.RAW, data)
 
     def write_events(self, batch: bytes | bytearray | memoryview) -> None:
-        if self._closed:
-            raise OSError(errno.EBADF, "the recording is already closed")
-        if self._fd is not None:
-            self._open()
+        self._ready()
         self._process.call_events(self._number, batch, self._generation)
 
     def flush(self) -> None:
@@ -215,11 +212,15 @@ class WorkerFile:
                 self._process.call(wire.ABORT, self._number, generation=self._generation)
         self._closed = True
 
-    def _call(self, op: int, payload: bytes = b"") -> bytes:
+    def _ready(self) -> None:
+        """Before a request: refused once closed; the first one hands the file to the worker."""
         if self._closed:
             raise OSError(errno.EBADF, "the recording is already closed")
         if self._fd is not None:
             self._open()
+
+    def _call(self, op: int, payload: bytes = b"") -> bytes:
+        self._ready()
         try:
             return self._process.call(op, self._number, payload, generation=self._generation)
         except OSError:

@@ -44,10 +44,6 @@ TEXT_CODES = {"r": 3, "m": 4}
 TEXT_EVENTS = {number: code for code, number in TEXT_CODES.items()}
 
 
-def request(op: int, recording: int, payload: bytes = b"") -> bytes:
-    return REQUEST.pack(op, recording, len(payload)) + payload
-
-
 def new_batch(started: float) -> bytearray:
     """An empty EVENTS payload, to which the recorder appends each chunk as it crosses the gateway (``add``)."""
     return bytearray(STARTED.pack(started))

@@ -315,15 +315,14 @@ def record(
     occurred_at = now.astimezone(dt.UTC)
     details_text = json.dumps(details or {}, sort_keys=True, separators=(",", ":"), default=str)
     values = (str(action), outcome, actor, subject, site)
+    appender = _appender(session.get_bind().dialect)
+    bound_at = appender.bind_occurred_at(occurred_at) if appender.bind_occurred_at else occurred_at
     if GROUP_COMMIT in session.info:
-        appender = _appender(session.get_bind().dialect)
         if appender.checks_rows:
             _refuse_what_the_database_would(appender, values)
-        bound_at = appender.bind_occurred_at(occurred_at) if appender.bind_occurred_at else occurred_at
         defer_to_group(session, _append_group, (_utc_iso(occurred_at), bound_at, *values, details_text))
         return
     connection = session.connection()  # the session's transaction (begun here if it was not yet)
-    appender = _appender(connection.dialect)
     cursor = connection.connection.cursor()
     try:
         appender.execute(cursor, appender.bump_head)
@@ -332,7 +331,6 @@ def record(
             raise RuntimeError("the audit chain head is missing: the database was not set up by `gatepass init`")
         seq, prev_hash = int(row[0]), str(row[1])
         digest = _chain_hash(prev_hash, _canonical_text(seq, _utc_iso(occurred_at), *values, details_text))
-        bound_at = appender.bind_occurred_at(occurred_at) if appender.bind_occurred_at else occurred_at
         appender.execute(cursor, appender.insert_event, (seq, bound_at, *values, details_text, prev_hash, digest))
         appender.execute(cursor, appender.set_head_hash, (digest,))
     finally:
