@@ -126,6 +126,10 @@ class AsciicastRecorder:
     (gateway.cast_events), hashes and writes them. A write error comes back through ``_store_failed``: the next
     chunk is refused and the site is blocked (fail closed). The session's start (``until_started``: the header
     is in the file) and its close (a ``PendingRecording``) finish in the background, for that session alone.
+
+    Nothing here waits for the store. When the recording has as much queued as it may, the session is paused
+    (``SessionInfo.hold_streams``: no more is read from the target or the client) until the writer catches up;
+    a store that takes nothing for its stall timeout meanwhile fails the recording and blocks the site.
     """
 
     def __init__(self, ctx: GatewayContext, info: SessionInfo, name: str, writer: RecordingWriter) -> None:
@@ -134,8 +138,11 @@ class AsciicastRecorder:
         self._name = name
         self._writer = writer
         self._record_input = info.auth.record_input
+        self._hold_streams = info.hold_streams
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._behind = False  # the store has no room for more: the session is paused until it has
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._failure: RecordingFailure | None = None
         self._closed = False
         self._started = time.monotonic()
@@ -150,8 +157,10 @@ class AsciicastRecorder:
         self._started_writing: asyncio.Future[None] = self._loop.create_future()
         self._started_writing.add_done_callback(_retrieved)
         try:
-            writer.write(json.dumps(header(info, timestamp), ensure_ascii=False).encode() + b"\n")
+            room = writer.submit(json.dumps(header(info, timestamp), ensure_ascii=False).encode() + b"\n")
             writer.flush_soon(lambda _, error: self._from_writer(self._header_written, error))
+            if not room:
+                self._fall_behind()
         except OSError as exc:
             self._failure = RecordingFailure(describe(exc))
             writer.abort()
@@ -191,6 +200,9 @@ class AsciicastRecorder:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._stall_timer is not None:  # a close waiting on a stuck store fails in _until instead
+            self._stall_timer.cancel()
+            self._stall_timer = None
         if self._failure is None:
             try:
                 self._check()
@@ -230,15 +242,50 @@ class AsciicastRecorder:
             self._timer = self._loop.call_later(FLUSH_INTERVAL, self._timed_hand_off)
 
     def _hand_off(self) -> None:
-        """The batch to the writer thread (it waits while the queue is full; a stuck store fails it)."""
+        """The batch to the writer thread, without waiting; if that leaves the recording no room, the session
+        pauses until the writer catches up."""
         if len(self._batch) <= wire.STARTED.size:
             return
         batch, self._batch = self._batch, wire.new_batch(self._started)
         try:
-            self._writer.submit_events(batch)
+            room = self._writer.submit_events(batch)
         except OSError as exc:
             self._failure = RecordingFailure(describe(exc))
             raise self._failure from exc
+        if not room and not self._behind:
+            self._fall_behind()
+
+    def _fall_behind(self) -> None:
+        """The store has all this recording may queue: pause the session until it has room again, and check
+        meanwhile that the store is moving at all."""
+        self._behind = True
+        if self._hold_streams is not None:
+            self._hold_streams(True)
+        self._stall_timer = self._loop.call_later(STALL_CHECK, self._check_stall)
+        self._writer.when_room(lambda: self._from_writer(self._caught_up))
+
+    def _caught_up(self) -> None:
+        """On the loop: the writer has room again; the session reads on (unless it is over or failed)."""
+        if not self._behind:
+            return
+        self._behind = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        if self._hold_streams is not None and not self._closed and self._failure is None:
+            self._hold_streams(False)
+
+    def _check_stall(self) -> None:
+        """While paused: a store that took nothing for its stall timeout fails the recording (fail closed)."""
+        self._stall_timer = None
+        if not self._behind or self._closed or self._failure is not None:
+            return
+        writer = self._writer
+        if writer.stalled_for() < writer.stall_timeout:
+            self._stall_timer = self._loop.call_later(STALL_CHECK, self._check_stall)
+            return
+        self._failure = RecordingFailure(f"the recording store took nothing for {writer.stall_timeout:g} s")
+        self._report()
 
     def _timed_hand_off(self) -> None:
         self._timer = None

@@ -2,12 +2,20 @@
 
 The relay hands each recording's events over in batches (``QueuedWriter.submit_events``); the thread passes
 them to the recording's file, which for the gateway is its writer process (gateway.recording_process: the
-thread's socket calls release the GIL, the rendering, hashing and writing run in the other process). The queue
-is bounded in bytes: a disk that is slow makes the relay wait for room, as a synchronous write would; a disk
-that takes nothing for ``stall_timeout`` seconds fails the recording (fail closed, issue 5) instead of letting
-memory grow (``put``/``wait_for`` raise; a caller that waits in the background asks ``stalled_for``). A write
-error fails only that recording: its further batches are dropped, ``on_failure`` is called (in the writer
-thread) and ``flush``/``close`` raise the ``OSError``; ``flush_soon``/``close_soon`` hand it to their callback.
+thread's socket calls release the GIL, the rendering, hashing and writing run in the other process).
+
+The queue is bounded in bytes, per recording (``writer_limit``) and for the gateway (``limit``), by flow control
+rather than by waiting: ``submit``/``submit_events`` never wait and say whether there is room for more; when there
+is not, the recorder pauses its own session (it stops reading from the target and the client) until the thread
+calls its ``when_room`` callback. A slow disk slows the sessions it records, each on its own; the event loop, and
+with it every other relay and every cut, never waits for the disk. Memory stays bounded: a paused recording adds at
+most the batch it was handing off, so the queue holds at most ``limit`` plus one batch per recording.
+
+A disk that takes nothing for ``stall_timeout`` seconds fails the recording (fail closed, issue 5): a paused
+recorder asks ``stalled_for``; the blocking calls (``write``, ``flush``, ``close``: for callers off the event
+loop) raise. A write error fails only that recording: its further batches are dropped, ``on_failure`` is called
+(in the writer thread) and ``flush``/``close`` raise the ``OSError``; ``flush_soon``/``close_soon`` hand it to
+their callback.
 """
 
 from __future__ import annotations
@@ -20,8 +28,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-# Bytes handed over and not yet written, across every recording of the gateway, before the relay waits for room.
+# Bytes handed over and not yet written, across every recording of the gateway, before recorders are paused.
 QUEUE_LIMIT = 32 * 1024 * 1024
+# Bytes one recording may have handed over and not yet written before its session is paused: a few batches, so
+# a busy session keeps the writer fed while it waits for nothing, and one fast session cannot take the whole queue.
+WRITER_LIMIT = 4 * 1024 * 1024
 # Seconds the writer may take nothing from the queue, while the relay waits on it, before the recording fails.
 STALL_TIMEOUT = 10.0
 
@@ -60,8 +71,10 @@ class _Job:
 class RecordingQueue:
     """The gateway's writer thread and its bounded queue; the thread runs while a recording is open."""
 
-    def __init__(self, *, limit: int = QUEUE_LIMIT, stall_timeout: float = STALL_TIMEOUT) -> None:
+    def __init__(self, *, limit: int = QUEUE_LIMIT, writer_limit: int = WRITER_LIMIT,
+                 stall_timeout: float = STALL_TIMEOUT) -> None:
         self.limit = limit
+        self.writer_limit = writer_limit
         self.stall_timeout = stall_timeout
         self._cond = threading.Condition()
         self._jobs: deque[_Job] = deque()
@@ -72,6 +85,8 @@ class RecordingQueue:
         self._thread: threading.Thread | None = None
         self._running = False  # the thread is in a job now
         self._last_progress = time.monotonic()  # when the thread last finished a job (or had nothing to do)
+        # Recordings paused for room, with what to call (in the thread) once they have it again.
+        self._waiting: dict[QueuedWriter, Callable[[], None]] = {}
 
     def stalled_for(self) -> float:
         """Seconds the thread has had work and finished none of it (0 when it is idle or moving): what a caller
@@ -98,21 +113,37 @@ class RecordingQueue:
     # -- the caller's side (the event loop) --------------------------------------------------------------------
 
     def put(self, job: _Job) -> None:
-        """Queue ``job``; waits while the queue is full (raises OSError if the writer is stuck)."""
+        """Queue ``job``; waits while the queue is full (raises OSError if the writer is stuck). For callers off
+        the event loop; the recorder uses ``put_now`` and flow control."""
         with self._cond:
             # One batch larger than the limit still goes through alone, so nothing is refused for its size.
             self._wait(lambda: self._queued == 0 or self._queued + job.size <= self.limit)
-            self._note_work()
-            self._jobs.append(job)
-            self._queued += job.size
-            self._cond.notify_all()
+            self._append(job)
 
-    def put_now(self, job: _Job) -> None:
-        """Queue ``job``, which holds no data, without waiting for room (an abort must never block)."""
+    def put_now(self, job: _Job) -> bool:
+        """Queue ``job`` without waiting; whether its recording still has room (``has_room``) afterwards."""
         with self._cond:
-            self._note_work()
-            self._jobs.append(job)
-            self._cond.notify_all()
+            self._append(job)
+            return self._has_room(job.writer)
+
+    def _append(self, job: _Job) -> None:
+        self._note_work()
+        self._jobs.append(job)
+        self._queued += job.size
+        job.writer.queued += job.size
+        self._cond.notify_all()
+
+    def _has_room(self, writer: QueuedWriter) -> bool:
+        """With the lock held: whether ``writer`` may hand over more now."""
+        return writer.queued < self.writer_limit and self._queued < self.limit
+
+    def when_room(self, writer: QueuedWriter, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once ``writer`` has room again (at once, here, if it has now; else in the thread)."""
+        with self._cond:
+            if not self._has_room(writer):
+                self._waiting[writer] = callback
+                return
+        callback()
 
     def _note_work(self) -> None:
         """With the lock held, before a job is queued: an idle thread's wait for progress starts now."""
@@ -157,14 +188,20 @@ class RecordingQueue:
             with self._cond:
                 if job.kind == "write":
                     self._queued -= job.size
+                    job.writer.queued -= job.size
                 if job.kind in ("close", "abort") and not job.writer.finished:
                     job.writer.finished = True
                     self._open -= 1
+                    self._waiting.pop(job.writer, None)
                 job.done = True
                 self._running = False
                 self._progress += 1
                 self._last_progress = time.monotonic()
+                ready = [self._waiting.pop(w) for w in list(self._waiting) if self._has_room(w)]
                 self._cond.notify_all()
+            for callback in ready:
+                with contextlib.suppress(Exception):  # the recorder's loop may be gone
+                    callback()
 
 
 class QueuedWriter:
@@ -177,6 +214,7 @@ class QueuedWriter:
     def __init__(self, queue: RecordingQueue, file: SyncWriter) -> None:
         self._queue = queue
         self._file = file
+        self.queued = 0  # bytes handed over and not yet written (changed under the queue's lock)
         self.failure: OSError | None = None
         self.finished = False  # set by the thread once the file is closed or aborted
         self._closing = False  # close() or abort() was called: nothing more may be queued
@@ -194,14 +232,24 @@ class QueuedWriter:
         return self._queue.stalled_for()
 
     def write(self, data: bytes) -> None:
+        """Queue ``data``, waiting while the queue is full (for callers off the event loop)."""
         self._usable()
         self._queue.put(_Job(self, "write", lambda file: file.write(data), len(data)))
 
-    def submit_events(self, batch: bytearray) -> None:
-        """Queue a batch of the session's chunks (an EVENTS payload of gateway.recording_wire), written after
-        everything queued before."""
+    def submit(self, data: bytes) -> bool:
+        """Queue ``data`` without waiting; whether there is room for more (else pause, see ``when_room``)."""
         self._usable()
-        self._queue.put(_Job(self, "write", lambda file: file.write_events(batch), len(batch)))
+        return self._queue.put_now(_Job(self, "write", lambda file: file.write(data), len(data)))
+
+    def submit_events(self, batch: bytearray) -> bool:
+        """Queue a batch of the session's chunks (an EVENTS payload of gateway.recording_wire), written after
+        everything queued before, without waiting; whether there is room for more (else pause, see ``when_room``)."""
+        self._usable()
+        return self._queue.put_now(_Job(self, "write", lambda file: file.write_events(batch), len(batch)))
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this recording may hand over more: at once if it may now, else in the thread."""
+        self._queue.when_room(self, callback)
 
     def flush(self) -> None:
         """Wait until everything queued so far is in the file; raises OSError if it is not."""
@@ -229,7 +277,7 @@ class QueuedWriter:
         self._usable()
         job = _Job(self, "flush")
         job.finished = finished
-        self._queue.put(job)
+        self._queue.put_now(job)  # never waits: it is called on the event loop
 
     def close_soon(self, finished: Callable[[tuple[str, int] | None, OSError | None], None]) -> None:
         """``close`` without waiting: ``finished(result, failure)`` is called in the thread once it is over.
@@ -238,7 +286,7 @@ class QueuedWriter:
         self._closing = True
         job = _Job(self, "close")
         job.finished = finished
-        self._queue.put(job)
+        self._queue.put_now(job)  # never waits: it is called on the event loop
 
     def abort(self) -> None:
         """Drop what is queued and close the file; never raises, never waits."""

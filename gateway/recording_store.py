@@ -41,11 +41,22 @@ class RecordingWriter(Protocol):
     on_failure: Callable[[OSError], None] | None
 
     def write(self, data: bytes) -> None:
-        """Queue ``data``; raises OSError if the recording failed or the store takes nothing any more."""
+        """Queue ``data``, waiting for room; raises OSError if the recording failed or the store takes nothing
+        any more. Off the event loop only."""
         ...
 
-    def submit_events(self, batch: bytearray) -> None:
-        """Queue a batch of the session's chunks (gateway.recording_wire), rendered as event lines elsewhere."""
+    def submit(self, data: bytes) -> bool:
+        """Queue ``data`` without waiting; False when the recording has no room left (its session should pause
+        until ``when_room``). Raises OSError if the recording failed."""
+        ...
+
+    def submit_events(self, batch: bytearray) -> bool:
+        """``submit`` for a batch of the session's chunks (gateway.recording_wire), rendered as event lines
+        elsewhere."""
+        ...
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (at once, or later in the writer thread) once the recording has room again."""
         ...
 
     def flush(self) -> None:

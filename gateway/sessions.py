@@ -78,6 +78,11 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         # The recorder or transfer inspector; set once the broker has recorded the session's start.
         self._tap: ChannelTap = PassThrough()
         self._recording_failed = False
+        # Why reading is paused, besides supervision: the client's window is full (stop reading the target), the
+        # target's window is full (stop reading the client), the recording is behind (stop reading both).
+        self._client_full = False
+        self._target_full = False
+        self._recording_behind = False
         # Set when the gateway ends the session while the target still runs its command (a cut).
         self._stop: TargetStop | None = None
         self._target_gone = asyncio.Event()
@@ -169,12 +174,13 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         return False
 
     def pause_writing(self) -> None:
+        self._client_full = True
         if self._upstream is not None:
             self._upstream.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._upstream is not None:
-            self._upstream.resume_reading()
+        self._client_full = False
+        self._resume_target()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -260,8 +266,28 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._chan.pause_reading()
 
     def _resume_client(self) -> None:
-        if self._chan is not None and not self._closed:
+        """Read from the client again, unless something still holds it (the target's window, supervision, the
+        recording) or nothing can reach the target yet."""
+        if self._chan is not None and not self._closed and self._upstream is not None and not self._target_full \
+                and not self._recording_behind and not self._holds_input():
             self._chan.resume_reading()
+
+    def _resume_target(self) -> None:
+        """Read from the target again, unless the client's window or the recording still holds it."""
+        if self._upstream is not None and not self._client_full and not self._recording_behind:
+            self._upstream.resume_reading()
+
+    def _hold_for_recording(self, behind: bool) -> None:
+        """The recorder's flow control (gateway/recording.py): while its store is behind, neither side is read,
+        so a slow disk slows this session alone and nothing waits on the event loop."""
+        self._recording_behind = behind
+        if behind:
+            if self._upstream is not None and self._stop is None:  # a stopping target's output is dropped anyway
+                self._upstream.pause_reading()
+            self._pause_client()
+        else:
+            self._resume_target()
+            self._resume_client()
 
     def _end_by_observer(self, message: str) -> None:
         """An observer ended the session from the watch view: the connection is cut as on a revocation (the broker
@@ -274,6 +300,9 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         if upstream is None or self._stop is not None or self.kind not in ("shell", "exec"):
             return None
         self._stop = TargetStop(grace=self._auth.cut_grace, exit=self._exit_text())
+        # From now on what the target sends is dropped (target_data), so nothing holds its reading any more (a
+        # full client window, a recording behind): its exit status and close must come through to confirm the stop.
+        upstream.resume_reading()
         self._send_signal(upstream, self._stop, "TERM")
         self._host.ctx.spawn(self._finish_stop(upstream, self._stop), f"stopping session {self._session_id}")
         return self._stop
@@ -330,6 +359,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._tap = open_tap(ctx, SessionInfo(
                 session_id=self._session_id, auth=auth, kind=self.kind or "exec", command=self.command,
                 term_type=self._term_type, term_size=self._term_size, tell_user=self.warn, cut=self.terminate,
+                hold_streams=self._hold_for_recording,
             ))
             await until_recording(self._tap)
         except TapFailure as exc:
@@ -376,13 +406,14 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             upstream.close()
             return
         self._upstream = upstream
+        if self._client_full or self._recording_behind:
+            upstream.pause_reading()
         pending, self._pending = self._pending, []
         for data, datatype in pending:
             self._to_target(data, datatype)
         if self._pending_eof:
             upstream.write_eof()
-        if self._chan is not None and not self._holds_input():
-            self._chan.resume_reading()
+        self._resume_client()
 
     def _environment(self) -> dict[str | bytes, str | bytes]:
         env: Mapping[str, str] = self._chan.get_environment() if self._chan else {}
@@ -487,9 +518,9 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self.terminate(f"gatepass: the session on {self._auth.asset} ended without an exit status")
 
     def target_paused(self) -> None:
-        if self._chan is not None and not self._closed:
-            self._chan.pause_reading()
+        self._target_full = True
+        self._pause_client()
 
     def target_resumed(self) -> None:
-        if self._chan is not None and not self._closed and not self._holds_input():
-            self._chan.resume_reading()
+        self._target_full = False
+        self._resume_client()

@@ -40,6 +40,9 @@ class SessionInfo:
     # Ends the session with that line on the user's stderr and that exit status (a policy refusal mid-session,
     # e.g. an upload on a download-only site); None where nothing can be ended (tests of a tap alone).
     cut: Callable[[str, int], object] | None = None
+    # Pauses (True) and resumes (False) the session's reading from the target and the client: the recorder's flow
+    # control while its store is behind (gateway.recording_queue). None where nothing can be paused.
+    hold_streams: Callable[[bool], None] | None = None
 
 
 class ChannelTap(Protocol):

@@ -7,6 +7,8 @@ import base64
 import errno
 import hashlib
 import json
+import os
+import signal
 import stat
 import time
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway import Gateway
+from gateway import Gateway, recording
 from gateway.recording_store import DirectoryStore
 from tests.fixtures.disks import small_tmpfs
 from tests.fixtures.sshd import OpenSSHServer
@@ -186,6 +188,43 @@ async def test_gateway_notice_is_recorded(
     notices = text_of(events, "m")
     assert "the grant was revoked by the plant" in notices
     assert text_of(events, "o") == "started\n"
+
+
+async def test_a_hung_store_holds_its_sessions_not_the_gateway_and_a_revocation_still_cuts_at_once(
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path
+) -> None:
+    """The writer process stops (a disk that hangs): the busy session fills what its recording may queue and is
+    paused; the event loop goes on, so a revocation still cuts within a second, and once the store moves again
+    the recording is finished whole."""
+    store = gateway.ctx.recordings
+    vendor = grant_for(sshd_credential(sshd_target))
+    process = await _ssh_running(_ssh_argv(vendor, tmp_path, "echo started; head -c 200000000 /dev/zero; sleep 30"))
+    output = asyncio.ensure_future(process.communicate())  # read on: only the recording may hold the session
+    worker = store.process._process
+    assert worker is not None
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        await eventually(lambda: store.queue.queued_bytes >= store.queue.writer_limit, timeout=10,
+                         what="the session's recording to fill its share of the queue")
+        for _ in range(15):  # held: no more is read from the target, and the event loop goes on meanwhile
+            started = time.monotonic()
+            await asyncio.sleep(0.1)
+            assert time.monotonic() - started < 0.5, "the event loop waited for the store"
+            assert store.queue.queued_bytes <= store.queue.writer_limit + 2 * recording.BATCH_BYTES
+        fake_broker.revoke(vendor.grant.grant_id)
+        started = time.monotonic()
+        _, stderr = await asyncio.wait_for(output, 5)
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert elapsed < 1.0, f"the revocation cut the session {elapsed:.2f} s after it was sent"
+    assert process.returncode == 255
+    assert b"gatepass: access to hmi-01 ended: the grant was revoked by the plant" in stderr
+    end = await ended(fake_broker, timeout=15)
+    assert end["reason"] == "revoked"
+    _, events = read_cast(stored(gateway, end))  # whole: the hash the broker got is the file's
+    assert "the grant was revoked by the plant" in text_of(events, "m")
+    assert gateway.ctx.recordings_refusal("plant-a") is None  # a store that moved again blocks nothing
 
 
 # -- a full disk: the gateway fails closed ------------------------------------------------------------

@@ -179,6 +179,35 @@ def test_a_slow_store_makes_the_caller_wait_for_room_without_failing() -> None:
     assert bytes(file.data) == b"".join(bytes([65 + n]) * 16 * 1024 for n in range(8))
 
 
+def test_submitting_never_waits_and_says_when_a_recording_must_pause_until_the_writer_has_room() -> None:
+    """Flow control instead of waiting: past its own share (or the gateway's limit) a recording is told to pause,
+    and called back once the thread has written enough; nothing is dropped or reordered meanwhile."""
+    queue = RecordingQueue(limit=256 * 1024, writer_limit=64 * 1024, stall_timeout=5)
+    first_file, second_file = GatedFile(), GatedFile()
+    first, second = queue.open(first_file), queue.open(second_file)
+    chunk = b"a" * 16 * 1024
+    started = time.monotonic()
+    rooms = [first.submit(chunk) for _ in range(4)]
+    assert rooms == [True, True, True, False]  # 64 KiB queued: its share is full
+    assert time.monotonic() - started < 0.5  # the store takes nothing, and nothing waited for it
+    called: list[str] = []
+    first.when_room(lambda: called.append("first"))
+    assert second.submit(chunk)  # the other recording's share is its own
+    time.sleep(0.1)
+    assert called == []
+    # The gateway's limit pauses every recording that hands over past it, whatever its own share.
+    assert not second.submit_events(recording_wire.encode_batch(0.0, [(0.0, 1, b"b" * 200 * 1024)]))
+    second.when_room(lambda: called.append("second"))
+    first_file.gate.set()
+    eventually_sync(lambda: called == ["first"], "the first recording's call back")
+    second_file.gate.set()
+    eventually_sync(lambda: sorted(called) == ["first", "second"], "the second recording's call back")
+    first.when_room(lambda: called.append("at once"))  # room now: called here, not later
+    assert called[-1] == "at once"
+    assert first.close()[1] == 4 * len(chunk)
+    assert bytes(first_file.data) == chunk * 4
+
+
 def test_a_write_error_fails_the_recording_once_and_close_after_it_raises() -> None:
     queue = RecordingQueue()
     file = GatedFile()
@@ -221,11 +250,11 @@ def eventually_sync(condition: Any, what: str, timeout: float = 5) -> None:
         time.sleep(0.01)
 
 
-def session_info(record_input: bool = True) -> SessionInfo:
+def session_info(record_input: bool = True, hold_streams: Any = None) -> SessionInfo:
     auth = SimpleNamespace(site="plant-a", record_input=record_input, identity="vendor1", asset="hmi-01",
                            grant_id="grt-1")
     return SessionInfo(session_id="ses-w", auth=auth, kind="exec", command="cat x",  # type: ignore[arg-type]
-                       term_type="xterm", term_size=(80, 24, 0, 0))
+                       term_type="xterm", term_size=(80, 24, 0, 0), hold_streams=hold_streams)
 
 
 class Context:
@@ -238,15 +267,16 @@ class Context:
         self.failed.append((site, error))
 
 
-def gated_recorder(*, disk_open: bool = True, stall_timeout: float = 10.0,
-                   ) -> tuple[AsciicastRecorder, GatedFile, Context]:
+def gated_recorder(*, disk_open: bool = True, stall_timeout: float = 10.0, writer_limit: int = 4 * 1024 * 1024,
+                   hold_streams: Any = None) -> tuple[AsciicastRecorder, GatedFile, Context]:
     """A recorder on a GatedFile through a queue of its own; ``disk_open=False``: the store takes nothing yet."""
     file = GatedFile()
     if disk_open:
         file.gate.set()
     ctx = Context(None)
-    queue = RecordingQueue(stall_timeout=stall_timeout)
-    recorder = AsciicastRecorder(ctx, session_info(), "ses-w.cast", queue.open(file))  # type: ignore[arg-type]
+    queue = RecordingQueue(stall_timeout=stall_timeout, writer_limit=writer_limit)
+    recorder = AsciicastRecorder(ctx, session_info(hold_streams=hold_streams), "ses-w.cast",  # type: ignore[arg-type]
+                                 queue.open(file))
     return recorder, file, ctx
 
 
@@ -385,3 +415,60 @@ async def test_a_store_that_takes_nothing_fails_a_start_or_close_waiting_in_the_
     await eventually(lambda: ctx.failed == [("plant-a", "the recording store took nothing for 0.5 s")],
                      what="the site blocked")
     file.gate.set()  # let the thread finish
+
+
+@pytest.mark.anyio
+async def test_a_slow_store_pauses_the_session_instead_of_the_event_loop_and_loses_nothing() -> None:
+    """The session is held (no more read from the target or the client) while its recording is behind and let go
+    once the writer caught up; no chunk waits on the loop, and every byte is in the file in order."""
+    holds: list[bool] = []
+    recorder, file, ctx = gated_recorder(writer_limit=1024 * 1024, hold_streams=holds.append)
+    await recorder.until_started()
+    file.gate.clear()  # the disk stops taking anything
+    sent = bytearray()
+    slowest = 0.0
+    step = 0
+    while not holds:  # as the relay would: it reads until the session is held
+        data = bytes([97 + step % 26]) * 64 * 1024
+        started = time.monotonic()
+        recorder.from_target(data, stderr=False)
+        slowest = max(slowest, time.monotonic() - started)
+        sent += data
+        step += 1
+    assert slowest < 0.1  # nothing waited for the store
+    assert holds == [True]
+    assert recording_queue_bytes(recorder) <= 1024 * 1024 + recording.BATCH_BYTES
+    await asyncio.sleep(0.2)
+    assert holds == [True]  # held while the store takes nothing
+    file.gate.set()
+    await eventually(lambda: holds == [True, False], what="the session to be let go")
+    pending = recorder.close(0)
+    assert isinstance(pending, PendingRecording)
+    await pending.result()
+    events = [json.loads(line) for line in bytes(file.data).decode().splitlines()[1:]]
+    assert "".join(e[2] for e in events if e[1] == "o").encode() == bytes(sent)
+    assert ctx.failed == []
+
+
+@pytest.mark.anyio
+async def test_a_store_that_takes_nothing_while_the_session_is_held_fails_the_recording(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recording, "STALL_CHECK", 0.05)
+    holds: list[bool] = []
+    recorder, file, ctx = gated_recorder(writer_limit=256 * 1024, stall_timeout=0.5, hold_streams=holds.append)
+    await recorder.until_started()
+    file.gate.clear()
+    while not holds:
+        recorder.from_target(b"x" * 64 * 1024, stderr=False)
+    await eventually(lambda: ctx.failed == [("plant-a", "the recording store took nothing for 0.5 s")],
+                     what="the site blocked")
+    assert holds == [True]  # never let go: the session is being ended
+    with pytest.raises(RecordingFailure, match=r"took nothing for 0\.5 s"):
+        recorder.from_target(b"more", stderr=False)
+    with pytest.raises(RecordingFailure):
+        recorder.close(0)  # no hash is claimed for a recording that is not whole
+    file.gate.set()  # let the thread finish
+
+
+def recording_queue_bytes(recorder: AsciicastRecorder) -> int:
+    return recorder._writer.queued  # type: ignore[attr-defined]
