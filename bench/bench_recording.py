@@ -32,7 +32,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import Bench, heading, machine_line, median, ms, table
+from bench.harness import Bench, cpu_seconds, heading, machine_line, median, ms, table, writer_cpu_seconds
 
 MIB = 1024 * 1024
 MARKER = "#GATEPASS_BENCH_UNRECORDED"
@@ -74,24 +74,6 @@ def make_text_file(path: Path, size: int) -> None:
         while left > 0:
             out.write(block[: min(left, len(block))])
             left -= min(left, len(block))
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def writer_cpu_seconds(serve_pid: int) -> float:
-    """CPU seconds of the gateway's recording writer process (gateway.recording_worker), a child of serve."""
-    total = 0.0
-    for children in Path(f"/proc/{serve_pid}/task").glob("*/children"):
-        for pid in children.read_text().split():
-            try:
-                if b"gateway.recording_worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    total += cpu_seconds(int(pid))
-            except OSError:  # it ended meanwhile
-                continue
-    return total
 
 
 def tree_size(directory: Path) -> int:

@@ -92,6 +92,25 @@ def _children_by_parent() -> dict[int, list[int]]:
     return children
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def writer_cpu_seconds(serve_pid: int) -> float:
+    """CPU seconds of the gateway's recording writer process (gateway.recording_worker), a child of serve."""
+    total = 0.0
+    for children in Path(f"/proc/{serve_pid}/task").glob("*/children"):
+        for pid in children.read_text().split():
+            try:
+                if b"gateway.recording_worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    total += cpu_seconds(int(pid))
+            except OSError:  # it ended meanwhile
+                continue
+    return total
+
+
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
