@@ -112,11 +112,13 @@ async def gateway_frames(session_id: str, body: FramesIn, request: Request, stat
                                       frames=[list(frame) for frame in body.frames], dropped=body.dropped,
                                       ended=body.ended)
     if watching is None:
+        # The same refusal whether or not anybody watches the session (LiveHub.frames): a vendor must not learn
+        # from it that a site's silent observer is watching.
         await run_in_threadpool(state.refusals.record, Refusal(
-            action=Action.API_REFUSED, reason="live frames with a feed token that is not this session's",
+            action=Action.API_REFUSED, reason="live frames without the token of the session's watch",
             source=client_address(request, state.settings), subject=request.url.path[:128],
             details={"method": "POST", "status": 403}))
-        raise Forbidden(f"the feed token does not match session {session_id[:16]}'s watch")
+        raise Forbidden(f"live frames for session {session_id[:16]} need the feed token the broker gave its gateway")
     return JSONResponse({"watching": watching})
 
 

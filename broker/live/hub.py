@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,13 @@ LINK_QUEUE = 1000
 # each code is kept per feed and given first to an observer who joins a feed already running, which would otherwise
 # start without them (the gateway sends them when the feed starts, and when they change).
 STATE_CODES = frozenset({"r", "co", "cb"})
+# The tokens of feeds that ended, kept this long (seconds) and at most this many: the gateway's call already on its
+# way when the last observer left still gets "nobody watches" rather than a refusal. Any other token is refused
+# whether or not the session is watched, so the answer never tells a caller without the token that it is.
+ENDED_FEED_SECONDS = 300.0
+ENDED_FEEDS = 4096
+# What a token is compared with when the session has no feed, so a refusal takes as long either way.
+_NO_TOKEN = secrets.token_urlsafe(32).encode()
 
 
 @dataclass(eq=False)
@@ -101,6 +109,7 @@ class LiveHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._links: dict[int, set[GatewayLink]] = {}
         self._feeds: dict[str, Feed] = {}
+        self._ended: OrderedDict[str, tuple[str, float]] = OrderedDict()  # session id -> (feed token, ended at)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -167,7 +176,7 @@ class LiveHub:
         supervised = self._supervised(feed)
         feed.observers.discard(observer)
         if not feed.observers:
-            del self._feeds[session_id]
+            self._end_feed(feed)
             self.tell(feed.gateway_id, "unwatch", {"session_id": session_id})
         elif supervised and not self._supervised(feed):
             self.tell(feed.gateway_id, "supervision", {"session_id": session_id, "supervised": False})
@@ -179,10 +188,16 @@ class LiveHub:
     def frames(self, *, session_id: str, token: str, frames: list[list[Any]], dropped: int,
                ended: bool) -> bool | None:
         """Frames from the gateway: fanned out to every observer. Returns whether anybody still watches, or
-        None when ``token`` is not this feed's (the caller refuses the call)."""
+        None when ``token`` is not this feed's (the caller refuses the call). A session nobody watches has no
+        feed: its answer is the same refusal, unless ``token`` is that of its feed that just ended (False), so
+        that a caller without the token cannot tell whether a session is watched (a site's silent observers)."""
         feed = self._feeds.get(session_id)
         if feed is None:
-            return False
+            recent = self._ended.get(session_id)
+            known = recent[0].encode() if recent is not None else _NO_TOKEN
+            if secrets.compare_digest(token.encode(), known) and recent is not None:
+                return False
+            return None
         if not secrets.compare_digest(token.encode(), feed.token.encode()):
             return None
         for frame in frames:
@@ -193,8 +208,18 @@ class LiveHub:
             if ended:
                 observer.finish("the session ended")
         if ended:
-            del self._feeds[session_id]
+            self._end_feed(feed)
         return not ended and bool(feed.observers)
+
+    def _end_feed(self, feed: Feed) -> None:
+        """Forget the feed, keeping its token a while (ENDED_FEED_SECONDS) for the gateway's late calls."""
+        del self._feeds[feed.session_id]
+        now = time.monotonic()
+        self._ended[feed.session_id] = (feed.token, now)
+        self._ended.move_to_end(feed.session_id)
+        while self._ended and (len(self._ended) > ENDED_FEEDS
+                               or next(iter(self._ended.values()))[1] < now - ENDED_FEED_SECONDS):
+            self._ended.popitem(last=False)
 
     @staticmethod
     def _supervised(feed: Feed) -> bool:

@@ -144,3 +144,43 @@ async def test_an_observer_joins_only_once_its_stream_runs_and_leaves_when_it_cl
     assert hub.observers("ses-1") == []
     await asyncio.sleep(0)  # the leave's audit runs as a task of its own
     assert audited == ["bob"]
+
+
+async def test_a_wrong_token_gets_the_same_refusal_whether_or_not_the_session_is_watched() -> None:
+    """A site may let observers watch silently: nobody without the feed's token may learn from the answer that
+    a session is watched. The gateway's own late call for a watch that just ended still hears "stop"."""
+    hub = LiveHub()
+    link = hub.connect(1)
+    observer = Observer("a", "a (security)")
+    assert hub.frames(session_id="ses-5", token="guessed", frames=[], dropped=0, ended=False) is None  # unwatched
+    hub.join(session_id="ses-5", gateway_id=1, observer=observer)
+    token = link.queue.get_nowait()[1]["feed"]
+    assert hub.frames(session_id="ses-5", token="guessed", frames=[], dropped=0, ended=False) is None  # watched
+    hub.leave(session_id="ses-5", observer=observer)
+    assert hub.frames(session_id="ses-5", token=token, frames=[[0.0, "o", "x"]], dropped=0, ended=False) is False
+    assert hub.frames(session_id="ses-5", token="guessed", frames=[], dropped=0, ended=False) is None
+    assert hub.frames(session_id="ses-6", token=token, frames=[], dropped=0, ended=False) is None  # not ses-6's
+
+
+async def test_ended_feed_tokens_are_kept_for_a_while_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from broker.live import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "ENDED_FEEDS", 3)
+    hub = LiveHub()
+    link = hub.connect(1)
+    tokens = {}
+    for index in range(5):
+        observer = Observer("a", "a (security)")
+        hub.join(session_id=f"ses-{index}", gateway_id=1, observer=observer)
+        tokens[index] = link.queue.get_nowait()[1]["feed"]
+        hub.leave(session_id=f"ses-{index}", observer=observer)
+        while not link.queue.empty():
+            link.queue.get_nowait()
+    # The oldest two were forgotten (refused now); the last three still hear "stop".
+    answers = [hub.frames(session_id=f"ses-{i}", token=tokens[i], frames=[], dropped=0, ended=False) for i in range(5)]
+    assert answers == [None, None, False, False, False]
+    monkeypatch.setattr(hub_module, "ENDED_FEED_SECONDS", 0.0)
+    observer = Observer("a", "a (security)")
+    hub.join(session_id="ses-9", gateway_id=1, observer=observer)
+    hub.leave(session_id="ses-9", observer=observer)  # ending one drops every entry past its time
+    assert hub.frames(session_id="ses-4", token=tokens[4], frames=[], dropped=0, ended=False) is None

@@ -195,3 +195,28 @@ def test_a_supervisor_signed_in_without_a_second_factor_watches_but_does_not_rel
     assert not weak.supervises
     assert weak.label == "sup-a2 (supervisor, plant-a)"  # the vendor still reads who watches
     assert _join(plant, "sup-a2", session_id).supervises  # the same person with a second factor releases it
+
+
+def test_a_vendor_probing_the_frames_endpoint_cannot_tell_whether_a_silent_observer_watches(
+        api: Api, plant: Plant) -> None:
+    """The frames endpoint answers a caller without the feed's token the same whether or not anybody watches
+    (before, an unwatched session answered 200 and a watched one 403: a vendor could spot a silent observer)."""
+    plant.ensure("vendor1", "sup-a1", "sup-a2")
+    session_id = _start(plant, api.grant("vendor1", "sup-a1", asset="hmi-01")["id"])
+    vendor = api.as_user("vendor1")
+
+    def probe() -> tuple[int, str]:
+        answer = vendor.post(f"/gateway/live/{session_id}/frames", json={"frames": []},
+                             headers={"X-Gatepass-Feed": "a-guess"})
+        return answer.status_code, answer.json()["message"]
+
+    unwatched = probe()
+    with api.as_user("sup-a2").stream("GET", f"/sessions/{session_id}/watch", timeout=10) as stream:
+        assert stream.status_code == 200
+        assert next(_events(stream.iter_lines()))[0] == "hello"
+        watched = probe()
+    assert unwatched == watched == (
+        403, f"live frames for session {session_id} need the feed token the broker gave its gateway")
+    refused = [event for event in plant.audit("api:request:refused") if event["subject"].endswith("/frames")]
+    assert len(refused) == 2  # both probes are audited, the same way
+    assert refused[0]["details"] == refused[1]["details"]
