@@ -11,6 +11,7 @@ import datetime as dt
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,10 @@ RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 # A run of ssh this long counts as a working tunnel: the next drop starts the back-off from the beginning.
 STABLE_RUN = 30.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Seconds between TERMs to a stopped tunnel's ssh until it exits: OpenSSH before 9.6 (Debian 12 ships 9.2) can
+# miss a TERM that lands between its main loop's check and its poll() (upstream bug 3531), and then sleeps until
+# its next keep-alive, seconds later; a second TERM ends it at once.
+TERM_AGAIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class TunnelKeeper:
         if self._stopped_by is not None:
             # Stopped while ssh was starting (the handler saw no child yet): without this, the wait below would
             # wait for an ssh that nothing stops, e.g. a held tunnel's, which never exits on its own.
-            self._child.terminate()
+            self._terminate_child()
         try:
             code = self._child.wait()
         finally:
@@ -123,9 +128,16 @@ class TunnelKeeper:
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
         self._stopped_by = signum
+        self._terminate_child()
+
+    def _terminate_child(self) -> None:
+        """TERM to ssh, and again every TERM_AGAIN seconds (from a timer thread) while it still runs."""
         child = self._child
         if child is not None and child.poll() is None:
             child.terminate()
+            again = threading.Timer(TERM_AGAIN, self._terminate_child)
+            again.daemon = True
+            again.start()
 
     def _install_handlers(self) -> None:
         for signum in _STOP_SIGNALS:
