@@ -137,10 +137,16 @@ class RecordingQueue:
         """With the lock held: whether ``writer`` may hand over more now."""
         return writer.queued < self.writer_limit and self._queued < self.limit
 
+    def _drained(self, writer: QueuedWriter) -> bool:
+        """With the lock held: whether a paused ``writer`` may go on: down to half its share and half the limit, so
+        a session that outruns the disk is paused and let go a few times a second, not once per batch (each
+        resume costs the relay a round trip to the target before data flows again)."""
+        return writer.queued <= self.writer_limit // 2 and self._queued <= self.limit // 2
+
     def when_room(self, writer: QueuedWriter, callback: Callable[[], None]) -> None:
         """Call ``callback`` once ``writer`` has room again (at once, here, if it has now; else in the thread)."""
         with self._cond:
-            if not self._has_room(writer):
+            if not self._drained(writer):
                 self._waiting[writer] = callback
                 return
         callback()
@@ -197,7 +203,7 @@ class RecordingQueue:
                 self._running = False
                 self._progress += 1
                 self._last_progress = time.monotonic()
-                ready = [self._waiting.pop(w) for w in list(self._waiting) if self._has_room(w)]
+                ready = [self._waiting.pop(w) for w in list(self._waiting) if self._drained(w)]
                 self._cond.notify_all()
             for callback in ready:
                 with contextlib.suppress(Exception):  # the recorder's loop may be gone
