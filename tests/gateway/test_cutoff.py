@@ -175,3 +175,25 @@ async def test_new_session_is_refused_while_the_broker_cannot_record_it(
     assert running.exit_status is None
     fake_broker.down = False
     conn.close()
+
+
+async def test_a_cut_confirms_the_command_stopped_on_term_even_when_the_client_stopped_reading(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
+) -> None:
+    """The client reads nothing more (its window is full), so the gateway stops reading the target too. At a cut
+    the target's output is dropped anyway, so the gateway reads it again: the command's exit on the first TERM comes
+    through, instead of the stop waiting out the site's grace and sending KILL to a command that had ended."""
+    vendor = grant_for(sshd_credential(sshd_target))
+    conn = await vendor.connect()
+    process = await conn.create_process("echo started; exec yes")
+    assert await asyncio.wait_for(process.stdout.readline(), 5) == "started\n"
+    await asyncio.sleep(1.0)  # never read again: `yes` fills the client's window, and the gateway holds the target
+    fake_broker.revoke(vendor.grant.grant_id)
+    cut = time.monotonic()
+    (end,) = await _ended(fake_broker, timeout=10)
+    elapsed = time.monotonic() - cut
+    assert end["reason"] == "revoked"
+    assert end["stop"]["signals"] == ["TERM"]
+    assert end["stop"]["exit"] == "signal TERM"
+    assert elapsed < 1.5, f"the stop was confirmed {elapsed:.2f} s after the cut"
+    conn.close()
