@@ -1,14 +1,17 @@
 """`gatepass tunnel` stopped (Ctrl-C, kill, hang-up) at any moment ends, with its ssh: also when the signal comes
-while ssh is being started, before the keeper knows its child (a held tunnel's ssh never exits on its own)."""
+while ssh is being started, before the keeper knows its child (a held tunnel's ssh never exits on its own), and
+when ssh misses the TERM (OpenSSH 9.2's signal race)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 from cli.sshargs import Gateway, UsableGrant
 from cli.tunnel_keeper import TERM_AGAIN, TunnelKeeper
@@ -25,34 +28,56 @@ def _keeper(notes: list[str]) -> TunnelKeeper:
     return TunnelKeeper(argv=FOREVER, grant=grant, check_grant=lambda: None, note=notes.append, clock=lambda: NOW)
 
 
-def test_a_stop_while_ssh_is_starting_stops_the_new_ssh() -> None:
-    notes: list[str] = []
-    keeper = _keeper(notes)
-    started: list[subprocess.Popen[bytes]] = []
+class Running:
+    """A keeper's ``_loop`` in a thread, with every ssh it starts (``subprocess.Popen`` swapped for the test)."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[bytes]] = []
+        self.result: list[int] = []
+        self.runner: threading.Thread | None = None
+
+
+@contextlib.contextmanager
+def keeper_running(keeper: TunnelKeeper, *, after_start: Callable[[], None] | None = None,
+                   stdout: int | None = None) -> Iterator[Running]:
+    """Run ``keeper`` in a thread; ``after_start`` is called right after each ssh is started (before the keeper
+    holds it). Every child is killed, reaped and closed at the end."""
+    running = Running()
     real_popen = subprocess.Popen
 
-    def popen_then_signal(argv: list[str]) -> subprocess.Popen[bytes]:
-        child = real_popen(argv)
-        started.append(child)
-        keeper._stop(signal.SIGTERM, None)  # the signal lands after the fork, before the keeper holds the child
+    def popen(argv: list[str]) -> subprocess.Popen[bytes]:
+        child = real_popen(argv, stdout=stdout)
+        running.started.append(child)
+        if after_start is not None:
+            after_start()
         return child
 
-    subprocess.Popen = popen_then_signal  # type: ignore[assignment, misc]
-    result: list[int] = []
+    subprocess.Popen = popen  # type: ignore[assignment, misc]
     try:
-        runner = threading.Thread(target=lambda: result.append(keeper._loop()), daemon=True)
-        runner.start()
-        runner.join(timeout=20)
+        running.runner = threading.Thread(target=lambda: running.result.append(keeper._loop()), daemon=True)
+        running.runner.start()
+        yield running
     finally:
         subprocess.Popen = real_popen  # type: ignore[misc]
-        for child in started:
+        for child in running.started:
             if child.poll() is None:
                 child.kill()
                 child.wait()
-    assert not runner.is_alive(), "the keeper waited for an ssh nothing stopped"
-    assert result == [0]
+            if child.stdout is not None:
+                child.stdout.close()
+
+
+def test_a_stop_while_ssh_is_starting_stops_the_new_ssh() -> None:
+    notes: list[str] = []
+    keeper = _keeper(notes)
+    # The signal lands after the fork, before the keeper holds the child.
+    with keeper_running(keeper, after_start=lambda: keeper._stop(signal.SIGTERM, None)) as running:
+        assert running.runner is not None
+        running.runner.join(timeout=20)
+    assert not running.runner.is_alive(), "the keeper waited for an ssh nothing stopped"
+    assert running.result == [0]
     assert notes == ["gatepass: tunnel stopped"]
-    assert started[0].returncode == -signal.SIGTERM
+    assert running.started[0].returncode == -signal.SIGTERM
 
 
 # Stands in for OpenSSH 9.2's ssh when a TERM lands in its signal race (upstream bug 3531): the first TERM is
@@ -64,38 +89,20 @@ def test_a_stopped_tunnel_sends_term_again_until_ssh_exits() -> None:
     notes: list[str] = []
     keeper = _keeper(notes)
     keeper.argv = MISSES_ONE_TERM
-    started: list[subprocess.Popen[bytes]] = []
-    real_popen = subprocess.Popen
-
-    def popen(argv: list[str]) -> subprocess.Popen[bytes]:
-        child = real_popen(argv, stdout=subprocess.PIPE)
-        started.append(child)
-        return child
-
-    subprocess.Popen = popen  # type: ignore[assignment, misc]
-    result: list[int] = []
-    try:
-        runner = threading.Thread(target=lambda: result.append(keeper._loop()), daemon=True)
-        runner.start()
+    with keeper_running(keeper, stdout=subprocess.PIPE) as running:
+        assert running.runner is not None
         deadline = time.monotonic() + 10
-        while not started and time.monotonic() < deadline:
+        while not running.started and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert started[0].stdout is not None
-        assert started[0].stdout.readline() == b"ready\n"  # its trap is set
+        stdout = running.started[0].stdout
+        assert stdout is not None
+        assert stdout.readline() == b"ready\n"  # its trap is set
         stopped = time.monotonic()
         keeper._stop(signal.SIGTERM, None)
-        runner.join(timeout=10)
+        running.runner.join(timeout=10)
         elapsed = time.monotonic() - stopped
-    finally:
-        subprocess.Popen = real_popen  # type: ignore[misc]
-        for child in started:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-            if child.stdout is not None:
-                child.stdout.close()
-    assert not runner.is_alive(), "the keeper waited for an ssh that missed its TERM"
+    assert not running.runner.is_alive(), "the keeper waited for an ssh that missed its TERM"
     assert elapsed < TERM_AGAIN + 2
-    assert result == [0]
+    assert running.result == [0]
     assert notes == ["gatepass: tunnel stopped"]
-    assert started[0].returncode == -signal.SIGTERM
+    assert running.started[0].returncode == -signal.SIGTERM
