@@ -284,8 +284,16 @@ class AsciicastRecorder:
         if writer.stalled_for() < writer.stall_timeout:
             self._stall_timer = self._loop.call_later(STALL_CHECK, self._check_stall)
             return
-        self._failure = RecordingFailure(f"the recording store took nothing for {writer.stall_timeout:g} s")
-        self._report()
+        self._fail_stalled()
+
+    def _fail_stalled(self) -> RecordingFailure:
+        """The store took nothing for its stall timeout: the recording fails (unless it already had) and the site
+        is blocked."""
+        if self._failure is None:
+            self._failure = RecordingFailure(
+                f"the recording store took nothing for {self._writer.stall_timeout:g} s")
+            self._report()
+        return self._failure
 
     def _timed_hand_off(self) -> None:
         self._timer = None
@@ -357,11 +365,9 @@ class AsciicastRecorder:
             except TimeoutError:
                 if writer.stalled_for() < writer.stall_timeout:
                     continue
-            if self._failure is None:
-                self._failure = RecordingFailure(f"the recording store took nothing for {writer.stall_timeout:g} s")
-                self._report()
+            failure = self._fail_stalled()
             writer.abort()
-            raise self._failure
+            raise failure
 
     def _finished(self, finished: asyncio.Future[RecordingInfo], result: tuple[str, int] | None,
                   error: OSError | None) -> None:

@@ -121,7 +121,7 @@ class RecordingQueue:
             self._append(job)
 
     def put_now(self, job: _Job) -> bool:
-        """Queue ``job`` without waiting; whether its recording still has room (``has_room``) afterwards."""
+        """Queue ``job`` without waiting; whether its recording still has room (``_has_room``) afterwards."""
         with self._cond:
             self._append(job)
             return self._has_room(job.writer)
