@@ -133,7 +133,8 @@ def verify_audit(settings: Settings, *, anchors: tuple[trail.Anchor, ...] = (),
     """The chain, and the recordings in ``recordings_dir`` (default: where `gatepass serve` keeps them)."""
     with local_session(settings, read_only=True) as session:
         # Recordings first: verify_chain empties the session as it walks.
-        checked = verification.verify_recordings(session, recordings_dir or store.recordings_dir(settings))
+        checked = verification.verify_recordings(session, recordings_dir or store.recordings_dir(settings),
+                                                 now=settings.clock.now())
         return AuditVerification(chain=trail.verify_chain(session, anchors=anchors), recordings=checked)
 
 

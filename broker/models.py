@@ -431,10 +431,14 @@ class AccessSession(Base):
     recording_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     recording_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     recording_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The file is still on a separate gateway's disk (`gatepass gateway`), which uploads it once the session ended
+    # (PUT /gateway/recordings/{name}); cleared when it arrived here whole (broker.recordings.intake).
+    recording_on_gateway: Mapped[bool] = mapped_column(Boolean, default=False)
     # When the retention purge deleted the recording file (its name and hash stay: the trail says what existed).
     recording_purged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     grant: Mapped[Grant] = relationship()
+    gateway: Mapped[Gateway] = relationship()
 
 
 class Authority(Base):

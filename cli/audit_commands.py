@@ -51,7 +51,7 @@ def _verify(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": verification.ok, "chain_ok": result.ok, "events_checked": result.events_checked,
                           "problem": result.problem, "first_bad_seq": result.first_bad_seq, "anchor": result.anchor,
                           "recordings_checked": recordings.checked, "recording_problems": recordings.problems,
-                          "recordings_purged": recordings.purged}))
+                          "recordings_purged": recordings.purged, "recordings_on_gateways": recordings.on_gateways}))
         return 0 if verification.ok else 1
     if result.ok:
         print(f"Audit trail intact: {result.events_checked} events, hash chain verified"
@@ -70,6 +70,9 @@ def _verify(args: argparse.Namespace) -> int:
     if recordings.purged:
         print(f"{recordings.purged} of them purged under retention, each proved by its audit event "
               "(retention:recording:purged, with the file's SHA-256 and size).")
+    if recordings.on_gateways:
+        print(f"{recordings.on_gateways} of them still on the separate gateways that recorded them, to be uploaded "
+              "(checked against their hashes when they arrive).")
     return 0 if verification.ok else 1
 
 

@@ -47,6 +47,9 @@ def add_run_commands(subparsers: Subparsers) -> None:
                          default=Path(os.environ.get("GATEPASS_RECORDINGS", "gatepass-data/recordings")),
                          help="directory for session recordings (default $GATEPASS_RECORDINGS or "
                               "./gatepass-data/recordings)")
+    gateway.add_argument("--keep-recordings", action="store_true",
+                         help="keep recordings here instead of uploading each to the broker when its session ends "
+                              "(only where the broker reads this directory itself)")
     gateway.set_defaults(func=guarded(_gateway))
 
 
@@ -112,4 +115,5 @@ def _gateway(args: argparse.Namespace) -> int:
     token = args.token_file.read_text().strip()
     return runtime.run_forever(runtime.run_gateway_only(broker_url=args.broker, token=token, host=host, port=port,
                                                 host_key_path=args.host_key, public_host=args.public_host,
-                                                recordings_dir=args.recordings.absolute()))
+                                                recordings_dir=args.recordings.absolute(),
+                                                upload_recordings=not args.keep_recordings))

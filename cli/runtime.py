@@ -142,12 +142,12 @@ async def _start_demo(settings: Settings) -> DemoTarget:
 
 
 async def run_gateway_only(*, broker_url: str, token: str, host: str, port: int, host_key_path: Path,
-                           public_host: str | None, recordings_dir: Path) -> int:
+                           public_host: str | None, recordings_dir: Path, upload_recordings: bool = True) -> int:
     _configure_logging()
     host_key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     gateway = Gateway(GatewaySettings(broker_url=broker_url, token=token, host_key_path=host_key_path,
                                       listen_host=host, listen_port=port, public_host=public_host,
-                                      recordings_dir=recordings_dir))
+                                      recordings_dir=recordings_dir, upload_recordings=upload_recordings))
     await gateway.start()
     print(f"Gatepass gateway on {host}:{gateway.port}, broker {broker_url}", flush=True)
     stop = asyncio.Event()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,10 @@ EVENT_READ_TIMEOUT = 45.0
 # session start) get their own lane, so a backlog of end reports never delays a login.
 CALLS_IN_FLIGHT = 4
 REPORTS_IN_FLIGHT = 2
+# Bytes read from a recording file per block of its upload.
+UPLOAD_BLOCK = 256 * 1024
+# Seconds to wait for the broker's answer to an upload once the file is sent (it hashes and fsyncs it first).
+UPLOAD_ANSWER_TIMEOUT = 120.0
 
 
 class BrokerClient:
@@ -121,11 +126,12 @@ class BrokerClient:
 
     async def session_end(
         self, session_id: str, *, reason: str, bytes_in: int, bytes_out: int, detail: str | None = None,
-        recording: RecordingInfo | None = None, stop: Mapping[str, Any] | None = None,
+        recording: RecordingInfo | None = None, stop: Mapping[str, Any] | None = None, uploads: bool = False,
     ) -> None:
         body: dict[str, Any] = {"reason": reason, "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail}
         if recording is not None:
-            body["recording"] = recording.as_json()
+            # uploads: the file stays here until the gateway uploaded it (gateway/recording_upload.py).
+            body["recording"] = {**recording.as_json(), "uploads": True} if uploads else recording.as_json()
         if stop is not None:  # a cut command: signals sent and what the target answered (gateway/stopping.py)
             body["stop"] = dict(stop)
         await self._post(f"/gateway/sessions/{session_id}/end", body, lane=self._reports)
@@ -201,6 +207,33 @@ class BrokerClient:
             return response.json()
         except ValueError:
             raise BrokerProtocolError(f"the broker's answer to {path} is not JSON") from None
+
+    async def upload_recording(self, name: str, path: Path) -> Any:
+        """PUT a finished recording to the broker, streamed from ``path`` (broker/recordings/intake.py); its answer,
+        ``{"stored": true, "sha256", "bytes", "already_stored", "file": {"device", "inode"}}``. Not in a call
+        lane: the uploader sends one at a time, and logins and reports must not wait behind a large file."""
+
+        async def blocks() -> AsyncGenerator[bytes, None]:
+            handle = await asyncio.to_thread(path.open, "rb")
+            try:
+                while block := await asyncio.to_thread(handle.read, UPLOAD_BLOCK):
+                    yield block
+            finally:
+                handle.close()
+
+        # The broker answers after hashing and fsyncing the file, which a large one may make slow.
+        timeout = httpx.Timeout(self._http.timeout.connect, read=UPLOAD_ANSWER_TIMEOUT)
+        try:
+            response = await self._http.put(f"/gateway/recordings/{name}", content=blocks(), timeout=timeout,
+                                             headers={"Content-Type": "application/octet-stream"})
+        except httpx.TransportError as exc:
+            raise BrokerUnavailable(f"the broker cannot be reached ({type(exc).__name__})") from exc
+        if response.status_code >= 300:
+            raise _error_from(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise BrokerProtocolError("the broker's answer to a recording upload is not JSON") from None
 
     # -- live supervision (gateway/observers.py; broker/api/watch_routes.py) ---------------------------
 

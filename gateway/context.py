@@ -14,6 +14,7 @@ from gateway.broker_client import BrokerClient
 from gateway.models import PendingRecording, RecordingInfo, StoredRecording
 from gateway.monitor import GrantMonitor
 from gateway.recording_store import RecordingStore
+from gateway.recording_upload import RecordingUploader
 from gateway.settings import GatewaySettings
 from gateway.stopping import KILL_WAIT, SWEEP_TIMEOUT, TargetStop
 
@@ -44,6 +45,8 @@ class GatewayContext:
     blocked_sites: dict[str, RecordingHealth] = field(default_factory=dict)
     # Sessions observers may watch live (gateway/observers.py); None where nothing follows the broker's live link.
     live: LiveRegistry | None = None
+    # Sends finished recordings to the broker (gateway/recording_upload.py); None where they stay here.
+    uploads: RecordingUploader | None = None
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def recording_failed(self, site: str, error: str) -> None:
@@ -136,8 +139,12 @@ def report_end(
         if stop is not None:
             with contextlib.suppress(TimeoutError):  # report what is known even if a step hung past its bounds
                 await asyncio.wait_for(stop.finished.wait(), stop.grace + KILL_WAIT + 2 * SWEEP_TIMEOUT + 1)
+        uploads = owner.ctx.uploads
         await owner.ctx.broker.session_end(session_id, reason=reason, bytes_in=bytes_in, bytes_out=bytes_out,
                                            detail=detail, recording=stored,
-                                           stop=stop.as_json() if stop is not None else None)
+                                           stop=stop.as_json() if stop is not None else None,
+                                           uploads=uploads is not None)
+        if stored is not None and uploads is not None:  # the broker knows its hash now: it will take the file
+            uploads.queue(stored.name)
 
     owner.ctx.spawn(report(), f"reporting the end of session {session_id}")

@@ -18,6 +18,7 @@ from gateway.hostkey import load_or_create_host_key, public_key_line
 from gateway.monitor import GrantMonitor
 from gateway.observers import LiveRegistry, follow_live
 from gateway.recording_store import DirectoryStore
+from gateway.recording_upload import RecordingUploader
 from gateway.settings import GatewaySettings
 from gateway.sync import follow_broker
 
@@ -49,8 +50,9 @@ class Gateway:
         self.broker = broker or BrokerClient(settings.broker_url, settings.token, timeout=settings.broker_timeout)
         self.monitor = GrantMonitor(clock=settings.clock, warn_before=settings.warn_before)
         self.recordings = DirectoryStore(settings.recordings_dir)
+        self.uploads = RecordingUploader(self.broker, settings.recordings_dir) if settings.upload_recordings else None
         self.ctx = GatewayContext(settings=settings, broker=self.broker, monitor=self.monitor,
-                                  recordings=self.recordings, live=LiveRegistry(self.broker))
+                                  recordings=self.recordings, live=LiveRegistry(self.broker), uploads=self.uploads)
         self.host_key = load_or_create_host_key(settings.host_key_path)
         self.name: str | None = None
         # Set while the event stream is connected and live grants have been resynced.
@@ -131,6 +133,8 @@ class Gateway:
         assert self.ctx.live is not None  # noqa: S101 - set in __init__
         self._live_task = asyncio.ensure_future(follow_live(self.broker, self.ctx.live,
                                                             connected=self.live_connected))
+        if self.uploads is not None:  # what an earlier run or an outage left here goes first
+            self.uploads.start()
 
     async def stop(self) -> None:
         """Cut every connection (reason gateway_lost), close the port, flush reports to the broker."""
@@ -158,6 +162,8 @@ class Gateway:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)
         await self.ctx.drain(DRAIN_TIMEOUT)
+        if self.uploads is not None:  # what is not uploaded yet stays on disk and goes after the next start
+            await self.uploads.stop()
         await asyncio.to_thread(self.recordings.close)  # the recordings are closed: the writer process may go
         if self._own_broker:
             await self.broker.aclose()

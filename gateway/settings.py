@@ -36,6 +36,10 @@ class GatewaySettings:
     refusal_grace: float = 0.5
     # After a recording failed, the store is tried again at most this often (seconds), by the next session.
     recording_probe_interval: float = 5.0
+    # Upload each finished recording to the broker and delete it here once the broker holds it whole
+    # (gateway/recording_upload.py): on for `gatepass gateway`, off for `gatepass serve`, whose gateway writes into
+    # the broker's own directory, and for `gatepass gateway --keep-recordings`.
+    upload_recordings: bool = False
 
     @property
     def advertised_host(self) -> str:

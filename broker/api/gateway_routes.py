@@ -27,6 +27,8 @@ from broker.api.schemas import (
 from broker.db import unit_of_work
 from broker.errors import NotAuthenticated
 from broker.inventory import gateways, session_starts
+from broker.recordings import intake
+from broker.recordings.store import recordings_dir
 
 router = APIRouter(prefix="/gateway", tags=["gateway"])
 
@@ -110,6 +112,26 @@ def refusal(body: RefusalIn, gateway: CurrentGateway, session: SessionDep, now: 
     gateways.record_refusal(session, now=now, gateway=gateway, grant_id=body.grant_id, kind=body.kind,
                             reason=body.reason, host=body.host, port=body.port)
     return Response(status_code=204)
+
+
+@router.put("/recordings/{name}")
+async def upload_recording(name: str, request: Request, state: StateDep) -> dict[str, Any]:
+    """A separate gateway's copy of a session's recording, streamed: stored only if it is the reported file
+    (broker.recordings.intake). No transaction is held while the body arrives."""
+    token = bearer_token(request)
+    if not token.startswith("gpg_"):
+        raise NotAuthenticated("the gateway API accepts only gateway credentials, not user tokens")
+
+    def _authenticate() -> intake.Uploader:
+        with unit_of_work(state.sessions) as session:
+            gateway = gateways.authenticate_gateway(session, token)
+            return intake.Uploader(gateway_id=gateway.id, name=gateway.name)
+
+    uploader = await run_in_threadpool(_authenticate)
+    request.state.actor = uploader.actor
+    stored = await intake.receive(state.sessions, directory=recordings_dir(state.settings),
+                                  clock=state.settings.clock.now, uploader=uploader, name=name, body=request.stream())
+    return stored.as_dict()
 
 
 @router.get("/events")

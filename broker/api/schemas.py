@@ -120,6 +120,8 @@ class RecordingIn(Body):
     name: str = Field(min_length=1, max_length=64)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0, le=2**63 - 1)
+    # A separate gateway keeps the file until it has uploaded it (PUT /gateway/recordings/{name}).
+    uploads: bool = Field(default=False, strict=True)
 
 
 class StopIn(Body):

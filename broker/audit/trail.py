@@ -124,6 +124,10 @@ class Action(StrEnum):
     FILE_CHANGED = "gateway:file:changed"
     FILE_REFUSED = "gateway:file:refused"
     RECORDING_FAILED = "gateway:recording:failed"
+    # A separate gateway uploaded a recording that matches its reported hash (broker.recordings.intake), or one that
+    # was refused: not the session's reported file, another gateway's session, a different size or SHA-256.
+    RECORDING_RECEIVED = "gateway:recording:received"
+    RECORDING_UPLOAD_REFUSED = "gateway:recording:refused"
     # A reviewer opened a session's recording or transcript (who watched whom is itself worth a trail).
     RECORDING_VIEWED = "review:recording:viewed"
     # Live supervision (issue 13): who watched a session as it ran, who was refused, what they told the vendor.

@@ -238,6 +238,7 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
         record.recording_name = recording["name"]
         record.recording_sha256 = recording["sha256"]
         record.recording_bytes = recording["bytes"]
+        record.recording_on_gateway = bool(recording.get("uploads"))
     grant = record.grant
     details: dict[str, Any] = {
         "grant": grant.id, "asset": grant.asset.name, "kind": record.kind, "reason": reason,
@@ -246,6 +247,8 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
     }
     if recording is not None:
         details["recording"] = {"name": recording["name"], "sha256": recording["sha256"], "bytes": recording["bytes"]}
+        if recording.get("uploads"):  # still on the gateway's disk: verify expects it to arrive (and when)
+            details["recording"]["uploads"] = True
     if stop is not None:
         details["stop"] = stop
     details.update(delegation_details(session, grant))

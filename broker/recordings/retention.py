@@ -133,7 +133,8 @@ def due(session: Session, *, now: dt.datetime, default_days: int, directory: Pat
              .join(Grant, AccessSession.grant_id == Grant.id).join(Asset, Grant.asset_id == Asset.id)
              .where(AccessSession.recording_sha256.is_not(None), AccessSession.recording_purged_at.is_(None),
                     AccessSession.ended_at.is_not(None), or_(*cutoffs), _not_held(),  # type: ignore[arg-type]
-                    _not_under_incident())
+                    # Still on its separate gateway: purged here after it arrived (its gateway deletes its copy).
+                    AccessSession.recording_on_gateway.is_(False), _not_under_incident())
              .order_by(AccessSession.ended_at, AccessSession.id).execution_options(yield_per=limit))
     found: list[Candidate] = []
     intact = kept = 0

@@ -170,6 +170,23 @@ def test_an_edited_or_missing_recording_shows_on_the_session_page(page: Any, web
     assert page.request.get(f"{web_server.url}/review/sessions/{missing}/recording").status == 404
 
 
+def test_a_recording_still_on_its_gateway_says_so_instead_of_missing(page: Any, web_plant: Plant,
+                                                                     web_server: BrokerServer,
+                                                                     signed_in: SignIn) -> None:
+    session_id = recorded_session(web_plant)
+    (store.recordings_dir(web_plant.settings) / f"{session_id}.cast").unlink()  # never here: a separate gateway's
+    with web_plant.engine.begin() as connection:
+        connection.execute(text("UPDATE sessions SET recording_on_gateway = :yes WHERE id = :id"),
+                           {"yes": True, "id": session_id})
+    signed_in(page, "sec1")
+
+    page.goto(f"{web_server.url}/review/sessions/{session_id}")
+
+    expect(page.locator("#recording-status")).to_have_text("on gateway")
+    expect(page.get_by_text("Still on gateway embedded, which sends it here after the session ends")).to_be_visible()
+    expect(page.locator(".player")).to_have_count(0)
+
+
 def test_the_search_says_when_it_stopped_at_its_bound(page: Any, web_plant: Plant, web_server: BrokerServer,
                                                       signed_in: SignIn, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(oversight, "TRANSCRIPT_SCAN_LIMIT", 2)

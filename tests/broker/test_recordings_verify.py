@@ -132,7 +132,7 @@ def test_a_row_whose_recording_was_cleared_or_deleted_is_still_checked_from_the_
         connection.execute(text("DELETE FROM sessions WHERE id = :id"), {"id": deleted})
 
     with plant.session() as session:
-        checked = verification.verify_recordings(session, directory)
+        checked = verification.verify_recordings(session, directory, now=plant.clock.now())
 
     assert checked.checked == 2
     [row_changed, edited, gone] = checked.problems
@@ -150,7 +150,7 @@ def test_a_session_without_recordings_verifies_with_zero_checked(api: Api, plant
     assert started.status_code == 201, started.text
 
     with plant.session() as session:
-        checked = verification.verify_recordings(session, store.recordings_dir(plant.settings))
+        checked = verification.verify_recordings(session, store.recordings_dir(plant.settings), now=plant.clock.now())
 
     assert (checked.checked, checked.problems) == (0, [])
 

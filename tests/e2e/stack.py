@@ -103,18 +103,20 @@ class Stack:
         for user, output in zip(users, outputs, strict=True):
             self.users[user[0]] = json.loads(output)
 
-    def start(self) -> None:
+    def start(self, command: str = "serve") -> None:
+        """`gatepass serve` (broker, web and gateway), or `gatepass broker` alone."""
+        ready = "SSH gateway:" if command == "serve" else "Gatepass is running."
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
-            self.process = subprocess.Popen([GATEPASS, "serve"], env=self.env(), stdout=log,
+            self.process = subprocess.Popen([GATEPASS, command], env=self.env(), stdout=log,
                                             stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"gatepass serve exited early:\n{self.log_path.read_text()}")
-            if "SSH gateway:" in self.log_path.read_text():
+                raise AssertionError(f"gatepass {command} exited early:\n{self.log_path.read_text()}")
+            if ready in self.log_path.read_text():
                 return
             time.sleep(0.05)
-        raise AssertionError(f"gatepass serve did not start:\n{self.log_path.read_text()}")
+        raise AssertionError(f"gatepass {command} did not start:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
