@@ -42,7 +42,7 @@ FAILED_SIGNIN_WINDOW = dt.timedelta(hours=1)
 RANK = {FlagSeverity.LOW: 0, FlagSeverity.MEDIUM: 1, FlagSeverity.HIGH: 2}
 WATCHED = (Action.SESSION_STARTED, Action.SESSION_ENDED, Action.FILE_TRANSFERRED, Action.FILE_REFUSED,
            Action.MODBUS_WRITE_REFUSED, Action.MODBUS_ACTIVITY, Action.GATEWAY_REFUSED, Action.LOGIN_FAILED,
-           Action.WORKLOAD_INSTANCE_LOCKED)
+           Action.WORKLOAD_INSTANCE_LOCKED, Action.RECORDING_RECEIVED)
 
 
 @dataclass
@@ -152,6 +152,9 @@ class Watcher:
 
     def consider(self, event: AuditEvent) -> None:
         details: dict[str, Any] = json.loads(event.details)
+        if event.action == Action.RECORDING_RECEIVED:
+            self.consider_received(event)
+            return
         finding = self.read(event, details)
         if finding is None:
             return
@@ -160,6 +163,17 @@ class Watcher:
         if programs:
             self.weigh(Finding(finding.identity, finding.site, finding.session_id, [], [], Observation(
                 at=event.occurred_at, kind="typed", asset=details.get("asset"), programs=programs)), event)
+
+    def consider_received(self, event: AuditEvent) -> None:
+        """A separate gateway's recording arrived after its session's end (broker.recordings.intake): what was
+        typed in it is weighed now, for the session's identity (the event's actor is the gateway)."""
+        programs = self.typed.get(event.subject or "")
+        record = self.session.get(AccessSession, event.subject) if programs else None
+        if record is None or not programs:
+            return
+        grant = record.grant
+        self.weigh(Finding(grant.identity, grant.asset.site, record.id, [], [], Observation(
+            at=event.occurred_at, kind="typed", asset=grant.asset.name, programs=programs)), event)
 
     def weigh(self, finding: Finding, event: AuditEvent) -> None:
         """Compare what was seen with the baseline, learn it (or hold it back for a reviewer), flag it."""
@@ -361,9 +375,12 @@ def typed_ahead(session: Session, recordings: Path, *, limit: int = BATCH) -> di
     (before the watcher's write transaction: reading files must not hold the database's write lock)."""
     last = session.scalar(select(WatchCursor.last_seq).where(WatchCursor.name == CURSOR)) or 0
     # The same events the watcher will read next (sequence numbers may have gaps: not "last + limit").
-    ended = [subject for action, subject in session.execute(
-        select(AuditEvent.action, AuditEvent.subject).where(AuditEvent.seq > last).order_by(AuditEvent.seq)
-        .limit(limit)) if action == Action.SESSION_ENDED]
+    # A recording a separate gateway still holds at its session's end is read when it arrives instead (its
+    # gateway:recording:received event), and only then: read at both, its programs would be weighed twice.
+    ended = [subject for action, subject, details in session.execute(
+        select(AuditEvent.action, AuditEvent.subject, AuditEvent.details).where(AuditEvent.seq > last)
+        .order_by(AuditEvent.seq).limit(limit))
+        if action == Action.RECORDING_RECEIVED or (action == Action.SESSION_ENDED and '"uploads":true' not in details)]
     if not ended:
         return {}
     found: dict[str, list[str]] = {}

