@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import httpx
 
 from gateway.errors import BrokerCallFailed, BrokerProtocolError, BrokerRefused, BrokerUnavailable
 from gateway.models import Authorization, BrokerEvent, GrantState, RecordingInfo, Registration
+from gateway.report_outbox import Report, ReportOutbox
 from gateway.start_batch import StartBatcher
 
 logger = logging.getLogger("gatepass.gateway.broker")
@@ -56,6 +58,8 @@ class BrokerClient:
         # opened at once are then a few dozen calls and commits on the broker, not 1,000.
         self.starts = StartBatcher(self._start_one, self._start_many, orphaned=self._end_orphan)
         self._orphan_reports: set[asyncio.Task[None]] = set()
+        # Where reports wait while the broker cannot be reached (gateway/report_outbox.py); None: sent once.
+        self.outbox: ReportOutbox | None = None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -127,34 +131,51 @@ class BrokerClient:
     async def session_end(
         self, session_id: str, *, reason: str, bytes_in: int, bytes_out: int, detail: str | None = None,
         recording: RecordingInfo | None = None, stop: Mapping[str, Any] | None = None, uploads: bool = False,
+        ended_at: datetime | None = None,
     ) -> None:
+        """Report a session's end. ``uploads``: the recording stays here until it is uploaded
+        (gateway/recording_upload.py), which the outbox starts once the broker has this report."""
         body: dict[str, Any] = {"reason": reason, "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail}
+        if ended_at is not None:  # a report kept through an outage still says when the session ended
+            body["ended_at"] = ended_at.isoformat()
         if recording is not None:
-            # uploads: the file stays here until the gateway uploaded it (gateway/recording_upload.py).
             body["recording"] = {**recording.as_json(), "uploads": True} if uploads else recording.as_json()
         if stop is not None:  # a cut command: signals sent and what the target answered (gateway/stopping.py)
             body["stop"] = dict(stop)
-        await self._post(f"/gateway/sessions/{session_id}/end", body, lane=self._reports)
+        await self._report(Report(f"/gateway/sessions/{session_id}/end", body,
+                                  upload=recording.name if recording is not None and uploads else None))
 
     async def session_event(
         self, session_id: str, *, kind: str, detail: Mapping[str, int | str | bool | None]
     ) -> None:
         """Report a protocol event inside a live session (e.g. ``modbus_write_refused``); flat values only."""
         body = {"kind": kind, "detail": dict(detail)}
-        await self._post(f"/gateway/sessions/{session_id}/events", body, lane=self._reports)
+        await self._report(Report(f"/gateway/sessions/{session_id}/events", body))
 
     async def refusal(
         self, *, grant_id: str, kind: str, reason: str, host: str | None = None, port: int | None = None
     ) -> None:
         """Report a request the gateway refused itself (``forward``, ``remote_forward``), for the audit trail."""
         body = {"grant_id": grant_id, "kind": kind, "reason": reason, "host": host, "port": port}
-        await self._post("/gateway/refusals", body, lane=self._reports)
+        await self._report(Report("/gateway/refusals", body))
 
     async def login_refusal(self, *, peer: str, username: str, attempts: list[dict[str, str | None]],
                             more: int = 0) -> None:
         """Report a login the gateway refused (what the client offered and why each was refused), for the trail."""
         body = {"peer": peer, "username": username, "attempts": attempts, "more": more}
-        await self._post("/gateway/login-refusals", body, lane=self._reports)
+        await self._report(Report("/gateway/login-refusals", body))
+
+    async def _report(self, report: Report) -> None:
+        """A report for the audit trail: through the outbox when the gateway keeps one (kept on disk while the
+        broker cannot be reached), else sent once."""
+        if self.outbox is not None:
+            await self.outbox.send(report)
+        else:
+            await self.deliver_report(report.path, report.body)
+
+    async def deliver_report(self, path: str, body: Mapping[str, Any]) -> None:
+        """One report call, in the reports' lane (what the outbox sends)."""
+        await self._post(path, body, lane=self._reports)
 
     async def events(self) -> AsyncGenerator[BrokerEvent, None]:
         """Server-sent events from ``/gateway/events`` until the stream ends or breaks."""

@@ -122,6 +122,7 @@ def report_end(
     # A client that vanished (its SSH connection dropped: a closed laptop, a killed tunnel) ended its own
     # session: client_closed, with how it went as the detail; "error" is for what went wrong on our side.
     reason, detail = owner.cut_reason() or (("error", error) if error else ("client_closed", client_gone))
+    ended_at = owner.ctx.settings.clock()
 
     async def report() -> None:
         nonlocal reason, detail
@@ -139,12 +140,10 @@ def report_end(
         if stop is not None:
             with contextlib.suppress(TimeoutError):  # report what is known even if a step hung past its bounds
                 await asyncio.wait_for(stop.finished.wait(), stop.grace + KILL_WAIT + 2 * SWEEP_TIMEOUT + 1)
-        uploads = owner.ctx.uploads
+        # With uploads, the outbox queues the recording's upload once the broker has this report (its hash).
         await owner.ctx.broker.session_end(session_id, reason=reason, bytes_in=bytes_in, bytes_out=bytes_out,
                                            detail=detail, recording=stored,
                                            stop=stop.as_json() if stop is not None else None,
-                                           uploads=uploads is not None)
-        if stored is not None and uploads is not None:  # the broker knows its hash now: it will take the file
-            uploads.queue(stored.name)
+                                           uploads=owner.ctx.uploads is not None, ended_at=ended_at)
 
     owner.ctx.spawn(report(), f"reporting the end of session {session_id}")

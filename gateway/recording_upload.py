@@ -54,12 +54,13 @@ class RecordingUploader:
         self.idle = asyncio.Event()
         self.idle.set()
 
-    def start(self) -> None:
-        """Queue what is in the directory already (oldest first) and start uploading."""
+    def start(self, exclude: set[str] | frozenset[str] = frozenset()) -> None:
+        """Queue what is in the directory already (oldest first), but ``exclude`` (recordings whose session's end
+        has not reached the broker yet: queued once it has), and start uploading."""
         found = []
         for path in self._directory.glob("*.cast"):
             with contextlib.suppress(OSError):  # gone meanwhile
-                if RECORDING_NAME.fullmatch(path.name) and path.is_file():
+                if RECORDING_NAME.fullmatch(path.name) and path.name not in exclude and path.is_file():
                     found.append((path.stat().st_mtime, path.name))
         for _, name in sorted(found):
             self.queue(name)

@@ -19,6 +19,7 @@ from gateway.monitor import GrantMonitor
 from gateway.observers import LiveRegistry, follow_live
 from gateway.recording_store import DirectoryStore
 from gateway.recording_upload import RecordingUploader
+from gateway.report_outbox import SPOOL, Report, ReportOutbox
 from gateway.settings import GatewaySettings
 from gateway.sync import follow_broker
 
@@ -51,6 +52,10 @@ class Gateway:
         self.monitor = GrantMonitor(clock=settings.clock, warn_before=settings.warn_before)
         self.recordings = DirectoryStore(settings.recordings_dir)
         self.uploads = RecordingUploader(self.broker, settings.recordings_dir) if settings.upload_recordings else None
+        # Reports wait on disk while the broker cannot be reached; a session's end, once in, lets its upload go.
+        self.outbox = ReportOutbox(settings.recordings_dir / SPOOL, self.broker.deliver_report,
+                                   delivered=self._report_delivered)
+        self.broker.outbox = self.outbox
         self.ctx = GatewayContext(settings=settings, broker=self.broker, monitor=self.monitor,
                                   recordings=self.recordings, live=LiveRegistry(self.broker), uploads=self.uploads)
         self.host_key = load_or_create_host_key(settings.host_key_path)
@@ -63,6 +68,10 @@ class Gateway:
         # Set while the live link (observers' watch requests) is connected.
         self.live_connected = asyncio.Event()
         self._stopped = asyncio.Event()
+
+    def _report_delivered(self, report: Report) -> None:
+        if report.upload is not None and self.uploads is not None:  # the broker knows its hash: it takes the file
+            self.uploads.queue(report.upload)
 
     @property
     def port(self) -> int:
@@ -133,8 +142,9 @@ class Gateway:
         assert self.ctx.live is not None  # noqa: S101 - set in __init__
         self._live_task = asyncio.ensure_future(follow_live(self.broker, self.ctx.live,
                                                             connected=self.live_connected))
-        if self.uploads is not None:  # what an earlier run or an outage left here goes first
-            self.uploads.start()
+        self.outbox.start()  # what an earlier run could not report goes first
+        if self.uploads is not None:  # what an earlier run left here, except what waits for its session's end
+            self.uploads.start(exclude=self.outbox.waiting_uploads())
 
     async def stop(self) -> None:
         """Cut every connection (reason gateway_lost), close the port, flush reports to the broker."""
@@ -162,6 +172,7 @@ class Gateway:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)
         await self.ctx.drain(DRAIN_TIMEOUT)
+        await self.outbox.stop()  # what is kept stays on disk and goes after the next start
         if self.uploads is not None:  # what is not uploaded yet stays on disk and goes after the next start
             await self.uploads.stop()
         await asyncio.to_thread(self.recordings.close)  # the recordings are closed: the writer process may go

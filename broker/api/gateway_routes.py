@@ -86,7 +86,7 @@ def end_session(session_id: str, body: SessionEndIn, gateway: CurrentGateway, se
     gateways.end_session(session, now=now, gateway=gateway, session_id=session_id, reason=body.reason,
                          bytes_in=body.bytes_in, bytes_out=body.bytes_out, detail=body.detail,
                          recording=body.recording.model_dump() if body.recording else None,
-                         stop=body.stop.model_dump() if body.stop else None)
+                         stop=body.stop.model_dump() if body.stop else None, ended_at=body.ended_at)
     return Response(status_code=204)
 
 

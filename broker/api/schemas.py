@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 # Control characters have no business in names, reasons or keys (NUL also breaks PostgreSQL text);
 # tab and line breaks stay allowed for free text such as reasons and comments.
@@ -149,6 +149,8 @@ class SessionEndIn(Body):
     detail: str | None = Field(default=None, max_length=1000)
     recording: RecordingIn | None = None
     stop: StopIn | None = None
+    # When the session ended on the gateway: a report kept through an outage arrives later (gateway/report_outbox.py).
+    ended_at: AwareDatetime | None = None
 
 
 class LockdownIn(Body):

@@ -28,6 +28,8 @@ from broker.recordings.store import RECORDING_NAME
 from broker.vocabulary import CredentialKind, GrantStatus, IdentityKind, SessionKind, Transfers
 
 SESSION_KINDS = tuple(SessionKind)
+# A session end reported this much after the session ended says when it ended (the gateway kept the report).
+LATE_REPORT = dt.timedelta(seconds=5)
 END_REASONS = ("client_closed", "expired", "revoked", "idle", "lockdown", "gateway_lost", "error")
 
 
@@ -217,10 +219,13 @@ def _session_refusal(grant: Grant, *, now: dt.datetime, kind: str, port: int | N
 
 def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session_id: str, reason: str,
                 bytes_in: int, bytes_out: int, detail: str | None,
-                recording: dict[str, Any] | None = None, stop: dict[str, Any] | None = None) -> AccessSession:
+                recording: dict[str, Any] | None = None, stop: dict[str, Any] | None = None,
+                ended_at: dt.datetime | None = None) -> AccessSession:
     """Close a session record. ``recording`` ({"name", "sha256", "bytes"}) is what the gateway stored; its
     hash goes into the session-end audit event, so editing the file later is detectable. ``stop`` is how the
-    gateway stopped a cut session's command on the target (signals, the target's answer, the sweep)."""
+    gateway stopped a cut session's command on the target (signals, the target's answer, the sweep).
+    ``ended_at`` is when it ended on the gateway (a report kept through an outage comes later), taken within the
+    session's start and now: a gateway's clock may not put an end in the future or before the start."""
     if reason not in END_REASONS:
         raise InvalidInput(f"end reason '{reason}' is not one of {', '.join(END_REASONS)}")
     if bytes_in < 0 or bytes_out < 0:
@@ -230,7 +235,8 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
         raise NotFound(f"there is no session {session_id} on this gateway")
     if record.ended_at is not None:
         raise Conflict(f"session {session_id} already ended ({record.end_reason})")
-    record.ended_at, record.end_reason = now, reason
+    ended = now if ended_at is None else min(max(ended_at.astimezone(dt.UTC), record.started_at), now)
+    record.ended_at, record.end_reason = ended, reason
     record.bytes_in, record.bytes_out = bytes_in, bytes_out
     if recording is not None:
         if not RECORDING_NAME.fullmatch(recording["name"]) or not recording["name"].startswith(record.id):
@@ -243,8 +249,11 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
     details: dict[str, Any] = {
         "grant": grant.id, "asset": grant.asset.name, "kind": record.kind, "reason": reason,
         "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail,
-        "duration_seconds": round((now - record.started_at).total_seconds(), 3),
+        "duration_seconds": round((ended - record.started_at).total_seconds(), 3),
     }
+    if now - ended > LATE_REPORT:  # kept by the gateway while the broker could not be reached
+        details["ended_at"] = ended.isoformat()
+        details["reported_after_seconds"] = round((now - ended).total_seconds())
     if recording is not None:
         details["recording"] = {"name": recording["name"], "sha256": recording["sha256"], "bytes": recording["bytes"]}
         if recording.get("uploads"):  # still on the gateway's disk: verify expects it to arrive (and when)

@@ -4,7 +4,6 @@ file, and nothing else; verify, the review page and the retention purge know a r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -21,6 +20,7 @@ from gateway.recording_upload import RecordingUploader
 from tests.broker.test_recordings_verify import cast_bytes, gatepass_verify
 from tests.fixtures.broker import Api, BrokerServer, Plant, assert_refusal
 from tests.fixtures.ports import free_port
+from tests.fixtures.relay import TcpRelay
 
 PEER = "192.0.2.7:5000"
 
@@ -223,27 +223,6 @@ def test_audit_verify_says_which_recordings_are_still_on_gateways_and_which_are_
 # --- the gateway's uploader (gateway/recording_upload.py) against this broker ---------------------------------
 
 
-async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
-    """A plain TCP relay to the broker: the network path that comes back after an outage."""
-    upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
-
-    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        with contextlib.suppress(OSError):
-            sink.write_eof()
-
-    try:
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-    finally:
-        for end in (writer, upstream_writer):
-            end.close()
-            with contextlib.suppress(OSError):
-                await end.wait_closed()
-
-
 def test_the_uploader_tries_again_until_the_broker_is_back_then_deletes_its_copy(
         api: Api, plant: Plant, broker: BrokerServer, tmp_path: Path) -> None:
     session_id, data = ended_on_gateway(api, plant)
@@ -258,24 +237,13 @@ def test_the_uploader_tries_again_until_the_broker_is_back_then_deletes_its_copy
         await asyncio.sleep(0.5)  # nothing listens: it fails and backs off
         assert (tmp_path / f"{session_id}.cast").exists()
         assert uploader.uploaded == 0
-        relayed: set[asyncio.Task[None]] = set()
-
-        async def relay_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            relayed.add(task)  # type: ignore[arg-type]
-            await _relay(reader, writer, broker_port)
-
-        relay = await asyncio.start_server(relay_one, "127.0.0.1", port)
+        relay = await TcpRelay.start(port, broker_port)
         try:
             await asyncio.wait_for(uploader.idle.wait(), 10)
         finally:
             await uploader.stop()
-            await client.aclose()  # closes its connection: each relay ends when both directions did
-            relay.close()
-            await relay.wait_closed()
-            if relayed:
-                await asyncio.wait(relayed, timeout=10)
+            await client.aclose()  # closes its connection: the relay's connections end with it
+            await relay.close()
         return uploader
 
     uploader = asyncio.run(scenario())

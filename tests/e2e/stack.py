@@ -107,13 +107,14 @@ class Stack:
         """`gatepass serve` (broker, web and gateway), or `gatepass broker` alone."""
         ready = "SSH gateway:" if command == "serve" else "Gatepass is running."
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            earlier = log.tell()  # a restart appends: only this run's lines say it is ready
             self.process = subprocess.Popen([GATEPASS, command], env=self.env(), stdout=log,
                                             stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"gatepass {command} exited early:\n{self.log_path.read_text()}")
-            if ready in self.log_path.read_text():
+            if ready.encode() in self.log_path.read_bytes()[earlier:]:
                 return
             time.sleep(0.05)
         raise AssertionError(f"gatepass {command} did not start:\n{self.log_path.read_text()}")

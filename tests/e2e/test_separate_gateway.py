@@ -182,3 +182,32 @@ def test_kept_recordings_go_after_a_restart_and_a_changed_one_is_refused_and_lef
     assert not (on_broker / str(changed["name"])).exists()
     assert "the broker refused recording" in gateway.log()
     assert actions_for(broker_stack, intact_id, "gateway:recording:received")
+
+
+def test_a_session_that_ends_while_the_broker_is_away_is_reported_and_uploaded_once_it_is_back(
+        broker_stack: Stack, gateway: SeparateGateway) -> None:
+    grant = broker_stack.fresh_grant("hmi-01", "--for", "10m", "--reason", "e2e broker outage")
+    ssh = subprocess.Popen([GATEPASS, "ssh", "hmi-01", "--", "echo started; read line; echo got-$line"],
+                           env=broker_stack.env(broker_stack.home("vendor1")), stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert ssh.stdout is not None
+    assert ssh.stdout.readline() == "started\n", gateway.log()
+    kept = gateway.recordings / ".reports"
+
+    broker_stack.stop()  # the plant's link to the broker goes down
+    ssh.communicate("bye\n", timeout=30)  # the session ends meanwhile (or the gateway cut it: it cannot check)
+    wait_for(lambda: kept.is_dir() and any(kept.glob("*.json")), "keeping the end report", gateway)
+    time.sleep(6.0)  # longer than a late report's mark (broker.inventory.gateways.LATE_REPORT)
+    broker_stack.start("broker")
+
+    wait_for(lambda: not any(kept.glob("*.json")), "delivering the kept report", gateway, timeout=90)
+    [ended] = broker_stack.grant_events("gateway:session:ended", grant["id"])
+    recording = ended["details"]["recording"]
+    assert recording["uploads"] is True
+    assert ended["details"]["reported_after_seconds"] >= 6  # its time is the session's end, not the delivery's
+    name = str(recording["name"])
+    wait_for(lambda: (broker_stack.data / "recordings" / name).is_file() and not (gateway.recordings / name).exists(),
+             "the upload after the outage", gateway)
+    verified = json.loads(broker_stack.gatepass("audit", "verify", "--json", check=False).stdout)
+    assert verified["chain_ok"] is True
+    assert not [problem for problem in verified["recording_problems"] if ended["subject"] in problem]

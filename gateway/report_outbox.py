@@ -1,0 +1,188 @@
+"""Reports the broker must not miss, kept on the gateway's disk while the broker cannot be reached.
+
+A gateway reports a session's end (with its recording's SHA-256, which puts the recording under the hash chain),
+file transfers, Modbus activity and the requests it refused. A plant's link to the broker does go down, and a
+report lost then leaves a session that never ends in the trail (counted as open by the watcher for ever), a
+recording no hash covers and a separate gateway's recording that the broker will never take. So a report the
+broker did not answer (no connection, a timeout, a 5xx) is written to ``DIR/.reports/<n>.json`` (fsynced) and sent
+again, in order, backing off to a minute, until the broker answers; after a restart the gateway sends what it
+finds there first. While any report waits, new ones queue behind it, so a session's events still reach the broker
+before its end. A report the broker refuses (4xx) is logged and dropped, as before: sending it again would not
+change the answer (a session end answered 409 had arrived before its answer was lost).
+
+A report sent again after a lost answer may be recorded twice: at most a duplicated event, never a missing one.
+A session end carries the time the session ended on the gateway (``ended_at``), so a late report does not move it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import BrokerCallFailed, BrokerRefused
+
+logger = logging.getLogger("gatepass.gateway.reports")
+
+# The spool, inside the recordings directory (the gateway's durable state already lives there).
+SPOOL = ".reports"
+FIRST_RETRY = 1.0
+LAST_RETRY = 60.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """One call of the gateway API's reports: its path and JSON body; ``upload``: the recording the broker takes
+    once this report (a session's end) is in."""
+
+    path: str
+    body: Mapping[str, Any]
+    upload: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"path": self.path, "body": dict(self.body), "upload": self.upload}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Report:
+        if not isinstance(data, dict) or not isinstance(data.get("path"), str) or not isinstance(data.get("body"),
+                                                                                                 dict):
+            raise ValueError("not a spooled report")
+        upload = data.get("upload")
+        return cls(path=data["path"], body=data["body"], upload=upload if isinstance(upload, str) else None)
+
+
+Deliver = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
+
+
+class ReportOutbox:
+    """Delivers reports now if the broker answers, else keeps them in ``directory`` and delivers them later."""
+
+    def __init__(self, directory: Path, deliver: Deliver, *, delivered: Callable[[Report], None] | None = None,
+                 first_retry: float = FIRST_RETRY, last_retry: float = LAST_RETRY) -> None:
+        self._directory = directory
+        self._deliver = deliver
+        self._delivered = delivered
+        self._first_retry, self._last_retry = first_retry, last_retry
+        self._pending: deque[tuple[Path, Report]] = deque()
+        self._number = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @property
+    def waiting(self) -> int:
+        """Reports kept for a later delivery."""
+        return len(self._pending)
+
+    def waiting_uploads(self) -> set[str]:
+        """Recordings whose session's end has not reached the broker yet (their upload must wait for it)."""
+        return {report.upload for _, report in self._pending if report.upload}
+
+    def start(self) -> None:
+        """Take up what an earlier run left (oldest first) and start the delivery loop."""
+        found = []
+        with contextlib.suppress(FileNotFoundError):
+            for path in self._directory.glob("*.json"):
+                with contextlib.suppress(ValueError):
+                    found.append((int(path.stem), path))
+        for number, path in sorted(found):
+            try:
+                report = Report.from_json(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                logger.warning("a kept report %s cannot be read (%s); it is left there", path, exc)
+                continue
+            self._number = max(self._number, number)
+            self._pending.append((path, report))
+        if self._pending:
+            logger.info("%d report(s) kept from before are sent to the broker first", len(self._pending))
+            self.idle.clear()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def send(self, report: Report) -> None:
+        """Deliver ``report``, or keep it for later if the broker cannot take it now (returns either way); raises
+        BrokerRefused if the broker refused it, and OSError if it could be neither delivered nor kept."""
+        if not self._pending:
+            try:
+                await self._deliver(report.path, report.body)
+            except BrokerRefused:
+                raise
+            except BrokerCallFailed as exc:
+                logger.warning("the broker did not take a report (%s); it is kept and sent again", exc)
+            else:
+                self._done(report)
+                return
+        await self._keep(report)
+
+    async def _keep(self, report: Report) -> None:
+        self._number += 1
+        path = self._directory / f"{self._number:012d}.json"
+        await asyncio.to_thread(_write_durably, path, json.dumps(report.as_json()).encode())
+        self._pending.append((path, report))
+        self.idle.clear()
+        self._wake.set()
+
+    def _done(self, report: Report) -> None:
+        if self._delivered is not None:
+            self._delivered(report)
+
+    async def _run(self) -> None:
+        delay = self._first_retry
+        while True:
+            if not self._pending:
+                self.idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            path, report = self._pending[0]
+            try:
+                await self._deliver(report.path, report.body)
+            except BrokerRefused as refusal:
+                # 409 for a session's end: it arrived before (its answer was lost); anything else would be
+                # refused again.
+                logger.warning("the broker refused a kept report to %s (%s); it is dropped", report.path,
+                               refusal.message)
+            except BrokerCallFailed as exc:
+                logger.info("kept reports still wait for the broker (%s); next try in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._last_retry)
+                continue
+            else:
+                self._done(report)
+            delay = self._first_retry
+            self._pending.popleft()
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(path.unlink)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view):]
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(partial, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
