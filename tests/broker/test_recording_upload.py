@@ -277,3 +277,30 @@ def test_an_uploader_whose_directory_is_the_brokers_deletes_nothing(api: Api, pl
     assert uploader.shared_with_broker is True
     assert uploader.uploaded == 0
     assert stored_path(plant, session_id).read_bytes() == data
+
+
+def test_a_gateway_streaming_a_longer_file_hears_the_refusal_and_does_not_retry_for_ever(
+        api: Api, plant: Plant, broker: BrokerServer, tmp_path: Path) -> None:
+    # The broker refuses after the reported size, mid-stream; the gateway must still get the 400 (a broken
+    # connection would look like an outage, to be tried again every minute).
+    session_id, data = ended_on_gateway(api, plant)
+    path = tmp_path / f"{session_id}.cast"
+    path.write_bytes(data + os.urandom(8 * 1024 * 1024))
+
+    async def scenario() -> RecordingUploader:
+        client = BrokerClient(broker.url, plant.gateway_token)
+        uploader = RecordingUploader(client, tmp_path, first_retry=0.05, last_retry=0.2)
+        uploader.start()
+        try:
+            await asyncio.wait_for(uploader.idle.wait(), 20)
+        finally:
+            await uploader.stop()
+            await client.aclose()
+        return uploader
+
+    uploader = asyncio.run(scenario())
+
+    assert "longer than" in uploader.refused[f"{session_id}.cast"]
+    assert path.exists()
+    assert not stored_path(plant, session_id).exists()
+    assert len(plant.audit("gateway:recording:refused")) == 1
