@@ -51,7 +51,8 @@ def _verify(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": verification.ok, "chain_ok": result.ok, "events_checked": result.events_checked,
                           "problem": result.problem, "first_bad_seq": result.first_bad_seq, "anchor": result.anchor,
                           "recordings_checked": recordings.checked, "recording_problems": recordings.problems,
-                          "recordings_purged": recordings.purged, "recordings_on_gateways": recordings.on_gateways}))
+                          "recordings_purged": recordings.purged, "recordings_on_gateways": recordings.on_gateways,
+                          "recordings_on_gateways_by": recordings.on_gateways_by}))
         return 0 if verification.ok else 1
     if result.ok:
         print(f"Audit trail intact: {result.events_checked} events, hash chain verified"
@@ -71,8 +72,9 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"{recordings.purged} of them purged under retention, each proved by its audit event "
               "(retention:recording:purged, with the file's SHA-256 and size).")
     if recordings.on_gateways:
-        print(f"{recordings.on_gateways} of them still on the separate gateways that recorded them, to be uploaded "
-              "(checked against their hashes when they arrive).")
+        held = ", ".join(f"{count} on {name}" for name, count in sorted(recordings.on_gateways_by.items()))
+        print(f"{recordings.on_gateways} of them still on the separate gateways that recorded them ({held}), to be "
+              "uploaded (checked against their hashes when they arrive).")
     return 0 if verification.ok else 1
 
 

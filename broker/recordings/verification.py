@@ -39,8 +39,13 @@ class RecordingsCheck:
     problems: list[str] = field(default_factory=list)
     # Recordings deleted under retention, each proved by its hash-chained purge event (not problems).
     purged: int = 0
-    # Recordings still on the separate gateways that wrote them, within UPLOAD_EXPECTED_WITHIN (not problems).
-    on_gateways: int = 0
+    # Recordings still on the separate gateways that wrote them, within UPLOAD_EXPECTED_WITHIN (not problems), by
+    # gateway name.
+    on_gateways_by: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def on_gateways(self) -> int:
+        return sum(self.on_gateways_by.values())
 
     @property
     def ok(self) -> bool:
@@ -102,7 +107,8 @@ def verify_recordings(session: Session, directory: Path, *, now: dt.datetime) ->
     audited = _reported_in_audit(session)
     purges = _purged_in_audit(session)
     problems: list[str] = []
-    checked = purged = on_gateways = 0
+    checked = purged = 0
+    on_gateways: dict[str, int] = {}
     query = (select(AccessSession).where(AccessSession.recording_sha256.is_not(None))
              .order_by(AccessSession.started_at, AccessSession.id))
     for record in session.scalars(query):
@@ -110,7 +116,8 @@ def verify_recordings(session: Session, directory: Path, *, now: dt.datetime) ->
         found, state = _check(record, audited.pop(record.id, None), directory, purges.get(record.id), now)
         problems.extend(found)
         purged += state == "purged"
-        on_gateways += state == "on_gateway"
+        if state == "on_gateway":
+            on_gateways[record.gateway.name] = on_gateways.get(record.gateway.name, 0) + 1
     # What is left: the audit trail records a recording, but the row no longer says so (or is gone).
     for session_id, expected in audited.items():
         checked += 1
@@ -122,8 +129,9 @@ def verify_recordings(session: Session, directory: Path, *, now: dt.datetime) ->
             found, state = _check(cleared, expected, directory, purges.get(session_id), now)
             problems.extend(found)
             purged += state == "purged"
-            on_gateways += state == "on_gateway"
-    return RecordingsCheck(checked=checked, problems=problems, purged=purged, on_gateways=on_gateways)
+            if state == "on_gateway":
+                on_gateways[cleared.gateway.name] = on_gateways.get(cleared.gateway.name, 0) + 1
+    return RecordingsCheck(checked=checked, problems=problems, purged=purged, on_gateways_by=on_gateways)
 
 
 def _check(record: AccessSession, expected: dict[str, Any] | None, directory: Path,

@@ -213,7 +213,7 @@ def test_audit_verify_says_which_recordings_are_still_on_gateways_and_which_are_
     result = gatepass_verify(plant)
 
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "1 of them still on the separate gateways that recorded them" in result.stdout
+    assert "1 of them still on the separate gateways that recorded them (1 on embedded)" in result.stdout
     [problem] = [line for line in result.stderr.splitlines() if "RECORDING FAILED" in line]
     assert overdue in problem
     assert "NOT RECEIVED: gateway embedded reported it at the session's end 25 h ago" in problem
