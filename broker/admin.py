@@ -18,7 +18,7 @@ from broker.containment import lockdown
 from broker.db import make_engine, make_session_factory, read_only_unit, unit_of_work
 from broker.identity import attestation, identities, inventory, lifecycle
 from broker.identity.identities import NewCredentials, NewFactor
-from broker.inventory import asset_listing, gateways, sites
+from broker.inventory import asset_listing, gateway_lifecycle, gateways, sites
 from broker.inventory.gateway_events import NullPublisher
 from broker.keys.vault import Vault
 from broker.recordings import store, verification
@@ -111,9 +111,19 @@ def reset_totp(settings: Settings, *, name: str) -> NewFactor:
         enrolment_code_ttl=settings.enrolment_code_ttl))
 
 
-def add_gateway(settings: Settings, *, name: str) -> str:
+def add_gateway(settings: Settings, *, name: str, sites: list[str] | None = None) -> str:
     return run(settings, lambda session, _vault: gateways.create_gateway(
-        session, now=settings.clock.now(), actor=operator_name(), name=name))
+        session, now=settings.clock.now(), actor=operator_name(), name=name, sites=sites or ()))
+
+
+def list_gateways(settings: Settings) -> list[gateway_lifecycle.GatewayRow]:
+    with local_session(settings, read_only=True) as session:
+        return gateway_lifecycle.list_gateways(session)
+
+
+def retire_gateway(settings: Settings, *, name: str, reason: str) -> list[str]:
+    return run(settings, lambda session, _vault: gateway_lifecycle.retire_gateway(
+        session, now=settings.clock.now(), actor=operator_name(), name=name, reason=reason))
 
 
 @dataclass(frozen=True)

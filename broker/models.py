@@ -402,6 +402,20 @@ class Gateway(Base):
     host_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     registered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # The sites whose assets this gateway may reach (and be handed credentials for); none: every site (the embedded
+    # gateway of `gatepass serve`, and gateways made before sites could be named).
+    sites: Mapped[list[Site]] = relationship(secondary="gateway_sites", order_by="Site.name")
+    # `gatepass admin gateway retire`: its credential is refused from then on, its open sessions were ended.
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class GatewaySite(Base):
+    """A site a gateway serves (``gatepass admin gateway add NAME --site SITE``)."""
+
+    __tablename__ = "gateway_sites"
+
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
 
 
 class AccessSession(Base):

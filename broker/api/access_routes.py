@@ -11,6 +11,7 @@ from broker.api.deps import CurrentIdentity, NowDep, SessionDep, StateDep
 from broker.api.schemas import ApproveIn, DenyIn, RequestIn, RevokeIn
 from broker.api.views import grant_view, request_view
 from broker.inventory.gateways import current_gateway
+from broker.models import Gateway
 
 router = APIRouter(tags=["access"])
 
@@ -63,15 +64,19 @@ def cancel(request_id: str, identity: CurrentIdentity, session: SessionDep, now:
 @router.get("/grants")
 def list_grants(identity: CurrentIdentity, session: SessionDep, now: NowDep, asset: str | None = None,
                 usable: bool = False) -> list[dict[str, Any]]:
-    gateway = current_gateway(session)
     grants = workflow.visible_grants(session, viewer=identity, asset_name=asset, usable_only=usable, now=now)
-    return [grant_view(g, now, viewer=identity, gateway=gateway) for g in grants]
+    by_site: dict[int, Gateway | None] = {}  # the gateway each site's assets are reached through
+    for grant in grants:
+        site = grant.asset.site
+        if site.id not in by_site:
+            by_site[site.id] = current_gateway(session, site)
+    return [grant_view(g, now, viewer=identity, gateway=by_site[g.asset.site.id]) for g in grants]
 
 
 @router.get("/grants/{grant_id}")
 def get_grant(grant_id: str, identity: CurrentIdentity, session: SessionDep, now: NowDep) -> dict[str, Any]:
     grant = workflow.get_grant(session, viewer=identity, grant_id=grant_id)
-    return grant_view(grant, now, viewer=identity, gateway=current_gateway(session))
+    return grant_view(grant, now, viewer=identity, gateway=current_gateway(session, grant.asset.site))
 
 
 @router.post("/grants/{grant_id}/revoke")
@@ -79,4 +84,4 @@ def revoke(grant_id: str, identity: CurrentIdentity, state: StateDep, session: S
            body: RevokeIn | None = None) -> dict[str, Any]:
     grant = workflow.revoke_grant(session, now=now, events=state.hub, actor=identity, grant_id=grant_id,
                                 reason=(body or RevokeIn()).reason)
-    return grant_view(grant, now, viewer=identity, gateway=current_gateway(session))
+    return grant_view(grant, now, viewer=identity, gateway=current_gateway(session, grant.asset.site))

@@ -47,7 +47,7 @@ def delegate(grant_id: str, body: DelegateIn, identity: CurrentIdentity, state: 
                                     allow_writes=body.allow_writes, commands=body.commands,
                                     public_key=body.public_key, reason=body.reason))
     return {
-        **grant_view(grant, now, viewer=identity, gateway=current_gateway(session)),
+        **grant_view(grant, now, viewer=identity, gateway=current_gateway(session, grant.asset.site)),
         "parent_grant_id": grant.parent_grant_id,
         "sponsor": identity.username,
         "allowed_commands": grant.allowed_commands,

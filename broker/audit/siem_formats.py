@@ -36,7 +36,7 @@ _ERRORED = frozenset({"error"})
 # Successful actions a security team wants to see above the informational noise (RFC 5424 severity 5).
 _NOTABLE = frozenset({
     "containment:site:locked_down", "containment:site:lockdown_lifted", "admin:identity:disabled",
-    "admin:identity:enabled", "access:grant:revoked", "gateway:recording:failed",
+    "admin:identity:enabled", "access:grant:revoked", "gateway:recording:failed", "admin:gateway:retired",
 })
 
 

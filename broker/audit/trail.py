@@ -33,6 +33,8 @@ class Action(StrEnum):
     ASSET_UPDATED = "admin:asset:updated"
     IDENTITY_CREATED = "admin:identity:created"
     GATEWAY_CREATED = "admin:gateway:created"
+    # A gateway's credential withdrawn for good (decommissioned, lost, suspected): its open sessions ended with it.
+    GATEWAY_RETIRED = "admin:gateway:retired"
     IDENTITY_DISABLED = "admin:identity:disabled"
     IDENTITY_ENABLED = "admin:identity:enabled"
     IDENTITY_UPDATED = "admin:identity:updated"

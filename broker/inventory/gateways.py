@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -23,7 +24,7 @@ from broker.inventory.sites import credential_purpose, normalise_public_key
 from broker.inventory.supervision_policy import effective_supervision
 from broker.keys.authorities import public_key as ca_public_key
 from broker.keys.vault import Vault
-from broker.models import AccessSession, Gateway, Grant
+from broker.models import AccessSession, Gateway, Grant, Site
 from broker.recordings.store import RECORDING_NAME
 from broker.vocabulary import CredentialKind, GrantStatus, IdentityKind, SessionKind, Transfers
 
@@ -33,14 +34,23 @@ LATE_REPORT = dt.timedelta(seconds=5)
 END_REASONS = ("client_closed", "expired", "revoked", "idle", "lockdown", "gateway_lost", "error")
 
 
-def create_gateway(session: Session, *, now: dt.datetime, actor: str, name: str) -> str:
-    """Create a gateway credential and return the token (shown once; only its hash is kept)."""
+def create_gateway(session: Session, *, now: dt.datetime, actor: str, name: str, sites: Sequence[str] = ()) -> str:
+    """Create a gateway credential and return the token (shown once; only its hash is kept). With ``sites``, the
+    gateway serves those sites' assets only: it is handed no credential of another site's (least privilege: a
+    plant's gateway, or its stolen credential, reaches that plant alone)."""
     check_name(name, what="gateway")
     if session.scalar(select(Gateway).where(Gateway.name == name)) is not None:
         raise Conflict(f"a gateway named '{name}' already exists")
+    served = []
+    for site_name in dict.fromkeys(sites):
+        site = session.scalar(select(Site).where(Site.name == site_name))
+        if site is None:
+            raise NotFound(f"there is no site {site_name[:64]}")
+        served.append(site)
     token = "gpg_" + secrets.token_urlsafe(32)
-    session.add(Gateway(name=name, token_hash=token_digest(token), created_at=now))
-    trail.record(session, now=now, action=Action.GATEWAY_CREATED, actor=actor, subject=name)
+    session.add(Gateway(name=name, token_hash=token_digest(token), created_at=now, sites=served))
+    trail.record(session, now=now, action=Action.GATEWAY_CREATED, actor=actor, subject=name,
+                 details={"sites": sorted(site.name for site in served) or "all"})
     return token
 
 
@@ -48,7 +58,22 @@ def authenticate_gateway(session: Session, token: str) -> Gateway:
     gateway = session.scalar(select(Gateway).where(Gateway.token_hash == token_digest(token)))
     if gateway is None:
         raise NotAuthenticated("this gateway credential is not known to the broker")
+    if gateway.retired_at is not None:
+        raise NotAuthenticated(f"gateway {gateway.name} was retired on {gateway.retired_at:%Y-%m-%d %H:%M} UTC: "
+                               "its credential is no longer accepted")
     return gateway
+
+
+def serves(gateway: Gateway, site: Site) -> bool:
+    """Whether ``gateway`` may reach ``site``'s assets: one scoped to sites serves those only."""
+    return not gateway.sites or any(served.id == site.id for served in gateway.sites)
+
+
+def scope_refusal(gateway: Gateway, site: Site) -> str | None:
+    if serves(gateway, site):
+        return None
+    return (f"gateway {gateway.name} serves {', '.join(s.name for s in gateway.sites)} only, not site {site.name}: "
+            "use that site's gateway")
 
 
 def register(session: Session, *, now: dt.datetime, gateway: Gateway, ssh_host: str, ssh_port: int,
@@ -63,11 +88,21 @@ def register(session: Session, *, now: dt.datetime, gateway: Gateway, ssh_host: 
     return ca_public_key(session)
 
 
-def current_gateway(session: Session) -> Gateway | None:
-    """The gateway clients should use: the most recently registered one (one per deployment for now)."""
-    return session.scalar(
-        select(Gateway).where(Gateway.registered_at.is_not(None)).order_by(Gateway.registered_at.desc()).limit(1)
-    )
+def current_gateway(session: Session, site: Site | None = None) -> Gateway | None:
+    """The gateway clients should use for ``site``'s assets: the most recently registered one scoped to that site,
+    else the most recently registered one that serves every site; never a retired one. Without ``site``: the most
+    recently registered one serving every site, else any."""
+    registered = session.scalars(select(Gateway).where(Gateway.registered_at.is_not(None),
+                                                       Gateway.retired_at.is_(None))
+                                 .order_by(Gateway.registered_at.desc())).all()
+    if site is not None:
+        scoped = [gateway for gateway in registered if gateway.sites and serves(gateway, site)]
+        if scoped:
+            return scoped[0]
+    unscoped = [gateway for gateway in registered if not gateway.sites]
+    if unscoped:
+        return unscoped[0]
+    return registered[0] if registered and site is None else None
 
 
 def authorize(
@@ -91,6 +126,9 @@ def authorize(
     asset = grant.asset
     if asset.name != asset_name:
         raise refuse(f"this grant is for {asset.name}, not {asset_name}")
+    out_of_scope = scope_refusal(gateway, asset.site)
+    if out_of_scope:
+        raise refuse(out_of_scope)
     status = grant_status(grant, now)
     if status == "scheduled":
         raise refuse(f"the grant for {asset.name} starts at {grant.starts_at:%Y-%m-%d %H:%M} UTC, not yet")
@@ -176,7 +214,8 @@ def start_session(session: Session, *, now: dt.datetime, gateway: Gateway, grant
     grant = session.get(Grant, grant_id)
     if grant is None:
         raise NotFound(f"there is no grant {grant_id}")
-    why = _session_refusal(grant, now=now, kind=kind, port=port) or delegation_refusal(session, grant, now)
+    why = scope_refusal(gateway, grant.asset.site) or _session_refusal(grant, now=now, kind=kind, port=port) \
+        or delegation_refusal(session, grant, now)
     delegated = delegation_details(session, grant)
     if why is not None:
         trail.record(session, now=now, action=Action.GATEWAY_REFUSED, outcome="refused",
@@ -235,7 +274,10 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
         raise NotFound(f"there is no session {session_id} on this gateway")
     if record.ended_at is not None:
         raise Conflict(f"session {session_id} already ended ({record.end_reason})")
-    ended = now if ended_at is None else min(max(ended_at.astimezone(dt.UTC), record.started_at), now)
+    try:
+        ended = now if ended_at is None else min(max(ended_at.astimezone(dt.UTC), record.started_at), now)
+    except (OverflowError, ValueError):  # year 1 or 9999 shifted past the calendar's ends by its zone
+        raise InvalidInput(f"the session's end time {ended_at} is out of range") from None
     record.ended_at, record.end_reason = ended, reason
     record.bytes_in, record.bytes_out = bytes_in, bytes_out
     if recording is not None:

@@ -49,14 +49,19 @@ def record_session(api: Api, plant: Plant, grant_id: str, output: str, *, kind: 
     return session_id
 
 
-def gatepass_verify(plant: Plant, *args: str) -> subprocess.CompletedProcess[str]:
+def gatepass_local(plant: Plant, *args: str) -> subprocess.CompletedProcess[str]:
+    """``gatepass ARGS --data DATA`` (a local command: `audit`, `admin`) on the plant's database, as a process."""
     gatepass = Path(sys.executable).with_name("gatepass")
     source_root = str(Path(broker.__file__).resolve().parent.parent)
     env = {**os.environ, "GATEPASS_DATABASE_URL": plant.settings.effective_database_url,
            "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
     env.pop("GATEPASS_DATA", None)
-    return subprocess.run([str(gatepass), "audit", "verify", "--data", str(plant.settings.data_dir), *args], env=env,
+    return subprocess.run([str(gatepass), *args, "--data", str(plant.settings.data_dir)], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
+
+
+def gatepass_verify(plant: Plant, *args: str) -> subprocess.CompletedProcess[str]:
+    return gatepass_local(plant, "audit", "verify", *args)
 
 
 def test_audit_verify_checks_each_recording_and_names_every_session_whose_file_changed(

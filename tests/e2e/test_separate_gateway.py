@@ -97,7 +97,8 @@ def broker_stack(tmp_path_factory: pytest.TempPathFactory, plant_machine: OpenSS
 @pytest.fixture(scope="module")
 def gateway(broker_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeparateGateway]:
     root = tmp_path_factory.mktemp("gateway")
-    added = json.loads(broker_stack.gatepass("admin", "gateway", "add", "gw-plant-a", "--json").stdout)
+    added = json.loads(broker_stack.gatepass("admin", "gateway", "add", "gw-plant-a", "--site", "plant-a",
+                                             "--json").stdout)
     token_file = root / "token"
     token_file.write_text(added["token"] + "\n")
     token_file.chmod(0o600)
@@ -211,3 +212,19 @@ def test_a_session_that_ends_while_the_broker_is_away_is_reported_and_uploaded_o
     verified = json.loads(broker_stack.gatepass("audit", "verify", "--json", check=False).stdout)
     assert verified["chain_ok"] is True
     assert not [problem for problem in verified["recording_problems"] if ended["subject"] in problem]
+
+
+def test_a_retired_gateway_can_no_longer_let_anyone_in(broker_stack: Stack, gateway: SeparateGateway) -> None:
+    # Last in this module: the gateway's credential is withdrawn for good.
+    broker_stack.fresh_grant("hmi-01", "--for", "10m", "--reason", "e2e before retirement")
+    retired = broker_stack.gatepass("admin", "gateway", "retire", "gw-plant-a", "--reason", "cabinet was opened")
+    assert "Retired gateway gw-plant-a" in retired.stdout
+
+    result = broker_stack.gatepass("ssh", "hmi-01", "--", "echo should-not-run", user="vendor1", check=False)
+
+    assert result.returncode != 0
+    assert "should-not-run" not in result.stdout
+    listed = json.loads(broker_stack.gatepass("admin", "gateway", "list", "--json").stdout)
+    [row] = [row for row in listed if row["name"] == "gw-plant-a"]
+    assert row["retired_at"] is not None
+    assert row["sites"] == ["plant-a"]
