@@ -82,6 +82,14 @@ class Conflict(BrokerError):
     code = "conflict"
 
 
+class NotNow(BrokerError):
+    """The broker cannot take this now (a gateway's upload while its previous one runs, a disk near full): a 503 the
+    gateway takes for "try again later", not a refusal of what it sent."""
+
+    status_code = 503
+    code = "try_later"
+
+
 class AccountLocked(BrokerError):
     status_code = 423
     code = "account_locked"

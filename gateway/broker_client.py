@@ -293,7 +293,7 @@ def _event(event_type: str, data: str) -> BrokerEvent:
 
 def _error_from(response: httpx.Response) -> BrokerRefused | BrokerUnavailable:
     if response.status_code >= 500 or response.status_code < 400:
-        return BrokerUnavailable(f"the broker answered {response.status_code}")
+        return BrokerUnavailable(f"the broker answered {response.status_code}", status=response.status_code)
     code, message = "refused", f"the broker refused the request ({response.status_code})"
     try:
         body = response.json()

@@ -37,7 +37,11 @@ class BrokerCallFailed(GatewayError):
 
 
 class BrokerUnavailable(BrokerCallFailed):
-    """The broker did not answer (network error, timeout, 5xx)."""
+    """The broker did not answer (network error, timeout, 5xx); ``status`` is the 5xx when it answered one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class BrokerRefused(BrokerCallFailed):

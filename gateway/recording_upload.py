@@ -68,6 +68,9 @@ class RecordingUploader:
 
     def queue(self, name: str) -> None:
         """Upload ``name`` (a finished recording whose session's end the broker has been told) when its turn comes."""
+        if not RECORDING_NAME.fullmatch(name):  # a plain name in this directory, never a path
+            logger.warning("%r is not a recording name: not uploaded", name[:80])
+            return
         if self.shared_with_broker or name in self.refused:
             return
         self._waiting[name] = None
@@ -118,8 +121,12 @@ class RecordingUploader:
         if stored == (local.st_dev, local.st_ino):
             self._shared(name)
             return
-        await asyncio.to_thread(_delete, path)
         self.uploaded += 1
+        try:
+            await asyncio.to_thread(_delete, path)
+        except OSError as exc:  # a disk gone read-only: the broker has it; not sent again by this process
+            logger.warning("recording %s is with the broker but could not be deleted here (%s)", name, exc)
+            return
         logger.info("recording %s is with the broker (%d bytes, SHA-256 %s); deleted here", name,
                     answer.get("bytes"), answer.get("sha256"))
 

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import BrokerCallFailed, BrokerRefused
+from gateway.recording_store import RECORDING_NAME
 
 logger = logging.getLogger("gatepass.gateway.reports")
 
@@ -35,6 +37,14 @@ logger = logging.getLogger("gatepass.gateway.reports")
 SPOOL = ".reports"
 FIRST_RETRY = 1.0
 LAST_RETRY = 60.0
+# The only calls a kept report may make: a file in the spool is data read from disk, and the client sends the
+# gateway's credential with every call (an absolute URL there would carry it to another host).
+REPORT_PATH = re.compile(r"/gateway/(sessions/[A-Za-z0-9_-]{1,64}/(end|events)|refusals|login-refusals)")
+# A kept report larger than this is not one the gateway wrote.
+MAX_REPORT_BYTES = 1024 * 1024
+# A report the broker answers with a 5xx this many times in a row is set aside (``.rejected``), so that one report
+# the broker cannot take does not hold up every later one; "cannot be reached" is waited out for ever.
+MAX_SERVER_ERRORS = 20
 
 
 @dataclass(frozen=True)
@@ -51,11 +61,18 @@ class Report:
 
     @classmethod
     def from_json(cls, data: Any) -> Report:
+        """A kept report, checked: one of the gateway API's report paths, and an upload only of the ended session's
+        own recording (a plain name in the recordings directory)."""
         if not isinstance(data, dict) or not isinstance(data.get("path"), str) or not isinstance(data.get("body"),
                                                                                                  dict):
-            raise ValueError("not a spooled report")
-        upload = data.get("upload")
-        return cls(path=data["path"], body=data["body"], upload=upload if isinstance(upload, str) else None)
+            raise ValueError("not a kept report")
+        path, upload = data["path"], data.get("upload")
+        if not REPORT_PATH.fullmatch(path):
+            raise ValueError(f"{path[:80]!r} is not a gateway API report")
+        if upload is not None and not (isinstance(upload, str) and RECORDING_NAME.fullmatch(upload)
+                                       and path == f"/gateway/sessions/{upload.split('.', 1)[0]}/end"):
+            raise ValueError(f"{str(upload)[:80]!r} is not the recording of the session this report ends")
+        return cls(path=path, body=data["body"], upload=upload)
 
 
 Deliver = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
@@ -87,29 +104,33 @@ class ReportOutbox:
         return {report.upload for _, report in self._pending if report.upload}
 
     def start(self) -> None:
-        """Take up what an earlier run left (oldest first) and start the delivery loop."""
+        """Take up what an earlier run left (oldest first) and start the delivery loop. A file that is not a report
+        this gateway wrote is set aside (renamed ``.rejected``) and logged, never sent and never in the way."""
         found = []
         with contextlib.suppress(FileNotFoundError):
             for path in self._directory.glob("*.json"):
                 with contextlib.suppress(ValueError):
                     found.append((int(path.stem), path))
         for number, path in sorted(found):
+            self._number = max(self._number, number)  # a new report never takes a kept one's number
             try:
-                report = Report.from_json(json.loads(path.read_text()))
-            except (OSError, ValueError) as exc:
-                logger.warning("a kept report %s cannot be read (%s); it is left there", path, exc)
+                report = _read(path)
+            except Exception as exc:  # whatever is in the file (deep nesting: RecursionError), the gateway starts
+                logger.warning("a kept report %s is not one this gateway wrote (%s); it is set aside", path,
+                               str(exc)[:200])
+                _set_aside(path)
                 continue
-            self._number = max(self._number, number)
             self._pending.append((path, report))
         if self._pending:
             logger.info("%d report(s) kept from before are sent to the broker first", len(self._pending))
             self.idle.clear()
         self._task = asyncio.ensure_future(self._run())
+        self._task.add_done_callback(_loop_ended)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # a loop that died was logged already
                 await self._task
             self._task = None
 
@@ -142,6 +163,7 @@ class ReportOutbox:
 
     async def _run(self) -> None:
         delay = self._first_retry
+        server_errors = 0
         while True:
             if not self._pending:
                 self.idle.set()
@@ -152,21 +174,50 @@ class ReportOutbox:
             try:
                 await self._deliver(report.path, report.body)
             except BrokerRefused as refusal:
-                # 409 for a session's end: it arrived before (its answer was lost); anything else would be
-                # refused again.
-                logger.warning("the broker refused a kept report to %s (%s); it is dropped", report.path,
-                               refusal.message)
+                if refusal.status == 409 and report.path.endswith("/end"):
+                    # The end arrived before and its answer was lost: the broker has the hash, the upload may go.
+                    self._done(report)
+                else:  # it would be refused again
+                    logger.warning("the broker refused a kept report to %s (%s); it is dropped", report.path,
+                                   refusal.message)
             except BrokerCallFailed as exc:
-                logger.info("kept reports still wait for the broker (%s); next try in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._last_retry)
-                continue
+                # The broker answered, with a 5xx: it may fail this report for ever; not answering is an outage.
+                server_errors = server_errors + 1 if getattr(exc, "status", None) else 0
+                if server_errors < MAX_SERVER_ERRORS:
+                    logger.info("kept reports still wait for the broker (%s); next try in %.0f s", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._last_retry)
+                    continue
+                logger.error("the broker failed a kept report to %s %d times (%s); it is set aside in %s so the "
+                             "reports behind it go", report.path, server_errors, exc, self._directory)
+                await asyncio.to_thread(_set_aside, path)
             else:
                 self._done(report)
-            delay = self._first_retry
+            delay, server_errors = self._first_retry, 0
             self._pending.popleft()
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 await asyncio.to_thread(path.unlink)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # a disk gone read-only: this process does not send it again
+                logger.warning("a delivered report %s could not be deleted (%s); after a restart it is sent again",
+                               path, exc)
+
+
+def _read(path: Path) -> Report:
+    if not path.is_file() or path.stat().st_size > MAX_REPORT_BYTES:
+        raise ValueError("not a regular file of a report's size")
+    return Report.from_json(json.loads(path.read_bytes()))
+
+
+def _set_aside(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rename(path.with_name(path.name + ".rejected"))
+
+
+def _loop_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the delivery of kept reports stopped: %r; they are sent after a restart", task.exception())
 
 
 def _write_durably(path: Path, data: bytes) -> None:

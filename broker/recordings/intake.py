@@ -24,8 +24,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +40,18 @@ from starlette.requests import ClientDisconnect
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.db import read_only_unit, unit_of_work
-from broker.errors import BrokerError, Conflict, InvalidInput, NotFound
+from broker.errors import BrokerError, Conflict, InvalidInput, NotFound, NotNow
 from broker.models import AccessSession
 from broker.recordings.store import RECORDING_NAME, file_digest, resolve
 
 # Bytes gathered from the request before one write (and hash) off the event loop.
 WRITE_BLOCK = 1024 * 1024
+# Free bytes an upload must leave on the recordings disk (the embedded gateway's recordings need room too).
+FREE_SPACE_KEPT = 1024 * 1024 * 1024
+
+log = logging.getLogger("gatepass.broker.recordings")
+# The upload each gateway has under way (by gateway id), in this broker process.
+_uploading: dict[int, asyncio.Lock] = {}
 
 
 @dataclass(frozen=True)
@@ -91,23 +99,46 @@ class Stored:
 async def receive(sessions: sessionmaker[Session], *, directory: Path, clock: Callable[[], dt.datetime],
                   uploader: Uploader, name: str, body: AsyncIterator[bytes]) -> Stored:
     """Take one upload: checked against the session's reported recording, stored under its name, or refused
-    (a ``BrokerError``, audited) with nothing stored."""
+    (a ``BrokerError``, audited) with nothing stored. One upload per gateway at a time (in this broker process),
+    and none that would leave the disk with less than ``FREE_SPACE_KEPT``: those are answered 503, "try later"
+    (a stolen gateway credential must not fill the broker's disk, where every embedded-gateway site records)."""
+    lock = _uploading.setdefault(uploader.gateway_id, asyncio.Lock())
+    if lock.locked():
+        raise NotNow(f"gateway {uploader.name} is uploading another recording; send {name[:60]} after it")
+    async with lock:
+        return await _receive(sessions, directory=directory, clock=clock, uploader=uploader, name=name, body=body)
+
+
+async def _receive(sessions: sessionmaker[Session], *, directory: Path, clock: Callable[[], dt.datetime],
+                   uploader: Uploader, name: str, body: AsyncIterator[bytes]) -> Stored:
     expected: Expected | None = None
     try:
         expected = await run_in_threadpool(_expected, sessions, uploader, name)
         path = resolve(directory, name)
         await asyncio.to_thread(directory.mkdir, mode=0o700, parents=True, exist_ok=True)
-        if await asyncio.to_thread(path.exists):
+        if await asyncio.to_thread(os.path.lexists, path):
             already = await _already_stored(path, expected)
             return await run_in_threadpool(_accept, sessions, clock, uploader, expected, path, already)
+        await _check_room(directory, expected)
         placed = await _write(directory, path, expected, body)
         return await run_in_threadpool(_accept, sessions, clock, uploader, expected, path, not placed)
     except ClientDisconnect:
         # The gateway went away mid-upload (a restart, a dropped link): nothing was stored; it sends it again.
         raise InvalidInput(f"the upload of {name[:60]} was cut off before its end; nothing was stored") from None
+    except NotNow:
+        raise  # not a refusal of what the gateway sent: it tries again later
     except BrokerError as refusal:
         await run_in_threadpool(_audit_refusal, sessions, clock, uploader, name, expected, refusal)
         raise
+
+
+async def _check_room(directory: Path, expected: Expected) -> None:
+    free = (await asyncio.to_thread(shutil.disk_usage, directory)).free
+    if free - expected.size < FREE_SPACE_KEPT:
+        log.warning("recording %s (%d bytes) not taken now: %d bytes free in %s", expected.name, expected.size, free,
+                    directory)
+        raise NotNow(f"the broker's recordings disk has {free} bytes free; {expected.name} ({expected.size} bytes) "
+                     "is taken once there is room")
 
 
 def _expected(sessions: sessionmaker[Session], uploader: Uploader, name: str) -> Expected:
@@ -129,7 +160,13 @@ def _expected(sessions: sessionmaker[Session], uploader: Uploader, name: str) ->
 
 async def _already_stored(path: Path, expected: Expected) -> bool:
     """True when the file here is the reported one (an upload sent again); refuses a different one."""
-    digest, size = await asyncio.to_thread(file_digest, path)
+    try:
+        if not await asyncio.to_thread(path.is_file):
+            raise OSError(f"{path.name} is not a plain file")
+        digest, size = await asyncio.to_thread(file_digest, path)
+    except OSError as exc:
+        raise Conflict(f"something that is not the recording is stored here under {expected.name} ({exc}); it is "
+                       "not replaced") from None
     if (digest, size) != (expected.sha256, expected.size):
         raise Conflict(f"a different file named {expected.name} is already stored here ({size} bytes, SHA-256 "
                        f"{digest}); it is not replaced")

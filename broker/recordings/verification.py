@@ -12,6 +12,7 @@ problem (a gateway that keeps a recording from the broker), and without the trai
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from broker.errors import InvalidInput
 from broker.models import AccessSession, AuditEvent
@@ -31,6 +32,9 @@ UPLOAD_EXPECTED_WITHIN = dt.timedelta(hours=24)
 
 SESSION_ENDED = "gateway:session:ended"
 RECORDING_PURGED = "retention:recording:purged"
+RECORDING_RECEIVED = "gateway:recording:received"
+# The key under which _reported_in_audit gives a session's end time, as the trail says it.
+ENDED = "_ended_at"
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,18 @@ def status(record: AccessSession, directory: Path) -> str:
     if not path.is_file():
         if record.recording_purged_at is not None:
             return "purged"
-        return "on_gateway" if record.recording_on_gateway else "missing"
+        return "on_gateway" if record.recording_on_gateway and not _arrived(record) else "missing"
     digest, size = file_digest(path)
     return "intact" if (digest, size) == (record.recording_sha256, record.recording_bytes) else "edited"
+
+
+def _arrived(record: AccessSession) -> bool:
+    """The trail says this session's recording arrived from its gateway (then a missing file is missing, whatever
+    the row's flag says)."""
+    session = object_session(record)
+    return session is not None and session.scalar(
+        select(AuditEvent.seq).where(AuditEvent.action == RECORDING_RECEIVED, AuditEvent.subject == record.id)
+        .limit(1)) is not None
 
 
 def _who(record: AccessSession) -> str:
@@ -78,15 +91,30 @@ def _who(record: AccessSession) -> str:
 
 
 def _reported_in_audit(session: Session) -> dict[str, dict[str, Any]]:
-    """Recording hashes from the hash-chained session-end events, by session id."""
+    """Recording hashes from the hash-chained session-end events, by session id; each with ``ENDED``, when the
+    session ended as the trail says (its ``ended_at`` when reported late, else the event's time), not as the
+    session row says (a row is not hash-chained)."""
     reported: dict[str, dict[str, Any]] = {}
-    query = (select(AuditEvent.subject, AuditEvent.details)
+    query = (select(AuditEvent.subject, AuditEvent.details, AuditEvent.occurred_at)
              .where(AuditEvent.action == SESSION_ENDED, AuditEvent.details.contains('"recording":{')))
-    for subject, details in session.execute(query):
-        recording = json.loads(details).get("recording")
+    for subject, details, occurred_at in session.execute(query):
+        loaded = json.loads(details)
+        recording = loaded.get("recording")
         if subject and isinstance(recording, dict):
-            reported[subject] = recording
+            reported[subject] = {**recording, ENDED: _ended(loaded.get("ended_at"), occurred_at)}
     return reported
+
+
+def _ended(reported: object, occurred_at: dt.datetime) -> dt.datetime:
+    with contextlib.suppress(TypeError, ValueError):
+        return dt.datetime.fromisoformat(str(reported)).astimezone(dt.UTC) if reported else occurred_at
+    return occurred_at
+
+
+def _received_in_audit(session: Session) -> set[str]:
+    """Sessions whose recording the trail says arrived from its separate gateway (gateway:recording:received)."""
+    return {subject for subject in session.scalars(select(AuditEvent.subject)
+                                                  .where(AuditEvent.action == RECORDING_RECEIVED)) if subject}
 
 
 def _purged_in_audit(session: Session) -> dict[str, dict[str, Any]]:
@@ -106,6 +134,7 @@ def verify_recordings(session: Session, directory: Path, *, now: dt.datetime) ->
     changed as well)."""
     audited = _reported_in_audit(session)
     purges = _purged_in_audit(session)
+    received = _received_in_audit(session)
     problems: list[str] = []
     checked = purged = 0
     on_gateways: dict[str, int] = {}
@@ -113,7 +142,8 @@ def verify_recordings(session: Session, directory: Path, *, now: dt.datetime) ->
              .order_by(AccessSession.started_at, AccessSession.id))
     for record in session.scalars(query):
         checked += 1
-        found, state = _check(record, audited.pop(record.id, None), directory, purges.get(record.id), now)
+        found, state = _check(record, audited.pop(record.id, None), directory, purges.get(record.id), now,
+                              received=record.id in received)
         problems.extend(found)
         purged += state == "purged"
         if state == "on_gateway":
@@ -126,7 +156,8 @@ def verify_recordings(session: Session, directory: Path, *, now: dt.datetime) ->
             problems.append(f"recording of session {session_id}: the audit trail records {expected.get('name')}, "
                             "but the session is gone from the database")
         else:
-            found, state = _check(cleared, expected, directory, purges.get(session_id), now)
+            found, state = _check(cleared, expected, directory, purges.get(session_id), now,
+                                  received=session_id in received)
             problems.extend(found)
             purged += state == "purged"
             if state == "on_gateway":
@@ -135,7 +166,7 @@ def verify_recordings(session: Session, directory: Path, *, now: dt.datetime) ->
 
 
 def _check(record: AccessSession, expected: dict[str, Any] | None, directory: Path,
-           purge: dict[str, Any] | None, now: dt.datetime) -> tuple[list[str], str]:
+           purge: dict[str, Any] | None, now: dt.datetime, *, received: bool) -> tuple[list[str], str]:
     """Problems of one session's recording, and where it is: "purged" under retention (proved by ``purge``, its
     purge event), "on_gateway" (still to be uploaded, in time) or "" (here, or a problem); ``expected`` is what
     its session-end audit event says."""
@@ -159,8 +190,14 @@ def _check(record: AccessSession, expected: dict[str, Any] | None, directory: Pa
     if not path.is_file():
         if proved:
             return problems, "purged"
-        if record.recording_on_gateway and expected is not None and expected.get("uploads") is True:
-            return _on_gateway(record, who, problems, now)
+        # Still on its way only while the trail says it will come (the end event's "uploads") and has not come
+        # (no received event), whatever the row says; the day allowed counts from the trail's end time.
+        if record.recording_on_gateway and expected is not None and expected.get("uploads") is True \
+                and not received:
+            return _on_gateway(record, who, problems, now, ended=expected[ENDED])
+        if received:
+            return [*problems, f"recording of {who} is MISSING: {path} does not exist, though it arrived from its "
+                               "gateway (gateway:recording:received)"], ""
         why = " (the session row says it was purged, but no purge event in the audit trail proves it)" \
             if record.recording_purged_at is not None else ""
         return [*problems, f"recording of {who} is MISSING: {path} does not exist{why}"], ""
@@ -173,9 +210,9 @@ def _check(record: AccessSession, expected: dict[str, Any] | None, directory: Pa
     return problems, ""
 
 
-def _on_gateway(record: AccessSession, who: str, problems: list[str], now: dt.datetime) -> tuple[list[str], str]:
+def _on_gateway(record: AccessSession, who: str, problems: list[str], now: dt.datetime, *,
+                ended: dt.datetime) -> tuple[list[str], str]:
     """A recording its separate gateway has yet to upload: fine for UPLOAD_EXPECTED_WITHIN after the end."""
-    ended = record.ended_at or record.started_at
     if now - ended <= UPLOAD_EXPECTED_WITHIN:
         return problems, "on_gateway"
     hours = int((now - ended).total_seconds() // 3600)
