@@ -7,10 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import Stack
-from tests.fixtures import database as test_databases
+from tests.e2e.stack import Stack, new_installation
 from tests.fixtures.browser import launch_chromium
-from tests.fixtures.ports import free_port
 from tests.fixtures.sshd import OpenSSHServer, start_sshd
 
 
@@ -28,12 +26,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, plant_machine: OpenSSHServer
     """Sites plant-a and plant-b; hmi-01 (the sshd) in plant-a, plc-01 (high criticality, also the sshd) in
     plant-a, hmi-b (the sshd) in plant-b; vendor1, vendor2, sup-a1, sup-a2 (plant-a), sup-b (plant-b),
     security1 — all but the admin signed in."""
-    root = tmp_path_factory.mktemp("gatepass")
-    server = test_databases.postgres_server_url()
-    database = test_databases.create_postgres_database(server) if server else \
-        test_databases.create_sqlite_database(root)
-    stack = Stack(root=root, http_port=free_port(), ssh_port=free_port(), database_url=database.url)
-    try:
+    with new_installation(tmp_path_factory) as stack:
         stack.init()
         # plc-01 is of high criticality: not supervised here (a new site's default), as these tests connect to it
         # without anyone watching; tests/e2e/test_supervised_assets.py covers the default.
@@ -52,10 +45,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, plant_machine: OpenSSHServer
         stack.start()
         stack.login_all("vendor1", "vendor2", "sup-a1", "sup-a2", "sup-b", "security1")
         yield stack
-    finally:
-        stack.stop()
-        if server:
-            test_databases.drop_postgres_database(server, database.name)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,18 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pyotp
+import pytest
+
+from tests.fixtures import database as test_databases
+from tests.fixtures.ports import free_port
 
 GATEPASS = str(Path(sys.executable).with_name("gatepass"))
 
@@ -120,13 +126,7 @@ class Stack:
         raise AssertionError(f"gatepass {command} did not start:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     # --- what vendors and supervisors do -----------------------------------------------------------
     def login(self, name: str) -> None:
@@ -195,6 +195,34 @@ class Stack:
         if not found:
             raise AssertionError(f"no {action} for {grant_id}: {self.log_path.read_text()[-3000:]}")
         return found[0]
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 15) -> None:
+    """TERM a `gatepass` process and wait for it (it reports what it cut first); KILL it if it does not go."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def new_installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A Stack on its own database (PostgreSQL under GATEPASS_TEST_POSTGRES, else SQLite) and free ports, not
+    initialised yet; stopped and its database dropped afterwards."""
+    root = tmp_path_factory.mktemp("gatepass")
+    server = test_databases.postgres_server_url()
+    database = test_databases.create_postgres_database(server) if server else \
+        test_databases.create_sqlite_database(root)
+    stack = Stack(root=root, http_port=free_port(), ssh_port=free_port(), database_url=database.url)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        if server:
+            test_databases.drop_postgres_database(server, database.name)
 
 
 # What gatepass_many runs: argv lists as JSON on stdin, each through cli.main.main with its output captured; the

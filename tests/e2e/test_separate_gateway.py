@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import GATEPASS, Stack
-from tests.fixtures import database as test_databases
-from tests.fixtures.ports import free_port
+from tests.e2e.stack import GATEPASS, Stack, new_installation, stop_process
 from tests.fixtures.sshd import OpenSSHServer
 
 pytestmark = pytest.mark.slow
@@ -56,13 +54,7 @@ class SeparateGateway:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def log(self) -> str:
@@ -72,12 +64,7 @@ class SeparateGateway:
 @pytest.fixture(scope="module")
 def broker_stack(tmp_path_factory: pytest.TempPathFactory, plant_machine: OpenSSHServer) -> Iterator[Stack]:
     """`gatepass broker` alone: plant-a with hmi-01 (the sshd); vendor1, sup-a1 and security1 signed in."""
-    root = tmp_path_factory.mktemp("gatepass")
-    server = test_databases.postgres_server_url()
-    database = test_databases.create_postgres_database(server) if server else \
-        test_databases.create_sqlite_database(root)
-    stack = Stack(root=root, http_port=free_port(), ssh_port=free_port(), database_url=database.url)
-    try:
+    with new_installation(tmp_path_factory) as stack:
         stack.init()
         stack.gatepass_many(
             ["admin", "site", "add", "plant-a"],
@@ -88,10 +75,6 @@ def broker_stack(tmp_path_factory: pytest.TempPathFactory, plant_machine: OpenSS
         stack.start("broker")
         stack.login_all("vendor1", "sup-a1", "security1")
         yield stack
-    finally:
-        stack.stop()
-        if server:
-            test_databases.drop_postgres_database(server, database.name)
 
 
 @pytest.fixture(scope="module")
