@@ -39,6 +39,7 @@ from bench import (
     bench_suspend,
     bench_throughput,
     bench_tunnels,
+    bench_upload,
     bench_watch,
     bench_watch_live,
 )
@@ -48,6 +49,7 @@ from bench.harness import heading, table
 BENCHMARKS: dict[str, Callable[[list[str]], Any]] = {
     "revoke": bench_revoke.main, "connect": bench_connect.main, "throughput": bench_throughput.main,
     "tunnels": bench_tunnels.main, "approval": bench_approval.main, "recording": bench_recording.main,
+    "upload": bench_upload.main,
     "audit": bench_audit.main, "suspend": bench_suspend.main, "contain": bench_contain.main,
     "watch": bench_watch.main, "watch_live": bench_watch_live.main, "cli": bench_cli.main,
 }
@@ -217,6 +219,11 @@ def summary(results: dict[str, Any], loads: dict[str, float] | None = None) -> l
         rows.append(_row("live watch: throughput watched (worse of reading, stalled)",
                          f"{min(t['mbps']['reading'], t['mbps']['stalled']):.0f} MB/s",
                          f"unwatched {t['mbps']['none']:.0f} MB/s", t["ratio"], ">= 0.9", t["met"], load))
+    upload = results.get("upload")
+    if upload:
+        rows.append(_row(f"recording upload, separate gateway -> broker ({upload['size_mib']} MiB)",
+                         f"{upload['mbps']['upload']:.0f} MB/s", f"ssh cat > file {upload['mbps']['ssh']:.0f} MB/s",
+                         upload["ratio"], "-", None, loads.get("upload")))
     cli = results.get("cli")
     if cli:
         medians = cli["medians_ms"]
