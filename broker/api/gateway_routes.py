@@ -157,6 +157,10 @@ async def events(request: Request, state: StateDep) -> StreamingResponse:
                 try:
                     event = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_SECONDS)
                 except TimeoutError:
+                    try:  # a gateway retired since it connected hears nothing more
+                        await run_in_threadpool(_check)
+                    except NotAuthenticated:
+                        return
                     yield b": keepalive\n\n"
                     continue
                 yield f"event: grant\ndata: {json.dumps(event.as_dict())}\n\n".encode()

@@ -85,6 +85,10 @@ async def gateway_live(request: Request, state: StateDep) -> StreamingResponse:
                 try:
                     event, data = await asyncio.wait_for(link.queue.get(), timeout=KEEPALIVE_SECONDS)
                 except TimeoutError:
+                    try:  # a gateway retired since it connected is sent nothing more
+                        await run_in_threadpool(authenticate)
+                    except NotAuthenticated:
+                        return
                     yield b": keepalive\n\n"
                     continue
                 yield sse(event, data)

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
 
 import asyncssh
 import httpx
+import pytest
 
+from broker.api import gateway_routes, watch_routes
 from broker.inventory import gateway_lifecycle, gateways
 from tests.broker.test_recordings_verify import gatepass_local
 from tests.fixtures.broker import Api, Plant, assert_refusal
@@ -128,3 +132,36 @@ def test_gateway_list_and_retire_on_the_command_line(api: Api, plant: Plant) -> 
     unknown_site = run("add", "gw-x", "--site", "plant-z")
     assert unknown_site.returncode == 1
     assert "there is no site plant-z" in unknown_site.stderr
+
+
+def test_a_retired_gateways_held_streams_end_at_their_next_keepalive(
+        api: Api, plant: Plant, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gateway_routes, "KEEPALIVE_SECONDS", 0.2)
+    monkeypatch.setattr(watch_routes, "KEEPALIVE_SECONDS", 0.2)
+    token = add_gateway(plant, "gw-old")
+    headers = {"Authorization": f"Bearer {token}"}
+    ended: dict[str, float] = {}
+
+    def follow(path: str) -> None:
+        with httpx.stream("GET", f"{api.base_url}/api/v1{path}", headers=headers, timeout=10) as response:
+            assert response.status_code == 200
+            for _ in response.iter_lines():  # keepalives, until the broker ends the stream
+                pass
+        ended[path] = time.monotonic()
+
+    readers = [threading.Thread(target=follow, args=(path,), daemon=True) for path in ("/gateway/events",
+                                                                                       "/gateway/live")]
+    for reader in readers:
+        reader.start()
+    time.sleep(0.6)  # both streams held open across keepalives while the gateway is in service
+    assert ended == {}
+    with plant.session() as session:
+        gateway_lifecycle.retire_gateway(session, now=plant.clock.now(), actor="cli:root", name="gw-old",
+                                         reason="decommissioned")
+    retired_at = time.monotonic()
+
+    for reader in readers:
+        reader.join(timeout=5)
+
+    assert set(ended) == {"/gateway/events", "/gateway/live"}
+    assert all(moment - retired_at < 2 for moment in ended.values())
