@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -46,7 +47,7 @@ from broker.inventory.gateway_events import RELAY_INTERVAL_SECONDS, EventHub, Gr
 from broker.keys.vault import Vault
 from broker.live.hub import LiveHub
 from broker.metrics import render_metrics
-from broker.recordings import purge
+from broker.recordings import intake, purge
 from broker.recordings.store import recordings_dir
 from broker.settings import Settings
 from broker.sources import client_address
@@ -214,6 +215,7 @@ async def purge_recordings(state: BrokerState) -> None:
     def sweep() -> None:
         purge.purge(state.sessions, now=settings.clock.now(), default_days=settings.recording_retention_days,
                     directory=recordings_dir(settings))
+        intake.remove_abandoned(recordings_dir(settings), now=time.time())  # uploads a dead broker left behind
 
     while True:
         await asyncio.sleep(settings.retention_sweep_interval.total_seconds())

@@ -108,6 +108,9 @@ class ReportOutbox:
         this gateway wrote is set aside (renamed ``.rejected``) and logged, never sent and never in the way."""
         found = []
         with contextlib.suppress(FileNotFoundError):
+            for partial in self._directory.glob("*.partial"):  # a crash mid-write: its send never returned
+                with contextlib.suppress(OSError):
+                    partial.unlink()
             for path in self._directory.glob("*.json"):
                 with contextlib.suppress(ValueError):
                     found.append((int(path.stem), path))

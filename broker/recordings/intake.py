@@ -48,6 +48,8 @@ from broker.recordings.store import RECORDING_NAME, file_digest, resolve
 WRITE_BLOCK = 1024 * 1024
 # Free bytes an upload must leave on the recordings disk (the embedded gateway's recordings need room too).
 FREE_SPACE_KEPT = 1024 * 1024 * 1024
+# Seconds without a write after which a partial upload is abandoned (remove_abandoned; the purge job calls it).
+ABANDONED_AFTER = 3600.0
 
 log = logging.getLogger("gatepass.broker.recordings")
 # The upload each gateway has under way (by gateway id), in this broker process.
@@ -249,6 +251,18 @@ def _audit_refusal(sessions: sessionmaker[Session], clock: Callable[[], dt.datet
         trail.record(session, now=clock(), action=Action.RECORDING_UPLOAD_REFUSED, outcome="refused",
                      actor=uploader.actor, subject=expected.session_id if expected else None,
                      site=expected.site if expected else None, details=details)
+
+
+def remove_abandoned(directory: Path, *, now: float, older_than: float = ABANDONED_AFTER) -> int:
+    """Delete partial uploads nobody has written to for ``older_than`` seconds (a broker that died mid-upload
+    leaves one; the gateway sends the recording again). Returns how many went."""
+    removed = 0
+    for partial in directory.glob(".*.upload-*") if directory.is_dir() else ():
+        with contextlib.suppress(OSError):  # gone meanwhile, or another replica's
+            if partial.is_file() and not partial.is_symlink() and now - partial.stat().st_mtime > older_than:
+                partial.unlink()
+                removed += 1
+    return removed
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -7,7 +7,9 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -148,3 +150,17 @@ def test_a_gateway_uploads_one_recording_at_a_time_and_a_full_disk_says_try_late
 
     assert asyncio.run(two_at_once()) == [503, 200]
     assert stored_path(plant, session_id).read_bytes() == data
+
+
+def test_partial_uploads_a_dead_broker_left_are_removed_once_abandoned(tmp_path: Path) -> None:
+    stale, fresh = tmp_path / ".ses-1.cast.upload-aaaa", tmp_path / ".ses-2.cast.upload-bbbb"
+    recording = tmp_path / "ses-3.cast"
+    for path in (stale, fresh, recording):
+        path.write_bytes(b"x")
+    now = time.time()
+    os.utime(stale, (now - 7200, now - 7200))
+    os.utime(recording, (now - 7200, now - 7200))
+
+    assert intake.remove_abandoned(tmp_path, now=now) == 1
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == [fresh.name, recording.name]

@@ -149,3 +149,21 @@ async def test_hostile_a_deeply_nested_kept_report_does_not_stop_the_gateway_sta
         await gateway.start()
     finally:
         await gateway.stop()
+
+
+async def test_a_report_half_written_when_the_gateway_died_is_cleared_at_start(
+        fake_broker: FakeBroker, tmp_path: Path) -> None:
+    (tmp_path / "000000000007.partial").write_text('{"path": "/gateway/refusals", "bo')
+    spool_report(tmp_path, 3, {"path": "/gateway/login-refusals", "upload": None, "body": {
+        "peer": "192.0.2.7:5000", "username": "kept", "attempts": [], "more": 0}})
+    client = BrokerClient(fake_broker.url, TOKEN)
+    outbox = ReportOutbox(tmp_path, client.deliver_report)
+    outbox.start()
+    try:
+        await asyncio.wait_for(outbox.idle.wait(), 5)
+    finally:
+        await outbox.stop()
+        await client.aclose()
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+    assert [refusal["username"] for refusal in fake_broker.login_refusals] == ["kept"]
