@@ -27,6 +27,9 @@ ILLEGAL_FUNCTION = 0x01  # exception code 01 (Application Protocol §7)
 # Exception code 03: "a fault in the structure of the remainder of a complex request, such as that the implied
 # length is incorrect" (Application Protocol §7) — what a frame whose lengths disagree gets.
 ILLEGAL_DATA_VALUE = 0x03
+# Exception code 0A, GATEWAY PATH UNAVAILABLE (Application Protocol §7): "the gateway was unable to allocate an
+# internal communication path" — what a request gets while a supervised Modbus tunnel waits for its supervisor.
+GATEWAY_PATH_UNAVAILABLE = 0x0A
 ENCAPSULATED_INTERFACE = 43  # function 43 carries several services; only MEI 14 is a read (§6.21)
 READ_DEVICE_IDENTIFICATION = 0x0E
 

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gateway.modbus import MBAP_HEADER, MalformedFrame, RefusedRequest, frame_length
+from gateway.modbus import (
+    GATEWAY_PATH_UNAVAILABLE,
+    MBAP_HEADER,
+    MalformedFrame,
+    RefusedRequest,
+    exception_response,
+    frame_length,
+)
 from gateway.readonly import ModbusReadOnlyTunnel
 from gateway.tunnel_feed import modbus_frames
 from gateway.tunnels import TunnelHost, TunnelSession
@@ -69,6 +76,8 @@ class ModbusActivity:
         self.functions: Counter[int] = Counter()
         self.ranges: dict[int, list[list[int]]] = {}
         self.not_modbus: str | None = None
+        # Requests answered GATEWAY PATH UNAVAILABLE while a supervised tunnel waited (ModbusObservedTunnel).
+        self.held_answers = 0
         # Set (by a watched tunnel) for one chunk: its requests, in order, for the live feed.
         self.seen: list[SeenRequest] | None = None
 
@@ -113,17 +122,58 @@ class ModbusActivity:
         }
         if self.not_modbus is not None:
             detail["not_modbus"] = self.not_modbus[:200]
+        if self.held_answers:
+            detail["answered_while_waiting"] = self.held_answers
         return detail
 
 
 class ModbusObservedTunnel(TunnelSession):
     """A tunnel to a Modbus/TCP port whose requests are tallied: relayed unchanged on a read-write grant; with
-    the read-only filter (``ModbusReadOnlyObservedTunnel``) refused requests are tallied too."""
+    the read-only filter (``ModbusReadOnlyObservedTunnel``) refused requests are tallied too.
+
+    Supervised and waiting for its first supervisor, it answers each request itself with GATEWAY PATH UNAVAILABLE
+    and drops it, where any other tunnel holds the bytes for the release: a write the engineering tool sent (and
+    gave up on) minutes before a supervisor arrived must not reach the PLC then. The tool hears at once that the
+    path is not there yet, and asks again once it is. Held again later (the last supervisor left), it holds the
+    bytes like any tunnel: a request may then be half-way through, and the hold ends in a cut after the grace."""
 
     def __init__(self, host: TunnelHost, session_id: str | None) -> None:
         super().__init__(host, session_id)
         self.activity = ModbusActivity()
         self._refusals: list[RefusedRequest] | None = None  # a watched chunk's refusals (the read-only filter's)
+        self._waiting = b""  # the start of a request that arrived while waiting (at most one ADU)
+        self._not_modbus_while_waiting = False
+
+    def answer_while_held(self, data: bytes) -> bool:
+        if self._transport is not None or self._chan is None or self._not_modbus_while_waiting:
+            return False  # relayed before (held again), or not Modbus: kept for the release, as by any tunnel
+        buffer = self._waiting + data
+        answers, offset = [], 0
+        try:
+            while len(buffer) - offset >= 6:
+                size = frame_length(buffer[offset : offset + 6], "request")
+                if len(buffer) - offset < size:
+                    break
+                frame = buffer[offset : offset + size]
+                offset += size
+                self.activity.observe(frame)  # asked, though not relayed: the baselines see it, as refused writes
+                answers.append(exception_response(int.from_bytes(frame[0:2], "big"), frame[6], frame[7],
+                                                  GATEWAY_PATH_UNAVAILABLE))
+        except MalformedFrame:
+            self._not_modbus_while_waiting, self._waiting = True, b""
+            self._keep(self._held_from_client, bytes(buffer))  # what it is, the release decides (as before)
+            self._chan.pause_reading()
+            return True
+        self._waiting = bytes(buffer[offset:])
+        # Only an unanswered request's first bytes pass on at the release (its rest follows them).
+        self._held_from_client, self._held_bytes = ([self._waiting] if self._waiting else []), len(self._waiting)
+        if answers:
+            if not self.activity.held_answers:
+                self._note("gatepass: Modbus requests are answered 'gateway path unavailable' (exception 10) and "
+                           "dropped until a supervisor watches")
+            self.activity.held_answers += len(answers)
+            self._chan.write(b"".join(answers))
+        return True
 
     def from_client(self, data: bytes) -> None:
         feed = self.watch.feed if self.watch is not None else None

@@ -14,11 +14,13 @@ from typing import Any
 
 import asyncssh
 import pytest
+from pymodbus.client import AsyncModbusTcpClient
 
 from gateway.observers import LiveRegistry
 from gateway.tunnels import MAX_HELD_BYTES, TunnelSession
 from tests.gateway.conftest import GrantFactory, Vendor
 from tests.gateway.fake_broker import FakeBroker
+from tests.gateway.modbus_plc import REGISTERS, UNIT, ModbusPlc
 from tests.gateway.waiting import eventually
 
 pytestmark = pytest.mark.anyio
@@ -234,3 +236,43 @@ async def test_an_asset_that_does_not_answer_ends_the_released_session_with_the_
     ended = await ended_of(fake_broker, session_id)
     assert ended["reason"] == "error"
     assert ended["detail"].startswith("target connection failed")
+
+
+async def test_a_modbus_tunnel_waiting_for_its_supervisor_answers_path_unavailable_and_writes_nothing_late(
+        grant_for: GrantFactory, fake_broker: FakeBroker) -> None:
+    # Held bytes would reach the PLC when the supervisor arrives: a write the engineer sent (and gave up on) minutes
+    # before. A Modbus tunnel answers each request at once instead (exception 10) and drops it.
+    plc = ModbusPlc().start()
+    try:
+        vendor = grant_for(None, ssh=False, ports=[502], asset_host=plc.host)
+        vendor.grant.supervision_required = True
+        vendor.grant.supervision_grace_ms = 60_000
+        registry = registry_of(vendor)
+        async with await vendor.connect() as conn:
+            listener = await conn.forward_local_port("127.0.0.1", 0, "hmi-01", 502)
+            client = AsyncModbusTcpClient("127.0.0.1", port=listener.get_port(), timeout=5, retries=0)
+            assert await client.connect()
+            written = await client.write_register(2, 42, device_id=UNIT)
+            assert written.isError()
+            assert written.exception_code == 10  # GATEWAY PATH UNAVAILABLE
+            session_id, _ = await tunnel_session(vendor, fake_broker)
+            assert await asyncio.to_thread(plc.registers) == REGISTERS
+
+            registry.supervision(session_id, True)  # a supervisor watches: the tool's next try goes through
+            async def read_once_relayed() -> list[int]:
+                while (read := await client.read_holding_registers(0, count=len(REGISTERS), device_id=UNIT)).isError():
+                    await asyncio.sleep(0.05)  # answered while the gateway was still connecting to the PLC
+                return list(read.registers)
+
+            assert await asyncio.wait_for(read_once_relayed(), 5) == REGISTERS
+            client.close()
+            listener.close()
+        assert await asyncio.to_thread(plc.registers) == REGISTERS  # the write never reached the PLC
+    finally:
+        plc.stop()
+    await fake_broker.until(lambda: any(e["kind"] == "modbus_activity" for _, e in fake_broker.session_events),
+                            what="the connection's Modbus activity")
+    [(_, activity)] = [e for e in fake_broker.session_events if e[1]["kind"] == "modbus_activity"]
+    assert activity["detail"]["answered_while_waiting"] >= 1
+    assert activity["detail"]["functions"].startswith("3:")
+    assert "6:1" in activity["detail"]["functions"]  # asked, though never relayed
