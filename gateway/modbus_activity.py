@@ -81,6 +81,11 @@ class ModbusActivity:
         # Set (by a watched tunnel) for one chunk: its requests, in order, for the live feed.
         self.seen: list[SeenRequest] | None = None
 
+    @property
+    def at_boundary(self) -> bool:
+        """Every request so far was whole (nothing half-way): Modbus, and no partial frame waits."""
+        return self.not_modbus is None and not self._partial
+
     def observe(self, data: bytes) -> None:
         if self.not_modbus is not None:
             return
@@ -123,7 +128,7 @@ class ModbusActivity:
         if self.not_modbus is not None:
             detail["not_modbus"] = self.not_modbus[:200]
         if self.held_answers:
-            detail["answered_while_waiting"] = self.held_answers
+            detail["answered_while_held"] = self.held_answers
         return detail
 
 
@@ -131,22 +136,37 @@ class ModbusObservedTunnel(TunnelSession):
     """A tunnel to a Modbus/TCP port whose requests are tallied: relayed unchanged on a read-write grant; with
     the read-only filter (``ModbusReadOnlyObservedTunnel``) refused requests are tallied too.
 
-    Supervised and waiting for its first supervisor, it answers each request itself with GATEWAY PATH UNAVAILABLE
-    and drops it, where any other tunnel holds the bytes for the release: a write the engineering tool sent (and
-    gave up on) minutes before a supervisor arrived must not reach the PLC then. The tool hears at once that the
-    path is not there yet, and asks again once it is. Held again later (the last supervisor left), it holds the
-    bytes like any tunnel: a request may then be half-way through, and the hold ends in a cut after the grace."""
+    Supervised and held (waiting for its first supervisor, or the last one left), it answers each request itself
+    with GATEWAY PATH UNAVAILABLE and drops it, where any other tunnel holds the bytes for the release: a write the
+    engineering tool sent (and gave up on) minutes before a supervisor arrived must not reach the PLC then. The
+    tool hears at once that the path is not there, and asks again once it is. Held while a request was half-way
+    to the PLC (the tally is not at a frame boundary), or on a stream that is not Modbus, it holds the bytes like
+    any tunnel. The PLC's answers to requests relayed before the hold are held and passed on at the release (a
+    Modbus/TCP client matches answers by transaction id)."""
 
     def __init__(self, host: TunnelHost, session_id: str | None) -> None:
         super().__init__(host, session_id)
         self.activity = ModbusActivity()
         self._refusals: list[RefusedRequest] | None = None  # a watched chunk's refusals (the read-only filter's)
-        self._waiting = b""  # the start of a request that arrived while waiting (at most one ADU)
+        self._waiting = b""  # the start of a request that arrived while held (at most one ADU)
         self._not_modbus_while_waiting = False
+        self._answering = False  # held again at a frame boundary: requests are answered, not kept
+
+    def _stop_relaying(self) -> None:
+        super()._stop_relaying()
+        if self._transport is not None and self._chan is not None and self.activity.at_boundary \
+                and not self._not_modbus_while_waiting:
+            self._answering = True
+            self._chan.resume_reading()  # the asset's side stays paused: only the client is heard, and answered
+
+    def _start_relaying(self) -> None:
+        self._answering, self._waiting = False, b""  # what waited is in the held bytes, passed on now
+        super()._start_relaying()
 
     def answer_while_held(self, data: bytes) -> bool:
-        if self._transport is not None or self._chan is None or self._not_modbus_while_waiting:
-            return False  # relayed before (held again), or not Modbus: kept for the release, as by any tunnel
+        held_mid_request = self._transport is not None and not self._answering
+        if self._chan is None or self._not_modbus_while_waiting or held_mid_request:
+            return False  # not Modbus, or held mid-request: kept for the release, as by any tunnel
         buffer = self._waiting + data
         answers, offset = [], 0
         try:

@@ -273,6 +273,44 @@ async def test_a_modbus_tunnel_waiting_for_its_supervisor_answers_path_unavailab
     await fake_broker.until(lambda: any(e["kind"] == "modbus_activity" for _, e in fake_broker.session_events),
                             what="the connection's Modbus activity")
     [(_, activity)] = [e for e in fake_broker.session_events if e[1]["kind"] == "modbus_activity"]
-    assert activity["detail"]["answered_while_waiting"] >= 1
+    assert activity["detail"]["answered_while_held"] >= 1
     assert activity["detail"]["functions"].startswith("3:")
     assert "6:1" in activity["detail"]["functions"]  # asked, though never relayed
+
+
+async def test_a_modbus_tunnel_whose_supervisor_left_answers_path_unavailable_until_one_is_back(
+        grant_for: GrantFactory, fake_broker: FakeBroker) -> None:
+    plc = ModbusPlc().start()
+    try:
+        vendor = grant_for(None, ssh=False, ports=[502], asset_host=plc.host)
+        vendor.grant.supervision_required = True
+        vendor.grant.supervision_grace_ms = 60_000
+        registry = registry_of(vendor)
+        async with await vendor.connect() as conn:
+            listener = await conn.forward_local_port("127.0.0.1", 0, "hmi-01", 502)
+            client = AsyncModbusTcpClient("127.0.0.1", port=listener.get_port(), timeout=5, retries=0)
+            assert await client.connect()
+            session_id, _ = await tunnel_session(vendor, fake_broker)
+            registry.supervision(session_id, True)
+
+            async def relayed_read() -> list[int]:
+                while (read := await client.read_holding_registers(0, count=3, device_id=UNIT)).isError():
+                    await asyncio.sleep(0.05)
+                return list(read.registers)
+
+            assert await asyncio.wait_for(relayed_read(), 5) == REGISTERS[:3]
+            assert not (await client.write_register(1, 7, device_id=UNIT)).isError()  # watched: it goes through
+
+            registry.supervision(session_id, False)  # the last supervisor left
+            refused = await client.write_register(2, 42, device_id=UNIT)
+            assert refused.isError()
+            assert refused.exception_code == 10
+            assert (await asyncio.to_thread(plc.registers))[:3] == [REGISTERS[0], 7, REGISTERS[2]]
+
+            registry.supervision(session_id, True)  # one is back: the tool asks again and is heard
+            assert await asyncio.wait_for(relayed_read(), 5) == [REGISTERS[0], 7, REGISTERS[2]]
+            client.close()
+            listener.close()
+        assert (await asyncio.to_thread(plc.registers))[:3] == [REGISTERS[0], 7, REGISTERS[2]]  # 42 never written
+    finally:
+        plc.stop()
