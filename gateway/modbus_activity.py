@@ -18,6 +18,7 @@ from gateway.modbus import (
     MBAP_HEADER,
     MalformedFrame,
     RefusedRequest,
+    ResponseFrames,
     exception_response,
     frame_length,
 )
@@ -140,9 +141,9 @@ class ModbusObservedTunnel(TunnelSession):
     with GATEWAY PATH UNAVAILABLE and drops it, where any other tunnel holds the bytes for the release: a write the
     engineering tool sent (and gave up on) minutes before a supervisor arrived must not reach the PLC then. The
     tool hears at once that the path is not there, and asks again once it is. Held while a request was half-way
-    to the PLC (the tally is not at a frame boundary), or on a stream that is not Modbus, it holds the bytes like
-    any tunnel. The PLC's answers to requests relayed before the hold are held and passed on at the release (a
-    Modbus/TCP client matches answers by transaction id)."""
+    to the PLC or an answer half-way to the client (either direction not at a frame boundary), or on a stream that
+    is not Modbus, it holds the bytes like any tunnel. The PLC's answers to requests relayed before the hold are
+    held and passed on at the release (a Modbus/TCP client matches answers by transaction id)."""
 
     def __init__(self, host: TunnelHost, session_id: str | None) -> None:
         super().__init__(host, session_id)
@@ -151,10 +152,23 @@ class ModbusObservedTunnel(TunnelSession):
         self._waiting = b""  # the start of a request that arrived while held (at most one ADU)
         self._not_modbus_while_waiting = False
         self._answering = False  # held again at a frame boundary: requests are answered, not kept
+        # Where the asset's answers end, so the gateway's own are never written into the middle of one.
+        self._answers_from_asset = ResponseFrames()
+        self._asset_not_modbus = False
+
+    def target_data(self, data: bytes) -> None:
+        if not self._asset_not_modbus:
+            try:
+                self._answers_from_asset.last_boundary(data)
+            except MalformedFrame:
+                self._asset_not_modbus = True  # never at a boundary again: a hold holds the bytes
+        super().target_data(data)
 
     def _stop_relaying(self) -> None:
         super()._stop_relaying()
-        if self._transport is not None and self._chan is not None and self.activity.at_boundary \
+        both_at_boundary = self.activity.at_boundary and not self._asset_not_modbus \
+            and self._answers_from_asset.at_boundary  # nothing half-way either way
+        if self._transport is not None and self._chan is not None and both_at_boundary \
                 and not self._not_modbus_while_waiting:
             self._answering = True
             self._chan.resume_reading()  # the asset's side stays paused: only the client is heard, and answered

@@ -20,7 +20,7 @@ from gateway.observers import LiveRegistry
 from gateway.tunnels import MAX_HELD_BYTES, TunnelSession
 from tests.gateway.conftest import GrantFactory, Vendor
 from tests.gateway.fake_broker import FakeBroker
-from tests.gateway.modbus_plc import REGISTERS, UNIT, ModbusPlc
+from tests.gateway.modbus_plc import REGISTERS, UNIT, ModbusPlc, free_loopback_address
 from tests.gateway.waiting import eventually
 
 pytestmark = pytest.mark.anyio
@@ -314,3 +314,51 @@ async def test_a_modbus_tunnel_whose_supervisor_left_answers_path_unavailable_un
         assert (await asyncio.to_thread(plc.registers))[:3] == [REGISTERS[0], 7, REGISTERS[2]]  # 42 never written
     finally:
         plc.stop()
+
+
+async def test_a_modbus_tunnel_held_with_an_answer_half_way_holds_the_bytes_instead_of_splicing_its_own(
+        grant_for: GrantFactory, fake_broker: FakeBroker) -> None:
+    # The PLC's answer has reached the tool half-way when the last supervisor leaves: an answer of the gateway's
+    # written now would land inside it. The hold then holds the bytes, as for any tunnel.
+    host = free_loopback_address()
+    first_half = b"\x00\x01\x00\x00\x00\x05"  # the MBAP header of a 11-byte read answer: transaction 1, length 5
+    requests = bytearray()
+
+    async def half_answering_plc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            requests.extend(data)
+            if len(requests) == 12:  # the first read request: answer its first half only
+                writer.write(first_half)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(half_answering_plc, host, 502)
+    try:
+        vendor = grant_for(None, ssh=False, ports=[502], asset_host=host)
+        vendor.grant.supervision_required = True
+        vendor.grant.supervision_grace_ms = 60_000
+        registry = registry_of(vendor)
+        async with await vendor.connect() as conn:
+            reader, writer = await conn.open_connection("hmi-01", 502)
+            session_id, _ = await tunnel_session(vendor, fake_broker)
+            registry.supervision(session_id, True)
+            read = b"\x00\x01\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"  # Read Holding Registers 0, one
+
+            async def relayed_read() -> bytes:
+                while True:  # answered 10 (and dropped) until the gateway has connected to the PLC
+                    writer.write(read)
+                    head = await reader.readexactly(6)
+                    if head[4:6] != b"\x00\x03":
+                        return head
+                    await reader.readexactly(3)
+                    await asyncio.sleep(0.05)
+
+            assert await asyncio.wait_for(relayed_read(), 5) == first_half
+
+            registry.supervision(session_id, False)  # the last supervisor left, the answer half-way
+            writer.write(b"\x00\x02\x00\x00\x00\x06\x01\x06\x00\x02\x00\x2a")  # Write Single Register 2 = 42
+            await nothing_read(reader)  # no exception answer spliced into the PLC's half-sent one
+            assert len(requests) == 12  # and the write did not reach the PLC
+            writer.close()
+    finally:
+        server.close()
