@@ -50,6 +50,18 @@ class Catcher:
             self._server.close()
 
 
+async def deliver_kept(directory: Path, broker_url: str) -> None:
+    """Start an outbox on ``directory`` (it takes up what is kept there) and wait until it has delivered it all."""
+    client = BrokerClient(broker_url, TOKEN)
+    outbox = ReportOutbox(directory, client.deliver_report, first_retry=0.05, last_retry=0.1)
+    outbox.start()
+    try:
+        await asyncio.wait_for(outbox.idle.wait(), 5)
+    finally:
+        await outbox.stop()
+        await client.aclose()
+
+
 def spool_report(directory: Path, number: int, report: dict[str, object]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{number:012d}.json").write_text(json.dumps(report))
@@ -62,14 +74,9 @@ async def test_hostile_a_kept_report_naming_another_host_does_not_get_the_gatewa
     catcher = Catcher()
     port = await catcher.start()
     spool_report(tmp_path, 1, {"path": f"http://127.0.0.1:{port}/steal", "body": {}, "upload": None})
-    client = BrokerClient(fake_broker.url, TOKEN)
-    outbox = ReportOutbox(tmp_path, client.deliver_report, first_retry=0.05, last_retry=0.1)
-    outbox.start()
     try:
-        await asyncio.wait_for(outbox.idle.wait(), 5)
+        await deliver_kept(tmp_path, fake_broker.url)
     finally:
-        await outbox.stop()
-        await client.aclose()
         await catcher.stop()
 
     assert not [request for request in catcher.requests if TOKEN.encode() in request]
@@ -156,14 +163,7 @@ async def test_a_report_half_written_when_the_gateway_died_is_cleared_at_start(
     (tmp_path / "000000000007.partial").write_text('{"path": "/gateway/refusals", "bo')
     spool_report(tmp_path, 3, {"path": "/gateway/login-refusals", "upload": None, "body": {
         "peer": "192.0.2.7:5000", "username": "kept", "attempts": [], "more": 0}})
-    client = BrokerClient(fake_broker.url, TOKEN)
-    outbox = ReportOutbox(tmp_path, client.deliver_report)
-    outbox.start()
-    try:
-        await asyncio.wait_for(outbox.idle.wait(), 5)
-    finally:
-        await outbox.stop()
-        await client.aclose()
+    await deliver_kept(tmp_path, fake_broker.url)
 
     assert sorted(path.name for path in tmp_path.iterdir()) == []
     assert [refusal["username"] for refusal in fake_broker.login_refusals] == ["kept"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncssh
@@ -238,38 +239,54 @@ async def test_an_asset_that_does_not_answer_ends_the_released_session_with_the_
     assert ended["detail"].startswith("target connection failed")
 
 
-async def test_a_modbus_tunnel_waiting_for_its_supervisor_answers_path_unavailable_and_writes_nothing_late(
-        grant_for: GrantFactory, fake_broker: FakeBroker) -> None:
-    # Held bytes would reach the PLC when the supervisor arrives: a write the engineer sent (and gave up on) minutes
-    # before. A Modbus tunnel answers each request at once instead (exception 10) and drops it.
+@dataclass
+class ModbusThroughHold:
+    """A pymodbus client reaching a real PLC through a supervised Modbus tunnel (port 502)."""
+
+    plc: ModbusPlc
+    client: AsyncModbusTcpClient
+    registry: LiveRegistry
+    vendor: Vendor
+
+    async def relayed_read(self, count: int) -> list[int]:
+        """Read registers 0..count-1, asking again while the gateway answers 10 (still connecting to the PLC)."""
+        while (read := await self.client.read_holding_registers(0, count=count, device_id=UNIT)).isError():
+            await asyncio.sleep(0.05)
+        return list(read.registers)
+
+
+@contextlib.asynccontextmanager
+async def modbus_through_hold(grant_for: GrantFactory) -> AsyncIterator[ModbusThroughHold]:
     plc = ModbusPlc().start()
     try:
         vendor = grant_for(None, ssh=False, ports=[502], asset_host=plc.host)
         vendor.grant.supervision_required = True
         vendor.grant.supervision_grace_ms = 60_000
-        registry = registry_of(vendor)
         async with await vendor.connect() as conn:
             listener = await conn.forward_local_port("127.0.0.1", 0, "hmi-01", 502)
             client = AsyncModbusTcpClient("127.0.0.1", port=listener.get_port(), timeout=5, retries=0)
             assert await client.connect()
-            written = await client.write_register(2, 42, device_id=UNIT)
-            assert written.isError()
-            assert written.exception_code == 10  # GATEWAY PATH UNAVAILABLE
-            session_id, _ = await tunnel_session(vendor, fake_broker)
-            assert await asyncio.to_thread(plc.registers) == REGISTERS
-
-            registry.supervision(session_id, True)  # a supervisor watches: the tool's next try goes through
-            async def read_once_relayed() -> list[int]:
-                while (read := await client.read_holding_registers(0, count=len(REGISTERS), device_id=UNIT)).isError():
-                    await asyncio.sleep(0.05)  # answered while the gateway was still connecting to the PLC
-                return list(read.registers)
-
-            assert await asyncio.wait_for(read_once_relayed(), 5) == REGISTERS
+            yield ModbusThroughHold(plc=plc, client=client, registry=registry_of(vendor), vendor=vendor)
             client.close()
             listener.close()
-        assert await asyncio.to_thread(plc.registers) == REGISTERS  # the write never reached the PLC
     finally:
         plc.stop()
+
+
+async def test_a_modbus_tunnel_waiting_for_its_supervisor_answers_path_unavailable_and_writes_nothing_late(
+        grant_for: GrantFactory, fake_broker: FakeBroker) -> None:
+    # Held bytes would reach the PLC when the supervisor arrives: a write the engineer sent (and gave up on) minutes
+    # before. A Modbus tunnel answers each request at once instead (exception 10) and drops it.
+    async with modbus_through_hold(grant_for) as through:
+        written = await through.client.write_register(2, 42, device_id=UNIT)
+        assert written.isError()
+        assert written.exception_code == 10  # GATEWAY PATH UNAVAILABLE
+        session_id, _ = await tunnel_session(through.vendor, fake_broker)
+        assert await asyncio.to_thread(through.plc.registers) == REGISTERS
+
+        through.registry.supervision(session_id, True)  # a supervisor watches: the tool's next try goes through
+        assert await asyncio.wait_for(through.relayed_read(len(REGISTERS)), 5) == REGISTERS
+        assert await asyncio.to_thread(through.plc.registers) == REGISTERS  # the write never reached the PLC
     await fake_broker.until(lambda: any(e["kind"] == "modbus_activity" for _, e in fake_broker.session_events),
                             what="the connection's Modbus activity")
     [(_, activity)] = [e for e in fake_broker.session_events if e[1]["kind"] == "modbus_activity"]
@@ -280,40 +297,21 @@ async def test_a_modbus_tunnel_waiting_for_its_supervisor_answers_path_unavailab
 
 async def test_a_modbus_tunnel_whose_supervisor_left_answers_path_unavailable_until_one_is_back(
         grant_for: GrantFactory, fake_broker: FakeBroker) -> None:
-    plc = ModbusPlc().start()
-    try:
-        vendor = grant_for(None, ssh=False, ports=[502], asset_host=plc.host)
-        vendor.grant.supervision_required = True
-        vendor.grant.supervision_grace_ms = 60_000
-        registry = registry_of(vendor)
-        async with await vendor.connect() as conn:
-            listener = await conn.forward_local_port("127.0.0.1", 0, "hmi-01", 502)
-            client = AsyncModbusTcpClient("127.0.0.1", port=listener.get_port(), timeout=5, retries=0)
-            assert await client.connect()
-            session_id, _ = await tunnel_session(vendor, fake_broker)
-            registry.supervision(session_id, True)
+    async with modbus_through_hold(grant_for) as through:
+        session_id, _ = await tunnel_session(through.vendor, fake_broker)
+        through.registry.supervision(session_id, True)
+        assert await asyncio.wait_for(through.relayed_read(3), 5) == REGISTERS[:3]
+        assert not (await through.client.write_register(1, 7, device_id=UNIT)).isError()  # watched: it goes through
 
-            async def relayed_read() -> list[int]:
-                while (read := await client.read_holding_registers(0, count=3, device_id=UNIT)).isError():
-                    await asyncio.sleep(0.05)
-                return list(read.registers)
+        through.registry.supervision(session_id, False)  # the last supervisor left
+        refused = await through.client.write_register(2, 42, device_id=UNIT)
+        assert refused.isError()
+        assert refused.exception_code == 10
+        assert (await asyncio.to_thread(through.plc.registers))[:3] == [REGISTERS[0], 7, REGISTERS[2]]
 
-            assert await asyncio.wait_for(relayed_read(), 5) == REGISTERS[:3]
-            assert not (await client.write_register(1, 7, device_id=UNIT)).isError()  # watched: it goes through
-
-            registry.supervision(session_id, False)  # the last supervisor left
-            refused = await client.write_register(2, 42, device_id=UNIT)
-            assert refused.isError()
-            assert refused.exception_code == 10
-            assert (await asyncio.to_thread(plc.registers))[:3] == [REGISTERS[0], 7, REGISTERS[2]]
-
-            registry.supervision(session_id, True)  # one is back: the tool asks again and is heard
-            assert await asyncio.wait_for(relayed_read(), 5) == [REGISTERS[0], 7, REGISTERS[2]]
-            client.close()
-            listener.close()
-        assert (await asyncio.to_thread(plc.registers))[:3] == [REGISTERS[0], 7, REGISTERS[2]]  # 42 never written
-    finally:
-        plc.stop()
+        through.registry.supervision(session_id, True)  # one is back: the tool asks again and is heard
+        assert await asyncio.wait_for(through.relayed_read(3), 5) == [REGISTERS[0], 7, REGISTERS[2]]
+        assert (await asyncio.to_thread(through.plc.registers))[:3] == [REGISTERS[0], 7, REGISTERS[2]]  # 42 never
 
 
 async def test_a_modbus_tunnel_held_with_an_answer_half_way_holds_the_bytes_instead_of_splicing_its_own(
