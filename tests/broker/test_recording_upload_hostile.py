@@ -143,7 +143,10 @@ def test_a_gateway_uploads_one_recording_at_a_time_and_a_full_disk_says_try_late
                                      headers={"Authorization": f"Bearer {plant.gateway_token}"}) as client:
             first = asyncio.ensure_future(client.put(f"/gateway/recordings/{session_id}.cast", content=slow_body()))
             await started.wait()
-            await asyncio.sleep(0.3)  # the first one holds the gateway's turn
+            for _ in range(200):  # until the broker holds the gateway's turn for the first one (in this process)
+                if any(lock.locked() for lock in intake._uploading.values()):
+                    break
+                await asyncio.sleep(0.05)
             second = await client.put(f"/gateway/recordings/{session_id}.cast", content=data)
             release.set()
             return [second.status_code, (await first).status_code]

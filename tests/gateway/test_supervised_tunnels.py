@@ -285,7 +285,7 @@ async def test_a_modbus_tunnel_waiting_for_its_supervisor_answers_path_unavailab
         assert await asyncio.to_thread(through.plc.registers) == REGISTERS
 
         through.registry.supervision(session_id, True)  # a supervisor watches: the tool's next try goes through
-        assert await asyncio.wait_for(through.relayed_read(len(REGISTERS)), 5) == REGISTERS
+        assert await asyncio.wait_for(through.relayed_read(len(REGISTERS)), 15) == REGISTERS
         assert await asyncio.to_thread(through.plc.registers) == REGISTERS  # the write never reached the PLC
     await fake_broker.until(lambda: any(e["kind"] == "modbus_activity" for _, e in fake_broker.session_events),
                             what="the connection's Modbus activity")
@@ -300,7 +300,7 @@ async def test_a_modbus_tunnel_whose_supervisor_left_answers_path_unavailable_un
     async with modbus_through_hold(grant_for) as through:
         session_id, _ = await tunnel_session(through.vendor, fake_broker)
         through.registry.supervision(session_id, True)
-        assert await asyncio.wait_for(through.relayed_read(3), 5) == REGISTERS[:3]
+        assert await asyncio.wait_for(through.relayed_read(3), 15) == REGISTERS[:3]
         assert not (await through.client.write_register(1, 7, device_id=UNIT)).isError()  # watched: it goes through
 
         through.registry.supervision(session_id, False)  # the last supervisor left
@@ -310,7 +310,7 @@ async def test_a_modbus_tunnel_whose_supervisor_left_answers_path_unavailable_un
         assert (await asyncio.to_thread(through.plc.registers))[:3] == [REGISTERS[0], 7, REGISTERS[2]]
 
         through.registry.supervision(session_id, True)  # one is back: the tool asks again and is heard
-        assert await asyncio.wait_for(through.relayed_read(3), 5) == [REGISTERS[0], 7, REGISTERS[2]]
+        assert await asyncio.wait_for(through.relayed_read(3), 15) == [REGISTERS[0], 7, REGISTERS[2]]
         assert (await asyncio.to_thread(through.plc.registers))[:3] == [REGISTERS[0], 7, REGISTERS[2]]  # 42 never
 
 
@@ -351,7 +351,7 @@ async def test_a_modbus_tunnel_held_with_an_answer_half_way_holds_the_bytes_inst
                     await reader.readexactly(3)
                     await asyncio.sleep(0.05)
 
-            assert await asyncio.wait_for(relayed_read(), 5) == first_half
+            assert await asyncio.wait_for(relayed_read(), 15) == first_half
 
             registry.supervision(session_id, False)  # the last supervisor left, the answer half-way
             writer.write(b"\x00\x02\x00\x00\x00\x06\x01\x06\x00\x02\x00\x2a")  # Write Single Register 2 = 42
