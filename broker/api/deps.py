@@ -77,10 +77,23 @@ def current_identity(request: Request, session: SessionDep, now: NowDep, token: 
 CurrentIdentity = Annotated[Identity, Depends(current_identity)]
 
 
-def current_gateway(request: Request, session: SessionDep, token: TokenDep) -> Gateway:
+def require_gateway_token(token: str) -> str:
+    """``token`` if it is a gateway credential's form; the gateway API refuses user tokens before any lookup."""
     if not token.startswith("gpg_"):
         raise NotAuthenticated("the gateway API accepts only gateway credentials, not user tokens")
-    gateway = gateways.authenticate_gateway(session, token)
+    return token
+
+
+def gateway_in_own_transaction(state: BrokerState, token: str) -> tuple[int, str]:
+    """(id, name) of the gateway holding ``token``, looked up in a transaction of its own: for the calls that hold
+    none while they run (a held event stream, a streamed upload), which also check again later."""
+    with unit_of_work(state.sessions) as session:
+        gateway = gateways.authenticate_gateway(session, token)
+        return gateway.id, gateway.name
+
+
+def current_gateway(request: Request, session: SessionDep, token: TokenDep) -> Gateway:
+    gateway = gateways.authenticate_gateway(session, require_gateway_token(token))
     request.state.actor = f"gateway:{gateway.name}"
     return gateway
 

@@ -12,7 +12,15 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from broker.api.deps import CurrentGateway, NowDep, SessionDep, StateDep, bearer_token
+from broker.api.deps import (
+    CurrentGateway,
+    NowDep,
+    SessionDep,
+    StateDep,
+    bearer_token,
+    gateway_in_own_transaction,
+    require_gateway_token,
+)
 from broker.api.schemas import (
     AuthorizeIn,
     Body,
@@ -24,7 +32,6 @@ from broker.api.schemas import (
     SessionEventIn,
     SessionStartIn,
 )
-from broker.db import unit_of_work
 from broker.errors import NotAuthenticated
 from broker.inventory import gateways, session_starts
 from broker.recordings import intake
@@ -118,16 +125,9 @@ def refusal(body: RefusalIn, gateway: CurrentGateway, session: SessionDep, now: 
 async def upload_recording(name: str, request: Request, state: StateDep) -> dict[str, Any]:
     """A separate gateway's copy of a session's recording, streamed: stored only if it is the reported file
     (broker.recordings.intake). No transaction is held while the body arrives."""
-    token = bearer_token(request)
-    if not token.startswith("gpg_"):
-        raise NotAuthenticated("the gateway API accepts only gateway credentials, not user tokens")
-
-    def _authenticate() -> intake.Uploader:
-        with unit_of_work(state.sessions) as session:
-            gateway = gateways.authenticate_gateway(session, token)
-            return intake.Uploader(gateway_id=gateway.id, name=gateway.name)
-
-    uploader = await run_in_threadpool(_authenticate)
+    token = require_gateway_token(bearer_token(request))
+    gateway_id, gateway_name = await run_in_threadpool(gateway_in_own_transaction, state, token)
+    uploader = intake.Uploader(gateway_id=gateway_id, name=gateway_name)
     request.state.actor = uploader.actor
     stored = await intake.receive(state.sessions, directory=recordings_dir(state.settings),
                                   clock=state.settings.clock.now, uploader=uploader, name=name, body=request.stream())
@@ -138,15 +138,8 @@ async def upload_recording(name: str, request: Request, state: StateDep) -> dict
 async def events(request: Request, state: StateDep) -> StreamingResponse:
     """Server-sent events, held open by each gateway: grant revocations and moved end times arrive here
     the moment they commit (no polling)."""
-    token = bearer_token(request)
-    if not token.startswith("gpg_"):
-        raise NotAuthenticated("the gateway API accepts only gateway credentials, not user tokens")
-
-    def _check() -> None:
-        with unit_of_work(state.sessions) as session:
-            gateways.authenticate_gateway(session, token)
-
-    await run_in_threadpool(_check)
+    token = require_gateway_token(bearer_token(request))
+    await run_in_threadpool(gateway_in_own_transaction, state, token)
     queue = state.hub.subscribe()
 
     async def stream() -> AsyncIterator[bytes]:
@@ -158,7 +151,7 @@ async def events(request: Request, state: StateDep) -> StreamingResponse:
                     event = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_SECONDS)
                 except TimeoutError:
                     try:  # a gateway retired since it connected hears nothing more
-                        await run_in_threadpool(_check)
+                        await run_in_threadpool(gateway_in_own_transaction, state, token)
                     except NotAuthenticated:
                         return
                     yield b": keepalive\n\n"

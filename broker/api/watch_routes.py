@@ -22,7 +22,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 from starlette.concurrency import run_in_threadpool
 
-from broker.api.deps import CurrentIdentity, NowDep, SessionDep, StateDep, bearer_token
+from broker.api.deps import (
+    CurrentIdentity,
+    NowDep,
+    SessionDep,
+    StateDep,
+    bearer_token,
+    gateway_in_own_transaction,
+    require_gateway_token,
+)
 from broker.api.schemas import Body
 from broker.api.state import BrokerState
 from broker.audit.refusals import Refusal
@@ -30,7 +38,6 @@ from broker.audit.trail import Action
 from broker.db import unit_of_work
 from broker.errors import BrokerError, Forbidden, NotAuthenticated
 from broker.identity import authentication
-from broker.inventory import gateways
 from broker.live import supervision
 from broker.live.hub import LiveHub, Observer
 from broker.live.supervision import WatchTarget
@@ -66,15 +73,8 @@ def sse(event: str, data: Any) -> bytes:
 @router.get("/gateway/live")
 async def gateway_live(request: Request, state: StateDep) -> StreamingResponse:
     """Held open by each gateway: which of its sessions somebody watches, and what to tell or do to them."""
-    token = bearer_token(request)
-    if not token.startswith("gpg_"):
-        raise NotAuthenticated("the gateway API accepts only gateway credentials, not user tokens")
-
-    def authenticate() -> int:
-        with unit_of_work(state.sessions) as session:
-            return gateways.authenticate_gateway(session, token).id
-
-    gateway_id = await run_in_threadpool(authenticate)
+    token = require_gateway_token(bearer_token(request))
+    gateway_id, _ = await run_in_threadpool(gateway_in_own_transaction, state, token)
     hub = hub_of(request)
     link = hub.connect(gateway_id)
 
@@ -86,7 +86,7 @@ async def gateway_live(request: Request, state: StateDep) -> StreamingResponse:
                     event, data = await asyncio.wait_for(link.queue.get(), timeout=KEEPALIVE_SECONDS)
                 except TimeoutError:
                     try:  # a gateway retired since it connected is sent nothing more
-                        await run_in_threadpool(authenticate)
+                        await run_in_threadpool(gateway_in_own_transaction, state, token)
                     except NotAuthenticated:
                         return
                     yield b": keepalive\n\n"

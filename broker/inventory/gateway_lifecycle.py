@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from broker.access.delegation import delegation_details
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.errors import Conflict, InvalidInput, NotFound
+from broker.inventory.gateways import record_session_end
 from broker.models import AccessSession, Gateway
 
 
@@ -78,13 +78,7 @@ def retire_gateway(session: Session, *, now: dt.datetime, actor: str, name: str,
                                                               AccessSession.ended_at.is_(None))
                                   .order_by(AccessSession.started_at)):
         record.ended_at, record.end_reason = now, "gateway_lost"
-        grant = record.grant
-        trail.record(session, now=now, action=Action.SESSION_ENDED, actor=grant.identity.username, subject=record.id,
-                     site=grant.asset.site.name,
-                     details={"grant": grant.id, "asset": grant.asset.name, "kind": record.kind,
-                              "reason": "gateway_lost", "bytes_in": record.bytes_in, "bytes_out": record.bytes_out,
-                              "detail": detail, "duration_seconds": round((now - record.started_at).total_seconds(), 3),
-                              "ended_by": actor, **delegation_details(session, grant)})
+        record_session_end(session, record, now=now, detail=detail, more={"ended_by": actor})
         ended.append(record.id)
     trail.record(session, now=now, action=Action.GATEWAY_RETIRED, actor=actor, subject=gateway.name,
                  details={"reason": reason, "sessions_ended": ended, "sites": [s.name for s in gateway.sites] or "all"})

@@ -287,25 +287,34 @@ def end_session(session: Session, *, now: dt.datetime, gateway: Gateway, session
         record.recording_sha256 = recording["sha256"]
         record.recording_bytes = recording["bytes"]
         record.recording_on_gateway = bool(recording.get("uploads"))
+    more: dict[str, Any] = {}
+    if now - ended > LATE_REPORT:  # kept by the gateway while the broker could not be reached
+        more["ended_at"] = ended.isoformat()
+        more["reported_after_seconds"] = round((now - ended).total_seconds())
+    if recording is not None:
+        more["recording"] = {"name": recording["name"], "sha256": recording["sha256"], "bytes": recording["bytes"]}
+        if recording.get("uploads"):  # still on the gateway's disk: verify expects it to arrive (and when)
+            more["recording"]["uploads"] = True
+    if stop is not None:
+        more["stop"] = stop
+    record_session_end(session, record, now=now, detail=detail, more=more)
+    return record
+
+
+def record_session_end(session: Session, record: AccessSession, *, now: dt.datetime, detail: str | None,
+                       more: dict[str, Any]) -> None:
+    """The ``gateway:session:ended`` event of ``record``, already ended (by its gateway's report, or by the
+    gateway's retirement): what every session end says, and ``more``."""
+    assert record.ended_at is not None  # noqa: S101 - the caller ended it
     grant = record.grant
     details: dict[str, Any] = {
-        "grant": grant.id, "asset": grant.asset.name, "kind": record.kind, "reason": reason,
-        "bytes_in": bytes_in, "bytes_out": bytes_out, "detail": detail,
-        "duration_seconds": round((ended - record.started_at).total_seconds(), 3),
+        "grant": grant.id, "asset": grant.asset.name, "kind": record.kind, "reason": record.end_reason,
+        "bytes_in": record.bytes_in, "bytes_out": record.bytes_out, "detail": detail,
+        "duration_seconds": round((record.ended_at - record.started_at).total_seconds(), 3),
+        **more, **delegation_details(session, grant),
     }
-    if now - ended > LATE_REPORT:  # kept by the gateway while the broker could not be reached
-        details["ended_at"] = ended.isoformat()
-        details["reported_after_seconds"] = round((now - ended).total_seconds())
-    if recording is not None:
-        details["recording"] = {"name": recording["name"], "sha256": recording["sha256"], "bytes": recording["bytes"]}
-        if recording.get("uploads"):  # still on the gateway's disk: verify expects it to arrive (and when)
-            details["recording"]["uploads"] = True
-    if stop is not None:
-        details["stop"] = stop
-    details.update(delegation_details(session, grant))
     trail.record(session, now=now, action=Action.SESSION_ENDED, actor=grant.identity.username, subject=record.id,
                  site=grant.asset.site.name, details=details)
-    return record
 
 
 # What a gateway refuses on its own, before any session exists (it knows the grant, not a session).
