@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -215,9 +215,18 @@ class BrokerClient:
             raise BrokerUnavailable(f"{what} broke: {exc!r}") from exc
 
     async def _post(self, path: str, body: Mapping[str, Any], lane: asyncio.Semaphore | None = None) -> Any:
+        return await self._call(path, lane or self._calls, lambda: self._http.post(path, json=body))
+
+    async def _call(self, path: str, lane: asyncio.Semaphore | None,
+                    send: Callable[[], Awaitable[httpx.Response]]) -> Any:
+        """One call (``send``) in ``lane`` (None: in none): its JSON answer (``{}`` for none), or the gateway's
+        exception for an unreachable broker, a refusal or an answer that is not JSON."""
         try:
-            async with lane or self._calls:
-                response = await self._http.post(path, json=body)
+            if lane is None:
+                response = await send()
+            else:
+                async with lane:
+                    response = await send()
         except httpx.TransportError as exc:
             raise BrokerUnavailable(f"the broker cannot be reached ({type(exc).__name__})") from exc
         if response.status_code >= 300:
@@ -244,17 +253,9 @@ class BrokerClient:
 
         # The broker answers after hashing and fsyncing the file, which a large one may make slow.
         timeout = httpx.Timeout(self._http.timeout.connect, read=UPLOAD_ANSWER_TIMEOUT)
-        try:
-            response = await self._http.put(f"/gateway/recordings/{name}", content=blocks(), timeout=timeout,
-                                             headers={"Content-Type": "application/octet-stream"})
-        except httpx.TransportError as exc:
-            raise BrokerUnavailable(f"the broker cannot be reached ({type(exc).__name__})") from exc
-        if response.status_code >= 300:
-            raise _error_from(response)
-        try:
-            return response.json()
-        except ValueError:
-            raise BrokerProtocolError("the broker's answer to a recording upload is not JSON") from None
+        path_in_api = f"/gateway/recordings/{name}"
+        return await self._call(path_in_api, None, lambda: self._http.put(
+            path_in_api, content=blocks(), timeout=timeout, headers={"Content-Type": "application/octet-stream"}))
 
     # -- live supervision (gateway/observers.py; broker/api/watch_routes.py) ---------------------------
 

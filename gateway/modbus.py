@@ -15,6 +15,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gateway.errors import GatewayError
@@ -167,6 +168,18 @@ def frame_length(header: bytes | bytearray, direction: str) -> int:
     return 6 + length
 
 
+def whole_frames(buffer: bytes | bytearray, direction: str) -> Iterator[tuple[int, bytes]]:
+    """Each whole ADU at the start of ``buffer``, in turn, with the offset just after it (the caller keeps what
+    follows the last one: a frame still arriving); MalformedFrame when a header is not Modbus/TCP's."""
+    offset, end = 0, len(buffer)
+    while end - offset >= 6:
+        size = frame_length(buffer[offset : offset + 6], direction)
+        if end - offset < size:
+            return
+        offset += size
+        yield offset, bytes(buffer[offset - size : offset])
+
+
 class RequestFilter:
     """Client → asset: forwards whole read requests of the length their function defines; answers other
     functions with ILLEGAL FUNCTION and reads whose lengths disagree with ILLEGAL DATA VALUE."""
@@ -181,13 +194,8 @@ class RequestFilter:
         forward: list[bytes] = []
         answers: list[bytes] = []
         refused: list[RefusedRequest] = []
-        offset, end = 0, len(buffer)
-        while end - offset >= 6:
-            size = frame_length(buffer[offset : offset + 6], "request")
-            if end - offset < size:
-                break
-            frame = bytes(buffer[offset : offset + size])
-            offset += size
+        offset = 0
+        for offset, frame in whole_frames(buffer, "request"):  # noqa: B007 - offset: where the last one ended
             pdu = frame[MBAP_HEADER:]
             transaction_id, unit_id, code = int.from_bytes(frame[0:2], "big"), frame[6], pdu[0]
             if not is_read(pdu):

@@ -20,7 +20,7 @@ from gateway.modbus import (
     RefusedRequest,
     ResponseFrames,
     exception_response,
-    frame_length,
+    whole_frames,
 )
 from gateway.readonly import ModbusReadOnlyTunnel
 from gateway.tunnel_feed import modbus_frames
@@ -91,14 +91,10 @@ class ModbusActivity:
         if self.not_modbus is not None:
             return
         buffer = self._partial + data if self._partial else data
-        offset, end = 0, len(buffer)
+        offset = 0
         try:
-            while end - offset >= 6:
-                size = frame_length(buffer[offset : offset + 6], "request")
-                if end - offset < size:
-                    break
-                self._request(buffer[offset : offset + size])
-                offset += size
+            for offset, frame in whole_frames(buffer, "request"):  # noqa: B007 - offset: where the last one ended
+                self._request(frame)
         except MalformedFrame as exc:
             self.not_modbus, self._partial = str(exc), b""
             return
@@ -184,12 +180,7 @@ class ModbusObservedTunnel(TunnelSession):
         buffer = self._waiting + data
         answers, offset = [], 0
         try:
-            while len(buffer) - offset >= 6:
-                size = frame_length(buffer[offset : offset + 6], "request")
-                if len(buffer) - offset < size:
-                    break
-                frame = buffer[offset : offset + size]
-                offset += size
+            for offset, frame in whole_frames(buffer, "request"):  # noqa: B007 - offset: where the last one ended
                 self.activity.observe(frame)  # asked, though not relayed: the baselines see it, as refused writes
                 answers.append(exception_response(int.from_bytes(frame[0:2], "big"), frame[6], frame[7],
                                                   GATEWAY_PATH_UNAVAILABLE))

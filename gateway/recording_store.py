@@ -137,7 +137,7 @@ class DirectoryStore:
         path = self.path / f".probe-{secrets.token_hex(8)}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            _write_all(fd, b"\0" * PROBE_BYTES)
+            write_all(fd, b"\0" * PROBE_BYTES)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -236,17 +236,23 @@ class FileWriter:
             self._fd = None
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may take less)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
+def sync_directory(path: Path) -> None:
+    """fsync a directory: what was created, renamed or deleted in it is durable too."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_directory(path: Path) -> None:
     """Make the new file's directory entry durable too (a file fsynced in a lost directory is lost)."""
     with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_directory(path)

@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from gateway.broker_client import BrokerClient
 from gateway.errors import BrokerCallFailed, BrokerProtocolError, BrokerRefused
-from gateway.recording_store import RECORDING_NAME
+from gateway.recording_store import RECORDING_NAME, sync_directory
 
 logger = logging.getLogger("gatepass.gateway.upload")
 
@@ -149,8 +148,4 @@ def _stored_file(answer: Any) -> tuple[int, int]:
 
 def _delete(path: Path) -> None:
     path.unlink(missing_ok=True)
-    descriptor = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)  # the deletion is durable, like the broker's copy
-    finally:
-        os.close(descriptor)
+    sync_directory(path.parent)  # the deletion is durable, like the broker's copy

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import BrokerCallFailed, BrokerRefused
-from gateway.recording_store import RECORDING_NAME
+from gateway.recording_store import RECORDING_NAME, sync_directory, write_all
 
 logger = logging.getLogger("gatepass.gateway.reports")
 
@@ -228,15 +228,9 @@ def _write_durably(path: Path, data: bytes) -> None:
     partial = path.with_suffix(".partial")
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(descriptor, view):]
+        write_all(descriptor, data)
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
     os.replace(partial, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    sync_directory(path.parent)
