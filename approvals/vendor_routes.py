@@ -45,11 +45,12 @@ def _require_vendor(identity: Identity) -> None:
 
 def _connections(session: Session, requests: list[AccessRequest], now: dt.datetime) -> list[Connection]:
     result = []
+    directory = gateways.GatewayDirectory(session)
     for request in requests:
         grant = request.grant
         if grant is None or grant_status(grant, now) not in ("scheduled", "active"):
             continue
-        gateway = gateways.current_gateway(session, request.asset.site)  # the gateway of the asset's site
+        gateway = directory.for_site(request.asset.site)  # the gateway of the asset's site
         host = gateway.ssh_host if gateway and gateway.ssh_host else "GATEWAY"
         port = gateway.ssh_port if gateway and gateway.ssh_port else 2222
         asset = request.asset.name

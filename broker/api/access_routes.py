@@ -10,8 +10,7 @@ from broker.access import workflow
 from broker.api.deps import CurrentIdentity, NowDep, SessionDep, StateDep
 from broker.api.schemas import ApproveIn, DenyIn, RequestIn, RevokeIn
 from broker.api.views import grant_view, request_view
-from broker.inventory.gateways import current_gateway
-from broker.models import Gateway
+from broker.inventory.gateways import GatewayDirectory, current_gateway
 
 router = APIRouter(tags=["access"])
 
@@ -65,12 +64,8 @@ def cancel(request_id: str, identity: CurrentIdentity, session: SessionDep, now:
 def list_grants(identity: CurrentIdentity, session: SessionDep, now: NowDep, asset: str | None = None,
                 usable: bool = False) -> list[dict[str, Any]]:
     grants = workflow.visible_grants(session, viewer=identity, asset_name=asset, usable_only=usable, now=now)
-    by_site: dict[int, Gateway | None] = {}  # the gateway each site's assets are reached through
-    for grant in grants:
-        site = grant.asset.site
-        if site.id not in by_site:
-            by_site[site.id] = current_gateway(session, site)
-    return [grant_view(g, now, viewer=identity, gateway=by_site[g.asset.site.id]) for g in grants]
+    directory = GatewayDirectory(session)  # the gateway each grant's site is reached through, read once
+    return [grant_view(g, now, viewer=identity, gateway=directory.for_site(g.asset.site)) for g in grants]
 
 
 @router.get("/grants/{grant_id}")

@@ -88,21 +88,31 @@ def register(session: Session, *, now: dt.datetime, gateway: Gateway, ssh_host: 
     return ca_public_key(session)
 
 
+class GatewayDirectory:
+    """The registered gateways, read once, and which one clients should use for a site's assets."""
+
+    def __init__(self, session: Session) -> None:
+        self._registered = session.scalars(select(Gateway).where(Gateway.registered_at.is_not(None),
+                                                                 Gateway.retired_at.is_(None))
+                                           .order_by(Gateway.registered_at.desc())).all()
+
+    def for_site(self, site: Site | None) -> Gateway | None:
+        """The most recently registered gateway scoped to ``site``, else the most recently registered one that
+        serves every site; never a retired one. Without ``site``: the most recently registered one serving every
+        site, else any."""
+        if site is not None:
+            scoped = [gateway for gateway in self._registered if gateway.sites and serves(gateway, site)]
+            if scoped:
+                return scoped[0]
+        unscoped = [gateway for gateway in self._registered if not gateway.sites]
+        if unscoped:
+            return unscoped[0]
+        return self._registered[0] if self._registered and site is None else None
+
+
 def current_gateway(session: Session, site: Site | None = None) -> Gateway | None:
-    """The gateway clients should use for ``site``'s assets: the most recently registered one scoped to that site,
-    else the most recently registered one that serves every site; never a retired one. Without ``site``: the most
-    recently registered one serving every site, else any."""
-    registered = session.scalars(select(Gateway).where(Gateway.registered_at.is_not(None),
-                                                       Gateway.retired_at.is_(None))
-                                 .order_by(Gateway.registered_at.desc())).all()
-    if site is not None:
-        scoped = [gateway for gateway in registered if gateway.sites and serves(gateway, site)]
-        if scoped:
-            return scoped[0]
-    unscoped = [gateway for gateway in registered if not gateway.sites]
-    if unscoped:
-        return unscoped[0]
-    return registered[0] if registered and site is None else None
+    """The gateway clients should use for ``site``'s assets (``GatewayDirectory.for_site``)."""
+    return GatewayDirectory(session).for_site(site)
 
 
 def authorize(
