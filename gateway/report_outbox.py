@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import BrokerCallFailed, BrokerRefused
+from gateway.errors import BrokerCallFailed, BrokerRefused, BrokerUnavailable
 from gateway.recording_store import RECORDING_NAME, sync_directory, write_all
 
 logger = logging.getLogger("gatepass.gateway.reports")
@@ -185,7 +185,8 @@ class ReportOutbox:
                                    refusal.message)
             except BrokerCallFailed as exc:
                 # The broker answered, with a 5xx: it may fail this report for ever; not answering is an outage.
-                server_errors = server_errors + 1 if getattr(exc, "status", None) else 0
+                answered = isinstance(exc, BrokerUnavailable) and exc.status is not None
+                server_errors = server_errors + 1 if answered else 0
                 if server_errors < MAX_SERVER_ERRORS:
                     logger.info("kept reports still wait for the broker (%s); next try in %.0f s", exc, delay)
                     await asyncio.sleep(delay)
