@@ -3,6 +3,7 @@ passwords and tokens are kept only as hashes; the master key and data directory 
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
@@ -18,12 +19,30 @@ from tests.fixtures.broker import Api, Installation, Plant
 
 
 def _secret_forms(secret: str) -> list[bytes]:
-    """The secret, and for PEM keys each base64 line of the body (a key split across columns or pages)."""
+    """The secret, and for PEM keys each base64 line of the body (a key split across columns or pages) that
+    carries private bytes. An OpenSSH private key holds its public key twice; a line made of those bytes alone is
+    public (the user CA's is in every certificate the broker stores, and one time in a few its base64 there lines
+    up with the key file's own line)."""
     forms = [secret.encode()]
     if "-----BEGIN" in secret:
-        forms += [line.encode() for line in secret.splitlines() if line and not line.startswith("-----")
-                  and len(line) >= 40]
+        body = [line for line in secret.splitlines() if line and not line.startswith("-----")]
+        decoded, public = base64.b64decode("".join(body)), _public_bytes(secret)
+        position = 0  # in base64 characters
+        for line in body:
+            touched = decoded[position * 6 // 8 : -(-(position + len(line)) * 6 // 8)]  # bytes the line encodes
+            position += len(line)
+            if len(line) >= 40 and touched not in public:
+                forms.append(line.encode())
     return forms
+
+
+def _public_bytes(secret: str) -> bytes:
+    """The key's public blob as the OpenSSH key format writes it (length-prefixed), or nothing for other keys."""
+    try:
+        blob = asyncssh.import_private_key(secret).public_data
+    except (asyncssh.KeyImportError, ValueError):
+        return b""
+    return len(blob).to_bytes(4, "big") + blob
 
 
 def _every_stored_value(plant: Plant) -> list[bytes]:
