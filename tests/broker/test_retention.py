@@ -84,6 +84,9 @@ def test_the_purge_job_deletes_what_is_past_retention_keeps_held_ones_and_verify
     assert event["details"]["recording"]["sha256"] == plant.row(
         "SELECT recording_sha256 FROM sessions WHERE id = :id", id=old)[0]
     assert (event["details"]["retention_days"], event["details"]["policy"]) == (30, "site")
+    deadline = time.monotonic() + 5  # the event commits first, the file goes right after it (retention.py)
+    while recording_path(plant, old).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not recording_path(plant, old).exists()
     assert plant.row("SELECT recording_purged_at FROM sessions WHERE id = :id", id=old)[0] is not None
     assert recording_path(plant, held).is_file()
