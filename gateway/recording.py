@@ -35,7 +35,14 @@ if TYPE_CHECKING:
 FLUSH_INTERVAL = 1.0
 # A batch this large goes to the writer at once: one hand-off (and one write) per ~half a megabyte.
 BATCH_BYTES = 512 * 1024
+# A busy session's next batch is allocated at this size up front (room for one more chunk past BATCH_BYTES), so
+# it never grows; a quiet session's starts at FIRST_BATCH_BYTES and doubles when it needs room. Grown by
+# ``bytearray +=`` (an eighth at a time), a half-megabyte batch was copied about nine times over as it grew: about
+# a third of what recording cost the relay's thread in bench/bench_recording.py.
+FULL_BATCH_BYTES = BATCH_BYTES + 64 * 1024
+FIRST_BATCH_BYTES = 4 * 1024
 _CHUNK = wire.CHUNK
+_CHUNK_HEADER = wire.CHUNK.size
 # Seconds between checks of a stalled store while a start or a close finishes in the background.
 STALL_CHECK = 1.0
 _T = TypeVar("_T")
@@ -148,7 +155,8 @@ class AsciicastRecorder:
         self._started = time.monotonic()
         # The chunks since the last hand-off, already in the form the writer process reads
         # (gateway.recording_wire): a chunk costs its header and one copy here, and no per-chunk work later.
-        self._batch = wire.new_batch(self._started)
+        # ``_batch`` is allocated ahead (see FULL_BATCH_BYTES); its first ``_used`` bytes are the batch.
+        self._batch, self._used = self._new_batch(FIRST_BATCH_BYTES)
         timestamp = int(ctx.settings.clock().timestamp())
         writer.on_failure = self._failed_in_writer
         # The header reaches the store before anything runs: a full disk refuses the session up front. The session
@@ -178,10 +186,15 @@ class AsciicastRecorder:
         # The hot path of a recorded session: _check and _add inlined, one append per chunk.
         if self._failure is not None or self._writer.failure is not None:
             self._check()
-        batch = self._batch
-        batch += _CHUNK.pack(time.monotonic(), STDERR if stderr else STDOUT, len(data))
-        batch += data
-        if len(batch) >= BATCH_BYTES:
+        size = _CHUNK_HEADER + len(data)
+        if self._used + size > len(self._batch):
+            self._make_room(size)
+        batch, start = self._batch, self._used
+        end = start + size
+        _CHUNK.pack_into(batch, start, time.monotonic(), STDERR if stderr else STDOUT, len(data))
+        batch[start + _CHUNK_HEADER:end] = data  # same length: a copy, never a resize
+        self._used = end
+        if end >= BATCH_BYTES:
             self._hand_off()
         elif self._timer is None:
             self._timer = self._loop.call_later(FLUSH_INTERVAL, self._timed_hand_off)
@@ -234,8 +247,13 @@ class AsciicastRecorder:
 
     def _add(self, stream: int | str, data: bytes | str | None) -> None:
         """One chunk (or event) into the batch; the batch goes to the writer thread when it is large."""
-        wire.add(self._batch, time.monotonic(), stream, data)
-        if len(self._batch) >= BATCH_BYTES:
+        event = wire.new_event(time.monotonic(), stream, data)
+        if self._used + len(event) > len(self._batch):
+            self._make_room(len(event))
+        end = self._used + len(event)
+        self._batch[self._used:end] = event
+        self._used = end
+        if end >= BATCH_BYTES:
             self._hand_off()
             return
         if self._timer is None and not self._closed:
@@ -244,9 +262,13 @@ class AsciicastRecorder:
     def _hand_off(self) -> None:
         """The batch to the writer thread, without waiting; if that leaves the recording no room, the session
         pauses until the writer catches up."""
-        if len(self._batch) <= wire.STARTED.size:
+        used = self._used
+        if used <= wire.STARTED.size:
             return
-        batch, self._batch = self._batch, wire.new_batch(self._started)
+        batch = memoryview(self._batch)[:used]
+        # A batch handed off at least half full is a busy session's: its next one is allocated full size at once.
+        self._batch, self._used = self._new_batch(
+            FULL_BATCH_BYTES if used >= BATCH_BYTES // 2 else FIRST_BATCH_BYTES)
         try:
             room = self._writer.submit_events(batch)
         except OSError as exc:
@@ -254,6 +276,25 @@ class AsciicastRecorder:
             raise self._failure from exc
         if not room and not self._behind:
             self._fall_behind()
+
+    def _new_batch(self, size: int) -> tuple[bytearray, int]:
+        """An empty batch with room for ``size`` bytes (its header written), and how much of it is used."""
+        batch = bytearray(size)
+        wire.STARTED.pack_into(batch, 0, self._started)
+        return batch, wire.STARTED.size
+
+    def _make_room(self, size: int) -> None:
+        """Room in the batch for ``size`` more bytes: a batch at least half full goes to the writer first; else
+        it moves to a buffer twice its size (at least what is needed; at most a full batch's unless one chunk is
+        larger), so a quiet session's batch stays small and a busy one's is copied at most once as it grows."""
+        if self._used >= BATCH_BYTES // 2:
+            self._hand_off()
+        needed = self._used + size
+        if needed <= len(self._batch):
+            return
+        larger = bytearray(max(needed, min(2 * len(self._batch), FULL_BATCH_BYTES)))
+        larger[:self._used] = memoryview(self._batch)[:self._used]
+        self._batch = larger
 
     def _fall_behind(self) -> None:
         """The store has all this recording may queue: pause the session until it has room again, and check

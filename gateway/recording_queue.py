@@ -247,7 +247,7 @@ class QueuedWriter:
         self._usable()
         return self._queue.put_now(_Job(self, "write", lambda file: file.write(data), len(data)))
 
-    def submit_events(self, batch: bytearray) -> bool:
+    def submit_events(self, batch: bytes | bytearray | memoryview) -> bool:
         """Queue a batch of the session's chunks (an EVENTS payload of gateway.recording_wire), written after
         everything queued before, without waiting; whether there is room for more (else pause, see ``when_room``)."""
         self._usable()

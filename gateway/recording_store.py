@@ -50,7 +50,7 @@ class RecordingWriter(Protocol):
         until ``when_room``). Raises OSError if the recording failed."""
         ...
 
-    def submit_events(self, batch: bytearray) -> bool:
+    def submit_events(self, batch: bytes | bytearray | memoryview) -> bool:
         """``submit`` for a batch of the session's chunks (gateway.recording_wire), rendered as event lines
         elsewhere."""
         ...

@@ -51,17 +51,19 @@ def new_batch(started: float) -> bytearray:
 
 def add(batch: bytearray, at: float, stream: int | str, data: bytes | str | None) -> None:
     """Append one chunk (or an ``r``/``m`` event, or a stream's end) to an EVENTS payload. The recorder's hot path
-    inlines the bytes case: ``batch += CHUNK.pack(at, stream, len(data)); batch += data``."""
+    writes the bytes case into a batch allocated ahead instead (gateway.recording: ``CHUNK.pack_into``)."""
+    batch += new_event(at, stream, data)
+
+
+def new_event(at: float, stream: int | str, data: bytes | str | None) -> bytes:
+    """One chunk (or an ``r``/``m`` event, or a stream's end) as it goes into an EVENTS payload."""
     if data is None:
-        batch += CHUNK.pack(at, int(stream), END)
-        return
+        return CHUNK.pack(at, int(stream), END)
     if isinstance(stream, str):
         body = str(data).encode("utf-8")
-        batch += CHUNK.pack(at, TEXT_CODES[stream], len(body))
-    else:
-        body = data.encode("utf-8") if isinstance(data, str) else data
-        batch += CHUNK.pack(at, stream, len(body))
-    batch += body
+        return CHUNK.pack(at, TEXT_CODES[stream], len(body)) + body
+    body = data.encode("utf-8") if isinstance(data, str) else data
+    return CHUNK.pack(at, stream, len(body)) + body
 
 
 def encode_batch(started: float, entries: Sequence[Entry]) -> bytearray:

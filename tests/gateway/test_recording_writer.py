@@ -325,6 +325,41 @@ async def test_recorder_writes_every_byte_in_order_and_reports_the_files_hash(tm
 
 
 @pytest.mark.anyio
+async def test_batches_are_allocated_ahead_small_for_a_quiet_session_and_any_chunk_size_is_recorded_whole(
+        tmp_path: Path) -> None:
+    """The recorder writes chunks into a batch allocated ahead (no ``bytearray +=`` growth on the relay's hot path):
+    a quiet session's batch stays a few KiB, a busy one's next batch is allocated full size at once, and a chunk
+    larger than a whole batch, or one that does not fit what is left, is still recorded whole and in order."""
+    store = DirectoryStore(tmp_path / "recordings")
+    ctx = Context(store)
+    name, writer = store.create("ses-w.cast")
+    recorder = AsciicastRecorder(ctx, session_info(record_input=False), name, writer)  # type: ignore[arg-type]
+    sent = b""
+    for _ in range(20):  # a prompt now and then: the batch stays at its first size
+        recorder.from_target(b"$ ", stderr=False)
+        sent += b"$ "
+    assert len(recorder._batch) == recording.FIRST_BATCH_BYTES
+    rng = random.Random(7)  # noqa: S311 - reproducible test data
+    for size in (3000, recording.FULL_BATCH_BYTES * 3 + 5, 7, *(rng.randrange(1, 40000) for _ in range(200)),
+                 recording.BATCH_BYTES - 1, 33000):
+        data = bytes(rng.choice(b"xyz\r\n") for _ in range(size))
+        recorder.from_target(data, stderr=False)
+        sent += data
+        assert recorder._used <= max(len(recorder._batch), recording.FULL_BATCH_BYTES)
+    # Busy now: the batch in use was allocated full size (or, for a larger chunk, exactly as large as it).
+    assert len(recorder._batch) >= recording.FULL_BATCH_BYTES
+    pending = recorder.close(0)
+    assert isinstance(pending, PendingRecording)
+    info = await pending.result()
+    data = (tmp_path / "recordings" / name).read_bytes()
+    assert (info.sha256, info.bytes) == (hashlib.sha256(data).hexdigest(), len(data))
+    events = [json.loads(line) for line in data.decode().splitlines()[1:]]
+    assert "".join(event[2] for event in events if event[1] == "o").encode() == sent
+    assert [event[0] for event in events] == sorted(event[0] for event in events)
+    store.close()
+
+
+@pytest.mark.anyio
 async def test_a_failed_write_in_the_thread_refuses_the_next_chunk_and_blocks_the_site() -> None:
     recorder, file, ctx = gated_recorder()
     file.error = OSError(errno.EIO, "Input/output error")
