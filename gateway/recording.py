@@ -292,7 +292,9 @@ class AsciicastRecorder:
         needed = self._used + size
         if needed <= len(self._batch):
             return
-        larger = bytearray(max(needed, min(2 * len(self._batch), FULL_BATCH_BYTES)))
+        current = len(self._batch)
+        # Never less than half as large again: growing by one chunk at a time would copy the batch at every chunk.
+        larger = bytearray(max(needed, min(2 * current, FULL_BATCH_BYTES), current + current // 2))
         larger[:self._used] = memoryview(self._batch)[:self._used]
         self._batch = larger
 
