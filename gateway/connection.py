@@ -16,6 +16,7 @@ import asyncssh
 from gateway.certificates import CertificateWatch, watch_certificates
 from gateway.context import GatewayContext
 from gateway.errors import BrokerCallFailed, BrokerRefused, TargetError
+from gateway.ignore_packets import skip_empty_ignore_packets
 from gateway.login import CertificateLogin
 from gateway.login_refusals import Attempt, LoginAttempts
 from gateway.modbus_activity import ModbusObservedTunnel, ModbusReadOnlyObservedTunnel
@@ -72,6 +73,7 @@ class GatewayConnection(CertificateLogin):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        skip_empty_ignore_packets(conn)
         self._certs = watch_certificates(conn, self.certificate_refused)
         peer = conn.get_extra_info("peername") or ("", 0)
         self.peer = f"{peer[0]}:{peer[1]}"

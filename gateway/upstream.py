@@ -8,6 +8,7 @@ import asyncssh
 
 from gateway.algorithms import target_algorithm_options
 from gateway.errors import TargetNotPinned, TargetUnreachable
+from gateway.ignore_packets import skip_empty_ignore_packets
 from gateway.models import Target
 
 
@@ -35,7 +36,7 @@ async def connect_target(target: Target, *, asset: str, timeout: float) -> async
             # Never include the key material or the parser's message, which may quote it.
             raise TargetUnreachable(f"the vaulted SSH key for {asset} cannot be read") from None
     try:
-        return await asyncio.wait_for(
+        conn = await asyncio.wait_for(
             asyncssh.connect(
                 target.host,
                 target.ssh_port,
@@ -67,3 +68,5 @@ async def connect_target(target: Target, *, asset: str, timeout: float) -> async
     except (OSError, asyncssh.Error) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise TargetUnreachable(f"{asset} cannot be reached: {reason}") from None
+    skip_empty_ignore_packets(conn)  # from the first packet after the login on; see gateway/ignore_packets.py
+    return conn
