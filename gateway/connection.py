@@ -16,13 +16,13 @@ import asyncssh
 from gateway.certificates import CertificateWatch, watch_certificates
 from gateway.context import GatewayContext
 from gateway.errors import BrokerCallFailed, BrokerRefused, TargetError
-from gateway.ignore_packets import skip_empty_ignore_packets
 from gateway.login import CertificateLogin
 from gateway.login_refusals import Attempt, LoginAttempts
 from gateway.modbus_activity import ModbusObservedTunnel, ModbusReadOnlyObservedTunnel
 from gateway.models import Authorization, Target
 from gateway.monitor import clock_time
 from gateway.notice import NoticeSession
+from gateway.packet_overhead import skip_empty_ignore_packets
 from gateway.protocols import MODBUS_TCP, protocol_of
 from gateway.sessions import ProxySession
 from gateway.stopping import TargetStop, sweep_connection

@@ -17,6 +17,7 @@ from gateway.errors import BrokerUnavailable
 from gateway.hostkey import load_or_create_host_key, public_key_line
 from gateway.monitor import GrantMonitor
 from gateway.observers import LiveRegistry, follow_live
+from gateway.packet_overhead import skip_unlogged_packet_lines
 from gateway.recording_store import DirectoryStore
 from gateway.recording_upload import RecordingUploader
 from gateway.report_outbox import SPOOL, Report, ReportOutbox
@@ -103,6 +104,7 @@ class Gateway:
 
     async def _listen_and_register(self) -> None:
         settings = self.settings
+        skip_unlogged_packet_lines()  # asyncssh's per-packet log lines, formatted only if written (packet_overhead)
         open_files = raise_open_files_limit()
         if open_files < 2 * 1024:
             logger.warning("only %d open files allowed: the gateway holds fewer than 1,000 tunnels", open_files)

@@ -8,8 +8,8 @@ import asyncssh
 
 from gateway.algorithms import target_algorithm_options
 from gateway.errors import TargetNotPinned, TargetUnreachable
-from gateway.ignore_packets import skip_empty_ignore_packets
 from gateway.models import Target
+from gateway.packet_overhead import skip_empty_ignore_packets
 
 
 def _pinned_key(target: Target, asset: str) -> asyncssh.SSHKey:
@@ -68,5 +68,5 @@ async def connect_target(target: Target, *, asset: str, timeout: float) -> async
     except (OSError, asyncssh.Error) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise TargetUnreachable(f"{asset} cannot be reached: {reason}") from None
-    skip_empty_ignore_packets(conn)  # from the first packet after the login on; see gateway/ignore_packets.py
+    skip_empty_ignore_packets(conn)  # from the first packet after the login on; see gateway/packet_overhead.py
     return conn

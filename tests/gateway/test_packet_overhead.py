@@ -1,13 +1,15 @@
-"""The gateway's SSH connections send no empty SSH_MSG_IGNORE ahead of each packet (gateway/ignore_packets.py).
+"""Per-packet work asyncssh does that the gateway leaves out (gateway/packet_overhead.py).
 
-The packets are counted where they arrive, with asyncssh's own handler for SSH_MSG_IGNORE wrapped in this process:
-the vendor's client and a plant machine played by an asyncssh server must receive none from the gateway, while the
-gateway still receives them from those unmodified asyncssh peers (so the count works, and asyncssh still sends the
-packet the way the wrapper expects).
+Empty SSH_MSG_IGNORE packets are counted where they arrive, with asyncssh's own handler for them wrapped in this
+process: the vendor's client and a plant machine played by an asyncssh server must receive none from the gateway,
+while the gateway still receives them from those unmodified asyncssh peers (so the count works, and asyncssh still
+sends the packet the way the wrapper expects). Packet log lines: none is formatted while asyncssh's packet log is
+off, and with it on every one is still written.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -15,6 +17,7 @@ import asyncssh
 import pytest
 from asyncssh.connection import SSHConnection
 from asyncssh.constants import MSG_IGNORE
+from asyncssh.packet import SSHPacketLogger
 
 from gateway import Gateway
 from gateway.algorithms import CLIENT_FACING_ENCRYPTION_ALGS, TARGET_FACING_ENCRYPTION_ALGS
@@ -106,3 +109,33 @@ async def test_the_plant_machine_receives_no_ignore_packets_from_the_gateway(ign
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_packet_log_lines_are_formatted_only_when_the_packet_log_is_on(
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    formatted: list[str] = []
+    format_line = SSHPacketLogger._log_packet
+
+    def counting(self: SSHPacketLogger, msg: str, pkttype: int, *args: Any) -> None:
+        formatted.append(f"{msg} {pkttype}")
+        format_line(self, msg, pkttype, *args)
+
+    monkeypatch.setattr(SSHPacketLogger, "_log_packet", counting)
+    vendor = grant_for(sshd_credential(sshd_target))
+    async with await vendor.connect() as conn:  # the packet log is off, as it is unless someone turns it on
+        assert len((await conn.run(f"head -c {PAYLOAD} /dev/zero", encoding=None, check=True)).stdout) == PAYLOAD
+    assert formatted == []
+    asyncssh.set_debug_level(3)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="asyncssh"):
+            async with await vendor.connect() as conn:
+                assert (await conn.run("echo logged", check=True)).stdout == "logged\n"
+    finally:
+        asyncssh.set_debug_level(1)
+    # Every packet, the vendor's test client's and the gateway's, both ways: logged as asyncssh always did.
+    assert any(line.startswith("Sent 94") for line in formatted)  # MSG_CHANNEL_DATA
+    assert any(line.startswith("Received 98") for line in formatted)  # MSG_CHANNEL_REQUEST
+    assert sum("Sent" in record.getMessage() for record in caplog.records if record.name.startswith("asyncssh")) \
+        == sum(line.startswith("Sent") for line in formatted)
