@@ -43,6 +43,7 @@ from broker.audit.refusals import Refusal, RefusalRecorder
 from broker.audit.trail import Action
 from broker.db import GroupCommit, make_engine, make_session_factory, read_only_unit, unit_of_work
 from broker.identity import attestation, lifecycle
+from broker.inventory import report_receipts
 from broker.inventory.gateway_events import RELAY_INTERVAL_SECONDS, EventHub, GrantEvent, recent_changes
 from broker.keys.vault import Vault
 from broker.live.hub import LiveHub
@@ -208,7 +209,8 @@ async def govern_identities(state: BrokerState) -> None:
 
 async def purge_recordings(state: BrokerState) -> None:
     """Recordings past their site's retention and not on hold are deleted, one audit event each (each replica
-    may run it: a recording is claimed by one conditional update, broker.recordings.retention)."""
+    may run it: a recording is claimed by one conditional update, broker.recordings.retention); partial uploads
+    and gateway report receipts past their keep go in the same round."""
     log = logging.getLogger("gatepass.broker.retention")
     settings = state.settings
 
@@ -216,6 +218,8 @@ async def purge_recordings(state: BrokerState) -> None:
         purge.purge(state.sessions, now=settings.clock.now(), default_days=settings.recording_retention_days,
                     directory=recordings_dir(settings))
         intake.remove_abandoned(recordings_dir(settings), now=time.time())  # uploads a dead broker left behind
+        with state.sessions.begin() as session:  # and the gateways' report receipts past their keep
+            report_receipts.forget_old(session, now=settings.clock.now())
 
     while True:
         await asyncio.sleep(settings.retention_sweep_interval.total_seconds())

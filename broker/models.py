@@ -418,6 +418,18 @@ class GatewaySite(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
 
 
+class GatewayReportReceipt(Base):
+    """A gateway report already recorded, by the key the gateway gave it (``Idempotency-Key``): the same report sent
+    again after its answer was lost is answered without being recorded twice (broker.inventory.report_receipts)."""
+
+    __tablename__ = "gateway_report_receipts"
+    __table_args__ = (Index("ix_gateway_report_receipts_received_at", "received_at"),)
+
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
 class AccessSession(Base):
     """A live connection under a grant, as reported by the gateway that carries it."""
 

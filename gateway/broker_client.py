@@ -171,11 +171,14 @@ class BrokerClient:
         if self.outbox is not None:
             await self.outbox.send(report)
         else:
-            await self.deliver_report(report.path, report.body)
+            await self.deliver_report(report)
 
-    async def deliver_report(self, path: str, body: Mapping[str, Any]) -> None:
-        """One report call, in the reports' lane (what the outbox sends)."""
-        await self._post(path, body, lane=self._reports)
+    async def deliver_report(self, report: Report) -> None:
+        """One report call, in the reports' lane (what the outbox sends), with the report's key: a report sent again
+        after its answer was lost is not recorded twice."""
+        headers = {} if report.key is None else {"Idempotency-Key": report.key}
+        await self._call(report.path, self._reports,
+                         lambda: self._http.post(report.path, json=report.body, headers=headers))
 
     async def events(self) -> AsyncGenerator[BrokerEvent, None]:
         """Server-sent events from ``/gateway/events`` until the stream ends or breaks."""

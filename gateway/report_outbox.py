@@ -10,8 +10,10 @@ finds there first. While any report waits, new ones queue behind it, so a sessio
 before its end. A report the broker refuses (4xx) is logged and dropped, as before: sending it again would not
 change the answer (a session end answered 409 had arrived before its answer was lost).
 
-A report sent again after a lost answer may be recorded twice: at most a duplicated event, never a missing one.
-A session end carries the time the session ended on the gateway (``ended_at``), so a late report does not move it.
+Each report has a key of its own (``Report.key``, kept with it on disk), sent as the ``Idempotency-Key`` header
+every time: a report the broker recorded whose answer was lost is answered again and not recorded twice
+(broker/inventory/report_receipts.py). A session end carries the time the session ended on the gateway
+(``ended_at``), so a late report does not move it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import json
 import logging
 import os
 import re
+import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,8 @@ LAST_RETRY = 60.0
 # The only calls a kept report may make: a file in the spool is data read from disk, and the client sends the
 # gateway's credential with every call (an absolute URL there would carry it to another host).
 REPORT_PATH = re.compile(r"/gateway/(sessions/[A-Za-z0-9_-]{1,64}/(end|events)|refusals|login-refusals)")
+# What the broker takes as a report's key (broker/inventory/report_receipts.py); the gateway makes 32 hex digits.
+REPORT_KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # A kept report larger than this is not one the gateway wrote.
 MAX_REPORT_BYTES = 1024 * 1024
 # A report the broker answers with a 5xx this many times in a row is set aside (``.rejected``), so that one report
@@ -55,9 +60,12 @@ class Report:
     path: str
     body: Mapping[str, Any]
     upload: str | None = None
+    # The report's own key, the same on every sending, so the broker records it once. None only for a report kept
+    # by a gateway from before keys (it goes without one, as it would have).
+    key: str | None = field(default_factory=lambda: secrets.token_hex(16))
 
     def as_json(self) -> dict[str, Any]:
-        return {"path": self.path, "body": dict(self.body), "upload": self.upload}
+        return {"path": self.path, "body": dict(self.body), "upload": self.upload, "key": self.key}
 
     @classmethod
     def from_json(cls, data: Any) -> Report:
@@ -72,10 +80,13 @@ class Report:
         if upload is not None and not (isinstance(upload, str) and RECORDING_NAME.fullmatch(upload)
                                        and path == f"/gateway/sessions/{upload.split('.', 1)[0]}/end"):
             raise ValueError(f"{str(upload)[:80]!r} is not the recording of the session this report ends")
-        return cls(path=path, body=data["body"], upload=upload)
+        key = data.get("key")
+        if key is not None and not (isinstance(key, str) and REPORT_KEY.fullmatch(key)):
+            raise ValueError(f"{str(key)[:80]!r} is not a report key")
+        return cls(path=path, body=data["body"], upload=upload, key=key)
 
 
-Deliver = Callable[[str, Mapping[str, Any]], Awaitable[Any]]
+Deliver = Callable[[Report], Awaitable[Any]]
 
 
 class ReportOutbox:
@@ -142,7 +153,7 @@ class ReportOutbox:
         BrokerRefused if the broker refused it, and OSError if it could be neither delivered nor kept."""
         if not self._pending:
             try:
-                await self._deliver(report.path, report.body)
+                await self._deliver(report)
             except BrokerRefused:
                 raise
             except BrokerCallFailed as exc:
@@ -175,7 +186,7 @@ class ReportOutbox:
                 continue
             path, report = self._pending[0]
             try:
-                await self._deliver(report.path, report.body)
+                await self._deliver(report)
             except BrokerRefused as refusal:
                 if refusal.status == 409 and report.path.endswith("/end"):
                     # The end arrived before and its answer was lost: the broker has the hash, the upload may go.

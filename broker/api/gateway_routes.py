@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
@@ -33,13 +33,26 @@ from broker.api.schemas import (
     SessionStartIn,
 )
 from broker.errors import NotAuthenticated
-from broker.inventory import gateways, session_starts
+from broker.inventory import gateways, report_receipts, session_starts
 from broker.recordings import intake
 from broker.recordings.store import recordings_dir
 
 router = APIRouter(prefix="/gateway", tags=["gateway"])
 
 KEEPALIVE_SECONDS = 15.0
+# The key a gateway gives each report, the same on every sending (broker.inventory.report_receipts).
+ReportKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+def _already_recorded(session: SessionDep, gateway: CurrentGateway, key: str | None, now: NowDep) -> bool:
+    """Whether this report was recorded before (sent again after its answer was lost): then it is answered as the
+    first sending was, and nothing is recorded again."""
+    return not report_receipts.first_delivery(session, gateway_id=gateway.id, key=report_receipts.checked_key(key),
+                                              now=now)
+
+
+def _replayed() -> Response:
+    return Response(status_code=204, headers={report_receipts.REPLAYED_HEADER: "true"})
 
 
 @router.post("/register")
@@ -89,7 +102,9 @@ def start_sessions(body: SessionStartBatchIn, gateway: CurrentGateway, session: 
 
 @router.post("/sessions/{session_id}/end", status_code=204)
 def end_session(session_id: str, body: SessionEndIn, gateway: CurrentGateway, session: SessionDep,
-                now: NowDep) -> Response:
+                now: NowDep, key: ReportKey = None) -> Response:
+    if _already_recorded(session, gateway, key, now):
+        return _replayed()
     gateways.end_session(session, now=now, gateway=gateway, session_id=session_id, reason=body.reason,
                          bytes_in=body.bytes_in, bytes_out=body.bytes_out, detail=body.detail,
                          recording=body.recording.model_dump() if body.recording else None,
@@ -99,14 +114,19 @@ def end_session(session_id: str, body: SessionEndIn, gateway: CurrentGateway, se
 
 @router.post("/sessions/{session_id}/events", status_code=204)
 def session_event(session_id: str, body: SessionEventIn, gateway: CurrentGateway, session: SessionDep,
-                  now: NowDep) -> Response:
+                  now: NowDep, key: ReportKey = None) -> Response:
+    if _already_recorded(session, gateway, key, now):
+        return _replayed()
     gateways.record_session_event(session, now=now, gateway=gateway, session_id=session_id, kind=body.kind,
                                   detail=dict(body.detail))
     return Response(status_code=204)
 
 
 @router.post("/login-refusals", status_code=204)
-def login_refusal(body: LoginRefusalIn, gateway: CurrentGateway, state: StateDep, session: SessionDep) -> Response:
+def login_refusal(body: LoginRefusalIn, gateway: CurrentGateway, state: StateDep, session: SessionDep,
+                  now: NowDep, key: ReportKey = None) -> Response:
+    if _already_recorded(session, gateway, key, now):
+        return _replayed()
     # In this request's transaction: it holds the write lock already (SQLite BEGIN IMMEDIATE).
     state.refusals.record_in(session, gateways.login_refusal(
         gateway=gateway, peer=body.peer, username=body.username, more=body.more,
@@ -115,7 +135,10 @@ def login_refusal(body: LoginRefusalIn, gateway: CurrentGateway, state: StateDep
 
 
 @router.post("/refusals", status_code=204)
-def refusal(body: RefusalIn, gateway: CurrentGateway, session: SessionDep, now: NowDep) -> Response:
+def refusal(body: RefusalIn, gateway: CurrentGateway, session: SessionDep, now: NowDep,
+            key: ReportKey = None) -> Response:
+    if _already_recorded(session, gateway, key, now):
+        return _replayed()
     gateways.record_refusal(session, now=now, gateway=gateway, grant_id=body.grant_id, kind=body.kind,
                             reason=body.reason, host=body.host, port=body.port)
     return Response(status_code=204)
