@@ -8,7 +8,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from broker.models import AccessSession
+from broker.models import AccessSession, GatewayReportReceipt
 from gateway.broker_client import BrokerClient
 from gateway.models import RecordingInfo
 from gateway.report_outbox import Report, ReportOutbox
@@ -69,6 +69,8 @@ def test_reports_wait_on_disk_through_an_outage_and_arrive_in_order_with_the_rea
 
     assert [report["path"] for report in on_disk] == [f"/gateway/sessions/{session_id}/events",
                                                       f"/gateway/sessions/{session_id}/end"]
+    with plant.session() as session:  # each went with the key it was kept with (a resend is recognised by it)
+        assert {receipt.key for receipt in session.query(GatewayReportReceipt)} == {r["key"] for r in on_disk}
     assert kept(tmp_path) == []
     assert [report.upload for report in delivered] == [None, f"{session_id}.cast"]
     [transferred] = plant.audit("gateway:file:transferred")
