@@ -50,6 +50,7 @@ def cut_message(asset: str, reason: str, ends_at: datetime) -> str:
         "read_only_mode": "the plant switched the site to read-only",
         "delegation_ended": "the grant it was delegated from ended",
         "gateway_lost": "the gateway is shutting down",
+        "gateway_retired": "the plant retired this gateway",
     }.get(reason, "the grant is no longer valid")
     return f"gatepass: access to {asset} ended: {why}"
 
@@ -65,7 +66,7 @@ def _warning(asset: str, remaining: timedelta, ends_at: datetime) -> str:
 _END_REASON = {"revoked": "revoked", "lockdown": "lockdown", "identity_disabled": "revoked",
                "identity_suspended": "revoked", "identity_retired": "revoked", "identity_expired": "revoked",
                "owner_gone": "revoked", "delegation_ended": "revoked", "playbook": "revoked",
-               "read_only_mode": "revoked"}
+               "read_only_mode": "revoked", "gateway_retired": "gateway_lost"}
 
 
 @dataclass(eq=False)
@@ -145,6 +146,13 @@ class GrantMonitor:
         logger.info("cutting %d connection(s) of grant %s: %s", len(watch.connections), grant_id, reason)
         for connection in list(watch.connections):
             connection.cut(end_reason, message, detail)
+
+    def cut_all(self, reason: str, *, detail: str | None = None) -> int:
+        """Cut every connection of every grant now (``cut_grant`` for each); how many grants had any."""
+        grant_ids = list(self._watches)
+        for grant_id in grant_ids:
+            self.cut_grant(grant_id, reason, detail=detail)
+        return len(grant_ids)
 
     def check(self) -> None:
         """Re-evaluate every grant against the clock now (after the clock moved, or a resync)."""

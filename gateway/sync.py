@@ -8,7 +8,7 @@ import logging
 import random
 
 from gateway.broker_client import BrokerClient
-from gateway.errors import BrokerCallFailed
+from gateway.errors import BrokerCallFailed, BrokerRefused
 from gateway.models import GrantState
 from gateway.monitor import GrantMonitor
 
@@ -55,13 +55,20 @@ async def follow_broker(
     max_backoff: float = 30.0,
     connected: asyncio.Event | None = None,
 ) -> None:
-    """Run until cancelled: consume ``/gateway/events``; ``connected`` is set after each resync."""
+    """Run until cancelled: consume ``/gateway/events``; ``connected`` is set after each resync.
+
+    A broker that refuses this gateway's credential (401: the plant retired the gateway with `gatepass admin gateway
+    retire`) has ended the sessions the gateway carries in its trail: the gateway cuts every one of them then, rather
+    than carry sessions nobody accounts for (logins are refused anyway, as the broker refuses to authorize them). It
+    keeps asking, in case the credential is accepted again."""
     backoff = initial_backoff
+    withdrawn = False
     while True:
         try:
             async with contextlib.aclosing(broker.events()) as events:
                 async for event in events:
                     if event.type == "hello":
+                        withdrawn = False
                         # The stream is open, so nothing from now on is missed: catch up on the gap.
                         await resync(broker, monitor)
                         backoff = initial_backoff
@@ -70,6 +77,15 @@ async def follow_broker(
                     else:
                         apply_event(monitor, event.type, event.data)
             logger.info("the broker closed the event stream; reconnecting")
+        except BrokerRefused as exc:
+            if exc.status != 401:
+                logger.warning("the broker refused the event stream: %s; retrying in %.1f s", exc.message, backoff)
+            elif not withdrawn:
+                withdrawn = True
+                cut = monitor.cut_all("gateway_retired", detail=f"the broker refused the gateway: {exc.message}")
+                logger.error("the broker no longer accepts this gateway's credential (%s): it was retired, or its "
+                             "token replaced; %d grant(s)' connections were cut, and logins are refused until it is "
+                             "accepted again", exc.message, cut)
         except BrokerCallFailed as exc:
             logger.warning("event stream from the broker lost: %s; retrying in %.1f s", exc, backoff)
         except Exception:

@@ -200,8 +200,18 @@ def test_a_session_that_ends_while_the_broker_is_away_is_reported_and_uploaded_o
 def test_a_retired_gateway_can_no_longer_let_anyone_in(broker_stack: Stack, gateway: SeparateGateway) -> None:
     # Last in this module: the gateway's credential is withdrawn for good.
     broker_stack.fresh_grant("hmi-01", "--for", "10m", "--reason", "e2e before retirement")
+    running = subprocess.Popen([GATEPASS, "ssh", "hmi-01", "--", "echo ready; sleep 600"],
+                               env=broker_stack.env(broker_stack.home("vendor1")), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert running.stdout is not None
+    assert running.stdout.readline().strip() == "ready", gateway.log()
     retired = broker_stack.gatepass("admin", "gateway", "retire", "gw-plant-a", "--reason", "cabinet was opened")
     assert "Retired gateway gw-plant-a" in retired.stdout
+    # The broker ended that session in its trail; the gateway hears at its event stream's next keepalive (15 s)
+    # that it was retired, and cuts the session for real.
+    _, err = running.communicate(timeout=40)
+    assert running.returncode == 255, err + gateway.log()
+    assert "the plant retired this gateway" in err
 
     result = broker_stack.gatepass("ssh", "hmi-01", "--", "echo should-not-run", user="vendor1", check=False)
 

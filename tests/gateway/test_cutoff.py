@@ -197,3 +197,23 @@ async def test_a_cut_confirms_the_command_stopped_on_term_even_when_the_client_s
     assert end["stop"]["exit"] == "signal TERM"
     assert elapsed < 1.5, f"the stop was confirmed {elapsed:.2f} s after the cut"
     conn.close()
+
+
+async def test_a_gateway_the_broker_no_longer_accepts_cuts_what_it_carries_and_lets_nobody_in(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
+) -> None:
+    """Retired (`gatepass admin gateway retire`): the broker ended the gateway's sessions in its trail and now
+    refuses its credential. The gateway learns it when its event stream reconnects, and cuts them for real."""
+    vendor = grant_for(sshd_credential(sshd_target))
+    conn = await vendor.connect()
+    process = await _long_command(conn)
+    fake_broker.token = "gpg_another-gateway-token"
+    fake_broker.drop_streams()  # the broker ends held streams at their next keepalive
+    _, stderr, status = await _wait_cut(process, limit=5.0)
+    assert "access to hmi-01 ended: the plant retired this gateway" in stderr
+    assert status == 255
+    await asyncio.wait_for(conn.wait_closed(), 1)
+    async with await vendor.connect() as again:  # and nothing runs through it any more
+        result = await again.run("echo in", check=False)
+    assert (result.exit_status, result.stdout) == (1, "")
+    assert "access to hmi-01 refused: this gateway credential is not known to the broker" in str(result.stderr)
