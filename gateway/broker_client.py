@@ -64,8 +64,13 @@ class BrokerClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def register(self, *, ssh_host: str, ssh_port: int, host_key: str) -> Registration:
-        body = {"ssh_host": ssh_host, "ssh_port": ssh_port, "host_key": host_key}
+    async def register(self, *, ssh_host: str, ssh_port: int, host_key: str,
+                       kept_ends: list[str] | None = None) -> Registration:
+        """Register at start. ``kept_ends``: the sessions whose end this gateway still has to report; with it the
+        broker ends every other session it still has open on this gateway (an earlier run's, lost with it)."""
+        body: dict[str, Any] = {"ssh_host": ssh_host, "ssh_port": ssh_port, "host_key": host_key}
+        if kept_ends is not None:
+            body["kept_ends"] = kept_ends
         return Registration.from_json(await self._post("/gateway/register", body))
 
     async def authorize(self, *, grant_id: str, serial: int, asset: str, peer: str) -> Authorization:

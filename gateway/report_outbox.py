@@ -100,6 +100,7 @@ class ReportOutbox:
         self._first_retry, self._last_retry = first_retry, last_retry
         self._pending: deque[tuple[Path, Report]] = deque()
         self._number = 0
+        self._loaded = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.idle = asyncio.Event()
@@ -114,9 +115,26 @@ class ReportOutbox:
         """Recordings whose session's end has not reached the broker yet (their upload must wait for it)."""
         return {report.upload for _, report in self._pending if report.upload}
 
+    def kept_session_ends(self) -> list[str]:
+        """The sessions whose end this gateway still has to report (kept from an earlier run, once ``load``ed)."""
+        return [match[1] for _, report in self._pending
+                if (match := re.fullmatch(r"/gateway/sessions/([^/]+)/end", report.path))]
+
     def start(self) -> None:
-        """Take up what an earlier run left (oldest first) and start the delivery loop. A file that is not a report
-        this gateway wrote is set aside (renamed ``.rejected``) and logged, never sent and never in the way."""
+        """Take up what an earlier run left (``load``, unless done already) and start the delivery loop."""
+        self.load()
+        if self._pending:
+            logger.info("%d report(s) kept from before are sent to the broker first", len(self._pending))
+            self.idle.clear()
+        self._task = asyncio.ensure_future(self._run())
+        self._task.add_done_callback(_loop_ended)
+
+    def load(self) -> None:
+        """Read what an earlier run left, oldest first (once). A file that is not a report this gateway wrote is
+        set aside (renamed ``.rejected``) and logged, never sent and never in the way."""
+        if self._loaded:
+            return
+        self._loaded = True
         found = []
         with contextlib.suppress(FileNotFoundError):
             for partial in self._directory.glob("*.partial"):  # a crash mid-write: its send never returned
@@ -135,11 +153,6 @@ class ReportOutbox:
                 _set_aside(path)
                 continue
             self._pending.append((path, report))
-        if self._pending:
-            logger.info("%d report(s) kept from before are sent to the broker first", len(self._pending))
-            self.idle.clear()
-        self._task = asyncio.ensure_future(self._run())
-        self._task.add_done_callback(_loop_ended)
 
     async def stop(self) -> None:
         if self._task is not None:

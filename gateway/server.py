@@ -128,8 +128,12 @@ class Gateway:
             **server_algorithm_options(),
         )
         try:
+            # A gateway that starts carries no session: the broker ends those an earlier run left open (it stopped
+            # without reporting them: a crash, a power cut), except those whose end this run still has to report.
+            self.outbox.load()
             registration = await self.broker.register(
-                ssh_host=settings.advertised_host, ssh_port=self.port, host_key=self.host_public_key
+                ssh_host=settings.advertised_host, ssh_port=self.port, host_key=self.host_public_key,
+                kept_ends=self.outbox.kept_session_ends(),
             )
         except BaseException:
             self._server.close()

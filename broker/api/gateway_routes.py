@@ -58,7 +58,7 @@ def _replayed() -> Response:
 @router.post("/register")
 def register(body: RegisterIn, gateway: CurrentGateway, session: SessionDep, now: NowDep) -> dict[str, Any]:
     user_ca = gateways.register(session, now=now, gateway=gateway, ssh_host=body.ssh_host, ssh_port=body.ssh_port,
-                                host_key=body.host_key)
+                                host_key=body.host_key, kept_ends=body.kept_ends)
     return {"user_ca": user_ca, "gateway": gateway.name}
 
 

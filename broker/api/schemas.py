@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -70,6 +70,10 @@ class RegisterIn(Body):
     ssh_host: str = Field(min_length=1, max_length=255)
     ssh_port: int
     host_key: str = Field(min_length=1, max_length=4096)
+    # The sessions whose end the (re)starting gateway still has to report; present: every other session still open
+    # on this gateway is ended (the run that carried it is gone). Absent (a gateway from before): nothing is ended.
+    kept_ends: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(default=None,
+                                                                                      max_length=100_000)
 
 
 class AuthorizeIn(Body):

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from broker.audit import trail
 from broker.audit.trail import Action
 from broker.errors import Conflict, InvalidInput, NotFound
-from broker.inventory.gateways import record_session_end
+from broker.inventory.gateways import end_open_sessions
 from broker.models import AccessSession, Gateway
 
 
@@ -72,14 +72,8 @@ def retire_gateway(session: Session, *, now: dt.datetime, actor: str, name: str,
     if gateway.retired_at is not None:
         raise Conflict(f"gateway {gateway.name} was already retired on {gateway.retired_at:%Y-%m-%d %H:%M} UTC")
     gateway.retired_at = now
-    ended = []
-    detail = f"gateway {gateway.name} retired: {reason}"
-    for record in session.scalars(select(AccessSession).where(AccessSession.gateway_id == gateway.id,
-                                                              AccessSession.ended_at.is_(None))
-                                  .order_by(AccessSession.started_at)):
-        record.ended_at, record.end_reason = now, "gateway_lost"
-        record_session_end(session, record, now=now, detail=detail, more={"ended_by": actor})
-        ended.append(record.id)
+    ended = end_open_sessions(session, now=now, gateway=gateway, detail=f"gateway {gateway.name} retired: {reason}",
+                              ended_by=actor)
     trail.record(session, now=now, action=Action.GATEWAY_RETIRED, actor=actor, subject=gateway.name,
                  details={"reason": reason, "sessions_ended": ended, "sites": [s.name for s in gateway.sites] or "all"})
     return ended

@@ -77,15 +77,46 @@ def scope_refusal(gateway: Gateway, site: Site) -> str | None:
 
 
 def register(session: Session, *, now: dt.datetime, gateway: Gateway, ssh_host: str, ssh_port: int,
-             host_key: str) -> str:
+             host_key: str, kept_ends: list[str] | None = None) -> str:
+    """A gateway (re)starting: where clients reach it. With ``kept_ends`` (what a gateway from this version sends:
+    the sessions whose end it still has to report) every other session still open on it is ended, ``gateway_lost``:
+    a gateway that starts carries none, so those went with an earlier run that stopped without reporting them (a
+    crash, a power cut) and would otherwise stay open in the trail for ever."""
     if not 1 <= ssh_port <= 65535:
         raise InvalidInput(f"SSH port {ssh_port} is out of range")
     gateway.ssh_host, gateway.ssh_port = ssh_host, ssh_port
     gateway.host_key = normalise_public_key(host_key, what="gateway host key")
     gateway.registered_at = now
+    details: dict[str, Any] = {"ssh": f"{ssh_host}:{ssh_port}"}
+    if kept_ends is not None:
+        details["sessions_ended"] = end_lost_sessions(session, now=now, gateway=gateway, kept=set(kept_ends))
     trail.record(session, now=now, action=Action.GATEWAY_REGISTERED, actor=f"gateway:{gateway.name}",
-                 subject=gateway.name, details={"ssh": f"{ssh_host}:{ssh_port}"})
+                 subject=gateway.name, details=details)
     return ca_public_key(session)
+
+
+def end_lost_sessions(session: Session, *, now: dt.datetime, gateway: Gateway, kept: set[str]) -> list[str]:
+    """End the sessions still open on ``gateway`` but for ``kept`` (their ends are on their way), as lost with the
+    run that carried them; ended now (when they really ended, the gateway never said)."""
+    return end_open_sessions(session, now=now, gateway=gateway, keep=kept, ended_by=f"gateway:{gateway.name}",
+                             detail=f"gateway {gateway.name} restarted without it: it stopped before reporting the "
+                             "session's end (a crash or a power cut); ended at the restart")
+
+
+def end_open_sessions(session: Session, *, now: dt.datetime, gateway: Gateway, detail: str, ended_by: str,
+                      keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """End every session still open on ``gateway`` (but ``keep``), ``gateway_lost``, one ``gateway:session:ended``
+    each, oldest first; their ids."""
+    ended = []
+    for record in session.scalars(select(AccessSession).where(AccessSession.gateway_id == gateway.id,
+                                                              AccessSession.ended_at.is_(None))
+                                  .order_by(AccessSession.started_at)):
+        if record.id in keep:
+            continue
+        record.ended_at, record.end_reason = max(now, record.started_at), "gateway_lost"
+        record_session_end(session, record, now=now, detail=detail, more={"ended_by": ended_by})
+        ended.append(record.id)
+    return ended
 
 
 class GatewayDirectory:

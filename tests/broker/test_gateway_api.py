@@ -40,6 +40,38 @@ def test_register_returns_the_user_ca_and_publishes_the_gateway(api: Api, plant:
     assert event["actor"] == "gateway:embedded"
 
 
+def test_a_restarting_gateway_ends_what_its_last_run_left_open_but_the_ends_it_still_reports(
+        api: Api, plant: Plant) -> None:
+    """A gateway that starts carries no session: those still open on it went with a run that stopped without
+    reporting them (a crash, a power cut). It names the ends it kept to report (``kept_ends``); the rest are ended."""
+    host_key = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode().strip()
+    register = {"ssh_host": "gw.plant-a.example", "ssh_port": 2222, "host_key": host_key}
+    grant = api.grant("vendor1", "sup-a1")
+    lost, kept = (api.gateway().post("/gateway/sessions", json={"grant_id": grant["id"], "kind": "shell",
+                                                                "peer": "192.0.2.7:5000"}).json()["session_id"]
+                  for _ in range(2))
+    # A gateway from before kept_ends registers without it: nothing is ended on its word.
+    assert api.gateway().post("/gateway/register", json=register).status_code == 200
+    assert plant.audit("gateway:session:ended") == []
+
+    plant.clock.advance(dt.timedelta(minutes=5))
+    answer = api.gateway().post("/gateway/register", json={**register, "kept_ends": [kept, "ses-notours0000"]})
+
+    assert answer.status_code == 200, answer.text
+    [ended] = plant.audit("gateway:session:ended")
+    assert (ended["subject"], ended["details"]["reason"]) == (lost, "gateway_lost")
+    assert "restarted without it" in ended["details"]["detail"]
+    assert ended["details"]["ended_by"] == "gateway:embedded"
+    assert ended["details"]["duration_seconds"] == 300.0
+    assert plant.audit("gateway:gateway:registered")[-1]["details"]["sessions_ended"] == [lost]
+    assert plant.row("SELECT ended_at IS NULL FROM sessions WHERE id = :id", id=kept)[0]
+    # The kept end still arrives, and is taken as any end.
+    end = {"reason": "client_closed", "bytes_in": 1, "bytes_out": 2, "detail": None}
+    assert api.gateway().post(f"/gateway/sessions/{kept}/end", json=end).status_code == 204
+    too_long = api.gateway().post("/gateway/register", json={**register, "kept_ends": ["s" * 65]})
+    assert too_long.status_code in (400, 422), too_long.text
+
+
 @pytest.mark.parametrize(("asset", "credential"), [("hmi-01", "password"), ("rtu-01", "private_key")])
 def test_authorize_hands_the_gateway_the_target_credential_and_never_logs_it(
         api: Api, plant: Plant, caplog: pytest.LogCaptureFixture, asset: str, credential: str) -> None:

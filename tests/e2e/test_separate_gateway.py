@@ -197,6 +197,32 @@ def test_a_session_that_ends_while_the_broker_is_away_is_reported_and_uploaded_o
     assert not [problem for problem in verified["recording_problems"] if ended["subject"] in problem]
 
 
+def test_a_session_lost_with_a_crashed_gateway_is_ended_when_it_restarts(
+        broker_stack: Stack, gateway: SeparateGateway) -> None:
+    """The gateway dies (SIGKILL: a crash, a power cut) under a running session, so nobody reports its end; the
+    broker ends it when the gateway registers again, instead of counting it open for ever."""
+    grant = broker_stack.fresh_grant("hmi-01", "--for", "10m", "--reason", "e2e gateway crash")
+    running = subprocess.Popen([GATEPASS, "ssh", "hmi-01", "--", "echo ready; sleep 600"],
+                               env=broker_stack.env(broker_stack.home("vendor1")), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert running.stdout is not None
+        assert running.stdout.readline().strip() == "ready", gateway.log()
+        assert gateway.process is not None
+        gateway.process.kill()
+        gateway.process.wait()
+        running.communicate(timeout=30)  # the vendor's connection went with the gateway
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert broker_stack.grant_events("gateway:session:ended", grant["id"]) == []
+    gateway.start()
+    [ended] = broker_stack.grant_events("gateway:session:ended", grant["id"])
+    assert ended["details"]["reason"] == "gateway_lost"
+    assert "restarted without it" in str(ended["details"]["detail"])
+
+
 def test_a_retired_gateway_can_no_longer_let_anyone_in(broker_stack: Stack, gateway: SeparateGateway) -> None:
     # Last in this module: the gateway's credential is withdrawn for good.
     broker_stack.fresh_grant("hmi-01", "--for", "10m", "--reason", "e2e before retirement")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
 import stat
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from gateway import BrokerRefused, Gateway, GatewaySettings, run_gateway
 from gateway.hostkey import load_or_create_host_key
+from gateway.report_outbox import SPOOL
 from gateway.server import raise_open_files_limit
 from tests.fixtures.sshd import OpenSSHServer
 from tests.gateway.conftest import GrantFactory, sshd_credential
@@ -33,7 +35,9 @@ def test_host_key_is_created_private_and_reused(tmp_path: Path) -> None:
 
 async def test_registers_its_address_and_host_key(gateway: Gateway, fake_broker: FakeBroker) -> None:
     (registration,) = fake_broker.registrations
-    assert registration == {"ssh_host": "127.0.0.1", "ssh_port": gateway.port, "host_key": gateway.host_public_key}
+    # kept_ends: a starting gateway carries no session, so the broker may end what an earlier run left open.
+    assert registration == {"ssh_host": "127.0.0.1", "ssh_port": gateway.port, "host_key": gateway.host_public_key,
+                            "kept_ends": []}
     assert gateway.name == "gw-test"
 
 
@@ -47,6 +51,22 @@ async def test_public_host_is_what_the_broker_is_told(fake_broker: FakeBroker, t
     await gateway.stop()
     assert fake_broker.registrations[0]["ssh_host"] == "gw.plant-a"
     assert TOKEN not in repr(settings)
+
+
+async def test_a_restart_tells_the_broker_which_session_ends_it_still_has_to_report(
+        fake_broker: FakeBroker, tmp_path: Path) -> None:
+    spool = tmp_path / "rec" / SPOOL
+    spool.mkdir(parents=True)
+    body = {"reason": "client_closed", "bytes_in": 0, "bytes_out": 0, "detail": None}
+    for number, path in enumerate(("/gateway/sessions/ses-kept01/end", "/gateway/sessions/ses-kept01/events",
+                                   "/gateway/sessions/ses-kept02/end"), start=1):
+        (spool / f"{number:012d}.json").write_text(json.dumps({"path": path, "body": body, "upload": None}))
+    settings = GatewaySettings(broker_url=fake_broker.url, token=TOKEN, host_key_path=tmp_path / "k",
+                               recordings_dir=tmp_path / "rec", listen_port=0)
+    gateway = Gateway(settings)
+    await gateway.start()
+    await gateway.stop()
+    assert fake_broker.registrations[0]["kept_ends"] == ["ses-kept01", "ses-kept02"]
 
 
 async def test_wrong_token_fails_start_and_frees_the_port(fake_broker: FakeBroker, tmp_path: Path) -> None:
