@@ -60,6 +60,13 @@ class NotAuthenticated(BrokerError):
     code = "not_authenticated"
 
 
+class GatewayRetired(NotAuthenticated):
+    """A retired gateway's credential: refused as any unknown one, with a code of its own, on which the gateway
+    cuts what it still carries (a 401 it cannot attribute, such as a proxy's, does not make it cut)."""
+
+    code = "gateway_retired"
+
+
 class LoginFailed(BrokerError):
     status_code = 401
     code = "login_failed"

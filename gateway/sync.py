@@ -13,6 +13,8 @@ from gateway.models import GrantState
 from gateway.monitor import GrantMonitor
 
 logger = logging.getLogger("gatepass.gateway.sync")
+# The broker's answer to a retired gateway's credential (broker.errors.GatewayRetired).
+RETIRED = "gateway_retired"
 
 
 async def resync(broker: BrokerClient, monitor: GrantMonitor) -> None:
@@ -57,10 +59,11 @@ async def follow_broker(
 ) -> None:
     """Run until cancelled: consume ``/gateway/events``; ``connected`` is set after each resync.
 
-    A broker that refuses this gateway's credential (401: the plant retired the gateway with `gatepass admin gateway
-    retire`) has ended the sessions the gateway carries in its trail: the gateway cuts every one of them then, rather
-    than carry sessions nobody accounts for (logins are refused anyway, as the broker refuses to authorize them). It
-    keeps asking, in case the credential is accepted again."""
+    A broker that says this gateway was retired (401 ``gateway_retired``: `gatepass admin gateway retire`) has ended
+    the sessions the gateway carries in its trail: the gateway cuts every one of them then, rather than carry
+    sessions nobody accounts for (logins are refused anyway, as the broker refuses to authorize them). Any other 401
+    (a proxy's challenge, a broker on another database) is logged once and waited out like an outage: the sessions
+    keep their own end times. It keeps asking, in case the credential is accepted again."""
     backoff = initial_backoff
     withdrawn = False
     while True:
@@ -80,12 +83,15 @@ async def follow_broker(
         except BrokerRefused as exc:
             if exc.status != 401:
                 logger.warning("the broker refused the event stream: %s; retrying in %.1f s", exc.message, backoff)
+            elif exc.code == RETIRED:
+                if not withdrawn:
+                    withdrawn = True
+                    cut = monitor.cut_all("gateway_retired", detail=exc.message)
+                    logger.error("%s: the connections of %d grant(s) were cut, and logins are refused until the "
+                                 "credential is accepted again", exc.message, cut)
             elif not withdrawn:
-                withdrawn = True
-                cut = monitor.cut_all("gateway_retired", detail=f"the broker refused the gateway: {exc.message}")
-                logger.error("the broker no longer accepts this gateway's credential (%s): it was retired, or its "
-                             "token replaced; %d grant(s)' connections were cut, and logins are refused until it is "
-                             "accepted again", exc.message, cut)
+                withdrawn = True  # said once; sessions keep their own end times meanwhile
+                logger.error("the broker refuses this gateway's credential (%s); retrying", exc.message)
         except BrokerCallFailed as exc:
             logger.warning("event stream from the broker lost: %s; retrying in %.1f s", exc, backoff)
         except Exception:

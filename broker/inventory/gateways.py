@@ -15,7 +15,7 @@ from broker.access.rules import grant_status
 from broker.audit import trail
 from broker.audit.refusals import Refusal
 from broker.audit.trail import Action
-from broker.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, audited
+from broker.errors import Conflict, Forbidden, GatewayRetired, InvalidInput, NotAuthenticated, NotFound, audited
 from broker.identity.authentication import token_digest
 from broker.identity.identities import check_name, why_unusable
 from broker.identity.usage import touch
@@ -59,7 +59,7 @@ def authenticate_gateway(session: Session, token: str) -> Gateway:
     if gateway is None:
         raise NotAuthenticated("this gateway credential is not known to the broker")
     if gateway.retired_at is not None:
-        raise NotAuthenticated(f"gateway {gateway.name} was retired on {gateway.retired_at:%Y-%m-%d %H:%M} UTC: "
+        raise GatewayRetired(f"gateway {gateway.name} was retired on {gateway.retired_at:%Y-%m-%d %H:%M} UTC: "
                                "its credential is no longer accepted")
     return gateway
 

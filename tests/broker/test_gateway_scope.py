@@ -96,7 +96,7 @@ def test_a_retired_gateway_is_refused_everywhere_and_its_open_sessions_end(api: 
                  lambda: authorize(old, plant, grant["id"], "hmi-01"),
                  lambda: old.put(f"/gateway/recordings/{session_id}.cast", content=b"x"),
                  lambda: old.get("/gateway/events")):
-        assert "was retired" in assert_refusal(call(), 401, "not_authenticated")["message"]
+        assert "was retired" in assert_refusal(call(), 401, "gateway_retired")["message"]
     [end] = [e for e in plant.audit("gateway:session:ended") if e["subject"] == session_id]
     assert (end["details"]["reason"], end["details"]["ended_by"]) == ("gateway_lost", "cli:root")
     assert "stolen from the plant's cabinet" in end["details"]["detail"]

@@ -73,7 +73,8 @@ class FakeBroker:
     start_calls: int = 0  # HTTP calls that carried session starts (one carries many when they wait together)
     down: bool = False  # True: every call answers 503 and event streams close
     refused_while_down: int = 0  # calls answered 503 because of ``down``: a test sees the gateway retry
-    token: str = TOKEN  # the gateway credential it accepts; another: every call is 401, as for a retired gateway
+    token: str = TOKEN  # the gateway credential it accepts; another: every call is 401 not_authenticated
+    retired: bool = False  # True: every call is 401 gateway_retired, as for a retired gateway
     port: int = 0
     _streams: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
     _server: uvicorn.Server | None = None
@@ -184,6 +185,9 @@ class FakeBroker:
             if self.down:
                 self.refused_while_down += 1
                 return JSONResponse({"error": "unavailable", "message": "down"}, status_code=503)
+            if self.retired:
+                return refused(401, "gateway_retired", "gateway gw-test was retired on 2026-12-05 03:00 UTC: its "
+                               "credential is no longer accepted")
             if request.headers.get("authorization") != f"Bearer {self.token}":
                 return refused(401, "not_authenticated", "this gateway credential is not known to the broker")
             return None

@@ -199,15 +199,16 @@ async def test_a_cut_confirms_the_command_stopped_on_term_even_when_the_client_s
     conn.close()
 
 
-async def test_a_gateway_the_broker_no_longer_accepts_cuts_what_it_carries_and_lets_nobody_in(
+async def test_a_retired_gateway_cuts_what_it_carries_and_lets_nobody_in(
     grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     """Retired (`gatepass admin gateway retire`): the broker ended the gateway's sessions in its trail and now
-    refuses its credential. The gateway learns it when its event stream reconnects, and cuts them for real."""
+    answers its credential 401 gateway_retired. The gateway learns it when its event stream reconnects, and cuts
+    them for real."""
     vendor = grant_for(sshd_credential(sshd_target))
     conn = await vendor.connect()
     process = await _long_command(conn)
-    fake_broker.token = "gpg_another-gateway-token"
+    fake_broker.retired = True
     fake_broker.drop_streams()  # the broker ends held streams at their next keepalive
     _, stderr, status = await _wait_cut(process, limit=5.0)
     assert "access to hmi-01 ended: the plant retired this gateway" in stderr
@@ -216,4 +217,19 @@ async def test_a_gateway_the_broker_no_longer_accepts_cuts_what_it_carries_and_l
     async with await vendor.connect() as again:  # and nothing runs through it any more
         result = await again.run("echo in", check=False)
     assert (result.exit_status, result.stdout) == (1, "")
-    assert "access to hmi-01 refused: this gateway credential is not known to the broker" in str(result.stderr)
+    assert "access to hmi-01 refused: gateway gw-test was retired" in str(result.stderr)
+
+
+async def test_a_401_that_does_not_say_retired_is_waited_out_and_cuts_nothing(
+    grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
+) -> None:
+    """A 401 the gateway cannot attribute to a retirement (a proxy's challenge, a broker on another database) does
+    not cut a plant's sessions: they keep their own end times."""
+    vendor = grant_for(sshd_credential(sshd_target))
+    conn = await vendor.connect()
+    process = await _long_command(conn)
+    fake_broker.token = "gpg_another-gateway-token"
+    fake_broker.drop_streams()
+    with pytest.raises(TimeoutError):
+        await _wait_cut(process, limit=2.0)
+    conn.close()
