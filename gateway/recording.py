@@ -155,8 +155,10 @@ class AsciicastRecorder:
         self._started = time.monotonic()
         # The chunks since the last hand-off, already in the form the writer process reads
         # (gateway.recording_wire): a chunk costs its header and one copy here, and no per-chunk work later.
-        # ``_batch`` is allocated ahead (see FULL_BATCH_BYTES); its first ``_used`` bytes are the batch.
-        self._batch, self._used = self._new_batch(FIRST_BATCH_BYTES)
+        # ``_batch`` is allocated ahead (see FULL_BATCH_BYTES) when the first chunk after a hand-off comes, at
+        # ``_next_size``; its first ``_used`` bytes are the batch. Empty: nothing since the last hand-off (an idle
+        # session holds no batch).
+        self._batch, self._used, self._next_size = bytearray(), wire.STARTED.size, FIRST_BATCH_BYTES
         timestamp = int(ctx.settings.clock().timestamp())
         writer.on_failure = self._failed_in_writer
         # The header reaches the store before anything runs: a full disk refuses the session up front. The session
@@ -195,7 +197,7 @@ class AsciicastRecorder:
         batch[start + _CHUNK_HEADER:end] = data  # same length: a copy, never a resize
         self._used = end
         if end >= BATCH_BYTES:
-            self._hand_off()
+            self._hand_off(busy=True)
         elif self._timer is None:
             self._timer = self._loop.call_later(FLUSH_INTERVAL, self._timed_hand_off)
         return data
@@ -254,21 +256,21 @@ class AsciicastRecorder:
         self._batch[self._used:end] = event
         self._used = end
         if end >= BATCH_BYTES:
-            self._hand_off()
+            self._hand_off(busy=True)
             return
         if self._timer is None and not self._closed:
             self._timer = self._loop.call_later(FLUSH_INTERVAL, self._timed_hand_off)
 
-    def _hand_off(self) -> None:
+    def _hand_off(self, *, busy: bool = False) -> None:
         """The batch to the writer thread, without waiting; if that leaves the recording no room, the session
-        pauses until the writer catches up."""
+        pauses until the writer catches up. ``busy``: the batch went because it was full, so the next one is
+        allocated full size at once (else it starts small: a session that slowed down, or an idle one, holds little)."""
         used = self._used
         if used <= wire.STARTED.size:
             return
         batch = memoryview(self._batch)[:used]
-        # A batch handed off at least half full is a busy session's: its next one is allocated full size at once.
-        self._batch, self._used = self._new_batch(
-            FULL_BATCH_BYTES if used >= BATCH_BYTES // 2 else FIRST_BATCH_BYTES)
+        self._batch, self._used = bytearray(), wire.STARTED.size  # the next chunk allocates the next batch
+        self._next_size = FULL_BATCH_BYTES if busy else FIRST_BATCH_BYTES
         try:
             room = self._writer.submit_events(batch)
         except OSError as exc:
@@ -277,18 +279,17 @@ class AsciicastRecorder:
         if not room and not self._behind:
             self._fall_behind()
 
-    def _new_batch(self, size: int) -> tuple[bytearray, int]:
-        """An empty batch with room for ``size`` bytes (its header written), and how much of it is used."""
-        batch = bytearray(size)
-        wire.STARTED.pack_into(batch, 0, self._started)
-        return batch, wire.STARTED.size
-
     def _make_room(self, size: int) -> None:
-        """Room in the batch for ``size`` more bytes: a batch at least half full goes to the writer first; else
-        it moves to a buffer twice its size (at least what is needed; at most a full batch's unless one chunk is
+        """Room in the batch for ``size`` more bytes. None allocated since the last hand-off: one of ``_next_size``
+        (or larger, for a larger chunk), its header written. A batch at least half full goes to the writer first;
+        else it moves to a buffer twice its size (at least what is needed; at most a full batch's unless one chunk is
         larger), so a quiet session's batch stays small and a busy one's is copied at most once as it grows."""
-        if self._used >= BATCH_BYTES // 2:
-            self._hand_off()
+        if self._batch and self._used >= BATCH_BYTES // 2:
+            self._hand_off(busy=True)
+        if not self._batch:
+            self._batch = bytearray(max(self._next_size, wire.STARTED.size + size))
+            wire.STARTED.pack_into(self._batch, 0, self._started)
+            return
         needed = self._used + size
         if needed <= len(self._batch):
             return

@@ -360,6 +360,37 @@ async def test_batches_are_allocated_ahead_small_for_a_quiet_session_and_any_chu
 
 
 @pytest.mark.anyio
+async def test_a_session_that_goes_quiet_holds_no_batch(tmp_path: Path) -> None:
+    """After a burst the session sits at its prompt for hours: whether its last batch went because it was full or
+    on the second's timer, nothing stays allocated until the next chunk comes, and that one starts small again
+    unless the last batch went full."""
+    store = DirectoryStore(tmp_path / "recordings")
+    name, writer = store.create("ses-w.cast")
+    recorder = AsciicastRecorder(Context(store), session_info(), name, writer)  # type: ignore[arg-type]
+    chunks = 0
+    while chunks < 64 and (chunks == 0 or len(recorder._batch)):  # until a chunk fills a batch, which goes
+        recorder.from_target(b"y" * 32768, stderr=False)
+        chunks += 1
+    assert len(recorder._batch) == 0
+    recorder.from_target(b"$ ", stderr=False)  # busy a moment ago: the next batch is full size at once
+    assert len(recorder._batch) == recording.FULL_BATCH_BYTES
+    recorder.from_target(b"x" * 300_000, stderr=False)
+    recorder._timed_hand_off()  # what FLUSH_INTERVAL's timer does a second later
+    assert len(recorder._batch) == 0
+    recorder.from_target(b"$ ", stderr=False)
+    assert len(recorder._batch) == recording.FIRST_BATCH_BYTES
+    pending = recorder.close(0)
+    assert isinstance(pending, PendingRecording)
+    info = await pending.result()
+    data = (tmp_path / "recordings" / name).read_bytes()
+    events = [json.loads(line) for line in data.decode().splitlines()[1:]]
+    output = "".join(event[2] for event in events if event[1] == "o")
+    assert output == "y" * chunks * 32768 + "$ " + "x" * 300_000 + "$ "
+    assert info.bytes == len(data)
+    store.close()
+
+
+@pytest.mark.anyio
 async def test_a_failed_write_in_the_thread_refuses_the_next_chunk_and_blocks_the_site() -> None:
     recorder, file, ctx = gated_recorder()
     file.error = OSError(errno.EIO, "Input/output error")
