@@ -427,6 +427,8 @@ class GatewayReportReceipt(Base):
 
     gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # SHA-256 of the report the key came with: the key again with another report does not suppress that one.
+    digest: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 

@@ -44,11 +44,12 @@ KEEPALIVE_SECONDS = 15.0
 ReportKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
-def _already_recorded(session: SessionDep, gateway: CurrentGateway, key: str | None, now: NowDep) -> bool:
+def _already_recorded(session: SessionDep, gateway: CurrentGateway, key: str | None, now: NowDep, report: str,
+                      body: Body) -> bool:
     """Whether this report was recorded before (sent again after its answer was lost): then it is answered as the
     first sending was, and nothing is recorded again."""
     return not report_receipts.first_delivery(session, gateway_id=gateway.id, key=report_receipts.checked_key(key),
-                                              now=now)
+                                              report=report, body=body.model_dump(mode="json"), now=now)
 
 
 def _replayed() -> Response:
@@ -103,7 +104,7 @@ def start_sessions(body: SessionStartBatchIn, gateway: CurrentGateway, session: 
 @router.post("/sessions/{session_id}/end", status_code=204)
 def end_session(session_id: str, body: SessionEndIn, gateway: CurrentGateway, session: SessionDep,
                 now: NowDep, key: ReportKey = None) -> Response:
-    if _already_recorded(session, gateway, key, now):
+    if _already_recorded(session, gateway, key, now, f"/gateway/sessions/{session_id}/end", body):
         return _replayed()
     gateways.end_session(session, now=now, gateway=gateway, session_id=session_id, reason=body.reason,
                          bytes_in=body.bytes_in, bytes_out=body.bytes_out, detail=body.detail,
@@ -115,7 +116,7 @@ def end_session(session_id: str, body: SessionEndIn, gateway: CurrentGateway, se
 @router.post("/sessions/{session_id}/events", status_code=204)
 def session_event(session_id: str, body: SessionEventIn, gateway: CurrentGateway, session: SessionDep,
                   now: NowDep, key: ReportKey = None) -> Response:
-    if _already_recorded(session, gateway, key, now):
+    if _already_recorded(session, gateway, key, now, f"/gateway/sessions/{session_id}/events", body):
         return _replayed()
     gateways.record_session_event(session, now=now, gateway=gateway, session_id=session_id, kind=body.kind,
                                   detail=dict(body.detail))
@@ -125,7 +126,7 @@ def session_event(session_id: str, body: SessionEventIn, gateway: CurrentGateway
 @router.post("/login-refusals", status_code=204)
 def login_refusal(body: LoginRefusalIn, gateway: CurrentGateway, state: StateDep, session: SessionDep,
                   now: NowDep, key: ReportKey = None) -> Response:
-    if _already_recorded(session, gateway, key, now):
+    if _already_recorded(session, gateway, key, now, "/gateway/login-refusals", body):
         return _replayed()
     # In this request's transaction: it holds the write lock already (SQLite BEGIN IMMEDIATE).
     state.refusals.record_in(session, gateways.login_refusal(
@@ -137,7 +138,7 @@ def login_refusal(body: LoginRefusalIn, gateway: CurrentGateway, state: StateDep
 @router.post("/refusals", status_code=204)
 def refusal(body: RefusalIn, gateway: CurrentGateway, session: SessionDep, now: NowDep,
             key: ReportKey = None) -> Response:
-    if _already_recorded(session, gateway, key, now):
+    if _already_recorded(session, gateway, key, now, "/gateway/refusals", body):
         return _replayed()
     gateways.record_refusal(session, now=now, gateway=gateway, grant_id=body.grant_id, kind=body.kind,
                             reason=body.reason, host=body.host, port=body.port)

@@ -21,6 +21,7 @@ def upgrade() -> None:
         'gateway_report_receipts',
         sa.Column('gateway_id', sa.Integer(), nullable=False),
         sa.Column('key', sa.String(length=64), nullable=False),
+        sa.Column('digest', sa.String(length=64), nullable=False),
         sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(['gateway_id'], ['gateways.id']),
         sa.PrimaryKeyConstraint('gateway_id', 'key'),

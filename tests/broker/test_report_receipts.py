@@ -123,3 +123,18 @@ def test_receipts_are_forgotten_after_a_month(api: Api, plant: Plant) -> None:
         assert report_receipts.forget_old(session, now=plant.clock.now() + dt.timedelta(days=31)) == 1
     assert api.gateway().post("/gateway/refusals", json=body, headers={"Idempotency-Key": KEY}).status_code == 204
     assert len(plant.audit("gateway:connection:refused")) == 2
+
+
+def test_a_key_that_comes_again_with_another_report_does_not_keep_that_report_out(api: Api, plant: Plant) -> None:
+    """A key is bound to the report it came with: another refusal under a used key (a gateway's bug, or one trying
+    to keep a refusal out of the trail) is recorded all the same; the first report again is still a replay."""
+    gateway, first = api.gateway(), refusal_body(api, "ssh -R is not allowed")
+    other = {**first, "reason": "forward to 10.0.0.9:502 refused"}
+    assert gateway.post("/gateway/refusals", json=first, headers={"Idempotency-Key": KEY}).status_code == 204
+    answer = gateway.post("/gateway/refusals", json=other, headers={"Idempotency-Key": KEY})
+    assert answer.status_code == 204
+    assert report_receipts.REPLAYED_HEADER not in answer.headers
+    again = gateway.post("/gateway/refusals", json=first, headers={"Idempotency-Key": KEY})
+    assert again.headers.get(report_receipts.REPLAYED_HEADER) == "true"
+    reasons = [event["details"]["reason"] for event in plant.audit("gateway:connection:refused")]
+    assert reasons == ["ssh -R is not allowed", "forward to 10.0.0.9:502 refused"]
