@@ -30,6 +30,20 @@ def kept(directory: Path) -> list[dict[str, object]]:
     return [json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))]
 
 
+def deliver_what_is_kept(directory: Path, broker: BrokerServer, plant: Plant) -> None:
+    """A gateway's outbox started on ``directory`` against the broker, until it has delivered what it found."""
+
+    async def scenario() -> None:
+        client = BrokerClient(broker.url, plant.gateway_token)
+        outbox = ReportOutbox(directory, client.deliver_report)
+        outbox.start()
+        await asyncio.wait_for(outbox.idle.wait(), 10)
+        await outbox.stop()
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_reports_wait_on_disk_through_an_outage_and_arrive_in_order_with_the_real_end_time(
         api: Api, plant: Plant, broker: BrokerServer, tmp_path: Path) -> None:
     session_id = started_session(api)
@@ -130,15 +144,7 @@ def test_a_kept_end_the_broker_already_has_is_dropped_not_retried(
     (tmp_path / "000000000001.json").write_text(json.dumps(
         {"path": f"/gateway/sessions/{session_id}/end", "body": body, "upload": None}))
 
-    async def scenario() -> None:
-        client = BrokerClient(broker.url, plant.gateway_token)
-        outbox = ReportOutbox(tmp_path, client.deliver_report)
-        outbox.start()
-        await asyncio.wait_for(outbox.idle.wait(), 10)
-        await outbox.stop()
-        await client.aclose()
-
-    asyncio.run(scenario())
+    deliver_what_is_kept(tmp_path, broker, plant)
 
     assert kept(tmp_path) == []
     assert len(plant.audit("gateway:session:ended")) == 1

@@ -12,8 +12,7 @@ from typing import Any
 from broker.inventory import report_receipts
 from broker.models import GatewayReportReceipt
 from gateway.broker_client import BrokerClient
-from gateway.report_outbox import ReportOutbox
-from tests.broker.test_report_outbox import kept, started_session
+from tests.broker.test_report_outbox import deliver_what_is_kept, kept, started_session
 from tests.fixtures.broker import Api, BrokerServer, Plant
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -84,15 +83,7 @@ def test_a_kept_report_whose_answer_was_lost_is_not_recorded_twice(
     (tmp_path / "000000000001.json").write_text(json.dumps(
         {"path": "/gateway/refusals", "body": body, "upload": None, "key": KEY}))
 
-    async def scenario() -> None:
-        client = BrokerClient(broker.url, plant.gateway_token)
-        outbox = ReportOutbox(tmp_path, client.deliver_report)
-        outbox.start()
-        await asyncio.wait_for(outbox.idle.wait(), 10)
-        await outbox.stop()
-        await client.aclose()
-
-    asyncio.run(scenario())
+    deliver_what_is_kept(tmp_path, broker, plant)
     assert kept(tmp_path) == []
     assert len(plant.audit("gateway:connection:refused")) == 1
 
