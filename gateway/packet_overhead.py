@@ -15,7 +15,7 @@ OpenSSH's own forwarding):
 - **A log line formatted for every packet** (its type's name, its length in words, and for a received one a copy
   of its payload) and then thrown away unless asyncssh's packet log is on (``asyncssh.set_debug_level(3)`` and the
   ``asyncssh`` logger at DEBUG). ``skip_unlogged_packet_lines`` makes that formatting wait until the logger would
-  write it: with the packet log on, every line is written as before.
+  write it (the packet's handler's logger at DEBUG): with the packet log on, every line is written as before.
 
 pyproject.toml pins asyncssh <2.25; tests/gateway/test_packet_overhead.py fails if asyncssh stops doing either
 thing the way these expect, if the gateway sends either again, and if a CBC cipher is ever offered.
@@ -32,8 +32,6 @@ from asyncssh.packet import SSHPacketLogger
 
 # The one argument asyncssh sends with its IGNORE: String(b""), a zero length and no bytes.
 _EMPTY_STRING = (b"\0\0\0\0",)
-# asyncssh writes packet lines at DEBUG to this logger (asyncssh.logging.SSHLogger.packet).
-_ASYNCSSH_LOG = logging.getLogger("asyncssh")
 
 
 def skip_empty_ignore_packets(conn: asyncssh.SSHClientConnection | asyncssh.SSHServerConnection) -> None:
@@ -62,7 +60,9 @@ def skip_unlogged_packet_lines() -> None:
 
 def _when_logged(log: Any) -> Any:
     def log_when_written(self: SSHPacketLogger, *args: Any, **kwargs: Any) -> None:
-        if _ASYNCSSH_LOG.isEnabledFor(logging.DEBUG):  # cached by logging until a level changes
+        # The handler's own logger (``asyncssh``, or a child such as ``asyncssh.sftp`` with a level of its own);
+        # logging caches the answer until a level changes.
+        if self.logger.isEnabledFor(logging.DEBUG):
             log(self, *args, **kwargs)
 
     log_when_written.gatepass_lazy = True  # type: ignore[attr-defined]

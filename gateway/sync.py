@@ -65,13 +65,13 @@ async def follow_broker(
     (a proxy's challenge, a broker on another database) is logged once and waited out like an outage: the sessions
     keep their own end times. It keeps asking, in case the credential is accepted again."""
     backoff = initial_backoff
-    withdrawn = False
+    cut_for_retirement = refusal_logged = False  # each once per run of refusals (a hello starts afresh)
     while True:
         try:
             async with contextlib.aclosing(broker.events()) as events:
                 async for event in events:
                     if event.type == "hello":
-                        withdrawn = False
+                        cut_for_retirement = refusal_logged = False
                         # The stream is open, so nothing from now on is missed: catch up on the gap.
                         await resync(broker, monitor)
                         backoff = initial_backoff
@@ -84,13 +84,13 @@ async def follow_broker(
             if exc.status != 401:
                 logger.warning("the broker refused the event stream: %s; retrying in %.1f s", exc.message, backoff)
             elif exc.code == RETIRED:
-                if not withdrawn:
-                    withdrawn = True
+                if not cut_for_retirement:  # also after a 401 of another kind: that one cut nothing
+                    cut_for_retirement = True
                     cut = monitor.cut_all("gateway_retired", detail=exc.message)
                     logger.error("%s: the connections of %d grant(s) were cut, and logins are refused until the "
                                  "credential is accepted again", exc.message, cut)
-            elif not withdrawn:
-                withdrawn = True  # said once; sessions keep their own end times meanwhile
+            elif not refusal_logged:
+                refusal_logged = True  # said once; sessions keep their own end times meanwhile
                 logger.error("the broker refuses this gateway's credential (%s); retrying", exc.message)
         except BrokerCallFailed as exc:
             logger.warning("event stream from the broker lost: %s; retrying in %.1f s", exc, backoff)

@@ -220,7 +220,7 @@ async def test_a_retired_gateway_cuts_what_it_carries_and_lets_nobody_in(
     assert "access to hmi-01 refused: gateway gw-test was retired" in str(result.stderr)
 
 
-async def test_a_401_that_does_not_say_retired_is_waited_out_and_cuts_nothing(
+async def test_a_401_that_does_not_say_retired_is_waited_out_and_cuts_nothing_until_a_retirement(
     grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker
 ) -> None:
     """A 401 the gateway cannot attribute to a retirement (a proxy's challenge, a broker on another database) does
@@ -232,4 +232,8 @@ async def test_a_401_that_does_not_say_retired_is_waited_out_and_cuts_nothing(
     fake_broker.drop_streams()
     with pytest.raises(TimeoutError):
         await _wait_cut(process, limit=2.0)
+    # A retirement after it still cuts (the first 401 cut nothing, so it is no reason to skip the cut).
+    fake_broker.retired = True
+    _, stderr, _ = await _wait_cut(process, limit=10.0)
+    assert "the plant retired this gateway" in stderr
     conn.close()

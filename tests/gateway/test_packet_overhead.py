@@ -17,11 +17,14 @@ import asyncssh
 import pytest
 from asyncssh.connection import SSHConnection
 from asyncssh.constants import MSG_IGNORE
+from asyncssh.logging import logger as asyncssh_logger
+from asyncssh.logging import sftp_logger
 from asyncssh.packet import SSHPacketLogger
 
 from gateway import Gateway
 from gateway.algorithms import CLIENT_FACING_ENCRYPTION_ALGS, TARGET_FACING_ENCRYPTION_ALGS
 from gateway.models import Target
+from gateway.packet_overhead import skip_unlogged_packet_lines
 from gateway.upstream import connect_target
 from tests.fixtures.sshd import OpenSSHServer
 from tests.gateway.conftest import GrantFactory, sshd_credential
@@ -139,3 +142,35 @@ async def test_packet_log_lines_are_formatted_only_when_the_packet_log_is_on(
     assert any(line.startswith("Received 98") for line in formatted)  # MSG_CHANNEL_REQUEST
     assert sum("Sent" in record.getMessage() for record in caplog.records if record.name.startswith("asyncssh")) \
         == sum(line.startswith("Sent") for line in formatted)
+
+
+class _SftpPackets(SSHPacketLogger):
+    """A packet handler that logs as asyncssh's SFTP and scp ones do: to the child logger ``asyncssh.sftp``."""
+
+    _handler_names: ClassVar[dict[int, str]] = {3: "SSH_FXP_OPEN"}
+
+    @property
+    def logger(self) -> Any:
+        return sftp_logger
+
+
+def test_a_child_logger_at_debug_still_gets_its_packet_lines(caplog: pytest.LogCaptureFixture) -> None:
+    """The check asks the logger the line goes to: with only ``asyncssh.sftp`` at DEBUG, its lines are written."""
+    skip_unlogged_packet_lines()
+    asyncssh.set_debug_level(3)
+    try:
+        with caplog.at_level(logging.WARNING, logger="asyncssh"), \
+                caplog.at_level(logging.DEBUG, logger="asyncssh.sftp"):
+            _SftpPackets().log_sent_packet(3, 1, b"\0" * 9)
+            Counting().log_sent_packet(3, 1, b"\0" * 9)  # the parent at WARNING: nothing
+    finally:
+        asyncssh.set_debug_level(1)
+    assert [record.name for record in caplog.records] == ["asyncssh.sftp"]
+
+
+class Counting(SSHPacketLogger):
+    _handler_names: ClassVar[dict[int, str]] = {3: "SOMETHING"}
+
+    @property
+    def logger(self) -> Any:
+        return asyncssh_logger
