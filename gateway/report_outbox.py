@@ -42,7 +42,8 @@ FIRST_RETRY = 1.0
 LAST_RETRY = 60.0
 # The only calls a kept report may make: a file in the spool is data read from disk, and the client sends the
 # gateway's credential with every call (an absolute URL there would carry it to another host).
-REPORT_PATH = re.compile(r"/gateway/(sessions/[A-Za-z0-9_-]{1,64}/(end|events)|refusals|login-refusals)")
+REPORT_PATH = re.compile(
+    r"/gateway/(?:sessions/(?P<session>[A-Za-z0-9_-]{1,64})/(?P<call>end|events)|refusals|login-refusals)")
 # What the broker takes as a report's key (broker/inventory/report_receipts.py); the gateway makes 32 hex digits.
 REPORT_KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # A kept report larger than this is not one the gateway wrote.
@@ -117,8 +118,8 @@ class ReportOutbox:
 
     def kept_session_ends(self) -> list[str]:
         """The sessions whose end this gateway still has to report (kept from an earlier run, once ``load``ed)."""
-        return [match[1] for _, report in self._pending
-                if (match := re.fullmatch(r"/gateway/sessions/([^/]+)/end", report.path))]
+        return [match["session"] for _, report in self._pending
+                if (match := REPORT_PATH.fullmatch(report.path)) and match["call"] == "end"]
 
     def start(self) -> None:
         """Take up what an earlier run left (``load``, unless done already) and start the delivery loop."""

@@ -89,18 +89,13 @@ def register(session: Session, *, now: dt.datetime, gateway: Gateway, ssh_host: 
     gateway.registered_at = now
     details: dict[str, Any] = {"ssh": f"{ssh_host}:{ssh_port}"}
     if kept_ends is not None:
-        details["sessions_ended"] = end_lost_sessions(session, now=now, gateway=gateway, kept=set(kept_ends))
+        details["sessions_ended"] = end_open_sessions(
+            session, now=now, gateway=gateway, keep=set(kept_ends), ended_by=f"gateway:{gateway.name}",
+            detail=f"gateway {gateway.name} restarted without it: it stopped before reporting the session's end (a "
+            "crash or a power cut); ended at the restart")
     trail.record(session, now=now, action=Action.GATEWAY_REGISTERED, actor=f"gateway:{gateway.name}",
                  subject=gateway.name, details=details)
     return ca_public_key(session)
-
-
-def end_lost_sessions(session: Session, *, now: dt.datetime, gateway: Gateway, kept: set[str]) -> list[str]:
-    """End the sessions still open on ``gateway`` but for ``kept`` (their ends are on their way), as lost with the
-    run that carried them; ended now (when they really ended, the gateway never said)."""
-    return end_open_sessions(session, now=now, gateway=gateway, keep=kept, ended_by=f"gateway:{gateway.name}",
-                             detail=f"gateway {gateway.name} restarted without it: it stopped before reporting the "
-                             "session's end (a crash or a power cut); ended at the restart")
 
 
 def end_open_sessions(session: Session, *, now: dt.datetime, gateway: Gateway, detail: str, ended_by: str,
