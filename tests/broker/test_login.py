@@ -9,7 +9,6 @@ import datetime as dt
 import hashlib
 import json
 import re
-import statistics
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -407,11 +406,14 @@ def test_every_refused_sign_in_gets_the_same_answer(api: Api, plant: Plant) -> N
 
 
 def test_refused_sign_ins_take_the_same_time_whatever_the_reason(plant: Plant) -> None:
-    """The median time of each kind of refusal within 10 ms of the others, so a locked, disabled or made-up
+    """The least time of each kind of refusal within 10 ms of the others, so a locked, disabled or made-up
     account does not answer faster (a password hash is always checked; before the fix a locked account answered
     ~50 ms sooner). Measured in-process as the sign-in's own CPU time (``time.thread_time``), without the commit:
     the network, the disk's fsync and four other test runs on this machine's two cores add noise to wall time
-    that has nothing to do with which refusal it was, and would make a wall-clock check flaky."""
+    that has nothing to do with which refusal it was, and would make a wall-clock check flaky. Even CPU time
+    swells when the other pass shares the core (caches, frequency): by 10 ms and more for a stretch of attempts,
+    which once moved three medians together (CI, stop 20). Load only ever adds time, so each kind's fastest
+    attempt is its own cost; a skipped scrypt check (about 40 ms) still shows in it."""
     attempts = _seven_refusals(plant)
     generous = ThrottlePolicy(source_max_failures=10**6, account_source_max_failures=10**6,
                               account_max_sources=10**6)
@@ -427,9 +429,9 @@ def test_refused_sign_ins_take_the_same_time_whatever_the_reason(plant: Plant) -
                                          source="198.51.100.1")
                 times[reason].append(time.thread_time() - started)
             assert refused.value.message == GENERIC
-    medians = {reason: statistics.median(found) for reason, found in times.items()}
-    assert min(medians.values()) > 0.005, medians  # the scrypt check ran every time
-    assert max(medians.values()) - min(medians.values()) < 0.010, medians
+    fastest = {reason: min(found) for reason, found in times.items()}
+    assert min(fastest.values()) > 0.005, fastest  # the scrypt check ran every time
+    assert max(fastest.values()) - min(fastest.values()) < 0.010, fastest
 
 
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
