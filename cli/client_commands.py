@@ -67,6 +67,7 @@ def add_subcommands(subparsers: Subparsers) -> None:
     _flags(subparsers)
     _watch(subparsers)
     _connect(subparsers)
+    _keys(subparsers)
 
 
 def add_audit_export(audit_subparsers: Subparsers) -> None:
@@ -424,4 +425,32 @@ def _connect(subparsers: Subparsers) -> None:
         description="Write each usable grant's certificate and print a config for "
         "`ssh -F FILE ASSET.gatepass` or an Include; run it again after each approval.",
     )
+    config.add_argument(
+        "--write",
+        action="store_true",
+        help="also write the config to ssh_config in the state directory and make ~/.ssh/config include it, so "
+        "`ssh ASSET.gatepass`, scp, sftp and editors' Remote-SSH work without -F",
+    )
     config.set_defaults(func=Later("cli.client_connect", "run_ssh_config"))
+
+
+def _keys(subparsers: Subparsers) -> None:
+    """key export: cli.client_keys."""
+    key = subparsers.add_parser("key", help="your SSH key for other tools (PuTTY, plink, psftp)")
+    verbs = key.add_subparsers(dest="verb", metavar="VERB", required=True)
+    export = verbs.add_parser(
+        "export",
+        help="your key with a grant's certificate inside, for PuTTY, plink and psftp 0.78 or later",
+        description="Write a PuTTY key file (.ppk, version 3) holding your key and the certificate of your grant "
+        "for each asset you may reach over SSH (or for --asset alone), to putty/ASSET.ppk in the state directory. "
+        "Export again after each approval: the certificate ends with its grant.",
+    )
+    export.add_argument("--format", choices=["ppk"], required=True, help="ppk: PuTTY's key file, version 3")
+    export.add_argument("--asset", metavar="ASSET", type=_argument(check_asset_name),
+                        help="only this asset's grant (default: every asset you have an SSH grant for)")
+    export.add_argument("--out", metavar="FILE", type=Path, help="write to FILE (with --asset)")
+    export.add_argument("--passphrase-file", metavar="F", type=Path,
+                        help="protect the file with the passphrase on F's first line (PuTTY asks for it; "
+                        "without one the file is only as safe as the folder it is in)")
+    export.add_argument("--json", action="store_true", help="print a JSON list: asset, file, grant, gateway, ...")
+    export.set_defaults(func=Later("cli.client_keys", "run_key_export"))

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from cli.tunnel_keeper import GrantEnd
 
 
-def _grants(ctx: Context, *, asset: str | None) -> tuple[list[UsableGrant], str, str]:
+def fetch_usable_grants(ctx: Context, *, asset: str | None) -> tuple[list[UsableGrant], str, str]:
     session = ctx.session()
     params = {"usable": "true"} | ({"asset": asset} if asset else {})
     if ctx.transport is None and quick_http.usable(session.server, ctx.environ):
@@ -47,7 +47,7 @@ def _grants(ctx: Context, *, asset: str | None) -> tuple[list[UsableGrant], str,
     return usable_grants(grants, username=session.username, now=ctx.clock()), session.username, session.server
 
 
-def _prepare_files(ctx: Context, grants: Sequence[UsableGrant]) -> dict[str, SshFiles]:
+def prepare_files(ctx: Context, grants: Sequence[UsableGrant]) -> dict[str, SshFiles]:
     """Write each grant's certificate and pin its gateway's host key; check the certificate fits our key."""
     state = ctx.state
     if not state.key_path.exists():
@@ -114,9 +114,9 @@ def run_ssh(args: argparse.Namespace) -> int:
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
-    grants, _, _ = _grants(ctx, asset=args.asset)
+    grants, _, _ = fetch_usable_grants(ctx, asset=args.asset)
     grant = choose_grant(grants, asset=args.asset, now=ctx.clock())
-    files = _prepare_files(ctx, [grant])[grant.id]
+    files = prepare_files(ctx, [grant])[grant.id]
     argv = ssh_command(ssh=ssh_binary(ctx.environ), grant=grant, files=files, command=command)
     return run_ssh_process(argv, replace_process=ctx.replace_process_with_ssh)
 
@@ -132,9 +132,9 @@ def run_tunnel(args: argparse.Namespace) -> int:
     from cli.tunnel_keeper import TunnelKeeper, check_local_port, grant_end
 
     ctx: Context = args.client_context
-    grants, _, _ = _grants(ctx, asset=args.asset)
+    grants, _, _ = fetch_usable_grants(ctx, asset=args.asset)
     grant = choose_grant(grants, asset=args.asset, now=ctx.clock(), port=args.remote_port)
-    files = _prepare_files(ctx, [grant])[grant.id]
+    files = prepare_files(ctx, [grant])[grant.id]
     local_port = args.local_port or (args.remote_port if args.remote_port >= 1024 else _free_local_port())
     check_local_port(local_port)
     # stdout: the one line a script or a person needs (where to point the engineering tool).
@@ -170,21 +170,45 @@ def run_tunnel(args: argparse.Namespace) -> int:
 
 def run_ssh_config(args: argparse.Namespace) -> int:
     ctx: Context = args.client_context
-    grants, username, server = _grants(ctx, asset=None)
+    grants, username, server = fetch_usable_grants(ctx, asset=None)
     now = ctx.clock()
     with_certificate = [g for g in grants if g.certificate]
     chosen = pick_per_asset(with_certificate, now=now)
-    files = _prepare_files(ctx, chosen) if chosen else {}
+    files = prepare_files(ctx, chosen) if chosen else {}
+    again = "gatepass ssh-config --write" if args.write else "gatepass ssh-config"
     header = (
         f"Gatepass grants of {username} on {server} at {format_time(now)}; "
-        "certificates end with their grants: run `gatepass ssh-config` again after each approval"
+        f"certificates end with their grants: run `{again}` again after each approval"
     )
-    ctx.out.write(
-        render_ssh_config(
-            [(g, files[g.id].certificate) for g in chosen],
-            key=ctx.state.key_path,
-            known_hosts=ctx.state.known_hosts_path,
-            header=header,
-        )
+    config = render_ssh_config(
+        [(g, files[g.id].certificate) for g in chosen],
+        key=ctx.state.key_path,
+        known_hosts=ctx.state.known_hosts_path,
+        header=header,
     )
+    if not args.write:
+        ctx.out.write(config)
+        return 0
+    _write_included_config(ctx, config, hosts=[f"{g.asset}.gatepass" for g in chosen])
     return 0
+
+
+def _write_included_config(ctx: Context, config: str, *, hosts: list[str]) -> None:
+    """``--write``: the config in the state directory, included by ~/.ssh/config (where ssh and editors read)."""
+    from pathlib import Path
+
+    from cli.ssh_include import ensure_included
+    from cli.state import write_private_file
+
+    target = ctx.state.ssh_config_path
+    ctx.state.ensure_home()
+    write_private_file(target, config)
+    home = Path(ctx.environ.get("HOME") or Path.home())
+    included, added = ensure_included(target, home=home)
+    ctx.say(f"Wrote {len(hosts)} host{'s' if len(hosts) != 1 else ''} to {target}"
+            + (f": {', '.join(hosts)}" if hosts else " (no usable grant yet)"))
+    ctx.say(f"{included} {'now includes' if added else 'already includes'} it"
+            + (" (one line added at its top)" if added else ""))
+    if hosts:
+        ctx.note(f"Connect with `ssh {hosts[0]}` (also scp, sftp, rsync and editors' Remote-SSH); "
+                 "run `gatepass ssh-config --write` again after each approval")

@@ -270,7 +270,8 @@ def keepalive_options() -> list[str]:
     ]
 
 
-def _config_value(value: str | Path) -> str:
+def config_value(value: str | Path) -> str:
+    """A path or word as OpenSSH's config (and a shell line) reads it: quoted when it holds a space."""
     text = str(value)
     return f'"{text}"' if any(ch.isspace() for ch in text) else text
 
@@ -291,10 +292,10 @@ def render_ssh_config(
             f"    HostName {grant.gateway.host}",
             f"    Port {grant.gateway.port}",
             f"    User {grant.asset}",
-            f"    IdentityFile {_config_value(key)}",
-            f"    CertificateFile {_config_value(certificate)}",
+            f"    IdentityFile {config_value(key)}",
+            f"    CertificateFile {config_value(certificate)}",
             "    IdentitiesOnly yes",
-            f"    UserKnownHostsFile {_config_value(known_hosts)}",
+            f"    UserKnownHostsFile {config_value(known_hosts)}",
             "    StrictHostKeyChecking yes",
             "    GlobalKnownHostsFile /dev/null",
         ]

@@ -7,6 +7,8 @@ key are bearer credentials:
     id_ed25519(.pub)        the vendor's key; grant certificates are issued for its public half
     certs/<asset>-cert.pub  the certificate of the grant last used for that asset
     known_hosts             the gateways' host keys as the broker reported them (pinned, strict checking)
+    ssh_config              `gatepass ssh-config --write`: Host ASSET.gatepass entries, included by ~/.ssh/config
+    putty/<asset>.ppk       `gatepass key export --format ppk`: the key with a grant's certificate, for PuTTY
 """
 
 from __future__ import annotations
@@ -109,6 +111,10 @@ class ClientState:
     def known_hosts_path(self) -> Path:
         return self.home / "known_hosts"
 
+    @property
+    def ssh_config_path(self) -> Path:
+        return self.home / "ssh_config"
+
     def certificate_path(self, asset: str) -> Path:
         return self.certs_dir / f"{check_asset_name(asset)}-cert.pub"
 
@@ -127,17 +133,7 @@ class ClientState:
         return self.home
 
     def _write_private(self, path: Path, text: str) -> None:
-        """Write ``text`` to ``path`` with mode 0600, atomically (a reader never sees half a file)."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp creates it 0600
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_private_file(path, text)
 
     # -- session -------------------------------------------------------------------------------------
 
@@ -215,6 +211,21 @@ class ClientState:
         self.ensure_home()
         self._write_private(self.known_hosts_path, "\n".join([*kept, *new_lines.values()]) + "\n")
         return self.known_hosts_path
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600, atomically (a reader never sees half a file); a missing folder is
+    created 0700."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def known_hosts_pattern(host: str, port: int) -> str:
