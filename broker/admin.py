@@ -3,6 +3,7 @@ run locally like an operator on the control-plane host, each in one audited tran
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import getpass
 from collections.abc import Callable, Iterator
@@ -18,8 +19,9 @@ from broker.containment import lockdown
 from broker.db import make_engine, make_session_factory, read_only_unit, unit_of_work
 from broker.identity import attestation, identities, inventory, lifecycle
 from broker.identity.identities import NewCredentials, NewFactor
-from broker.inventory import asset_listing, gateway_lifecycle, gateways, sites
+from broker.inventory import asset_credentials, asset_listing, asset_rotation, gateway_lifecycle, gateways, sites
 from broker.inventory.gateway_events import NullPublisher
+from broker.inventory.target_access import TARGET_TIMEOUT
 from broker.keys.vault import Vault
 from broker.recordings import store, verification
 from broker.settings import Settings
@@ -90,6 +92,29 @@ def list_assets(settings: Settings, *, site: str | None = None) -> list[dict[str
 def show_asset(settings: Settings, *, name: str) -> dict[str, Any]:
     with local_session(settings, read_only=True) as session:
         return asset_listing.show_asset(session, name=name)
+
+
+def scan_asset(settings: Settings, *, name: str, pin: bool,
+               timeout: float = TARGET_TIMEOUT) -> asset_credentials.ScanResult:
+    """The host key ``name`` presents to this machine now, against the pinned one; ``pin`` pins it if it differs."""
+    return asyncio.run(asset_credentials.scan_host_key(
+        units=lambda: local_session(settings), clock=settings.clock, actor=operator_name(), name=name, pin=pin,
+        timeout=timeout))
+
+
+def rotate_asset_credential(settings: Settings, *, name: str, ssh_private_key: str | None = None,
+                            ssh_password: str | None = None,
+                            authorized_keys: str = asset_credentials.DEFAULT_AUTHORIZED_KEYS,
+                            timeout: float = TARGET_TIMEOUT) -> asset_credentials.Rotation:
+    """A new credential for ``name``, proven to log in from this machine before the vault holds it (the one given,
+    or, with neither given, a key Gatepass generates and swaps into ``authorized_keys``)."""
+    supplied = None
+    if ssh_private_key is not None or ssh_password is not None:
+        supplied = asset_credentials.supplied_credential(private_key=ssh_private_key, password=ssh_password)
+    vault = Vault.from_key_file(settings.master_key_path)
+    return asyncio.run(asset_rotation.rotate_credential(
+        units=lambda: local_session(settings), vault=vault, clock=settings.clock, actor=operator_name(), name=name,
+        supplied=supplied, authorized_keys=authorized_keys, timeout=timeout))
 
 
 def add_user(settings: Settings, **fields: object) -> NewCredentials | None:

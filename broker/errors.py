@@ -9,10 +9,14 @@
     ├── Forbidden            403     authenticated, but not allowed to do this (audited)
     ├── NotFound             404     no such object, or not visible to the caller
     ├── Conflict             409     the object is in a state that does not allow this
+    │   └── RotationFailed (asset_credentials)  a credential rotation that reached the machine and stopped (audited)
     ├── AccountLocked        423     (no longer raised: a sign-in refusal never tells a locked account apart)
     ├── LoginThrottled       429     too many failed sign-ins from this source (audited; Retry-After)
     ├── VaultError (vault)           the master key is missing or wrong, or a sealed value was tampered with
     ├── ProviderUnavailable (oidc_provider) 502  the plant's identity provider cannot be reached or makes no sense
+    ├── TargetUnreachable (target_access) 502  an asset's SSH service, asked from the admin's machine, did not
+    │   │                                          answer, or not as SSH, or not in time
+    │   └── HostKeyMismatch              it presents another host key than the pinned one (nothing offered to it)
     ├── ForwardError (siem_forward)  the SIEM forwarder cannot deliver (bad destination, lease held, refused)
     └── RecordingFormatError (recordings)  a file that is not an asciicast v2 recording
 

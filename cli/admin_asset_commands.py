@@ -1,4 +1,5 @@
-"""``gatepass admin asset add|set|list|show``: the machines in a site, their services, credentials and policy."""
+"""``gatepass admin asset add|set|list|show|scan|rotate``: the machines in a site, their services, credentials and
+policy."""
 
 from __future__ import annotations
 
@@ -54,6 +55,41 @@ def add_asset_commands(objects: Subparsers) -> None:
     data_option(show)
     show.set_defaults(func=guarded(_asset_show))
 
+    scan = asset.add_parser(
+        "scan", help="compare the SSH host key an asset presents now with the pinned one (--pin: pin the new one)",
+        description="Reads the host key the asset's SSH service presents now and compares it with the one pinned "
+                    "in the inventory. The asset is reached from the machine this command runs on (like `asset "
+                    "add` without --host-key), not through a gateway. Exit 0: the keys match (or --pin pinned the "
+                    "new one); 1: they differ or the asset cannot be scanned. Nothing changes without --pin.")
+    scan.add_argument("name")
+    scan.add_argument("--pin", action="store_true",
+                      help="pin the presented key if it differs (audited); check its fingerprint with the machine's "
+                           "owner first")
+    scan.add_argument("--json", action="store_true",
+                      help='print {"asset", "host", "port", "pinned", "presented", "matches", "pinned_now"}')
+    data_option(scan)
+    scan.set_defaults(func=guarded(_asset_scan))
+    rotate = asset.add_parser(
+        "rotate", help="give an asset's SSH service a new credential, proven to log in before the vault holds it",
+        description="With --ssh-key-file or --ssh-password-file: you already set the new credential on the machine; "
+                    "Gatepass checks that it logs in (pinned host key enforced), then vaults it. With neither (the "
+                    "vault holds a key): Gatepass generates an Ed25519 key, adds it to the login's authorized_keys "
+                    "over SFTP, checks it logs in, vaults it, then removes the old key's line and checks the old key "
+                    "is refused. The new key exists only in the vault. The asset is reached from the machine this "
+                    "command runs on, not through a gateway. Running sessions go on; the next login through a "
+                    "gateway uses the new credential. Audited; if anything fails, the vault keeps the old one.")
+    rotate.add_argument("name")
+    new_credential = rotate.add_mutually_exclusive_group()
+    new_credential.add_argument("--ssh-key-file", type=Path,
+                                help="a private key already authorised on the machine for the asset's SSH user")
+    new_credential.add_argument("--ssh-password-file", type=Path,
+                                help="a file holding the password already set on the machine for the asset's SSH user")
+    rotate.add_argument("--authorized-keys", default=".ssh/authorized_keys", metavar="PATH",
+                        help="the authorized_keys file Gatepass edits when it generates the key, absolute or relative "
+                             "to the login's home (default .ssh/authorized_keys)")
+    rotate.add_argument("--json", action="store_true", help="print what was done as a JSON object (never a secret)")
+    data_option(rotate)
+    rotate.set_defaults(func=guarded(_asset_rotate))
 
 SUPERVISION_HELP = ("required: every session to this asset waits (nothing relayed) until a supervisor of its site "
                     "watches it live; optional: never; site: follow the site's policy (`admin site set --supervision`, "
@@ -139,6 +175,64 @@ def _asset_show(args: argparse.Namespace) -> int:
     print(f"  services:     {_services(record)}")
     print(f"  passed env:   {', '.join(record['passed_env']) or '(none)'}")
     print(f"  supervision:  {record['supervision']['text']} (asset setting: {record['supervision']['asset_setting']})")
+    return 0
+
+
+def _asset_scan(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    result = admin.scan_asset(local_settings(args), name=args.name, pin=args.pin)
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2))
+        return 0 if result.matches or result.pinned_now else 1
+    shown = result.as_json()
+    pinned, presented = shown["pinned"], shown["presented"]
+    where = f"{result.asset} ({result.host}:{result.port})"
+    print(f"{where}, read from this machine:")
+    print(f"  pinned:    {pinned['fingerprint']} ({pinned['key'].split()[0]})")
+    print(f"  presented: {presented['fingerprint']} ({presented['key'].split()[0]})")
+    if result.matches:
+        print("  matches: the machine presents the pinned host key.")
+        return 0
+    if result.pinned_now:
+        print(f"Pinned the presented key for {result.asset}: gateways check the machine against it from the next "
+              "login on.")
+        return 0
+    print(f"gatepass: {where} presents ANOTHER host key than the one pinned for it. Either the machine was "
+          "reinstalled or re-keyed, or something between here and the machine answers in its place. Until this is "
+          "settled the gateway refuses to log in to it.\n"
+          f"  Check the presented fingerprint with the machine's owner (on the machine: ssh-keygen -lf "
+          f"/etc/ssh/ssh_host_*_key.pub). If it is the machine's own key: "
+          f"gatepass admin asset scan {result.asset} --pin\n"
+          "  Nothing was changed.", file=sys.stderr)
+    return 1
+
+
+def _asset_rotate(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    key = args.ssh_key_file.read_text() if args.ssh_key_file else None
+    password = args.ssh_password_file.read_text().rstrip("\n") if args.ssh_password_file else None
+    done = admin.rotate_asset_credential(local_settings(args), name=args.name, ssh_private_key=key,
+                                         ssh_password=password, authorized_keys=args.authorized_keys)
+    if args.json:
+        print(json.dumps(done.as_json(), indent=2))
+        return 0
+    if done.method == "generated":
+        print(f"Rotated the SSH key of {done.asset}: Gatepass generated a new one.")
+        print(f"  new key: {done.fingerprint} (ssh-ed25519), added to {done.authorized_keys}; it logs in")
+        removed = ("no line of it was in that file" if done.old_lines_removed == 0 else
+                   "its line could not be removed" if done.old_lines_removed is None else
+                   f"{done.old_lines_removed} line(s) removed from {done.authorized_keys}")
+        refused = (" the machine now refuses it" if done.old_key_still_logs_in is False else "")
+        print(f"  old key: {done.old_fingerprint}, {removed};{refused or ' see the warning below'}")
+    else:
+        kind = "key " + str(done.fingerprint) if done.fingerprint else "password"
+        print(f"Rotated the SSH credential of {done.asset}: the {kind} you gave logs in and is in the vault now.")
+    print("  The vault holds the new credential: the next login through a gateway uses it; sessions already "
+          "running go on.")
+    if done.warning:
+        print(f"gatepass: WARNING: {done.warning}", file=sys.stderr)
     return 0
 
 

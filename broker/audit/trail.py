@@ -31,6 +31,13 @@ class Action(StrEnum):
     SITE_CREATED = "admin:site:created"
     ASSET_CREATED = "admin:asset:created"
     ASSET_UPDATED = "admin:asset:updated"
+    # `gatepass admin asset scan --pin`: the host key the machine presents now replaced the pinned one.
+    ASSET_HOST_KEY_PINNED = "admin:asset:host_key_pinned"
+    # `gatepass admin asset rotate`: a new credential, proven to log in, vaulted; or a rotation that reached the
+    # machine and did not complete (the vault kept the old credential); then the old key taken off the machine.
+    ASSET_CREDENTIAL_ROTATED = "admin:asset:credential_rotated"
+    ASSET_CREDENTIAL_ROTATION_FAILED = "admin:asset:credential_rotation_failed"
+    ASSET_OLD_CREDENTIAL_REMOVED = "admin:asset:old_credential_removed"
     IDENTITY_CREATED = "admin:identity:created"
     GATEWAY_CREATED = "admin:gateway:created"
     # A gateway's credential withdrawn for good (decommissioned, lost, suspected): its open sessions ended with it.
