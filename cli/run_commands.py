@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,10 @@ def add_run_commands(subparsers: Subparsers) -> None:
     gateway.add_argument("--keep-recordings", action="store_true",
                          help="keep recordings here instead of uploading each to the broker when its session ends "
                               "(only where the broker reads this directory itself)")
+    gateway.add_argument("--recording-reserve", metavar="SIZE",
+                         help="free space kept on the recordings disk, e.g. 256M or 1G (default "
+                              "$GATEPASS_RECORDING_RESERVE or 256M; 0: none): below it new recorded sessions are "
+                              "refused, below half of it the session writing the most is ended")
     gateway.set_defaults(func=guarded(_gateway))
 
 
@@ -81,7 +86,8 @@ def _serve(args: argparse.Namespace) -> int:
     from cli import runtime
 
     settings = _app_settings(args)
-    return runtime.run_forever(runtime.serve(settings, demo=args.demo))
+    return runtime.run_forever(runtime.serve(settings, demo=args.demo,
+                                             recording_reserve=recording_reserve(environ_of(args))))
 
 
 def _broker(args: argparse.Namespace) -> int:
@@ -107,13 +113,25 @@ def _app_settings(args: argparse.Namespace) -> AppSettings:
     return load(environ_of(args), data_dir=getattr(args, "data", None), **overrides)
 
 
+def recording_reserve(environ: Mapping[str, str], flag: str | None = None) -> int:
+    """Free space the gateway keeps on its recordings disk: --recording-reserve, else $GATEPASS_RECORDING_RESERVE
+    (256M, 1G; 0 for none), else 256 MiB."""
+    from broker.inventory.sites import parse_size
+    from gateway.settings import DEFAULT_RECORDING_RESERVE
+
+    text = (flag if flag is not None else environ.get("GATEPASS_RECORDING_RESERVE", "")).strip()
+    return parse_size(text) if text else DEFAULT_RECORDING_RESERVE
+
+
 def _gateway(args: argparse.Namespace) -> int:
     from broker.settings import split_address
     from cli import runtime
 
+    reserve = recording_reserve(environ_of(args), args.recording_reserve)
     host, port = split_address(args.ssh or os.environ.get("GATEPASS_SSH", "127.0.0.1:2222"), what="SSH")
     token = args.token_file.read_text().strip()
     return runtime.run_forever(runtime.run_gateway_only(broker_url=args.broker, token=token, host=host, port=port,
                                                 host_key_path=args.host_key, public_host=args.public_host,
                                                 recordings_dir=args.recordings.absolute(),
-                                                upload_recordings=not args.keep_recordings))
+                                                upload_recordings=not args.keep_recordings,
+                                                recording_reserve=reserve))

@@ -51,7 +51,8 @@ def _bound_port(server: uvicorn.Server, fallback: int) -> int:
     return fallback
 
 
-async def serve(app_settings: AppSettings, *, demo: bool, with_gateway: bool = True) -> int:
+async def serve(app_settings: AppSettings, *, demo: bool, with_gateway: bool = True,
+                recording_reserve: int = 0) -> int:
     """`gatepass serve` / `gatepass broker`: the gateway talks to the broker over HTTP even in one process,
     so what is tested here is what is deployed split."""
     _configure_logging()
@@ -88,6 +89,7 @@ async def serve(app_settings: AppSettings, *, demo: bool, with_gateway: bool = T
                 host_key_path=settings.gateway_dir / "ssh_host_ed25519_key",
                 recordings_dir=settings.recordings_dir,
                 listen_host=settings.ssh_host, listen_port=settings.ssh_port,
+                recording_reserve=recording_reserve,
             ))
             settings.gateway_dir.mkdir(mode=0o700, exist_ok=True)
             await gateway.start()
@@ -142,12 +144,14 @@ async def _start_demo(settings: Settings) -> DemoTarget:
 
 
 async def run_gateway_only(*, broker_url: str, token: str, host: str, port: int, host_key_path: Path,
-                           public_host: str | None, recordings_dir: Path, upload_recordings: bool = True) -> int:
+                           public_host: str | None, recordings_dir: Path, upload_recordings: bool = True,
+                           recording_reserve: int = 0) -> int:
     _configure_logging()
     host_key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     gateway = Gateway(GatewaySettings(broker_url=broker_url, token=token, host_key_path=host_key_path,
                                       listen_host=host, listen_port=port, public_host=public_host,
-                                      recordings_dir=recordings_dir, upload_recordings=upload_recordings))
+                                      recordings_dir=recordings_dir, upload_recordings=upload_recordings,
+                                      recording_reserve=recording_reserve))
     await gateway.start()
     print(f"Gatepass gateway on {host}:{gateway.port}, broker {broker_url}", flush=True)
     stop = asyncio.Event()

@@ -21,8 +21,14 @@ from gateway.stopping import KILL_WAIT, SWEEP_TIMEOUT, TargetStop
 if TYPE_CHECKING:
     from gateway.connection import GatewayConnection
     from gateway.observers import LiveRegistry
+    from gateway.sessions import ProxySession
 
 logger = logging.getLogger("gatepass.gateway")
+
+
+# Below half the reserve, a session is ended for filling the recordings disk only if its recording grew by at least
+# this share of the reserve since the last look (256 MiB: 256 KiB a second): a `tail -f` is not what fills a disk.
+FILLING_SHARE = 1024
 
 
 @dataclass
@@ -48,6 +54,9 @@ class GatewayContext:
     # Sends finished recordings to the broker (gateway/recording_upload.py); None where they stay here.
     uploads: RecordingUploader | None = None
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+    # What each recorded session's recording had taken at the last look at the disk (check_recording_space).
+    _taken_at_last_look: dict[ProxySession, int] = field(default_factory=dict)
+    _below_reserve: bool = False
 
     def recording_failed(self, site: str, error: str) -> None:
         """A recording at ``site`` could not be written: end every recorded session there, refuse new ones.
@@ -64,10 +73,11 @@ class GatewayContext:
 
     def recordings_refusal(self, site: str) -> str | None:
         """None if sessions at ``site`` may be recorded; else why not. While a site is blocked, the store is
-        probed at most every ``recording_probe_interval`` seconds, by the next session that asks."""
+        probed at most every ``recording_probe_interval`` seconds, by the next session that asks. Below the
+        recordings disk's reserve, no new recorded session starts at any site."""
         health = self.blocked_sites.get(site)
         if health is None:
-            return None
+            return self._reserve_refusal()
         now = time.monotonic()
         if now - health.last_probe < self.settings.recording_probe_interval:
             return health.error
@@ -80,6 +90,59 @@ class GatewayContext:
         del self.blocked_sites[site]
         logger.info("recordings at site %s can be written again: sessions there are allowed", site)
         return None
+
+    def _free_space(self) -> int | None:
+        """Free bytes on the recordings disk, or None with no reserve set (or when the store cannot tell: then a
+        write that fails still fails the session closed)."""
+        if self.settings.recording_reserve <= 0:
+            return None
+        try:
+            return self.recordings.free_bytes()
+        except OSError as exc:
+            logger.warning("cannot tell the recordings disk's free space (%s)", exc.strerror or exc)
+            return None
+
+    def _reserve_refusal(self) -> str | None:
+        free = self._free_space()
+        reserve = self.settings.recording_reserve
+        if free is None or free >= reserve:
+            if self._below_reserve and free is not None:
+                self._below_reserve = False
+                logger.info("the recordings disk has %s free again: new sessions are allowed", size_words(free))
+            return None
+        if not self._below_reserve:
+            self._below_reserve = True
+            logger.warning("the recordings disk has %s free, below its reserve of %s: new recorded sessions are "
+                           "refused until there is more", size_words(free), size_words(reserve))
+        return (f"only {size_words(free)} is free on the gateway's recordings disk, below the {size_words(reserve)} "
+                "it keeps for the sessions already running")
+
+    def check_recording_space(self) -> ProxySession | None:
+        """One look at the recordings disk (every ``recording_space_interval`` seconds, gateway/server.py): below
+        half the reserve, end the recorded session whose recording grew the most since the last look, and return
+        it. Quiet sessions go on: a session that wrote less than 1/FILLING_SHARE of the reserve since the last look is
+        not what fills the disk, and is never ended for what something else wrote (a full disk would still end it,
+        fail closed)."""
+        free = self._free_space()
+        if free is None:
+            self._taken_at_last_look.clear()
+            return None
+        taken = {session: size for connection in list(self.connections)
+                 for session, size in connection.recorded_sessions()}
+        grown = {session: size - self._taken_at_last_look.get(session, 0) for session, size in taken.items()}
+        self._taken_at_last_look = taken
+        reserve = self.settings.recording_reserve
+        if free >= reserve // 2 or not grown:
+            return None
+        busiest = max(grown, key=lambda session: grown[session])
+        if grown[busiest] < max(1, reserve // FILLING_SHARE):
+            return None
+        interval = self.settings.recording_space_interval
+        busiest.end_for_space(f"the gateway's recordings disk is nearly full ({size_words(free)} free, under half "
+                              f"its {size_words(reserve)} reserve) and this session wrote the most to it "
+                              f"({size_words(grown[busiest])} in the last {interval:g} s)")
+        del self._taken_at_last_look[busiest]
+        return busiest
 
     def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
         """Run a report to the broker in the background; its failure is logged, never raised."""
@@ -97,6 +160,15 @@ class GatewayContext:
         """Give pending reports up to ``timeout`` seconds to reach the broker (on shutdown)."""
         if self._background:
             await asyncio.wait(set(self._background), timeout=timeout)
+
+
+def size_words(size: int) -> str:
+    """``512 KiB``, ``40 MiB``, ``1.5 GiB``: a size as an operator reads it."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:.1f} {unit}" if value < 10 and value != int(value) else f"{round(value)} {unit}"
+    return f"{size} bytes"
 
 
 class SessionOwner(Protocol):

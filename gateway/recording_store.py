@@ -98,6 +98,10 @@ class RecordingStore(Protocol):
         """Write and remove a small file; raises OSError if recordings cannot be written now."""
         ...
 
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer may still add to the recordings' file system; OSError if it cannot tell."""
+        ...
+
 
 class DirectoryStore:
     """Recordings as files in one directory (mode 0700), each created once (O_EXCL), mode 0600."""
@@ -131,6 +135,10 @@ class DirectoryStore:
                 continue
             return candidate, self.queue.open(self.process.file(fd, self.path))
         raise FileExistsError(f"no free recording name for {name} in {self.path}")
+
+    def free_bytes(self) -> int:
+        found = os.statvfs(self.path)
+        return found.f_bavail * found.f_frsize
 
     def probe(self) -> None:
         self.prepare()

@@ -66,6 +66,7 @@ class Gateway:
         self._server: asyncssh.SSHAcceptor | None = None
         self._follow_task: asyncio.Task[None] | None = None
         self._live_task: asyncio.Task[None] | None = None
+        self._space_task: asyncio.Task[None] | None = None
         # Set while the live link (observers' watch requests) is connected.
         self.live_connected = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -148,12 +149,28 @@ class Gateway:
         assert self.ctx.live is not None  # noqa: S101 - set in __init__
         self._live_task = asyncio.ensure_future(follow_live(self.broker, self.ctx.live,
                                                             connected=self.live_connected))
+        if settings.recording_reserve > 0:
+            self._space_task = asyncio.ensure_future(self._guard_recording_space())
         self.outbox.start()  # what an earlier run could not report goes first
         if self.uploads is not None:  # what an earlier run left here, except what waits for its session's end
             self.uploads.start(exclude=self.outbox.waiting_uploads())
 
+    async def _guard_recording_space(self) -> None:
+        """Look at the recordings disk's free space every ``recording_space_interval`` seconds (GatewayContext)."""
+        while True:
+            await asyncio.sleep(self.settings.recording_space_interval)
+            try:
+                self.ctx.check_recording_space()
+            except Exception:  # a look that went wrong must not end the guard
+                logger.exception("looking at the recordings disk's free space failed")
+
     async def stop(self) -> None:
         """Cut every connection (reason gateway_lost), close the port, flush reports to the broker."""
+        if self._space_task is not None:
+            self._space_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._space_task
+            self._space_task = None
         if self._follow_task is not None:
             self._follow_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -24,7 +24,16 @@ from gateway.notice import REFUSED_EXIT_STATUS
 from gateway.recording import RecordingFailure, RecordingsRefused
 from gateway.stopping import KILL_WAIT, TargetStop
 from gateway.supervised import SupervisedHold
-from gateway.taps import ChannelTap, PassThrough, SessionInfo, TapFailure, is_recorded, open_tap, until_recording
+from gateway.taps import (
+    ChannelTap,
+    PassThrough,
+    SessionInfo,
+    TapFailure,
+    is_recorded,
+    open_tap,
+    recorded_bytes,
+    until_recording,
+)
 from gateway.target_session import TargetSession
 
 logger = logging.getLogger("gatepass.gateway.sessions")
@@ -224,6 +233,20 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         """Recordings at this session's site cannot be written: end it if it is recorded (fail closed)."""
         if is_recorded(self._tap):
             self._end_unrecorded(RecordingFailure(error))
+
+    def recorded_bytes(self) -> int | None:
+        """What this session's recording has taken so far; None if it is not recorded (or has ended)."""
+        return None if self._closed else recorded_bytes(self._tap)
+
+    def end_for_space(self, why: str) -> None:
+        """The recordings disk is nearly full and this session is filling it: end it, its recording closed whole
+        (the reserve still has room for that), with ``why`` on the vendor's terminal, in the recording and in the
+        end report (reason ``error``)."""
+        if self._closed:
+            return
+        logger.warning("session %s on %s ended: %s", self._session_id, self._auth.asset, why)
+        self._error = f"recordings disk nearly full: {why}"
+        self.terminate(f"gatepass: this session is ended: {why}")
 
     def warn(self, message: str) -> None:
         """One line on the user's terminal (stderr), without ending anything."""

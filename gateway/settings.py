@@ -8,6 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 Clock = Callable[[], datetime]
+# What `gatepass serve` and `gatepass gateway` keep free on the recordings disk unless told otherwise
+# ($GATEPASS_RECORDING_RESERVE, --recording-reserve): room for every running session to close its recording whole.
+DEFAULT_RECORDING_RESERVE = 256 << 20
 
 
 def utc_now() -> datetime:
@@ -36,6 +39,12 @@ class GatewaySettings:
     refusal_grace: float = 0.5
     # After a recording failed, the store is tried again at most this often (seconds), by the next session.
     recording_probe_interval: float = 5.0
+    # Bytes the recordings disk keeps free (0: no reserve). Below it, new recorded sessions are refused; below half
+    # of it, the recorded session that wrote the most since the last look is ended (its recording kept whole), so
+    # one session filling the disk cannot end every other one, as a full disk would (fail closed).
+    recording_reserve: int = 0
+    # Seconds between looks at the recordings disk's free space while a reserve is set.
+    recording_space_interval: float = 1.0
     # Upload each finished recording to the broker and delete it here once the broker holds it whole
     # (gateway/recording_upload.py): on for `gatepass gateway`, off for `gatepass serve`, whose gateway writes into
     # the broker's own directory, and for `gatepass gateway --keep-recordings`.

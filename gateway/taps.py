@@ -117,6 +117,18 @@ async def until_recording(tap: ChannelTap) -> None:
         await recorder.until_started()
 
 
+def recorded_bytes(tap: ChannelTap) -> int | None:
+    """How much the session's recorder (inside ``tap``, like ``is_recorded`` finds it) has taken; None if none."""
+    from gateway.exec_guard import ExecGuard
+    from gateway.observers import WatchTap
+    from gateway.recording import AsciicastRecorder
+
+    if isinstance(tap, WatchTap):
+        tap = tap.inner
+    recorder = tap.recorder if isinstance(tap, ExecGuard) else tap
+    return recorder.taken if isinstance(recorder, AsciicastRecorder) else None
+
+
 def is_recorded(tap: ChannelTap) -> bool:
     """Whether ``tap`` is the session's recorder or wraps it (an ``ExecGuard`` does, and a ``WatchTap`` wraps either):
     a recording failure then ends the session (fail closed)."""

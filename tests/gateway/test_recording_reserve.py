@@ -1,0 +1,150 @@
+"""The recordings disk's reserve: below it new recorded sessions are refused; below half of it the session filling
+the disk is ended, its recording whole, while quiet sessions go on (a full disk would end them all, fail closed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.errors import InvalidInput
+from cli.run_commands import recording_reserve
+from gateway import Gateway
+from gateway.context import size_words
+from gateway.settings import DEFAULT_RECORDING_RESERVE
+from tests.fixtures.disks import small_tmpfs
+from tests.fixtures.sshd import OpenSSHServer
+from tests.gateway.conftest import GrantFactory, Vendor, sshd_credential
+from tests.gateway.fake_broker import FakeBroker
+from tests.gateway.test_openssh_client import _ssh, _ssh_argv
+from tests.gateway.test_recording import ended, read_cast, stored, text_of
+from tests.gateway.waiting import eventually
+
+pytestmark = pytest.mark.anyio
+
+MiB = 1 << 20
+RESERVE = 8 * MiB
+
+
+@pytest.fixture
+def recordings_dir(tmp_path: Path) -> Iterator[Path]:
+    with small_tmpfs(tmp_path / "small-disk", size="24m") as mount_point:
+        yield mount_point
+
+
+@pytest.fixture
+def gateway_options() -> dict[str, Any]:
+    return {"recording_reserve": RESERVE, "recording_space_interval": 0.2}
+
+
+def _free(directory: Path) -> int:
+    found = os.statvfs(directory)
+    return found.f_bavail * found.f_frsize
+
+
+def _leave_free(directory: Path, size: int) -> Path:
+    """Fill the disk with one file until about ``size`` bytes are left free; the file is returned to free later."""
+    filler = directory / "filler"
+    with filler.open("wb") as out:
+        out.write(b"\0" * (_free(directory) - size))
+    return filler
+
+
+def _vendor(grant_for: GrantFactory, sshd: OpenSSHServer, directory: Path) -> tuple[Vendor, Path]:
+    directory.mkdir()
+    return grant_for(sshd_credential(sshd)), directory
+
+
+async def test_below_the_reserve_a_new_session_is_refused_before_anything_runs(
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path,
+    recordings_dir: Path,
+) -> None:
+    filler = _leave_free(recordings_dir, 6 * MiB)
+    vendor, keys = _vendor(grant_for, sshd_target, tmp_path / "keys")
+    marker = tmp_path / "marker"
+
+    code, stdout, stderr = await _ssh(_ssh_argv(vendor, keys, f"touch {marker}"))
+
+    assert code != 0
+    assert stdout == b""
+    assert b"is free on the gateway's recordings disk, below the 8 MiB it keeps for the sessions already running" \
+        in stderr, stderr
+    assert not marker.exists()
+    end = await ended(fake_broker)  # the broker hears of it: the trail has the refused session and why
+    assert end["reason"] == "error"
+    assert "below the 8 MiB it keeps for the sessions already running" in end["detail"]
+    assert not fake_broker.session_events  # refused, not a failed recording: the site is not blocked
+    assert not gateway.ctx.blocked_sites
+
+    # Space freed: the next session runs at once (nothing to probe: the disk is looked at each time).
+    filler.unlink()
+    code, stdout, _ = await _ssh(_ssh_argv(vendor, keys, f"touch {marker}; echo back"))
+    assert (code, stdout) == (0, b"back\n")
+    assert marker.exists()
+
+
+async def test_below_half_the_reserve_the_session_filling_the_disk_is_ended_and_the_quiet_one_goes_on(
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path,
+    recordings_dir: Path,
+) -> None:
+    busy, busy_keys = _vendor(grant_for, sshd_target, tmp_path / "busy")
+    quiet, quiet_keys = _vendor(grant_for, sshd_target, tmp_path / "quiet")
+    # About 2.6 MB a second of output, for at most 12 s: far more than the disk holds.
+    loud = "echo started; for i in $(seq 240); do head -c 100000 /dev/zero | base64 -w0; echo; sleep 0.05; done"
+    quiet_run = asyncio.ensure_future(_ssh(_ssh_argv(quiet, quiet_keys, "echo started; sleep 6; echo still-here"),
+                                           timeout=20))
+    await eventually(lambda: len(fake_broker.sessions) == 1, what="the quiet session to start")
+    _leave_free(recordings_dir, RESERVE + 2 * MiB)
+    busy_run = asyncio.ensure_future(_ssh(_ssh_argv(busy, busy_keys, loud), timeout=20))
+
+    code, stdout, stderr = await asyncio.wait_for(busy_run, 20)
+    assert code == 255, stderr
+    assert stdout.startswith(b"started\n")
+    assert b"gatepass: this session is ended: the gateway's recordings disk is nearly full (" in stderr, stderr
+    assert b"under half its 8 MiB reserve) and this session wrote the most to it" in stderr
+    assert not quiet_run.done()
+    assert _free(recordings_dir) > 0
+
+    code, stdout, stderr = await asyncio.wait_for(quiet_run, 20)
+    assert (code, stdout) == (0, b"started\nstill-here\n"), stderr
+
+    busy_id = next(sid for sid, started in fake_broker.sessions.items() if started["command"] == loud)
+    end = await ended(fake_broker, busy_id)
+    assert end["reason"] == "error"
+    assert end["detail"].startswith("recordings disk nearly full: the gateway's recordings disk is nearly full")
+    # Its recording is whole: hashed, reported, and it says why the session ended.
+    _, events = read_cast(stored(gateway, end))
+    assert text_of(events, "o").startswith("started\n")
+    assert "this session is ended: the gateway's recordings disk is nearly full" in text_of(events, "m")
+    assert not fake_broker.session_events  # no recording failed
+    assert not gateway.ctx.blocked_sites
+
+
+async def test_a_session_that_writes_nothing_is_not_ended_for_what_something_else_wrote(
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path,
+    recordings_dir: Path,
+) -> None:
+    quiet, keys = _vendor(grant_for, sshd_target, tmp_path / "quiet")
+    run = asyncio.ensure_future(_ssh(_ssh_argv(quiet, keys, "echo started; sleep 2; echo still-here"), timeout=20))
+    await eventually(lambda: len(fake_broker.sessions) == 1, what="the session to start")
+    await asyncio.sleep(0.5)  # its first output is looked at once before the disk fills
+    _leave_free(recordings_dir, RESERVE // 4)  # something else (a log, a copy) fills the disk
+    code, stdout, stderr = await asyncio.wait_for(run, 20)
+    assert (code, stdout) == (0, b"started\nstill-here\n"), stderr
+
+
+def test_sizes_read_as_an_operator_writes_them() -> None:
+    assert [size_words(n) for n in (512, 1536, 8 * MiB, 3 * MiB // 2, 256 * MiB, 5 << 30)] == [
+        "512 bytes", "1.5 KiB", "8 MiB", "1.5 MiB", "256 MiB", "5 GiB"]
+
+
+def test_the_reserve_comes_from_the_flag_then_the_environment_then_the_default() -> None:
+    assert recording_reserve({}) == DEFAULT_RECORDING_RESERVE == 256 * MiB
+    assert recording_reserve({"GATEPASS_RECORDING_RESERVE": "1G"}) == 1 << 30
+    assert recording_reserve({"GATEPASS_RECORDING_RESERVE": "1G"}, "0") == 0
+    with pytest.raises(InvalidInput, match="'lots' is not a size"):
+        recording_reserve({}, "lots")
