@@ -132,17 +132,19 @@ class _Flow:
                     connection.start_sftp_client() as sftp:
                 path = await _shown_path(sftp, path)
                 details["authorized_keys"] = path
+                existed = await read_text(sftp, path) is not None
                 try:
                     await replace_text(sftp, path, lambda text: creds.with_line_added(text, line))
                 except _SFTP_ERRORS as error:
                     raise self._fail(method=method, reason=f"{path} could not be written ({_said(error)})",
                                      machine="The machine was left as it was.", **details) from None
                 try:
-                    works, why = await logs_in(self.target, new, timeout=self.timeout), ""
+                    works = await logs_in(self.target, new, timeout=self.timeout)
+                    why = f" (is {path} a file sshd reads for this login? see AuthorizedKeysFile in its sshd_config)"
                 except TargetUnreachable as error:
                     works, why = False, f" ({error.message})"
                 if not works:
-                    machine = await self._take_out(sftp, path, line)
+                    machine = await self._take_out(sftp, path, line, existed=existed)
                     raise self._fail(method=method, machine=machine, **details,
                                      reason=f"the new key was added to {path} but did not log in to "
                                             f"{self.login}{why}")
@@ -169,10 +171,15 @@ class _Flow:
                         old_fingerprint=self.old_fingerprint, old_key_still_logs_in=still, authorized_keys=path,
                         old_lines_removed=removed, warning=warning)
 
-    async def _take_out(self, sftp: asyncssh.SFTPClient, path: str, line: str) -> str:
-        """Remove the new key's line again; say what the machine was left with."""
+    async def _take_out(self, sftp: asyncssh.SFTPClient, path: str, line: str, *, existed: bool = True) -> str:
+        """Remove the new key's line again (the file too, if this rotation made it); say what the machine was left
+        with."""
         try:
-            await replace_text(sftp, path, lambda text: creds.without_key(text, line)[0])
+            found = await read_text(sftp, path)
+            if not existed and found is not None and creds.without_key(found[0], line)[0] == "":
+                await sftp.remove(path)
+            else:
+                await replace_text(sftp, path, lambda text: creds.without_key(text, line)[0])
         except _SFTP_ERRORS as error:
             return (f"Its line could NOT be removed again ({_said(error)}): remove the line ending "
                     f"'{line.split()[-1]}' from {path} on the machine by hand.")

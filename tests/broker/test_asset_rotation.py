@@ -192,6 +192,20 @@ def test_a_new_key_that_does_not_log_in_is_taken_out_again_and_nothing_is_vaulte
     assert failure["details"]["old_fingerprint"] == fingerprint_of(before_vault[1])
 
 
+def test_a_file_the_rotation_made_for_a_key_that_does_not_log_in_is_removed_again(
+        plant: Plant, target: OpenSSHServer, admin_cli: AdminCli) -> None:
+    missing = target.directory / "no_such_authorized_keys"
+    before = vaulted(plant)
+
+    code, _out, err = admin_cli("admin", "asset", "rotate", ASSET, "--authorized-keys", str(missing))
+
+    assert code == 1
+    assert f"is {missing} a file sshd reads for this login?" in err
+    assert "Its line was removed again" in err
+    assert not missing.exists()
+    assert vaulted(plant) == before
+
+
 def test_a_vaulted_key_that_no_longer_logs_in_is_a_failure_that_changes_nothing(
         plant: Plant, target: OpenSSHServer, admin_cli: AdminCli) -> None:
     target.authorized_keys.write_text(OTHER_LINES)
