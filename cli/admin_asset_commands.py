@@ -77,16 +77,17 @@ def add_asset_commands(objects: Subparsers) -> None:
                     "over SFTP, checks it logs in, vaults it, then removes the old key's line and checks the old key "
                     "is refused. The new key exists only in the vault. The asset is reached from the machine this "
                     "command runs on, not through a gateway. Running sessions go on; the next login through a "
-                    "gateway uses the new credential. Audited; if anything fails, the vault keeps the old one.")
+                    "gateway uses the new credential. Audited. The vault takes the new credential only once it has "
+                    "logged in; until then, whatever fails, it keeps the old one.")
     rotate.add_argument("name")
     new_credential = rotate.add_mutually_exclusive_group()
-    new_credential.add_argument("--ssh-key-file", type=Path,
+    new_credential.add_argument("--ssh-key-file", type=Path, metavar="FILE",
                                 help="a private key already authorised on the machine for the asset's SSH user")
-    new_credential.add_argument("--ssh-password-file", type=Path,
+    new_credential.add_argument("--ssh-password-file", type=Path, metavar="FILE",
                                 help="a file holding the password already set on the machine for the asset's SSH user")
     rotate.add_argument("--authorized-keys", default=".ssh/authorized_keys", metavar="PATH",
                         help="the authorized_keys file Gatepass edits when it generates the key, absolute or relative "
-                             "to the login's home (default .ssh/authorized_keys)")
+                             "to the login's home (default .ssh/authorized_keys; unused with a credential file)")
     rotate.add_argument("--json", action="store_true", help="print what was done as a JSON object (never a secret)")
     data_option(rotate)
     rotate.set_defaults(func=guarded(_asset_rotate))
