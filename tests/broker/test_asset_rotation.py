@@ -410,3 +410,27 @@ def test_the_next_gateway_login_uses_the_rotated_key_while_a_running_session_goe
     assert accepted[0] == old_fingerprint
     assert accepted[-1] == new_fingerprint
     assert not logs_in(target, target.client_private_key)
+
+
+# --- the authorized_keys edit itself (pure) -------------------------------------------------------------------------
+
+
+def test_every_line_of_the_old_key_goes_with_or_without_options_and_nothing_else() -> None:
+    from broker.inventory.asset_credentials import with_line_added, without_key
+
+    old = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode().strip()
+    blob = old.split()[1]
+    text = ("# the old key, also commented out: " + old + "\n"
+            + old + "\n"
+            + f'command="/usr/bin/backup --all",no-pty {old.split()[0]} {blob} backup@plant\n'
+            + OTHER_LINES
+            + f"ssh-ed25519 {blob}X not-the-same-key\n")
+
+    kept, removed = without_key(text, old)
+
+    assert removed == 2
+    assert kept == ("# the old key, also commented out: " + old + "\n" + OTHER_LINES
+                    + f"ssh-ed25519 {blob}X not-the-same-key\n")
+    assert with_line_added("no newline at the end", "ssh-ed25519 AAAA new") == (
+        "no newline at the end\nssh-ed25519 AAAA new\n")
+    assert with_line_added("", "ssh-ed25519 AAAA new") == "ssh-ed25519 AAAA new\n"
