@@ -320,6 +320,36 @@ def test_a_supplied_password_that_does_not_log_in_is_refused(plant: Plant, targe
     assert_no_secret_in_trail(plant, "Correct-Horse-7")
 
 
+def test_a_supplied_password_that_logs_in_replaces_the_vaulted_one(plant: Plant, admin_cli: AdminCli,
+                                                                   tmp_path: Path) -> None:
+    """A machine that takes passwords (the demo target, asyncssh): hmi-01's vaulted password was changed there."""
+    from tests.fixtures.demo import ThreadedDemoTarget
+
+    old_password = plant.target_secrets["hmi-01"]
+    machine = ThreadedDemoTarget.start(state_dir=tmp_path / "demo", password="New-Pass-9 with spaces")
+    try:
+        with plant.session() as session:
+            from broker.inventory.sites import get_asset
+
+            asset = get_asset(session, "hmi-01")
+            asset.host, asset.ssh_port = "127.0.0.1", machine.target.port
+            asset.ssh_user, asset.host_key = "operator", machine.target.host_key
+        password_file = tmp_path / "password"
+        password_file.write_text("New-Pass-9 with spaces\n")
+
+        code, out, err = admin_cli("admin", "asset", "rotate", "hmi-01", "--ssh-password-file", str(password_file))
+    finally:
+        machine.stop()
+
+    assert (code, err) == (0, ""), err
+    assert "the password you gave logs in" in out
+    assert vaulted(plant, "hmi-01") == ("password", "New-Pass-9 with spaces")
+    [rotated] = plant.audit("admin:asset:credential_rotated")
+    assert rotated["details"] == {"kind": "password", "method": "supplied", "fingerprint": None,
+                                  "old_kind": "password", "old_fingerprint": None, "old_still_logs_in": False}
+    assert_no_secret_in_trail(plant, "New-Pass-9", old_password)
+
+
 @pytest.mark.parametrize("content", ["not a key at all\n", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA public only\n"])
 def test_a_file_that_is_not_a_private_key_is_refused_before_anything(
         plant: Plant, target: OpenSSHServer, admin_cli: AdminCli, tmp_path: Path, content: str) -> None:
