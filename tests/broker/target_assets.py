@@ -65,8 +65,13 @@ def read_authorized_keys_from(sshd: OpenSSHServer, *files: Path) -> None:
     config = sshd.directory / "sshd_config"
     lines = [line for line in config.read_text().splitlines() if not line.startswith("AuthorizedKeysFile ")]
     config.write_text("\n".join([*lines, "AuthorizedKeysFile " + " ".join(str(f) for f in files), ""]))
+    started = sshd.log_text().count("Server listening on")
     os.kill(sshd.process.pid, signal.SIGHUP)
-    time.sleep(0.2)  # the old listener may still answer until it has executed itself again
+    # Until it logs that it listens again, the port may still be the old run's.
+    deadline = time.monotonic() + 10
+    while sshd.log_text().count("Server listening on") == started:
+        assert time.monotonic() < deadline, f"sshd did not restart on SIGHUP:\n{sshd.log_text()}"
+        time.sleep(0.01)
     wait_for_port(sshd.host, sshd.port, timeout=10, banner_prefix=b"SSH-", alive=sshd.is_running)
 
 
