@@ -56,6 +56,9 @@ class GatewayContext:
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     # What each recorded session's recording had taken at the last look at the disk (check_recording_space).
     _taken_at_last_look: dict[ProxySession, int] = field(default_factory=dict)
+    # Free bytes on the recordings disk at the last look; None before the first, without a reserve, or when the
+    # store could not tell (a write that fails still fails closed).
+    _free_at_last_look: int | None = None
     _below_reserve: bool = False
 
     def recording_failed(self, site: str, error: str) -> None:
@@ -91,47 +94,38 @@ class GatewayContext:
         logger.info("recordings at site %s can be written again: sessions there are allowed", site)
         return None
 
-    def _free_space(self) -> int | None:
-        """Free bytes on the recordings disk, or None with no reserve set (or when the store cannot tell: then a
-        write that fails still fails the session closed)."""
-        if self.settings.recording_reserve <= 0:
-            return None
-        try:
-            return self.recordings.free_bytes()
-        except OSError as exc:
-            logger.warning("cannot tell the recordings disk's free space (%s)", exc.strerror or exc)
-            return None
-
     def _reserve_refusal(self) -> str | None:
-        free = self._free_space()
+        free = self._free_at_last_look
         reserve = self.settings.recording_reserve
         if free is None or free >= reserve:
-            if self._below_reserve and free is not None:
-                self._below_reserve = False
-                logger.info("the recordings disk has %s free again: new sessions are allowed", size_words(free))
             return None
-        if not self._below_reserve:
-            self._below_reserve = True
-            logger.warning("the recordings disk has %s free, below its reserve of %s: new recorded sessions are "
-                           "refused until there is more", size_words(free), size_words(reserve))
         return (f"only {size_words(free)} is free on the gateway's recordings disk, below the {size_words(reserve)} "
                 "it keeps for the sessions already running")
 
-    def check_recording_space(self) -> ProxySession | None:
-        """One look at the recordings disk (every ``recording_space_interval`` seconds, gateway/server.py): below
-        half the reserve, end the recorded session whose recording grew the most since the last look, and return
-        it. Quiet sessions go on: a session that wrote less than 1/FILLING_SHARE of the reserve since the last look is
-        not what fills the disk, and is never ended for what something else wrote (a full disk would still end it,
-        fail closed)."""
-        free = self._free_space()
-        if free is None:
+    def check_recording_space(self, free: int | None) -> ProxySession | None:
+        """One look at the recordings disk, ``free`` bytes free (every ``recording_space_interval`` seconds,
+        gateway/server.py, which reads it off the event loop: a hung mount must not hold up every relay). Below
+        the reserve, new recorded sessions are refused from now on; below half of it, the recorded session whose
+        recording grew the most since the last look is ended, and returned. Quiet sessions go on: a session that
+        wrote less than 1/FILLING_SHARE of the reserve since the last look is not what fills the disk, and is never
+        ended for what something else wrote (a full disk would still end it, fail closed)."""
+        self._free_at_last_look = free
+        reserve = self.settings.recording_reserve
+        if free is None or reserve <= 0:
             self._taken_at_last_look.clear()
             return None
+        below = free < reserve
+        if below != self._below_reserve:
+            self._below_reserve = below
+            if below:
+                logger.warning("the recordings disk has %s free, below its reserve of %s: new recorded sessions are "
+                               "refused until there is more", size_words(free), size_words(reserve))
+            else:
+                logger.info("the recordings disk has %s free again: new sessions are allowed", size_words(free))
         taken = {session: size for connection in list(self.connections)
                  for session, size in connection.recorded_sessions()}
         grown = {session: size - self._taken_at_last_look.get(session, 0) for session, size in taken.items()}
         self._taken_at_last_look = taken
-        reserve = self.settings.recording_reserve
         if free >= reserve // 2 or not grown:
             return None
         busiest = max(grown, key=lambda session: grown[session])

@@ -156,13 +156,19 @@ class Gateway:
             self.uploads.start(exclude=self.outbox.waiting_uploads())
 
     async def _guard_recording_space(self) -> None:
-        """Look at the recordings disk's free space every ``recording_space_interval`` seconds (GatewayContext)."""
+        """Look at the recordings disk's free space now and every ``recording_space_interval`` seconds
+        (GatewayContext.check_recording_space). The look runs in a thread: statvfs on a hung mount blocks."""
         while True:
-            await asyncio.sleep(self.settings.recording_space_interval)
             try:
-                self.ctx.check_recording_space()
+                free: int | None = await asyncio.to_thread(self.recordings.free_bytes)
+            except OSError as exc:
+                logger.warning("cannot tell the recordings disk's free space (%s)", exc.strerror or exc)
+                free = None
+            try:
+                self.ctx.check_recording_space(free)
             except Exception:  # a look that went wrong must not end the guard
                 logger.exception("looking at the recordings disk's free space failed")
+            await asyncio.sleep(self.settings.recording_space_interval)
 
     async def stop(self) -> None:
         """Cut every connection (reason gateway_lost), close the port, flush reports to the broker."""

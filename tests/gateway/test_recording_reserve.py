@@ -64,6 +64,7 @@ async def test_below_the_reserve_a_new_session_is_refused_before_anything_runs(
     recordings_dir: Path,
 ) -> None:
     filler = _leave_free(recordings_dir, 6 * MiB)
+    await eventually(lambda: gateway.ctx.recordings_refusal("plant-a") is not None, what="a look at the full disk")
     vendor, keys = _vendor(grant_for, sshd_target, tmp_path / "keys")
     marker = tmp_path / "marker"
 
@@ -80,8 +81,9 @@ async def test_below_the_reserve_a_new_session_is_refused_before_anything_runs(
     assert not fake_broker.session_events  # refused, not a failed recording: the site is not blocked
     assert not gateway.ctx.blocked_sites
 
-    # Space freed: the next session runs at once (nothing to probe: the disk is looked at each time).
+    # Space freed: once the gateway has looked again (each 0.2 s here), the next session runs.
     filler.unlink()
+    await eventually(lambda: gateway.ctx.recordings_refusal("plant-a") is None, what="the next look at the disk")
     code, stdout, _ = await _ssh(_ssh_argv(vendor, keys, f"touch {marker}; echo back"))
     assert (code, stdout) == (0, b"back\n")
     assert marker.exists()
