@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
@@ -60,6 +61,20 @@ def with_line_added(text: str, line: str) -> str:
     if text and not text.endswith("\n"):
         text += "\n"
     return f"{text}{line}\n"
+
+
+def with_key_added(text: str, line: str, *, replacing: str) -> str:
+    """``text`` with the new key ``line`` appended under the options of each line that authorises ``replacing`` (the
+    key it takes over from), bare if none does. The plant may have bounded the old key (``from=``, ``restrict``,
+    ``no-port-forwarding``: sshd(8) AUTHORIZED_KEYS FILE FORMAT); a new line without them would give the vault's
+    next key more than the old one had."""
+    blob = replacing.split()[1]
+    found = (re.search(rf"(\S+)\s+{re.escape(blob)}(?:\s|$)", old)
+             for old in text.splitlines() if not old.lstrip().startswith("#") and blob in old.split())
+    options = list(dict.fromkeys(match.string[:match.start(1)].strip() for match in found if match is not None))
+    for prefix in options or [""]:
+        text = with_line_added(text, f"{prefix} {line}" if prefix else line)
+    return text
 
 
 def without_key(text: str, public_key: str) -> tuple[str, int]:

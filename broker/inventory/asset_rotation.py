@@ -134,7 +134,8 @@ class _Flow:
                 details["authorized_keys"] = path
                 existed = await read_text(sftp, path) is not None
                 try:
-                    await replace_text(sftp, path, lambda text: creds.with_line_added(text, line))
+                    await replace_text(sftp, path, lambda text: creds.with_key_added(
+                        text, line, replacing=creds.public_line(self.old.secret)))
                 except _SFTP_ERRORS as error:
                     raise self._fail(method=method, reason=f"{path} could not be written ({_said(error)})",
                                      machine="The machine was left as it was.", **details) from None

@@ -124,6 +124,24 @@ def test_a_generated_key_replaces_the_old_one_on_the_machine_and_in_the_vault(
     assert_no_secret_in_trail(plant, new_private, old_private)
 
 
+def test_the_new_key_keeps_the_restrictions_the_old_key_had_on_the_machine(
+        plant: Plant, sshd: OpenSSHServer, admin_cli: AdminCli, tmp_path: Path) -> None:
+    # The plant allowed the vaulted key only from the Gatepass host, without forwarding: a rotation that wrote the
+    # new key's line bare would hand the vault's next key more than the old one ever had.
+    add_sshd_asset(plant, sshd)
+    options = 'from="127.0.0.1,::1",no-agent-forwarding,no-port-forwarding,no-X11-forwarding'
+    sshd.authorized_keys.write_text(OTHER_LINES + f"{options} {sshd.client_key.public_line} old-key\n")
+
+    code, _out, err = rotate(admin_cli, sshd)
+
+    assert (code, err) == (0, ""), err
+    _kind, new_private = vaulted(plant)
+    assert sshd.authorized_keys.read_text() == (
+        OTHER_LINES + f"{options} {public_of(new_private)} gatepass:{ASSET}:2026-11-27\n")
+    assert logs_in(sshd, write_key(tmp_path, "new_key", new_private))
+    assert not logs_in(sshd, sshd.client_private_key)
+
+
 def test_json_says_what_was_done_and_never_a_secret(plant: Plant, target: OpenSSHServer, admin_cli: AdminCli) -> None:
     old_private = target.client_private_key_text
 
@@ -464,3 +482,20 @@ def test_every_line_of_the_old_key_goes_with_or_without_options_and_nothing_else
     assert with_line_added("no newline at the end", "ssh-ed25519 AAAA new") == (
         "no newline at the end\nssh-ed25519 AAAA new\n")
     assert with_line_added("", "ssh-ed25519 AAAA new") == "ssh-ed25519 AAAA new\n"
+
+
+def test_the_new_key_is_added_under_each_old_lines_options_once_and_bare_without_an_old_line() -> None:
+    from broker.inventory.asset_credentials import with_key_added
+
+    old = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode().strip()
+    new = "ssh-ed25519 AAAAnew gatepass:hmi-ssh:2026-11-27"
+    text = (f"# from=\"10.9.9.9\" {old}\n"  # commented out: not the old key's options
+            + f"restrict,pty {old} gateway\n"
+            + f'command="/usr/bin/backup --all",no-pty {old} backup@plant\n'
+            + f"restrict,pty {old} again\n"
+            + OTHER_LINES)
+
+    assert with_key_added(text, new, replacing=old) == (
+        text + f"restrict,pty {new}\n" + f'command="/usr/bin/backup --all",no-pty {new}\n')
+    assert with_key_added(OTHER_LINES, new, replacing=old) == OTHER_LINES + new + "\n"
+    assert with_key_added(f"{old}\n", new, replacing=old) == f"{old}\n{new}\n"
