@@ -80,6 +80,9 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         self._exit_status: int | None = None
         self._exit_signal: tuple[str, bool, str] | None = None
         self._closed = False
+        # The gateway sent this session's end (terminate): it is over, though the client may not have answered the
+        # channel's close yet (a frozen laptop never does) and the session is still listed until it does.
+        self._ended = False
         # Why this channel's exec is refused (a command an AI agent was not delegated); nothing reaches the target.
         self._refused: str | None = None
         self._error: str | None = None
@@ -235,14 +238,15 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             self._end_unrecorded(RecordingFailure(error))
 
     def recorded_bytes(self) -> int | None:
-        """What this session's recording has taken so far; None if it is not recorded (or has ended)."""
-        return None if self._closed else recorded_bytes(self._tap)
+        """What this session's recording has taken so far; None if it is not recorded (or has ended, or is ending:
+        the recordings disk's guard must not pick a session it already ended over the one filling the disk now)."""
+        return None if self._closed or self._ended else recorded_bytes(self._tap)
 
     def end_for_space(self, why: str) -> None:
         """The recordings disk is nearly full and this session is filling it: end it, its recording closed whole
         (the reserve still has room for that), with ``why`` on the vendor's terminal, in the recording and in the
         end report (reason ``error``)."""
-        if self._closed:
+        if self._closed or self._ended:
             return
         logger.warning("session %s on %s ended: %s", self._session_id, self._auth.asset, why)
         self._error = f"recordings disk nearly full: {why}"
@@ -256,6 +260,7 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
     def terminate(self, message: str, status: int = CUT_EXIT_STATUS) -> TargetStop | None:
         """Write ``message`` to stderr, send the exit status and close the client's channel now; stop the
         target's command behind it (TERM, KILL after the site's grace, close). Returns that stop, if any."""
+        self._ended = True
         self._tap.note(message)
         self._notice(message)
         stop = self._stop_target()

@@ -4,7 +4,9 @@ the disk is ended, its recording whole, while quiet sessions go on (a full disk 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from tests.fixtures.disks import small_tmpfs
 from tests.fixtures.sshd import OpenSSHServer
 from tests.gateway.conftest import GrantFactory, Vendor, sshd_credential
 from tests.gateway.fake_broker import FakeBroker
-from tests.gateway.test_openssh_client import _ssh, _ssh_argv
+from tests.gateway.test_openssh_client import _ssh, _ssh_argv, _ssh_running
 from tests.gateway.test_recording import ended, read_cast, stored, text_of
 from tests.gateway.waiting import eventually
 
@@ -137,6 +139,54 @@ async def test_a_session_that_writes_nothing_is_not_ended_for_what_something_els
     _leave_free(recordings_dir, RESERVE // 4)  # something else (a log, a copy) fills the disk
     code, stdout, stderr = await asyncio.wait_for(run, 20)
     assert (code, stdout) == (0, b"started\nstill-here\n"), stderr
+
+
+def _recorded(gateway: Gateway, fake_broker: FakeBroker, command: str) -> Any:
+    """The gateway's live session running ``command``, or None."""
+    for connection in list(gateway.ctx.connections):
+        for session, _taken in connection.recorded_sessions():
+            if fake_broker.sessions.get(session._session_id, {}).get("command") == command:
+                return session
+    return None
+
+
+def _taken(gateway: Gateway, session: Any) -> int:
+    return next((taken for connection in list(gateway.ctx.connections)
+                 for candidate, taken in connection.recorded_sessions() if candidate is session), 0)
+
+
+@pytest.mark.parametrize("gateway_options", [{"recording_reserve": RESERVE, "recording_space_interval": 3600}])
+async def test_a_session_already_being_ended_is_not_picked_again_while_another_fills_the_disk(
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path,
+) -> None:
+    # The first session to be ended for space belongs to a laptop that froze (its ssh stopped): the end is sent,
+    # but the channel's close is never answered, so the gateway still lists the session. The next look must end the
+    # session that fills the disk now, not pick the ending one again (its whole recording counted as new growth)
+    # while the disk fills and every session at the site fails.
+    frozen, frozen_keys = _vendor(grant_for, sshd_target, tmp_path / "frozen")
+    steady, steady_keys = _vendor(grant_for, sshd_target, tmp_path / "steady")
+    burst = "echo started; sleep 1; head -c 2000000 /dev/zero | base64 -w0; echo; sleep 30"
+    stream = "echo started; for i in $(seq 400); do head -c 20000 /dev/zero | base64 -w0; echo; sleep 0.05; done"
+    processes = [await _ssh_running(_ssh_argv(frozen, frozen_keys, burst)),
+                 await _ssh_running(_ssh_argv(steady, steady_keys, stream))]
+    readers = [asyncio.ensure_future(process.communicate()) for process in processes]
+    try:
+        await eventually(lambda: _recorded(gateway, fake_broker, burst) is not None
+                         and _recorded(gateway, fake_broker, stream) is not None, what="both sessions")
+        first, second = _recorded(gateway, fake_broker, burst), _recorded(gateway, fake_broker, stream)
+        assert gateway.ctx.check_recording_space(64 * MiB) is None  # plenty free: a look, nothing ended
+        await eventually(lambda: _taken(gateway, first) > 2_500_000, what="the burst")
+        processes[0].send_signal(signal.SIGSTOP)
+
+        assert gateway.ctx.check_recording_space(RESERVE // 4) is first  # it grew the most: ended
+        await asyncio.sleep(0.5)  # the steady session goes on writing; the frozen one never answers the close
+        assert gateway.ctx.check_recording_space(RESERVE // 4) is second
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+        await asyncio.wait(readers, timeout=10)
 
 
 def test_sizes_read_as_an_operator_writes_them() -> None:
