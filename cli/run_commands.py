@@ -116,11 +116,16 @@ def _app_settings(args: argparse.Namespace) -> AppSettings:
 def recording_reserve(environ: Mapping[str, str], flag: str | None = None) -> int:
     """Free space the gateway keeps on its recordings disk: --recording-reserve, else $GATEPASS_RECORDING_RESERVE
     (256M, 1G; 0 for none), else 256 MiB."""
+    from broker.errors import InvalidInput
     from broker.inventory.sites import parse_size
     from gateway.settings import DEFAULT_RECORDING_RESERVE
 
+    source = "--recording-reserve" if flag is not None else "GATEPASS_RECORDING_RESERVE"
     text = (flag if flag is not None else environ.get("GATEPASS_RECORDING_RESERVE", "")).strip()
-    return parse_size(text) if text else DEFAULT_RECORDING_RESERVE
+    try:
+        return parse_size(text) if text else DEFAULT_RECORDING_RESERVE
+    except InvalidInput as exc:  # say which setting: the operator may not know the environment carries one
+        raise InvalidInput(f"{source}: {exc.message}; nothing was started") from None
 
 
 def _gateway(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,5 +200,20 @@ def test_the_reserve_comes_from_the_flag_then_the_environment_then_the_default()
     assert recording_reserve({}) == DEFAULT_RECORDING_RESERVE == 256 * MiB
     assert recording_reserve({"GATEPASS_RECORDING_RESERVE": "1G"}) == 1 << 30
     assert recording_reserve({"GATEPASS_RECORDING_RESERVE": "1G"}, "0") == 0
-    with pytest.raises(InvalidInput, match="'lots' is not a size"):
+    with pytest.raises(InvalidInput, match=r"^--recording-reserve: 'lots' is not a size"):
         recording_reserve({}, "lots")
+    with pytest.raises(InvalidInput, match=r"^GATEPASS_RECORDING_RESERVE: '1\.5G' is not a size.*nothing was started"):
+        recording_reserve({"GATEPASS_RECORDING_RESERVE": "1.5G"})
+
+
+@pytest.mark.parametrize("argv", [["serve", "--http", "127.0.0.1:0", "--ssh", "127.0.0.1:0"],
+                                  ["gateway", "--token-file", "/dev/null"]])
+def test_a_reserve_that_is_not_a_size_stops_the_command_with_the_setting_named(tmp_path: Path, argv: list[str]) -> None:
+    gatepass = str(Path(sys.executable).with_name("gatepass"))
+    env = {**os.environ, "GATEPASS_RECORDING_RESERVE": "1.5G", "GATEPASS_DATA": str(tmp_path / "data")}
+    done = subprocess.run([gatepass, *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith("gatepass: GATEPASS_RECORDING_RESERVE: '1.5G' is not a size"), done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists()
