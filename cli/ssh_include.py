@@ -57,6 +57,9 @@ def with_include(text: str, target: Path) -> str:
 
 def ensure_included(target: Path, *, home: Path) -> tuple[Path, bool]:
     """Make ``home/.ssh/config`` include ``target``; return the file written (or read) and whether it changed."""
+    # ssh reads a relative Include from ~/.ssh, not from where gatepass ran (ssh_config(5)): a relative
+    # GATEPASS_HOME would be included as a file that is not there, silently, and added again at every run.
+    target = target.absolute()
     config = home / ".ssh" / "config"
     real = config.resolve() if config.is_symlink() else config
     try:

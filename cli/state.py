@@ -89,7 +89,9 @@ class ClientState:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ClientState:
         home = environ.get("GATEPASS_HOME")
-        return cls(Path(home).expanduser() if home else Path.home() / ".gatepass")
+        # Absolute from the start: the paths written into ssh's config (IdentityFile, CertificateFile, Include) are
+        # read by ssh from wherever it runs, and a relative one would name another file there.
+        return cls(Path(home).expanduser().absolute() if home else Path.home() / ".gatepass")
 
     @property
     def session_path(self) -> Path:

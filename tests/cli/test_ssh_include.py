@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from cli.errors import LocalSetupError
 from cli.ssh_include import MARK, ensure_included, includes
+from cli.state import ClientState
 
 HOME = Path("/home/eng")
 TARGET = HOME / ".gatepass" / "ssh_config"
@@ -72,3 +74,16 @@ def test_an_unreadable_config_is_left_alone_with_the_line_to_add(tmp_path: Path)
     with pytest.raises(LocalSetupError, match=r"add `Include .*` at its top yourself"):
         ensure_included(tmp_path / "ssh_config", home=home)
     assert (home / ".ssh" / "config").read_bytes() == b"Host \xff\n"
+
+
+def test_a_relative_state_directory_is_included_by_its_absolute_path_and_only_once(tmp_path: Path) -> None:
+    # GATEPASS_HOME=state: ssh would read `Include state/ssh_config` from ~/.ssh, not from where gatepass ran.
+    home = tmp_path / "home"
+    relative = Path(os.path.relpath(tmp_path / "state" / "ssh_config"))
+    assert not relative.is_absolute()
+
+    assert ensure_included(relative, home=home) == (home / ".ssh" / "config", True)
+
+    assert (home / ".ssh" / "config").read_text().splitlines()[1] == f"Include {Path.cwd() / relative}"
+    assert ensure_included(relative, home=home) == (home / ".ssh" / "config", False)
+    assert ClientState.from_environ({"GATEPASS_HOME": str(relative.parent)}).home == Path.cwd() / relative.parent
