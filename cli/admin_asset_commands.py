@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.local_common import data_option, guarded, local_settings, print_policy_changes
+from cli.local_common import data_option, guarded, local_settings, print_policy_changes, terminal_text
 
 if TYPE_CHECKING:
     from cli.local_common import Subparsers
@@ -219,22 +219,27 @@ def _asset_rotate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(done.as_json(), indent=2))
         return 0
+    # The file's path and the warning come from the machine (its SFTP server's answers): never raw to the terminal.
     if done.method == "generated":
-        print(f"Rotated the SSH key of {done.asset}: Gatepass generated a new one.")
-        print(f"  new key: {done.fingerprint} (ssh-ed25519), added to {done.authorized_keys}; it logs in")
+        _say(f"Rotated the SSH key of {done.asset}: Gatepass generated a new one.")
+        _say(f"  new key: {done.fingerprint} (ssh-ed25519), added to {done.authorized_keys}; it logs in")
         removed = ("no line of it was in that file" if done.old_lines_removed == 0 else
                    "its line could not be removed" if done.old_lines_removed is None else
                    f"{done.old_lines_removed} line(s) removed from {done.authorized_keys}")
         refused = (" the machine now refuses it" if done.old_key_still_logs_in is False else "")
-        print(f"  old key: {done.old_fingerprint}, {removed};{refused or ' see the warning below'}")
+        _say(f"  old key: {done.old_fingerprint}, {removed};{refused or ' see the warning below'}")
     else:
         kind = "key " + str(done.fingerprint) if done.fingerprint else "password"
-        print(f"Rotated the SSH credential of {done.asset}: the {kind} you gave logs in and is in the vault now.")
-    print("  The vault holds the new credential: the next login through a gateway uses it; sessions already "
-          "running go on.")
+        _say(f"Rotated the SSH credential of {done.asset}: the {kind} you gave logs in and is in the vault now.")
+    _say("  The vault holds the new credential: the next login through a gateway uses it; sessions already "
+         "running go on.")
     if done.warning:
-        print(f"gatepass: WARNING: {done.warning}", file=sys.stderr)
+        _say(f"gatepass: WARNING: {done.warning}", file=sys.stderr)
     return 0
+
+
+def _say(text: str, **options: Any) -> None:
+    print(terminal_text(text), **options)
 
 
 def _services(record: dict[str, Any]) -> str:

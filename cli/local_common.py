@@ -61,13 +61,21 @@ def guarded(func: Any) -> Any:
             return int(func(args))
         except (BrokerError, VaultError) as error:
             message = getattr(error, "message", None) or str(error)
-            print(f"gatepass: {message}", file=sys.stderr)
+            print(f"gatepass: {terminal_text(message)}", file=sys.stderr)
             return 1
         except (FileNotFoundError, ValueError, OSError) as error:
-            print(f"gatepass: {error}", file=sys.stderr)
+            print(f"gatepass: {terminal_text(str(error))}", file=sys.stderr)
             return 1
 
     return run
+
+
+def terminal_text(text: str) -> str:
+    """``text`` with its control characters written out (``\\x1b``), line breaks and tabs kept. What a plant machine
+    reports (a file name, an SFTP server's error) reaches the admin's terminal, where an escape sequence would clear
+    it, retitle it, or hide the words after it."""
+    return "".join(char if char.isprintable() or char in "\n\t" else char.encode("unicode_escape").decode("ascii")
+                   for char in text)
 
 
 def enrolment_note(ttl: dt.timedelta) -> str:

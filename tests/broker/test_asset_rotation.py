@@ -142,6 +142,32 @@ def test_the_new_key_keeps_the_restrictions_the_old_key_had_on_the_machine(
     assert not logs_in(sshd, sshd.client_private_key)
 
 
+def test_a_path_the_machine_reports_cannot_write_control_characters_to_the_admins_terminal(
+        plant: Plant, target: OpenSSHServer, admin_cli: AdminCli) -> None:
+    # The machine's login (perhaps compromised) names its real authorized_keys; its SFTP server reports that name,
+    # which Gatepass prints. An escape sequence in it would clear or retitle the admin's terminal, or hide text.
+    real = target.authorized_keys.with_name("keys\x1b]0;all good\x07\x1b[2J\x1b[8m")
+    target.authorized_keys.rename(real)
+    target.authorized_keys.symlink_to(real.name)
+
+    code, out, err = rotate(admin_cli, target)
+
+    assert (code, err) == (0, ""), err
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert "keys\\x1b]0;all good\\x07\\x1b[2J\\x1b[8m" in out  # shown escaped, so the admin still sees the name
+
+    # A refusal names the file too: a decoy sshd does not read, behind a link with an escape sequence in its name.
+    decoy = target.directory / "decoy\x1b[2J"
+    decoy.write_text(OTHER_LINES)
+    (target.directory / "decoy").symlink_to(decoy.name)
+    code, out, err = admin_cli("admin", "asset", "rotate", ASSET, "--authorized-keys", str(target.directory / "decoy"))
+    assert code == 1
+    assert "did not log in" in err
+    assert "decoy\\x1b[2J" in err
+    assert "\x1b" not in err
+
+
 def test_json_says_what_was_done_and_never_a_secret(plant: Plant, target: OpenSSHServer, admin_cli: AdminCli) -> None:
     old_private = target.client_private_key_text
 
