@@ -201,8 +201,12 @@ def _write_included_config(ctx: Context, config: str, *, hosts: list[str]) -> No
     from cli.state import write_private_file
 
     target = ctx.state.ssh_config_path
-    ctx.state.ensure_home()
-    write_private_file(target, config)
+    try:
+        ctx.state.ensure_home()
+        write_private_file(target, config)
+    except OSError as exc:  # a full or read-only disk, a folder in the file's place: said, never a traceback
+        raise LocalSetupError(f"cannot write {target}: {exc.strerror or exc}; ~/.ssh/config was left as it was") \
+            from None
     home = Path(ctx.environ.get("HOME") or Path.home())
     included, added = ensure_included(target, home=home)
     ctx.say(f"Wrote {len(hosts)} host{'s' if len(hosts) != 1 else ''} to {target}"

@@ -469,6 +469,20 @@ def test_ssh_config_prints_a_block_per_own_grant(
     assert sorted(p.name for p in (ctx.state.home / "certs").iterdir()) == ["hmi-01-cert.pub"]
 
 
+def test_ssh_config_write_that_cannot_write_its_file_says_so_without_a_traceback(
+    ctx: Context, api: Api, logged_in: Session, gateway_host_key: str, tmp_path: Path
+) -> None:
+    grant_for_this_machine(ctx, api)
+    ctx.environ = {**ctx.environ, "HOME": str(tmp_path / "eng")}
+    (ctx.state.home / "ssh_config").mkdir(parents=True)  # where the config goes: a folder someone made
+
+    assert main(["ssh-config", "--write"], context=ctx) == 1
+
+    assert err(ctx).startswith(f"gatepass: cannot write {ctx.state.home / 'ssh_config'}: "), err(ctx)
+    assert out(ctx) == ""
+    assert not (tmp_path / "eng" / ".ssh" / "config").exists()  # not included: there is nothing to include
+
+
 # --- audit export --------------------------------------------------------------------------------------
 
 
