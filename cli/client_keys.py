@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from cli.client_connect import fetch_usable_grants, prepare_files
@@ -113,11 +114,13 @@ def _private_seed(key_path: Path) -> bytes:
 
 def _read_passphrase(path: Path) -> bytes:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a byte order mark (Notepad writes one) is no part of what the engineer types into PuTTY.
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise UsageError(f"cannot read the passphrase file {path}: {exc.strerror}") from exc
     except UnicodeDecodeError:
         raise UsageError(f"the passphrase file {path} is not UTF-8 text") from None
-    if not lines or not lines[0]:
+    first = re.split(r"[\r\n]", text, maxsplit=1)[0]  # up to the first CR or LF, as puttygen reads such a file
+    if not first:
         raise UsageError(f"the passphrase file {path} is empty: write the passphrase on its first line")
-    return lines[0].encode("utf-8")
+    return first.encode("utf-8")

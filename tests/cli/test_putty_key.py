@@ -84,6 +84,24 @@ def test_a_passphrase_protects_the_file_and_puttygen_opens_it_with_that_passphra
     assert not (tmp_path / "never").exists()
 
 
+def test_a_passphrase_file_saved_by_notepad_protects_the_key_with_the_passphrase_typed(
+        certified_key: tuple[Path, Path], tmp_path: Path) -> None:
+    from cli.client_keys import _read_passphrase
+
+    # Windows Notepad's "UTF-8 with BOM", CRLF line ends: the engineer types "plant laptop" into PuTTY, never the mark.
+    saved = tmp_path / "passphrase.txt"
+    saved.write_bytes("\ufeffplant laptop\r\nnot this line\r\n".encode())
+    key, certificate = certified_key
+    ppk = tmp_path / "hmi-01.ppk"
+    ppk.write_text(_export(key, certificate, passphrase=_read_passphrase(saved)))
+
+    typed = tmp_path / "typed"
+    typed.write_text("plant laptop\n")
+    opened = _puttygen(str(ppk), "--old-passphrase", str(typed), "-O", "private-openssh-new", "-o",
+                       str(tmp_path / "back"))
+    assert opened.returncode == 0, opened.stderr
+
+
 def test_puttygen_refuses_a_file_changed_after_it_was_written(certified_key: tuple[Path, Path],
                                                               tmp_path: Path) -> None:
     """The MAC covers the comment too: a file edited by hand (or damaged) is refused, not half-read."""
