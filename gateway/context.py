@@ -28,6 +28,8 @@ logger = logging.getLogger("gatepass.gateway")
 
 # Below half the reserve, a session is ended for filling the recordings disk only if its recording grew by at least
 # this share of the reserve since the last look (256 MiB: 256 KiB a second): a `tail -f` is not what fills a disk.
+# A slower session is ended once it wrote at least this much, and at least half of what the disk lost, since the disk
+# went below the reserve: else writing just under the rate above would fill the disk and end every session.
 FILLING_SHARE = 1024
 
 
@@ -60,6 +62,10 @@ class GatewayContext:
     # store could not tell (a write that fails still fails closed).
     _free_at_last_look: int | None = None
     _below_reserve: bool = False
+    # Since the disk went below the reserve: its free bytes then (less what sessions ended for space had written
+    # since), and what each recorded session's recording had taken then (or when first seen after).
+    _free_when_below: int = 0
+    _taken_when_below: dict[ProxySession, int] = field(default_factory=dict)
 
     def recording_failed(self, site: str, error: str) -> None:
         """A recording at ``site`` could not be written: end every recorded session there, refuse new ones.
@@ -108,7 +114,8 @@ class GatewayContext:
         the reserve, new recorded sessions are refused from now on; below half of it, the recorded session whose
         recording grew the most since the last look is ended, and returned. Quiet sessions go on: a session that
         wrote less than 1/FILLING_SHARE of the reserve since the last look is not what fills the disk, and is never
-        ended for what something else wrote (a full disk would still end it, fail closed)."""
+        ended for what something else wrote (a full disk would still end it, fail closed), unless, since the disk
+        went below the reserve, it wrote the most, more than that share, and at least half of what the disk lost."""
         self._free_at_last_look = free
         reserve = self.settings.recording_reserve
         if free is None or reserve <= 0:
@@ -117,6 +124,7 @@ class GatewayContext:
         below = free < reserve
         if below != self._below_reserve:
             self._below_reserve = below
+            self._free_when_below, self._taken_when_below = free, {}
             if below:
                 logger.warning("the recordings disk has %s free, below its reserve of %s: new recorded sessions are "
                                "refused until there is more", size_words(free), size_words(reserve))
@@ -126,17 +134,32 @@ class GatewayContext:
                  for session, size in connection.recorded_sessions()}
         grown = {session: size - self._taken_at_last_look.get(session, 0) for session, size in taken.items()}
         self._taken_at_last_look = taken
+        self._taken_when_below = {session: self._taken_when_below.get(session, size) if below else size
+                                  for session, size in taken.items()}
+        written = {session: size - self._taken_when_below[session] for session, size in taken.items()}
         if free >= reserve // 2 or not grown:
             return None
+        least = max(1, reserve // FILLING_SHARE)
         busiest = max(grown, key=lambda session: grown[session])
-        if grown[busiest] < max(1, reserve // FILLING_SHARE):
-            return None
-        interval = self.settings.recording_space_interval
-        busiest.end_for_space(f"the gateway's recordings disk is nearly full ({size_words(free)} free, under half "
-                              f"its {size_words(reserve)} reserve) and this session wrote the most to it "
-                              f"({size_words(grown[busiest])} in the last {interval:g} s)")
-        del self._taken_at_last_look[busiest]
-        return busiest
+        if grown[busiest] >= least:
+            interval = self.settings.recording_space_interval
+            return self._end_filler(busiest, free, written[busiest],
+                                    f"{size_words(grown[busiest])} in the last {interval:g} s")
+        steadiest = max(written, key=lambda session: written[session])
+        if written[steadiest] >= max(least, (self._free_when_below - free) // 2):
+            return self._end_filler(steadiest, free, written[steadiest],
+                                    f"{size_words(written[steadiest])} since the disk went below its reserve")
+        return None
+
+    def _end_filler(self, session: ProxySession, free: int, written: int, how_much: str) -> ProxySession:
+        reserve = self.settings.recording_reserve
+        session.end_for_space(f"the gateway's recordings disk is nearly full ({size_words(free)} free, under half "
+                              f"its {size_words(reserve)} reserve) and this session wrote the most to it ({how_much})")
+        # What it wrote is no longer counted against the sessions that go on.
+        self._free_when_below -= written
+        self._taken_at_last_look.pop(session, None)
+        self._taken_when_below.pop(session, None)
+        return session
 
     def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
         """Run a report to the broker in the background; its failure is logged, never raised."""

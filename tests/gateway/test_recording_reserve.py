@@ -191,6 +191,40 @@ async def test_a_session_already_being_ended_is_not_picked_again_while_another_f
         await asyncio.wait(readers, timeout=10)
 
 
+@pytest.mark.parametrize("gateway_options", [{"recording_reserve": RESERVE, "recording_space_interval": 3600}])
+async def test_a_session_filling_the_disk_just_under_the_rate_of_one_look_is_ended_too(
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path,
+    recordings_dir: Path,
+) -> None:
+    # One look every 0.2 s (driven here) and 8 KiB per look ended a session at once; this one writes about 2 KB per
+    # look, for as long as it likes: below half the reserve it is the only thing filling the disk, and without a
+    # second rule it would go on until the disk is full and every session at the site fails.
+    slow, slow_keys = _vendor(grant_for, sshd_target, tmp_path / "slow")
+    quiet, quiet_keys = _vendor(grant_for, sshd_target, tmp_path / "quiet")
+    trickle = "echo started; for i in $(seq 300); do head -c 1500 /dev/zero | base64 -w0; echo; sleep 0.2; done"
+    quiet_run = asyncio.ensure_future(_ssh(_ssh_argv(quiet, quiet_keys, "echo started; sleep 8; echo still-here"),
+                                           timeout=20))
+    slow_run = asyncio.ensure_future(_ssh(_ssh_argv(slow, slow_keys, trickle), timeout=30))
+    await eventually(lambda: _recorded(gateway, fake_broker, trickle) is not None, what="the slow session")
+    slow_session = _recorded(gateway, fake_broker, trickle)
+    assert gateway.ctx.check_recording_space(_free(recordings_dir)) is None  # plenty free: a look, nothing ended
+    _leave_free(recordings_dir, RESERVE // 4)  # something else (a copy) takes the disk below half the reserve
+
+    ended_now = []
+    for _ in range(40):  # 8 s
+        await asyncio.sleep(0.2)
+        if (session := gateway.ctx.check_recording_space(_free(recordings_dir))) is not None:
+            ended_now.append(session)
+            break
+    assert ended_now == [slow_session]
+
+    code, _stdout, stderr = await asyncio.wait_for(slow_run, 20)
+    assert code == 255
+    assert b"since the disk went below its reserve" in stderr, stderr
+    code, stdout, stderr = await asyncio.wait_for(quiet_run, 20)
+    assert (code, stdout) == (0, b"started\nstill-here\n"), stderr
+
+
 def test_sizes_read_as_an_operator_writes_them() -> None:
     assert [size_words(n) for n in (512, 1536, 8 * MiB, 3 * MiB // 2, 256 * MiB, 5 << 30)] == [
         "512 bytes", "1.5 KiB", "8 MiB", "1.5 MiB", "256 MiB", "5 GiB"]
