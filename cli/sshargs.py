@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from cli.durations import parse_api_time
-from cli.errors import NoUsableGrant, ServerUnreachable
+from cli.errors import NoUsableGrant, ServerUnreachable, UsageError
 from cli.state import check_asset_name
 
 ED25519_CERT_TYPE = "ssh-ed25519-cert-v01@openssh.com"
 _HOST = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
+# A grant id as the broker makes them (and as `gatepass revoke GRANT_ID` takes one): it is written into the ssh config
+# `ssh-config --write` has ~/.ssh/config include, where a line break would add directives for every connection.
+_GRANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +56,18 @@ class UsableGrant:
         try:
             gateway = grant["gateway"]
             host = str(gateway["host"])
-            if not _HOST.match(host) or host.startswith("-"):
+            if not _HOST.fullmatch(host) or host.startswith("-"):  # fullmatch: `$` lets a final line break through
                 raise ValueError(f"unusable gateway host {host!r}")
+            grant_id, asset = str(grant["id"]), str(grant["asset"])
+            if not _GRANT_ID.fullmatch(grant_id):
+                raise ValueError(f"unusable grant id {grant_id[:70]!r}")
+            try:
+                check_asset_name(asset)
+            except UsageError:  # the broker's, not the user's: said as such, quoted (it may hold control characters)
+                raise ValueError(f"unusable asset name {asset[:140]!r}") from None
             return cls(
-                id=str(grant["id"]),
-                asset=check_asset_name(str(grant["asset"])),
+                id=grant_id,
+                asset=asset,
                 status=str(grant["status"]),
                 starts_at=parse_api_time(str(grant["starts_at"])),
                 ends_at=parse_api_time(str(grant["ends_at"])),

@@ -36,7 +36,7 @@ _ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def check_asset_name(name: str) -> str:
-    if not _ASSET_NAME.match(name) or ".." in name:
+    if not _ASSET_NAME.fullmatch(name) or ".." in name:  # fullmatch: `$` would let a trailing line break through
         raise UsageError(
             f"'{name}' is not an asset name: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit"

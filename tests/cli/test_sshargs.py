@@ -122,6 +122,23 @@ def test_a_gateway_host_that_looks_like_an_option_is_refused() -> None:
         grant(gateway={"host": "-oProxyCommand=x", "port": 2222, "host_key": "k"})
 
 
+@pytest.mark.parametrize("grant_id", ["grt-1\nHost *\n    ProxyCommand sh -c 'touch /tmp/owned'",
+                                      'grt-1\rMatch exec "touch /tmp/owned"', "grt-1 \x1b[2J", "", "-grt", "grt-1\n"])
+def test_a_grant_id_that_is_not_a_plain_word_is_refused(grant_id: str) -> None:
+    # The id is written into the ssh config that `ssh-config --write` includes at the top of ~/.ssh/config (and into
+    # the PPK's comment): a line break in it would add directives every ssh on the laptop obeys.
+    with pytest.raises(ServerUnreachable, match="cannot use"):
+        grant(id=grant_id)
+
+
+@pytest.mark.parametrize("sent", [{"asset": "hmi-01\n"}, {"gateway": {"host": "127.0.0.1\n", "port": 2222,
+                                                                     "host_key": "k"}}])
+def test_a_name_or_host_with_a_final_line_break_is_refused(sent: dict[str, Any]) -> None:
+    # `Host hmi-01\n.gatepass` would be a bad line in the included config: every ssh on the laptop would stop.
+    with pytest.raises(ServerUnreachable, match="cannot use"):
+        grant(**sent)
+
+
 def test_one_grant_per_asset_active_first() -> None:
     active = grant(id="grt-a")
     scheduled = grant(id="grt-s", status="scheduled", starts_at="2026-11-27T12:00:00+00:00",
