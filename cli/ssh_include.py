@@ -60,14 +60,14 @@ def ensure_included(target: Path, *, home: Path) -> tuple[Path, bool]:
     # ssh reads a relative Include from ~/.ssh, not from where gatepass ran (ssh_config(5)): a relative
     # GATEPASS_HOME would be included as a file that is not there, silently, and added again at every run.
     target = target.absolute()
-    config = home / ".ssh" / "config"
-    real = config.resolve() if config.is_symlink() else config
+    config = real = home / ".ssh" / "config"
     try:
+        real = config.resolve() if config.is_symlink() else config
         text = real.read_bytes().decode("utf-8")  # bytes: line endings stay as they were
         mode: int | None = stat.S_IMODE(real.stat().st_mode)
     except FileNotFoundError:
         text, mode = "", None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, RuntimeError) as exc:  # RuntimeError: a loop of links (pathlib, 3.11)
         raise LocalSetupError(f"cannot read {config} to add the Include line ({exc}): add "
                               f"`Include {config_value(target)}` at its top yourself") from None
     if includes(text, target, home=home):

@@ -87,3 +87,13 @@ def test_a_relative_state_directory_is_included_by_its_absolute_path_and_only_on
     assert (home / ".ssh" / "config").read_text().splitlines()[1] == f"Include {Path.cwd() / relative}"
     assert ensure_included(relative, home=home) == (home / ".ssh" / "config", False)
     assert ClientState.from_environ({"GATEPASS_HOME": str(relative.parent)}).home == Path.cwd() / relative.parent
+
+
+def test_a_config_that_is_a_loop_of_links_is_left_alone_with_the_line_to_add(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").symlink_to("config.d")
+    (home / ".ssh" / "config.d").symlink_to("config")
+    with pytest.raises(LocalSetupError, match=r"cannot read .*config .*add `Include .*` at its top yourself"):
+        ensure_included(tmp_path / "ssh_config", home=home)
+    assert (home / ".ssh" / "config").is_symlink()
