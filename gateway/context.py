@@ -115,7 +115,8 @@ class GatewayContext:
         recording grew the most since the last look is ended, and returned. Quiet sessions go on: a session that
         wrote less than 1/FILLING_SHARE of the reserve since the last look is not what fills the disk, and is never
         ended for what something else wrote (a full disk would still end it, fail closed), unless, since the disk
-        went below the reserve, it wrote the most, more than that share, and at least half of what the disk lost."""
+        went below the reserve, it wrote the most, more than that share, and at least half of what the disk lost
+        (at least that share too)."""
         self._free_at_last_look = free
         reserve = self.settings.recording_reserve
         if free is None or reserve <= 0:
@@ -146,7 +147,8 @@ class GatewayContext:
             return self._end_filler(busiest, free, written[busiest],
                                     f"{size_words(grown[busiest])} in the last {interval:g} s")
         steadiest = max(written, key=lambda session: written[session])
-        if written[steadiest] >= max(least, (self._free_when_below - free) // 2):
+        lost = self._free_when_below - free  # not filling (uploads freeing as much as is written): nobody is ended
+        if lost >= least and written[steadiest] >= max(least, lost // 2):
             return self._end_filler(steadiest, free, written[steadiest],
                                     f"{size_words(written[steadiest])} since the disk went below its reserve")
         return None
