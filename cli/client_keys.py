@@ -16,6 +16,8 @@ from cli.state import write_private_file
 
 # PuTTY reads certificates from 0.78 on (its earlier releases would offer the bare key and be refused).
 PUTTY_WITH_CERTIFICATES = "0.78"
+# How every PuTTY key file begins (any version): what an earlier export found at the same path starts with.
+PPK_MAGIC = b"PuTTY-User-Key-File-"
 
 
 def run_key_export(args: argparse.Namespace) -> int:
@@ -34,14 +36,15 @@ def run_key_export(args: argparse.Namespace) -> int:
                                 "`gatepass request ASSET --for 1h --reason …`, and export after its approval")
     files = prepare_files(ctx, chosen)  # checks each certificate was issued for this key; pins the gateways
     seed = _private_seed(files[chosen[0].id].key)
+    targets = [(grant, args.out if args.out is not None else ctx.state.home / "putty" / f"{grant.asset}.ppk")
+               for grant in chosen]
+    for _, target in targets:  # every file checked before any is written: a refusal leaves nothing half done
+        _check_replaceable(target)
     exported = []
-    for grant in chosen:
-        target = args.out if args.out is not None else ctx.state.home / "putty" / f"{grant.asset}.ppk"
+    for grant, target in targets:
         text = ppk_v3(key_type=ED25519_CERT_TYPE, public_blob=_certificate_blob(grant),
                       private_blob=ed25519_private_blob(seed), passphrase=passphrase,
                       comment=f"gatepass {username} {grant.asset} grant {grant.id} until {format_time(grant.ends_at)}")
-        if target.is_dir():
-            raise UsageError(f"{target} is a folder: give the key file's own name, e.g. {target / 'hmi-01.ppk'}")
         try:
             write_private_file(target, text)
         except OSError as exc:
@@ -54,6 +57,23 @@ def run_key_export(args: argparse.Namespace) -> int:
     for grant, path in exported:
         _explain(ctx, grant, path, encrypted=passphrase is not None)
     return 0
+
+
+def _check_replaceable(target: Path) -> None:
+    """``target`` is new or an earlier export: --out is typed by hand, and a slip (~/.ssh/id_ed25519) must not
+    replace the engineer's own key or any other file without a word."""
+    if target.is_dir():
+        raise UsageError(f"{target} is a folder: give the key file's own name, e.g. {target / 'hmi-01.ppk'}")
+    try:
+        with target.open("rb") as existing:
+            start = existing.read(len(PPK_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError:
+        start = b""
+    if start != PPK_MAGIC:
+        raise UsageError(f"{target} exists and is not a PuTTY key file: key export replaces only a file it wrote "
+                         "before; give another --out, or move that file away first")
 
 
 def _explain(ctx: Context, grant: UsableGrant, path: Path, *, encrypted: bool) -> None:

@@ -483,6 +483,27 @@ def test_ssh_config_write_that_cannot_write_its_file_says_so_without_a_traceback
     assert not (tmp_path / "eng" / ".ssh" / "config").exists()  # not included: there is nothing to include
 
 
+def test_key_export_overwrites_an_earlier_export_but_never_another_file(
+    ctx: Context, api: Api, logged_in: Session, gateway_host_key: str, tmp_path: Path
+) -> None:
+    grant_for_this_machine(ctx, api)
+    personal = tmp_path / "dot-ssh" / "id_ed25519"  # the engineer's own key, named by a slip of the keyboard
+    personal.parent.mkdir()
+    personal.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nthe engineer's own key\n")
+
+    assert main(["key", "export", "--format", "ppk", "--asset", "hmi-01", "--out", str(personal)], context=ctx) == 2
+
+    assert err(ctx) == (f"gatepass: {personal} exists and is not a PuTTY key file: key export replaces only a "
+                        "file it wrote before; give another --out, or move that file away first\n")
+    assert personal.read_text() == "-----BEGIN OPENSSH PRIVATE KEY-----\nthe engineer's own key\n"
+    # An earlier export is replaced (the next approval's certificate), mode 0600.
+    earlier = tmp_path / "hmi-01.ppk"
+    assert main(["key", "export", "--format", "ppk", "--asset", "hmi-01", "--out", str(earlier)], context=ctx) == 0
+    assert main(["key", "export", "--format", "ppk", "--asset", "hmi-01", "--out", str(earlier)], context=ctx) == 0
+    assert earlier.read_text().startswith("PuTTY-User-Key-File-3: ")
+    assert earlier.stat().st_mode & 0o777 == 0o600
+
+
 # --- audit export --------------------------------------------------------------------------------------
 
 
