@@ -208,6 +208,9 @@ def _write_included_config(ctx: Context, config: str, *, hosts: list[str]) -> No
         raise LocalSetupError(f"cannot write {target}: {exc.strerror or exc}; ~/.ssh/config was left as it was") \
             from None
     home = Path(ctx.environ.get("HOME") or Path.home())
+    if not home.is_absolute():  # ssh reads ~/.ssh/config from the password database's home, never from here
+        raise LocalSetupError(f"HOME is {str(home)!r}, not an absolute path, so ~/.ssh/config cannot be found: wrote "
+                              f"{target}; add `Include {target}` at the top of your ~/.ssh/config yourself")
     included, added = ensure_included(target, home=home)
     ctx.say(f"Wrote {len(hosts)} host{'s' if len(hosts) != 1 else ''} to {target}"
             + (f": {', '.join(hosts)}" if hosts else " (no usable grant yet)"))

@@ -483,6 +483,20 @@ def test_ssh_config_write_that_cannot_write_its_file_says_so_without_a_traceback
     assert not (tmp_path / "eng" / ".ssh" / "config").exists()  # not included: there is nothing to include
 
 
+def test_ssh_config_write_with_a_relative_home_edits_no_config_in_the_current_folder(
+    ctx: Context, api: Api, logged_in: Session, gateway_host_key: str, tmp_path: Path
+) -> None:
+    grant_for_this_machine(ctx, api)
+    ctx.environ = {**ctx.environ, "HOME": "gatepass-relative-home"}
+
+    assert main(["ssh-config", "--write"], context=ctx) == 1
+
+    assert err(ctx).startswith("gatepass: HOME is 'gatepass-relative-home', not an absolute path, so ~/.ssh/config "
+                               f"cannot be found: wrote {ctx.state.home / 'ssh_config'}; add `Include "), err(ctx)
+    assert not Path("gatepass-relative-home").exists()  # nothing made under the folder the command ran in
+    assert (ctx.state.home / "ssh_config").read_text().count("Host hmi-01.gatepass") == 1
+
+
 def test_key_export_overwrites_an_earlier_export_but_never_another_file(
     ctx: Context, api: Api, logged_in: Session, gateway_host_key: str, tmp_path: Path
 ) -> None:
