@@ -157,13 +157,22 @@ class Gateway:
 
     async def _guard_recording_space(self) -> None:
         """Look at the recordings disk's free space now and every ``recording_space_interval`` seconds
-        (GatewayContext.check_recording_space). The look runs in a thread: statvfs on a hung mount blocks."""
+        (GatewayContext.check_recording_space). The look runs in a thread: statvfs on a hung mount blocks. A failing
+        look is logged when it starts failing (or fails otherwise) and when it works again, not at every look: a
+        warning a second for as long as a mount is gone would flood the log (and the disk it is on)."""
+        failing: str | None = None
         while True:
             try:
                 free: int | None = await asyncio.to_thread(self.recordings.free_bytes)
             except OSError as exc:
-                logger.warning("cannot tell the recordings disk's free space (%s)", exc.strerror or exc)
-                free = None
+                free, why = None, str(exc.strerror or exc)
+                if why != failing:
+                    logger.warning("cannot tell the recordings disk's free space (%s)", why)
+                failing = why
+            else:
+                if failing is not None:
+                    logger.info("the recordings disk's free space can be read again")
+                failing = None
             try:
                 self.ctx.check_recording_space(free)
             except Exception:  # a look that went wrong must not end the guard
