@@ -21,6 +21,9 @@ _HOST = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
 # A grant id as the broker makes them (and as `gatepass revoke GRANT_ID` takes one): it is written into the ssh config
 # `ssh-config --write` has ~/.ssh/config include, where a line break would add directives for every connection.
 _GRANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# A gateway's host key as pinned in known_hosts: type, base64, an optional comment; one line, no control character
+# (a line break would add known_hosts lines of the broker's choosing, @cert-authority among them).
+_HOST_KEY = re.compile(r"[A-Za-z0-9@._+-]+ [A-Za-z0-9+/]+=*(?: [^\x00-\x1f\x7f]*)?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,9 @@ class UsableGrant:
             if not _HOST.fullmatch(host) or host.startswith("-"):  # fullmatch: `$` lets a final line break through
                 raise ValueError(f"unusable gateway host {host!r}")
             grant_id, asset = str(grant["id"]), str(grant["asset"])
+            host_key = str(gateway["host_key"]).strip()
+            if not _HOST_KEY.fullmatch(host_key):
+                raise ValueError(f"unusable gateway host key {host_key[:100]!r}")
             if not _GRANT_ID.fullmatch(grant_id):
                 raise ValueError(f"unusable grant id {grant_id[:70]!r}")
             try:
@@ -75,7 +81,7 @@ class UsableGrant:
                 ports=tuple(int(p) for p in grant.get("ports") or ()),
                 certificate=grant.get("certificate") or None,
                 gateway=Gateway(
-                    host=host, port=int(gateway["port"]), host_key=str(gateway["host_key"]).strip()
+                    host=host, port=int(gateway["port"]), host_key=host_key
                 ),
                 supervision_required=grant.get("supervision_required") is True,
             )

@@ -139,6 +139,14 @@ def test_a_name_or_host_with_a_final_line_break_is_refused(sent: dict[str, Any])
         grant(**sent)
 
 
+@pytest.mark.parametrize("host_key", ["ssh-ed25519 AAAAgw\n@cert-authority * ssh-ed25519 AAAAattacker",
+                                      "ssh-ed25519", "ssh-ed25519 AAAA\x1b[2J", ""])
+def test_a_gateway_host_key_that_is_not_one_key_line_is_refused(host_key: str) -> None:
+    # It is pinned in the known_hosts the generated config names: a line break would add lines of the sender's choosing.
+    with pytest.raises(ServerUnreachable, match="cannot use"):
+        grant(gateway={"host": "127.0.0.1", "port": 2222, "host_key": host_key})
+
+
 def test_one_grant_per_asset_active_first() -> None:
     active = grant(id="grt-a")
     scheduled = grant(id="grt-s", status="scheduled", starts_at="2026-11-27T12:00:00+00:00",
