@@ -112,9 +112,49 @@ def rotate_asset_credential(settings: Settings, *, name: str, ssh_private_key: s
     if ssh_private_key is not None or ssh_password is not None:
         supplied = asset_credentials.supplied_credential(private_key=ssh_private_key, password=ssh_password)
     vault = Vault.from_key_file(settings.master_key_path)
-    return asyncio.run(asset_rotation.rotate_credential(
-        units=lambda: local_session(settings), vault=vault, clock=settings.clock, actor=operator_name(), name=name,
-        supplied=supplied, authorized_keys=authorized_keys, timeout=timeout))
+    with rotation_lock(settings, name):
+        return asyncio.run(asset_rotation.rotate_credential(
+            units=lambda: local_session(settings), vault=vault, clock=settings.clock, actor=operator_name(),
+            name=name, supplied=supplied, authorized_keys=authorized_keys, timeout=timeout))
+
+
+@contextmanager
+def rotation_lock(settings: Settings, name: str) -> Iterator[None]:
+    """One rotation of ``name`` at a time, or a refusal. Two at once each rewrite authorized_keys from what they
+    read: one can drop the other's new line after that key was vaulted, leaving the vault a key the machine refuses.
+    A lock file in the data directory (admins on this host) and, on PostgreSQL, an advisory lock (admins on other
+    hosts); both go with the process, so an interrupted rotation leaves none behind."""
+    import fcntl
+    import hashlib
+
+    from sqlalchemy import text
+
+    from broker.errors import Conflict
+
+    busy = Conflict(f"another rotation of {name}'s credential is running: two at once could each undo the other's "
+                    "change to the machine; let it finish, then run this one again if it is still needed")
+    digest = hashlib.sha256(f"gatepass:asset-rotation:{name}".encode()).digest()
+    locks = settings.data_dir / "locks"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    with (locks / f"rotate-{digest[:8].hex()}.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        if not settings.effective_database_url.startswith("postgresql"):
+            yield
+            return
+        engine = make_engine(settings.effective_database_url)
+        try:
+            with engine.connect() as connection:
+                key = int.from_bytes(digest[:8], "big", signed=True)
+                taken = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+                connection.commit()  # the lock is the session's: no transaction stays open meanwhile
+                if not taken:
+                    raise busy
+                yield
+        finally:
+            engine.dispose()
 
 
 def add_user(settings: Settings, **fields: object) -> NewCredentials | None:

@@ -168,6 +168,25 @@ def test_a_path_the_machine_reports_cannot_write_control_characters_to_the_admin
     assert "\x1b" not in err
 
 
+def test_a_second_rotation_of_the_same_asset_at_the_same_time_is_refused_and_changes_nothing(
+        plant: Plant, target: OpenSSHServer, admin_cli: AdminCli) -> None:
+    # Two at once each rewrite authorized_keys from what they read: the one whose key the vault takes can lose its
+    # line to the other's write, leaving the vault a key the machine refuses.
+    from broker.admin import rotation_lock
+
+    before_vault, before_keys = vaulted(plant), target.authorized_keys.read_bytes()
+    with rotation_lock(plant.settings, ASSET):  # another admin's rotation, running
+        code, out, err = rotate(admin_cli, target)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"gatepass: another rotation of {ASSET}'s credential is running"), err
+    assert vaulted(plant) == before_vault
+    assert target.authorized_keys.read_bytes() == before_keys
+    assert plant.audit("admin:asset:credential_rotation_failed") == []
+
+    code, _out, err = rotate(admin_cli, target)  # once it is over
+    assert code == 0, err
+
+
 def test_json_says_what_was_done_and_never_a_secret(plant: Plant, target: OpenSSHServer, admin_cli: AdminCli) -> None:
     old_private = target.client_private_key_text
 
