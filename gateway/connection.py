@@ -255,10 +255,10 @@ class GatewayConnection(CertificateLogin):
         for session in list(self._sessions):
             session.warn(message)
 
-    def recorded_sessions(self) -> list[tuple[ProxySession, int]]:
-        """This connection's recorded sessions, each with what its recording has taken so far."""
-        return [(session, taken) for session in list(self._sessions)
-                if (taken := session.recorded_bytes()) is not None]
+    def recorded_sessions(self) -> list[tuple[ProxySession, str]]:
+        """This connection's recorded sessions, each with its recording's file name."""
+        return [(session, name) for session in list(self._sessions)
+                if (name := session.recording_name()) is not None]
 
     def recording_failed(self, site: str, error: str) -> None:
         """Recordings at ``site`` cannot be written: end this connection's recorded sessions there."""

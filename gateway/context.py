@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.broker_client import BrokerClient
@@ -108,9 +110,17 @@ class GatewayContext:
         return (f"only {size_words(free)} is free on the gateway's recordings disk, below the {size_words(reserve)} "
                 "it keeps for the sessions already running")
 
-    def check_recording_space(self, free: int | None) -> ProxySession | None:
-        """One look at the recordings disk, ``free`` bytes free (every ``recording_space_interval`` seconds,
-        gateway/server.py, which reads it off the event loop: a hung mount must not hold up every relay). Below
+    def recording_files(self) -> list[tuple[ProxySession, Path]]:
+        """Every live recorded session with its recording's file (what the guard measures, off the event loop)."""
+        directory = self.settings.recordings_dir
+        return [(session, directory / name) for connection in list(self.connections)
+                for session, name in connection.recorded_sessions()]
+
+    def check_recording_space(self, free: int | None, sizes: dict[ProxySession, int]) -> ProxySession | None:
+        """One look at the recordings disk: ``free`` bytes free, and the size of each live recorded session's file
+        (``measure_recordings``), every ``recording_space_interval`` seconds (gateway/server.py, which reads both
+        off the event loop: a hung mount must not hold up every relay). The files' own sizes, not the bytes the
+        sessions sent: a control character is written as six (``\u001b``), a non-UTF-8 byte as base64. Below
         the reserve, new recorded sessions are refused from now on; below half of it, the recorded session whose
         recording grew the most since the last look is ended, and returned. Quiet sessions go on: a session that
         wrote less than 1/FILLING_SHARE of the reserve since the last look is not what fills the disk, and is never
@@ -131,8 +141,7 @@ class GatewayContext:
                                "refused until there is more", size_words(free), size_words(reserve))
             else:
                 logger.info("the recordings disk has %s free again: new sessions are allowed", size_words(free))
-        taken = {session: size for connection in list(self.connections)
-                 for session, size in connection.recorded_sessions()}
+        taken = dict(sizes)
         grown = {session: size - self._taken_at_last_look.get(session, 0) for session, size in taken.items()}
         self._taken_at_last_look = taken
         self._taken_when_below = {session: self._taken_when_below.get(session, size) if below else size
@@ -179,6 +188,15 @@ class GatewayContext:
         """Give pending reports up to ``timeout`` seconds to reach the broker (on shutdown)."""
         if self._background:
             await asyncio.wait(set(self._background), timeout=timeout)
+
+
+def measure_recordings(files: list[tuple[ProxySession, Path]]) -> dict[ProxySession, int]:
+    """The size of each session's recording file now (blocking: run it in a thread); a file gone is left out."""
+    sizes = {}
+    for session, path in files:
+        with contextlib.suppress(OSError):
+            sizes[session] = os.stat(path).st_size
+    return sizes
 
 
 def size_words(size: int) -> str:

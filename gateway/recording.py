@@ -153,7 +153,6 @@ class AsciicastRecorder:
         self._failure: RecordingFailure | None = None
         self._closed = False
         self._started = time.monotonic()
-        self._handed_off = 0  # bytes of events already given to the writer (see ``taken``)
         # The chunks since the last hand-off, already in the form the writer process reads
         # (gateway.recording_wire): a chunk costs its header and one copy here, and no per-chunk work later.
         # ``_batch`` is allocated ahead (see FULL_BATCH_BYTES) when the first chunk after a hand-off comes, at
@@ -178,10 +177,9 @@ class AsciicastRecorder:
             raise self._failure from exc
 
     @property
-    def taken(self) -> int:
-        """Bytes of events this recorder has taken so far (what the disk will hold, give or take the encoding):
-        the recordings disk's guard (GatewayContext.check_recording_space) compares sessions by it."""
-        return self._handed_off + self._used - wire.STARTED.size
+    def name(self) -> str:
+        """The recording's file name in the store (the recordings disk's guard measures the file by it)."""
+        return self._name
 
     # -- the tap ---------------------------------------------------------------------------------
 
@@ -276,7 +274,6 @@ class AsciicastRecorder:
         if used <= wire.STARTED.size:
             return
         batch = memoryview(self._batch)[:used]
-        self._handed_off += used - wire.STARTED.size
         self._batch, self._used = bytearray(), wire.STARTED.size  # the next chunk allocates the next batch
         self._next_size = FULL_BATCH_BYTES if busy else FIRST_BATCH_BYTES
         try:

@@ -12,7 +12,7 @@ import asyncssh
 from gateway.algorithms import server_algorithm_options
 from gateway.broker_client import BrokerClient
 from gateway.connection import GatewayConnection
-from gateway.context import GatewayContext
+from gateway.context import GatewayContext, measure_recordings
 from gateway.errors import BrokerUnavailable
 from gateway.hostkey import load_or_create_host_key, public_key_line
 from gateway.monitor import GrantMonitor
@@ -162,6 +162,8 @@ class Gateway:
         warning a second for as long as a mount is gone would flood the log (and the disk it is on)."""
         failing: str | None = None
         while True:
+            files = self.ctx.recording_files()
+            sizes = await asyncio.to_thread(measure_recordings, files)
             try:
                 free: int | None = await asyncio.to_thread(self.recordings.free_bytes)
             except OSError as exc:
@@ -174,7 +176,7 @@ class Gateway:
                     logger.info("the recordings disk's free space can be read again")
                 failing = None
             try:
-                self.ctx.check_recording_space(free)
+                self.ctx.check_recording_space(free, sizes)
             except Exception:  # a look that went wrong must not end the guard
                 logger.exception("looking at the recordings disk's free space failed")
             await asyncio.sleep(self.settings.recording_space_interval)

@@ -31,7 +31,7 @@ from gateway.taps import (
     TapFailure,
     is_recorded,
     open_tap,
-    recorded_bytes,
+    recording_name,
     until_recording,
 )
 from gateway.target_session import TargetSession
@@ -237,10 +237,10 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
         if is_recorded(self._tap):
             self._end_unrecorded(RecordingFailure(error))
 
-    def recorded_bytes(self) -> int | None:
-        """What this session's recording has taken so far; None if it is not recorded (or has ended, or is ending:
-        the recordings disk's guard must not pick a session it already ended over the one filling the disk now)."""
-        return None if self._closed or self._ended else recorded_bytes(self._tap)
+    def recording_name(self) -> str | None:
+        """The file name of this session's recording; None if it is not recorded (or has ended, or is ending: the
+        recordings disk's guard must not pick a session it already ended over the one filling the disk now)."""
+        return None if self._closed or self._ended else recording_name(self._tap)
 
     def end_for_space(self, why: str) -> None:
         """The recordings disk is nearly full and this session is filling it: end it, its recording closed whole

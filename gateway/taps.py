@@ -117,8 +117,9 @@ async def until_recording(tap: ChannelTap) -> None:
         await recorder.until_started()
 
 
-def recorded_bytes(tap: ChannelTap) -> int | None:
-    """How much the session's recorder (inside ``tap``, like ``is_recorded`` finds it) has taken; None if none."""
+def recording_name(tap: ChannelTap) -> str | None:
+    """The file name of the session's recording (its recorder inside ``tap``, as ``is_recorded`` finds it); None if
+    the session is not recorded."""
     from gateway.exec_guard import ExecGuard
     from gateway.observers import WatchTap
     from gateway.recording import AsciicastRecorder
@@ -126,7 +127,7 @@ def recorded_bytes(tap: ChannelTap) -> int | None:
     if isinstance(tap, WatchTap):
         tap = tap.inner
     recorder = tap.recorder if isinstance(tap, ExecGuard) else tap
-    return recorder.taken if isinstance(recorder, AsciicastRecorder) else None
+    return recorder.name if isinstance(recorder, AsciicastRecorder) else None
 
 
 def is_recorded(tap: ChannelTap) -> bool:

@@ -18,7 +18,7 @@ import pytest
 from broker.errors import InvalidInput
 from cli.run_commands import recording_reserve
 from gateway import Gateway
-from gateway.context import size_words
+from gateway.context import measure_recordings, size_words
 from gateway.settings import DEFAULT_RECORDING_RESERVE
 from tests.fixtures.disks import small_tmpfs
 from tests.fixtures.sshd import OpenSSHServer
@@ -145,16 +145,20 @@ async def test_a_session_that_writes_nothing_is_not_ended_for_what_something_els
 
 def _recorded(gateway: Gateway, fake_broker: FakeBroker, command: str) -> Any:
     """The gateway's live session running ``command``, or None."""
-    for connection in list(gateway.ctx.connections):
-        for session, _taken in connection.recorded_sessions():
-            if fake_broker.sessions.get(session._session_id, {}).get("command") == command:
-                return session
+    for session, _path in gateway.ctx.recording_files():
+        if fake_broker.sessions.get(session._session_id, {}).get("command") == command:
+            return session
     return None
 
 
 def _taken(gateway: Gateway, session: Any) -> int:
-    return next((taken for connection in list(gateway.ctx.connections)
-                 for candidate, taken in connection.recorded_sessions() if candidate is session), 0)
+    """The size of ``session``'s recording file now (0 once it is no longer a live recorded session)."""
+    return measure_recordings(gateway.ctx.recording_files()).get(session, 0)
+
+
+def _look(gateway: Gateway, free: int) -> Any:
+    """One look of the guard (gateway/server.py's loop, driven by the test): ``free`` bytes free, the files now."""
+    return gateway.ctx.check_recording_space(free, measure_recordings(gateway.ctx.recording_files()))
 
 
 @pytest.mark.parametrize("gateway_options", [{"recording_reserve": RESERVE, "recording_space_interval": 3600}])
@@ -176,13 +180,13 @@ async def test_a_session_already_being_ended_is_not_picked_again_while_another_f
         await eventually(lambda: _recorded(gateway, fake_broker, burst) is not None
                          and _recorded(gateway, fake_broker, stream) is not None, what="both sessions")
         first, second = _recorded(gateway, fake_broker, burst), _recorded(gateway, fake_broker, stream)
-        assert gateway.ctx.check_recording_space(64 * MiB) is None  # plenty free: a look, nothing ended
+        assert _look(gateway, 64 * MiB) is None  # plenty free: a look, nothing ended
         await eventually(lambda: _taken(gateway, first) > 2_500_000, what="the burst")
         processes[0].send_signal(signal.SIGSTOP)
 
-        assert gateway.ctx.check_recording_space(RESERVE // 4) is first  # it grew the most: ended
+        assert _look(gateway, RESERVE // 4) is first  # it grew the most: ended
         await asyncio.sleep(0.5)  # the steady session goes on writing; the frozen one never answers the close
-        assert gateway.ctx.check_recording_space(RESERVE // 4) is second
+        assert _look(gateway, RESERVE // 4) is second
     finally:
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
@@ -196,24 +200,26 @@ async def test_a_session_filling_the_disk_just_under_the_rate_of_one_look_is_end
     gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path,
     recordings_dir: Path,
 ) -> None:
-    # One look every 0.2 s (driven here) and 8 KiB per look ended a session at once; this one writes about 2 KB per
-    # look, for as long as it likes: below half the reserve it is the only thing filling the disk, and without a
+    # One look every 0.2 s (driven here) and 8 KiB per look ended a session at once; this one writes less, for as
+    # long as it likes: below half the reserve it is the only thing filling the disk, and without a
     # second rule it would go on until the disk is full and every session at the site fails.
     slow, slow_keys = _vendor(grant_for, sshd_target, tmp_path / "slow")
     quiet, quiet_keys = _vendor(grant_for, sshd_target, tmp_path / "quiet")
-    trickle = "echo started; for i in $(seq 300); do head -c 1500 /dev/zero | base64 -w0; echo; sleep 0.2; done"
+    # About 5.5 KB of recording a second, reaching the file in one write a second (the recorder's flush): never
+    # 8 KiB between two looks.
+    trickle = "echo started; for i in $(seq 300); do head -c 1000 /dev/zero | base64 -w0; echo; sleep 0.25; done"
     quiet_run = asyncio.ensure_future(_ssh(_ssh_argv(quiet, quiet_keys, "echo started; sleep 8; echo still-here"),
                                            timeout=20))
     slow_run = asyncio.ensure_future(_ssh(_ssh_argv(slow, slow_keys, trickle), timeout=30))
     await eventually(lambda: _recorded(gateway, fake_broker, trickle) is not None, what="the slow session")
     slow_session = _recorded(gateway, fake_broker, trickle)
-    assert gateway.ctx.check_recording_space(_free(recordings_dir)) is None  # plenty free: a look, nothing ended
+    assert _look(gateway, _free(recordings_dir)) is None  # plenty free: a look, nothing ended
     _leave_free(recordings_dir, RESERVE // 4)  # something else (a copy) takes the disk below half the reserve
 
     ended_now = []
     for _ in range(40):  # 8 s
         await asyncio.sleep(0.2)
-        if (session := gateway.ctx.check_recording_space(_free(recordings_dir))) is not None:
+        if (session := _look(gateway, _free(recordings_dir))) is not None:
             ended_now.append(session)
             break
     assert ended_now == [slow_session]
@@ -223,6 +229,33 @@ async def test_a_session_filling_the_disk_just_under_the_rate_of_one_look_is_end
     assert b"since the disk went below its reserve" in stderr, stderr
     code, stdout, stderr = await asyncio.wait_for(quiet_run, 20)
     assert (code, stdout) == (0, b"started\nstill-here\n"), stderr
+
+
+@pytest.mark.parametrize("gateway_options", [{"recording_reserve": RESERVE, "recording_space_interval": 3600}])
+async def test_the_guard_weighs_what_reaches_the_disk_not_what_the_session_sent(
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path,
+) -> None:
+    # A control character is recorded as six bytes (\u0001): the session sending half as much as the other fills the
+    # disk three times as fast, and is the one to end. Counted by what was sent, the other would have been ended.
+    noisy, noisy_keys = _vendor(grant_for, sshd_target, tmp_path / "noisy")
+    plain, plain_keys = _vendor(grant_for, sshd_target, tmp_path / "plain")
+    control = "echo started; for i in $(seq 400); do head -c 20000 /dev/zero | tr '\\0' '\\1'; sleep 0.05; done"
+    text = "echo started; for i in $(seq 400); do head -c 40000 /dev/zero | tr '\\0' x; echo; sleep 0.05; done"
+    processes = [await _ssh_running(_ssh_argv(noisy, noisy_keys, control)),
+                 await _ssh_running(_ssh_argv(plain, plain_keys, text))]
+    readers = [asyncio.ensure_future(process.communicate()) for process in processes]
+    try:
+        await eventually(lambda: _recorded(gateway, fake_broker, control) is not None
+                         and _recorded(gateway, fake_broker, text) is not None, what="both sessions")
+        noisy_session = _recorded(gateway, fake_broker, control)
+        assert _look(gateway, 64 * MiB) is None  # plenty free: a look, nothing ended
+        await asyncio.sleep(2.5)  # both write; more than one flush of each recording reaches its file
+        assert _look(gateway, RESERVE // 4) is noisy_session
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await asyncio.wait(readers, timeout=10)
 
 
 def test_sizes_read_as_an_operator_writes_them() -> None:
