@@ -18,6 +18,7 @@ from cli.context import Context
 from cli.main import main
 from tests.fixtures import database as test_databases
 from tests.fixtures.broker import Api, BrokerServer, Plant, PlantTemplate
+from tests.fixtures.sshd import OpenSSHServer
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +62,9 @@ def admin_cli(plant: Plant, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def sshd(sshd_target: OpenSSHServer) -> OpenSSHServer:
+    """A plant machine for the broker's own SSH work (admin asset scan, rotate): tests/conftest.py's real sshd."""
+    return sshd_target

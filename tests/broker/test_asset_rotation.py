@@ -8,7 +8,6 @@ import asyncio
 import datetime as dt
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
@@ -27,21 +26,12 @@ from tests.broker.target_assets import (
 )
 from tests.fixtures.broker import BrokerServer, Plant
 from tests.fixtures.keys import generate_ssh_keypair
-from tests.fixtures.sshd import OpenSSHServer, start_sshd
+from tests.fixtures.sshd import OpenSSHServer
 
 # What sits in the target's authorized_keys besides the asset's key: a colleague's key with options, a comment.
 OTHER_LINES = ('# plant IT: keep these\n'
                'from="10.0.0.0/8",no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHm0C5Flk2ZqQm9vVY4kF2R8cTgqF6v2fnUhN1yS'
                'yJ3b colleague@plant\n')
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[OpenSSHServer]:
-    server = start_sshd(tmp_path / "sshd")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

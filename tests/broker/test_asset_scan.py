@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import asyncssh
 import pytest
@@ -15,16 +13,7 @@ from tests.broker.conftest import AdminCli
 from tests.broker.target_assets import ASSET, add_sshd_asset, pinned, tcp_listener
 from tests.fixtures.broker import Plant
 from tests.fixtures.ports import free_port
-from tests.fixtures.sshd import OpenSSHServer, start_sshd
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[OpenSSHServer]:
-    server = start_sshd(tmp_path / "sshd")
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.fixtures.sshd import OpenSSHServer
 
 
 def fingerprint(key: str) -> str:

@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,25 @@ def _look(gateway: Gateway, free: int) -> Any:
     return gateway.ctx.check_recording_space(free, measure_recordings(gateway.ctx.recording_files()))
 
 
+@contextlib.asynccontextmanager
+async def _running(gateway: Gateway, fake_broker: FakeBroker, *commands: tuple[Vendor, Path, str],
+                   ) -> AsyncIterator[tuple[list[asyncio.subprocess.Process], list[Any]]]:
+    """Stock ssh running each (vendor, keys, command) through the gateway, and the gateway's session of each; the
+    clients are killed afterwards (a stopped one is continued first)."""
+    processes = [await _ssh_running(_ssh_argv(vendor, keys, command)) for vendor, keys, command in commands]
+    readers = [asyncio.ensure_future(process.communicate()) for process in processes]
+    try:
+        await eventually(lambda: all(_recorded(gateway, fake_broker, command) is not None
+                                     for _, _, command in commands), what="every session")
+        yield processes, [_recorded(gateway, fake_broker, command) for _, _, command in commands]
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+        await asyncio.wait(readers, timeout=10)
+
+
 @pytest.mark.parametrize("gateway_options", [{"recording_reserve": RESERVE, "recording_space_interval": 3600}])
 async def test_a_session_already_being_ended_is_not_picked_again_while_another_fills_the_disk(
     gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, fake_broker: FakeBroker, tmp_path: Path,
@@ -173,13 +192,8 @@ async def test_a_session_already_being_ended_is_not_picked_again_while_another_f
     steady, steady_keys = _vendor(grant_for, sshd_target, tmp_path / "steady")
     burst = "echo started; sleep 1; head -c 2000000 /dev/zero | base64 -w0; echo; sleep 30"
     stream = "echo started; for i in $(seq 400); do head -c 20000 /dev/zero | base64 -w0; echo; sleep 0.05; done"
-    processes = [await _ssh_running(_ssh_argv(frozen, frozen_keys, burst)),
-                 await _ssh_running(_ssh_argv(steady, steady_keys, stream))]
-    readers = [asyncio.ensure_future(process.communicate()) for process in processes]
-    try:
-        await eventually(lambda: _recorded(gateway, fake_broker, burst) is not None
-                         and _recorded(gateway, fake_broker, stream) is not None, what="both sessions")
-        first, second = _recorded(gateway, fake_broker, burst), _recorded(gateway, fake_broker, stream)
+    async with _running(gateway, fake_broker, (frozen, frozen_keys, burst),
+                        (steady, steady_keys, stream)) as (processes, (first, second)):
         assert _look(gateway, 64 * MiB) is None  # plenty free: a look, nothing ended
         await eventually(lambda: _taken(gateway, first) > 2_500_000, what="the burst")
         processes[0].send_signal(signal.SIGSTOP)
@@ -187,12 +201,6 @@ async def test_a_session_already_being_ended_is_not_picked_again_while_another_f
         assert _look(gateway, RESERVE // 4) is first  # it grew the most: ended
         await asyncio.sleep(0.5)  # the steady session goes on writing; the frozen one never answers the close
         assert _look(gateway, RESERVE // 4) is second
-    finally:
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGCONT)
-                process.kill()
-        await asyncio.wait(readers, timeout=10)
 
 
 @pytest.mark.parametrize("gateway_options", [{"recording_reserve": RESERVE, "recording_space_interval": 3600}])
@@ -241,21 +249,11 @@ async def test_the_guard_weighs_what_reaches_the_disk_not_what_the_session_sent(
     plain, plain_keys = _vendor(grant_for, sshd_target, tmp_path / "plain")
     control = "echo started; for i in $(seq 400); do head -c 20000 /dev/zero | tr '\\0' '\\1'; sleep 0.05; done"
     text = "echo started; for i in $(seq 400); do head -c 40000 /dev/zero | tr '\\0' x; echo; sleep 0.05; done"
-    processes = [await _ssh_running(_ssh_argv(noisy, noisy_keys, control)),
-                 await _ssh_running(_ssh_argv(plain, plain_keys, text))]
-    readers = [asyncio.ensure_future(process.communicate()) for process in processes]
-    try:
-        await eventually(lambda: _recorded(gateway, fake_broker, control) is not None
-                         and _recorded(gateway, fake_broker, text) is not None, what="both sessions")
-        noisy_session = _recorded(gateway, fake_broker, control)
+    async with _running(gateway, fake_broker, (noisy, noisy_keys, control),
+                        (plain, plain_keys, text)) as (_, (noisy_session, _plain_session)):
         assert _look(gateway, 64 * MiB) is None  # plenty free: a look, nothing ended
         await asyncio.sleep(2.5)  # both write; more than one flush of each recording reaches its file
         assert _look(gateway, RESERVE // 4) is noisy_session
-    finally:
-        for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-        await asyncio.wait(readers, timeout=10)
 
 
 def test_sizes_read_as_an_operator_writes_them() -> None:
