@@ -450,7 +450,7 @@ def _keys(subparsers: Subparsers) -> None:
                         help="only this asset's grant (default: every asset you have an SSH grant for)")
     export.add_argument("--out", metavar="FILE", type=Path, help="write to FILE (with --asset)")
     export.add_argument("--passphrase-file", metavar="F", type=Path,
-                        help="protect the file with the passphrase on F's first line (PuTTY asks for it; "
+                        help="protect the file with the passphrase on F's first line, ASCII only (PuTTY asks for it; "
                         "without one the file is only as safe as the folder it is in)")
     export.add_argument("--json", action="store_true", help="print a JSON list: asset, file, grant, gateway, ...")
     export.set_defaults(func=Later("cli.client_keys", "run_key_export"))

@@ -143,4 +143,10 @@ def _read_passphrase(path: Path) -> bytes:
     first = re.split(r"[\r\n]", text, maxsplit=1)[0]  # up to the first CR or LF, as puttygen reads such a file
     if not first:
         raise UsageError(f"the passphrase file {path} is empty: write the passphrase on its first line")
-    return first.encode("utf-8")
+    if not all(" " <= ch <= "~" for ch in first):
+        # PuTTY on Windows may take what is typed into its passphrase box in the system's code page, not UTF-8: an
+        # accented letter would then never open the file. A tab moves the focus out of the box instead.
+        raise UsageError(f"the passphrase in {path} holds characters other than ASCII letters, digits, spaces and "
+                         "punctuation: PuTTY on Windows may read those differently when you type them, and the key "
+                         "would not open; choose one without them")
+    return first.encode("ascii")

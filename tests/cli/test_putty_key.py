@@ -102,6 +102,17 @@ def test_a_passphrase_file_saved_by_notepad_protects_the_key_with_the_passphrase
     assert opened.returncode == 0, opened.stderr
 
 
+@pytest.mark.parametrize("passphrase", ["Schlüssel der Anlage", "tab\there", "caf\u00e9"])
+def test_a_passphrase_putty_on_windows_might_read_otherwise_is_refused(passphrase: str, tmp_path: Path) -> None:
+    from cli.client_keys import _read_passphrase
+    from cli.errors import UsageError
+
+    saved = tmp_path / "passphrase.txt"
+    saved.write_text(passphrase + "\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="other than ASCII letters, digits, spaces and punctuation"):
+        _read_passphrase(saved)
+
+
 def test_puttygen_refuses_a_file_changed_after_it_was_written(certified_key: tuple[Path, Path],
                                                               tmp_path: Path) -> None:
     """The MAC covers the comment too: a file edited by hand (or damaged) is refused, not half-read."""
