@@ -65,7 +65,23 @@ def run_request(args: argparse.Namespace) -> int:
         return 1
     if not args.json and (hint := _connect_hint(request)):
         ctx.say(hint)
+    _refresh_ssh_config(ctx, request)
     return 0
+
+
+def _refresh_ssh_config(ctx: Context, request: dict[str, Any]) -> None:
+    """The grant's host in the ssh_config `ssh-config --write` set up, if it did: the access is granted whatever
+    happens here, so a failure is a note with the command that does it by hand, never a failed request."""
+    from cli.client_connect import refresh_written_config
+
+    try:
+        hosts = refresh_written_config(ctx)
+    except ClientError as exc:
+        ctx.note(f"gatepass: {exc.message}; run `gatepass ssh-config --write` to bring the ssh config up to date")
+        return
+    host = f"{request.get('asset')}.gatepass"
+    if hosts is not None and host in hosts:
+        ctx.note(f"Updated {ctx.state.ssh_config_path}: `ssh {host}` works now (also scp, sftp and editors)")
 
 
 def _wait_for_decision(ctx: Context, api: ApiClient, request: dict[str, Any], *, json_output: bool) -> dict[str, Any]:

@@ -170,12 +170,20 @@ def run_tunnel(args: argparse.Namespace) -> int:
 
 def run_ssh_config(args: argparse.Namespace) -> int:
     ctx: Context = args.client_context
+    config, hosts = _current_config(ctx, again="gatepass ssh-config --write" if args.write else "gatepass ssh-config")
+    if not args.write:
+        ctx.out.write(config)
+        return 0
+    _write_included_config(ctx, config, hosts=hosts)
+    return 0
+
+
+def _current_config(ctx: Context, *, again: str) -> tuple[str, list[str]]:
+    """The config of the caller's usable grants now (their certificates written, gateways pinned), and its hosts."""
     grants, username, server = fetch_usable_grants(ctx, asset=None)
     now = ctx.clock()
-    with_certificate = [g for g in grants if g.certificate]
-    chosen = pick_per_asset(with_certificate, now=now)
+    chosen = pick_per_asset([g for g in grants if g.certificate], now=now)
     files = prepare_files(ctx, chosen) if chosen else {}
-    again = "gatepass ssh-config --write" if args.write else "gatepass ssh-config"
     header = (
         f"Gatepass grants of {username} on {server} at {format_time(now)}; "
         f"certificates end with their grants: run `{again}` again after each approval"
@@ -186,11 +194,24 @@ def run_ssh_config(args: argparse.Namespace) -> int:
         known_hosts=ctx.state.known_hosts_path,
         header=header,
     )
-    if not args.write:
-        ctx.out.write(config)
-        return 0
-    _write_included_config(ctx, config, hosts=[f"{g.asset}.gatepass" for g in chosen])
-    return 0
+    return config, [f"{g.asset}.gatepass" for g in chosen]
+
+
+def refresh_written_config(ctx: Context) -> list[str] | None:
+    """After an approval (`request --wait`): if `ssh-config --write` was used on this machine, rewrite the state
+    directory's ssh_config that ~/.ssh/config includes, so `ssh ASSET.gatepass` works at once. ~/.ssh/config itself
+    is not touched. Returns the hosts written, or None when there was nothing to refresh."""
+    from cli.state import write_private_file
+
+    target = ctx.state.ssh_config_path
+    if not target.is_file():
+        return None
+    config, hosts = _current_config(ctx, again="gatepass ssh-config --write")
+    try:
+        write_private_file(target, config)
+    except OSError as exc:
+        raise LocalSetupError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return hosts
 
 
 def _write_included_config(ctx: Context, config: str, *, hosts: list[str]) -> None:
@@ -218,4 +239,5 @@ def _write_included_config(ctx: Context, config: str, *, hosts: list[str]) -> No
             + (" (one line added at its top)" if added else ""))
     if hosts:
         ctx.note(f"Connect with `ssh {hosts[0]}` (also scp, sftp, rsync and editors' Remote-SSH); "
-                 "run `gatepass ssh-config --write` again after each approval")
+                 "`gatepass request --wait` keeps these entries up to date; after an approval it did not wait for, run "
+                 "`gatepass ssh-config --write` again")

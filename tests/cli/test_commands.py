@@ -497,6 +497,42 @@ def test_ssh_config_write_with_a_relative_home_edits_no_config_in_the_current_fo
     assert (ctx.state.home / "ssh_config").read_text().count("Host hmi-01.gatepass") == 1
 
 
+def test_an_approval_waited_for_updates_the_ssh_config_written_before_and_nothing_else(
+    ctx: Context, api: Api, plant: Plant, logged_in: Session, gateway_host_key: str, tmp_path: Path
+) -> None:
+    ctx.environ = {**ctx.environ, "HOME": str(tmp_path / "eng")}
+    assert main(["ssh-config", "--write"], context=ctx) == 0  # no grant yet: an empty config, included
+    user_config = (tmp_path / "eng" / ".ssh" / "config").read_bytes()
+    assert "Host " not in (ctx.state.home / "ssh_config").read_text()
+
+    def sleep(_seconds: float) -> None:
+        [request_id] = plant.column("SELECT id FROM access_requests")
+        approve(api, "sup-a1", request_id, comment="ok")
+
+    ctx.sleep = sleep
+    ctx.out, ctx.err = io.StringIO(), io.StringIO()
+    assert main(["request", "hmi-01", "--for", "2h", "--reason", "r", "--wait"], context=ctx) == 0
+
+    written = (ctx.state.home / "ssh_config").read_text()
+    assert "Host hmi-01.gatepass\n" in written
+    assert f"    CertificateFile {ctx.state.home / 'certs' / 'hmi-01-cert.pub'}\n" in written
+    assert f"Updated {ctx.state.home / 'ssh_config'}: `ssh hmi-01.gatepass` works now" in err(ctx)
+    assert (tmp_path / "eng" / ".ssh" / "config").read_bytes() == user_config  # ~/.ssh/config not touched
+
+
+def test_an_approval_waited_for_writes_no_ssh_config_where_none_was_asked_for(
+    ctx: Context, api: Api, plant: Plant, logged_in: Session, gateway_host_key: str
+) -> None:
+    def sleep(_seconds: float) -> None:
+        [request_id] = plant.column("SELECT id FROM access_requests")
+        approve(api, "sup-a1", request_id, comment="ok")
+
+    ctx.sleep = sleep
+    assert main(["request", "hmi-01", "--for", "2h", "--reason", "r", "--wait"], context=ctx) == 0
+    assert not ctx.state.ssh_config_path.exists()
+    assert "ssh_config" not in err(ctx)
+
+
 def test_key_export_overwrites_an_earlier_export_but_never_another_file(
     ctx: Context, api: Api, logged_in: Session, gateway_host_key: str, tmp_path: Path
 ) -> None:
