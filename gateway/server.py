@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import resource
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import asyncssh
 
@@ -24,6 +28,7 @@ from gateway.report_outbox import SPOOL, Report, ReportOutbox
 from gateway.settings import GatewaySettings
 from gateway.sync import follow_broker
 
+_T = TypeVar("_T")
 logger = logging.getLogger("gatepass.gateway")
 
 # Seconds a stopping gateway gives pending session reports to reach the broker.
@@ -157,15 +162,16 @@ class Gateway:
 
     async def _guard_recording_space(self) -> None:
         """Look at the recordings disk's free space now and every ``recording_space_interval`` seconds
-        (GatewayContext.check_recording_space). The look runs in a thread: statvfs on a hung mount blocks. A failing
+        (GatewayContext.check_recording_space). The look runs in a daemon thread of its own (``in_daemon_thread``):
+        statvfs and stat on a hung mount block until it answers. A failing
         look is logged when it starts failing (or fails otherwise) and when it works again, not at every look: a
         warning a second for as long as a mount is gone would flood the log (and the disk it is on)."""
         failing: str | None = None
         while True:
             files = self.ctx.recording_files()
-            sizes = await asyncio.to_thread(measure_recordings, files)
+            sizes = await in_daemon_thread(functools.partial(measure_recordings, files))
             try:
-                free: int | None = await asyncio.to_thread(self.recordings.free_bytes)
+                free: int | None = await in_daemon_thread(self.recordings.free_bytes)
             except OSError as exc:
                 free, why = None, str(exc.strerror or exc)
                 if why != failing:
@@ -223,6 +229,33 @@ class Gateway:
     async def serve_forever(self) -> None:
         """Wait until ``stop()`` is called (or this task is cancelled)."""
         await self._stopped.wait()
+
+
+def in_daemon_thread(call: Callable[[], _T]) -> asyncio.Future[_T]:
+    """``call()`` in a thread of its own, marked daemon: a look at a hung mount may block for ever, and the threads of
+    ``asyncio.to_thread`` are joined when the process exits, so one stuck statvfs would keep a stopped gateway from
+    ever exiting. Cancelling the future leaves the thread to finish (or not) on its own."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():  # cancelled meanwhile (the gateway stopped)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]  # None only with an error
+
+    def run() -> None:
+        try:
+            result, error = call(), None
+        except BaseException as exc:  # handed to the awaiting task, which decides
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed while the call hung: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="gatepass-disk-look", daemon=True).start()
+    return future
 
 
 async def run_gateway(settings: GatewaySettings, *, retry_backoff: float = 1.0, max_backoff: float = 30.0) -> None:

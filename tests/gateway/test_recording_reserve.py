@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,32 @@ async def test_the_guard_weighs_what_reaches_the_disk_not_what_the_session_sent(
         assert _look(gateway, 64 * MiB) is None  # plenty free: a look, nothing ended
         await asyncio.sleep(2.5)  # both write; more than one flush of each recording reaches its file
         assert _look(gateway, RESERVE // 4) is noisy_session
+
+
+@pytest.mark.parametrize("gateway_options", [{"recording_reserve": RESERVE, "recording_space_interval": 0.05}])
+async def test_a_look_at_a_hung_disk_holds_up_no_session_and_no_exit(
+    gateway: Gateway, grant_for: GrantFactory, sshd_target: OpenSSHServer, tmp_path: Path,
+) -> None:
+    # An NFS mount that stopped answering: statvfs blocks until it does. The relay goes on, and the stuck look is in a
+    # daemon thread (asyncio.to_thread's pool threads are joined at exit: the gateway could never exit).
+    stuck, release = threading.Event(), threading.Event()
+    daemon: list[bool] = []
+
+    def hang() -> int:
+        daemon.append(threading.current_thread().daemon)
+        stuck.set()
+        release.wait(30)
+        return 64 * MiB
+
+    gateway.recordings.free_bytes = hang  # type: ignore[method-assign]
+    try:
+        await eventually(stuck.is_set, what="the guard's next look to hang")
+        vendor, keys = _vendor(grant_for, sshd_target, tmp_path / "keys")
+        code, stdout, _ = await _ssh(_ssh_argv(vendor, keys, "echo through"))
+        assert (code, stdout) == (0, b"through\n")
+        assert daemon == [True]
+    finally:
+        release.set()
 
 
 def test_sizes_read_as_an_operator_writes_them() -> None:
