@@ -119,11 +119,12 @@ def _asset_add(args: argparse.Namespace) -> int:
         # asyncio only here: importing it costs the client commands, which share this parser, ~10 ms at start.
         import asyncio
 
-        from cli import runtime
+        from broker.inventory.asset_credentials import fingerprint
+        from broker.inventory.target_access import presented_host_key
 
-        key, fingerprint = asyncio.run(runtime.scan_host_key(args.host, args.ssh_port))
+        key = asyncio.run(presented_host_key(host=args.host, port=args.ssh_port))
         fields["host_key"] = key
-        print(f"Pinned the host key of {args.host}:{args.ssh_port}: {fingerprint}")
+        print(f"Pinned the host key of {args.host}:{args.ssh_port}: {fingerprint(key)}")
         print("  Check this fingerprint with the machine's owner before anyone connects.")
     admin.add_asset(local_settings(args), **fields)
     services = (["ssh"] if args.ssh_port else []) + [f"tcp/{p}" for p in args.tcp_ports]

@@ -12,7 +12,6 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import uvicorn
 import uvloop
 
@@ -34,14 +33,6 @@ def run_forever(main: Coroutine[Any, Any, int]) -> int:
     default loop's (FIELD-NOTES; bench/README.md)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
-
-
-async def scan_host_key(host: str, port: int) -> tuple[str, str]:
-    """Read a target's host key once, at registration, so the gateway can pin it from then on."""
-    key = await asyncio.wait_for(asyncssh.get_server_host_key(host, port), timeout=10)
-    if key is None:
-        raise ValueError(f"{host}:{port} did not present an SSH host key")
-    return key.export_public_key("openssh").decode().strip(), key.get_fingerprint()
 
 
 def _bound_port(server: uvicorn.Server, fallback: int) -> int:
