@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 AUDIT_FORMATS = ("jsonl", "cef", "syslog", "ocsf")
-_OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# Request and grant ids as the broker makes them; also what a grant's id must be before the client writes it into an ssh
+# config (cli/sshargs.py).
+OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 # Checks that live with what they check (cli.state, cli.durations, ...): imported when their argument is given.
 check_asset_name = Later("cli.state", "check_asset_name")
@@ -49,7 +51,7 @@ def parse_port(text: str) -> int:
 
 
 def object_id(text: str) -> str:
-    if not _OBJECT_ID.match(text):
+    if not OBJECT_ID.match(text):
         raise UsageError(f"'{text}' is not an identifier like req-1a2b3c4d or grt-1a2b3c4d")
     return text
 

@@ -12,15 +12,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cli.client_commands import OBJECT_ID
 from cli.durations import parse_api_time
 from cli.errors import NoUsableGrant, ServerUnreachable, UsageError
 from cli.state import check_asset_name
 
 ED25519_CERT_TYPE = "ssh-ed25519-cert-v01@openssh.com"
 _HOST = re.compile(r"^[A-Za-z0-9_.:%\[\]-]+$")
-# A grant id as the broker makes them (and as `gatepass revoke GRANT_ID` takes one): it is written into the ssh config
-# `ssh-config --write` has ~/.ssh/config include, where a line break would add directives for every connection.
-_GRANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # A gateway's host key as pinned in known_hosts: type, base64, an optional comment; one line, no control character
 # (a line break would add known_hosts lines of the broker's choosing, @cert-authority among them).
 _HOST_KEY = re.compile(r"[A-Za-z0-9@._+-]+ [A-Za-z0-9+/]+=*(?: [^\x00-\x1f\x7f]*)?")
@@ -65,7 +63,9 @@ class UsableGrant:
             host_key = str(gateway["host_key"]).strip()
             if not _HOST_KEY.fullmatch(host_key):
                 raise ValueError(f"unusable gateway host key {host_key[:100]!r}")
-            if not _GRANT_ID.fullmatch(grant_id):
+            # Written into the ssh config `ssh-config --write` has ~/.ssh/config include, where a line break would add
+            # directives for every connection: an id as `gatepass revoke GRANT_ID` takes one, and nothing else.
+            if not OBJECT_ID.fullmatch(grant_id):
                 raise ValueError(f"unusable grant id {grant_id[:70]!r}")
             try:
                 check_asset_name(asset)
