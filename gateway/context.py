@@ -58,16 +58,16 @@ class GatewayContext:
     # Sends finished recordings to the broker (gateway/recording_upload.py); None where they stay here.
     uploads: RecordingUploader | None = None
     _background: set[asyncio.Task[None]] = field(default_factory=set)
-    # What each recorded session's recording had taken at the last look at the disk (check_recording_space).
-    _taken_at_last_look: dict[ProxySession, int] = field(default_factory=dict)
+    # The size of each recorded session's recording file at the last look at the disk (check_recording_space).
+    _size_at_last_look: dict[ProxySession, int] = field(default_factory=dict)
     # Free bytes on the recordings disk at the last look; None before the first, without a reserve, or when the
     # store could not tell (a write that fails still fails closed).
     _free_at_last_look: int | None = None
     _below_reserve: bool = False
     # Since the disk went below the reserve: its free bytes then (less what sessions ended for space had written
-    # since), and what each recorded session's recording had taken then (or when first seen after).
+    # since), and the size of each recorded session's recording file then (or when first seen after).
     _free_when_below: int = 0
-    _taken_when_below: dict[ProxySession, int] = field(default_factory=dict)
+    _size_when_below: dict[ProxySession, int] = field(default_factory=dict)
 
     def recording_failed(self, site: str, error: str) -> None:
         """A recording at ``site`` could not be written: end every recorded session there, refuse new ones.
@@ -130,23 +130,22 @@ class GatewayContext:
         self._free_at_last_look = free
         reserve = self.settings.recording_reserve
         if free is None or reserve <= 0:
-            self._taken_at_last_look.clear()
+            self._size_at_last_look.clear()
             return None
         below = free < reserve
         if below != self._below_reserve:
             self._below_reserve = below
-            self._free_when_below, self._taken_when_below = free, {}
+            self._free_when_below, self._size_when_below = free, {}
             if below:
                 logger.warning("the recordings disk has %s free, below its reserve of %s: new recorded sessions are "
                                "refused until there is more", size_words(free), size_words(reserve))
             else:
                 logger.info("the recordings disk has %s free again: new sessions are allowed", size_words(free))
-        taken = dict(sizes)
-        grown = {session: size - self._taken_at_last_look.get(session, 0) for session, size in taken.items()}
-        self._taken_at_last_look = taken
-        self._taken_when_below = {session: self._taken_when_below.get(session, size) if below else size
-                                  for session, size in taken.items()}
-        written = {session: size - self._taken_when_below[session] for session, size in taken.items()}
+        grown = {session: size - self._size_at_last_look.get(session, 0) for session, size in sizes.items()}
+        self._size_at_last_look = sizes
+        self._size_when_below = {session: self._size_when_below.get(session, size) if below else size
+                                 for session, size in sizes.items()}
+        written = {session: size - self._size_when_below[session] for session, size in sizes.items()}
         if free >= reserve // 2 or not grown:
             return None
         least = max(1, reserve // FILLING_SHARE)
@@ -168,8 +167,8 @@ class GatewayContext:
                               f"its {size_words(reserve)} reserve) and this session wrote the most to it ({how_much})")
         # What it wrote is no longer counted against the sessions that go on.
         self._free_when_below -= written
-        self._taken_at_last_look.pop(session, None)
-        self._taken_when_below.pop(session, None)
+        self._size_at_last_look.pop(session, None)
+        self._size_when_below.pop(session, None)
         return session
 
     def spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:

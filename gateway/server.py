@@ -9,7 +9,8 @@ import logging
 import resource
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncssh
 
@@ -27,6 +28,9 @@ from gateway.recording_upload import RecordingUploader
 from gateway.report_outbox import SPOOL, Report, ReportOutbox
 from gateway.settings import GatewaySettings
 from gateway.sync import follow_broker
+
+if TYPE_CHECKING:
+    from gateway.sessions import ProxySession
 
 _T = TypeVar("_T")
 logger = logging.getLogger("gatepass.gateway")
@@ -163,17 +167,15 @@ class Gateway:
     async def _guard_recording_space(self) -> None:
         """Look at the recordings disk's free space now and every ``recording_space_interval`` seconds
         (GatewayContext.check_recording_space). The look runs in a daemon thread of its own (``in_daemon_thread``):
-        statvfs and stat on a hung mount block until it answers. A failing
-        look is logged when it starts failing (or fails otherwise) and when it works again, not at every look: a
-        warning a second for as long as a mount is gone would flood the log (and the disk it is on)."""
+        statvfs and stat on a hung mount block until it answers. A failing look is logged when it starts failing (or
+        fails otherwise) and when it works again, not at every look: a warning a second for as long as a mount is
+        gone would flood the log (and the disk it is on)."""
         failing: str | None = None
         while True:
-            files = self.ctx.recording_files()
-            sizes = await in_daemon_thread(functools.partial(measure_recordings, files))
-            try:
-                free: int | None = await in_daemon_thread(self.recordings.free_bytes)
-            except OSError as exc:
-                free, why = None, str(exc.strerror or exc)
+            look = functools.partial(_look_at_disk, self.recordings, self.ctx.recording_files())
+            sizes, free, error = await in_daemon_thread(look)
+            if error is not None:
+                why = str(error.strerror or error)
                 if why != failing:
                     logger.warning("cannot tell the recordings disk's free space (%s)", why)
                 failing = why
@@ -229,6 +231,17 @@ class Gateway:
     async def serve_forever(self) -> None:
         """Wait until ``stop()`` is called (or this task is cancelled)."""
         await self._stopped.wait()
+
+
+def _look_at_disk(store: DirectoryStore, files: list[tuple[ProxySession, Path]],
+                  ) -> tuple[dict[ProxySession, int], int | None, OSError | None]:
+    """One look, blocking (one thread hop a look): each recording file's size, and the disk's free bytes or why
+    they cannot be told."""
+    sizes = measure_recordings(files)
+    try:
+        return sizes, store.free_bytes(), None
+    except OSError as error:
+        return sizes, None, error
 
 
 def in_daemon_thread(call: Callable[[], _T]) -> asyncio.Future[_T]:
